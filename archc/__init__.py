@@ -1,0 +1,21 @@
+"""archc: a declarative architecture compiler (TOML/JSON spec -> PyTorch -> ONNX -> ONNX Runtime).
+
+Importing archc does not import torch: `validate`, `schema`, `ops` and `infer` stay fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from torch import fx
+
+
+def compile(spec: str | Path | dict[str, Any], seed: int | None = 0) -> "fx.GraphModule":  # noqa: A001
+    """Spec (path or dict) -> an initialized torch module whose parameters match the shape rules."""
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    return lower(compile_spec(spec).graph, seed=seed)

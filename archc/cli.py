@@ -1,0 +1,193 @@
+"""The `archc` command: thin click commands over the library. Exit codes: 0 ok, 1 user error, 2 usage."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from archc import __version__
+from archc.errors import ArchcError, InputError
+
+EXIT_USER, EXIT_INTERNAL = 1, 3
+
+
+def _emit_errors(err: ArchcError, as_json: bool) -> None:
+    problems = err.problems()
+    if as_json:
+        click.echo(json.dumps({"ok": False, "errors": [p.to_dict() | {"line": p.line()} for p in problems]},
+                              indent=2))
+    for p in problems:
+        click.echo(f"error: {p.line()}", err=True)
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command: user errors print one line each and exit 1; --debug shows the traceback."""
+
+    @click.option("--debug", is_flag=True, help="Show a traceback for errors.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        debug = debug or bool(os.environ.get("ARCHC_DEBUG"))
+        try:
+            return fn(*args, **kwargs)
+        except ArchcError as e:
+            if debug:
+                raise
+            _emit_errors(e, kwargs.get("as_json", False))
+            sys.exit(EXIT_USER)
+        except (click.exceptions.Exit, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug in archc, not the user's fault: say so, briefly
+            if debug:
+                raise
+            click.echo(f"archc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
+                       err=True)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+SPEC = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archc")
+def main() -> None:
+    """archc: compile a neural network written as data (TOML/JSON) to PyTorch and ONNX."""
+
+
+@main.command()
+@SPEC
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (or the errors) as JSON.")
+@click.option("--stop-after", type=click.Choice(["load", "check", "expand", "infer"]), default="infer",
+              help="Stop after this pass (debugging).")
+@command
+def validate(spec: Path, as_json: bool, stop_after: str) -> None:
+    """Check SPEC and print its node table (shapes, parameters, FLOPs). Never imports torch."""
+    from archc.pipeline import compile_spec
+    from archc.summary import as_json as summary_json, as_text
+
+    result = compile_spec(spec, stop_after=stop_after)
+    if result.graph is None or result.graph.nodes and result.graph.nodes[0].out is None:
+        click.echo(json.dumps({"ok": True, "passes": result.passes}) if as_json
+                   else f"ok: {spec} passed {', '.join(result.passes)}")
+        return
+    if as_json:
+        click.echo(json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
+    else:
+        click.echo(as_text(result.graph))
+
+
+@main.command()
+@SPEC
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ONNX file to write (default: <model name>.onnx).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for parameter initialization.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+              show_default=True, help="torch.onnx exporter.")
+@click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
+@command
+def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool) -> None:
+    """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
+    import time
+
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    start = time.perf_counter()
+    result = compile_spec(spec)
+    module = lower(result.graph, seed=seed)
+    if print_code:
+        click.echo(module.code.strip())
+    out = output or Path(f"{result.graph.name}.onnx")
+    report = export(module, result.graph, result.spec, result.raw, result.sha256, out, exporter=exporter)
+    click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {result.graph.total_params:,} parameters)")
+    click.echo(f"export ({report.exporter}): {report.seconds:.2f} s; total {time.perf_counter() - start:.2f} s")
+    batches = ", ".join(str(c["batch"]) for c in report.checks)
+    click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
+               f"(tolerance {report.tolerance:.1e})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Input file: .npy, .npz (one array per input), .json or .csv.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
+@command
+def infer(model: Path, input_path: Path, output: Path | None, device: str, batch_size: int | None,
+          limit: int, as_json: bool) -> None:
+    """Run MODEL (an .onnx file) on inputs with ONNX Runtime only (no torch)."""
+    from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
+
+    if output is not None:
+        check_output_path(output)
+    m = Model.open(model, device=device)
+    feeds = read_inputs(input_path, m)
+    outputs = m.run(feeds, batch_size=batch_size)
+    recs = records(m, outputs)
+    if output is not None:
+        write_outputs(output, outputs, recs)
+    if as_json:
+        click.echo(json.dumps(recs, indent=2, default=float))
+    else:
+        click.echo(table(m, outputs, limit=limit))
+        click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
+                   + (f"; wrote {output}" if output is not None else ""))
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the schema to this file instead of stdout.")
+@command
+def schema(output: Path | None) -> None:
+    """Print the spec's JSON Schema (point a TOML spec at it with `#:schema FILE`)."""
+    from archc.spec.schema import json_schema
+    from archc.util import write_text_atomic
+
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        click.echo(text)
+    else:
+        write_text_atomic(output, text + "\n")
+        click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@command
+def ops(name: str | None, as_json: bool) -> None:
+    """List every op with its attributes, defaults and a one-line doc (or one op: NAME)."""
+    from archc.spec.errors import close_matches
+    from archc.spec.schema import op_table
+
+    table = op_table()
+    if name is not None:
+        table = [o for o in table if o["op"] == name]
+        if not table:
+            raise InputError(f"unknown op '{name}'", hint=close_matches(name, [o["op"] for o in op_table()])
+                             or "`archc ops` lists every op")
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    for o in table:
+        arity = o["inputs"]
+        n_in = f"{arity[0]}" if arity[0] == arity[1] else f"{arity[0]}+" if arity[1] is None else f"{arity[0]}-{arity[1]}"
+        click.echo(f"{o['op']:<16} [{o['family']}] {o['doc']}  (inputs: {n_in})")
+        for a in o["attributes"]:
+            default = "required" if a["required"] else f"default {json.dumps(a['default'])}"
+            click.echo(f"    {a['name']:<20} {a['type']:<28} {default:<18} {a['doc']}")
+
+
+if __name__ == "__main__":
+    main()

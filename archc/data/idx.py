@@ -1,0 +1,99 @@
+"""`idx:DIR` loader: MNIST-format IDX files (raw or .gz), header parsed by hand."""
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from archc.data.dataset import Dataset, Split
+from archc.data.sources import from_arrays, resolve
+from archc.errors import DataError
+
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+
+
+def candidates(prefix: str, kind: str, ndim: int) -> list[str]:
+    """Accepted file names for one IDX file, e.g. train-images-idx3-ubyte[.gz], train-images.idx3-ubyte[.gz]."""
+    bases = [f"{prefix}-{kind}-idx{ndim}-ubyte", f"{prefix}-{kind}.idx{ndim}-ubyte"]
+    return [b + ext for b in bases for ext in ("", ".gz")]
+
+
+def find(folder: Path, prefix: str, kind: str, ndim: int) -> Path | None:
+    """The first existing file among the accepted names."""
+    for n in candidates(prefix, kind, ndim):
+        if (folder / n).is_file():
+            return folder / n
+    return None
+
+
+def read_idx(path: Path, magic: int, where: str) -> np.ndarray:
+    """Read one IDX file of unsigned bytes, checking magic number and size against the header."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path.name}: expected a readable{' gzip' if path.suffix == '.gz' else ''} IDX file, "
+                        f"received one that fails to read ({e})", where=where) from None
+    if len(raw) < 4:
+        raise DataError(f"{path.name}: expected an IDX header, received only {len(raw)} bytes", where=where)
+    (got,) = struct.unpack(">I", raw[:4])
+    if got != magic:
+        raise DataError(f"{path.name}: expected IDX magic number 0x{magic:08X}, received 0x{got:08X}", where=where,
+                        hint="is this an MNIST-format file, and the right one (images vs labels)?")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path.name}: expected a {header}-byte header, received a {len(raw)}-byte file",
+                        where=where)
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != expected:
+        state = "truncated" if len(raw) - header < expected else "too long"
+        raise DataError(f"{path.name}: expected {expected} data bytes for shape {list(dims)}, received "
+                        f"{len(raw) - header} (file {state})", where=where)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _pair(folder: Path, prefix: str, where: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Images as float32 (N, 1, rows, cols) in [0, 1] and int64 labels, or None when both files are absent."""
+    img_path, lbl_path = find(folder, prefix, "images", 3), find(folder, prefix, "labels", 1)
+    if img_path is None and lbl_path is None:
+        return None
+    if img_path is None or lbl_path is None:
+        have, missing = (img_path or lbl_path), ("images" if img_path is None else "labels")
+        raise DataError(f"expected {prefix} {missing} next to {have.name}, received none of "
+                        f"{', '.join(candidates(prefix, missing, 3 if missing == 'images' else 1))}", where=where)
+    images = read_idx(img_path, IMAGES_MAGIC, where)
+    labels = read_idx(lbl_path, LABELS_MAGIC, where)
+    if len(images) != len(labels):
+        raise DataError(f"expected as many labels as images, received {len(images)} images in {img_path.name} "
+                        f"and {len(labels)} labels in {lbl_path.name}", where=where)
+    x = images.astype(np.float32)[:, None, :, :]
+    x *= np.float32(1 / 255)  # in place: one float32 copy of MNIST-size data, not two
+    return x, labels.astype(np.int64)
+
+
+def load_idx(arg: str, *, task: str | None, target: str | None, val_fraction: float,
+             test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
+    """train-* files → train/val (val carved by seed); t10k-* files → test (carved from train when absent)."""
+    name = f"idx:{arg}"
+    folder = resolve(arg, root)
+    if not folder.is_dir():
+        raise DataError(f"expected a folder of IDX files, received {str(folder)!r}, which is not a folder",
+                        where=name)
+    train = _pair(folder, "train", name)
+    if train is None:
+        found = sorted(p.name for p in folder.iterdir())[:10]
+        raise DataError(f"expected {candidates('train', 'images', 3)[0]} and {candidates('train', 'labels', 1)[0]} "
+                        f"(optionally .gz), received {found or 'an empty folder'}", where=name)
+    test = _pair(folder, "t10k", name)
+    if task == "regression":
+        raise DataError("expected task 'classification' for IDX digit labels, received 'regression'", where=name)
+    top = max(int(train[1].max(initial=0)), int(test[1].max(initial=0)) if test else 0)
+    classes = [str(i) for i in range(top + 1)]
+    return from_arrays(name, train[0], train[1], classes=classes, task="classification",
+                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                       test=Split(*test) if test else None)

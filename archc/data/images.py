@@ -1,0 +1,83 @@
+"""`images:DIR` loader: one sub-folder per class holding .png or .npy images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from archc.data.dataset import Dataset
+from archc.data.png import PNGError, decode_png
+from archc.data.sources import from_arrays, resolve
+from archc.errors import DataError
+
+EXTENSIONS = (".png", ".npy")
+
+
+def _to_chw(a: np.ndarray) -> np.ndarray:
+    """(H, W) → (1, H, W); (H, W, C) → (C, H, W) when the last axis looks like channels."""
+    if a.ndim == 2:
+        return a[None]
+    if a.ndim == 3 and a.shape[0] not in (1, 2, 3, 4) and a.shape[-1] in (1, 2, 3, 4):
+        return np.transpose(a, (2, 0, 1))
+    if a.ndim == 3:
+        return a
+    raise ValueError(f"expected a 2-D or 3-D image, received shape {list(a.shape)}")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image as float32 (C, H, W) in [0, 1] for integer pixels; raises ValueError when unreadable."""
+    if path.suffix.lower() == ".png":
+        a = np.transpose(decode_png(path.read_bytes()), (2, 0, 1))
+    else:
+        a = _to_chw(np.load(path, allow_pickle=False))
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(255)
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / np.float32(65535)
+    if a.dtype.kind in "fb":
+        out = a.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ValueError("expected finite pixel values, received NaN or inf")
+        return out
+    raise ValueError(f"expected uint8, uint16 or float pixels, received {a.dtype}")
+
+
+def load_images(arg: str, *, task: str | None, target: str | None, val_fraction: float,
+                test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
+    """Class = sub-folder name (sorted); every image must share one (C, H, W) shape."""
+    name = f"images:{arg}"
+    folder = resolve(arg, root)
+    if not folder.is_dir():
+        raise DataError(f"expected a folder with one sub-folder per class, received {str(folder)!r}, "
+                        "which is not a folder", where=name)
+    if task == "regression":
+        raise DataError("expected task 'classification' for class folders, received 'regression'", where=name)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError("expected one sub-folder per class, received no sub-folders", where=name)
+    xs, ys, first = [], [], None
+    for label, cls in enumerate(classes):
+        for path in sorted((folder / cls).iterdir()):
+            if path.name.startswith(".") or path.is_dir():
+                continue  # hidden files (.DS_Store) and nested folders are not examples
+            rel = f"{cls}/{path.name}"
+            if path.suffix.lower() not in EXTENSIONS:
+                raise DataError(f"{rel}: expected a .png or .npy image, received a {path.suffix or 'suffix-less'} "
+                                "file", where=name)
+            try:
+                img = read_image(path)
+            except (OSError, ValueError, PNGError, EOFError) as e:
+                raise DataError(f"{rel}: expected a readable image, received one that fails to decode ({e})",
+                                where=name) from None
+            if first is None:
+                first = (rel, img.shape)
+            elif img.shape != first[1]:
+                raise DataError(f"{rel}: expected an image shaped {list(first[1])} (C, H, W) like {first[0]}, "
+                                f"received {list(img.shape)}", where=name,
+                                hint="resize the images to one size and one channel count")
+            xs.append(img)
+            ys.append(label)
+    if not xs:
+        raise DataError(f"expected images in the class folders {classes}, received none", where=name)
+    return from_arrays(name, np.stack(xs), np.array(ys, dtype=np.int64), classes=classes, task="classification",
+                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)

@@ -1,0 +1,133 @@
+"""`csv:FILE` loader: a header row, numeric feature columns and one target column."""
+from __future__ import annotations
+
+import csv
+import difflib
+from pathlib import Path
+
+import numpy as np
+
+from archc.data.dataset import Dataset
+from archc.data.sources import from_arrays, resolve
+from archc.errors import DataError, describe
+
+MAX_CLASSES = 20  # an integer target with at most this many distinct values is taken as class labels
+
+
+def _is_number(text: str) -> bool:
+    """True when float() accepts the cell."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_rows(path: Path, name: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows (blank lines skipped) and each row's line number in the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows, lines, header = [], [], None
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in row]
+                    continue
+                rows.append([c.strip() for c in row])
+                lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"expected a readable UTF-8 CSV file, received one that fails to read ({e})",
+                        where=name) from None
+    if header is None:
+        raise DataError("expected a header row, received an empty file", where=name)
+    if all(_is_number(c) for c in header):
+        raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
+                        where=name, hint="add a first line naming the columns")
+    return header, rows, lines
+
+
+def _column_floats(cells: list[str], column: str, lines: list[int], name: str) -> np.ndarray:
+    """Parse one column as float32, naming the first bad cell."""
+    try:
+        return np.array(cells, dtype=np.float64).astype(np.float32)
+    except ValueError:
+        pass  # find the first offending cell for the message; the fast path covers good data
+    for cell, line in zip(cells, lines):
+        if not _is_number(cell):
+            received = "an empty cell" if cell == "" else describe(cell)
+            raise DataError(f"row {line}, column {column!r}: expected a number, received {received}", where=name)
+    raise DataError(f"column {column!r}: expected numbers", where=name)  # unreachable in practice
+
+
+def load_csv(arg: str, *, task: str | None, target: str | None, val_fraction: float,
+             test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
+    """Numeric features plus a target column (default: the last) → classification or regression."""
+    name = f"csv:{arg}"
+    path = resolve(arg, root)
+    if not path.is_file():
+        raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
+    header, rows, lines = _read_rows(path, name)
+    if len(header) < 2:
+        raise DataError(f"expected at least one feature column and a target column, received {header}", where=name)
+    if target is None:
+        t = len(header) - 1
+    elif target in header:
+        t = header.index(target)
+    else:
+        close = difflib.get_close_matches(target, header, n=1)
+        raise DataError(f"expected target column {target!r}, received columns {header}", where=name,
+                        hint=f"did you mean {close[0]!r}?" if close else "")
+    if not rows:
+        raise DataError("expected at least one data row after the header, received none", where=name)
+    for row, line in zip(rows, lines):
+        if len(row) != len(header):
+            raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
+                            where=name)
+    columns = list(zip(*rows))
+    feats = [_column_floats(list(columns[j]), header[j], lines, name) for j in range(len(header)) if j != t]
+    x = np.stack(feats, axis=1)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        col = [h for k, h in enumerate(header) if k != t][j]
+        raise DataError(f"row {lines[i]}, column {col!r}: expected a finite number, received {x[i, j]}", where=name)
+    y, classes, task = _target(list(columns[t]), header[t], lines, task, name)
+    return from_arrays(name, x, y, classes=classes, task=task, val_fraction=val_fraction,
+                       test_fraction=test_fraction, seed=seed)
+
+
+def _target(cells: list[str], column: str, lines: list[int], task: str | None,
+            name: str) -> tuple[np.ndarray, list[str] | None, str]:
+    """Decide the task and encode the target column."""
+    for cell, line in zip(cells, lines):
+        if cell == "":
+            raise DataError(f"row {line}, column {column!r}: expected a target value, received an empty cell",
+                            where=name)
+    numeric = all(_is_number(c) for c in cells)
+    values = np.array([float(c) for c in cells]) if numeric else None
+    if values is not None and not np.isfinite(values).all():
+        i = int(np.argmin(np.isfinite(values)))
+        raise DataError(f"row {lines[i]}, column {column!r}: expected a finite target, received {cells[i]!r}",
+                        where=name)
+    if task is None:
+        if not numeric:
+            task = "classification"
+        else:
+            integral = bool(np.all(values == np.round(values)))
+            task = "classification" if integral and len(np.unique(values)) <= MAX_CLASSES else "regression"
+    if task == "regression":
+        if not numeric:
+            bad = next((c, ln) for c, ln in zip(cells, lines) if not _is_number(c))
+            raise DataError(f"row {bad[1]}, column {column!r}: expected a number for a regression target, "
+                            f"received {describe(bad[0])}", where=name)
+        return values.astype(np.float32), None, task
+    if numeric:
+        # Numeric classes sort by value ("2" before "10") and are named canonically ("1.0" → "1").
+        distinct = np.unique(values)
+        names = [str(int(v)) if v == int(v) else repr(float(v)) for v in distinct]
+        return np.searchsorted(distinct, values).astype(np.int64), names, task
+    names = sorted(set(cells))
+    lookup = {n: i for i, n in enumerate(names)}
+    return np.array([lookup[c] for c in cells], dtype=np.int64), names, task

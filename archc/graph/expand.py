@@ -1,0 +1,232 @@
+"""The expand pass: blocks, repeats, parameter references and `from` wiring -> a flat node list."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from archc.errors import ArchcError, SpecError, describe, raise_all
+from archc.graph.ir import Graph, Node
+from archc.ops import REGISTRY, activation_names
+from archc.ops.base import BATCH, Op, TensorType
+from archc.spec.errors import close_matches, from_validation
+from archc.spec.exprs import substitute
+from archc.spec.model import Block, Spec, Use
+
+BROKEN = "<broken>"  # stands for the output of a layer that failed, so its dependents stay quiet
+MAX_NODES = 200_000
+
+
+class Expander:
+    """Walks the spec's layers (recursively through blocks) collecting nodes and errors."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.nodes: list[Node] = []
+        self.errors: list[ArchcError] = []
+
+    def run(self) -> Graph:
+        spec = self.spec
+        inputs = {name: TensorType((BATCH, *inp.shape), inp.dtype) for name, inp in spec.inputs.items()}
+        scope = {name: name for name in inputs}
+        prev = next(iter(inputs)) if len(inputs) == 1 else None
+        last = self.layers(spec.layers, "layers", "", dict(spec.params), scope, prev, "", ())
+        outputs: dict[str, str] = {}
+        for i, name in enumerate(spec.outputs or []):
+            if name in scope:
+                outputs[name] = scope[name]
+            else:
+                self.errors.append(SpecError(f"unknown node '{name}'", where=f"outputs[{i}]",
+                                             hint=_known(name, scope)))
+        if not spec.outputs and last not in (None, BROKEN):
+            outputs[_public_name(last, scope)] = last
+        raise_all(self.errors)
+        sizes = {**spec.axes}
+        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes)  # type: ignore[arg-type]
+
+    # ---- one list of layers (the top level, or one block instance) -------------------------
+    def layers(self, raws: list[Any], path: str, prefix: str, params: dict[str, Any], scope: dict[str, str],
+               prev: str | None, context: str, stack: tuple[str, ...]) -> str | None:
+        """Expand `raws` in order; returns the id of the last output (or BROKEN)."""
+        declared = {r["id"]: i for i, r in enumerate(raws) if isinstance(r, dict) and isinstance(r.get("id"), str)}
+        local_where: dict[str, str] = {}
+        for i, raw in enumerate(raws):
+            where = f"{path}[{i}]"
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                where += f" ({raw['id']})"
+            where += context
+            n_errors = len(self.errors)
+            try:
+                if not isinstance(raw, dict):
+                    raise SpecError(f"expected a table with 'op' (or 'use'), received {describe(raw)}")
+                local, out = (self.use if "use" in raw else self.layer)(
+                    raw, i, where, prefix, params, scope, prev, declared, stack)
+            except ArchcError as e:
+                if not e.where:
+                    e.where = where
+                self.errors.append(e)
+                local, out = (raw.get("id") if isinstance(raw, dict) else None), BROKEN
+            if len(self.errors) > n_errors:
+                out = BROKEN
+            if isinstance(local, str):
+                if local in local_where:
+                    self.errors.append(SpecError(f"id '{local}' is already used by {local_where[local]}",
+                                                 where=where, hint="ids must be unique"))
+                local_where[local] = where
+                scope[local] = out
+            prev = out
+            if len(self.nodes) > MAX_NODES:
+                raise SpecError(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
+                                where=where, hint="check `repeat` counts")
+        return prev
+
+    def resolve(self, from_: str | list[str] | None, i: int, scope: dict[str, str], prev: str | None,
+                declared: dict[str, int], path_of: str) -> list[str]:
+        """The node ids a layer reads: `from`, or the previous layer."""
+        if from_ is None:
+            if prev is None:
+                names = ", ".join(n for n in scope)
+                raise SpecError(f"expected 'from' naming this layer's input: the model has several inputs ({names})")
+            return [prev]
+        refs = [from_] if isinstance(from_, str) else list(from_)
+        if not refs:
+            raise SpecError("expected 'from' to name at least one node, received []")
+        out = []
+        for ref in refs:
+            if ref in scope:
+                out.append(scope[ref])
+            elif ref in declared:
+                j = declared[ref]
+                what = "its own output" if j == i else f"'{ref}', defined later at {path_of}[{j}]"
+                raise SpecError(f"'from' names {what}; expected an input or an earlier layer",
+                                hint="graphs are acyclic: a layer reads only what comes before it")
+            else:
+                raise SpecError(f"'from' names unknown node '{ref}'", hint=_known(ref, scope))
+        return out
+
+    # ---- an op layer -----------------------------------------------------------------------
+    def layer(self, raw: dict, i: int, where: str, prefix: str, params: dict, scope: dict, prev: str | None,
+              declared: dict, stack: tuple) -> tuple[str | None, str]:
+        name = raw.get("op")
+        local = raw.get("id") if isinstance(raw.get("id"), str) else None
+        if name is None:
+            raise SpecError("missing 'op' (or 'use' naming a block)", hint=f"keys: {', '.join(map(str, raw))}")
+        if not isinstance(name, str) or name not in REGISTRY:
+            hint = close_matches(str(name), set(REGISTRY)) or "`archc ops` lists every op"
+            raise SpecError(f"unknown op {describe(name)}", hint=hint)
+        cls = REGISTRY[name]
+        values = self.substitute(raw, params, where)
+        try:
+            op = cls.model_validate(values)
+        except ValidationError as e:
+            self.errors.extend(from_validation(e, cls, where=where))
+            return local, BROKEN
+        local = op.id or f"{name}_{i}"
+        path_of = where.split("[")[0]
+        inputs = self.resolve(op.from_, i, scope, prev, declared, path_of)
+        lo, hi = cls.arity
+        if not (lo <= len(inputs) and (hi is None or len(inputs) <= hi)):
+            want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            raise SpecError(f"expected {want} input{'s' if want != '1' else ''} for op '{name}', "
+                            f"received {len(inputs)}", hint="set 'from' to list the inputs")
+        if BROKEN in inputs:
+            return local, BROKEN
+        node = Node(prefix + local, op, inputs, where, self.activation(op, where))
+        self.nodes.append(node)
+        return local, node.id
+
+    def activation(self, op: Op, where: str) -> Op | None:
+        if op.act is None:
+            return None
+        cls = REGISTRY.get(op.act)
+        if cls is None or not cls.is_activation:
+            hint = close_matches(op.act, activation_names()) or "expected one of: " + ", ".join(activation_names())
+            raise SpecError(f"unknown activation {describe(op.act)}", where=f"{where}.act", hint=hint)
+        return cls.model_validate({"op": op.act})
+
+    def substitute(self, raw: dict, params: dict, where: str) -> dict:
+        out = {}
+        for key, value in raw.items():
+            try:
+                out[key] = value if key in ("op", "id", "from", "use") else substitute(value, params)
+            except SpecError as e:
+                e.where = f"{where}.{key}"
+                raise
+        return out
+
+    # ---- a block instance ------------------------------------------------------------------
+    def use(self, raw: dict, i: int, where: str, prefix: str, params: dict, scope: dict, prev: str | None,
+            declared: dict, stack: tuple) -> tuple[str | None, str | None]:
+        try:
+            u = Use.model_validate(self.substitute(raw, params, where))
+        except ValidationError as e:
+            self.errors.extend(from_validation(e, Use, where=where))
+            return (raw.get("id") if isinstance(raw.get("id"), str) else None), BROKEN
+        block = self.spec.blocks.get(u.use)
+        if block is None:
+            hint = close_matches(u.use, set(self.spec.blocks)) or (
+                "blocks defined: " + (", ".join(self.spec.blocks) or "none"))
+            raise SpecError(f"unknown block '{u.use}'", where=f"{where}.use", hint=hint)
+        if u.use in stack:
+            raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=f"{where}.use")
+        local = u.id or f"{u.use}_{i}"
+        inputs = self.resolve(u.from_, i, scope, prev, declared, where.split("[")[0])
+        if len(inputs) != len(block.inputs):
+            raise SpecError(f"expected {len(block.inputs)} input(s) for block '{u.use}' ({', '.join(block.inputs)}), "
+                            f"received {len(inputs)}", where=f"{where}.from")
+        if u.repeat > 1 and len(block.inputs) != 1:
+            raise SpecError(f"expected a one-input block for repeat = {u.repeat}, received block '{u.use}' "
+                            f"with inputs {block.inputs}", where=f"{where}.repeat")
+        bparams = self.block_params(u, block, params, where)
+        if BROKEN in inputs:
+            return local, BROKEN
+        out: str | None = None
+        for r in range(u.repeat):
+            tag = f".{r}" if u.repeat > 1 else ""
+            context = f" in {where.split(' in ')[0]}" + (f" repeat {r}" if u.repeat > 1 else "")
+            bscope = dict(zip(block.inputs, inputs if r == 0 else [out]))
+            before = len(self.errors)
+            out = self.layers(block.layers, f"blocks.{u.use}.layers", f"{prefix}{local}{tag}.",
+                              {**bparams, "i": r}, bscope, bscope[block.inputs[0]], context, stack + (u.use,))
+            if len(self.errors) > before or out == BROKEN:
+                return local, BROKEN  # one report per problem, not one per repeat
+            if block.output is not None:
+                if block.output not in bscope:
+                    raise SpecError(f"block output names unknown node '{block.output}'",
+                                    where=f"blocks.{u.use}.output", hint=_known(block.output, bscope))
+                out = bscope[block.output]
+        return local, out
+
+    def block_params(self, u: Use, block: Block, params: dict, where: str) -> dict:
+        unknown = set(u.with_) - set(block.params)
+        if unknown:
+            name = sorted(unknown)[0]
+            hint = close_matches(name, set(block.params)) or (
+                "its parameters: " + (", ".join(block.params) or "none"))
+            raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=f"{where}.with", hint=hint)
+        merged = dict(self.spec.params)
+        for key, value in block.params.items():
+            try:
+                merged[key] = substitute(value, {**self.spec.params})
+            except SpecError as e:
+                e.where = f"blocks.{u.use}.params.{key}"
+                raise
+        merged.update(u.with_)
+        merged["repeat"] = u.repeat
+        return merged
+
+
+def _known(name: str, scope: dict[str, str]) -> str:
+    hint = close_matches(name, set(scope))
+    names = ", ".join(list(scope)[:12]) + (", …" if len(scope) > 12 else "")
+    return hint or f"defined so far: {names or 'nothing'}"
+
+
+def _public_name(node_id: str, scope: dict[str, str]) -> str:
+    """The name a user would use for an output: its top-level id when it has one."""
+    return next((k for k, v in scope.items() if v == node_id), node_id)
+
+
+def expand(spec: Spec) -> Graph:
+    """Spec -> flat Graph of nodes (no shapes yet); SpecError(s) located at spec paths."""
+    return Expander(spec).run()

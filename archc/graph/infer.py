@@ -1,0 +1,101 @@
+"""The infer pass: shapes, dtypes, parameter shapes and FLOPs for every node, plus whole-model checks."""
+from __future__ import annotations
+
+import os
+
+from archc.errors import ArchcError, ShapeError, SpecError, raise_all
+from archc.graph.ir import Graph
+from archc.ops.base import TensorType
+from archc.spec.model import Spec
+
+DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
+BYTES = {"float32": 4, "int64": 8}
+
+
+def infer(graph: Graph, spec: Spec | None = None) -> Graph:
+    """Fill in every node's output type, parameters and FLOPs; ShapeErrors are located at spec paths."""
+    sizes = {**_symbols(graph), **graph.sizes}
+    graph.sizes = sizes
+    types: dict[str, TensorType | None] = dict(graph.inputs)
+    errors: list[ArchcError] = []
+    for node in graph.nodes:
+        ins = [types.get(i) for i in node.inputs]
+        if any(t is None for t in ins):  # an input failed already: one report per problem
+            types[node.id] = None
+            continue
+        try:
+            node.out = node.op.infer(ins)  # type: ignore[arg-type]
+            if node.act is not None:
+                node.act.infer([node.out])
+            node.params = node.op.param_shapes(ins)  # type: ignore[arg-type]
+            node.num_params = node.op.num_params(ins)  # type: ignore[arg-type]
+            node.flops = node.op.flops(ins, node.out, sizes) + (  # type: ignore[arg-type]
+                node.act.flops([node.out], node.out, sizes) if node.act else 0)
+        except ArchcError as e:
+            received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
+            e.where = node.where + (f".{e.where}" if e.where else "")
+            e.message = f"{node.op.name()}: {e.message}" + (f" (input: {received})" if len(ins) == 1 else "")
+            errors.append(e)
+            types[node.id] = None
+            continue
+        types[node.id] = node.out
+    raise_all(errors)
+    if spec is not None:
+        check_task(graph, spec)
+        check_memory(graph, spec.train.batch_size)
+    return graph
+
+
+def _symbols(graph: Graph) -> dict[str, int]:
+    return {d: DEFAULT_AXIS_SIZE for t in graph.inputs.values() for d in t.features if isinstance(d, str)}
+
+
+def check_task(graph: Graph, spec: Spec) -> None:
+    """The task's output exists and, for classification with labels, has one logit per label."""
+    task = spec.task
+    name = task.output or next(iter(graph.outputs))
+    if name not in graph.outputs:
+        raise SpecError(f"expected one of the outputs ({', '.join(graph.outputs)}), received '{name}'",
+                        where="task.output")
+    out = graph.type_of(graph.outputs[name])
+    if task.kind == "classification":
+        if out.dtype != "float32" or out.rank < 2:
+            raise ShapeError(f"expected output '{name}' to be float32 scores [batch, classes], received "
+                             f"{out.dtype} {out.show()}", where="task.kind")
+        if task.labels is not None and out.shape[-1] != len(task.labels):
+            raise ShapeError(f"expected output '{name}' to have {len(task.labels)} classes (one per label), "
+                             f"received {out.show()}", where="task.labels")
+
+
+def memory_limit() -> int:
+    """Bytes a model may need: ARCHC_MEMORY_LIMIT (for tests) or this machine's physical memory."""
+    env = os.environ.get("ARCHC_MEMORY_LIMIT")
+    if env:
+        return int(float(env))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 64 * 2**30
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f}"
+
+
+def check_memory(graph: Graph, batch_size: int) -> None:
+    """Refuse, before anything is allocated, a model whose weights or activations cannot fit in memory."""
+    limit = memory_limit()
+    weights = graph.total_params * 4
+    if weights > limit:
+        raise SpecError(f"expected a model that fits in memory ({human_bytes(limit)}), received "
+                        f"{graph.total_params:,} parameters needing {human_bytes(weights)} as float32",
+                        where="layers", hint="reduce layer sizes")
+    acts = sum(n.out.numel(graph.sizes) * BYTES.get(n.out.dtype, 4) for n in graph.nodes if n.out)
+    if acts * batch_size > limit:
+        raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
+                        f"{human_bytes(acts)} per example x batch {batch_size} = {human_bytes(acts * batch_size)}",
+                        where="train.batch_size", hint="reduce the batch size or the layer sizes")

@@ -1,0 +1,161 @@
+"""The op base class and registry: one class per op holds attributes, shape rule, parameters, FLOPs, lowering."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from archc.errors import ShapeError
+
+if TYPE_CHECKING:  # torch is imported only by lowering, never by validate
+    from torch import nn
+
+Dim = int | str                     # an int is a fixed size, a str a named symbolic axis
+BATCH = "batch"                     # the implicit, dynamic first axis of every tensor
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A tensor's shape (batch axis first) and dtype; symbolic axes are names."""
+
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def features(self) -> tuple[Dim, ...]:
+        """The per-example shape (without the batch axis)."""
+        return self.shape[1:]
+
+    def show(self) -> str:
+        return "[" + ", ".join(map(str, self.shape)) + "]"
+
+    def numel(self, sizes: dict[str, int] | None = None) -> int:
+        """Elements per example; symbolic axes take their size from `sizes` (default 1)."""
+        sizes = sizes or {}
+        return math.prod(d if isinstance(d, int) else sizes.get(d, 1) for d in self.features)
+
+    def with_shape(self, shape: tuple[Dim, ...] | list[Dim]) -> "TensorType":
+        return TensorType(tuple(shape), self.dtype)
+
+
+@dataclass(frozen=True)
+class Example:
+    """An op example run by the conformance test: attributes and per-example input shapes."""
+
+    attrs: dict[str, Any]
+    inputs: tuple[tuple[int, ...], ...]
+    dtype: str = "float32"
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+class Op(BaseModel):
+    """Base of every op: wiring fields shared by all layers, and the hooks each op fills in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    op: str
+    id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(None, description="name of this node")
+    from_: str | list[str] | None = Field(
+        None, alias="from", description="input node(s); default: the previous layer")
+    act: str | None = Field(None, description="activation applied to the output (sugar)")
+
+    family: ClassVar[str] = "tensor"
+    arity: ClassVar[tuple[int, int | None]] = (1, 1)  # (min, max) inputs; None = any number
+    is_activation: ClassVar[bool] = False
+    examples: ClassVar[tuple[Example, ...]] = ()
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def infer(self, ins: list[TensorType]) -> TensorType:
+        """The output type for these inputs, or ShapeError saying expected vs received."""
+        raise NotImplementedError
+
+    def param_shapes(self, ins: list[TensorType]) -> dict[str, tuple[int, ...]]:
+        """Trainable parameter shapes by torch name (e.g. weight, bias)."""
+        return {}
+
+    def flops(self, ins: list[TensorType], out: TensorType, sizes: dict[str, int]) -> int:
+        """FLOPs per example (a multiply-add counts 2); default: one per output element."""
+        return out.numel(sizes)
+
+    def to_torch(self, ins: list[TensorType]) -> "nn.Module":
+        """The torch module computing this op (imports torch lazily)."""
+        raise NotImplementedError
+
+    # ---- derived -----------------------------------------------------------------------------
+    @classmethod
+    def name(cls) -> str:
+        return cls.model_fields["op"].default
+
+    @classmethod
+    def doc(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    @classmethod
+    def attribute_fields(cls) -> dict[str, Any]:
+        return {k: f for k, f in cls.model_fields.items() if k not in Op.model_fields}
+
+    def attrs(self) -> dict[str, Any]:
+        """The op's own attributes (no wiring)."""
+        return {k: getattr(self, k) for k in self.attribute_fields()}
+
+    def num_params(self, ins: list[TensorType]) -> int:
+        return sum(math.prod(s) for s in self.param_shapes(ins).values())
+
+
+REGISTRY: dict[str, type[Op]] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Class decorator: add an op to the registry under its `op` literal."""
+    name = cls.name()
+    assert name and name not in REGISTRY, f"op {name!r} registered twice"
+    REGISTRY[name] = cls
+    return cls
+
+
+# ---- helpers for shape rules ----------------------------------------------------------------
+def expect(ok: bool, expected: str, received: str, hint: str = "") -> None:
+    """Raise a ShapeError 'expected …, received …' unless ok."""
+    if not ok:
+        raise ShapeError(f"expected {expected}, received {received}", hint=hint)
+
+
+def expect_rank(t: TensorType, ranks: tuple[int, ...], what: str) -> None:
+    want = " or ".join(str(r) for r in ranks)
+    expect(t.rank in ranks, f"{what} of rank {want} (batch axis included)",
+           f"{t.show()} (rank {t.rank})")
+
+
+def expect_float(t: TensorType, what: str = "input") -> None:
+    expect(t.dtype == "float32", f"a float32 {what}", f"{t.dtype} {t.show()}")
+
+
+def concrete(d: Dim, what: str) -> int:
+    """A fixed size, or a ShapeError naming the symbolic axis."""
+    if isinstance(d, str):
+        raise ShapeError(f"expected a fixed {what}, received symbolic axis '{d}'",
+                         hint="this op's parameters depend on it; give that axis a fixed size")
+    return d
+
+
+def norm_axis(axis: int, rank: int, what: str = "dim") -> int:
+    """A torch-style axis (batch axis is 0, negatives count from the end) made non-negative."""
+    expect(-rank <= axis < rank, f"{what} in [{-rank}, {rank - 1}] for a rank-{rank} tensor", str(axis))
+    return axis % rank
+
+
+def as_tuple(v: int | list[int], n: int, what: str) -> tuple[int, ...]:
+    """Expand an int or an n-list (kernel_size = 3 or [3, 3])."""
+    if isinstance(v, int):
+        return (v,) * n
+    expect(len(v) == n, f"{what} as one int or a list of {n}", str(list(v)))
+    return tuple(v)

@@ -1,0 +1,78 @@
+"""Normalization ops: batchnorm (over the channel axis), layernorm (over trailing axes)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archc.ops.base import Example, Op, PosInt, TensorType, concrete, expect, expect_float, register
+
+
+@register
+class BatchNorm(Op):
+    """Batch normalization over axis 1 (features or channels): [batch, C, ...] -> same."""
+
+    op: Literal["batchnorm"] = "batchnorm"
+    eps: float = Field(1e-5, gt=0, description="added to the variance")
+    momentum: float = Field(0.1, gt=0, le=1, description="running-statistics update rate")
+    affine: bool = Field(True, description="learn a scale and shift")
+
+    family = "norm"
+    examples = (Example({}, ((6,),)), Example({}, ((3, 5),)), Example({"affine": False}, ((4, 3, 3),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        expect(2 <= x.rank <= 5, "an input [batch, C], [batch, C, L], [batch, C, H, W] or [batch, C, D, H, W]",
+               x.show())
+        concrete(x.shape[1], "channel axis")
+        return x
+
+    def param_shapes(self, ins):
+        c = ins[0].shape[1]
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
+    def flops(self, ins, out, sizes):
+        return 2 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from torch import nn
+        cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[ins[0].rank]
+        return cls(ins[0].shape[1], eps=self.eps, momentum=self.momentum, affine=self.affine)
+
+
+@register
+class LayerNorm(Op):
+    """Layer normalization over the last `dims` axes: [..., features] -> same."""
+
+    op: Literal["layernorm"] = "layernorm"
+    dims: PosInt = Field(1, description="how many trailing axes to normalize over")
+    eps: float = Field(1e-5, gt=0, description="added to the variance")
+    elementwise_affine: bool = Field(True, description="learn a scale and shift")
+    bias: bool = Field(True, description="learn the shift (with elementwise_affine)")
+
+    family = "norm"
+    examples = (Example({}, ((6,),)), Example({"dims": 2}, ((3, 4),)), Example({"bias": False}, ((2, 5),)))
+
+    def _shape(self, x: TensorType) -> tuple[int, ...]:
+        expect(self.dims < x.rank, f"dims < {x.rank} (the input's rank, batch axis included)", str(self.dims))
+        expect_float(x)
+        return tuple(concrete(d, "axis to normalize over") for d in x.shape[x.rank - self.dims:])
+
+    def infer(self, ins):
+        self._shape(ins[0])
+        return ins[0]
+
+    def param_shapes(self, ins):
+        shape = self._shape(ins[0])
+        if not self.elementwise_affine:
+            return {}
+        return {"weight": shape, "bias": shape} if self.bias else {"weight": shape}
+
+    def flops(self, ins, out, sizes):
+        return 5 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from torch import nn
+        return nn.LayerNorm(self._shape(ins[0]), eps=self.eps, elementwise_affine=self.elementwise_affine,
+                            bias=self.bias)

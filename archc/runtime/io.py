@@ -1,0 +1,260 @@
+"""Read model inputs from .npy/.npz/.json/.csv and write results atomically (no torch)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archc.errors import InputError
+from archc.runtime.session import Model, format_shape
+
+INPUT_FORMATS = (".npy", ".npz", ".json", ".csv")
+OUTPUT_FORMATS = (".npy", ".npz", ".json", ".csv")
+
+
+def _err(path: Path, message: str, hint: str = "") -> InputError:
+    """An InputError that names the file."""
+    return InputError(message, hint=hint, file=str(path))
+
+
+def read_inputs(path: str | os.PathLike, model: Model) -> dict[str, np.ndarray]:
+    """Load feeds for `model` from a file; names, shapes and dtypes are checked later by model.check."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in INPUT_FORMATS:
+        raise _err(p, f"unsupported input file type: expected one of {', '.join(INPUT_FORMATS)}, "
+                      f"received {ext or 'no extension'!r}")
+    if not p.is_file():
+        raise _err(p, "input file not found" if not p.exists() else "expected a file, received a directory")
+    names = list(model.inputs)
+    try:
+        if ext == ".npy":
+            _need_single(p, names, "a .npy file holds one array", "use .npz with one array per input name")
+            return {names[0]: np.load(p, allow_pickle=False)}
+        if ext == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if ext == ".json":
+            return _read_json(p, model)
+        return _read_csv(p, model)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+        raise _err(p, f"could not read the file as {ext}: {exc}") from None
+
+
+def _need_single(p: Path, names: list[str], what: str, hint: str) -> None:
+    """Formats holding one array only fit single-input models."""
+    if len(names) != 1:
+        raise _err(p, f"{what}, but the model has {len(names)} inputs ({', '.join(names)})", hint=hint)
+
+
+def _read_json(p: Path, model: Model) -> dict[str, Any]:
+    """A nested list (single input), {name: nested list}, or [{name: ...}, ...] per example."""
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _err(p, f"expected valid JSON, received a syntax error at line {exc.lineno}, "
+                      f"column {exc.colno}: {exc.msg}") from None
+    if isinstance(data, dict):
+        return dict(data)
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        keys: list[str] = []
+        for rec in data:
+            keys += [k for k in rec if k not in keys]
+        for i, rec in enumerate(data):
+            absent = [k for k in keys if k not in rec]
+            if absent:
+                raise _err(p, f"record {i}: expected keys {', '.join(keys)}, missing {', '.join(absent)}")
+        out: dict[str, Any] = {}
+        for k in keys:
+            try:
+                out[k] = np.stack([np.asarray(rec[k]) for rec in data])
+            except ValueError:
+                shapes = sorted({format_shape(np.shape(rec[k])) for rec in data if _regular(rec[k])})
+                raise _err(p, f"input {k!r}: expected every record to have the same shape, "
+                              f"received shapes {', '.join(shapes) or 'ragged lists'}") from None
+        return out
+    names = list(model.inputs)
+    _need_single(p, names, "a JSON list holds one input",
+                 'use an object {"input_name": [...]} or a list of per-example objects')
+    return {names[0]: data}
+
+
+def _regular(value: Any) -> bool:
+    """Whether a nested list converts to a regular array."""
+    try:
+        np.asarray(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _number(text: str) -> int | float | None:
+    """Parse a CSV cell as int, else float; None when it is not a number."""
+    s = text.strip()
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
+    """One row per example, reshaped to the input's per-example shape; header row optional."""
+    names = list(model.inputs)
+    _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
+    sig = model.inputs[names[0]]
+    with p.open(newline="", encoding="utf-8") as f:
+        rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
+    # A first row where no cell is a number is a header (column names), not data.
+    header: list[str] | None = None
+    if rows and all(_number(c) is None for c in rows[0][1]):
+        header = rows.pop(0)[1]
+    if not rows:
+        raise _err(p, "expected at least one data row, received none")
+    width = len(rows[0][1])
+    values: list[list[int | float]] = []
+    for line, row in rows:
+        if len(row) != width:
+            raise _err(p, f"row {line}: expected {width} values (as in row {rows[0][0]}), received {len(row)}")
+        parsed = []
+        for col, cell in enumerate(row, start=1):
+            v = _number(cell)
+            if v is None:
+                label = f"column {col}" + (f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
+                raise _err(p, f"row {line}, {label}: expected a number, received {cell!r}")
+            parsed.append(v)
+        values.append(parsed)
+    ints = all(isinstance(v, int) for r in values for v in r)
+    arr = np.asarray(values, dtype=np.int64 if ints else np.float64)
+    return {sig.name: arr.reshape((len(values),) + _example_shape(p, sig, width))}
+
+
+def _example_shape(p: Path, sig, width: int) -> tuple[int, ...]:
+    """The per-example shape for `width` flat values; one unknown dim is inferred."""
+    dims = list(sig.shape[1:])
+    known = math.prod(d for d in dims if isinstance(d, int))
+    unknown = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    shape_text = format_shape(sig.shape)
+    if not unknown and known == width:
+        return tuple(dims)
+    if len(unknown) == 1 and known and width % known == 0:
+        dims[unknown[0]] = width // known
+        return tuple(dims)
+    if not dims and width == 1:
+        return ()
+    need = f"{known} values per row" if not unknown else f"a multiple of {known} values per row"
+    if len(unknown) > 1:
+        need = "a shape with at most one non-fixed axis per example"
+    raise _err(p, f"input {sig.name!r}: expected {need} for shape {shape_text}, received {width}")
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse an unsupported extension or a missing directory before anything runs."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise _err(p, f"unsupported output file type: expected one of {', '.join(OUTPUT_FORMATS)}, "
+                      f"received {ext or 'no extension'!r}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise _err(p, f"output directory not found: expected an existing directory, received {str(parent)!r}")
+    return p
+
+
+def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], records: list[dict]) -> None:
+    """Write raw outputs (.npy/.npz) or per-example records (.json/.csv), atomically."""
+    p = check_output_path(path)
+    ext = p.suffix.lower()
+    buf = io.BytesIO()
+    if ext == ".npy":
+        if not result:
+            raise _err(p, "expected at least one output to write, received none")
+        np.save(buf, np.asarray(next(iter(result.values()))), allow_pickle=False)
+    elif ext == ".npz":
+        np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
+    elif ext == ".json":
+        buf.write(json.dumps(_jsonable(records), indent=2, allow_nan=False).encode("utf-8") + b"\n")
+    else:
+        buf.write(_csv_text(records).encode("utf-8"))
+    _atomic_write(p, buf.getvalue())
+
+
+def _atomic_write(p: Path, data: bytes) -> None:
+    """Write to a temp file beside the target, then os.replace: readers never see half a file."""
+    parent = p.parent if str(p.parent) else Path(".")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise _err(p, f"could not write the output file: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy → Python; NaN/inf → null so the file stays strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    """List values become columns name_0, name_1, …; dicts become name_key."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}_{k}", v, out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}_{i}", v, out)
+    else:
+        out[prefix] = value.item() if isinstance(value, np.generic) else value
+
+
+def _csv_text(records: list[dict]) -> str:
+    """Records as CSV rows; the header is the ordered union of flattened keys."""
+    rows = []
+    for rec in records:
+        flat: dict[str, Any] = {}
+        for k, v in rec.items():
+            _flatten(str(k), v, flat)
+        rows.append(flat)
+    header: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                header.append(k)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if r.get(k) is None else r[k] for k in header])
+    return out.getvalue()

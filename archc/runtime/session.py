@@ -1,0 +1,302 @@
+"""Open an exported model with ONNX Runtime: providers, signature, metadata, checked runs (no torch)."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archc.errors import InputError, ModelError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+DEVICES = ("auto", "cpu", "cuda")
+
+# ONNX Runtime reports element types as "tensor(<onnx name>)"; we speak numpy names.
+_ORT_DTYPES = {
+    "float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
+    "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+    "bool": "bool", "string": "str",
+}
+
+
+@dataclass(frozen=True)
+class TensorSig:
+    """A model input or output: name, shape (int fixed, str symbolic, None unknown), numpy dtype name."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str
+    kind: str | None = None  # outputs only: logits | probs | log_probs | values
+
+    def describe(self) -> str:
+        """Render as `[batch, 1, 28, 28] float32` for messages."""
+        return f"{format_shape(self.shape)} {self.dtype}"
+
+
+def format_shape(shape: tuple | list) -> str:
+    """`[batch, 1, 28, 28]`: symbolic names unquoted, unknown dims as `?`."""
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """True only when a CUDA device is usable by the driver and ORT ships the CUDA provider."""
+    try:
+        import onnxruntime as ort
+
+        if CUDA not in ort.get_available_providers():
+            return False
+        # ORT lists CUDA even on CPU-only machines, so ask the driver directly (silently).
+        lib = ctypes.CDLL("libcuda.so.1")
+        if lib.cuInit(0) != 0:
+            return False
+        count = ctypes.c_int(0)
+        return lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except Exception:  # no driver library, missing symbols, odd platforms: all mean "no CUDA"
+        return False
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """Execution providers for `device` (auto | cpu | cuda), CPU always last as the fallback."""
+    if device not in DEVICES:
+        raise InputError(f"unknown device: expected one of {', '.join(DEVICES)}, received {device!r}")
+    if device == "cpu":
+        return [CPU]
+    if cuda_available():
+        return [CUDA, CPU]
+    if device == "cuda":
+        raise InputError("device 'cuda' requested, but no usable CUDA GPU was found",
+                         hint="use --device cpu or --device auto")
+    return [CPU]
+
+
+def _json_meta(meta: dict[str, str], key: str) -> Any:
+    """Parse one JSON-valued archc metadata entry; None when absent."""
+    if key not in meta:
+        return None
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"metadata {key!r}: expected JSON, received {meta[key][:60]!r} ({exc.msg})")
+
+
+def _graph_sig(arg: Any) -> TensorSig:
+    """A TensorSig from an ORT NodeArg (foreign models, or names missing from archc metadata)."""
+    inner = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    shape = tuple(d if isinstance(d, (int, str)) else None for d in (arg.shape or ()))
+    return TensorSig(arg.name, shape, _ORT_DTYPES.get(inner, inner))
+
+
+def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
+    """Graph order and names; shapes/dtypes/kinds from archc metadata where it describes a name."""
+    out: dict[str, TensorSig] = {}
+    for arg in args:
+        sig = _graph_sig(arg)
+        info = (described or {}).get(arg.name)
+        if isinstance(info, dict):
+            shape = info.get("shape")
+            shape = tuple(shape) if isinstance(shape, list) else sig.shape
+            sig = TensorSig(arg.name, shape, str(info.get("dtype") or sig.dtype), info.get("kind"))
+        out[arg.name] = sig
+    return out
+
+
+class Model:
+    """An exported model opened with ONNX Runtime."""
+
+    def __init__(self, session: Any, path: str = "") -> None:
+        self.session = session
+        self.path = path
+        self.providers: list[str] = list(session.get_providers())
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map or {})
+        task = _json_meta(self.metadata, "archc.task")
+        self.task: dict | None = task if isinstance(task, dict) else None
+        self.inputs = _sigs(session.get_inputs(), _json_meta(self.metadata, "archc.inputs"))
+        self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, "archc.outputs"))
+        pre = _json_meta(self.metadata, "archc.preprocess")
+        self.preprocess: dict[str, dict] = pre if isinstance(pre, dict) else {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, device: str = "auto") -> "Model":
+        """Open an ONNX file; ModelError when it is missing, not ONNX, or corrupt."""
+        import onnxruntime as ort
+
+        p = Path(path)
+        if not p.exists():
+            raise ModelError(f"model file not found: expected an .onnx file, received {str(p)!r}")
+        if not p.is_file():
+            raise ModelError(f"expected an .onnx model file, received a directory: {str(p)!r}")
+        providers = choose_providers(device)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: no provider chatter on stderr
+        if CUDA in providers:
+            ort.set_default_logger_severity(3)  # a CUDA load failure should fall back quietly
+        try:
+            try:
+                sess = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
+            except Exception:
+                if providers == [CPU]:
+                    raise
+                # CUDA was requested but could not start: fall back silently to CPU.
+                sess = ort.InferenceSession(str(p), sess_options=opts, providers=[CPU])
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"could not load {str(p)!r}: expected a valid ONNX model, "
+                             f"ONNX Runtime reported: {detail}") from None
+        return cls(session=sess, path=str(p))
+
+    # --- validation -------------------------------------------------------------------------
+    def check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Validate and convert feeds: names, rank, fixed dims, dtype; add a lone batch axis; preprocess."""
+        if not isinstance(feeds, dict):
+            raise InputError(f"expected a mapping of input names to arrays, received {type(feeds).__name__}")
+        missing = [n for n in self.inputs if n not in feeds]
+        unknown = [n for n in feeds if n not in self.inputs]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(repr(n) for n in missing))
+            if unknown:
+                parts.append("unknown " + ", ".join(repr(n) for n in unknown))
+            raise InputError(f"expected inputs {', '.join(repr(n) for n in self.inputs)}, "
+                             f"received {', '.join(repr(str(n)) for n in feeds) or 'none'} ({'; '.join(parts)})")
+        out = {name: self._check_one(self.inputs[name], feeds[name]) for name in self.inputs}
+        self._check_symbols(out)
+        return {name: self._preprocess(name, arr) for name, arr in out.items()}
+
+    def _check_one(self, sig: TensorSig, value: Any) -> np.ndarray:
+        """One input: shape against the signature, then a safe dtype cast."""
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            raise InputError(f"input {sig.name!r}: expected shape {sig.describe()}, "
+                             "received a ragged nested list (rows of different lengths)") from None
+
+        def fail(extra: str = "") -> InputError:
+            got = "non-numeric values" if arr.dtype.kind in "USO" else str(arr.dtype)
+            return InputError(f"input {sig.name!r}: expected shape {sig.describe()}, "
+                              f"received {format_shape(arr.shape)} {got}{extra}")
+
+        rank = len(sig.shape)
+        batchable = rank > 0 and (sig.shape[0] is None or isinstance(sig.shape[0], str) or sig.shape[0] == 1)
+        # One example without its batch axis: accept it as a batch of one.
+        if batchable and arr.ndim == rank - 1 and _dims_match(sig.shape[1:], arr.shape):
+            arr = arr[np.newaxis]
+        if arr.ndim != rank or not _dims_match(sig.shape, arr.shape):
+            raise fail()
+        return _cast(arr, sig, fail)
+
+    def _check_symbols(self, arrays: dict[str, np.ndarray]) -> None:
+        """A symbolic axis name (e.g. batch) must have one size across all inputs."""
+        seen: dict[str, tuple[int, str]] = {}
+        for name, arr in arrays.items():
+            for dim, size in zip(self.inputs[name].shape, arr.shape):
+                if not isinstance(dim, str):
+                    continue
+                if dim in seen and seen[dim][0] != size:
+                    first, other = seen[dim]
+                    raise InputError(f"input {name!r}: expected axis {dim!r} = {first} "
+                                     f"(as in input {other!r}), received {size}")
+                seen.setdefault(dim, (size, name))
+
+    def _preprocess(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """Apply the exporter's `(x - mean) / std`; list stats broadcast over channel axis 1."""
+        spec = self.preprocess.get(name)
+        if not isinstance(spec, dict) or arr.dtype.kind != "f":
+            return arr
+        stats = []
+        for key, default in (("mean", 0.0), ("std", 1.0)):
+            v = np.asarray(spec.get(key, default), dtype=arr.dtype)
+            if v.ndim == 1 and v.size > 1:
+                if arr.ndim < 2 or arr.shape[1] != v.size:
+                    raise InputError(f"input {name!r}: preprocess {key} has {v.size} channels, "
+                                     f"expected axis 1 of size {v.size}, received {format_shape(arr.shape)}")
+                v = v.reshape((v.size,) + (1,) * (arr.ndim - 2))
+            elif v.ndim > 1:
+                raise ModelError(f"metadata 'archc.preprocess' {name}.{key}: expected a number or a list, "
+                                 f"received shape {format_shape(v.shape)}")
+            stats.append(v.reshape(()) if v.size == 1 else v)
+        mean, std = stats
+        if np.any(std == 0):
+            raise ModelError(f"metadata 'archc.preprocess' {name}.std: expected non-zero, received 0")
+        return ((arr - mean) / std).astype(arr.dtype, copy=False)
+
+    # --- running ----------------------------------------------------------------------------
+    def run(self, feeds: dict[str, Any], batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """check(), then run in chunks of batch_size along axis 0 (when given) and concatenate."""
+        checked = self.check(feeds)
+        names = [o for o in self.outputs]
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"batch size: expected a positive integer, received {batch_size}")
+        n = _batch_len(self.inputs, checked)
+        if batch_size is None or n is None or n <= batch_size:
+            return dict(zip(names, self._run_once(names, checked)))
+        parts = [self._run_once(names, {k: v[i:i + batch_size] for k, v in checked.items()})
+                 for i in range(0, n, batch_size)]
+        return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+
+    def _run_once(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One session.run; ORT failures become a ModelError (inputs were already validated)."""
+        try:
+            return [np.asarray(a) for a in self.session.run(names, feeds)]
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"running the model failed: expected it to accept the validated inputs, "
+                             f"ONNX Runtime reported: {detail}") from None
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs.values())
+        return f"Model({self.path!r}, inputs=({sig}), providers={self.providers})"
+
+
+def _dims_match(expected: tuple, shape: tuple) -> bool:
+    """Same rank and every fixed (int) dim equal; symbolic/unknown dims match anything."""
+    return len(expected) == len(shape) and all(
+        not isinstance(d, int) or d == s for d, s in zip(expected, shape))
+
+
+def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
+    """Cast to the signature dtype when no information is lost in meaning; refuse float→int."""
+    try:
+        target = np.dtype(sig.dtype)
+    except TypeError:  # e.g. bfloat16 without ml_dtypes: let ORT judge
+        return arr
+    if arr.dtype == target:
+        return arr
+    src = arr.dtype.kind
+    if target.kind == "f" and src in "fiub":
+        # Numbers into a float input (float64/float16/ints → float32): the usual, expected case.
+        return arr.astype(target)
+    if target.kind in "iu" and src in "iub":
+        if np.can_cast(arr.dtype, target, "safe"):
+            return arr.astype(target)
+        # A narrowing int cast is fine only when every value fits (JSON ints arrive as int64).
+        info = np.iinfo(target)
+        if arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max):
+            return arr.astype(target)
+        raise fail(f" (values outside the {target} range)")
+    if target.kind == "b" and src == "b":
+        return arr.astype(target)
+    if target.kind in "iu" and src == "f":
+        raise fail(" (refusing to cast floating-point values to an integer input)")
+    if target.kind in "US" and src in "USO":
+        return arr.astype(object)  # ORT's string tensors are numpy object arrays
+    raise fail()
+
+
+def _batch_len(inputs: dict[str, TensorSig], arrays: dict[str, np.ndarray]) -> int | None:
+    """The shared axis-0 length when every input has a non-fixed batch axis; else None (no chunking)."""
+    sizes = set()
+    for name, arr in arrays.items():
+        first = inputs[name].shape[0] if inputs[name].shape else 0
+        if isinstance(first, int) or arr.ndim == 0:
+            return None
+        sizes.add(arr.shape[0])
+    return sizes.pop() if len(sizes) == 1 else None

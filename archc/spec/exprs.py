@@ -1,0 +1,92 @@
+"""Parameter references in specs: "$width" or "${width * 2}", evaluated by archc itself (never eval)."""
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from typing import Any
+
+from archc.errors import SpecError
+
+_REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_EXPR = re.compile(r"^\$\{(.*)\}$", re.S)
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_FUNCS = {"min": min, "max": max}
+MAX_VALUE = 10 ** 15  # keeps `2 ** 2 ** 99` from hanging the compiler
+
+
+def is_ref(value: Any) -> bool:
+    return isinstance(value, str) and (bool(_REF.match(value)) or bool(_EXPR.match(value)))
+
+
+def evaluate(text: str, params: dict[str, Any]) -> Any:
+    """Evaluate one "$name" or "${expr}" string over `params`; SpecError when it cannot."""
+    m = _REF.match(text)
+    if m:
+        return _lookup(m.group(1), params)
+    m = _EXPR.match(text)
+    assert m, text
+    try:
+        tree = ast.parse(m.group(1).strip(), mode="eval")
+    except SyntaxError:
+        raise SpecError(f"expected an arithmetic expression in '{text}', received a syntax error") from None
+    value = _eval(tree.body, params, text)
+    # "${ch / 2}" reads as a size: an integral float becomes an int (float fields accept ints anyway)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _lookup(name: str, params: dict[str, Any]) -> Any:
+    if name not in params:
+        known = ", ".join(sorted(params)) or "none"
+        raise SpecError(f"unknown parameter '{name}'; parameters in scope: {known}")
+    return params[name]
+
+
+def _eval(node: ast.AST, params: dict[str, Any], text: str) -> Any:
+    """Numbers, parameter names, + - * / // % **, unary minus, min() and max(); nothing else."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.Name):
+        return _lookup(node.id, params)
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval(node.left, params, text), _eval(node.right, params, text)
+        _numbers(text, left, right)
+        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > MAX_VALUE):
+            raise SpecError(f"expected a small exponent in '{text}', received {left} ** {right}")
+        try:
+            result = _BINOPS[type(node.op)](left, right)
+        except ZeroDivisionError:
+            raise SpecError(f"division by zero in '{text}'") from None
+        if isinstance(result, complex) or abs(result) > MAX_VALUE:
+            raise SpecError(f"expected a value of at most {MAX_VALUE:.0e} from '{text}', received {result!r}")
+        return result
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        value = _eval(node.operand, params, text)
+        _numbers(text, value)
+        return _UNARY[type(node.op)](value)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+            and node.args and not node.keywords):
+        args = [_eval(a, params, text) for a in node.args]
+        _numbers(text, *args)
+        return _FUNCS[node.func.id](args)
+    raise SpecError(f"expected only numbers, parameter names, + - * / // % ** and min/max in '{text}', "
+                    f"received '{ast.unparse(node)}'")
+
+
+def _numbers(text: str, *values: Any) -> None:
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SpecError(f"expected numbers in '{text}', received {v!r}")
+
+
+def substitute(value: Any, params: dict[str, Any]) -> Any:
+    """Replace every reference inside a (nested) attribute value."""
+    if is_ref(value):
+        return evaluate(value, params)
+    if isinstance(value, list):
+        return [substitute(v, params) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, params) for k, v in value.items()}
+    return value

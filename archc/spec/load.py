@@ -1,0 +1,49 @@
+"""Read a spec file (TOML or JSON) into a plain dict; nothing in it is executed."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from archc.errors import SpecError
+
+MAX_BYTES = 16 * 1024 * 1024  # a spec is a small text file; refuse anything huge before parsing it
+
+
+def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
+    """Parse TOML or JSON text into a dict; parse errors say line and column."""
+    try:
+        data = tomllib.loads(text) if fmt == "toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"not valid TOML: {e}", file=name) from None
+    except json.JSONDecodeError as e:
+        raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}", file=name) from None
+    except RecursionError:
+        raise SpecError("expected a spec of reasonable nesting depth, received one nested too deeply",
+                        file=name) from None
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a table (object) at the top level, received {type(data).__name__}",
+                        file=name)
+    return data
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read `path` (.toml or .json) into a dict."""
+    p = Path(path)
+    name = str(path)
+    fmt = {".toml": "toml", ".json": "json"}.get(p.suffix.lower())
+    if fmt is None:
+        raise SpecError(f"expected a .toml or .json spec file, received '{p.suffix or p.name}'", file=name)
+    if not p.is_file():
+        raise SpecError("no such file" if not p.exists() else "expected a file, received a directory", file=name)
+    if p.stat().st_size > MAX_BYTES:
+        raise SpecError(f"expected a spec under {MAX_BYTES // 2**20} MiB, received {p.stat().st_size:,} bytes",
+                        file=name)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"expected UTF-8 text, received undecodable bytes at offset {e.start}", file=name) from None
+    except OSError as e:
+        raise SpecError(f"cannot read: {e.strerror}", file=name) from None
+    return load_text(text, fmt, name)

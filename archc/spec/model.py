@@ -1,0 +1,118 @@
+"""The spec's top-level data model (pydantic). Layers are validated per op by the expand pass."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from archc.ops.base import ID_PATTERN
+
+FORMAT_VERSION = 1
+Name = Annotated[str, Field(pattern=ID_PATTERN)]
+Scalar = bool | int | float | str
+TASK_KINDS = ("classification", "regression", "language_model", "diffusion", "node_classification",
+              "graph_classification")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+class ModelInfo(Strict):
+    """[model]: the model's name (used for run directories and ONNX graph names)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)]
+    doc: str = ""
+
+
+class Input(Strict):
+    """[inputs.NAME]: one model input, per example (the batch axis is implicit and dynamic)."""
+
+    shape: list[Annotated[int, Field(ge=1)] | Name] = Field(
+        description="per-example shape; a name (\"seq\") is a symbolic axis")
+    dtype: Literal["float32", "int64"] = "float32"
+
+
+class Task(Strict):
+    """[task]: what the outputs mean; picks the loss, the metrics and how `infer` presents results."""
+
+    kind: Literal[TASK_KINDS] = "classification"  # type: ignore[valid-type]
+    labels: list[str] | None = Field(None, min_length=1, description="class names, in output order")
+    output: Name | None = Field(None, description="the output the task reads (default: the first)")
+
+
+class Use(Strict):
+    """A layer that instantiates a block: { use = "NAME", with = {...}, repeat = N }."""
+
+    use: Name
+    id: Name | None = None
+    from_: Name | list[Name] | None = Field(None, alias="from")
+    with_: dict[str, Scalar] = Field(default_factory=dict, alias="with")
+    repeat: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+
+class Block(Strict):
+    """[blocks.NAME]: a reusable sub-graph with parameters; its inputs are named in `inputs`."""
+
+    params: dict[Name, Scalar] = Field(default_factory=dict, description="parameters and their defaults")
+    inputs: list[Name] = Field(default_factory=lambda: ["x"], min_length=1)
+    output: Name | None = Field(None, description="the node whose value the block returns (default: last)")
+    layers: list[dict[str, Any]] = Field(min_length=1)
+
+
+class Optimizer(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class Schedule(Strict):
+    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class Train(Strict):
+    """[train]: the training recipe (flags on the command line override it)."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    schedule: Literal["constant", "step", "cosine", "onecycle"] | Schedule = "constant"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    early_stopping: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    loss: Literal["mse", "mae", "cross_entropy"] | None = None
+    seed: int = 0
+    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+
+
+class Data(Strict):
+    """[data]: where training data comes from (no downloads)."""
+
+    source: str
+    target: str | None = None
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    normalize: bool = False
+
+
+class Spec(Strict):
+    """A whole spec file."""
+
+    archc: int = Field(description="spec format version")
+    model: ModelInfo
+    inputs: dict[Name, Input] = Field(min_length=1)
+    outputs: list[Name] | None = Field(None, min_length=1, description="output node ids (default: last layer)")
+    task: Task = Field(default_factory=Task)
+    axes: dict[Name, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="typical sizes of symbolic axes, for estimates and export tracing")
+    params: dict[Name, Scalar] = Field(default_factory=dict, description="global parameters ($name)")
+    blocks: dict[Name, Block] = Field(default_factory=dict)
+    layers: list[dict[str, Any]] = Field(min_length=1)
+    train: Train = Field(default_factory=Train)
+    data: Data | None = None
