@@ -108,7 +108,7 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     report = export(module, result.graph, result.spec, result.raw, result.sha256, out, exporter=exporter)
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {result.graph.total_params:,} parameters)")
     click.echo(f"export ({report.exporter}): {report.seconds:.2f} s; total {time.perf_counter() - start:.2f} s")
-    batches = ", ".join(str(c["batch"]) for c in report.checks)
+    batches = ", ".join(sorted({str(c["batch"]) for c in report.checks}))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
 

@@ -43,22 +43,24 @@ class ExportReport:
     bytes: int = 0
 
 
-def output_kind(graph: Graph, node_id: str, task_kind: str) -> str:
-    """What an output holds: probs / log_probs when the model ends in (log_)softmax, else logits or values."""
-    node = graph.node(node_id) if node_id not in graph.inputs else None
+SCORE_TASKS = ("classification", "language_model", "node_classification", "graph_classification")
+
+
+def output_kind(graph: Graph, name: str, spec: Spec) -> str:
+    """What an output holds: the task's output is logits (or probs / log_probs after a (log_)softmax);
+    any other output is plain values."""
+    if name != (spec.task.output or next(iter(graph.outputs))) or spec.task.kind not in SCORE_TASKS:
+        return "values"
+    nid = graph.outputs[name]
+    node = graph.node(nid) if nid not in graph.inputs else None
     last = (node.act or node.op).name() if node else ""
-    if last == "softmax":
-        return "probs"
-    if last == "log_softmax":
-        return "log_probs"
-    return "logits" if task_kind in ("classification", "language_model", "node_classification",
-                                     "graph_classification") else "values"
+    return {"softmax": "probs", "log_softmax": "log_probs"}.get(last, "logits")
 
 
 def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
     """The archc.* metadata `archc infer` reads (values are JSON strings)."""
     outputs = {name: {"shape": list(graph.type_of(nid).shape), "dtype": graph.type_of(nid).dtype,
-                      "kind": output_kind(graph, nid, spec.task.kind)} for name, nid in graph.outputs.items()}
+                      "kind": output_kind(graph, name, spec)} for name, nid in graph.outputs.items()}
     meta = {
         "archc.version": __version__,
         "archc.spec": json.dumps(raw, sort_keys=True),
@@ -126,8 +128,11 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
     import torch
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    opts.log_severity_level = 4  # failures are reported as ExportError; keep ORT's own log quiet
+    try:
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []
     module.eval()
     for i, (batch, sizes) in enumerate(_check_sizes(graph)):
@@ -135,7 +140,11 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
         with torch.no_grad():
             ref = module(*(torch.from_numpy(v) for v in feeds.values()))
         refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-        got = sess.run(list(graph.outputs), feeds)
+        try:
+            got = sess.run(list(graph.outputs), feeds)
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime failed at batch {batch} {sizes or ''}: "
+                              f"{str(e).splitlines()[0][:300]}") from e
         for name, r, g in zip(graph.outputs, refs, got):
             r = r.numpy()
             if r.shape != g.shape:

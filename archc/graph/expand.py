@@ -9,7 +9,7 @@ from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
-from archc.spec.errors import close_matches, from_validation
+from archc.spec.errors import at, close_matches, from_validation
 from archc.spec.exprs import substitute
 from archc.spec.model import Block, Spec, Use
 
@@ -141,7 +141,7 @@ class Expander:
         cls = REGISTRY.get(op.act)
         if cls is None or not cls.is_activation:
             hint = close_matches(op.act, activation_names()) or "expected one of: " + ", ".join(activation_names())
-            raise SpecError(f"unknown activation {describe(op.act)}", where=f"{where}.act", hint=hint)
+            raise SpecError(f"unknown activation {describe(op.act)}", where=at(where, ".act"), hint=hint)
         return cls.model_validate({"op": op.act})
 
     def substitute(self, raw: dict, params: dict, where: str) -> dict:
@@ -150,7 +150,7 @@ class Expander:
             try:
                 out[key] = value if key in ("op", "id", "from", "use") else substitute(value, params)
             except SpecError as e:
-                e.where = f"{where}.{key}"
+                e.where = at(where, f".{key}")
                 raise
         return out
 
@@ -166,24 +166,25 @@ class Expander:
         if block is None:
             hint = close_matches(u.use, set(self.spec.blocks)) or (
                 "blocks defined: " + (", ".join(self.spec.blocks) or "none"))
-            raise SpecError(f"unknown block '{u.use}'", where=f"{where}.use", hint=hint)
+            raise SpecError(f"unknown block '{u.use}'", where=at(where, ".use"), hint=hint)
         if u.use in stack:
-            raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=f"{where}.use")
+            raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=at(where, ".use"))
         local = u.id or f"{u.use}_{i}"
         inputs = self.resolve(u.from_, i, scope, prev, declared, where.split("[")[0])
         if len(inputs) != len(block.inputs):
             raise SpecError(f"expected {len(block.inputs)} input(s) for block '{u.use}' ({', '.join(block.inputs)}), "
-                            f"received {len(inputs)}", where=f"{where}.from")
+                            f"received {len(inputs)}", where=at(where, ".from"))
         if u.repeat > 1 and len(block.inputs) != 1:
             raise SpecError(f"expected a one-input block for repeat = {u.repeat}, received block '{u.use}' "
-                            f"with inputs {block.inputs}", where=f"{where}.repeat")
+                            f"with inputs {block.inputs}", where=at(where, ".repeat"))
         bparams = self.block_params(u, block, params, where)
         if BROKEN in inputs:
             return local, BROKEN
         out: str | None = None
         for r in range(u.repeat):
             tag = f".{r}" if u.repeat > 1 else ""
-            context = f" in {where.split(' in ')[0]}" + (f" repeat {r}" if u.repeat > 1 else "")
+            # the whole chain of uses, innermost first: "blocks.res.layers[1] in layers[2] (stage) repeat 1 in ..."
+            context = " in " + at(where, f" repeat {r}" if u.repeat > 1 else "")
             bscope = dict(zip(block.inputs, inputs if r == 0 else [out]))
             before = len(self.errors)
             out = self.layers(block.layers, f"blocks.{u.use}.layers", f"{prefix}{local}{tag}.",
@@ -203,7 +204,7 @@ class Expander:
             name = sorted(unknown)[0]
             hint = close_matches(name, set(block.params)) or (
                 "its parameters: " + (", ".join(block.params) or "none"))
-            raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=f"{where}.with", hint=hint)
+            raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=at(where, ".with"), hint=hint)
         merged = dict(self.spec.params)
         for key, value in block.params.items():
             try:

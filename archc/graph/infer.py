@@ -6,6 +6,7 @@ import os
 from archc.errors import ArchcError, ShapeError, SpecError, raise_all
 from archc.graph.ir import Graph
 from archc.ops.base import TensorType
+from archc.spec.errors import at
 from archc.spec.model import Spec
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
@@ -33,7 +34,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
                 node.act.flops([node.out], node.out, sizes) if node.act else 0)
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
-            e.where = node.where + (f".{e.where}" if e.where else "")
+            e.where = at(node.where, f".{e.where}") if e.where else node.where
             e.message = f"{node.op.name()}: {e.message}" + (f" (input: {received})" if len(ins) == 1 else "")
             errors.append(e)
             types[node.id] = None
@@ -78,7 +79,8 @@ def memory_limit() -> int:
         return 64 * 2**30
 
 
-def human_bytes(n: float) -> str:
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'; absurd sizes (a spec typo like 10**30) in powers of ten, never a 30-digit number."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -86,14 +88,21 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f}"
 
 
+def _count(n: int) -> str:
+    """A parameter count: 1,234,567, or 7.9e+32 when it is absurdly large."""
+    return f"{n:,}" if n < 10**15 else f"{n:.1e}"
+
+
 def check_memory(graph: Graph, batch_size: int) -> None:
     """Refuse, before anything is allocated, a model whose weights or activations cannot fit in memory."""
     limit = memory_limit()
     weights = graph.total_params * 4
     if weights > limit:
+        big = max(graph.nodes, key=lambda n: n.num_params)
         raise SpecError(f"expected a model that fits in memory ({human_bytes(limit)}), received "
-                        f"{graph.total_params:,} parameters needing {human_bytes(weights)} as float32",
-                        where="layers", hint="reduce layer sizes")
+                        f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
+                        where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
+                                             "parameters; reduce layer sizes")
     acts = sum(n.out.numel(graph.sizes) * BYTES.get(n.out.dtype, 4) for n in graph.nodes if n.out)
     if acts * batch_size > limit:
         raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "

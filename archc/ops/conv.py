@@ -73,8 +73,18 @@ class _ConvNd(Op):
     def to_torch(self, ins):
         from torch import nn
         cls = nn.Conv1d if self.spatial == 1 else nn.Conv2d
-        return cls(ins[0].shape[1], self.out_channels, self.kernel_size, stride=self.stride,
-                   padding=self.padding, dilation=self.dilation, groups=self.groups, bias=self.bias)
+        args = (ins[0].shape[1], self.out_channels, self.kernel_size)
+        kw = dict(stride=self.stride, dilation=self.dilation, groups=self.groups, bias=self.bias)
+        if self.padding != "same":
+            return cls(*args, padding=self.padding, **kw)
+        # ONNX Runtime rejects auto_pad SAME with dilation: lower "same" to explicit pads instead
+        k, _, d = self._geometry()
+        totals = [d[i] * (k[i] - 1) for i in range(self.spatial)]
+        if all(t % 2 == 0 for t in totals):
+            return cls(*args, padding=tuple(t // 2 for t in totals), **kw)
+        from archc.lower.modules import ConvSame  # odd total: torch pads the extra element at the end
+        pads = [p for t in reversed(totals) for p in (t // 2, t - t // 2)]
+        return ConvSame[self.spatial](*args, pads=pads, **kw)
 
 
 @register
@@ -84,6 +94,7 @@ class Conv1d(_ConvNd):
     op: Literal["conv1d"] = "conv1d"
     spatial = 1
     examples = (Example({"out_channels": 4, "kernel_size": 3}, ((2, 9),)),
+                Example({"out_channels": 3, "kernel_size": 4, "padding": "same"}, ((2, 6),)),
                 Example({"out_channels": 4, "kernel_size": 3, "padding": "same", "dilation": 2, "groups": 2},
                         ((2, 7),)))
 

@@ -116,12 +116,13 @@ def broadcast(ins: list[TensorType], what: str) -> tuple[Dim, ...]:
     rank = max(t.rank for t in ins)
     out: list[Dim] = []
     for axis in range(rank):
-        dims = {t.shape[axis - rank + t.rank] for t in ins if axis - rank + t.rank >= 0}
+        sizes = [t.shape[axis - rank + t.rank] for t in ins if axis - rank + t.rank >= 0]
+        dims = set(sizes)
         dims.discard(1) if len(dims) > 1 else None
         if len(dims) > 1:
             shapes = " and ".join(t.show() for t in ins)
             raise ShapeError(f"expected inputs of one shape (or broadcastable) to {what}, received {shapes}",
-                             hint=f"axis {axis} differs: {sorted(map(str, dims))}")
+                             hint=f"axis {axis} differs: {' vs '.join(map(str, sizes))}")
         out.append(dims.pop())
     return tuple(out)
 

@@ -1,0 +1,42 @@
+"""`validate`, `schema`, `ops` and `infer` must not import torch (fast start; ORT-only inference)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "specs" / "digit_classifier.toml"
+
+PROBE = """
+import sys
+from click.testing import CliRunner
+from archc.cli import main
+r = CliRunner().invoke(main, {args!r})
+assert r.exit_code == 0, r.output
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+
+
+def probe(args: list[str]) -> None:
+    r = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["validate", str(DIGITS)], ["validate", str(DIGITS), "--json"],
+                                  ["schema"], ["ops"], ["ops", "--json"]])
+def test_commands_leave_torch_unimported(args):
+    probe(args)
+
+
+def test_infer_leaves_torch_unimported(tmp_path):
+    model = tmp_path / "d.onnx"
+    r = subprocess.run([sys.executable, "-m", "archc.cli", "build", str(DIGITS), "-o", str(model)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import numpy as np
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), dtype=np.float32))
+    probe(["infer", str(model), "--input", str(tmp_path / "x.npy")])
