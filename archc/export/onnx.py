@@ -81,7 +81,7 @@ def example_inputs(graph: Graph, batch: int, sizes: dict[str, int], seed: int = 
     for name, t in graph.inputs.items():
         shape = [batch] + [d if isinstance(d, int) else sizes[d] for d in t.features]
         out[name] = (rng.standard_normal(shape).astype(np.float32) if t.dtype == "float32"
-                     else rng.integers(0, 2, size=shape).astype(np.int64))
+                     else rng.integers(0, graph.vocab.get(name, 2), size=shape).astype(np.int64))
     return out
 
 

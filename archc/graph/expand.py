@@ -28,6 +28,7 @@ class Expander:
     def run(self) -> Graph:
         spec = self.spec
         inputs = {name: TensorType((BATCH, *inp.shape), inp.dtype) for name, inp in spec.inputs.items()}
+        self.inputs = set(inputs)
         scope = {name: name for name in inputs}
         prev = next(iter(inputs)) if len(inputs) == 1 else None
         last = self.layers(spec.layers, "layers", "", dict(spec.params), scope, prev, "", ())
@@ -42,7 +43,8 @@ class Expander:
             outputs[_public_name(last, scope)] = last
         raise_all(self.errors)
         sizes = {**spec.axes}
-        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes)  # type: ignore[arg-type]
+        vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}
+        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab)  # type: ignore[arg-type]
 
     # ---- one list of layers (the top level, or one block instance) -------------------------
     def layers(self, raws: list[Any], path: str, prefix: str, params: dict[str, Any], scope: dict[str, str],
@@ -131,7 +133,17 @@ class Expander:
                             f"received {len(inputs)}", hint="set 'from' to list the inputs")
         if BROKEN in inputs:
             return local, BROKEN
-        node = Node(prefix + local, op, inputs, where, self.activation(op, where))
+        tied = None
+        if cls.ties is not None:  # weight tying names another node, resolved like `from`
+            try:
+                (tied,) = self.resolve(getattr(op, cls.ties), i, scope, prev, declared, path_of)
+            except SpecError as e:
+                e.where = f"{where}.{cls.ties}"
+                raise
+            if tied in self.inputs:
+                raise SpecError(f"expected a layer whose parameters to reuse, received input '{tied}'",
+                                where=f"{where}.{cls.ties}")
+        node = Node(prefix + local, op, inputs, where, self.activation(op, where), tied)
         self.nodes.append(node)
         return local, node.id
 

@@ -25,7 +25,8 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             types[node.id] = None
             continue
         try:
-            node.out = node.op.infer(ins)  # type: ignore[arg-type]
+            node.out = (node.op.infer_tied(ins, graph.node(node.tied).params) if node.tied  # type: ignore
+                        else node.op.infer(ins))  # type: ignore[arg-type]
             if node.act is not None:
                 node.act.infer([node.out])
             node.params = node.op.param_shapes(ins)  # type: ignore[arg-type]
@@ -80,7 +81,10 @@ def memory_limit() -> int:
 
 
 def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'; absurd sizes (a spec typo like 10**30) in powers of ten, never a 30-digit number."""
+    """1536 -> '1.5 KiB'."""
+    if n >= 1024**6:  # absurd sizes (a typo like shape = [10**9, 10**9]): no 30-digit numbers, no float overflow
+        pib = n // 1024**5
+        return f"{pib:.1e} PiB" if pib.bit_length() < 1000 else f"over 2^{n.bit_length() - 1} B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -90,7 +94,9 @@ def human_bytes(n: int) -> str:
 
 def _count(n: int) -> str:
     """A parameter count: 1,234,567, or 7.9e+32 when it is absurdly large."""
-    return f"{n:,}" if n < 10**15 else f"{n:.1e}"
+    if n < 10**15:
+        return f"{n:,}"
+    return f"{n:.1e}" if n.bit_length() < 1000 else f"over 2^{n.bit_length() - 1}"
 
 
 def check_memory(graph: Graph, batch_size: int) -> None:

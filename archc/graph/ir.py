@@ -15,6 +15,7 @@ class Node:
     inputs: list[str]
     where: str
     act: Op | None = None
+    tied: str | None = None  # id of the node whose parameters this one reuses (weight tying)
     # filled by the infer pass
     out: TensorType | None = None
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class Graph:
     nodes: list[Node]
     outputs: list[str]
     sizes: dict[str, int] = field(default_factory=dict)  # typical sizes of symbolic axes
+    vocab: dict[str, int] = field(default_factory=dict)  # int64 inputs: values in [0, vocab)
 
     def node(self, id: str) -> Node:
         return next(n for n in self.nodes if n.id == id)

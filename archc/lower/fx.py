@@ -17,7 +17,7 @@ def lower(graph: Graph, seed: int | None = 0) -> fx.GraphModule:
     env: dict[str, fx.Node] = {name: g.placeholder(name) for name in graph.inputs}
     for node in graph.nodes:
         ins = [graph.type_of(i) for i in node.inputs]
-        module = node.op.to_torch(ins)
+        module = node.op.to_torch_tied(ins, modules[node.tied]) if node.tied else node.op.to_torch(ins)
         _check_params(node.id, module, node.params)
         modules[node.id] = module
         value = g.call_module(node.id, tuple(env[i] for i in node.inputs))

@@ -52,9 +52,14 @@ class Example:
     """An op example run by the conformance test: attributes and per-example input shapes."""
 
     attrs: dict[str, Any]
-    inputs: tuple[tuple[int, ...], ...]
-    dtype: str = "float32"
-    sizes: dict[str, int] = field(default_factory=dict)
+    inputs: tuple[tuple[int | str, ...], ...]   # per-example shapes; a str is a symbolic axis
+    dtype: str | tuple[str, ...] = "float32"     # one dtype, or one per input
+    sizes: dict[str, int] = field(default_factory=dict)  # symbolic axis sizes for tracing
+    vocab: int = 2                               # int64 inputs take values in [0, vocab)
+    before: tuple[dict[str, Any], ...] = ()      # layers to run first (e.g. the embedding a tied op reuses)
+
+    def dtypes(self) -> tuple[str, ...]:
+        return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.inputs)
 
 
 class Op(BaseModel):
@@ -72,6 +77,9 @@ class Op(BaseModel):
     arity: ClassVar[tuple[int, int | None]] = (1, 1)  # (min, max) inputs; None = any number
     is_activation: ClassVar[bool] = False
     examples: ClassVar[tuple[Example, ...]] = ()
+    # Weight tying: the name of an attribute holding another node's id whose parameters this op reuses
+    # (counted once, on that node). Such ops implement infer_tied / to_torch_tied instead.
+    ties: ClassVar[str | None] = None
 
     # ---- hooks -------------------------------------------------------------------------------
     def infer(self, ins: list[TensorType]) -> TensorType:
@@ -88,6 +96,14 @@ class Op(BaseModel):
 
     def to_torch(self, ins: list[TensorType]) -> "nn.Module":
         """The torch module computing this op (imports torch lazily)."""
+        raise NotImplementedError
+
+    def infer_tied(self, ins: list[TensorType], tied: dict[str, tuple[int, ...]]) -> TensorType:
+        """The output type, given the tied node's parameter shapes (ops with `ties` only)."""
+        raise NotImplementedError
+
+    def to_torch_tied(self, ins: list[TensorType], tied: "nn.Module") -> "nn.Module":
+        """The torch module, sharing the tied node's module parameters (ops with `ties` only)."""
         raise NotImplementedError
 
     # ---- derived -----------------------------------------------------------------------------

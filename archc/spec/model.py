@@ -31,6 +31,8 @@ class Input(Strict):
     shape: list[Annotated[int, Field(ge=1)] | Name] = Field(
         description="per-example shape; a name (\"seq\") is a symbolic axis")
     dtype: Literal["float32", "int64"] = "float32"
+    vocab: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="int64 inputs: values lie in [0, vocab) (token ids, class ids)")
 
 
 class Task(Strict):
@@ -89,6 +91,10 @@ class Train(Strict):
     loss: Literal["mse", "mae", "cross_entropy"] | None = None
     seed: int = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    monitor: Literal["metric", "loss"] = Field(
+        "metric", description="validation quantity that picks the best checkpoint and drives early stopping")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
 
 
 class Data(Strict):
@@ -99,6 +105,8 @@ class Data(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     normalize: bool = False
+    split_seed: int = Field(0, description="seed of the train/val/test split (kept apart from train.seed so "
+                                           "runs with different seeds are scored on the same test set)")
 
 
 class Spec(Strict):

@@ -17,10 +17,20 @@ CASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in en
 
 
 def example_spec(name: str, ex) -> dict:
-    inputs = {f"x{k}": {"shape": list(shape), "dtype": ex.dtype} for k, shape in enumerate(ex.inputs)}
-    layer = {"op": name, "id": "node", "from": list(inputs), **ex.attrs}
+    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype} | ({"vocab": ex.vocab} if dtype == "int64" else {})
+              for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))}
+    before = [dict(layer) for layer in ex.before]
+    if before:
+        before[0].setdefault("from", list(inputs) if len(inputs) > 1 else next(iter(inputs)))
+    wired = {"from": list(inputs)} if not before else {}
+    layer = {"op": name, "id": "node", **wired, **ex.attrs}
     return {"archc": 1, "model": {"name": f"conformance-{name}"}, "inputs": inputs, "axes": ex.sizes,
-            "task": {"kind": "regression"}, "layers": [layer]}
+            "task": {"kind": "regression"}, "layers": [*before, layer]}
+
+
+def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, vocab: int) -> torch.Tensor:
+    dims = [batch] + [sizes[d] if isinstance(d, str) else d for d in shape]
+    return torch.randint(0, vocab, dims) if dtype == "int64" else torch.randn(*dims)
 
 
 def test_every_op_has_examples_and_doc():
@@ -34,20 +44,34 @@ def test_every_op_has_examples_and_doc():
 @pytest.mark.parametrize("name,i,ex", CASES, ids=[f"{n}-{i}" for n, i, _ in CASES])
 def test_op_conformance(name, i, ex, tmp_path):
     cls = REGISTRY[name]
-    op = cls.model_validate({"op": name, **ex.attrs})
-    ins = [TensorType(("batch", *shape), ex.dtype) for shape in ex.inputs]
-    out = op.infer(ins)
+    if ex.before:  # ops that need earlier layers (weight tying) are checked through the whole pipeline
+        result = compile_spec(example_spec(name, ex))
+        node = result.graph.nodes[-1]
+        op, ins, out = node.op, [result.graph.type_of(i) for i in node.inputs], node.out
+        module_of = lower(result.graph)
+        module = module_of.get_submodule("node").eval()
+    else:
+        op = cls.model_validate({"op": name, **ex.attrs})
+        ins = [TensorType(("batch", *shape), dtype) for shape, dtype in zip(ex.inputs, ex.dtypes())]
+        out = op.infer(ins)
+        torch.manual_seed(0)
+        module = op.to_torch(ins).eval()
     # parameters: torch's module has exactly the shapes the pure-Python rule gives
-    torch.manual_seed(0)
-    module = op.to_torch(ins).eval()
     assert {k: tuple(p.shape) for k, p in module.named_parameters()} == op.param_shapes(ins)
     assert op.num_params(ins) == sum(p.numel() for p in module.parameters())
-    # shapes: torch's output shape equals the rule's at two batch sizes
-    for batch in (2, 5):
-        xs = [torch.randn(batch, *shape) for shape in ex.inputs]
-        with torch.no_grad():
-            y = module(*xs)
-        assert tuple(y.shape) == (batch, *out.features), f"{name}: rule {out.show()} vs torch {tuple(y.shape)}"
+    # shapes: torch's output shape equals the rule's at two batch sizes (and two sizes of each symbolic axis)
+    for batch, grow in ((2, 0), (5, 3)):
+        sizes = {k: v + grow for k, v in ex.sizes.items()}
+        if ex.before:
+            with torch.no_grad():
+                feeds = [example_tensor(s, d, batch, sizes, ex.vocab) for s, d in zip(ex.inputs, ex.dtypes())]
+                y = module_of.eval()(*feeds)
+        else:
+            xs = [example_tensor(s, d, batch, sizes, ex.vocab) for s, d in zip(ex.inputs, ex.dtypes())]
+            with torch.no_grad():
+                y = module(*xs)
+        want = (batch, *(sizes[d] if isinstance(d, str) else d for d in out.features))
+        assert tuple(y.shape) == want, f"{name}: rule {out.show()} vs torch {tuple(y.shape)}"
         assert str(y.dtype).removeprefix("torch.") == out.dtype
     # values: ONNX Runtime matches torch at batch sizes 1 and 3 (export raises above tolerance)
     result = compile_spec(example_spec(name, ex))
