@@ -1,6 +1,8 @@
 """archc's user-facing errors: each says where, what was expected, and what was received."""
 from __future__ import annotations
 
+import re
+
 
 class ArchcError(Exception):
     """A user error (bad spec, shape, data, model or input): printed as one line per problem, exit 1."""
@@ -21,10 +23,10 @@ class ArchcError(Exception):
         return self
 
     def line(self) -> str:
-        """One line: `file: where: message (hint)`."""
+        """One line: `file: where: message (hint)`; a newline quoted from the spec shows as \\n."""
         parts = [p for p in (self.file, self.where) if p]
         text = ": ".join(parts + [self.message])
-        return f"{text} ({self.hint})" if self.hint else text
+        return one_line(f"{text} ({self.hint})" if self.hint else text)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "file": self.file, "where": self.where,
@@ -93,10 +95,20 @@ def raise_all(errors: list[ArchcError]) -> None:
         raise ErrorList(errors)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """Escape line breaks and other control characters (ids and keys come from the user)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def describe(value: object, limit: int = 60) -> str:
     """A short, readable rendering of a received value for messages."""
     if isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, int) and abs(value) >= 10**21:  # 10**30 reads better as 1.0e+30; 10**5000 has no repr
+        text = f"{value:.1e}" if value.bit_length() < 1000 else f"an integer of {value.bit_length()} bits"
     elif isinstance(value, str):
         text = repr(value)
     elif isinstance(value, dict):

@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archc.errors import ArchcError, SpecError, raise_all
+from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.expand import expand
 from archc.graph.infer import infer
 from archc.graph.ir import Graph
-from archc.spec.errors import from_validation
+from archc.spec.errors import from_validation, layer_label
 from archc.spec.load import load_file
 from archc.spec.model import FORMAT_VERSION, Spec
 
@@ -40,8 +40,33 @@ def spec_hash(raw: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+MAX_DEPTH = 32            # tables and lists nested deeper than this are garbage, not a spec
+INT64 = 2**63 - 1         # torch and ONNX sizes are int64: anything larger is a typo, caught before arithmetic
+
+
+def check_values(raw: dict[str, Any]) -> None:
+    """Every value is plain data of sane depth, with integers that fit int64 (iterative: no RecursionError)."""
+    errors: list[ArchcError] = []
+    todo: list[tuple[Any, str, int]] = [(raw, "", 0)]  # a stack, children pushed reversed: document order
+    while todo:
+        value, where, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            errors.append(SpecError(f"expected tables and lists nested at most {MAX_DEPTH} deep, received deeper",
+                                    where=where))
+        elif isinstance(value, dict):
+            todo.extend(reversed([(v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items()]))
+        elif isinstance(value, (list, tuple)):
+            # a layer is named as everywhere else: layers[2] (fc2)
+            todo.extend(reversed([(v, f"{where}[{i}]{layer_label(v)}", depth + 1) for i, v in enumerate(value)]))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64:
+            errors.append(SpecError(f"expected an integer within int64 (at most 2**63 - 1), received "
+                                    f"{describe(value)}", where=where))
+    raise_all(errors)
+
+
 def check(raw: dict[str, Any]) -> Spec:
-    """Format version, then the top-level data model."""
+    """Plain values, the format version, then the top-level data model."""
+    check_values(raw)
     version = raw.get("archc")
     if version is None:
         raise SpecError("missing format version", where="archc",

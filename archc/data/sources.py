@@ -155,12 +155,16 @@ def _registry() -> dict[str, Loader]:
     from archc.data.idx import load_idx
     from archc.data.images import load_images
     from archc.data.tabular import load_csv
-    return {"sklearn": load_sklearn, "idx": load_idx, "csv": load_csv, "npz": load_npz, "images": load_images}
+    from archc.data.text import load_text
+    return {"sklearn": load_sklearn, "idx": load_idx, "csv": load_csv, "npz": load_npz, "images": load_images,
+            "text": load_text}
 
 
 def load(source: str, *, task: str | None = None, target: str | None = None, val_fraction: float = 0.1,
-         test_fraction: float = 0.2, seed: int = 0, root: str | Path | None = None) -> Dataset:
-    """Load 'scheme:argument' (sklearn:, idx:, csv:, npz:, images:) into a split Dataset; paths are relative to root."""
+         test_fraction: float = 0.2, seed: int = 0, root: str | Path | None = None,
+         context: int | None = None) -> Dataset:
+    """Load 'scheme:argument' (sklearn:, idx:, csv:, npz:, images:, text:) into a split Dataset; paths are
+    relative to root. `context` (tokens per window) is for text: sources (language models); other schemes ignore it."""
     registry = _registry()
     known = ", ".join(f"{s}:" for s in registry)
     scheme, sep, arg = source.partition(":")
@@ -171,13 +175,15 @@ def load(source: str, *, task: str | None = None, target: str | None = None, val
         close = difflib.get_close_matches(scheme, registry, n=3)
         raise DataError(f"unknown data scheme {scheme!r}: expected one of {known}", where=source,
                         hint=f"did you mean {', '.join(c + ':' for c in close)}?" if close else "")
-    check_task(task, source)
+    if scheme != "text":  # text: sources check their own task (language_model)
+        check_task(task, source)
     check_fractions(val_fraction, test_fraction, source)
     if target is not None and scheme != "csv":
         raise DataError(f"expected no target for a {scheme}: source, received target={target!r}", where=source,
                         hint="target= names a column of a csv: source")
+    extra = {"context": context} if scheme == "text" else {}
     return registry[scheme](arg, task=task, target=target, val_fraction=val_fraction,
-                            test_fraction=test_fraction, seed=seed, root=root)
+                            test_fraction=test_fraction, seed=seed, root=root, **extra)
 
 
 def _guess_scheme(source: str) -> str:

@@ -9,7 +9,7 @@ from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
-from archc.spec.errors import at, close_matches, from_validation
+from archc.spec.errors import at, close_matches, from_validation, layer_label
 from archc.spec.exprs import substitute
 from archc.spec.model import Block, Spec, Use
 
@@ -53,10 +53,7 @@ class Expander:
         declared = {r["id"]: i for i, r in enumerate(raws) if isinstance(r, dict) and isinstance(r.get("id"), str)}
         local_where: dict[str, str] = {}
         for i, raw in enumerate(raws):
-            where = f"{path}[{i}]"
-            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                where += f" ({raw['id']})"
-            where += context
+            where = f"{path}[{i}]{layer_label(raw)}{context}"
             n_errors = len(self.errors)
             try:
                 if not isinstance(raw, dict):
@@ -99,8 +96,8 @@ class Expander:
                 out.append(scope[ref])
             elif ref in declared:
                 j = declared[ref]
-                what = "its own output" if j == i else f"'{ref}', defined later at {path_of}[{j}]"
-                raise SpecError(f"'from' names {what}; expected an input or an earlier layer",
+                what = "its own id" if j == i else f"defined later at {path_of}[{j}]"
+                raise SpecError(f"expected 'from' to name an input or an earlier layer, received '{ref}' ({what})",
                                 hint="graphs are acyclic: a layer reads only what comes before it")
             else:
                 raise SpecError(f"'from' names unknown node '{ref}'", hint=_known(ref, scope))
@@ -124,6 +121,7 @@ class Expander:
             self.errors.extend(from_validation(e, cls, where=where))
             return local, BROKEN
         local = op.id or f"{name}_{i}"
+        act = self.activation(op, where)  # checked even when an input is broken: it is this layer's own problem
         path_of = where.split("[")[0]
         inputs = self.resolve(op.from_, i, scope, prev, declared, path_of)
         lo, hi = cls.arity
@@ -138,12 +136,12 @@ class Expander:
             try:
                 (tied,) = self.resolve(getattr(op, cls.ties), i, scope, prev, declared, path_of)
             except SpecError as e:
-                e.where = f"{where}.{cls.ties}"
+                e.where = at(where, f".{cls.ties}")
                 raise
             if tied in self.inputs:
                 raise SpecError(f"expected a layer whose parameters to reuse, received input '{tied}'",
-                                where=f"{where}.{cls.ties}")
-        node = Node(prefix + local, op, inputs, where, self.activation(op, where), tied)
+                                where=at(where, f".{cls.ties}"))
+        node = Node(prefix + local, op, inputs, where, act, tied)
         self.nodes.append(node)
         return local, node.id
 
@@ -188,7 +186,7 @@ class Expander:
                             f"received {len(inputs)}", where=at(where, ".from"))
         if u.repeat > 1 and len(block.inputs) != 1:
             raise SpecError(f"expected a one-input block for repeat = {u.repeat}, received block '{u.use}' "
-                            f"with inputs {block.inputs}", where=at(where, ".repeat"))
+                            f"with inputs ({', '.join(block.inputs)})", where=at(where, ".repeat"))
         bparams = self.block_params(u, block, params, where)
         if BROKEN in inputs:
             return local, BROKEN

@@ -76,3 +76,32 @@ class LayerNorm(Op):
         from torch import nn
         return nn.LayerNorm(self._shape(ins[0]), eps=self.eps, elementwise_affine=self.elementwise_affine,
                             bias=self.bias)
+
+
+@register
+class RMSNorm(Op):
+    """Root-mean-square normalization over the last axis (no centering): [..., features] -> same."""
+
+    op: Literal["rmsnorm"] = "rmsnorm"
+    eps: float = Field(1e-6, gt=0, description="added to the mean square")
+    elementwise_affine: bool = Field(True, description="learn a per-feature scale")
+
+    family = "norm"
+    examples = (Example({}, (("seq", 6),), sizes={"seq": 5}), Example({"elementwise_affine": False}, ((7,),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        expect(x.rank >= 2, "an input with a feature axis [batch, ..., features]", x.show())
+        concrete(x.shape[-1], "axis to normalize over")
+        return x
+
+    def param_shapes(self, ins):
+        return {"weight": (ins[0].shape[-1],)} if self.elementwise_affine else {}
+
+    def flops(self, ins, out, sizes):
+        return 4 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import RMSNorm as M
+        return M(ins[0].shape[-1], eps=self.eps, elementwise_affine=self.elementwise_affine)

@@ -137,6 +137,9 @@ class _Elementwise(Op):
     def infer(self, ins):
         dtypes = {t.dtype for t in ins}
         expect(len(dtypes) == 1, "inputs of one dtype", ", ".join(t.dtype for t in ins))
+        # every input has the batch axis first, so ranks must agree: [batch, 3] would align batch with 4 in [batch, 4, 3]
+        expect(len({t.rank for t in ins}) == 1, "inputs of one rank (batch axis included; size-1 axes broadcast)",
+               " and ".join(t.show() for t in ins))
         shape = broadcast(ins, self.name())
         expect(shape[0] == "batch", "inputs that all have the batch axis first",
                " and ".join(t.show() for t in ins))

@@ -21,6 +21,14 @@ def at(where: str, sub: str) -> str:
     return f"{head}{sub}{sep}{context}"
 
 
+def layer_label(raw: Any) -> str:
+    """' (fc2)' for a layer with an id, to follow its index in locations: 'layers[2] (fc2)'."""
+    name = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return ""
+    return f" ({name if len(name) <= 40 else name[:39] + '…'})"
+
+
 def spec_path(loc: tuple[Any, ...], prefix: str = "") -> str:
     """('layers', 3, 'out_features') -> 'layers[3].out_features'."""
     out = prefix
@@ -43,7 +51,7 @@ def close_matches(word: str, options: list[str] | set[str]) -> str:
 # pydantic's wording -> archc's "expected X" wording, by error type
 _WANTS = {
     "int_type": "an integer", "int_parsing": "an integer", "float_type": "a number", "float_parsing": "a number",
-    "string_type": "a string", "bool_type": "a boolean (true or false)", "list_type": "a list",
+    "string_type": "a string", "bool_type": "a boolean", "list_type": "a list",
     "tuple_type": "a list", "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
     "finite_number": "a finite number", "none_required": "nothing (null)",
 }
@@ -54,6 +62,8 @@ _BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "les
 def _want(err: dict[str, Any]) -> str:
     """What a pydantic error says was expected, in archc's words ('an integer', 'a value >= 1')."""
     kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "string_type" and "constrained-str" in err["loc"]:  # the pattern-checked str of a union: a Name
+        return "a name"
     if kind in _WANTS:
         return _WANTS[kind]
     if kind in _BOUNDS:
@@ -164,11 +174,11 @@ def from_validation(exc: ValidationError, model: type[BaseModel], prefix: str = 
         message, hint = _message(errs[0], model, key)
         if len(errs) > 1 and message.startswith("expected "):
             # a union: "expected an integer or a list, received 'a'"
-            wants = []
-            for e in errs:
-                if _want(e) not in wants:
-                    wants.append(_want(e))
-            message = f"expected {' or '.join(wants)}, received {describe(errs[0].get('input'))}"
+            wants = list(dict.fromkeys(_want(e) for e in errs))
+            if "a number" in wants and "an integer" in wants:
+                wants.remove("an integer")
+            either = ", ".join(wants[:-1]) + " or " + wants[-1] if len(wants) > 1 else wants[0]
+            message = f"expected {either}, received {describe(errs[0].get('input'))}"
         path = spec_path(key)
         label = at(where, f".{path}") if where and path else (where or spec_path(key, prefix))
         out.append(SpecError(message, where=label, hint=hint))

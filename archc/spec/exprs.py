@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from typing import Any
@@ -15,6 +16,7 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 _FUNCS = {"min": min, "max": max}
 MAX_VALUE = 10 ** 15  # keeps `2 ** 2 ** 99` from hanging the compiler
+MAX_LENGTH = 200
 
 
 def is_ref(value: Any) -> bool:
@@ -28,11 +30,15 @@ def evaluate(text: str, params: dict[str, Any]) -> Any:
         return _lookup(m.group(1), params)
     m = _EXPR.match(text)
     assert m, text
+    if len(text) > MAX_LENGTH:  # also keeps the parser and _eval far from their recursion limits
+        raise SpecError(f"expected an expression of at most {MAX_LENGTH} characters, received {len(text):,}")
     try:
         tree = ast.parse(m.group(1).strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise SpecError(f"expected an arithmetic expression in '{text}', received a syntax error") from None
     value = _eval(tree.body, params, text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"expected a finite value from '{text}', received {value}")
     # "${ch / 2}" reads as a size: an integral float becomes an int (float fields accept ints anyway)
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
@@ -61,7 +67,11 @@ def _eval(node: ast.AST, params: dict[str, Any], text: str) -> Any:
             result = _BINOPS[type(node.op)](left, right)
         except ZeroDivisionError:
             raise SpecError(f"division by zero in '{text}'") from None
-        if isinstance(result, complex) or abs(result) > MAX_VALUE:
+        except OverflowError:  # 1e15 ** 64
+            raise SpecError(f"expected a value of at most {MAX_VALUE:.0e} from '{text}', received an overflow") from None
+        if isinstance(result, complex):
+            raise SpecError(f"expected a real number from '{text}', received a complex one")
+        if abs(result) > MAX_VALUE:
             raise SpecError(f"expected a value of at most {MAX_VALUE:.0e} from '{text}', received {result!r}")
         return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:

@@ -19,11 +19,15 @@ def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
         raise SpecError(f"not valid TOML: {e}", file=name) from None
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}", file=name) from None
+    except ValueError:  # Python refuses to parse integers of over 4300 digits
+        raise SpecError(f"not valid {fmt.upper()}: expected integers of reasonable size, received one of "
+                        "thousands of digits", file=name) from None
     except RecursionError:
         raise SpecError("expected a spec of reasonable nesting depth, received one nested too deeply",
                         file=name) from None
     if not isinstance(data, dict):
-        raise SpecError(f"expected a table (object) at the top level, received {type(data).__name__}",
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        raise SpecError(f"expected a table (object) at the top level, received {kind.get(type(data), 'null')}",
                         file=name)
     return data
 

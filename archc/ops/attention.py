@@ -1,0 +1,101 @@
+"""Attention ops: multi-head (self or cross) attention over [batch, seq, dim]."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archc.ops.base import Dim, Example, Op, PosInt, TensorType, concrete, expect, expect_rank, register
+
+
+@register
+class Attention(Op):
+    """Multi-head attention (scaled dot product): [batch, T, dim] (+ memory, + tokens) -> [batch, T, dim].
+
+    Inputs, in order: the queries x [batch, T, dim]; then, for cross-attention, a float32 memory
+    [batch, S, kdim] giving keys and values; then, when `pad_index` is set, int64 tokens [batch, S]
+    aligned with the keys (x's tokens for self-attention, the memory's for cross-attention): keys whose
+    token equals pad_index are masked. So `from = ["x", "tokens"]` is masked self-attention and
+    `from = ["x", "memory", "memory_tokens"]` masked cross-attention. A query that sees no key at all
+    (an all-pad row) attends to every key instead of producing NaN.
+    """
+
+    op: Literal["attention"] = "attention"
+    num_heads: PosInt = Field(description="heads (dim divisible by it)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention weights (training only)")
+    bias: bool = Field(True, description="learn biases in the q/k/v/out projections")
+    causal: bool = Field(False, description="a query attends only to keys at or before its position")
+    rope: bool = Field(False, description="rotary position embedding on queries and keys (self-attention)")
+    rope_base: float = Field(10000.0, gt=1, description="rotary frequency base")
+    pad_index: int | None = Field(None, description="mask keys whose token (the last, int64 input) equals it")
+
+    family = "attention"
+    arity = (1, 3)
+    examples = (Example({"num_heads": 2, "causal": True}, (("seq", 8),), sizes={"seq": 6}),
+                Example({"num_heads": 2, "rope": True, "pad_index": 0, "causal": True}, (("seq", 8), ("seq",)),
+                        dtype=("float32", "int64"), vocab=3, sizes={"seq": 5}),
+                Example({"num_heads": 3, "pad_index": 0, "bias": False}, (("seq", 6), ("mem", 4), ("mem",)),
+                        dtype=("float32", "float32", "int64"), vocab=3, sizes={"seq": 4, "mem": 7}))
+
+    def _roles(self, ins: list[TensorType]) -> tuple[TensorType, TensorType | None, TensorType | None]:
+        """(queries, memory or None for self-attention, tokens or None) after checking types."""
+        x, rest = ins[0], list(ins[1:])
+        tokens = None
+        if self.pad_index is not None:
+            expect(bool(rest) and rest[-1].dtype == "int64", "an int64 token input last (pad_index is set)",
+                   ", ".join(f"{t.dtype} {t.show()}" for t in ins), hint='from = ["x", "tokens"]')
+            tokens = rest.pop()
+        expect(len(rest) <= 1, "at most one memory input (and a token input when pad_index is set)",
+               f"{len(ins)} inputs", hint="set pad_index to use an int64 token input as a padding mask")
+        memory = rest[0] if rest else None
+        for t, what in ((x, "queries"), (memory or x, "memory")):
+            expect(t.dtype == "float32", f"float32 {what} [batch, seq, dim]", f"{t.dtype} {t.show()}",
+                   hint="an int64 input here needs pad_index (a mask) or an embedding first")
+            expect_rank(t, (3,), f"{what} [batch, seq, dim]")
+            concrete(t.shape[2], f"feature axis of the {what}")
+        if tokens is not None:
+            keys = (memory or x).shape[:2]
+            expect(tokens.shape == keys, f"tokens [{', '.join(map(str, keys))}] (one per key)", tokens.show())
+        return x, memory, tokens
+
+    def infer(self, ins):
+        x, memory, _ = self._roles(ins)
+        dim = x.shape[2]
+        expect(dim % self.num_heads == 0, f"features divisible by num_heads = {self.num_heads}", str(dim))
+        if memory is not None:
+            expect(not self.causal, "causal = false for cross-attention", "causal = true",
+                   hint="causal masking is for self-attention over one sequence")
+            expect(not self.rope, "rope = false for cross-attention", "rope = true",
+                   hint="queries and memory have unrelated positions")
+        if self.rope:
+            expect((dim // self.num_heads) % 2 == 0, "an even head size with rope", str(dim // self.num_heads))
+        return x
+
+    def param_shapes(self, ins):
+        x, memory, _ = self._roles(ins)
+        d, kd = x.shape[2], (memory or x).shape[2]
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, n_in in (("q_proj", d), ("k_proj", kd), ("v_proj", kd), ("out_proj", d)):
+            shapes[f"{name}.weight"] = (d, n_in)  # type: ignore[assignment]
+            if self.bias:
+                shapes[f"{name}.bias"] = (d,)  # type: ignore[assignment]
+        return shapes
+
+    def flops(self, ins, out, sizes):
+        x, memory, _ = self._roles(ins)
+        memory = memory or x
+        t, s = _size(x.shape[1], sizes), _size(memory.shape[1], sizes)
+        d, kd = x.shape[2], memory.shape[2]
+        projections = 2 * t * d * d * 2 + 2 * s * kd * d * 2  # q, out; k, v
+        return projections + 2 * 2 * t * s * d  # q k^T and weights @ v  # type: ignore[operator]
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import Attention as M
+        x, memory, _ = self._roles(ins)
+        return M(x.shape[2], (memory or x).shape[2], self.num_heads, bias=self.bias,  # type: ignore[arg-type]
+                 dropout=self.dropout, causal=self.causal, rope=self.rope, rope_base=self.rope_base,
+                 cross=memory is not None, pad_index=self.pad_index)
+
+
+def _size(d: Dim, sizes: dict[str, int]) -> int:
+    return d if isinstance(d, int) else sizes.get(d, 1)

@@ -1,0 +1,141 @@
+"""Embedding ops: token embedding, positional encodings (learned, sinusoidal), and the tied output projection."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PrivateAttr
+
+from archc.ops.base import (ID_PATTERN, Example, Op, PosInt, TensorType, concrete, expect, expect_float,
+                            expect_rank, register)
+
+
+@register
+class Embedding(Op):
+    """Look up token ids in a learned table: int64 [batch, ...] -> float32 [batch, ..., embedding_dim]."""
+
+    op: Literal["embedding"] = "embedding"
+    num_embeddings: PosInt = Field(description="table rows (the vocabulary size)")
+    embedding_dim: PosInt = Field(description="features per token")
+    padding_idx: int | None = Field(None, description="a row kept at zero and not trained (e.g. the pad token)")
+
+    family = "embedding"
+    examples = (Example({"num_embeddings": 11, "embedding_dim": 4}, (("seq",),), dtype="int64", vocab=11,
+                        sizes={"seq": 6}),
+                Example({"num_embeddings": 7, "embedding_dim": 3, "padding_idx": 0}, ((2, 3),), dtype="int64",
+                        vocab=7))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect(x.dtype == "int64", "int64 token ids", f"{x.dtype} {x.show()}",
+               hint="embedding reads integer ids; declare the input with dtype = \"int64\"")
+        n = self.num_embeddings
+        if self.padding_idx is not None:
+            expect(-n <= self.padding_idx < n, f"padding_idx in [{-n}, {n - 1}]", str(self.padding_idx))
+        return TensorType((*x.shape, self.embedding_dim), "float32")
+
+    def param_shapes(self, ins):
+        return {"weight": (self.num_embeddings, self.embedding_dim)}
+
+    def flops(self, ins, out, sizes):
+        return 0  # a gather
+
+    def to_torch(self, ins):
+        from torch import nn
+        return nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx)
+
+
+def _sequence(x: TensorType, what: str) -> int:
+    """Check [batch, seq, dim] float32 and return the fixed feature size."""
+    expect_float(x)
+    expect_rank(x, (3,), f"{what} [batch, seq, features]")
+    return concrete(x.shape[2], "feature axis")
+
+
+@register
+class PosEmbedding(Op):
+    """Add a learned position table, sliced to the input's length: [batch, seq, dim] -> same (seq <= max_len)."""
+
+    op: Literal["pos_embedding"] = "pos_embedding"
+    max_len: PosInt = Field(description="longest sequence (table rows); a longer input fails at run time")
+
+    family = "embedding"
+    examples = (Example({"max_len": 16}, (("seq", 4),), sizes={"seq": 6}), Example({"max_len": 5}, ((5, 3),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        _sequence(x, "an input")
+        seq = x.shape[1]
+        if isinstance(seq, int):
+            expect(seq <= self.max_len, f"a sequence of at most max_len = {self.max_len} positions", str(seq))
+        return x
+
+    def param_shapes(self, ins):
+        return {"weight": (self.max_len, ins[0].shape[2])}
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import PosEmbedding as M
+        return M(self.max_len, ins[0].shape[2])
+
+
+@register
+class SinusoidalPos(Op):
+    """Add fixed sin/cos position features (no parameters): [batch, seq, dim] -> same."""
+
+    op: Literal["sinusoidal_pos"] = "sinusoidal_pos"
+    base: float = Field(10000.0, gt=1, description="longest wavelength / 2pi")
+
+    family = "embedding"
+    examples = (Example({}, (("seq", 6),), sizes={"seq": 7}), Example({"base": 100.0}, ((4, 5),)))
+
+    def infer(self, ins):
+        _sequence(ins[0], "an input")
+        return ins[0]
+
+    def flops(self, ins, out, sizes):
+        return 2 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import SinusoidalPos as M
+        return M(ins[0].shape[2], self.base)
+
+
+@register
+class TiedLinear(Op):
+    """Project onto an embedding's table (weight tying): [..., dim] -> [..., num_embeddings]."""
+
+    op: Literal["tied_linear"] = "tied_linear"
+    tie: str = Field(pattern=ID_PATTERN, description="id of the embedding whose weight this reuses")
+    bias: bool = Field(False, description="learn an additive bias (its own parameter)")
+
+    family = "embedding"
+    ties = "tie"
+    examples = (Example({"tie": "emb"}, (("seq",),), dtype="int64", vocab=11, sizes={"seq": 5},
+                        before=({"op": "embedding", "id": "emb", "num_embeddings": 11, "embedding_dim": 6},)),
+                Example({"tie": "emb", "bias": True}, ((3,),), dtype="int64", vocab=9,
+                        before=({"op": "embedding", "id": "emb", "num_embeddings": 9, "embedding_dim": 4},
+                                {"op": "layernorm"})))
+    # The vocabulary size, learned from the tied table by infer_tied: param_shapes sees only the inputs.
+    _vocab: int | None = PrivateAttr(None)
+
+    def infer_tied(self, ins, tied):
+        (x,) = ins
+        table = tied.get("weight")
+        expect(table is not None and len(table) == 2, f"'{self.tie}' to have a weight table [rows, features]",
+               f"parameters {dict(tied) or 'none'}", hint="tie to an embedding")
+        rows, dim = table  # type: ignore[misc]
+        expect_float(x)
+        expect(x.rank >= 2 and x.shape[-1] == dim, f"an input [batch, ..., {dim}] (the features of '{self.tie}')",
+               x.show())
+        self._vocab = rows
+        return x.with_shape(x.shape[:-1] + (rows,))
+
+    def param_shapes(self, ins):
+        assert self._vocab is not None, "infer_tied runs before param_shapes"
+        return {"bias": (self._vocab,)} if self.bias else {}
+
+    def flops(self, ins, out, sizes):
+        return 2 * ins[0].numel(sizes) * out.shape[-1]
+
+    def to_torch_tied(self, ins, tied):
+        from archc.lower.sequence import TiedLinear as M
+        return M(tied, self.bias)

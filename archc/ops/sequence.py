@@ -1,0 +1,176 @@
+"""Sequence ops: patchify (a ViT front end), select and slice along an axis, mean pooling (plain or masked)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from archc.ops.base import (Dim, Example, Op, PosInt, TensorType, as_tuple, concrete, expect, expect_float,
+                            expect_rank, norm_axis, register)
+
+
+@register
+class Patchify(Op):
+    """Cut an image into non-overlapping patches: [batch, C, H, W] -> [batch, (H/p)*(W/p), C*p*p]."""
+
+    op: Literal["patchify"] = "patchify"
+    patch_size: PosInt | list[PosInt] = Field(description="patch height and width: an int or [p_h, p_w]")
+
+    family = "sequence"
+    examples = (Example({"patch_size": 2}, ((3, 4, 6),)), Example({"patch_size": [2, 3]}, ((1, 4, 9),)))
+
+    def _geometry(self, x: TensorType) -> tuple[int, int, int, tuple[int, int]]:
+        expect_float(x)
+        expect_rank(x, (4,), "an image [batch, C, H, W]")
+        c, h, w = (concrete(d, what) for d, what in zip(x.features, ("channel axis", "height", "width")))
+        p = as_tuple(self.patch_size, 2, "patch_size")
+        expect(h % p[0] == 0 and w % p[1] == 0, f"height and width divisible by patch_size {p[0]}x{p[1]}",
+               f"{x.show()} (H = {h}, W = {w})", hint="crop or pad the image, or pick another patch_size")
+        return c, h, w, (p[0], p[1])
+
+    def infer(self, ins):
+        c, h, w, (p, q) = self._geometry(ins[0])
+        return ins[0].with_shape((ins[0].shape[0], (h // p) * (w // q), c * p * q))
+
+    def flops(self, ins, out, sizes):
+        return 0
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import Patchify as M
+        return M(*self._geometry(ins[0]))
+
+
+def _axis(x: TensorType, dim: int) -> int:
+    """A non-negative per-example axis (not the batch axis)."""
+    axis = norm_axis(dim, x.rank)
+    expect(axis != 0, "dim naming a per-example axis", f"{dim} (the batch axis)")
+    return axis
+
+
+@register
+class Select(Op):
+    """Take one position along an axis, removing it: [batch, seq, dim] -> [batch, dim] (index 0: first, -1: last)."""
+
+    op: Literal["select"] = "select"
+    index: int = Field(description="position to take; negatives count from the end")
+    dim: int = Field(1, description="axis to select along (batch axis = 0)")
+
+    family = "sequence"
+    examples = (Example({"index": -1}, (("seq", 4),), sizes={"seq": 5}),
+                Example({"index": 1, "dim": 2}, ((3, 4, 2),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        axis = _axis(x, self.dim)
+        n = x.shape[axis]
+        if isinstance(n, int):  # a symbolic axis is checked at run time
+            expect(-n <= self.index < n, f"index in [{-n}, {n - 1}] for axis {axis} of {x.show()}", str(self.index))
+        return x.with_shape(x.shape[:axis] + x.shape[axis + 1:])
+
+    def flops(self, ins, out, sizes):
+        return 0
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import Select as M
+        return M(_axis(ins[0], self.dim), self.index)
+
+
+def slice_length(n: Dim, start: int, end: int | None) -> Dim:
+    """The length of x[start:end] along an axis of size n.
+
+    A symbolic axis gives a fixed length when both bounds are non-negative (n is assumed long enough), else
+    a derived symbolic name: 'seq-1' for [1:] or [:-1] (so x[:, 1:] and y[:, :-1] of one 'seq' match), and
+    'seq[-3:]' for a negative start.
+    """
+    if isinstance(n, int):
+        length = len(range(n)[start:end])
+        expect(length > 0, f"a non-empty slice of an axis of size {n}", f"[{start}:{'' if end is None else end}]")
+        return length
+    if start >= 0 and end is not None and end >= 0:
+        expect(end > start, "end > start", f"[{start}:{end}]")
+        return end - start
+    if start >= 0:  # end is None or negative: n minus what is cut from both ends
+        cut = start + (-end if end is not None else 0)
+        return n if cut == 0 else f"{n}-{cut}"
+    return f"{n}[{start}:{'' if end is None else end}]"
+
+
+@register
+class Slice(Op):
+    """Keep positions start..end-1 along an axis: [batch, seq, dim] -> [batch, len, dim] (Python slice rules)."""
+
+    op: Literal["slice"] = "slice"
+    start: int = Field(0, description="first position kept; negatives count from the end")
+    end: int | None = Field(None, description="position after the last kept (none: to the end)")
+    dim: int = Field(1, description="axis to slice (batch axis = 0)")
+
+    family = "sequence"
+    examples = (Example({"start": 1, "end": 3}, (("seq", 4),), sizes={"seq": 5}),
+                Example({"start": -3, "end": -1, "dim": -1}, ((2, 6),)),
+                Example({"start": 0}, (("seq", 2),), sizes={"seq": 4}))
+
+    def infer(self, ins):
+        (x,) = ins
+        axis = _axis(x, self.dim)
+        length = slice_length(x.shape[axis], self.start, self.end)
+        return x.with_shape(x.shape[:axis] + (length,) + x.shape[axis + 1:])
+
+    def flops(self, ins, out, sizes):
+        return 0
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import Slice as M
+        return M(_axis(ins[0], self.dim), self.start, self.end)
+
+
+@register
+class MeanPool(Op):
+    """Mean over one axis, removing it: [batch, seq, dim] -> [batch, dim]."""
+
+    op: Literal["mean_pool"] = "mean_pool"
+    dim: int = Field(1, description="axis to average over (batch axis = 0)")
+
+    family = "sequence"
+    examples = (Example({}, (("seq", 4),), sizes={"seq": 6}), Example({"dim": -1}, ((3, 5),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        axis = _axis(x, self.dim)
+        return x.with_shape(x.shape[:axis] + x.shape[axis + 1:])
+
+    def flops(self, ins, out, sizes):
+        return ins[0].numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import MeanPool as M
+        return M(_axis(ins[0], self.dim))
+
+
+@register
+class MaskedMean(Op):
+    """Mean over non-pad positions: [batch, seq, dim] and int64 tokens [batch, seq] -> [batch, dim]."""
+
+    op: Literal["masked_mean"] = "masked_mean"
+    pad_index: int = Field(0, description="token id of padding; its positions are left out of the mean")
+
+    family = "sequence"
+    arity = (2, 2)
+    examples = (Example({}, (("seq", 4), ("seq",)), dtype=("float32", "int64"), vocab=3, sizes={"seq": 5}),
+                Example({"pad_index": 2}, ((6, 3), (6,)), dtype=("float32", "int64"), vocab=3))
+
+    def infer(self, ins):
+        x, tokens = ins
+        expect_float(x, "first input (values)")
+        expect_rank(x, (3,), "values [batch, seq, dim]")
+        expect(tokens.dtype == "int64" and tokens.shape == x.shape[:2],
+               f"int64 tokens [{', '.join(map(str, x.shape[:2]))}] as the second input (one per position)",
+               f"{tokens.dtype} {tokens.show()}")
+        return x.with_shape((x.shape[0], x.shape[2]))
+
+    def flops(self, ins, out, sizes):
+        return 2 * ins[0].numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.sequence import MaskedMean as M
+        return M(self.pad_index)

@@ -1,0 +1,168 @@
+"""Text generation from an exported decoder-only language model with ONNX Runtime only (numpy; no torch)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from archc.errors import InputError, ModelError
+from archc.runtime.session import Model, TensorSig, format_shape
+
+DEFAULT_CONTEXT = 256
+BYTE_VOCAB = 256
+NEWLINE = 10
+
+
+@dataclass
+class GenerationResult:
+    """The continuation only (not the prompt): its text, token ids, count and speed."""
+
+    text: str
+    tokens: list[int]
+    new_tokens: int
+    seconds: float
+    tokens_per_second: float
+
+
+@dataclass(frozen=True)
+class LMSignature:
+    """How to drive a model as a byte-level LM: input/output names, window length, vocab."""
+
+    input: str
+    output: str
+    context: int
+    fixed_length: bool  # the model's seq axis is a fixed size: windows are right-padded to `context`
+    vocab: int | None   # the output's vocab axis when known
+
+
+def _json(model: Model, key: str):
+    raw = model.metadata.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"metadata {key!r}: expected JSON, received {raw[:60]!r} ({exc.msg})") from None
+
+
+def _not_lm(model: Model) -> InputError:
+    ins = ", ".join(f"{s.name} {s.describe()}" for s in model.inputs.values()) or "no inputs"
+    outs = ", ".join(f"{s.name} {s.describe()}" for s in model.outputs.values()) or "no outputs"
+    return InputError("expected a language model with int64 tokens [batch, seq] → logits [batch, seq, vocab], "
+                      f"received inputs ({ins}) → outputs ({outs})", where=model.path or "model")
+
+
+def signature(model: Model) -> LMSignature:
+    """Check the model is a token LM and find its context.
+
+    Context, first found: metadata `archc.tokenizer` {"kind": "bytes", "vocab_size": 256, "context": N};
+    a fixed seq axis of the input; the spec's `axes` entry (metadata `archc.spec`) naming the symbolic seq
+    axis of the input (as described by `archc.inputs`); else 256. A fixed seq axis always sets the length fed.
+    """
+    if len(model.inputs) != 1:
+        raise _not_lm(model)
+    sig: TensorSig = next(iter(model.inputs.values()))
+    if len(sig.shape) != 2 or sig.dtype not in ("int64", "int32"):
+        raise _not_lm(model)
+    outs = [o for o in model.outputs.values() if len(o.shape) == 3 and o.dtype in ("float32", "float16", "float64")]
+    if not outs:
+        raise _not_lm(model)
+    out = next((o for o in outs if o.kind == "logits"), outs[0])
+    tok = _json(model, "archc.tokenizer")
+    if tok is not None and not isinstance(tok, dict):
+        raise ModelError(f"metadata 'archc.tokenizer': expected a JSON object, received {str(tok)[:60]!r}")
+    tok = tok or {}
+    kind = tok.get("kind", "bytes")
+    if kind != "bytes":
+        raise InputError(f"expected a byte-level tokenizer (archc.tokenizer kind 'bytes'), received {kind!r}",
+                         where=model.path or "model")
+    seq = sig.shape[1]
+    fixed = isinstance(seq, int) and seq > 0
+    context = tok.get("context")
+    if fixed:
+        context = seq
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        context = None
+        if isinstance(seq, str):
+            spec = _json(model, "archc.spec")
+            axes = spec.get("axes") if isinstance(spec, dict) else None
+            size = axes.get(seq) if isinstance(axes, dict) else None
+            if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+                context = size
+        context = context or DEFAULT_CONTEXT
+    vocab = out.shape[2] if isinstance(out.shape[2], int) else None
+    return LMSignature(sig.name, out.name, int(context), fixed, vocab)
+
+
+def _check_args(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens: expected a whole number >= 0, received {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(temperature)) or temperature < 0:
+        raise InputError(f"temperature: expected a number >= 0 (0 = greedy), received {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise InputError(f"top_k: expected a whole number >= 1 or none, received {top_k!r}")
+
+
+def next_token(logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator) -> int:
+    """Pick a token from one position's logits: argmax at temperature 0, else sample softmax(logits / T) over top-k."""
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    z = np.where(np.isnan(z), -np.inf, z)
+    if top_k is not None and top_k < z.size:
+        kth = np.partition(z, z.size - top_k)[z.size - top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    if temperature == 0 or top_k == 1:
+        return int(np.argmax(z))
+    z = z / float(temperature)
+    z = z - np.max(z)
+    p = np.exp(z)
+    total = p.sum()
+    if not np.isfinite(total) or total <= 0:
+        return int(np.argmax(z))
+    return int(rng.choice(z.size, p=p / total))
+
+
+def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = 0) -> GenerationResult:
+    """Continue `prompt` with a byte-level decoder-only LM, one token per model run.
+
+    The prompt is encoded as UTF-8 bytes (an empty prompt starts from a newline byte). Each step runs the
+    model on the last `context` tokens (recomputed from scratch every step: no KV cache, so a step costs a
+    full forward pass over the window), takes the last position's logits, applies temperature (0 = greedy
+    argmax) and top-k, and samples with `np.random.default_rng(seed)`. Only bytes 0..255 are sampled.
+    The result holds the continuation alone (decoded with errors="replace") and the measured tokens/s.
+    """
+    _check_args(max_new_tokens, temperature, top_k)
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt: expected text, received {type(prompt).__name__}")
+    lm = signature(model)
+    tokens = list(prompt.encode("utf-8")) or [NEWLINE]
+    if lm.vocab is not None and max(tokens) >= lm.vocab:
+        raise InputError(f"prompt: expected bytes below the model's vocabulary size {lm.vocab}, "
+                         f"received byte {max(tokens)}", where=model.path or "model")
+    dtype = np.dtype(model.inputs[lm.input].dtype)
+    rng = np.random.default_rng(seed)
+    new: list[int] = []
+    start = time.perf_counter()
+    for _ in range(int(max_new_tokens)):
+        window = tokens[-lm.context:]
+        last = len(window) - 1
+        if lm.fixed_length and len(window) < lm.context:
+            # A causal model's earlier positions ignore later ones, so right-padding leaves `last` intact.
+            window = window + [0] * (lm.context - len(window))
+        feeds = {lm.input: np.asarray([window], dtype=dtype)}
+        logits = model.run(feeds)[lm.output]
+        if logits.ndim != 3 or logits.shape[0] != 1 or logits.shape[1] != len(window):
+            raise InputError("expected a language model with int64 tokens [batch, seq] → logits [batch, seq, vocab], "
+                             f"received logits {format_shape(logits.shape)} for tokens {format_shape((1, len(window)))}",
+                             where=model.path or "model")
+        tok = next_token(logits[0, last, :BYTE_VOCAB], float(temperature), top_k, rng)
+        tokens.append(tok)
+        new.append(tok)
+    seconds = time.perf_counter() - start
+    text = bytes(new).decode("utf-8", errors="replace")
+    rate = len(new) / seconds if seconds > 0 else 0.0
+    return GenerationResult(text, new, len(new), seconds, rate)
