@@ -79,9 +79,11 @@ def example_inputs(graph: Graph, batch: int, sizes: dict[str, int], seed: int = 
     rng = np.random.default_rng(seed)
     out = {}
     for name, t in graph.inputs.items():
-        shape = [batch] + [d if isinstance(d, int) else sizes[d] for d in t.features]
+        shape = [batch] * t.batched + [d if isinstance(d, int) else sizes[d] for d in t.features]
+        high = graph.vocab.get(name, 2)
+        high = sizes.get(high, 1) if isinstance(high, str) else high  # indices into a symbolic axis
         out[name] = (rng.standard_normal(shape).astype(np.float32) if t.dtype == "float32"
-                     else rng.integers(0, graph.vocab.get(name, 2), size=shape).astype(np.int64))
+                     else rng.integers(0, high, size=shape).astype(np.int64))
     return out
 
 

@@ -27,7 +27,8 @@ class Expander:
 
     def run(self) -> Graph:
         spec = self.spec
-        inputs = {name: TensorType((BATCH, *inp.shape), inp.dtype) for name, inp in spec.inputs.items()}
+        inputs = {name: TensorType(((BATCH,) if inp.batched else ()) + tuple(inp.shape), inp.dtype)
+                  for name, inp in spec.inputs.items()}
         self.inputs = set(inputs)
         scope = {name: name for name in inputs}
         prev = next(iter(inputs)) if len(inputs) == 1 else None
@@ -80,8 +81,8 @@ class Expander:
         return prev
 
     def resolve(self, from_: str | list[str] | None, i: int, scope: dict[str, str], prev: str | None,
-                declared: dict[str, int], path_of: str) -> list[str]:
-        """The node ids a layer reads: `from`, or the previous layer."""
+                declared: dict[str, int], path_of: str, key: str = "from") -> list[str]:
+        """The node ids a layer reads: `from` (or another reference attribute, `key`), or the previous layer."""
         if from_ is None:
             if prev is None:
                 names = ", ".join(n for n in scope)
@@ -97,10 +98,10 @@ class Expander:
             elif ref in declared:
                 j = declared[ref]
                 what = "its own id" if j == i else f"defined later at {path_of}[{j}]"
-                raise SpecError(f"expected 'from' to name an input or an earlier layer, received '{ref}' ({what})",
+                raise SpecError(f"expected '{key}' to name an input or an earlier layer, received '{ref}' ({what})",
                                 hint="graphs are acyclic: a layer reads only what comes before it")
             else:
-                raise SpecError(f"'from' names unknown node '{ref}'", hint=_known(ref, scope))
+                raise SpecError(f"'{key}' names unknown node '{ref}'", hint=_known(ref, scope))
         return out
 
     # ---- an op layer -----------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Expander:
         tied = None
         if cls.ties is not None:  # weight tying names another node, resolved like `from`
             try:
-                (tied,) = self.resolve(getattr(op, cls.ties), i, scope, prev, declared, path_of)
+                (tied,) = self.resolve(getattr(op, cls.ties), i, scope, prev, declared, path_of, cls.ties)
             except SpecError as e:
                 e.where = at(where, f".{cls.ties}")
                 raise

@@ -35,7 +35,7 @@ class Graph:
     nodes: list[Node]
     outputs: list[str]
     sizes: dict[str, int] = field(default_factory=dict)  # typical sizes of symbolic axes
-    vocab: dict[str, int] = field(default_factory=dict)  # int64 inputs: values in [0, vocab)
+    vocab: dict[str, int | str] = field(default_factory=dict)  # int64 inputs: values in [0, vocab or axis size)
 
     def node(self, id: str) -> Node:
         return next(n for n in self.nodes if n.id == id)

@@ -31,9 +31,14 @@ class TensorType:
         return len(self.shape)
 
     @property
+    def batched(self) -> bool:
+        """Whether the first axis is the implicit batch axis (graph inputs, e.g. nodes, may have none)."""
+        return bool(self.shape) and self.shape[0] == BATCH
+
+    @property
     def features(self) -> tuple[Dim, ...]:
-        """The per-example shape (without the batch axis)."""
-        return self.shape[1:]
+        """The per-example shape (without the batch axis, when there is one)."""
+        return self.shape[1:] if self.batched else self.shape
 
     def show(self) -> str:
         return "[" + ", ".join(map(str, self.shape)) + "]"
@@ -55,7 +60,8 @@ class Example:
     inputs: tuple[tuple[int | str, ...], ...]   # per-example shapes; a str is a symbolic axis
     dtype: str | tuple[str, ...] = "float32"     # one dtype, or one per input
     sizes: dict[str, int] = field(default_factory=dict)  # symbolic axis sizes for tracing
-    vocab: int = 2                               # int64 inputs take values in [0, vocab)
+    vocab: int | str = 2                         # int64 inputs take values in [0, vocab) (or an axis' size)
+    batched: bool = True                         # False: inputs have no implicit batch axis (whole graphs)
     before: tuple[dict[str, Any], ...] = ()      # layers to run first (e.g. the embedding a tied op reuses)
 
     def dtypes(self) -> tuple[str, ...]:

@@ -31,8 +31,10 @@ class Input(Strict):
     shape: list[Annotated[int, Field(ge=1)] | Name] = Field(
         description="per-example shape; a name (\"seq\") is a symbolic axis")
     dtype: Literal["float32", "int64"] = "float32"
-    vocab: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="int64 inputs: values lie in [0, vocab) (token ids, class ids)")
+    vocab: Annotated[int, Field(ge=1)] | Name | None = Field(
+        None, description="int64 inputs: values lie in [0, vocab) (token ids, class ids); an axis name "
+                          "for indices into that axis (edge_index into 'nodes')")
+    batched: bool = Field(True, description="prepend the implicit batch axis (false for whole-graph inputs)")
 
 
 class Task(Strict):

@@ -17,7 +17,8 @@ CASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in en
 
 
 def example_spec(name: str, ex) -> dict:
-    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype} | ({"vocab": ex.vocab} if dtype == "int64" else {})
+    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": ex.batched}
+              | ({"vocab": ex.vocab} if dtype == "int64" else {})
               for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))}
     before = [dict(layer) for layer in ex.before]
     if before:
@@ -28,9 +29,10 @@ def example_spec(name: str, ex) -> dict:
             "task": {"kind": "regression"}, "layers": [*before, layer]}
 
 
-def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, vocab: int) -> torch.Tensor:
-    dims = [batch] + [sizes[d] if isinstance(d, str) else d for d in shape]
-    return torch.randint(0, vocab, dims) if dtype == "int64" else torch.randn(*dims)
+def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, ex) -> torch.Tensor:
+    dims = [batch] * ex.batched + [sizes[d] if isinstance(d, str) else d for d in shape]
+    high = sizes[ex.vocab] if isinstance(ex.vocab, str) else ex.vocab
+    return torch.randint(0, high, dims) if dtype == "int64" else torch.randn(*dims)
 
 
 def test_every_op_has_examples_and_doc():
@@ -52,7 +54,7 @@ def test_op_conformance(name, i, ex, tmp_path):
         module = module_of.get_submodule("node").eval()
     else:
         op = cls.model_validate({"op": name, **ex.attrs})
-        ins = [TensorType(("batch", *shape), dtype) for shape, dtype in zip(ex.inputs, ex.dtypes())]
+        ins = [TensorType(("batch",) * ex.batched + tuple(shape), dtype) for shape, dtype in zip(ex.inputs, ex.dtypes())]
         out = op.infer(ins)
         torch.manual_seed(0)
         module = op.to_torch(ins).eval()
@@ -64,13 +66,13 @@ def test_op_conformance(name, i, ex, tmp_path):
         sizes = {k: v + grow for k, v in ex.sizes.items()}
         if ex.before:
             with torch.no_grad():
-                feeds = [example_tensor(s, d, batch, sizes, ex.vocab) for s, d in zip(ex.inputs, ex.dtypes())]
+                feeds = [example_tensor(s, d, batch, sizes, ex) for s, d in zip(ex.inputs, ex.dtypes())]
                 y = module_of.eval()(*feeds)
         else:
-            xs = [example_tensor(s, d, batch, sizes, ex.vocab) for s, d in zip(ex.inputs, ex.dtypes())]
+            xs = [example_tensor(s, d, batch, sizes, ex) for s, d in zip(ex.inputs, ex.dtypes())]
             with torch.no_grad():
                 y = module(*xs)
-        want = (batch, *(sizes[d] if isinstance(d, str) else d for d in out.features))
+        want = (*[batch] * out.batched, *(sizes[d] if isinstance(d, str) else d for d in out.features))
         assert tuple(y.shape) == want, f"{name}: rule {out.show()} vs torch {tuple(y.shape)}"
         assert str(y.dtype).removeprefix("torch.") == out.dtype
     # values: ONNX Runtime matches torch at batch sizes 1 and 3 (export raises above tolerance)
