@@ -73,7 +73,11 @@ def memory_limit() -> int:
     """Bytes a model may need: ARCHC_MEMORY_LIMIT (for tests) or this machine's physical memory."""
     env = os.environ.get("ARCHC_MEMORY_LIMIT")
     if env:
-        return int(float(env))
+        try:
+            return int(float(env))
+        except (ValueError, OverflowError):  # "8GiB", "inf": say so instead of a traceback
+            raise ArchcError(f"expected a number of bytes, received {env!r}", where="ARCHC_MEMORY_LIMIT",
+                             hint="e.g. ARCHC_MEMORY_LIMIT=8e9", file="environment") from None
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
