@@ -116,33 +116,40 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Input file: .npy, .npz (one array per input), .json or .csv.")
+              help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source (sklearn:digits, idx:DIR, ...).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="With a data source as --input: which split to run and score.")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path, output: Path | None, device: str, batch_size: int | None,
-          limit: int, as_json: bool) -> None:
-    """Run MODEL (an .onnx file) on inputs with ONNX Runtime only (no torch)."""
+          limit: int, split: str, as_json: bool) -> None:
+    """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
+    from archc.runtime.evaluate import is_source, load_split, score
 
     if output is not None:
         check_output_path(output)
     m = Model.open(model, device=device)
-    feeds = read_inputs(input_path, m)
-    outputs = m.run(feeds, batch_size=batch_size)
+    labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
+    feeds = labelled.feeds if labelled else read_inputs(input_path, m)
+    outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))
     recs = records(m, outputs)
+    metrics = score(m, outputs, labelled.y) if labelled else {}
     if output is not None:
         write_outputs(output, outputs, recs)
     if as_json:
-        click.echo(json.dumps(recs, indent=2, default=float))
-    else:
-        click.echo(table(m, outputs, limit=limit))
-        click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
-                   + (f"; wrote {output}" if output is not None else ""))
+        click.echo(json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2, default=float))
+        return
+    click.echo(table(m, outputs, limit=limit))
+    click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
+               + (f"; wrote {output}" if output is not None else ""))
+    if labelled:
+        click.echo(f"{labelled.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 @main.command()
@@ -188,6 +195,17 @@ def ops(name: str | None, as_json: bool) -> None:
             default = "required" if a["required"] else f"default {json.dumps(a['default'])}"
             click.echo(f"    {a['name']:<20} {a['type']:<28} {default:<18} {a['doc']}")
 
+
+def _add_train() -> None:
+    """`archc train` lives in archc.train.command; give it the same error handling and --debug."""
+    from archc.train.command import train_command
+
+    train_command.params.append(click.Option(["--debug"], is_flag=True, help="Show a traceback for errors."))
+    train_command.callback = command(train_command.callback)
+    main.add_command(train_command)
+
+
+_add_train()
 
 if __name__ == "__main__":
     main()

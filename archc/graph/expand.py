@@ -185,9 +185,6 @@ class Expander:
         if len(inputs) != len(block.inputs):
             raise SpecError(f"expected {len(block.inputs)} input(s) for block '{u.use}' ({', '.join(block.inputs)}), "
                             f"received {len(inputs)}", where=at(where, ".from"))
-        if u.repeat > 1 and len(block.inputs) != 1:
-            raise SpecError(f"expected a one-input block for repeat = {u.repeat}, received block '{u.use}' "
-                            f"with inputs ({', '.join(block.inputs)})", where=at(where, ".repeat"))
         bparams = self.block_params(u, block, params, where)
         if BROKEN in inputs:
             return local, BROKEN
@@ -196,7 +193,8 @@ class Expander:
             tag = f".{r}" if u.repeat > 1 else ""
             # the whole chain of uses, innermost first: "blocks.res.layers[1] in layers[2] (stage) repeat 1 in ..."
             context = " in " + at(where, f" repeat {r}" if u.repeat > 1 else "")
-            bscope = dict(zip(block.inputs, inputs if r == 0 else [out]))
+            # repeat chains the block's first input; any others (a time embedding, a mask) go to every repeat
+            bscope = dict(zip(block.inputs, inputs if r == 0 else [out, *inputs[1:]]))
             before = len(self.errors)
             out = self.layers(block.layers, f"blocks.{u.use}.layers", f"{prefix}{local}{tag}.",
                               {**bparams, "i": r}, bscope, bscope[block.inputs[0]], context, stack + (u.use,))

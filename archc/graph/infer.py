@@ -49,7 +49,10 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
 
 
 def _symbols(graph: Graph) -> dict[str, int]:
-    return {d: DEFAULT_AXIS_SIZE for t in graph.inputs.values() for d in t.features if isinstance(d, str)}
+    """Default sizes of the symbolic axes of inputs, and of axes named only as an int64 input's range."""
+    names = [d for t in graph.inputs.values() for d in t.features if isinstance(d, str)]
+    names += [v for v in graph.vocab.values() if isinstance(v, str)]
+    return {d: DEFAULT_AXIS_SIZE for d in names}
 
 
 def check_task(graph: Graph, spec: Spec) -> None:
@@ -60,9 +63,9 @@ def check_task(graph: Graph, spec: Spec) -> None:
         raise SpecError(f"expected one of the outputs ({', '.join(graph.outputs)}), received '{name}'",
                         where="task.output")
     out = graph.type_of(graph.outputs[name])
-    if task.kind == "classification":
+    if task.kind in ("classification", "node_classification", "graph_classification", "language_model"):
         if out.dtype != "float32" or out.rank < 2:
-            raise ShapeError(f"expected output '{name}' to be float32 scores [batch, classes], received "
+            raise ShapeError(f"expected output '{name}' to be float32 scores [..., classes], received "
                              f"{out.dtype} {out.show()}", where="task.kind")
         if task.labels is not None and out.shape[-1] != len(task.labels):
             raise ShapeError(f"expected output '{name}' to have {len(task.labels)} classes (one per label), "

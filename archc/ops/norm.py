@@ -1,4 +1,4 @@
-"""Normalization ops: batchnorm (over the channel axis), layernorm (over trailing axes)."""
+"""Normalization ops: batchnorm (over the channel axis), layernorm (over trailing axes), group norm."""
 from __future__ import annotations
 
 from typing import Literal
@@ -105,3 +105,40 @@ class RMSNorm(Op):
     def to_torch(self, ins):
         from archc.lower.sequence import RMSNorm as M
         return M(ins[0].shape[-1], eps=self.eps, elementwise_affine=self.elementwise_affine)
+
+
+@register
+class GroupNorm(Op):
+    """Group normalization over num_groups channel groups (C divisible by it): [batch, C, ...] -> same.
+
+    Each group is normalized over its channels and all positions, per example.
+    """
+
+    op: Literal["group_norm"] = "group_norm"
+    num_groups: PosInt = Field(description="channel groups (1: layer norm over C and positions; C: instance norm)")
+    eps: float = Field(1e-5, gt=0, description="added to the variance")
+    affine: bool = Field(True, description="learn a per-channel scale and shift")
+
+    family = "norm"
+    examples = (Example({"num_groups": 2}, ((4, 5, 5),)), Example({"num_groups": 3, "affine": False}, ((6, 7),)),
+                Example({"num_groups": 1}, ((4,),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        expect(x.rank >= 2, "an input [batch, C, ...]", x.show())
+        c = concrete(x.shape[1], "channel axis")
+        expect(c % self.num_groups == 0, f"channels divisible by num_groups = {self.num_groups}", f"{c} channels",
+               hint=f"pick num_groups among the divisors of {c}")
+        return x
+
+    def param_shapes(self, ins):
+        c = ins[0].shape[1]
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
+    def flops(self, ins, out, sizes):
+        return 5 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from torch import nn
+        return nn.GroupNorm(self.num_groups, ins[0].shape[1], eps=self.eps, affine=self.affine)

@@ -293,17 +293,20 @@ use = "loop"
 [blocks.join]
 inputs = ["p", "q"]
 [[blocks.join.layers]]
-op = "concat"
+op = "add"
 from = ["p", "q"]
+[[blocks.join.layers]]
+op = "linear"
+out_features = 4
 
 [[layers]]
 id = "j"
 use = "join"
-from = ["a", "b"]
+from = ["b", "b"]
 repeat = 3
 """, [
-        "bad.toml: layers[0] (j).repeat: expected a one-input block for repeat = 3, received block 'join' with "
-        "inputs (p, q)",
+        "bad.toml: blocks.join.layers[0] in layers[0] (j) repeat 1: add: expected inputs of one shape (or "
+        "broadcastable) to add, received [batch, 4] and [batch, 6] (axis 1 differs: 4 vs 6)",
     ]),
     "unknown_parameter": ("bad.toml", FLAT + "[params]\nwidth = 64\n" + FC1.replace("128", '"$widht"'), [
         "bad.toml: layers[0] (fc1).out_features: unknown parameter 'widht' (did you mean 'width'?)",

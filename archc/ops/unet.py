@@ -1,0 +1,198 @@
+"""U-Net and diffusion ops: transposed convolution, upsampling, timestep embedding, and the per-example
+vectors (time embeddings) broadcast onto feature maps. Group norm lives with the other norms (norm.py)."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field
+
+from archc.ops.base import (Example, NonNegInt, Op, PosInt, TensorType, as_tuple, concrete, expect, expect_float,
+                            expect_rank, register)
+from archc.ops.conv import IntOrList
+
+
+@register
+class ConvTranspose2d(Op):
+    """Transposed 2-D convolution (learned upsampling): [batch, C, H, W] -> [batch, out_channels, H', W'].
+
+    H' = (H - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1.
+    """
+
+    op: Literal["conv_transpose2d"] = "conv_transpose2d"
+    out_channels: PosInt = Field(description="output channels")
+    kernel_size: IntOrList = Field(description="window size: an int or [k_h, k_w]")
+    stride: IntOrList = Field(1, description="upsampling factor: an int or [s_h, s_w]")
+    padding: NonNegInt | list[NonNegInt] = Field(0, description="rows/columns cropped from each side of the output")
+    output_padding: NonNegInt | list[NonNegInt] = Field(
+        0, description="extra rows/columns on one side (to reach even sizes); < stride or < dilation")
+    dilation: IntOrList = Field(1, description="spacing between kernel taps")
+    groups: PosInt = Field(1, description="channel groups (in and out channels divisible by it)")
+    bias: bool = Field(True, description="learn an additive bias")
+
+    family = "conv"
+    examples = (Example({"out_channels": 4, "kernel_size": 4, "stride": 2, "padding": 1}, ((3, 5, 5),)),
+                Example({"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 1], "output_padding": [1, 0],
+                         "groups": 3}, ((3, 4, 5),)),
+                Example({"out_channels": 2, "kernel_size": 3, "dilation": 2, "bias": False}, ((2, 4, 4),)))
+
+    def _geometry(self) -> list[tuple[int, ...]]:
+        return [as_tuple(v, 2, what) for v, what in ((self.kernel_size, "kernel_size"), (self.stride, "stride"),
+                                                     (self.padding, "padding"), (self.output_padding, "output_padding"),
+                                                     (self.dilation, "dilation"))]
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        expect_rank(x, (4,), "an input [batch, channels, H, W]")
+        c_in = concrete(x.shape[1], "channel axis")
+        for what, n in (("input channels", c_in), ("out_channels", self.out_channels)):
+            expect(n % self.groups == 0, f"{what} divisible by groups={self.groups}", str(n))
+        k, s, p, op, d = self._geometry()
+        spatial = []
+        for i in range(2):
+            expect(op[i] < max(s[i], d[i]), "output_padding smaller than stride or dilation",
+                   f"output_padding {self.output_padding} with stride {self.stride}, dilation {self.dilation}")
+            n = concrete(x.shape[2 + i], f"spatial axis {2 + i}")
+            out = (n - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
+            expect(out >= 1, f"a positive output size on spatial axis {2 + i}",
+                   f"{out} (padding {self.padding} crops too much of {n})")
+            spatial.append(out)
+        return x.with_shape((x.shape[0], self.out_channels, *spatial))
+
+    def param_shapes(self, ins):
+        k = self._geometry()[0]
+        shapes = {"weight": (ins[0].shape[1], self.out_channels // self.groups, *k)}
+        return shapes | ({"bias": (self.out_channels,)} if self.bias else {})
+
+    def flops(self, ins, out, sizes):
+        # every input element meets k_h * k_w * out_channels / groups weights
+        return 2 * ins[0].numel(sizes) * math.prod(self._geometry()[0]) * (self.out_channels // self.groups)
+
+    def to_torch(self, ins):
+        from torch import nn
+        k, s, p, op, d = self._geometry()
+        return nn.ConvTranspose2d(ins[0].shape[1], self.out_channels, k, stride=s, padding=p, output_padding=op,
+                                  groups=self.groups, bias=self.bias, dilation=d)
+
+
+@register
+class Upsample(Op):
+    """Upsample by an integer factor, nearest or bilinear: [batch, C, H, W] -> [batch, C, sH, sW].
+
+    Nearest also takes [batch, C, L] -> [batch, C, sL].
+    """
+
+    op: Literal["upsample"] = "upsample"
+    scale_factor: PosInt = Field(2, description="integer factor per spatial axis")
+    mode: Literal["nearest", "bilinear"] = Field("nearest", description="'nearest' (repeat) or 'bilinear'")
+    align_corners: bool = Field(False, description="bilinear only: corner pixels of input and output align")
+
+    family = "conv"
+    examples = (Example({}, ((3, 4, 5),)), Example({"mode": "bilinear"}, ((2, 3, 4),)),
+                Example({"mode": "bilinear", "align_corners": True, "scale_factor": 3}, ((2, 3, 3),)),
+                Example({"scale_factor": 3}, ((3, 5),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect_float(x)
+        if self.mode == "bilinear":
+            expect_rank(x, (4,), "an input [batch, C, H, W] for bilinear")
+        else:
+            expect_rank(x, (3, 4), "an input [batch, C, L] or [batch, C, H, W]")
+            expect(not self.align_corners, "align_corners = false with mode nearest", "true",
+                   hint="align_corners applies to bilinear only")
+        spatial = (concrete(d, f"spatial axis {i + 2}") * self.scale_factor for i, d in enumerate(x.shape[2:]))
+        return x.with_shape((*x.shape[:2], *spatial))
+
+    def flops(self, ins, out, sizes):
+        return (4 if self.mode == "bilinear" else 0) * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from torch import nn
+        return nn.Upsample(scale_factor=float(self.scale_factor), mode=self.mode,
+                           align_corners=self.align_corners if self.mode == "bilinear" else None)
+
+
+@register
+class TimestepEmbedding(Op):
+    """Sinusoidal embedding of diffusion timesteps (no parameters): [batch] or [batch, 1] -> [batch, dim].
+
+    Features are cos(t f_i) then sin(t f_i), f_i = max_period^(-i / (dim // 2)), i < dim // 2.
+    """
+
+    op: Literal["timestep_embedding"] = "timestep_embedding"
+    dim: int = Field(ge=2, description="output features (an odd dim gets one zero feature at the end)")
+    max_period: float = Field(10000.0, gt=1, description="longest wavelength / 2pi")
+
+    family = "embedding"
+    examples = (Example({"dim": 8}, ((1,),)), Example({"dim": 7, "max_period": 100.0}, ((),)))
+
+    def infer(self, ins):
+        (t,) = ins
+        expect_float(t, "timestep input")
+        expect(t.batched and (t.rank == 1 or (t.rank == 2 and t.shape[1] == 1)),
+               "timesteps [batch] or [batch, 1]", t.show())
+        return t.with_shape((t.shape[0], self.dim))
+
+    def flops(self, ins, out, sizes):
+        return 3 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.unet import TimestepEmbedding as M
+        return M(self.dim, self.max_period)
+
+
+def _vector_for(x: TensorType, v: TensorType, factor: int, what: str) -> None:
+    """Check feature maps [batch, C, ...] and a per-example vector [batch, factor * C]."""
+    expect_float(x, "first input (feature maps)")
+    expect(x.rank >= 2 and x.batched, "feature maps [batch, C, ...] as the first input", x.show())
+    c = concrete(x.shape[1], "channel axis")
+    want = f"{factor} * {c} = {factor * c}" if factor > 1 else f"{c}"
+    expect(v.dtype == "float32" and v.rank == 2 and v.batched and v.shape[1] == factor * c,
+           f"a float32 {what} [batch, {want}] as the second input (the first has {c} channels)",
+           f"{v.dtype} {v.show()}", hint=f"project it with a linear layer of out_features = {factor * c}")
+
+
+@register
+class AddChannels(Op):
+    """Add a per-example vector at every position: [batch, C, H, W] and [batch, C] -> [batch, C, H, W]."""
+
+    op: Literal["add_channels"] = "add_channels"
+
+    family = "merge"
+    arity = (2, 2)
+    examples = (Example({}, ((4, 3, 3), (4,))), Example({}, ((3, 5), (3,))))
+
+    def infer(self, ins):
+        _vector_for(*ins, 1, "vector")
+        return ins[0]
+
+    def to_torch(self, ins):
+        from archc.lower.unet import AddChannels as M
+        return M(ins[0].rank - 2)
+
+
+@register
+class ScaleShift(Op):
+    """FiLM / AdaGN conditioning x * (1 + scale) + shift: [batch, C, H, W] and [batch, 2C] -> [batch, C, H, W].
+
+    The second input is [scale | shift], each C features, broadcast over every position.
+    """
+
+    op: Literal["scale_shift"] = "scale_shift"
+
+    family = "merge"
+    arity = (2, 2)
+    examples = (Example({}, ((4, 3, 3), (8,))), Example({}, ((2, 6), (4,))))
+
+    def infer(self, ins):
+        _vector_for(*ins, 2, "[scale, shift] vector")
+        return ins[0]
+
+    def flops(self, ins, out, sizes):
+        return 2 * out.numel(sizes)
+
+    def to_torch(self, ins):
+        from archc.lower.unet import ScaleShift as M
+        return M(ins[0].shape[1], ins[0].rank - 2)
