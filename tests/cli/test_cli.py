@@ -168,3 +168,22 @@ def test_installed_script(tmp_path):
     assert "Traceback" not in r.stderr
     r = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "archc" in r.stdout
+
+
+def test_infer_scores_a_data_source(tmp_path):
+    model = tmp_path / "d.onnx"
+    assert run("build", SPECS / "digits_mlp.toml", "-o", model).exit_code == 0
+    r = run("infer", model, "--input", "sklearn:digits", "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert "sklearn:digits, test split, 359 examples: accuracy" in r.output
+    r = run("infer", model, "--input", "sklearn:digits", "--split", "val", "--json")
+    data = json.loads(r.output)
+    assert 0.0 <= data["metrics"]["accuracy"] <= 1.0 and len(data["records"]) > 0
+
+
+def test_train_command_is_wired(tmp_path):
+    r = CliRunner().invoke(main, ["train", str(SPECS / "digits_mlp.toml"), "--device", "cuda",
+                                  "--out", str(tmp_path / "run")])
+    import torch
+    if not torch.cuda.is_available():
+        assert r.exit_code == 1 and "expected a CUDA GPU" in r.stderr and "Traceback" not in r.output

@@ -1,0 +1,173 @@
+"""Checkpoints in safetensors (no pickle): weights for people and tools, and one file that resumes a run.
+
+Files in a run folder, each written atomically (temporary file, fsync, rename):
+  checkpoint.safetensors   the latest weights (a plain state_dict), metadata: step, epoch, spec hash
+  best.safetensors         the weights of the best validation epoch
+  train_state.safetensors  everything `--resume` needs, in ONE file so it can never be half old, half new:
+                           a copy of the weights (model.*), the optimizer's tensors (optim.*), RNG states and
+                           partial-epoch sums (rank.<r>.*), and the scalars as JSON in the header metadata
+                           (optimizer hyper-parameters, scheduler and grad-scaler state, epoch and step in
+                           the epoch, best value, history)
+  train_state.json         a readable copy of those scalars, written last; the step names the weights above
+
+The weights copy doubles the weights on disk (the optimizer state already holds two more copies for Adam):
+the price of a resume state that is consistent by construction, with no two-file protocol to get right.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from archc.errors import ModelError
+from archc.util import write_bytes_atomic, write_text_atomic
+
+WEIGHTS, BEST, STATE, STATE_JSON = ("checkpoint.safetensors", "best.safetensors", "train_state.safetensors",
+                                    "train_state.json")
+META_KEY = "archc.train_state"
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous()
+
+
+def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict (parameters and buffers) on the CPU."""
+    return {k: _cpu(v) for k, v in model.state_dict().items()}
+
+
+def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """A plain safetensors state_dict with string metadata."""
+    write_bytes_atomic(path, st_save(weights_of(model), metadata={k: str(v) for k, v in meta.items()}))
+
+
+def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; ModelError when it is unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for truncated or foreign files
+        raise ModelError(f"could not read checkpoint {str(path)!r}: expected a safetensors file, received one "
+                         f"that fails to load ({str(e).splitlines()[0][:200]})") from None
+
+
+def load_weights(path: str | Path, model: torch.nn.Module) -> dict[str, str]:
+    """Load a weights file into `model` (exact keys and shapes); returns its metadata."""
+    tensors, meta = read_file(path)
+    _load_into(model, tensors, str(path))
+    return meta
+
+
+def _load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+    if bad:
+        raise ModelError(f"expected the weights of this spec's model, received a checkpoint that differs at "
+                         f"{', '.join(bad[:5])}", where=where)
+    model.load_state_dict(tensors)
+
+
+# --- optimizer state: tensors to safetensors, everything else to JSON ----------------------------------------
+
+def flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into tensors `optim.<param>.<key>` and JSON-able scalars."""
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):  # a copy: never alias the live state of the optimizer
+                tensors[f"optim.{idx}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "state": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> dict:
+    """The inverse of flatten_optimizer."""
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in js["state"].items()}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": js["param_groups"]}
+
+
+# --- RNG states -----------------------------------------------------------------------------------------------
+
+def host_rng() -> dict[str, Any]:
+    """Python's and numpy's global RNG states as JSON."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, state, py_gauss = random.getstate()
+    return {"python": [version, list(state), py_gauss],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+
+
+def set_host_rng(js: dict[str, Any]) -> None:
+    version, state, gauss = js["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = js["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def torch_rng(device: torch.device) -> torch.Tensor:
+    """This process's torch RNG state (CPU, then the CUDA device's when training there) as one uint8 tensor."""
+    parts = [torch.get_rng_state()]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_rng_state(device))
+    return torch.cat([torch.tensor([len(parts[0])], dtype=torch.int64).view(torch.uint8), *parts])
+
+
+def set_torch_rng(t: torch.Tensor, device: torch.device) -> None:
+    n = int(t[:8].view(torch.int64)[0])
+    torch.set_rng_state(t[8:8 + n].clone())
+    if device.type == "cuda" and len(t) > 8 + n:
+        torch.cuda.set_rng_state(t[8 + n:].clone(), device)
+
+
+# --- the resume file ------------------------------------------------------------------------------------------
+
+@dataclass
+class Saved:
+    """A loaded train_state: scalars (JSON) and tensors by prefix."""
+
+    scalars: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scalars: dict[str, Any], per_rank: list[dict[str, torch.Tensor]]) -> None:
+    """Write train_state.safetensors (atomic, complete), then checkpoint.safetensors and train_state.json."""
+    opt_tensors, opt_scalars = flatten_optimizer(optimizer.state_dict())
+    tensors = {f"model.{k}": v for k, v in weights_of(model).items()} | opt_tensors
+    for rank, entries in enumerate(per_rank):
+        tensors |= {f"rank.{rank}.{k}": _cpu(v) for k, v in entries.items()}
+    body = scalars | {"optimizer": opt_scalars, "host_rng": host_rng()}
+    write_bytes_atomic(run_dir / STATE, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
+    save_weights(run_dir / WEIGHTS, model, {"step": scalars["step"], "epoch": scalars["epoch"],
+                                             "spec_sha256": scalars["spec_sha256"]})
+    readable = {k: v for k, v in scalars.items() if k != "history"}
+    write_text_atomic(run_dir / STATE_JSON, json.dumps(readable, indent=2) + "\n")
+
+
+def load_state(run_dir: Path) -> Saved:
+    """Read train_state.safetensors; ModelError when it is missing its scalars."""
+    tensors, meta = read_file(run_dir / STATE)
+    if META_KEY not in meta:
+        raise ModelError(f"expected archc training state in {str(run_dir / STATE)!r}, received a file without it")
+    return Saved(json.loads(meta[META_KEY]), tensors)
+
+
+def restore(saved: Saved, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Weights, optimizer state and the host RNGs from a loaded train_state (torch RNG: per rank, by the loop)."""
+    _load_into(model, saved.group("model."), STATE)
+    optimizer.load_state_dict(unflatten_optimizer(saved.tensors, saved.scalars["optimizer"]))
+    set_host_rng(saved.scalars["host_rng"])

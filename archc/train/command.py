@@ -1,0 +1,43 @@
+"""The `archc train` click command (thin: options in, archc.train.run, a summary out). Imports no torch."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", default=None, help="Data source (e.g. sklearn:digits, idx:DIR); overrides [data] source.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<model name>).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides [train] epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Overrides [train] batch_size (the global batch, whatever --nproc).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Overrides [train] optimizer.lr.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=None, help="Overrides [train] seed.")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in the run folder.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
+                  lr: float | None, device: str, seed: int | None, resume: bool, nproc: int, quiet: bool,
+                  as_json: bool) -> None:
+    """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
+    from archc.train import run
+
+    result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                 resume=resume, nproc=nproc, quiet=quiet or as_json)
+    if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        return  # a rank of a distributed run: rank 0's table already ends with the test line
+    if as_json:
+        click.echo(result.to_json())
+        return
+    if not quiet:
+        test = (f"test {result.metric} {result.test[result.metric]:.4f}" if result.test else "no test split")
+        click.echo(f"{test}; best epoch {result.best_epoch} of {result.epochs_run}; {result.seconds:.1f} s; "
+                   f"wrote {result.run_dir}")

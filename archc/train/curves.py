@@ -1,0 +1,48 @@
+"""curves.png: train and validation loss and metric per epoch (matplotlib's Agg backend, written atomically)."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+from archc.util import write_bytes_atomic
+
+MIN_INTERVAL_S = 2.0  # a plot costs ~0.1 s: when epochs are shorter than this, redraw at most this often
+
+
+def plot(history: list[dict], metric: str, path: str | Path) -> None:
+    """Two panels (loss, metric), each with a train and a validation line over epochs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    epochs = [row["epoch"] for row in history]
+    for ax, key in zip(fig.subplots(1, 2), ("loss", metric)):
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [row.get(f"{split}_{key}") for row in history], style, marker="o", markersize=3,
+                    label=split)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+class Curves:
+    """Redraws curves.png after an epoch, throttled to MIN_INTERVAL_S unless forced (the last epoch)."""
+
+    def __init__(self, path: str | Path, metric: str) -> None:
+        self.path, self.metric, self.last, self.drawn = Path(path), metric, float("-inf"), -1
+
+    def update(self, history: list[dict], force: bool = False) -> None:
+        if not history or len(history) == self.drawn:
+            return
+        if force or time.monotonic() - self.last >= MIN_INTERVAL_S:
+            plot(history, self.metric, self.path)
+            self.last, self.drawn = time.monotonic(), len(history)

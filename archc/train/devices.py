@@ -1,0 +1,53 @@
+"""Devices, autocast precision, determinism and seeding for a training process."""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from archc.errors import InputError
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto: CUDA when available, else CPU; `cuda` without a GPU is a clear error."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"expected --device auto, cpu or cuda, received {name!r}", where="--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("expected a CUDA GPU for --device cuda, received none (torch.cuda.is_available() is "
+                         "false)", where="--device", hint="use --device cpu or --device auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: none on CPU or fp32; bf16 where the GPU has it (auto), else fp16."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms on CPU for the run, restoring the caller's setting afterwards."""
+    # torch.use_deterministic_algorithms also sets torch._inductor's flag, which costs a 2 s import; archc
+    # does not compile with inductor, so set the eager flag alone when this torch has the call.
+    setter = getattr(torch._C, "_set_deterministic_algorithms", torch.use_deterministic_algorithms)
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        setter(True, warn_only=True)
+    try:
+        yield
+    finally:
+        setter(before[0], warn_only=before[1])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,88 @@
+"""Distributed training: `--nproc N` re-runs the command under torchrun; each process is one rank of a
+DistributedDataParallel run (gloo on CPU, NCCL on CUDA). Rank 0 alone writes files and prints.
+
+Multi-node runs use torchrun's own flags around the same module (see README):
+    torchrun --nnodes 2 --node-rank 0 --master-addr HOST --master-port 29500 --nproc-per-node 8 \\
+        -m archc.train SPEC --out runs/x
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from archc.errors import ArchcError
+
+
+@dataclass
+class Dist:
+    """This process's place in the run: rank, world size, local rank (GPU index on its node)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (a plain process is rank 0 of 1)."""
+        env = os.environ
+        if "RANK" not in env or "WORLD_SIZE" not in env:
+            return cls()
+        return cls(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
+
+    def init(self, device: torch.device) -> None:
+        """Join the process group: NCCL when training on CUDA, gloo otherwise."""
+        if self.active and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce (sum) over ranks; the tensor itself in a single process."""
+        if self.active:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's copy of a same-shaped tensor, in rank order."""
+        if not self.active:
+            return [t]
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return parts
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """`python -m torch.distributed.run --standalone --nproc_per_node N -m archc.train ARGS`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "archc.train", *args]
+
+
+def launch(nproc: int, args: list[str]) -> None:
+    """Run `archc train ARGS` as `nproc` local processes; ArchcError when any of them fails."""
+    env = dict(os.environ)
+    # One process per core share: N processes each using every core would oversubscribe the CPU.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.run(torchrun_command(nproc, args), env=env)
+    if proc.returncode != 0:
+        raise ArchcError(f"distributed training failed: torchrun exited with status {proc.returncode}",
+                         where=f"--nproc {nproc}", hint="the messages above say which rank failed and why")

@@ -1,0 +1,129 @@
+"""The recipe of a run: the spec with command-line overrides applied, its data source and run folder (no torch)."""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archc.errors import DataError, SpecError
+from archc.graph.ir import Graph
+from archc.ops.base import BATCH
+from archc.pipeline import Compiled, compile_spec
+from archc.spec.model import Spec
+
+PATH_SCHEMES = ("idx", "csv", "npz", "images")
+
+
+@dataclass
+class Overrides:
+    """Command-line flags that replace values of the spec's [train] and [data] (None: keep the spec's)."""
+
+    data: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Setup:
+    """Everything a run is made of, decided before any torch code runs."""
+
+    file: str
+    raw: dict[str, Any]          # the spec as used (overrides applied): written to spec.json, stored in the ONNX
+    compiled: Compiled
+    out: Path
+    data_root: Path | None       # folder that relative data paths of the spec are read from
+
+    @property
+    def spec(self) -> Spec:
+        return self.compiled.spec  # type: ignore[return-value]
+
+    @property
+    def graph(self) -> Graph:
+        return self.compiled.graph  # type: ignore[return-value]
+
+    @property
+    def sha256(self) -> str:
+        return self.compiled.sha256
+
+    @property
+    def input_name(self) -> str:
+        return next(iter(self.graph.inputs))
+
+
+@dataclass
+class RunResult:
+    """What `archc train` produced: the run folder, the best/final/test metrics and the artifacts' paths."""
+
+    run_dir: str
+    metric: str                                   # the task's metric: "accuracy", "mae", ...
+    epochs_run: int
+    best_epoch: int | None
+    best: dict[str, float]                        # the epoch row of the best checkpoint
+    final: dict[str, float]                       # the last epoch's row
+    test: dict[str, float]                        # {"loss": .., metric: .., "examples": ..} of the best weights
+    stopped_early: bool
+    seconds: float
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunResult":
+        return cls(**json.loads(text))
+
+
+def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
+    """A copy of `raw` with the flags written into [train] and [data]: the spec as used."""
+    used = copy.deepcopy(raw)
+    train = used.setdefault("train", {})
+    for key, value in (("epochs", o.epochs), ("batch_size", o.batch_size), ("seed", o.seed)):
+        if value is not None:
+            train[key] = value
+    if o.lr is not None:
+        optimizer = train.setdefault("optimizer", {})
+        if not isinstance(optimizer, dict):
+            raise SpecError("expected a table { name = ..., lr = ... }", where="train.optimizer")
+        optimizer["lr"] = float(o.lr)
+    if o.data is not None:
+        data = used.setdefault("data", {})
+        if not isinstance(data, dict):
+            raise SpecError("expected a table [data]", where="data")
+        data["source"] = o.data
+    return used
+
+
+def data_root(source: str, spec_dir: Path) -> Path | None:
+    """A spec's relative data path is read next to the spec when it exists there, else from the working folder."""
+    scheme, _, arg = source.partition(":")
+    if scheme in PATH_SCHEMES and arg and not Path(arg).is_absolute() and (spec_dir / arg).exists():
+        return spec_dir
+    return None
+
+
+def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None) -> Setup:
+    """Compile the spec as used, check it can be trained, and decide the run folder."""
+    file = str(spec) if not isinstance(spec, dict) else "<spec>"
+    base = compile_spec(spec, stop_after="load") if not isinstance(spec, dict) else None
+    raw = apply_overrides(base.raw if base is not None else spec, o)  # type: ignore[arg-type]
+    compiled = compile_spec(raw, name=file)
+    graph = compiled.graph
+    assert compiled.spec is not None and graph is not None
+    if len(graph.inputs) != 1:
+        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
+                        f"({', '.join(graph.inputs)})", where="inputs", file=file)
+    only = next(iter(graph.inputs.values()))
+    if not only.shape or only.shape[0] != BATCH:
+        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
+                        file=file, hint="task kinds that train on one whole graph come with their own objective")
+    if compiled.spec.data is None:
+        raise DataError("no training data: expected a [data] source in the spec or --data SOURCE",
+                        where="data", hint="e.g. --data sklearn:digits", file=file)
+    spec_dir = Path(file).parent if not isinstance(spec, dict) else Path.cwd()
+    root = data_root(compiled.spec.data.source, spec_dir) if o.data is None else None
+    run_dir = Path(out) if out is not None else Path("runs") / compiled.spec.model.name
+    return Setup(file, raw, compiled, run_dir, root)

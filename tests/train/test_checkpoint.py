@@ -1,0 +1,78 @@
+"""Checkpoints: safetensors round trips of weights, optimizer state and RNG, without pickle."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from archc.errors import ModelError
+from archc.train import checkpoint as ckpt
+
+
+def _model_and_adam(steps: int = 3) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW([{"params": list(model.parameters())[:1], "weight_decay": 0.1},
+                             {"params": list(model.parameters())[1:], "weight_decay": 0.0}], lr=1e-2)
+    for _ in range(steps):
+        _step(model, opt)
+    return model, opt
+
+
+def _step(model, opt) -> None:
+    x = torch.randn(16, 4)
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    opt.step()
+
+
+def test_optimizer_state_round_trip_continues_identically():
+    model, opt = _model_and_adam()
+    tensors, scalars = ckpt.flatten_optimizer(opt.state_dict())
+    assert all(k.startswith("optim.") for k in tensors) and "param_groups" in scalars
+    model2, opt2 = _model_and_adam(0)
+    model2.load_state_dict(model.state_dict())
+    opt2.load_state_dict(ckpt.unflatten_optimizer(tensors, scalars))
+    torch.manual_seed(5)
+    _step(model, opt)
+    torch.manual_seed(5)
+    _step(model2, opt2)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_state_file_round_trip(tmp_path):
+    model, opt = _model_and_adam()
+    random.seed(3)
+    np.random.seed(4)
+    rng = ckpt.torch_rng(torch.device("cpu"))
+    scalars = {"step": 7, "epoch": 1, "spec_sha256": "abc", "history": [{"epoch": 1, "val_loss": 0.5}]}
+    ckpt.save_state(tmp_path, model, opt, scalars, [{"rng": rng, "acc": torch.tensor([1.5, 2.0, 3.0],
+                                                                                     dtype=torch.float64)}])
+    want_py, want_np = random.random(), np.random.random()
+    torch.rand(3)  # move the RNGs on
+    saved = ckpt.load_state(tmp_path)
+    assert saved.scalars["step"] == 7 and saved.scalars["history"][0]["val_loss"] == 0.5
+    model2, opt2 = _model_and_adam(0)
+    ckpt.restore(saved, model2, opt2)
+    assert random.random() == want_py and np.random.random() == want_np
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k])
+    mine = saved.group("rank.0.")
+    ckpt.set_torch_rng(mine["rng"], torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), rng[8:])
+    assert mine["acc"].tolist() == [1.5, 2.0, 3.0]
+    meta = ckpt.load_weights(tmp_path / ckpt.WEIGHTS, model2)  # the plain weights file, written alongside
+    assert meta["step"] == "7" and (tmp_path / ckpt.STATE_JSON).exists()
+
+
+def test_unreadable_or_foreign_checkpoints(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
+    model, _ = _model_and_adam(0)
+    with pytest.raises(ModelError, match="could not read checkpoint"):
+        ckpt.load_weights(tmp_path / "bad.safetensors", model)
+    ckpt.save_weights(tmp_path / "other.safetensors", torch.nn.Linear(2, 2), {})
+    with pytest.raises(ModelError, match="differs at"):
+        ckpt.load_weights(tmp_path / "other.safetensors", model)

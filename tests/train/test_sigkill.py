@@ -1,0 +1,78 @@
+"""Crash safety: a run killed with SIGKILL at a random step and resumed ends bit-identical to an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+STEPS_PER_EPOCH, EPOCHS, EVERY = 75, 4, 5  # 1,200 training examples in batches of 16
+
+
+def _state_step(out) -> int:
+    try:
+        return json.loads((out / "train_state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+def _kill_at_random_step(cmd, env, out, rng: random.Random) -> int:
+    """Start training, wait for a checkpoint at or past a random step, wait a little more, SIGKILL it."""
+    target = rng.randrange(EVERY, int(0.6 * STEPS_PER_EPOCH * EPOCHS))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while _state_step(out) < target:
+            assert proc.poll() is None, f"training ended before step {target}: {proc.stderr.read().decode()[-500:]}"
+            assert time.monotonic() < deadline, "training made no progress"
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.01))  # land between checkpoints, or in the middle of writing one
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "result.json").exists()
+    return target
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(h, tmp_path):
+    data = h.make_npz(tmp_path / "d.npz", n=2000, features=32, classes=4)
+    spec = h.make_spec(tmp_path / "s.json", data, features=32, classes=4, hidden=128, dropout=0.2,
+                       train={"epochs": EPOCHS, "checkpoint_every": EVERY})
+    env = h.env()
+    seed = int.from_bytes(os.urandom(4), "little")
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    target = _kill_at_random_step(h.cmd(str(spec), "--out", str(killed), "--quiet"), env, killed,
+                                  random.Random(seed))
+    stopped_at = _state_step(killed)
+    subprocess.run(h.cmd(str(spec), "--out", str(killed), "--quiet", "--resume"), env=env, check=True,
+                   capture_output=True)
+    subprocess.run(h.cmd(str(spec), "--out", str(whole), "--quiet"), env=env, check=True, capture_output=True)
+    why = f"killed past step {target} (test seed {seed}), resumed from step {stopped_at}"
+    assert 0 < stopped_at < STEPS_PER_EPOCH * EPOCHS, why
+    for name in ("checkpoint.safetensors", "best.safetensors"):
+        a, b = load_file(killed / name), load_file(whole / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs: {why}"
+    rows = [[{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
+             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (killed, whole)]
+    assert rows[0] == rows[1] and len(rows[0]) == EPOCHS, why
+    assert not list(killed.glob(".*.tmp"))
+
+
+def test_resume_needs_the_same_world_size(h, tmp_path):
+    import archc.train as train
+    from archc.errors import InputError
+    from archc.train.distributed import Dist
+    from archc.train.loop import build, resume
+    from archc.train.recipe import Overrides, prepare
+
+    spec = h.make_spec(tmp_path / "s.json", h.make_npz(tmp_path / "d.npz"), train={"epochs": 1})
+    train.run(spec, out=tmp_path / "run", quiet=True)
+    r = build(prepare(spec, Overrides(), tmp_path / "run"), Dist(rank=0, world=2), torch.device("cpu"), quiet=True)
+    with pytest.raises(InputError, match="expected --nproc 1 as in the interrupted run, received 2"):
+        resume(r)
