@@ -194,7 +194,7 @@ def resume(r: Run) -> None:
 def train_step(r: Run, x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean."""
     with torch.autocast(r.device.type, dtype=r.amp, enabled=r.amp is not None):
-        out = r.objective.select(r.net(x))
+        out, y = r.objective.forward(r.net, x, y, training=True)
         loss = r.objective.loss(out, y)
     r.optimizer.zero_grad(set_to_none=True)
     scaled = loss * scale
@@ -248,7 +248,7 @@ def evaluate(r: Run, split: DeviceSplit, shard: bool = True) -> tuple[float, flo
     for chunk in torch.arange(len(split))[rank::world].split(EVAL_BATCH):
         x, y = split.take(chunk)
         with torch.autocast(r.device.type, dtype=r.amp, enabled=r.amp is not None):
-            out = r.objective.select(r.model(x))
+            out, y = r.objective.forward(r.model, x, y, training=False)
             sums[0] += r.objective.loss(out, y)
         sums[1] += r.objective.metric_sum(out, y)
         sums[2] += len(chunk)

@@ -57,6 +57,12 @@ class Objective:
     def check(self, dataset: Dataset) -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
 
+    def forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built
+        from the data (diffusion: noised images and timesteps) or that read several inputs override this."""
+        return self.select(net(x)), y
+
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Summed over the batch: a scalar."""
         raise NotImplementedError
