@@ -115,8 +115,15 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
+@click.option("-i", "--input", "input_path", default=None, type=click.Path(path_type=Path),
               help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source (sklearn:digits, idx:DIR, ...).")
+@click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
+@click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
+              help="With --prompt: tokens (bytes) to generate.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="With --prompt: sampling temperature (0: greedy).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="With --prompt: sample among the k likeliest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --prompt: sampling seed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -126,12 +133,21 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
               help="With a data source as --input: which split to run and score.")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
-def infer(model: Path, input_path: Path, output: Path | None, device: str, batch_size: int | None,
+def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
+          top_k: int | None, seed: int, output: Path | None, device: str, batch_size: int | None,
           limit: int, split: str, as_json: bool) -> None:
-    """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only."""
+    """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
+    or, with --prompt, generate text with a language model."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
 
+    if (input_path is None) == (prompt is None):
+        raise click.UsageError("expected exactly one of --input (run on inputs) or --prompt (generate text)")
+    if prompt is not None:
+        if output is not None:
+            raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
+        _generate(Model.open(model, device=device), prompt, max_new_tokens, temperature, top_k, seed, as_json)
+        return
     if output is not None:
         check_output_path(output)
     m = Model.open(model, device=device)
@@ -150,6 +166,21 @@ def infer(model: Path, input_path: Path, output: Path | None, device: str, batch
                + (f"; wrote {output}" if output is not None else ""))
     if labelled:
         click.echo(f"{labelled.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int,
+              as_json: bool) -> None:
+    """`infer --prompt`: the prompt and its continuation on stdout, the speed on stderr (or all as JSON)."""
+    from archc.runtime import generate
+
+    r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    if as_json:
+        click.echo(json.dumps({"prompt": prompt, "text": r.text, "tokens": r.tokens, "new_tokens": r.new_tokens,
+                               "seconds": r.seconds, "tokens_per_second": r.tokens_per_second}, indent=2))
+        return
+    click.echo(prompt + r.text)
+    click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, full "
+               f"recompute per token, no KV cache) on {', '.join(m.providers)}", err=True)
 
 
 @main.command()

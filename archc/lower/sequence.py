@@ -64,7 +64,11 @@ class TiedLinear(nn.Module):
     def __init__(self, tied: nn.Module, bias: bool) -> None:
         super().__init__()
         self._tied = [tied]
-        vocab = tied.weight.shape[0]
+        vocab, dim = tied.weight.shape
+        # A tied table is also the output projection: nn.Embedding's N(0, 1) rows would give logits of size
+        # ~dim at the start (initial loss ~10x ln(vocab)); N(0, 1/dim), a linear layer's scale, gives O(1).
+        with torch.no_grad():
+            tied.weight.mul_(dim ** -0.5)
         self.bias = nn.Parameter(torch.zeros(vocab)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,8 @@ class Example:
 class Op(BaseModel):
     """Base of every op: wiring fields shared by all layers, and the hooks each op fills in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              defer_build=True)  # validators are built on first use: fast `archc validate`
 
     op: str
     id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(None, description="name of this node")

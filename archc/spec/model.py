@@ -80,6 +80,14 @@ class Schedule(Strict):
     gamma: float = Field(0.1, gt=0, le=1)
 
 
+class DiffusionRecipe(Strict):
+    """[train] diffusion = { steps, schedule }: the DDPM forward process the denoiser is trained for."""
+
+    steps: int = Field(1000, ge=2, le=100_000, description="diffusion timesteps T (t = 0 .. T-1)")
+    schedule: Literal["linear", "cosine"] = Field(
+        "cosine", description="betas: 'linear' (Ho et al., scaled to T) or 'cosine' (Nichol & Dhariwal)")
+
+
 class Train(Strict):
     """[train]: the training recipe (flags on the command line override it)."""
 
@@ -97,6 +105,8 @@ class Train(Strict):
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
+    diffusion: DiffusionRecipe | None = Field(
+        None, description="task kind diffusion: timesteps and beta schedule (default 1000 steps, cosine)")
 
 
 class Data(Strict):

@@ -20,19 +20,29 @@ from archc.train.recipe import Setup
 ON_DEVICE_BYTES = 2**30  # a CUDA run copies a dataset this small to the GPU once instead of per batch
 
 
+def context_of(setup: Setup) -> int | None:
+    """Tokens per window for text: sources: the size of a [seq] input's axis (fixed, or its [axes] entry)."""
+    features = setup.graph.inputs[setup.input_name].features
+    if len(features) != 1:
+        return None
+    (seq,) = features
+    return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
+
+
 def load_checked(setup: Setup, objective: Objective) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training."""
     d = setup.spec.data
     assert d is not None
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
-                   test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root)
-    name = setup.input_name
-    expected = setup.graph.inputs[name]
-    check_shape(dataset, expected.features, name)
-    got = "int64" if dataset.train.x.dtype.kind in "iu" else "float32"
-    if got != expected.dtype:
-        raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",
-                        where=f"data {dataset.name}")
+                   test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root, context=context_of(setup))
+    name = objective.data_input
+    if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
+        expected = setup.graph.inputs[name]
+        check_shape(dataset, expected.features, name)
+        got = "int64" if dataset.train.x.dtype.kind in "iu" else "float32"
+        if got != expected.dtype:
+            raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",
+                            where=f"data {dataset.name}")
     objective.check(dataset)
     if len(dataset.val) == 0:
         raise DataError("expected a validation split (it picks the best checkpoint), received none",

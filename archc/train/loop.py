@@ -128,7 +128,7 @@ def build(setup: Setup, dist: Dist, device: torch.device, quiet: bool) -> Run:
     steps = steps_per_epoch(len(dataset.train), recipe.batch_size)
     optimizer = build_optimizer(model, recipe.optimizer)
     amp = amp_dtype(recipe.precision, device)
-    splits = {k: DeviceSplit.of(getattr(dataset, k), device) for k in ("train", "val", "test")}
+    splits = objective.splits(dataset, device)
     main = dist.main
     r = Run(setup, dist, device, amp, objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps),
             torch.amp.GradScaler("cuda") if amp == torch.float16 else None, splits, preprocess,
@@ -314,12 +314,14 @@ def finish(r: Run, seconds: float) -> RunResult:
         r.curves.update(s.history, force=True)  # type: ignore[union-attr]
     ckpt.load_weights(r.out / ckpt.BEST, r.model)
     test_loss, test_metric, n = evaluate(r, r.splits["test"], shard=False)
-    test = {"loss": test_loss, m: test_metric, "examples": n} if n else {}
+    test = ({"loss": test_loss, m: test_metric, "examples": n} | r.objective.summary(test_loss, test_metric)
+            if n else {})
     cpu = r.model.to("cpu").float()
     extra: dict[str, Any] = {"training": {"best_epoch": s.best_epoch, "epochs_run": s.epoch, "test": test,
                                           "data": r.setup.spec.data.source}}  # type: ignore[union-attr]
     if r.preprocess:
         extra["preprocess"] = r.preprocess
+    extra |= r.objective.metadata()  # e.g. a language model's tokenizer
     report = export(cpu, r.setup.graph, r.setup.spec, r.setup.raw, r.setup.sha256, r.out / ONNX,
                     extra_metadata=extra)
     paths = {k: str(r.out / v) for k, v in (("spec", SPEC), ("checkpoint", ckpt.WEIGHTS), ("best", ckpt.BEST),
@@ -330,7 +332,8 @@ def finish(r: Run, seconds: float) -> RunResult:
                        s.stopped_early, round(seconds, 3), paths)
     from archc.util import write_text_atomic
     write_text_atomic(r.out / RESULT, result.to_json() + "\n")
-    scored = (f"test {m} {test_metric:.4f} (loss {test_loss:.4f}, {n} examples, best epoch {s.best_epoch})"
+    more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
+    scored = (f"test {m} {test_metric:.4f} (loss {test_loss:.4f}{more}, {n} examples, best epoch {s.best_epoch})"
               if test else "no test split to score")
     r.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
     return result

@@ -49,6 +49,9 @@ class Objective:
                             where="train.loss")
         self.loss_name = loss
         self.label_smoothing = spec.train.label_smoothing
+        # the spec input the data's examples feed (checked against the data's shape and dtype); None for task
+        # kinds that check and feed several inputs themselves (graphs)
+        self.data_input: str | None = next(iter(graph.inputs))
 
     def select(self, outputs: Any) -> torch.Tensor:
         """The output the task reads, from the module's tensor or tuple."""
@@ -56,6 +59,12 @@ class Objective:
 
     def check(self, dataset: Dataset) -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
+
+    def splits(self, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+        """train/val/test as the loop reads them: len(split) examples, split.take(idx) -> (x, y) for forward.
+        By default the examples' arrays on the device; graph tasks feed whole graphs (archc.train.graphs)."""
+        from archc.train.batches import DeviceSplit
+        return {k: DeviceSplit.of(getattr(dataset, k), device) for k in ("train", "val", "test")}
 
     def forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                 training: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +86,14 @@ class Objective:
             return not math.isnan(value)
         higher = self.higher_is_better if quantity == "metric" else False
         return value > best if higher else value < best
+
+    def metadata(self) -> dict[str, Any]:
+        """Extra `archc.<key>` ONNX metadata the task needs at inference (e.g. a tokenizer); none by default."""
+        return {}
+
+    def summary(self, loss: float, metric: float) -> dict[str, float]:
+        """Extra test-split figures for the run's result, from the test loss and metric; none by default."""
+        return {}
 
 
 class Classification(Objective):
@@ -145,7 +162,72 @@ class Regression(Objective):
         return (out.float() - y.view_as(out).float()).abs().reshape(len(out), -1).mean(dim=1).sum()
 
 
+class LanguageModel(Objective):
+    """Next-token cross-entropy over [batch, seq, vocab] outputs against y [batch, seq]; metric: bits per byte.
+
+    Each example's loss is the mean over its positions (summed over the batch, as everywhere). With byte
+    tokens the mean cross-entropy in nats over ln 2 is bits per byte; perplexity is exp(mean cross-entropy).
+    """
+
+    kind = "language_model"
+    data_task = "language_model"
+    metric = "bpb"
+    higher_is_better = False
+    losses = ("cross_entropy",)
+
+    def __init__(self, spec: Spec, graph: Graph) -> None:
+        super().__init__(spec, graph)
+        shape = self.out_type.shape
+        if len(shape) != 3 or not isinstance(shape[2], int):
+            raise SpecError(f"language_model training expects the output '{self.output_name}' shaped "
+                            f"[batch, seq, vocab], received {self.out_type.show()}", where="task.kind")
+        self.vocab = shape[2]
+        self.tokenizer: dict[str, Any] = {}
+        self.baselines: dict[str, float] = {}
+
+    def check(self, dataset: Dataset) -> None:
+        """Targets must be token ids below the vocabulary; also notes the tokenizer and the held-out baselines."""
+        for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+            if len(split) and int(split.y.max()) >= self.vocab:
+                raise DataError(f"{name}: expected token ids in 0..{self.vocab - 1} (the output "
+                                f"'{self.output_name}' has {self.vocab} logits per position), received "
+                                f"{int(split.y.max())}", where=f"data {dataset.name}")
+        self.tokenizer = dict(getattr(dataset, "tokenizer", {}) or {})
+        text = getattr(dataset, "text", None)
+        if text and len(text.get("test", ())) and len(text.get("train", ())):
+            from archc.data.text import baselines
+            self.baselines = baselines(text["train"], text["test"])
+
+    def log_probs(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) log-probabilities from logits, probs or log_probs."""
+        if self.out_kind == "probs":
+            return out.float().clamp_min(1e-12).log()
+        return out.float() if self.out_kind == "log_probs" else F.log_softmax(out.float(), dim=-1)
+
+    def token_nll(self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        """Cross-entropy per position: (B, T) in nats."""
+        logp = self.log_probs(out)                                           # (B, T, V)
+        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)                 # (B, T)
+        return nll if smoothing == 0 else (1 - smoothing) * nll - smoothing * logp.mean(dim=-1)
+
+    def loss(self, out, y):
+        return self.token_nll(out, y, self.label_smoothing).mean(dim=1).sum()
+
+    def metric_sum(self, out, y):
+        return (self.token_nll(out, y).mean(dim=1) / math.log(2)).sum()
+
+    def metadata(self) -> dict[str, Any]:
+        """The ONNX metadata generation needs: the tokenizer (kind, vocab_size, context)."""
+        return {"tokenizer": self.tokenizer} if self.tokenizer else {}
+
+    def summary(self, loss: float, metric: float) -> dict[str, float]:
+        """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
+        ppl = math.exp(loss) if loss < 700 else math.inf
+        return {"perplexity": ppl, **self.baselines}
+
+
 OBJECTIVES: dict[str, type[Objective]] = {"classification": Classification, "regression": Regression}
+OBJECTIVES["language_model"] = LanguageModel
 
 
 def objective_for(spec: Spec, graph: Graph) -> Objective:

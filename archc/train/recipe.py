@@ -13,7 +13,10 @@ from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
 from archc.spec.model import Spec
 
-PATH_SCHEMES = ("idx", "csv", "npz", "images")
+PATH_SCHEMES = ("idx", "csv", "npz", "images", "text", "graph")
+# Task kinds whose objective builds the model's inputs itself: a noised image and its timestep (diffusion), or
+# whole graphs without a batch axis (x, edge_index, batch); the others train a single batched input.
+OWN_INPUTS = ("diffusion", "node_classification", "graph_classification")
 
 
 @dataclass
@@ -100,9 +103,23 @@ def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
 def data_root(source: str, spec_dir: Path) -> Path | None:
     """A spec's relative data path is read next to the spec when it exists there, else from the working folder."""
     scheme, _, arg = source.partition(":")
+    arg = arg.partition("?")[0] if scheme == "text" else arg  # text:PATH?max_bytes=N
     if scheme in PATH_SCHEMES and arg and not Path(arg).is_absolute() and (spec_dir / arg).exists():
         return spec_dir
     return None
+
+
+def _check_single_input(graph: Graph, file: str) -> None:
+    """Task kinds without their own inputs train one input with a batch axis."""
+    if len(graph.inputs) != 1:
+        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
+                        f"({', '.join(graph.inputs)})", where="inputs", file=file,
+                        hint=f"task kinds {', '.join(OWN_INPUTS)} feed several inputs")
+    only = next(iter(graph.inputs.values()))
+    if not only.shape or only.shape[0] != BATCH:
+        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
+                        file=file, hint="whole-graph inputs train with task kind node_classification or "
+                                        "graph_classification")
 
 
 def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None) -> Setup:
@@ -113,13 +130,8 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
     compiled = compile_spec(raw, name=file)
     graph = compiled.graph
     assert compiled.spec is not None and graph is not None
-    if len(graph.inputs) != 1:
-        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
-                        f"({', '.join(graph.inputs)})", where="inputs", file=file)
-    only = next(iter(graph.inputs.values()))
-    if not only.shape or only.shape[0] != BATCH:
-        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
-                        file=file, hint="task kinds that train on one whole graph come with their own objective")
+    if compiled.spec.task.kind not in OWN_INPUTS:
+        _check_single_input(graph, file)
     if compiled.spec.data is None:
         raise DataError("no training data: expected a [data] source in the spec or --data SOURCE",
                         where="data", hint="e.g. --data sklearn:digits", file=file)
