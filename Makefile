@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARCHC := $(VENV)/bin/archc
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean bench
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: $(STAMP)
 	$(ARCHC) validate specs/digits_mlp.toml
 	$(ARCHC) train specs/digits_mlp.toml $(if $(DATA),--data $(DATA)) --out out/digits
 	$(ARCHC) infer out/digits/model.onnx --input $(or $(DATA),sklearn:digits) --limit 5
+
+# Issue 7's figures (CPU, ~10 minutes on 2 cores): writes benchmarks/RESULTS.md and benchmarks/results.json.
+# Not part of `make test`; tests/benchmarks/test_bench_smoke.py checks the harness with --quick.
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -74,13 +74,23 @@ def _filled(n: int | torch.Tensor, tail: tuple[int, ...], like: torch.Tensor, va
     return rows + like.new_full((1, *tail), value)                                    # (n, *tail)
 
 
+def _exporting() -> bool:
+    """The export-friendly forms cost extra kernels: eager training and inference use plain torch."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def segment_sum(src: torch.Tensor, index: torch.Tensor, n: int | torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
     """Sum of the rows of src (E, *tail) per index in [0, n): (n, *tail)."""
+    if not _exporting():
+        return src.new_zeros((int(n), *tail)).index_add_(0, index, src)
     return _ScatterAdd.apply(_filled(n, tail, src, 0.0), index, src)
 
 
 def segment_max(src: torch.Tensor, index: torch.Tensor, n: int | torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
     """Max of the rows of src (E, *tail) per index in [0, n): (n, *tail); -inf where no row falls."""
+    if not _exporting():
+        out = src.new_full((int(n), *tail), float("-inf"))
+        return out.scatter_reduce(0, index.view(-1, *[1] * (src.dim() - 1)).expand_as(src), src, "amax")
     return _ScatterMax.apply(_filled(n, tail, src, float("-inf")), index, src)
 
 
@@ -118,11 +128,15 @@ class GCNConv(nn.Module):
         h = F.linear(x, self.weight)                                         # (N, O)
         if self.normalize:
             deg = segment_count(dst, n) + float(self.loops)                  # (N,)
-            inv = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), 0.0)        # isolated nodes: 0, not inf
-            msg = h.index_select(0, src) * (inv[src] * inv[dst]).unsqueeze(1)  # (E, O)
-            out = segment_sum(msg, dst, n, self.width)
+            inv = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), 0.0).unsqueeze(1)   # (N, 1); isolated: 0
+            # D^-1/2 A D^-1/2 H = D^-1/2 (A (D^-1/2 H)): scaling nodes before and after the aggregation
+            # spares a multiply per edge and feature. Measured at 2,000 nodes, 10,000 edges, 1 thread: torch
+            # 1.33 -> 1.16 ms, ONNX Runtime 1.55 -> 0.99 ms (benchmarks/bench_ort_vs_torch_unet_gcn.py).
+            hs = h * inv                                                             # (N, O)
+            out = segment_sum(hs.index_select(0, src), dst, n, self.width)           # (N, O)
             if self.loops:
-                out = out + h * (inv * inv).unsqueeze(1)
+                out = out + hs
+            out = out * inv
         else:
             out = segment_sum(h.index_select(0, src), dst, n, self.width) + (h if self.loops else 0)
         return out + self.bias if self.bias is not None else out
