@@ -123,7 +123,16 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="With --prompt: sampling temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="With --prompt: sample among the k likeliest.")
-@click.option("--seed", type=int, default=0, show_default=True, help="With --prompt: sampling seed.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With --prompt or --num-samples: sampling seed.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=None,
+              help="Diffusion models: draw this many images (instead of --input); --output FILE.npy also "
+                   "writes FILE.png, a grid.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="With --num-samples: denoising steps, a subsequence of the model's T (default: T for ddpm, "
+                   "50 for ddim).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
+              help="With --num-samples: ancestral DDPM or deterministic DDIM (eta = 0).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -134,15 +143,19 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
-          top_k: int | None, seed: int, output: Path | None, device: str, batch_size: int | None,
-          limit: int, split: str, as_json: bool) -> None:
+          top_k: int | None, seed: int, num_samples: int | None, steps: int | None, sampler: str,
+          output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
-    or, with --prompt, generate text with a language model."""
+    or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
 
-    if (input_path is None) == (prompt is None):
-        raise click.UsageError("expected exactly one of --input (run on inputs) or --prompt (generate text)")
+    if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
+        raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
+                               "--num-samples (sample a diffusion model)")
+    if num_samples is not None:
+        _sample(Model.open(model, device=device), num_samples, steps, sampler, seed, output, batch_size, as_json)
+        return
     if prompt is not None:
         if output is not None:
             raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
@@ -166,6 +179,27 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
                + (f"; wrote {output}" if output is not None else ""))
     if labelled:
         click.echo(f"{labelled.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int, output: Path | None,
+            batch_size: int | None, as_json: bool) -> None:
+    """`infer --num-samples`: images from a diffusion model to --output (.npy) and a PNG grid beside it."""
+    import time
+
+    from archc.runtime.sample import Diffusion, sample, write_samples
+
+    if output is None:
+        raise click.UsageError("--num-samples needs --output FILE.npy (the grid goes to FILE.png)")
+    start = time.perf_counter()
+    images = sample(m, num_samples, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
+    png = write_samples(output, images, Diffusion.of(m).data_range)
+    seconds = time.perf_counter() - start
+    if as_json:
+        click.echo(json.dumps({"samples": str(output), "grid": str(png), "shape": list(images.shape),
+                               "sampler": sampler, "seconds": seconds}, indent=2))
+        return
+    click.echo(f"{num_samples} sample(s) {list(images.shape[1:])} with {sampler} in {seconds:.1f} s on "
+               f"{', '.join(m.providers)}; wrote {output} and {png}")
 
 
 def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int,

@@ -152,18 +152,19 @@ def load_npz(arg: str, *, task: str | None, target: str | None, val_fraction: fl
 
 def _registry() -> dict[str, Loader]:
     """{scheme: loader}; imported here so each format stays in its own module."""
+    from archc.data.graph import load_graph
     from archc.data.idx import load_idx
     from archc.data.images import load_images
     from archc.data.tabular import load_csv
     from archc.data.text import load_text
     return {"sklearn": load_sklearn, "idx": load_idx, "csv": load_csv, "npz": load_npz, "images": load_images,
-            "text": load_text}
+            "text": load_text, "graph": load_graph}
 
 
 def load(source: str, *, task: str | None = None, target: str | None = None, val_fraction: float = 0.1,
          test_fraction: float = 0.2, seed: int = 0, root: str | Path | None = None,
          context: int | None = None) -> Dataset:
-    """Load 'scheme:argument' (sklearn:, idx:, csv:, npz:, images:, text:) into a split Dataset; paths are
+    """Load 'scheme:argument' (sklearn:, idx:, csv:, npz:, images:, text:, graph:) into a split Dataset; paths are
     relative to root. `context` (tokens per window) is for text: sources (language models); other schemes ignore it."""
     registry = _registry()
     known = ", ".join(f"{s}:" for s in registry)
@@ -175,7 +176,7 @@ def load(source: str, *, task: str | None = None, target: str | None = None, val
         close = difflib.get_close_matches(scheme, registry, n=3)
         raise DataError(f"unknown data scheme {scheme!r}: expected one of {known}", where=source,
                         hint=f"did you mean {', '.join(c + ':' for c in close)}?" if close else "")
-    if scheme != "text":  # text: sources check their own task (language_model)
+    if scheme not in ("text", "graph"):  # text: and graph: sources check their own tasks (language_model, graphs)
         check_task(task, source)
     check_fractions(val_fraction, test_fraction, source)
     if target is not None and scheme != "csv":

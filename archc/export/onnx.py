@@ -194,6 +194,8 @@ def export(module, graph: Graph, spec: Spec, raw: dict, sha256: str, path: str |
         onnx.checker.check_model(tmp, full_check=False)
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, tmp)
+        from archc.util import default_mode
+        default_mode(tmp)
         os.replace(tmp, path)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e

@@ -147,7 +147,9 @@ class Attention(nn.Module):
         mask = self._mask(x, rest[-1]) if self.pad_index is not None else None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal and mask is None)  # (B, H, T, d)
-        return self.out_proj(y.transpose(1, 2).flatten(2))                  # (B, T, D)
+        # reshape to x.shape, not flatten(2): ONNX shape inference can follow Shape(x), so later ops that read
+        # the size (tied_linear) keep a dynamic batch and seq instead of the traced sizes baked in as constants
+        return self.out_proj(y.transpose(1, 2).reshape(x.shape))            # (B, T, D)
 
     def _mask(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Boolean (B, 1, T, S): True where a query may attend to a key."""

@@ -191,6 +191,9 @@ def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], record
     _atomic_write(p, buf.getvalue())
 
 
+from archc.util import default_mode  # noqa: E402  (torch-free)
+
+
 def _atomic_write(p: Path, data: bytes) -> None:
     """Write to a temp file beside the target, then os.replace: readers never see half a file."""
     parent = p.parent if str(p.parent) else Path(".")
@@ -201,6 +204,7 @@ def _atomic_write(p: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        default_mode(tmp)
         os.replace(tmp, p)
         tmp = None
     except OSError as exc:

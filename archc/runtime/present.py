@@ -8,6 +8,7 @@ import numpy as np
 from archc.runtime.session import Model
 
 SCORE_KINDS = ("logits", "probs", "log_probs")
+CLASS_TASKS = ("classification", "node_classification", "graph_classification")  # one label per row
 
 
 def task_kind(model: Model) -> str | None:
@@ -49,7 +50,7 @@ def _plain(value: np.ndarray) -> Any:
 
 def records(model: Model, outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
     """One dict per example: label/probability/index for classification, raw values otherwise."""
-    if task_kind(model) == "classification":
+    if task_kind(model) in CLASS_TASKS:
         name = _class_output(model, outputs)
         arr = np.asarray(outputs[name]) if name is not None else None
         if arr is not None and arr.ndim in (1, 2) and arr.size:
@@ -103,7 +104,7 @@ def table(model: Model, outputs: dict[str, np.ndarray], limit: int = 20) -> str:
     recs = records(model, outputs)
     if not recs:
         return "(no examples)"
-    if task_kind(model) == "classification" and "label" in recs[0]:
+    if task_kind(model) in CLASS_TASKS and "label" in recs[0]:
         header = ["#", "label", "probability"]
         rows = [[str(i), str(r["label"]), f"{r['probability']:.4f}"] for i, r in enumerate(recs)]
     else:

@@ -101,8 +101,9 @@ class Train(Strict):
     loss: Literal["mse", "mae", "cross_entropy"] | None = None
     seed: int = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
-    monitor: Literal["metric", "loss"] = Field(
-        "metric", description="validation quantity that picks the best checkpoint and drives early stopping")
+    monitor: Literal["metric", "loss", "last"] = Field(
+        "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
+                              "('last': every epoch improves, so the final weights are kept; no early stop)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
     diffusion: DiffusionRecipe | None = Field(

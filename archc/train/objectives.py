@@ -81,8 +81,9 @@ class Objective:
         raise NotImplementedError
 
     def better(self, value: float, best: float | None, quantity: str) -> bool:
-        """Is `value` of the monitored quantity ('metric' or 'loss') an improvement over `best`?"""
-        if best is None or math.isnan(best):
+        """Is `value` of the monitored quantity ('metric' or 'loss') an improvement over `best`? With 'last',
+        every finite epoch is: the final weights are kept (diffusion: see specs/unet_ddpm_digits.toml)."""
+        if quantity == "last" or best is None or math.isnan(best):
             return not math.isnan(value)
         higher = self.higher_is_better if quantity == "metric" else False
         return value > best if higher else value < best
@@ -226,8 +227,138 @@ class LanguageModel(Objective):
         return {"perplexity": ppl, **self.baselines}
 
 
+class Diffusion(Objective):
+    """DDPM noise prediction: the model maps (x_t, t) to the noise eps that made x_t from a clean image x_0.
+
+    Images come from the source in its range (e.g. [0, 1]) and are scaled to [-1, 1]; t ~ U{0..T-1}, eps ~ N(0, I),
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps. Loss and metric: the per-example mean squared error
+    of the predicted noise. The exported model is the denoiser; its metadata carries the schedule and scaling.
+    """
+
+    kind = "diffusion"
+    data_task = None  # type: ignore[assignment]  # images with any labels (ignored)
+    metric = "mse"
+    higher_is_better = False
+    losses = ("mse",)
+    EVAL_SEED = 0  # validation draws the same t and eps every epoch, so epochs compare fairly
+
+    def __init__(self, spec: Spec, graph: Graph) -> None:
+        from archc.spec.model import DiffusionRecipe
+        from archc.train.diffusion import Schedule
+
+        super().__init__(spec, graph)
+        times = [n for n, t in graph.inputs.items() if t.batched and t.features in ((), (1,))]
+        images = [n for n, t in graph.inputs.items() if n not in times]
+        if len(graph.inputs) != 2 or len(times) != 1 or len(images) != 1:
+            shown = ", ".join(f"{n} {t.show()}" for n, t in graph.inputs.items())
+            raise SpecError(f"diffusion training expects two inputs, a noised image [batch, ...] and its timestep "
+                            f"[batch] or [batch, 1], received {shown}", where="inputs")
+        self.order, self.time_input, self.data_input = list(graph.inputs), times[0], images[0]
+        self.time_type = graph.inputs[self.time_input]
+        image = graph.inputs[self.data_input]
+        if self.out_type.shape != image.shape:
+            raise SpecError(f"diffusion training expects the output '{self.output_name}' shaped like the image "
+                            f"{image.show()} (the predicted noise), received {self.out_type.show()}",
+                            where="task.kind")
+        if spec.data is not None and spec.data.normalize:
+            raise SpecError("expected normalize = false for diffusion, received true", where="data.normalize",
+                            hint="images are scaled to [-1, 1] from the source's range by the objective")
+        recipe = spec.train.diffusion or DiffusionRecipe()
+        self.schedule = Schedule.of(recipe.schedule, recipe.steps)
+        self.data_range = (0.0, 1.0)
+
+    def check(self, dataset: Dataset) -> None:
+        """Record the data's range: the sources' [0, 1], widened when the training images exceed it."""
+        x = dataset.train.x
+        lo, hi = min(0.0, float(x.min())), max(1.0, float(x.max()))
+        self.data_range = (lo, hi)
+
+    def forward(self, net, x, y, training):
+        lo, hi = self.data_range
+        x0 = (x.float() - lo) * (2.0 / (hi - lo)) - 1.0                             # (B, C, H, W) in [-1, 1]
+        g = None if training else torch.Generator(device=x.device).manual_seed(self.EVAL_SEED)
+        t = torch.randint(0, self.schedule.steps, (len(x0),), device=x.device, generator=g)   # (B,)
+        eps = torch.randn(x0.shape, device=x.device, generator=g)                   # (B, C, H, W)
+        feeds = {self.data_input: self.schedule.noised(x0, t, eps),
+                 self.time_input: t.to(torch.float32 if self.time_type.dtype == "float32" else torch.int64)
+                 .view(len(t), *self.time_type.features)}                           # (B,) or (B, 1)
+        return self.select(net(*[feeds[n] for n in self.order])), eps
+
+    def loss(self, out, y):
+        return F.mse_loss(out.float(), y.float(), reduction="none").reshape(len(out), -1).mean(dim=1).sum()
+
+    def metric_sum(self, out, y):
+        return self.loss(out, y)
+
+    def metadata(self) -> dict[str, Any]:
+        """archc.diffusion: T, the schedule and its betas, and how images map to the model's [-1, 1]."""
+        return {"diffusion": self.schedule.metadata() | {
+            "prediction": "epsilon", "data_range": list(self.data_range), "model_range": [-1.0, 1.0],
+            "image_input": self.data_input, "timestep_input": self.time_input}}
+
+
+class _GraphTask(Classification):
+    """Classification over whole-graph inputs fed by role (node features, edge_index, graph ids)."""
+
+    def __init__(self, spec: Spec, graph: Graph) -> None:
+        from archc.data.graph import input_roles
+
+        super().__init__(spec, graph)
+        try:
+            self.roles = input_roles({n: (t.shape, t.dtype) for n, t in graph.inputs.items()})
+        except DataError as e:
+            raise SpecError(e.message, where="inputs") from None
+        if spec.data is not None and spec.data.normalize:
+            raise SpecError(f"expected normalize = false for {self.kind}, received true", where="data.normalize")
+        self.order, self.data_input = list(graph.inputs), None
+        self.features = graph.inputs[self.roles["x"]].shape[-1]
+
+    def check(self, dataset: Dataset) -> None:
+        from archc.data.graph import GraphDataset
+
+        if not isinstance(dataset, GraphDataset) or dataset.task != self.kind:
+            raise DataError(f"expected {self.kind} data from a graph: source, received {dataset.task} data",
+                            where=f"data {dataset.name}", hint="e.g. graph:karate, graph:synthetic, graph:FILE.npz")
+        if dataset.example_shape != (self.features,):
+            raise DataError(f"expected node features [nodes, {self.features}] (the spec's input "
+                            f"'{self.roles['x']}'), received [nodes, {dataset.example_shape[0]}]",
+                            where=f"data {dataset.name}")
+        super().check(dataset)
+
+    def splits(self, dataset: Dataset, device: torch.device) -> dict[str, Any]:
+        from archc.train.graphs import graph_splits
+        return graph_splits(dataset, self.roles, device)  # type: ignore[arg-type]
+
+    def forward(self, net, x, y, training):
+        out = self.select(net(*x.args(self.order)))                                  # (nodes or graphs, K)
+        return (out if x.rows is None else out[x.rows]), y
+
+
+class NodeClassification(_GraphTask):
+    """Per-node classes of one graph: every step runs the whole graph; the split's nodes feed loss and accuracy."""
+
+    kind = "node_classification"
+    data_task = "node_classification"
+
+
+class GraphClassification(_GraphTask):
+    """Per-graph classes: each step collates batch_size graphs into x, edge_index and a batch vector."""
+
+    kind = "graph_classification"
+    data_task = "graph_classification"
+
+    def __init__(self, spec: Spec, graph: Graph) -> None:
+        super().__init__(spec, graph)
+        if "batch" not in self.roles:
+            raise SpecError("graph_classification expects a batch input: the graph id of every node, int64 "
+                            "[nodes] with vocab = \"graphs\"", where="inputs",
+                            hint="pool per graph with global_mean_pool from [features, batch]")
+
+
 OBJECTIVES: dict[str, type[Objective]] = {"classification": Classification, "regression": Regression}
 OBJECTIVES["language_model"] = LanguageModel
+OBJECTIVES |= {"diffusion": Diffusion, "node_classification": NodeClassification,
+               "graph_classification": GraphClassification}
 
 
 def objective_for(spec: Spec, graph: Graph) -> Objective:

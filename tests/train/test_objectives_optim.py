@@ -43,7 +43,10 @@ def test_regression_losses_and_metric():
     assert not mse.better(3.0, 2.0, "metric") and mse.better(1.0, 2.0, "metric")
 
 
-def test_objective_errors():
+def test_objective_errors(monkeypatch):
+    with pytest.raises(SpecError, match="diffusion training expects two inputs"):
+        objective_for(*compiled(kind="diffusion"))
+    monkeypatch.delitem(OBJECTIVES, "diffusion")  # every spec kind has an objective now: fake a missing one
     with pytest.raises(SpecError, match="supports task kinds"):
         objective_for(*compiled(kind="diffusion"))
     with pytest.raises(SpecError, match="expected a loss for classification"):

@@ -87,7 +87,7 @@ def test_bad_data_or_spec_fails_before_training(case, h, tmp_path):
     expected = {"shape": (DataError, r"expected examples shaped \[12\]"),
                 "labels": (DataError, r"expected labels in 0..2 \(the output 'out' has 3 classes\)"),
                 "no-data": (DataError, "no training data"), "two-inputs": (SpecError, "single-input spec"),
-                "task": (SpecError, "supports task kinds")}[case]
+                "task": (SpecError, "diffusion training expects two inputs")}[case]
     with pytest.raises(expected[0], match=expected[1]):
         train.run(spec, out=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / "train_state.safetensors").exists()

@@ -1,0 +1,101 @@
+"""`archc infer MODEL --prompt TEXT`: text generation with ONNX Runtime from a language model trained by archc."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from archc.cli import main
+
+CONTEXT = 12
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny byte-level GPT trained for one epoch on a few small files: its model.onnx."""
+    import torch
+
+    root = tmp_path_factory.mktemp("lm")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x * {i}\n" for j in range(12)))
+    spec = {
+        "archc": 1, "model": {"name": "tiny-lm"},
+        "inputs": {"tokens": {"shape": ["seq"], "dtype": "int64", "vocab": 256}},
+        "axes": {"seq": CONTEXT}, "task": {"kind": "language_model"},
+        "layers": [
+            {"id": "emb", "op": "embedding", "num_embeddings": 256, "embedding_dim": 16},
+            {"id": "pos", "op": "pos_embedding", "max_len": CONTEXT + 4},
+            {"id": "attn", "op": "attention", "num_heads": 2, "causal": True},
+            {"id": "norm", "op": "rmsnorm"},
+            {"id": "logits", "op": "tied_linear", "tie": "emb"},
+        ],
+        "train": {"epochs": 1, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 3e-3}},
+        "data": {"source": "text:corpus", "val_fraction": 0.25, "test_fraction": 0.25},
+    }
+    (root / "lm.json").write_text(json.dumps(spec))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = CliRunner().invoke(main, ["train", str(root / "lm.json"), "--out", str(root / "run"), "--quiet"],
+                               catch_exceptions=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    return root / "run" / "model.onnx"
+
+
+def infer(*args: object):
+    return CliRunner().invoke(main, ["infer", *(str(a) for a in args)])
+
+
+def test_prompt_generates_text_and_reports_speed(lm: Path):
+    r = infer(lm, "--prompt", "def ", "--max-new-tokens", 20, "--seed", 1)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("def ")
+    assert len(r.stdout.encode()) >= len("def ") + 1
+    assert "20 new token(s)" in r.stderr and "tokens/s" in r.stderr and "no KV cache" in r.stderr
+
+
+def test_seed_makes_sampling_reproducible(lm: Path):
+    args = ("--prompt", "return", "--max-new-tokens", 40, "--temperature", 1.5, "--json")
+    a, b, c = (json.loads(infer(lm, *args, "--seed", s).stdout) for s in (7, 7, 8))
+    assert a["tokens"] == b["tokens"] and a["text"] == b["text"] and a["new_tokens"] == 40
+    assert a["tokens"] != c["tokens"]
+    assert a["tokens_per_second"] > 0 and a["prompt"] == "return"
+
+
+def test_greedy_ignores_the_seed_and_top_k_one_is_greedy(lm: Path):
+    greedy = [json.loads(infer(lm, "--prompt", "def f", "--max-new-tokens", 15, "--temperature", 0, "--seed", s,
+                               "--json").stdout)["tokens"] for s in (0, 1)]
+    top1 = json.loads(infer(lm, "--prompt", "def f", "--max-new-tokens", 15, "--top-k", 1, "--seed", 5,
+                            "--json").stdout)["tokens"]
+    assert greedy[0] == greedy[1] == top1
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "exactly one of --input"),
+    (("--prompt", "x", "--input", "sklearn:digits"), "exactly one of --input"),
+    (("--prompt", "x", "--output", "out.json"), "--output is for --input"),
+    (("--prompt", "x", "--temperature", -1), "temperature"),
+    (("--prompt", "x", "--top-k", 0), "top-k"),
+    (("--prompt", "x", "--max-new-tokens", -5), "max-new-tokens"),
+])
+def test_usage_errors_exit_2(lm: Path, args: tuple, message: str):
+    r = infer(lm, *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr
+
+
+def test_prompt_on_a_classifier_is_a_user_error(tmp_path: Path):
+    spec = {"archc": 1, "model": {"name": "clf"}, "inputs": {"x": {"shape": [4]}},
+            "layers": [{"op": "linear", "out_features": 3}]}
+    (tmp_path / "clf.json").write_text(json.dumps(spec))
+    built = CliRunner().invoke(main, ["build", str(tmp_path / "clf.json"), "-o", str(tmp_path / "clf.onnx")])
+    assert built.exit_code == 0, built.output
+    r = infer(tmp_path / "clf.onnx", "--prompt", "hello")
+    assert r.exit_code == 1
+    assert "expected a language model" in r.stderr and "Traceback" not in r.output
