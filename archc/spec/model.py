@@ -70,7 +70,7 @@ class Optimizer(Strict):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)] = [0.9, 0.999]
 
 
 class Schedule(Strict):

@@ -98,7 +98,7 @@ def test_optimizers_and_weight_decay_groups():
     assert [len(g["params"]) for g in groups] == [1, 3] and [g["weight_decay"] for g in groups] == [0.1, 0.0]
     sgd = build_optimizer(model, Optimizer(name="sgd", momentum=0.9, nesterov=True))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
-    assert isinstance(build_optimizer(model, Optimizer(name="adam", betas=(0.8, 0.9))), torch.optim.Adam)
+    assert isinstance(build_optimizer(model, Optimizer(name="adam", betas=[0.8, 0.9])), torch.optim.Adam)
     assert isinstance(build_optimizer(model, Optimizer(name="adamw")), torch.optim.AdamW)
     with pytest.raises(SpecError, match="momentum > 0"):
         build_optimizer(model, Optimizer(name="sgd", nesterov=True))
