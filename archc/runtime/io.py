@@ -6,12 +6,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from archc.util import write_bytes_atomic
 from archc.errors import InputError
 from archc.runtime.session import Model, format_shape
 
@@ -191,27 +191,12 @@ def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], record
     _atomic_write(p, buf.getvalue())
 
 
-from archc.util import default_mode  # noqa: E402  (torch-free)
-
-
 def _atomic_write(p: Path, data: bytes) -> None:
     """Write to a temp file beside the target, then os.replace: readers never see half a file."""
-    parent = p.parent if str(p.parent) else Path(".")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        default_mode(tmp)
-        os.replace(tmp, p)
-        tmp = None
+        write_bytes_atomic(p, data)
     except OSError as exc:
         raise _err(p, f"could not write the output file: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _jsonable(value: Any) -> Any:
