@@ -138,15 +138,12 @@ if __name__ == "__main__":
     print(json.dumps(run()[0], indent=1))
 
 
-MISSES = """**Why the graph specs miss (gcn_karate, graph_classifier):** archc's message passing
-(`archc/lower/graph.py`) is written for the exporter: every scatter goes through a Python `autograd.Function`
-(`_ScatterAdd`, whose `symbolic` emits ScatterND with reduction), the zero tensors are built as
-`arange(n).to(dtype) * 0` broadcast against `new_full` (so the exported model keeps dynamic sizes), and degrees are
-counted as a float scatter through the same Function. In eager training that is 2x the aten calls of the
-hand-written `index_add_` version plus a Python forward/backward per scatter; on a 34-node graph every op is
-overhead, so the step is ~1.4x. **What would close it** (suggestion for `archc/lower/graph.py`, not applied
-here): branch on `torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()`; outside export use
-`torch.zeros(n, *tail).index_add_(0, index, src)` (native autograd) and `torch.bincount(dst, minlength=n)` for
-degrees. The hand-written twins in `benchmarks/handwritten.py` are that fast path; their time is the 'after'
-figure. Rows marked 'within this run's noise' miss by less than the A/A control moved: rerun on a quieter
+MISSES = """**Graph specs (gcn_karate, graph_classifier):** archc's message passing (`archc/lower/graph.py`) exports
+every scatter as ScatterND with a reduction through a small `autograd.Function`. Before the eager fast path, training
+ran those Functions too: 2x the aten calls of the hand-written `index_add_` version, and the step was 1.35x
+(gcn_karate) and 1.13x (graph_classifier) in the 20:43 run. Since then, outside export (`torch.onnx.is_in_onnx_export()
+or torch.jit.is_tracing()`) it uses `index_add_` / `scatter_reduce` directly: graph_classifier 0.97x, gcn_karate
+1.09x. What remains on the 34-node karate graph is the float degree count and the normalization ops around tiny
+kernels, where every aten call is overhead (the hand-written twin counts degrees with the same scatter but fuses the
+normalization). Rows marked 'within this run's noise' miss by less than the A/A control moved: rerun on a quieter
 machine."""
