@@ -51,10 +51,7 @@ def output_kind(graph: Graph, name: str, spec: Spec) -> str:
     any other output is plain values."""
     if name != (spec.task.output or next(iter(graph.outputs))) or spec.task.kind not in SCORE_TASKS:
         return "values"
-    nid = graph.outputs[name]
-    node = graph.node(nid) if nid not in graph.inputs else None
-    last = (node.act or node.op).name() if node else ""
-    return {"softmax": "probs", "log_softmax": "log_probs"}.get(last, "logits")
+    return graph.score_kind(graph.outputs[name])
 
 
 def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:

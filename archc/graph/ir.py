@@ -40,6 +40,12 @@ class Graph:
     def node(self, id: str) -> Node:
         return next(n for n in self.nodes if n.id == id)
 
+    def score_kind(self, name: str) -> str:
+        """'probs' / 'log_probs' when node `name` ends in an op that normalizes scores, else 'logits'."""
+        node = next((n for n in self.nodes if n.id == name), None)
+        last = (node.act or node.op) if node is not None else None
+        return (last.score_kind if last is not None else None) or "logits"
+
     def type_of(self, name: str) -> TensorType:
         """The type of an input or a node's output (after inference)."""
         if name in self.inputs:

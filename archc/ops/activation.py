@@ -126,6 +126,7 @@ class Softmax(_AxisActivation):
 
     op: Literal["softmax"] = "softmax"
     torch_name = "Softmax"
+    score_kind = "probs"
 
 
 @register
@@ -134,3 +135,4 @@ class LogSoftmax(_AxisActivation):
 
     op: Literal["log_softmax"] = "log_softmax"
     torch_name = "LogSoftmax"
+    score_kind = "log_probs"

@@ -87,6 +87,8 @@ class Op(BaseModel):
     # Weight tying: the name of an attribute holding another node's id whose parameters this op reuses
     # (counted once, on that node). Such ops implement infer_tied / to_torch_tied instead.
     ties: ClassVar[str | None] = None
+    # What a score output ending in this op holds ("probs", "log_probs"); None: unnormalized scores (logits).
+    score_kind: ClassVar[str | None] = None
 
     # ---- hooks -------------------------------------------------------------------------------
     def infer(self, ins: list[TensorType]) -> TensorType:

@@ -19,10 +19,8 @@ from archc.spec.model import Spec
 
 
 def _ends_in(graph: Graph, node_id: str) -> str:
-    """'probs' or 'log_probs' when the node ends in a (log_)softmax, else 'logits' (as the exporter names them)."""
-    node = next((n for n in graph.nodes if n.id == node_id), None)
-    last = (node.act or node.op).name() if node is not None else ""
-    return {"softmax": "probs", "log_softmax": "log_probs"}.get(last, "logits")
+    """'probs' or 'log_probs' when the node ends in a score-normalizing op, else 'logits' (as the exporter says)."""
+    return graph.score_kind(node_id)
 
 
 class Objective:

@@ -55,3 +55,13 @@ def test_expressions_and_symbolic_axes():
     assert g.nodes[0].out.shape == ("batch", "seq", 13)
     assert g.nodes[-1].out.shape == ("batch", "seq", 6)
     assert g.nodes[0].flops == 2 * 10 * 4 * 13   # symbolic axis sized by [axes]
+
+
+def test_score_kind_comes_from_the_op_class():
+    base = {"archc": 1, "model": {"name": "k"}, "inputs": {"x": {"shape": [4]}}}
+    for act, kind in ((None, "logits"), ("softmax", "probs"), ("log_softmax", "log_probs"), ("relu", "logits")):
+        layer = {"op": "linear", "out_features": 3, "id": "out"} | ({"act": act} if act else {})
+        g = compile_spec({**base, "layers": [layer]}).graph
+        assert g.score_kind("out") == kind
+    g = compile_spec({**base, "layers": [{"op": "linear", "out_features": 3}, {"op": "softmax", "id": "p"}]}).graph
+    assert g.score_kind("p") == "probs"
