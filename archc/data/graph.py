@@ -201,7 +201,7 @@ def karate(val_fraction: float, test_fraction: float, seed: int) -> GraphDataset
     share = test_fraction / max(val_fraction + test_fraction, 1e-12)
     test_idx, val_idx = split_indices(len(rest), [share], seed, y[rest])
     masks = {"train": np.array(KARATE_TRAIN), "val": rest[val_idx], "test": rest[test_idx]}
-    return _node_dataset("graph:karate", graphs, y, classes, masks)
+    return _dataset("node_classification", "graph:karate", graphs, y, classes, masks)
 
 
 def synthetic(graphs: int, val_fraction: float, test_fraction: float, seed: int,
@@ -226,7 +226,7 @@ def synthetic(graphs: int, val_fraction: float, test_fraction: float, seed: int,
         members.append((x, np.concatenate([pairs, pairs[::-1]], axis=1)))
         labels.append(label)
     y = np.array(labels, dtype=np.int64)
-    return _graph_dataset(name, GraphSet.union(members), y, list(SYNTHETIC_FAMILIES),
+    return _dataset("graph_classification", name, GraphSet.union(members), y, list(SYNTHETIC_FAMILIES),
                           _split_masks(len(y), y, val_fraction, test_fraction, seed))
 
 
@@ -270,8 +270,7 @@ def from_npz(path: Path, task: str | None, name: str, val_fraction: float, test_
     masks = _npz_masks(a, len(y), order if task == "node_classification" else None, name)
     if masks is None:
         masks = _split_masks(len(y), y, val_fraction, test_fraction, seed)
-    make = _node_dataset if task == "node_classification" else _graph_dataset
-    return make(name, graphs, y, classes, masks)
+    return _dataset(task, name, graphs, y, classes, masks)
 
 
 def _npz_masks(a: dict[str, np.ndarray], n: int, order: np.ndarray | None, where: str) -> dict | None:
@@ -301,20 +300,13 @@ def _splits(y: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Split]:
     return {k: Split(np.asarray(masks[k], dtype=np.int64), y[masks[k]]) for k in ("train", "val", "test")}
 
 
-def _node_dataset(name: str, graphs: GraphSet, y: np.ndarray, classes: list[str], masks: dict) -> GraphDataset:
+def _dataset(task: str, name: str, graphs: GraphSet, y: np.ndarray, classes: list[str], masks: dict) -> GraphDataset:
+    """A node- or graph-classification dataset: the split ids are node ids or graph ids."""
     s = _splits(y, masks)
     if len(s["train"]) == 0:
-        raise DataError("expected at least one training node, received none", where=name)
-    return GraphDataset(name, s["train"], s["val"], s["test"], classes, (graphs.x.shape[1],),
-                        "node_classification", graphs)
-
-
-def _graph_dataset(name: str, graphs: GraphSet, y: np.ndarray, classes: list[str], masks: dict) -> GraphDataset:
-    s = _splits(y, masks)
-    if len(s["train"]) == 0:
-        raise DataError("expected at least one training graph, received none", where=name)
-    return GraphDataset(name, s["train"], s["val"], s["test"], classes, (graphs.x.shape[1],),
-                        "graph_classification", graphs)
+        what = "node" if task == "node_classification" else "graph"
+        raise DataError(f"expected at least one training {what}, received none", where=name)
+    return GraphDataset(name, s["train"], s["val"], s["test"], classes, (graphs.x.shape[1],), task, graphs)
 
 
 def feeds_for(d: GraphDataset, ids: np.ndarray | None, roles: dict[str, str]) -> dict[str, Any]:
