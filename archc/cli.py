@@ -223,7 +223,7 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
 @command
 def schema(output: Path | None) -> None:
     """Print the spec's JSON Schema (point a TOML spec at it with `#:schema FILE`)."""
-    from archc.spec.schema import json_schema
+    from archc.language.schema import json_schema
     from archc.util import write_text_atomic
 
     text = json.dumps(json_schema(), indent=2)
@@ -240,8 +240,8 @@ def schema(output: Path | None) -> None:
 @command
 def ops(name: str | None, as_json: bool) -> None:
     """List every op with its attributes, defaults and a one-line doc (or one op: NAME)."""
-    from archc.spec.errors import close_matches
-    from archc.spec.schema import op_table
+    from archc.language.errors import close_matches
+    from archc.language.schema import op_table
 
     table = op_table()
     if name is not None:

@@ -13,9 +13,9 @@ from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.expand import expand
 from archc.graph.infer import infer
 from archc.graph.ir import Graph
-from archc.spec.errors import from_validation, layer_label
-from archc.spec.load import load_file
-from archc.spec.model import FORMAT_VERSION, Spec
+from archc.language.errors import from_validation, layer_label
+from archc.language.load import load_file
+from archc.language.model import FORMAT_VERSION, Spec
 
 PASSES = ("load", "check", "expand", "infer")
 

@@ -113,7 +113,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
 
 MISSES = """**Why validate misses 0.4 s (when it does):** it is all imports (see the table): ~0.35 s of the wall
 time is importing, the validation itself is milliseconds. Most of it is the op registry: ~50 pydantic model
-classes (`archc.ops.*`, `archc.spec.model`) whose validators and schemas pydantic builds at class creation,
+classes (`archc.ops.*`, `archc.language.model`) whose validators and schemas pydantic builds at class creation,
 plus pydantic itself. `archc.cli` also imports `archc.train.command` at load (to register `archc train`), which
 adds `archc.train.*` and click's extras; the 'without the eager archc.train import' row is the before/after of
 making that import lazy. On a quiet machine validate measured 0.35 s here; under load it drifts over 0.4 s.

@@ -22,7 +22,7 @@ import torch
 from archc.export import export
 from archc.lower import lower
 from archc.pipeline import compile_spec
-from archc.spec.load import load_file as load_spec
+from archc.language.load import load_file as load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES, EDGES = 2000, 10_000

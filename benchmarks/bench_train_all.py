@@ -124,7 +124,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
                 rows.append(common.row(FIGURE, f"eager message passing without the export-only Functions "
                                                f"(suggested), {name}", r["b"], r["a"], unit="ms",
                                        ratio=1 / r["ratio"], note="optimization before/after: a = index_add_ as in "
-                                       "the hand-written twin, b = archc/lower/graph.py today (same rounds as above)"))
+                                       "the hand-written twin, b = archc/nn/gnn.py today (same rounds as above)"))
     details = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU. Both sides load the generated "
                "module's weights, run the same inputs, loss and AdamW step; rounds alternate A B / B A; ratio = the "
                "median of per-round ratios (a and b are the medians of each side). 'A/A control' times a second, "
@@ -138,7 +138,7 @@ if __name__ == "__main__":
     print(json.dumps(run()[0], indent=1))
 
 
-MISSES = """**Graph specs (gcn_karate, graph_classifier):** archc's message passing (`archc/lower/graph.py`) exports
+MISSES = """**Graph specs (gcn_karate, graph_classifier):** archc's message passing (`archc/nn/gnn.py`) exports
 every scatter as ScatterND with a reduction through a small `autograd.Function`. Before the eager fast path, training
 ran those Functions too: 2x the aten calls of the hand-written `index_add_` version, and the step was 1.35x
 (gcn_karate) and 1.13x (graph_classifier) in the 20:43 run. Since then, outside export (`torch.onnx.is_in_onnx_export()

@@ -152,7 +152,7 @@ def load_npz(arg: str, *, task: str | None, target: str | None, val_fraction: fl
 
 def _registry() -> dict[str, Loader]:
     """{scheme: loader}; imported here so each format stays in its own module."""
-    from archc.data.graph import load_graph
+    from archc.data.gnn import load_graph
     from archc.data.idx import load_idx
     from archc.data.images import load_images
     from archc.data.tabular import load_csv

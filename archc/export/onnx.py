@@ -23,7 +23,7 @@ from archc import __version__
 from archc.errors import ExportError
 from archc.graph.ir import Graph
 from archc.ops.base import BATCH
-from archc.spec.model import Spec
+from archc.language.model import Spec
 
 OPSET = 18
 TRACE_BATCH = 2

@@ -9,9 +9,9 @@ from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
-from archc.spec.errors import at, close_matches, from_validation, layer_label
-from archc.spec.exprs import substitute
-from archc.spec.model import Block, Spec, Use
+from archc.language.errors import at, close_matches, from_validation, layer_label
+from archc.language.exprs import substitute
+from archc.language.model import Block, Spec, Use
 
 BROKEN = "<broken>"  # stands for the output of a layer that failed, so its dependents stay quiet
 MAX_NODES = 200_000

@@ -6,8 +6,8 @@ import os
 from archc.errors import ArchcError, ShapeError, SpecError, raise_all
 from archc.graph.ir import Graph
 from archc.ops.base import TensorType
-from archc.spec.errors import at
-from archc.spec.model import Spec
+from archc.language.errors import at
+from archc.language.model import Spec
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
 BYTES = {"float32": 4, "int64": 8}

@@ -90,7 +90,7 @@ class Attention(Op):
         return projections + 2 * 2 * t * s * d  # q k^T and weights @ v  # type: ignore[operator]
 
     def to_torch(self, ins):
-        from archc.lower.sequence import Attention as M
+        from archc.nn.attention import Attention as M
         x, memory, _ = self._roles(ins)
         return M(x.shape[2], (memory or x).shape[2], self.num_heads, bias=self.bias,  # type: ignore[arg-type]
                  dropout=self.dropout, causal=self.causal, rope=self.rope, rope_base=self.rope_base,

@@ -82,7 +82,7 @@ class _ConvNd(Op):
         totals = [d[i] * (k[i] - 1) for i in range(self.spatial)]
         if all(t % 2 == 0 for t in totals):
             return cls(*args, padding=tuple(t // 2 for t in totals), **kw)
-        from archc.lower.modules import ConvSame  # odd total: torch pads the extra element at the end
+        from archc.nn.conv import ConvSame  # odd total: torch pads the extra element at the end
         pads = [p for t in reversed(totals) for p in (t // 2, t - t // 2)]
         return ConvSame[self.spatial](*args, pads=pads, **kw)
 
@@ -198,5 +198,5 @@ class GlobalAvgPool(Op):
         return ins[0].numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.modules import GlobalAvgPool as M
+        from archc.nn.conv import GlobalAvgPool as M
         return M()

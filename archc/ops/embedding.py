@@ -73,7 +73,7 @@ class PosEmbedding(Op):
         return {"weight": (self.max_len, ins[0].shape[2])}
 
     def to_torch(self, ins):
-        from archc.lower.sequence import PosEmbedding as M
+        from archc.nn.embedding import PosEmbedding as M
         return M(self.max_len, ins[0].shape[2])
 
 
@@ -95,7 +95,7 @@ class SinusoidalPos(Op):
         return 2 * out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.sequence import SinusoidalPos as M
+        from archc.nn.embedding import SinusoidalPos as M
         return M(ins[0].shape[2], self.base)
 
 
@@ -137,5 +137,5 @@ class TiedLinear(Op):
         return 2 * ins[0].numel(sizes) * out.shape[-1]
 
     def to_torch_tied(self, ins, tied):
-        from archc.lower.sequence import TiedLinear as M
+        from archc.nn.embedding import TiedLinear as M
         return M(tied, self.bias)

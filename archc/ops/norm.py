@@ -103,7 +103,7 @@ class RMSNorm(Op):
         return 4 * out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.sequence import RMSNorm as M
+        from archc.nn.norm import RMSNorm as M
         return M(ins[0].shape[-1], eps=self.eps, elementwise_affine=self.elementwise_affine)
 
 

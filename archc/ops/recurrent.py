@@ -64,8 +64,8 @@ class _Recurrent(Op):
         return {}
 
     def to_torch(self, ins):
-        from archc.lower import sequence
-        cls = getattr(sequence, self.module)
+        from archc.nn import recurrent
+        cls = getattr(recurrent, self.module)
         return cls(ins[0].shape[2], self.hidden_size, num_layers=self.num_layers, bias=self.bias,
                    dropout=self.dropout, bidirectional=self.bidirectional, output=self.output, **self.torch_kwargs())
 

@@ -36,7 +36,7 @@ class Patchify(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.sequence import Patchify as M
+        from archc.nn.sequence import Patchify as M
         return M(*self._geometry(ins[0]))
 
 
@@ -71,7 +71,7 @@ class Select(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.sequence import Select as M
+        from archc.nn.sequence import Select as M
         return M(_axis(ins[0], self.dim), self.index)
 
 
@@ -119,7 +119,7 @@ class Slice(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.sequence import Slice as M
+        from archc.nn.sequence import Slice as M
         return M(_axis(ins[0], self.dim), self.start, self.end)
 
 
@@ -143,7 +143,7 @@ class MeanPool(Op):
         return ins[0].numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.sequence import MeanPool as M
+        from archc.nn.sequence import MeanPool as M
         return M(_axis(ins[0], self.dim))
 
 
@@ -172,5 +172,5 @@ class MaskedMean(Op):
         return 2 * ins[0].numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.sequence import MaskedMean as M
+        from archc.nn.sequence import MaskedMean as M
         return M(self.pad_index)

@@ -65,7 +65,7 @@ class Reshape(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.modules import Reshape as M
+        from archc.nn.tensor import Reshape as M
         return M(self.shape)
 
 
@@ -89,7 +89,7 @@ class Permute(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.modules import Permute as M
+        from archc.nn.tensor import Permute as M
         return M(self.dims)
 
 
@@ -149,8 +149,8 @@ class _Elementwise(Op):
         return (len(ins) - 1) * out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower import modules
-        return getattr(modules, self.module)()
+        from archc.nn import tensor
+        return getattr(tensor, self.module)()
 
 
 @register
@@ -201,5 +201,5 @@ class Concat(Op):
         return 0
 
     def to_torch(self, ins):
-        from archc.lower.modules import Concat as M
+        from archc.nn.tensor import Concat as M
         return M(self.dim)

@@ -139,7 +139,7 @@ class TimestepEmbedding(Op):
         return 3 * out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.unet import TimestepEmbedding as M
+        from archc.nn.unet import TimestepEmbedding as M
         return M(self.dim, self.max_period)
 
 
@@ -169,7 +169,7 @@ class AddChannels(Op):
         return ins[0]
 
     def to_torch(self, ins):
-        from archc.lower.unet import AddChannels as M
+        from archc.nn.unet import AddChannels as M
         return M(ins[0].rank - 2)
 
 
@@ -194,5 +194,5 @@ class ScaleShift(Op):
         return 2 * out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.unet import ScaleShift as M
+        from archc.nn.unet import ScaleShift as M
         return M(ins[0].shape[1], ins[0].rank - 2)

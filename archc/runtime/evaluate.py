@@ -54,7 +54,7 @@ def graph_split(model: Model, source: str, split: str = "test") -> Labelled:
     """A graph: source for a node or graph classifier: node tasks feed the whole graph and label only the
     split's nodes (-1 elsewhere, not scored); graph tasks feed the split's graphs collated."""
     from archc.data import load
-    from archc.data.graph import feeds_for, input_roles
+    from archc.data.gnn import feeds_for, input_roles
 
     spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
     data = spec.get("data") or {}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from archc.data import Dataset
 from archc.errors import DataError, SpecError
 from archc.graph.ir import Graph
-from archc.spec.model import Spec
+from archc.language.model import Spec
 
 
 def _ends_in(graph: Graph, node_id: str) -> str:
@@ -60,7 +60,7 @@ class Objective:
 
     def splits(self, dataset: Dataset, device: torch.device) -> dict[str, Any]:
         """train/val/test as the loop reads them: len(split) examples, split.take(idx) -> (x, y) for forward.
-        By default the examples' arrays on the device; graph tasks feed whole graphs (archc.train.graphs)."""
+        By default the examples' arrays on the device; graph tasks feed whole graphs (archc.train.gnn)."""
         from archc.train.batches import DeviceSplit
         return {k: DeviceSplit.of(getattr(dataset, k), device) for k in ("train", "val", "test")}
 
@@ -241,7 +241,7 @@ class Diffusion(Objective):
     EVAL_SEED = 0  # validation draws the same t and eps every epoch, so epochs compare fairly
 
     def __init__(self, spec: Spec, graph: Graph) -> None:
-        from archc.spec.model import DiffusionRecipe
+        from archc.language.model import DiffusionRecipe
         from archc.train.diffusion import Schedule
 
         super().__init__(spec, graph)
@@ -299,7 +299,7 @@ class _GraphTask(Classification):
     """Classification over whole-graph inputs fed by role (node features, edge_index, graph ids)."""
 
     def __init__(self, spec: Spec, graph: Graph) -> None:
-        from archc.data.graph import input_roles
+        from archc.data.gnn import input_roles
 
         super().__init__(spec, graph)
         try:
@@ -312,7 +312,7 @@ class _GraphTask(Classification):
         self.features = graph.inputs[self.roles["x"]].shape[-1]
 
     def check(self, dataset: Dataset) -> None:
-        from archc.data.graph import GraphDataset
+        from archc.data.gnn import GraphDataset
 
         if not isinstance(dataset, GraphDataset) or dataset.task != self.kind:
             raise DataError(f"expected {self.kind} data from a graph: source, received {dataset.task} data",
@@ -324,7 +324,7 @@ class _GraphTask(Classification):
         super().check(dataset)
 
     def splits(self, dataset: Dataset, device: torch.device) -> dict[str, Any]:
-        from archc.train.graphs import graph_splits
+        from archc.train.gnn import graph_splits
         return graph_splits(dataset, self.roles, device)  # type: ignore[arg-type]
 
     def forward(self, net, x, y, training):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from archc.errors import SpecError
-from archc.spec.model import Optimizer, Schedule, Train
+from archc.language.model import Optimizer, Schedule, Train
 
 ONECYCLE_PCT = 0.3        # one-cycle's warmup share when warmup_epochs is 0 (torch's OneCycleLR pct_start)
 ONECYCLE_DIV = 25.0       # one-cycle starts at lr / 25 ...

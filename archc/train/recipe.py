@@ -11,7 +11,7 @@ from archc.errors import DataError, SpecError
 from archc.graph.ir import Graph
 from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
-from archc.spec.model import Spec
+from archc.language.model import Spec
 
 PATH_SCHEMES = ("idx", "csv", "npz", "images", "text", "graph")
 # Task kinds whose objective builds the model's inputs itself: a noised image and its timestep (diffusion), or

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from archc.cli import main
 from archc.errors import ArchcError
 from archc.pipeline import compile_spec
-from archc.spec.load import load_text
+from archc.language.load import load_text
 
 # ---- shared preambles --------------------------------------------------------------------------
 FLAT = """archc = 1

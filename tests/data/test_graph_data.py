@@ -1,11 +1,11 @@
-"""archc.data.graph: graph:karate, graph:FILE.npz (masks, batch vectors, collation), graph:synthetic, errors."""
+"""archc.data.gnn: graph:karate, graph:FILE.npz (masks, batch vectors, collation), graph:synthetic, errors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from archc.data import load
-from archc.data.graph import GraphSet, input_roles
+from archc.data.gnn import GraphSet, input_roles
 from archc.errors import DataError
 
 

@@ -12,7 +12,7 @@ import torch
 from archc.errors import ShapeError
 from archc.export import export
 from archc.lower import lower
-from archc.lower.graph import segment_max, segment_softmax, segment_sum
+from archc.nn.gnn import segment_max, segment_softmax, segment_sum
 from archc.ops import REGISTRY
 from archc.ops.base import TensorType as T
 from archc.pipeline import compile_spec

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import archc.train as train
 from archc.cli import main
 from archc.data import load
-from archc.data.graph import feeds_for, input_roles
+from archc.data.gnn import feeds_for, input_roles
 from archc.errors import DataError, SpecError
 from archc.lower import lower
 from archc.pipeline import compile_spec

@@ -83,7 +83,7 @@ class GCNConv(_MessagePassing):
         return shapes | ({"bias": (self.out_features,)} if self.bias else {})
 
     def to_torch(self, ins):
-        from archc.lower.graph import GCNConv as M
+        from archc.nn.gnn import GCNConv as M
         return M(ins[0].shape[1], self.out_features, self.bias, self.add_self_loops, self.normalize)
 
 
@@ -113,7 +113,7 @@ class SAGEConv(_MessagePassing):
         return 4 * x.numel(sizes) * self.out_features + e * x.shape[1] + out.numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.graph import SAGEConv as M
+        from archc.nn.gnn import SAGEConv as M
         return M(ins[0].shape[1], self.out_features, self.bias, self.aggr)
 
 
@@ -149,7 +149,7 @@ class GATConv(_MessagePassing):
         return shapes | ({"bias": (self.width(),)} if self.bias else {})
 
     def to_torch(self, ins):
-        from archc.lower.graph import GATConv as M
+        from archc.nn.gnn import GATConv as M
         return M(ins[0].shape[1], self.out_features, self.heads, self.concat, self.negative_slope,
                  self.add_self_loops, self.dropout, self.bias)
 
@@ -179,7 +179,7 @@ class _GlobalPool(Op):
         return ins[0].numel(sizes)
 
     def to_torch(self, ins):
-        from archc.lower.graph import GlobalPool as M
+        from archc.nn.gnn import GlobalPool as M
         return M(ins[0].shape[1], self.reduce)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, create_model
 
 from archc.ops import REGISTRY, activation_names
-from archc.spec.model import Block, Spec, Use
+from archc.language.model import Block, Spec, Use
 
 PARAM_REF = {"type": "string", "pattern": r"^\$([A-Za-z_][A-Za-z0-9_]*|\{.*\})$",
              "description": "a parameter reference: \"$name\" or \"${expression}\""}

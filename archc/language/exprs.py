@@ -45,7 +45,7 @@ def evaluate(text: str, params: dict[str, Any]) -> Any:
 
 def _lookup(name: str, params: dict[str, Any]) -> Any:
     if name not in params:
-        from archc.spec.errors import close_matches  # here, not at the top: spec.errors imports the op registry
+        from archc.language.errors import close_matches  # here, not at the top: spec.errors imports the op registry
         known = ", ".join(sorted(params)) or "none"
         raise SpecError(f"unknown parameter '{name}'",
                         hint=close_matches(name, set(params)) or f"parameters in scope: {known}")

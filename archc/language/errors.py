@@ -136,7 +136,7 @@ def _is_tag(part: Any) -> bool:
 @functools.cache
 def _union_models() -> frozenset[str]:
     """Names of the spec models that appear as union members (pydantic tags errors with them)."""
-    from archc.spec import model as m
+    from archc.language import model as m
     names = set()
     for cls in vars(m).values():
         if isinstance(cls, type) and issubclass(cls, BaseModel):

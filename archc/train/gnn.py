@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from archc.data.dataset import Split
-from archc.data.graph import GraphDataset, GraphSet
+from archc.data.gnn import GraphDataset, GraphSet
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Torch module of multi-head attention (optional RoPE); sizes are read from tensors, never baked in."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archc.nn.embedding import inverse_frequencies, rope_angles
+
+# ---- attention -----------------------------------------------------------------------------------
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, rotate-half form: (B, H, T, d) with cos/sin (T, d)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention: inputs (x, [memory], [tokens]) -> (B, T, D) via scaled_dot_product_attention."""
+
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, *, bias: bool, dropout: float, causal: bool,
+                 rope: bool, rope_base: float, cross: bool, pad_index: int | None) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.num_heads, self.dropout, self.causal, self.rope = num_heads, dropout, causal, rope
+        self.cross, self.pad_index = cross, pad_index
+        if rope:
+            self.register_buffer("inv_freq", inverse_frequencies(dim // num_heads, rope_base), persistent=False)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, T, D) -> (B, H, T, d)
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        memory = rest[0] if self.cross else x                                # (B, S, Dkv)
+        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+        if self.rope:  # self-attention only: queries and keys share positions 0..T-1
+            a = rope_angles(x.shape[1], self.inv_freq)
+            a = torch.cat((a, a), dim=-1)                                    # (T, d)
+            cos, sin = a.cos().to(q.dtype), a.sin().to(q.dtype)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        mask = self._mask(x, rest[-1]) if self.pad_index is not None else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=self.causal and mask is None)  # (B, H, T, d)
+        # reshape to x.shape, not flatten(2): ONNX shape inference can follow Shape(x), so later ops that read
+        # the size (tied_linear) keep a dynamic batch and seq instead of the traced sizes baked in as constants
+        return self.out_proj(y.transpose(1, 2).reshape(x.shape))            # (B, T, D)
+
+    def _mask(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Boolean (B, 1, T, S): True where a query may attend to a key."""
+        keep = (tokens != self.pad_index)[:, None, None, :]                  # (B, 1, 1, S)
+        if self.causal:
+            t = torch.arange(x.shape[1], device=x.device)
+            keep = keep & (t[None, :] <= t[:, None])                         # (B, 1, T, T)
+        # a query that sees no key (an all-pad row) attends to every key: finite output, no NaN
+        return keep | ~keep.any(dim=-1, keepdim=True)
