@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 
 def compile(spec: str | Path | dict[str, Any], seed: int | None = 0) -> "fx.GraphModule":  # noqa: A001
-    """Spec (path or dict) -> an initialized torch module whose parameters match the shape rules."""
-    from archc.lower import lower
-    from archc.pipeline import compile_spec
+    """Spec (path or dict) -> an initialized torch module whose parameters match the shape rules.
 
-    return lower(compile_spec(spec).graph, seed=seed)
+    The pipeline's torch-free passes, then `lower` (archc/pipeline.py)."""
+    from archc.pipeline import PASSES, BuildOptions, compiled_from, lower, run
+
+    return run(compiled_from(spec, options=BuildOptions(seed=seed)), [*PASSES, ("lower", lower)]).module

@@ -12,6 +12,8 @@ import click
 
 from archc import __version__
 from archc.errors import ArchcError, InputError
+from archc.graph.located import InternalError
+from archc.pipeline import BUILD_PASSES, PASSES, names
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
 
@@ -44,8 +46,8 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # a bug in archc, not the user's fault: say so, briefly
             if debug:
                 raise
-            click.echo(f"archc: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
-                       err=True)
+            what = str(e) if isinstance(e, InternalError) else f"{type(e).__name__}: {e}"  # located: say where
+            click.echo(f"archc: internal error: {what} (rerun with --debug for a traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
@@ -63,7 +65,7 @@ def main() -> None:
 @main.command()
 @SPEC
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the errors) as JSON.")
-@click.option("--stop-after", type=click.Choice(["load", "check", "expand", "infer"]), default="infer",
+@click.option("--stop-after", type=click.Choice(names(PASSES)), default=names(PASSES)[-1],
               help="Stop after this pass (debugging).")
 @command
 def validate(spec: Path, as_json: bool, stop_after: str) -> None:
@@ -72,7 +74,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
     from archc.summary import as_json as summary_json, as_text
 
     result = compile_spec(spec, stop_after=stop_after)
-    if result.graph is None or result.graph.nodes and result.graph.nodes[0].out is None:
+    if "infer" not in result.passes:
         click.echo(json.dumps({"ok": True, "passes": result.passes}) if as_json
                    else f"ok: {spec} passed {', '.join(result.passes)}")
         return
@@ -90,25 +92,28 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
+@click.option("--stop-after", type=click.Choice(names(BUILD_PASSES)), default=names(BUILD_PASSES)[-1],
+              help="Stop after this pass (debugging).")
 @command
-def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool) -> None:
+def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
     import time
 
-    from archc.export import export
-    from archc.lower import lower
-    from archc.pipeline import compile_spec
+    from archc.pipeline import BuildOptions, compiled_from, run
 
     start = time.perf_counter()
-    result = compile_spec(spec)
-    module = lower(result.graph, seed=seed)
-    if print_code:
-        click.echo(module.code.strip())
-    out = output or Path(f"{result.graph.name}.onnx")
-    report = export(module, result.graph, result.spec, result.raw, result.sha256, out, exporter=exporter)
-    click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {result.graph.total_params:,} parameters)")
+    c = compiled_from(spec, options=BuildOptions(seed=seed, output=output, exporter=exporter))
+    order = names(BUILD_PASSES)
+    if print_code and order.index(stop_after) >= order.index("lower"):  # the code first, even if export fails
+        click.echo(run(c, BUILD_PASSES, "lower").module.code.strip())
+    run(c, BUILD_PASSES, stop_after)
+    if c.report is None:
+        click.echo(f"ok: {spec} passed {', '.join(c.passes)}")
+        return
+    report, graph = c.report, c.graph
+    click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {graph.total_params:,} parameters)")
     click.echo(f"export ({report.exporter}): {report.seconds:.2f} s; total {time.perf_counter() - start:.2f} s")
-    batches = ", ".join(sorted({str(c["batch"]) for c in report.checks}))
+    batches = ", ".join(sorted({str(check["batch"]) for check in report.checks}))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
 

@@ -1,43 +1,28 @@
-"""The compiler pipeline, one readable list of named passes: load -> check -> expand -> infer."""
+"""The compiler pipeline, one readable list of named passes over one compiled-model object (`Compiled`).
+
+    PASSES        load -> check -> expand -> infer     torch-free: `archc validate`
+    TORCH_PASSES  ... -> lower -> export                 appended by `archc build`, `archc.compile` (lower only)
+
+Each pass is a function that reads the fields earlier passes filled in and fills its own. `run` stops after any
+pass (`--stop-after`) and locates every error: user errors carry the file, bugs carry the pass and the node.
+"""
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
+from archc.compiled import BuildOptions, Compiled, spec_hash  # noqa: F401  (the pipeline's public names)
 from archc.errors import ArchcError, SpecError, describe, raise_all
-from archc.graph.expand import expand
-from archc.graph.infer import infer
-from archc.graph.ir import Graph
+from archc.graph.expand import expand as expand_graph
+from archc.graph.infer import infer as infer_graph
+from archc.graph.located import InternalError
 from archc.language.errors import from_validation, layer_label
 from archc.language.load import load_file
 from archc.language.model import FORMAT_VERSION, Spec
 
-PASSES = ("load", "check", "expand", "infer")
-
-
-@dataclass
-class Compiled:
-    """What the pipeline produced so far (later fields are None when stopped early)."""
-
-    file: str
-    raw: dict[str, Any]
-    spec: Spec | None = None
-    graph: Graph | None = None
-    passes: list[str] = field(default_factory=list)
-
-    @property
-    def sha256(self) -> str:
-        return spec_hash(self.raw)
-
-
-def spec_hash(raw: dict[str, Any]) -> str:
-    """Hash of the spec's data (TOML and JSON forms of one spec hash alike)."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+Pass = Callable[[Compiled], None]
 
 
 MAX_DEPTH = 32            # tables and lists nested deeper than this are garbage, not a spec
@@ -64,7 +49,7 @@ def check_values(raw: dict[str, Any]) -> None:
     raise_all(errors)
 
 
-def check(raw: dict[str, Any]) -> Spec:
+def check_spec(raw: dict[str, Any]) -> Spec:
     """Plain values, the format version, then the top-level data model."""
     check_values(raw)
     version = raw.get("archc")
@@ -86,23 +71,84 @@ def check(raw: dict[str, Any]) -> Spec:
         raise  # unreachable: from_validation reports at least one error
 
 
-def compile_spec(source: str | Path | dict[str, Any], stop_after: str = "infer", name: str = "") -> Compiled:
-    """Run the passes up to and including `stop_after`; errors carry the file name."""
-    if stop_after not in PASSES:
-        raise ValueError(f"stop_after must be one of {PASSES}")
-    file = name or (str(source) if not isinstance(source, dict) else "<spec>")
-    try:
-        result = Compiled(file, source if isinstance(source, dict) else load_file(source), passes=["load"])
-        for step in PASSES[1:]:
-            if result.passes[-1] == stop_after:
+# ---- the passes ---------------------------------------------------------------------------------------------
+def load(c: Compiled) -> None:
+    """File (TOML/JSON) -> raw dict; a dict source is taken as it is."""
+    c.raw = c.source if isinstance(c.source, dict) else load_file(c.source)  # type: ignore[arg-type]
+
+
+def check(c: Compiled) -> None:
+    """Raw dict -> the validated top-level Spec."""
+    c.spec = check_spec(c.raw)  # type: ignore[arg-type]
+
+
+def expand(c: Compiled) -> None:
+    """Spec -> a flat graph: blocks, repeats, parameters and `from` wiring resolved."""
+    c.graph = expand_graph(c.spec)  # type: ignore[arg-type]
+
+
+def infer(c: Compiled) -> None:
+    """Every node's type, parameters and FLOPs; then the task's and memory's whole-model checks."""
+    infer_graph(c.graph, c.spec)  # type: ignore[arg-type]
+
+
+def lower(c: Compiled) -> None:
+    """Graph -> an initialized torch.fx module (imports torch)."""
+    from archc.lower import lower as lower_graph
+
+    c.module = lower_graph(c.graph, seed=c.options.seed)  # type: ignore[arg-type]
+
+
+def export(c: Compiled) -> None:
+    """Module -> a parity-checked ONNX file at options.output (default <model name>.onnx) (imports torch)."""
+    from archc.export import export as export_onnx
+
+    out = c.options.output or Path(f"{c.graph.name}.onnx")  # type: ignore[union-attr]
+    c.report = export_onnx(c, out, exporter=c.options.exporter, extra_metadata=c.options.metadata or None)
+
+
+PASSES: list[tuple[str, Pass]] = [("load", load), ("check", check), ("expand", expand), ("infer", infer)]
+TORCH_PASSES: list[tuple[str, Pass]] = [("lower", lower), ("export", export)]
+BUILD_PASSES = PASSES + TORCH_PASSES
+
+
+def names(passes: list[tuple[str, Pass]]) -> list[str]:
+    return [name for name, _ in passes]
+
+
+def run(c: Compiled, passes: list[tuple[str, Pass]], stop_after: str | None = None) -> Compiled:
+    """Run `passes` in order on `c`, up to and including `stop_after`, skipping those `c` has been through.
+
+    User errors (ArchcError) carry the file; anything else is a bug in archc, reported with the file and the pass
+    (and, from a per-node failure, the node's spec location and op)."""
+    if stop_after is not None and stop_after not in names(passes):
+        raise ValueError(f"stop_after must be one of {tuple(names(passes))}")
+    for name, fn in passes:
+        if name in c.passes:  # ran already: a run continues where an earlier one stopped
+            if name == stop_after:
                 break
-            if step == "check":
-                result.spec = check(result.raw)
-            elif step == "expand":
-                result.graph = expand(result.spec)  # type: ignore[arg-type]
-            elif step == "infer":
-                infer(result.graph, result.spec)  # type: ignore[arg-type]
-            result.passes.append(step)
-        return result
-    except ArchcError as e:
-        raise e.located(file) from None
+            continue
+        try:
+            fn(c)
+        except ArchcError as e:
+            raise e.located(c.file) from None
+        except InternalError as e:
+            raise e.located(c.file, name)
+        except Exception as e:  # a bug outside any one node: still say which pass and which file
+            raise InternalError(e, pass_name=name).located(c.file) from e
+        c.passes.append(name)
+        if name == stop_after:
+            break
+    return c
+
+
+def compiled_from(source: str | Path | dict[str, Any], name: str = "",
+                  options: BuildOptions | None = None) -> Compiled:
+    """An empty compiled-model object for `source` (a path or a dict), before any pass ran."""
+    file = name or (str(source) if not isinstance(source, dict) else "<spec>")
+    return Compiled(file, source=source, options=options or BuildOptions())
+
+
+def compile_spec(source: str | Path | dict[str, Any], stop_after: str = "infer", name: str = "") -> Compiled:
+    """Run the torch-free passes up to and including `stop_after`; errors carry the file name."""
+    return run(compiled_from(source, name), PASSES, stop_after)

@@ -42,8 +42,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
             for i in range(repeats + (1 if first is None else 0)):
                 out = common.workdir() / f"export-{name}.onnx"
                 start = time.perf_counter()
-                report = export(module, compiled.graph, compiled.spec, compiled.raw, compiled.sha256, out,
-                                exporter=EXPORTER)
+                report = export(compiled, out, module=module, exporter=EXPORTER)
                 took = time.perf_counter() - start
                 if first is None:
                     first = (name, took)
@@ -77,7 +76,7 @@ def _dynamo_row() -> dict:
     out = common.workdir() / "export-dynamo.onnx"
     try:
         start = time.perf_counter()
-        report = export(module, compiled.graph, compiled.spec, compiled.raw, compiled.sha256, out, exporter="dynamo")
+        report = export(compiled, out, module=module, exporter="dynamo")
         took = time.perf_counter() - start
     except Exception as e:
         return common.skipped(FIGURE, "digits_mlp (dynamo)", f"export failed: {str(e).splitlines()[0][:160]}")

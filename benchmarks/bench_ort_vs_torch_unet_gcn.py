@@ -33,7 +33,7 @@ def build(raw: dict, name: str, workdir: Path):
     compiled = compile_spec(raw, name=name)
     module = lower(compiled.graph, seed=0).eval()
     path = workdir / f"{compiled.graph.name}.onnx"
-    export(module, compiled.graph, compiled.spec, compiled.raw, compiled.sha256, path)
+    export(compiled, path, module=module)
     return module, path
 
 

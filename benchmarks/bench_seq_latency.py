@@ -89,7 +89,7 @@ def bench(name: str, folder: Path, repeats: int, threads: int | None) -> list[di
     module = archc.compile(ROOT / "specs" / f"{name}.toml").eval()
     path = folder / f"{name}.onnx"
     if not path.exists():
-        export(module, result.graph, result.spec, result.raw, result.sha256, path)
+        export(result, path, module=module)
     model = session(path, threads)
     torch.set_num_threads(threads or DEFAULT_THREADS)
     lm = result.spec.task.kind == "language_model"

@@ -160,7 +160,7 @@ def build(name: str, path: Path, exporter: str = "torchscript") -> Built:
         module = lower(compiled.graph, seed=0).eval()
         out = workdir() / f"{name}.{exporter}.onnx"
         start = time.perf_counter()
-        report = export(module, compiled.graph, compiled.spec, compiled.raw, compiled.sha256, out, exporter=exporter)
+        report = export(compiled, out, module=module, exporter=exporter)
         _BUILT[key] = Built(name, out, compiled, module, time.perf_counter() - start, report)
     return _BUILT[key]
 

@@ -45,7 +45,7 @@ def main() -> None:
     result = compile_spec(spec(16))
     module = lower(result.graph).eval()
     path = Path(tempfile.mkdtemp()) / "gcn.onnx"
-    report = export(module, result.graph, result.spec, result.raw, result.sha256, path)
+    report = export(result, path, module=module)
     rng = np.random.default_rng(0)
     feeds = {"x": rng.standard_normal((NODES, FEATURES)).astype(np.float32),
              "edge_index": rng.integers(0, NODES, (2, EDGES)).astype(np.int64)}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from archc import __version__
+from archc.compiled import Compiled
 from archc.errors import ExportError
 from archc.graph.ir import Graph
 from archc.ops.base import BATCH
@@ -148,22 +149,33 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
             r = r.numpy()
             if r.shape != g.shape:
                 raise ExportError(f"output '{name}': expected shape {list(r.shape)} from torch, received "
-                                  f"{list(g.shape)} from ONNX Runtime at batch {batch}")
+                                  f"{list(g.shape)} from ONNX Runtime at batch {batch}", where=_where(graph, name))
             diff = float(np.max(np.abs(r.astype(np.float64) - g))) if r.size else 0.0
             bound = ATOL + RTOL * (float(np.max(np.abs(r))) if r.size else 0.0)
             checks.append({"output": name, "batch": batch, "sizes": sizes, "max_abs_diff": diff, "tolerance": bound})
             worst, tol = max(worst, diff), max(tol, bound)
             if not diff <= bound:  # also catches NaN
                 raise ExportError(f"output '{name}' at batch {batch}: expected ONNX Runtime to match torch "
-                                  f"within {bound:.1e}, received a max abs difference of {diff:.3e}")
+                                  f"within {bound:.1e}, received a max abs difference of {diff:.3e}",
+                                  where=_where(graph, name))
     return worst, tol, checks
 
 
-def export(module, graph: Graph, spec: Spec, raw: dict, sha256: str, path: str | Path,
-           exporter: str = "torchscript", extra_metadata: dict[str, Any] | None = None) -> ExportReport:
-    """Export, check with onnx.checker, add metadata, compare with ONNX Runtime, then rename into place."""
+def _where(graph: Graph, output: str) -> str:
+    """The spec location of the node an output reads (empty for an input passed through)."""
+    node = graph.get(graph.outputs[output])
+    return node.where if node is not None else ""
+
+
+def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
+           extra_metadata: dict[str, Any] | None = None) -> ExportReport:
+    """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
+    onnx.checker, add metadata, compare with ONNX Runtime, then rename into place."""
     import onnx
 
+    graph, spec = compiled.graph, compiled.spec
+    module = module if module is not None else compiled.module
+    assert graph is not None and spec is not None and module is not None, "export runs after infer and lower"
     if exporter not in ("torchscript", "dynamo"):
         raise ExportError(f"expected exporter 'torchscript' or 'dynamo', received '{exporter}'")
     path = Path(path)
@@ -183,7 +195,7 @@ def export(module, graph: Graph, spec: Spec, raw: dict, sha256: str, path: str |
         model.producer_name, model.producer_version = "archc", __version__
         model.graph.name = graph.name
         model.doc_string = spec.model.doc or f"archc model {graph.name}"
-        onnx.helper.set_model_props(model, metadata(graph, spec, raw, sha256, extra_metadata))
+        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
         if large:  # protobuf cannot hold 2 GB in one message: weights go to a side file
             onnx.save_model(model, tmp, save_as_external_data=True, location=path.name + ".data")
         else:

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
+from archc.graph.located import InternalError
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
 from archc.language.errors import at, close_matches, from_validation, layer_label
@@ -66,6 +67,10 @@ class Expander:
                     e.where = where
                 self.errors.append(e)
                 local, out = (raw.get("id") if isinstance(raw, dict) else None), BROKEN
+            except InternalError:
+                raise  # already located, in a block's layer
+            except Exception as e:  # an op's own validation crashed: a bug in archc, reported at this layer
+                raise InternalError(e, where, str(raw.get("op") or raw.get("use"))) from e
             if len(self.errors) > n_errors:
                 out = BROKEN
             if isinstance(local, str):

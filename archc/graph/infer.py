@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 from archc.errors import ArchcError, ShapeError, SpecError, raise_all
-from archc.graph.ir import Graph
+from archc.graph.ir import Graph, Node
+from archc.graph.located import InternalError
 from archc.ops.base import TensorType
 from archc.language.errors import at
 from archc.language.model import Spec
@@ -25,14 +26,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             types[node.id] = None
             continue
         try:
-            node.out = (node.op.infer_tied(ins, graph.node(node.tied).params) if node.tied  # type: ignore
-                        else node.op.infer(ins))  # type: ignore[arg-type]
-            if node.act is not None:
-                node.act.infer([node.out])
-            node.params = node.op.param_shapes(ins)  # type: ignore[arg-type]
-            node.num_params = node.op.num_params(ins)  # type: ignore[arg-type]
-            node.flops = node.op.flops(ins, node.out, sizes) + (  # type: ignore[arg-type]
-                node.act.flops([node.out], node.out, sizes) if node.act else 0)
+            infer_node(graph, node, ins, sizes)  # type: ignore[arg-type]
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
             e.where = at(node.where, f".{e.where}") if e.where else node.where
@@ -40,12 +34,24 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             errors.append(e)
             types[node.id] = None
             continue
+        except Exception as e:  # an op's own rule crashed: a bug in archc, reported at the node that hit it
+            raise InternalError(e, node.where, node.op.name()) from e
         types[node.id] = node.out
     raise_all(errors)
     if spec is not None:
         check_task(graph, spec)
         check_memory(graph, spec.train.batch_size)
     return graph
+
+
+def infer_node(graph: Graph, node: Node, ins: list[TensorType], sizes: dict[str, int]) -> None:
+    """One node: output type (the activation checked on it), parameter shapes and count, FLOPs."""
+    node.out = node.op.infer_tied(ins, graph.node(node.tied).params) if node.tied else node.op.infer(ins)
+    if node.act is not None:
+        node.act.infer([node.out])
+    node.params = node.op.param_shapes(ins)
+    node.num_params = node.op.num_params(ins)
+    node.flops = node.op.flops(ins, node.out, sizes) + (node.act.flops([node.out], node.out, sizes) if node.act else 0)
 
 
 def _symbols(graph: Graph) -> dict[str, int]:

@@ -36,13 +36,29 @@ class Graph:
     outputs: list[str]
     sizes: dict[str, int] = field(default_factory=dict)  # typical sizes of symbolic axes
     vocab: dict[str, int | str] = field(default_factory=dict)  # int64 inputs: values in [0, vocab or axis size)
+    # id -> node, so lookups inside per-node loops stay O(1) (a scan made lowering quadratic in the node count)
+    _by_id: dict[str, Node] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_id = {n.id: n for n in self.nodes}
+
+    def _index(self) -> dict[str, Node]:
+        """The id index, rebuilt if `nodes` was changed in place since (a cheap length check)."""
+        if len(self._by_id) != len(self.nodes):
+            self._by_id = {n.id: n for n in self.nodes}
+        return self._by_id
 
     def node(self, id: str) -> Node:
-        return next(n for n in self.nodes if n.id == id)
+        """The node with this id (KeyError if there is none)."""
+        return self._index()[id]
+
+    def get(self, id: str) -> Node | None:
+        """The node with this id, or None (an input's name, or an unknown id)."""
+        return self._index().get(id)
 
     def score_kind(self, name: str) -> str:
         """'probs' / 'log_probs' when node `name` ends in an op that normalizes scores, else 'logits'."""
-        node = next((n for n in self.nodes if n.id == name), None)
+        node = self.get(name)
         last = (node.act or node.op) if node is not None else None
         return (last.score_kind if last is not None else None) or "logits"
 

@@ -322,8 +322,7 @@ def finish(r: Run, seconds: float) -> RunResult:
     if r.preprocess:
         extra["preprocess"] = r.preprocess
     extra |= r.objective.metadata()  # e.g. a language model's tokenizer
-    report = export(cpu, r.setup.graph, r.setup.spec, r.setup.raw, r.setup.sha256, r.out / ONNX,
-                    extra_metadata=extra)
+    report = export(r.setup.compiled, r.out / ONNX, module=cpu, extra_metadata=extra)
     paths = {k: str(r.out / v) for k, v in (("spec", SPEC), ("checkpoint", ckpt.WEIGHTS), ("best", ckpt.BEST),
              ("train_state", ckpt.STATE), ("metrics", METRICS), ("curves", CURVES), ("onnx", ONNX),
              ("result", RESULT))}

@@ -77,8 +77,7 @@ def test_op_conformance(name, i, ex, tmp_path):
         assert str(y.dtype).removeprefix("torch.") == out.dtype
     # values: ONNX Runtime matches torch at batch sizes 1 and 3 (export raises above tolerance)
     result = compile_spec(example_spec(name, ex))
-    report = export(lower(result.graph), result.graph, result.spec, result.raw, result.sha256,
-                    tmp_path / "op.onnx")
+    report = export(result, tmp_path / "op.onnx", module=lower(result.graph))
     assert {c["batch"] for c in report.checks} == {1, 3}
     assert report.max_abs_diff <= report.tolerance
     (tmp_path / "diff.json").write_text(json.dumps({"op": name, "family": cls.family, "diff": report.max_abs_diff}))

@@ -109,7 +109,7 @@ def test_tied_linear_shares_the_table_once(tmp_path):
     gm = lower(r.graph)
     assert list(gm.state_dict()) == ["emb.weight"]
     assert r.graph.total_params == sum(p.numel() for p in gm.parameters()) == 300 * 16
-    report = export(gm, r.graph, r.spec, r.raw, r.sha256, tmp_path / "m.onnx")
+    report = export(r, tmp_path / "m.onnx", module=gm)
     sizes = [list(i.dims) for i in onnx.load(report.path).graph.initializer]
     assert sizes.count([300, 16]) + sizes.count([16, 300]) == 1  # no transposed copy of the table
 
@@ -117,6 +117,6 @@ def test_tied_linear_shares_the_table_once(tmp_path):
 def test_transformer_demo_spec_builds(tmp_path):
     r = compile_spec(ROOT / "specs" / "transformer_block_demo.toml")
     assert r.graph.type_of(r.graph.outputs["logits"]).shape == ("batch", "seq", 256)
-    report = export(lower(r.graph), r.graph, r.spec, r.raw, r.sha256, tmp_path / "lm.onnx")
+    report = export(r, tmp_path / "lm.onnx", module=lower(r.graph))
     assert report.max_abs_diff <= report.tolerance
     assert {c["sizes"]["seq"] for c in report.checks} == {63, 67}

@@ -145,7 +145,7 @@ def test_aggregation_exports_as_scatternd_with_a_reduction(tmp_path):
     result = compile_spec(graph_spec([{"op": "sage_conv", "from": ["x", "edge_index"], "out_features": 3,
                                        "aggr": "max"},
                                       {"op": "global_sum_pool", "from": ["sage_conv_0", "batch"]}], pool=True))
-    report = export(lower(result.graph), result.graph, result.spec, result.raw, result.sha256, tmp_path / "g.onnx")
+    report = export(result, tmp_path / "g.onnx", module=lower(result.graph))
     assert report.max_abs_diff <= report.tolerance  # parity at other node, edge and graph counts
     model = onnx.load(tmp_path / "g.onnx")
     reductions = sorted(a.s.decode() for n in model.graph.node if n.op_type == "ScatterND" for a in n.attribute)

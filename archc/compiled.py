@@ -1,0 +1,48 @@
+"""The compiled-model object every pass of archc/pipeline.py reads and fills in (no torch)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archc.graph.ir import Graph
+from archc.language.model import Spec
+
+
+@dataclass
+class BuildOptions:
+    """What the lower and export passes need besides the spec (`archc build`'s and train's options)."""
+
+    seed: int | None = 0                  # parameter initialization (None: torch's current RNG state)
+    output: Path | None = None            # the ONNX file (default: <model name>.onnx)
+    exporter: str = "torchscript"
+    metadata: dict[str, Any] = field(default_factory=dict)  # extra archc.* metadata (e.g. training results)
+
+
+@dataclass
+class Compiled:
+    """What the pipeline produced so far; each pass fills its field (later ones stay None when stopped early).
+
+    load -> raw, check -> spec, expand -> graph, infer -> the graph's types, lower -> module, export -> report.
+    """
+
+    file: str
+    raw: dict[str, Any] | None = None
+    spec: Spec | None = None
+    graph: Graph | None = None
+    passes: list[str] = field(default_factory=list)
+    module: Any = None                    # torch.fx.GraphModule after `lower`
+    report: Any = None                    # archc.export.onnx.ExportReport after `export`
+    options: BuildOptions = field(default_factory=BuildOptions)
+    source: str | Path | dict[str, Any] | None = field(default=None, repr=False)  # what `load` reads
+
+    @property
+    def sha256(self) -> str:
+        return spec_hash(self.raw or {})
+
+
+def spec_hash(raw: dict[str, Any]) -> str:
+    """Hash of the spec's data (TOML and JSON forms of one spec hash alike)."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
