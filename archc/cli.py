@@ -1,4 +1,4 @@
-"""The `archc` command: thin click commands over the library. Exit codes: 0 ok, 1 user error, 2 usage."""
+"""The `archc` command: thin click commands over the library. Exit codes: 0 ok, 1 user error, 2 usage, 3 bug."""
 from __future__ import annotations
 
 import functools
