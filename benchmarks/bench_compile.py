@@ -74,6 +74,30 @@ def measure(sizes: tuple[int, ...], rounds: dict[str, dict[int, int]]) -> dict[s
     return t
 
 
+def scan_row(n: int, rounds: int = 2) -> dict:
+    """`lower` with the id index (today) against Graph.node as the scan of the node list it was before."""
+    from archc.graph.ir import Graph
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    graph = compile_spec(spec(n)).graph
+
+    def scanned() -> None:
+        indexed = Graph.node
+        Graph.node = lambda self, id: next(x for x in self.nodes if x.id == id)  # type: ignore[method-assign]
+        try:
+            lower(graph, seed=0)
+        finally:
+            Graph.node = indexed  # type: ignore[method-assign]
+
+    t = common.interleave({"index": lambda: lower(graph, seed=0), "scan": scanned}, rounds, warmup=0,
+                         setup=gc.collect)
+    return common.row(FIGURE, f"lower {n} layers with the id index (applied) vs a scan", common.median(t["index"]),
+                      common.median(t["scan"]), unit="s", ratio=common.paired_ratio(t["index"], t["scan"]),
+                      note="optimization before/after: a = Graph.node through `Graph._by_id` (archc/graph/ir.py), "
+                           "b = the scan of the node list it replaced (once per node input: quadratic)")
+
+
 def run(quick: bool = False) -> tuple[list[dict], str]:
     sizes = QUICK_SIZES if quick else SIZES
     rounds = {"validate": {n: 2 if quick else 5 if n < 100_000 else 3 for n in sizes},
@@ -103,6 +127,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
                                    met=common.at_most(a / b, LINEAR) if goal else None,
                                    note=f"log-log slope {slope:.2f}" + ("" if goal else
                                                                          "; torch.onnx and ONNX Runtime: no goal")))
+    rows.append(scan_row(sizes[1]))
     for n in sizes:
         if n > EXPORT_MAX:
             rows.append(common.skipped(FIGURE, f"export {n} layers", f"above EXPORT_MAX = {EXPORT_MAX:,}: "
