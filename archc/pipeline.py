@@ -8,8 +8,10 @@ pass (`--stop-after`) and locates every error: user errors carry the file, bugs 
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 
@@ -129,7 +131,8 @@ def run(c: Compiled, passes: list[tuple[str, Pass]], stop_after: str | None = No
                 break
             continue
         try:
-            fn(c)
+            with gc_paused():
+                fn(c)
         except ArchcError as e:
             raise e.located(c.file) from None
         except InternalError as e:
@@ -140,6 +143,22 @@ def run(c: Compiled, passes: list[tuple[str, Pass]], stop_after: str | None = No
         if name == stop_after:
             break
     return c
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a pass runs.
+
+    Its full collections walk every live object, so a pass that builds 100,000 nodes (and their torch modules) paid
+    it superlinearly: validate took 4.8-9.8 s at 100,000 nodes with it and 2.7-3.0 s without, lower 2.9 s at 10,000
+    against 1.8 s. Passes make little cyclic garbage; what they leave is collected once the pass is over."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def compiled_from(source: str | Path | dict[str, Any], name: str = "",

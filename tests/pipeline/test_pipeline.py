@@ -157,3 +157,20 @@ def test_a_crash_in_to_torch_is_an_internal_error_naming_the_layer(tmp_path, mon
                                 "cannot build (in pass lower) (rerun with --debug for a traceback)")
     with pytest.raises(InternalError):  # --debug shows the traceback: the located error, caused by the original
         CliRunner().invoke(main, ["build", str(path), "--debug"], catch_exceptions=False)
+
+
+def test_passes_run_with_the_cyclic_collector_paused_and_restore_it():
+    import gc
+
+    seen: list[bool] = []
+    passes = [("a", lambda c: seen.append(gc.isenabled())), ("b", lambda c: 1 / 0)]
+    assert gc.isenabled()
+    with pytest.raises(InternalError):
+        run(Compiled("f"), passes)
+    assert seen == [False] and gc.isenabled()  # restored, also after a failing pass
+    gc.disable()
+    try:
+        run(Compiled("f"), passes[:1])
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
