@@ -21,7 +21,7 @@ def load(source: str, *, task: str | None = None, val_fraction: float = 0.1, tes
     `defaults` fill options the source declares and nobody set (e.g. context from the model's input)."""
     cls, arg, query = parse(source, root)
     if task is not None and task not in cls.tasks:
-        raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} for a {cls.scheme}: source, "
+        raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} (what {cls.scheme}: sources feed), "
                         f"received {task!r}", where=source)
     check_fractions(val_fraction, test_fraction, source)
     opts = make_options(cls, source, query, {k: v for k, v in options.items() if v is not None}, defaults or {})
@@ -100,7 +100,7 @@ def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:
     owners = [f"{s}:" for s, c in REGISTRY.items() if key in c.Options.model_fields]
     hint = (f"did you mean {close[0]!r}?" if close else
             f"{key} is an option of {' and '.join(owners)} sources" if owners else "")
-    expected = _expected(cls) or f"no options for a {cls.scheme}: source"
+    expected = _expected(cls) or f"no options ({cls.scheme}: sources take none)"
     return DataError(f"expected {expected}, received {key}={describe(value)} (unknown option {key!r})",
                      where=where, hint=hint)
 

@@ -261,9 +261,9 @@ class TextFiles(Source):
         for i in range(4):
             (folder / "notes" / f"{i}.txt").parent.mkdir(exist_ok=True)
             (folder / "notes" / f"{i}.txt").write_text("".join(chr(97 + (i + j) % 26) for j in range(99)))
-        # Four 99-byte files dealt by file: one each to test and val, two joined (199 bytes) to train;
-        # windows of 8 tokens with stride 8: 12 + 24 = 36 over the splits.
-        return Example(f"text:{folder / 'notes'}?max_bytes=1000", TASK, (8,), 36, {"context": 8})
+        # Four 99-byte files dealt by file: one each to test and val (12 windows of 8 tokens each), two joined
+        # (199 bytes) to train (24 windows).
+        return Example(f"text:{folder / 'notes'}?max_bytes=1000", TASK, (8,), 48, {"context": 8})
 
 
 def _windows_dataset(name: str, corpus: list[tuple[str, bytes]], context: int, splits: Splits) -> TextDataset:
