@@ -75,7 +75,7 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
     for key in [*query, *given]:
         if key not in fields:
             raise _unknown(cls, key, query.get(key, given.get(key)), where)
-    for key in set(query) & set(given):
+    for key in sorted(set(query) & set(given))[:1]:
         raise DataError(f"{key}: expected one value, received ?{key}={query[key]} in the source and "
                         f"{key}={given[key]!r}", where=where)
     for key, value in given.items():

@@ -3,6 +3,8 @@ by the CLI's help and `is_source`, reads relative paths from the spec's folder, 
 tasks it cannot feed with one clear, located error. A new source is covered without editing this file."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,13 @@ def test_help_lists_every_source(command: list[str]) -> None:
     text = "".join(r.output.split())  # click wraps long help lines anywhere
     for cls in REGISTRY.values():
         assert cls.usage().replace(" ", "") in text
+
+
+def test_help_reads_the_registry_only_when_shown() -> None:
+    """Importing the CLI loads no source module (they import numpy, which `archc validate` never needs)."""
+    code = "import sys, archc.cli; assert 'archc.data' not in sys.modules and 'numpy' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_is_source_knows_every_scheme(tmp_path: Path) -> None:
