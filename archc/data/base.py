@@ -80,10 +80,6 @@ class Source:
 
     # ---- derived -----------------------------------------------------------------------------
     @classmethod
-    def doc(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0]
-
-    @classmethod
     def wants(cls) -> frozenset[str]:
         """The optional keywords its `load` declares (of task, options)."""
         return frozenset(inspect.signature(cls.load).parameters) & {"task", "options"}
