@@ -84,7 +84,9 @@ class Data:
 def load_data(setup: Setup, objective: Objective, device: torch.device) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device."""
     dataset = load_checked(setup, objective)
-    preprocess = preprocess_of(dataset, setup.input_name) if setup.spec.data.normalize else None  # type: ignore[union-attr]
+    d = setup.spec.data
+    assert d is not None  # prepare() checked it
+    preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None
     if preprocess:
         dataset = normalized(dataset, preprocess[setup.input_name])
     return Data(dataset.name, objective.splits(dataset, device), preprocess)

@@ -26,6 +26,7 @@ from archc.train.optim import schedule_of
 from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import RunDir, RunResult
+from archc.train.splits import Examples
 from archc.train.state import State, Tally, resume, save
 
 __all__ = ["build", "train"]
@@ -42,7 +43,8 @@ def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     """The lines a run starts with: model, data, recipe, devices, run folder."""
     recipe, g = setup.spec.train, setup.graph
-    amp = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}.get(learner.amp, "")  # type: ignore[arg-type]
+    amps = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}
+    amp = amps.get(learner.amp, "") if learner.amp is not None else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
             f"data {data.name}: {data.sizes()}{norm}",
@@ -53,10 +55,11 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
 
 # --- training ---------------------------------------------------------------------------------------------------
 
-def train_epoch(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, dist: Dist,
+def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
                 progress: Progress) -> None:
-    """The rest of the current epoch, from its stored step; checkpoints every N steps when asked."""
-    recipe, split = setup.spec.train, data.splits["train"]
+    """The rest of the current epoch over the training split, from its stored step; checkpoints every N steps
+    when asked."""
+    recipe = setup.spec.train
     steps = steps_per_epoch(len(split), recipe.batch_size)
     order = epoch_order(len(split), recipe.seed, state.epoch)
     learner.net.train()
@@ -74,7 +77,7 @@ def train_epoch(learner: Learner, data: Data, state: State, tally: Tally, setup:
             save(setup.run_dir, learner, state, tally, dist)
 
 
-def end_epoch(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, dist: Dist,
+def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
               progress: Progress, seconds: float) -> None:
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
@@ -82,7 +85,7 @@ def end_epoch(learner: Learner, data: Data, state: State, tally: Tally, setup: S
     if not math.isfinite(loss_sum):
         raise ArchcError(f"training diverged: the train loss of epoch {state.epoch + 1} is {loss_sum / n}",
                          where="train", hint="lower the learning rate, or set [train] grad_clip")
-    val_loss, val_metric, _ = learner.evaluate(data.splits["val"], dist)
+    val_loss, val_metric, _ = learner.evaluate(val, dist)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
@@ -109,18 +112,18 @@ def fit(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, 
     recipe = setup.spec.train
     while state.epoch < recipe.epochs and not state.stopped_early:
         start = time.perf_counter()
-        train_epoch(learner, data, state, tally, setup, dist, progress)
-        end_epoch(learner, data, state, tally, setup, dist, progress, time.perf_counter() - start)
+        train_epoch(learner, data.splits["train"], state, tally, setup, dist, progress)
+        end_epoch(learner, data.splits["val"], state, tally, setup, dist, progress, time.perf_counter() - start)
     if state.stopped_early:
         progress.report.note(f"early stopping: no improvement in {recipe.early_stopping} epochs")
 
 
 # --- after training (rank 0) ------------------------------------------------------------------------------------
 
-def evaluate_test(learner: Learner, data: Data, best: Path) -> dict[str, float]:
+def evaluate_test(learner: Learner, test: Examples[Any], best: Path) -> dict[str, float]:
     """The best weights (loaded into the learner's model) on the whole test split; {} without one."""
     ckpt.load_weights(best, learner.model)
-    loss, metric, n = learner.evaluate(data.splits["test"])
+    loss, metric, n = learner.evaluate(test)
     if not n:
         return {}
     return {"loss": loss, learner.objective.metric: metric, "examples": n} | learner.objective.summary(loss, metric)
@@ -153,11 +156,11 @@ def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: f
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
              start: float) -> RunResult:
     """Rank 0: score the best weights on the test split, export them, write the result, say so."""
-    m, run_dir = learner.objective.metric, setup.run_dir
+    m, run_dir, seconds = learner.objective.metric, setup.run_dir, time.perf_counter() - start
     progress.final(state.history)
-    test = evaluate_test(learner, data, run_dir.best)
+    test = evaluate_test(learner, data.splits["test"], run_dir.best)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
-    result = result_of(run_dir, m, state, test, time.perf_counter() - start)
+    result = result_of(run_dir, m, state, test, seconds)
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
@@ -187,8 +190,9 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             state = State(setup.sha256, dist.world)
             if resume_run:
                 state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
-                progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of "
-                                     f"{steps_per_epoch(len(data.splits['train']), setup.spec.train.batch_size)} (global step {state.step})")
+                steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+                progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
+                                     f"(global step {state.step})")
             if dist.active:
                 learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
             try:
