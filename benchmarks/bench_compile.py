@@ -138,13 +138,19 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
                "`lower` pass (torch modules, fx graph, parameter init); 'export' the `export` pass (torch.onnx, "
                "onnx.checker, ONNX Runtime parity at two batch sizes); 'build' = lower + export, as `archc build`. "
                f"Rounds (validate / build): {rounds['validate']} / {rounds['build']}; sizes alternate order; "
-               "`gc.collect()` (untimed) before each call.")
+               "`gc.collect()` (untimed) before each call.\n\n" + EXPORT_NOTE)
     return rows, details
 
 
-MISSES = """**Where superlinear time comes from.** archc's own passes (validate, lower) index nodes by id
-(`Graph._by_id`), so their ratios stay near 10. `export` grows faster: torch.onnx's TorchScript exporter runs JIT
-passes (`_jit_pass_lint`, `_jit_pass_peephole`) whose time grows about quadratically on a long chain (the same on a
-plain `nn.Sequential`), and ONNX Runtime's session set-up (graph optimization) for the parity check grows ~30x per
-10x nodes. At 100,000 nodes that would be most of an hour, so export is not run there (EXPORT_MAX). **What would
-close it:** the direct ONNX emitter DESIGN.md describes (each op emits its ONNX nodes; no tracing)."""
+EXPORT_NOTE = """**Why export has no goal and stops at 10,000 nodes.** `export` grows faster than linearly, and not in archc:
+torch.onnx's TorchScript exporter runs JIT passes (`_jit_pass_lint`, `_jit_pass_peephole`) whose time grows about
+quadratically on a long chain (a plain `nn.Sequential` of linear+relu shows the same), and ONNX Runtime's session
+set-up for the parity check grows ~30x per 10x nodes. At 100,000 nodes that is most of an hour, so export is not run
+there (EXPORT_MAX). **What would close it:** the direct ONNX emitter DESIGN.md describes (each op emits its ONNX
+nodes; no tracing)."""
+
+MISSES = """**Why validate or lower can miss the linearity goal:** both index nodes by id (`Graph._by_id`) and run with
+the cyclic garbage collector paused (`archc.pipeline.gc_paused`: its full collections walk every live object and
+made 100,000-node passes superlinear), so what remains is cache misses on a larger working set and noise from the
+machine's other work; rerun on a quiet machine before suspecting a quadratic pass (profile: every function's call
+count and time grow 10x from 10,000 to 100,000 nodes)."""
