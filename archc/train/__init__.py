@@ -44,7 +44,7 @@ def _launch(spec_path: str | Path | dict[str, Any], setup: Setup, o: Overrides, 
     from archc.train.distributed import launch
     from archc.train.devices import pick_device
     from archc.train.loop import RESULT, prepare_dir
-    from archc.train.objectives import objective_for
+    from archc.tasks import objective_for
 
     if pick_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise InputError(f"expected at most {torch.cuda.device_count()} processes (one per GPU), received "

@@ -14,7 +14,7 @@ import torch
 
 from archc.data import Dataset, Split, check_shape, load, normalization
 from archc.errors import DataError
-from archc.train.objectives import Objective
+from archc.tasks import Task
 from archc.train.recipe import Setup
 
 ON_DEVICE_BYTES = 2**30  # a CUDA run copies a dataset this small to the GPU once instead of per batch
@@ -29,7 +29,7 @@ def context_of(setup: Setup) -> int | None:
     return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
 
 
-def load_checked(setup: Setup, objective: Objective) -> Dataset:
+def load_checked(setup: Setup, objective: Task) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training."""
     d = setup.spec.data
     assert d is not None

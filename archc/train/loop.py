@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from archc.errors import ArchcError, InputError, SpecError
+from archc.tasks import Task, objective_for
 from archc.train import checkpoint as ckpt
 from archc.train.batches import (DeviceSplit, epoch_order, load_checked, local_batch, normalized, preprocess_of,
                                  steps_per_epoch)
 from archc.train.curves import Curves
 from archc.train.devices import amp_dtype, deterministic, pick_device, seed_everything
 from archc.train.distributed import Dist
-from archc.train.objectives import Objective, objective_for
 from archc.train.optim import build_optimizer, build_scheduler, schedule_of
 from archc.train.progress import Quiet, reporter
 from archc.train.recipe import RunResult, Setup
@@ -61,7 +61,7 @@ class Run:
     dist: Dist
     device: torch.device
     amp: torch.dtype | None
-    objective: Objective
+    objective: Task                 # the task kind's objective (archc.tasks)
     model: nn.Module                # the generated module (what is saved and exported)
     net: nn.Module                  # the module that trains: `model`, or DDP around it
     optimizer: torch.optim.Optimizer
@@ -128,7 +128,7 @@ def build(setup: Setup, dist: Dist, device: torch.device, quiet: bool) -> Run:
     steps = steps_per_epoch(len(dataset.train), recipe.batch_size)
     optimizer = build_optimizer(model, recipe.optimizer)
     amp = amp_dtype(recipe.precision, device)
-    splits = objective.splits(dataset, device)
+    splits = objective.splits(dataset, device, DeviceSplit.of)
     main = dist.main
     r = Run(setup, dist, device, amp, objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps),
             torch.amp.GradScaler("cuda") if amp == torch.float16 else None, splits, preprocess,

@@ -1,0 +1,5 @@
+"""The task registry. Adding a task kind: write its module (one registered Task class), and import it here."""
+from archc.tasks.base import (REGISTRY, Example, Labelled, Task, for_model, losses,  # noqa: F401
+                              objective_for, register, task_class)
+from archc.tasks import classification, regression, language_model, diffusion  # noqa: F401  (each registers)
+from archc.tasks import node_classification, graph_classification  # noqa: F401
