@@ -3,3 +3,4 @@ from archc.tasks.base import (REGISTRY, Example, Labelled, Task, for_model, loss
                               objective_for, register, task_class)
 from archc.tasks import classification, regression, language_model, diffusion  # noqa: F401  (each registers)
 from archc.tasks import node_classification, graph_classification  # noqa: F401
+from archc.tasks import multilabel  # noqa: F401
