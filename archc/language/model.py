@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
-from archc.tasks import REGISTRY, losses
+from archc.tasks import REGISTRY, default_kind, losses
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -41,7 +41,7 @@ class Input(Strict):
 class Task(Strict):
     """[task]: what the outputs mean; picks the loss, the metrics and how `infer` presents results."""
 
-    kind: Literal[TASK_KINDS] = "classification"  # type: ignore[valid-type]
+    kind: Literal[TASK_KINDS] = default_kind()  # type: ignore[valid-type]
     labels: list[str] | None = Field(None, min_length=1, description="class names, in output order")
     output: Name | None = Field(None, description="the output the task reads (default: the first)")
 

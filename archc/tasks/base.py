@@ -1,10 +1,10 @@
 """The task base class and registry: one class per task kind holds its output rule, losses, metric, data,
 ONNX output labels, `archc infer` modes, scoring and presentation (torch-free), and its training objective.
 
-The class is used in two ways. Its classmethods are the torch-free half, run by `validate` (the infer pass calls
-`Task.validate`), the exporter and `archc infer` (numpy only). An instance is the objective `archc train` runs: built from
-a validated spec and graph, it computes the loss and metric in torch, imported on first use (`torch`, `F` below),
-so importing a task module never imports torch.
+The class is used in two ways. Its classmethods are the torch-free half, run by `validate` (the infer pass
+calls `Task.validate`), the exporter and `archc infer` (numpy only). An instance is the objective `archc train`
+runs: built from a validated spec and graph, it computes the loss and metric in torch, imported on first use
+(`torch`, `F` below), so importing a task module never imports torch.
 
 Losses are summed over the examples of a batch (not averaged): the loop divides by the global batch size,
 so a batch split over N processes yields the same gradient as the whole batch in one process.
@@ -92,6 +92,7 @@ class Task:
     own_inputs: ClassVar[bool] = False  # its objective builds the model's inputs (several, or unbatched)
     modes: ClassVar[tuple[str, ...]] = ("table",)  # the `archc infer` modes its models support (MODES)
     noun: ClassVar[str] = "model"     # what its models are called in messages ("a language model")
+    default: ClassVar[bool] = False   # the kind of a spec without [task] (exactly one class sets it itself)
     # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
     columns: ClassVar[tuple[tuple[str, Callable[[Any], str]], ...] | None] = None
 
@@ -256,6 +257,12 @@ def objective_for(spec: SpecLike, graph: "Graph") -> Task:
     cls = task_class(spec.task.kind)
     cls.validate(graph, spec)
     return cls(spec, graph)
+
+
+def default_kind() -> str:
+    """The kind a spec without a [task] table has."""
+    (kind,) = [kind for kind, cls in REGISTRY.items() if vars(cls).get("default")]  # set, not inherited
+    return kind
 
 
 def losses() -> tuple[str, ...]:

@@ -66,6 +66,7 @@ class Classification(Task):
     losses = ("cross_entropy",)
     scores = True
     noun = "classifier"
+    default = True  # a spec without [task] is a classifier
     columns = (("label", str), ("probability", lambda p: f"{p:.4f}"))
 
     @classmethod
