@@ -17,8 +17,6 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import numpy as np
-
 from archc.errors import InputError, ModelError, ShapeError, SpecError
 from archc.ops.base import TensorType
 
@@ -41,6 +39,7 @@ class _Lazy:
         return getattr(importlib.import_module(self._name), attr)
 
 
+np: Any = _Lazy("numpy")  # validate imports neither numpy nor torch; infer and train use them freely
 torch: Any = _Lazy("torch")
 F: Any = _Lazy("torch.nn.functional")
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
-from archc.tasks.base import F, Example, SpecLike, Task, register, score_output
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
 
 if TYPE_CHECKING:
     from archc.runtime.session import Model

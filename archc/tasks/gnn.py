@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from archc.errors import DataError, InputError, SpecError
-from archc.tasks.base import Labelled, data_settings
+from archc.tasks.base import Labelled, data_settings, np
 from archc.tasks.classification import Classification
 
 EDGE_INDEX = {"shape": [2, "edges"], "dtype": "int64", "vocab": "nodes", "batched": False}  # examples' input

@@ -4,11 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
-from archc.tasks.base import F, Example, SpecLike, Task, register, score_output
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
 

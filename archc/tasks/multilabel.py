@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
-
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
-from archc.tasks.base import F, Example, SpecLike, Task, register, score_output, task_output
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output, task_output
 
 THRESHOLD = 0.5  # a label is on when its probability exceeds this
 

@@ -1,10 +1,8 @@
 """regression: float32 values per example; mean squared (default) or absolute error, scored by MSE and MAE."""
 from __future__ import annotations
 
-import numpy as np
-
 from archc.errors import DataError
-from archc.tasks.base import F, Example, Task, register
+from archc.tasks.base import Example, F, Task, np, register
 
 
 @register
