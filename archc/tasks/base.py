@@ -44,8 +44,9 @@ torch: Any = _Lazy("torch")
 F: Any = _Lazy("torch.nn.functional")
 
 # `archc infer` modes and the flag that selects each: a task lists the ones its models support.
-MODES = {"table": "--input", "graph": "--input", "generate": "--prompt", "sample": "--num-samples"}
+MODES = {"table": "--input", "run": "--input", "graph": "--input", "generate": "--prompt", "sample": "--num-samples"}
 MODE_DOCS = {"table": "--input FILE|SOURCE (a table, scored on a labelled source)",
+             "run": "--input FILE (the raw outputs for inputs given by name)",
              "graph": "--input graph:SOURCE|FILE.npz (whole graphs, scored on the split)",
              "generate": "--prompt TEXT (text generation)", "sample": "--num-samples N (sampling)"}
 

@@ -31,7 +31,7 @@ class Diffusion(Task):
     higher_is_better = False
     losses = ("mse",)
     own_inputs = True
-    modes = ("sample", "table")
+    modes = ("sample", "run")
     noun = "diffusion model"
     EVAL_SEED = 0  # validation draws the same t and eps every epoch, so epochs compare fairly
 

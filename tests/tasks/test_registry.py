@@ -140,6 +140,7 @@ def test_spec_choices_and_schema_come_from_the_registry():
 def test_task_modules_leave_torch_unimported():
     import subprocess
     import sys
-    code = "import sys, archc.tasks, archc.runtime.evaluate; assert 'torch' not in sys.modules; print('ok')"
+    code = ("import sys, archc.pipeline; assert 'numpy' not in sys.modules, 'validate stays numpy-free'\n"
+            "import archc.tasks, archc.runtime.evaluate; assert 'torch' not in sys.modules; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
