@@ -137,8 +137,7 @@ def load_npz(arg: str, *, task: str | None, target: str | None, val_fraction: fl
     for key in ("y", "y_test"):
         if key in arrays and arrays[key].ndim != 1 and not (task == "regression" and arrays[key].ndim == 2):
             raise DataError(f"expected {key!r} to hold one label (or, for regression, one row of targets) per "
-                            f"example, received shape "
-                            f"{list(arrays[key].shape)}", where=name)
+                            f"example, received shape {list(arrays[key].shape)}", where=name)
     y_all = arrays["y"] if "y_test" not in arrays else np.concatenate([arrays["y"], arrays["y_test"]])
     # Convert train and test labels together so string classes get one shared numbering.
     labels, classes, task = _labels_for_task(y_all, task, classes, name)
