@@ -287,10 +287,11 @@ def for_model(model: "Model", strict: bool = True) -> type[Task]:
 
 def check_mode(model: "Model", flag: str) -> None:
     """InputError when the model's task supports no `archc infer` mode run by `flag` (--input, --prompt,
-    --num-samples); models without a recorded task are tried in any mode (the mode's own checks then speak)."""
-    if not model.task or not model.task.get("kind"):
+    --num-samples); models without a recorded task, or of a kind this archc does not know, are tried in any mode
+    (the mode's own checks then speak; scoring refuses an unknown kind)."""
+    cls = REGISTRY.get(str((model.task or {}).get("kind")))
+    if cls is None:
         return
-    cls = for_model(model)
     if any(MODES[m] == flag for m in cls.modes):
         return
     nouns = sorted({t.noun for t in REGISTRY.values() if any(MODES[m] == flag for m in t.modes)})

@@ -127,6 +127,10 @@ def test_unknown_recorded_kind_is_never_scored_by_another_rule(trained, tmp_path
     onnx.save(m, str(tmp_path / "b.onnx"))
     r = cli("infer", tmp_path / "b.onnx", "--input", "sklearn:iris")
     assert r.exit_code == 1 and "expected a model of a known task kind" in r.output and "'binary'" in r.output
+    import numpy as np
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), np.float32))  # raw outputs for given inputs: still shown
+    r = cli("infer", tmp_path / "b.onnx", "--input", tmp_path / "x.npy")
+    assert r.exit_code == 0 and "2 example(s)" in r.output, r.output
 
 
 def test_spec_choices_and_schema_come_from_the_registry():
