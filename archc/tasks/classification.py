@@ -71,10 +71,11 @@ class Classification(Task):
     def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
         """float32 scores [rows, classes] (rows: the batch, or a graph's nodes or graphs), one per label."""
         if out.dtype != "float32" or out.rank != 2 or not isinstance(out.shape[1], int):
+            hint = ("without a [task] table the kind is classification: declare [task] kind"
+                    if "task" not in spec.model_fields_set else
+                    "pool or flatten to one score per class before the last layer" if out.rank > 2 else "")
             raise SpecError(f"{cls.kind} expects the output '{name}' shaped [batch, classes] (float32 scores), "
-                            f"received {out.dtype} {out.show()}", where="task.kind",
-                            hint="pool or flatten to one score per class before the last layer" if out.rank > 2
-                            else "")
+                            f"received {out.dtype} {out.show()}", where="task.kind", hint=hint)
         cls.check_labels(name, out, spec)
 
     @classmethod

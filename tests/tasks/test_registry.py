@@ -106,6 +106,9 @@ def test_classification_over_a_sequence_is_rejected_by_validate(tmp_path):
     del spec["task"]  # a bare architecture (no [task], [train], [data]) declares no task: it validates
     (tmp_path / "bare.json").write_text(json.dumps(spec))
     assert cli("validate", tmp_path / "bare.json").exit_code == 0
+    (tmp_path / "recipe.json").write_text(json.dumps(spec | {"train": {"epochs": 1}}))  # meant to train: checked
+    r = cli("validate", tmp_path / "recipe.json")
+    assert r.exit_code == 1 and "without a [task] table the kind is classification" in r.output
 
 
 def test_loss_is_checked_against_the_kind_at_validate(tmp_path):
