@@ -8,14 +8,16 @@ import numpy as np
 from archc.runtime.session import Model
 from archc.tasks.base import Labelled, for_model
 
-SCHEMES = ("sklearn", "idx", "csv", "npz", "images", "text", "graph")
 __all__ = ["Labelled", "is_source", "load_split", "score"]
 
 
 def is_source(text: str) -> bool:
-    """'sklearn:digits' style data sources (an existing file of that name is read as a file instead)."""
+    """'sklearn:digits' style data sources of a registered scheme (an existing file of that name is read as a
+    file instead)."""
+    from archc.data import REGISTRY
+
     scheme, sep, arg = text.partition(":")
-    return bool(sep and arg) and scheme in SCHEMES and not Path(text).exists()
+    return bool(sep and arg) and scheme in REGISTRY and not Path(text).exists()
 
 
 def load_split(model: Model, source: str, split: str = "test") -> Labelled:

@@ -46,9 +46,10 @@ class LanguageModel(Task):
     # ---- infer ----
     @classmethod
     def load_options(cls, model) -> dict[str, Any]:
-        """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry)."""
+        """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry), unless the
+        source sets ?context= itself."""
         from archc.runtime.generate import signature
-        return {"context": signature(model).context}
+        return {"defaults": {"context": signature(model).context}}
 
     @classmethod
     def score(cls, model, outputs, y):
