@@ -151,3 +151,12 @@ def test_task_modules_leave_torch_unimported():
             "import archc.tasks, archc.runtime.evaluate; assert 'torch' not in sys.modules; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_every_data_task_is_one_the_data_registry_feeds():
+    """A kind asks the loader for a data task some registered source can feed (None: whatever the data holds)."""
+    from archc.data import REGISTRY as SOURCES
+
+    fed = {task for source in SOURCES.values() for task in source.tasks}
+    for kind, cls in REGISTRY.items():
+        assert cls.data_task is None or cls.data_task in fed, kind
