@@ -40,12 +40,7 @@ class GraphTask(Classification):
         """A graph: source's split as whole-graph feeds (see `labelled`)."""
         from archc.data import load
 
-        if not source.startswith("graph:"):
-            raise InputError(f"expected a graph: source or an .npz of whole graphs for a {cls.kind} model, "
-                             f"received {source!r}", hint="e.g. graph:karate, graph:synthetic, graph:FILE.npz")
-        settings = data_settings(model)
-        del settings["target"]
-        ds = load(source, task=cls.data_task, **settings)
+        ds = load(source, task=cls.data_task, **data_settings(model))  # a source that feeds no graphs: DataError
         part = getattr(ds, split)
         if len(part) == 0:
             raise InputError(f"expected examples in the {split} split of {source}, received none")
