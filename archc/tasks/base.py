@@ -193,10 +193,11 @@ class Task:
     def check(self, dataset: "Dataset") -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
 
-    def splits(self, dataset: "Dataset", device: Any, per_example: Callable[[Any, Any], Any]) -> dict[str, Any]:
-        """train/val/test as the loop reads them: len(split) examples, split.take(idx) -> (x, y) for forward.
-        By default `per_example(split, device)`, the loop's arrays of examples; graph tasks feed whole graphs."""
-        return {k: per_example(getattr(dataset, k), device) for k in ("train", "val", "test")}
+    def splits(self, dataset: "Dataset", device: Any) -> dict[str, Any]:
+        """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays
+        on the device; graph tasks feed whole graphs."""
+        from archc.train.splits import SPLITS, DeviceSplit
+        return {k: DeviceSplit.of(getattr(dataset, k), device) for k in SPLITS}
 
     def forward(self, net: Any, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
         """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built
