@@ -153,24 +153,27 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
           top_k: int | None, seed: int, num_samples: int | None, steps: int | None, sampler: str,
           output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
-    or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model."""
+    or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model.
+    The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
+    from archc.tasks.base import check_mode
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
         raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
                                "--num-samples (sample a diffusion model)")
-    if num_samples is not None:
-        _sample(Model.open(model, device=device), num_samples, steps, sampler, seed, output, batch_size, as_json)
-        return
-    if prompt is not None:
-        if output is not None:
-            raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
-        _generate(Model.open(model, device=device), prompt, max_new_tokens, temperature, top_k, seed, as_json)
-        return
-    if output is not None:
+    if prompt is not None and output is not None:
+        raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
+    if input_path is not None and output is not None:
         check_output_path(output)
     m = Model.open(model, device=device)
+    check_mode(m, "--num-samples" if num_samples is not None else "--prompt" if prompt is not None else "--input")
+    if num_samples is not None:
+        _sample(m, num_samples, steps, sampler, seed, output, batch_size, as_json)
+        return
+    if prompt is not None:
+        _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json)
+        return
     labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
     feeds = labelled.feeds if labelled else read_inputs(input_path, m)
     outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))

@@ -14,7 +14,8 @@ from archc.errors import DataError
 
 @register
 class NpzArrays(Source):
-    """An .npz with x [N, ...] and y [N], optionally x_test and y_test (the test split) and classes (names)."""
+    """An .npz with x [N, ...] and y [N] (regression: or [N, K]), optionally x_test and y_test (the test split) and
+    classes (names)."""
 
     scheme = "npz"
     argument = "FILE"
@@ -42,9 +43,9 @@ class NpzArrays(Source):
         classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
         x = as_features(arrays["x"], name)
         for key in ("y", "y_test"):
-            if key in arrays and arrays[key].ndim != 1:
-                raise DataError(f"expected {key!r} to hold one label per example, received shape "
-                                f"{list(arrays[key].shape)}", where=name)
+            if key in arrays and arrays[key].ndim != 1 and not (task == "regression" and arrays[key].ndim == 2):
+                raise DataError(f"expected {key!r} to hold one label (or, for regression, one row of targets) "
+                                f"per example, received shape {list(arrays[key].shape)}", where=name)
         y_all = arrays["y"] if "y_test" not in arrays else np.concatenate([arrays["y"], arrays["y_test"]])
         # Convert train and test labels together so string classes get one shared numbering.
         labels, classes, task = labels_for_task(y_all, task, classes, name)

@@ -25,6 +25,7 @@ from archc.errors import ExportError
 from archc.graph.ir import Graph
 from archc.ops.base import BATCH
 from archc.language.model import Spec
+from archc.tasks import REGISTRY, task_class
 
 OPSET = 18
 TRACE_BATCH = 2
@@ -44,15 +45,12 @@ class ExportReport:
     bytes: int = 0
 
 
-SCORE_TASKS = ("classification", "language_model", "node_classification", "graph_classification")
+SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
 
 
 def output_kind(graph: Graph, name: str, spec: Spec) -> str:
-    """What an output holds: the task's output is logits (or probs / log_probs after a (log_)softmax);
-    any other output is plain values."""
-    if name != (spec.task.output or next(iter(graph.outputs))) or spec.task.kind not in SCORE_TASKS:
-        return "values"
-    return graph.score_kind(graph.outputs[name])
+    """What an output holds, as the task kind labels it: logits / probs / log_probs, or plain values."""
+    return task_class(spec.task.kind).output_kind(graph, name, spec)
 
 
 def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:

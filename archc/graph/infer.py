@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 
-from archc.errors import ArchcError, ShapeError, SpecError, raise_all
+from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
 from archc.ops.base import TensorType
 from archc.language.errors import at
 from archc.language.model import Spec
+from archc.tasks.base import task_class, task_output
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
 BYTES = {"float32": 4, "int64": 8}
@@ -62,20 +63,12 @@ def _symbols(graph: Graph) -> dict[str, int]:
 
 
 def check_task(graph: Graph, spec: Spec) -> None:
-    """The task's output exists and, for classification with labels, has one logit per label."""
-    task = spec.task
-    name = task.output or next(iter(graph.outputs))
-    if name not in graph.outputs:
-        raise SpecError(f"expected one of the outputs ({', '.join(graph.outputs)}), received '{name}'",
-                        where="task.output")
-    out = graph.type_of(graph.outputs[name])
-    if task.kind in ("classification", "node_classification", "graph_classification", "language_model"):
-        if out.dtype != "float32" or out.rank < 2:
-            raise ShapeError(f"expected output '{name}' to be float32 scores [..., classes], received "
-                             f"{out.dtype} {out.show()}", where="task.kind")
-        if task.labels is not None and out.shape[-1] != len(task.labels):
-            raise ShapeError(f"expected output '{name}' to have {len(task.labels)} classes (one per label), "
-                             f"received {out.show()}", where="task.labels")
+    """The rule of the spec's task kind (archc.tasks), the one `archc train` applies too. A bare architecture
+    (no [task], [train] or [data]) declares no task: only its task output must exist."""
+    if {"task", "train", "data"} & spec.model_fields_set:
+        task_class(spec.task.kind).validate(graph, spec)
+    else:
+        task_output(graph, spec)
 
 
 def memory_limit() -> int:

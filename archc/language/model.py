@@ -6,12 +6,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
+from archc.tasks import REGISTRY, default_kind, losses
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
 Scalar = bool | int | float | str
-TASK_KINDS = ("classification", "regression", "language_model", "diffusion", "node_classification",
-              "graph_classification")
+TASK_KINDS = tuple(REGISTRY)  # one registered class per kind (archc/tasks/)
+LOSSES = losses()            # every kind's losses; validate checks the spec's against its kind's list
 
 
 class Strict(BaseModel):
@@ -40,7 +41,7 @@ class Input(Strict):
 class Task(Strict):
     """[task]: what the outputs mean; picks the loss, the metrics and how `infer` presents results."""
 
-    kind: Literal[TASK_KINDS] = "classification"  # type: ignore[valid-type]
+    kind: Literal[TASK_KINDS] = default_kind()  # type: ignore[valid-type]
     labels: list[str] | None = Field(None, min_length=1, description="class names, in output order")
     output: Name | None = Field(None, description="the output the task reads (default: the first)")
 
@@ -98,7 +99,8 @@ class Train(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     early_stopping: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
-    loss: Literal["mse", "mae", "cross_entropy"] | None = None
+    loss: Literal[LOSSES] | None = Field(  # type: ignore[valid-type]
+        None, description="the task kind's loss (default: its first; archc.tasks lists each kind's)")
     seed: int = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
     monitor: Literal["metric", "loss", "last"] = Field(

@@ -47,9 +47,11 @@ class Diffusion:
 
         raw = model.metadata.get("archc.diffusion")
         if raw is None:
+            from archc.tasks import REGISTRY
+            kinds = " or ".join(repr(k) for k, t in REGISTRY.items() if "sample" in t.modes)
             raise ModelError(f"expected a diffusion model (archc.diffusion metadata), received {model.path!r} "
-                             f"of task {(model.task or {}).get('kind')!r}", hint="train a spec with [task] kind = "
-                             "\"diffusion\"")
+                             f"of task {(model.task or {}).get('kind')!r}", hint=f"train a spec with [task] kind = "
+                             f"{kinds}")
         meta = json.loads(raw)
         betas = np.asarray(meta["betas"], dtype=np.float64)
         image, timestep = meta["image_input"], meta["timestep_input"]

@@ -40,7 +40,7 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool) ->
     from archc.train.dataset import load_checked
     from archc.train.devices import pick_device
     from archc.train.distributed import launch
-    from archc.train.objectives import objective_for
+    from archc.tasks import objective_for
 
     if pick_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise InputError(f"expected at most {torch.cuda.device_count()} processes (one per GPU), received "

@@ -9,7 +9,7 @@ import torch
 
 from archc.data import Dataset, Split, check_shape, load, normalization
 from archc.errors import DataError
-from archc.train.objectives import Objective
+from archc.tasks import Task
 from archc.train.recipe import Setup
 from archc.train.splits import Examples
 
@@ -23,7 +23,7 @@ def context_of(setup: Setup) -> int | None:
     return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
 
 
-def load_checked(setup: Setup, objective: Objective) -> Dataset:
+def load_checked(setup: Setup, objective: Task) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training."""
     d = setup.spec.data
     assert d is not None
@@ -81,7 +81,7 @@ class Data:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
 
 
-def load_data(setup: Setup, objective: Objective, device: torch.device) -> Data:
+def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device."""
     dataset = load_checked(setup, objective)
     d = setup.spec.data

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from archc.tasks import Task
 from archc.train.devices import amp_dtype, seed_everything
 from archc.train.distributed import Dist
-from archc.train.objectives import Objective
 from archc.train.optim import build_optimizer, build_scheduler
 from archc.train.recipe import Setup
 from archc.train.splits import Examples
@@ -22,7 +22,7 @@ class Learner:
     """The generated module (`model`: what is saved and exported), the module that trains (`net`: `model`, or
     DDP around it) and its optimizer state, with the objective that scores its outputs."""
 
-    objective: Objective
+    objective: Task
     model: nn.Module
     net: nn.Module
     optimizer: torch.optim.Optimizer
@@ -34,7 +34,7 @@ class Learner:
     last_lr: float = 0.0
 
     @classmethod
-    def build(cls, setup: Setup, objective: Objective, device: torch.device, steps: int, rank: int) -> "Learner":
+    def build(cls, setup: Setup, objective: Task, device: torch.device, steps: int, rank: int) -> "Learner":
         """The spec's module at its seed's initial weights, with the recipe's optimizer and per-step schedule."""
         from archc.lower import lower
 

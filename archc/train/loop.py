@@ -21,7 +21,7 @@ from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
-from archc.train.objectives import objective_for
+from archc.tasks import objective_for
 from archc.train.optim import schedule_of
 from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup

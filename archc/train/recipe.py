@@ -11,11 +11,12 @@ from archc.graph.ir import Graph
 from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
 from archc.language.model import Spec
+from archc.tasks import REGISTRY
 from archc.train.run_dir import RunDir
 
-# Task kinds whose objective builds the model's inputs itself: a noised image and its timestep (diffusion), or
-# whole graphs without a batch axis (x, edge_index, batch); the others train a single batched input.
-OWN_INPUTS = ("diffusion", "node_classification", "graph_classification")
+# Task kinds whose objective builds the model's inputs itself (a noised image and its timestep, or whole graphs
+# without a batch axis); the others train a single batched input.
+OWN_INPUTS = tuple(kind for kind, task in REGISTRY.items() if task.own_inputs)
 
 
 @dataclass
@@ -95,8 +96,7 @@ def _check_single_input(graph: Graph, file: str) -> None:
     only = next(iter(graph.inputs.values()))
     if not only.shape or only.shape[0] != BATCH:
         raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
-                        file=file, hint="whole-graph inputs train with task kind node_classification or "
-                                        "graph_classification")
+                        file=file, hint=f"task kinds {', '.join(OWN_INPUTS)} feed their own inputs (e.g. whole graphs)")
 
 
 def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None,
@@ -109,7 +109,7 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
     compiled = compile_spec(raw, name=file)
     graph = compiled.graph
     assert compiled.spec is not None and graph is not None
-    if compiled.spec.task.kind not in OWN_INPUTS:
+    if not REGISTRY[compiled.spec.task.kind].own_inputs:
         _check_single_input(graph, file)
     if compiled.spec.data is None:
         raise DataError("no training data: expected a [data] source in the spec or --data SOURCE",

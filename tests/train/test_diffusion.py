@@ -17,7 +17,7 @@ from archc.pipeline import compile_spec
 from archc.runtime import Model
 from archc.runtime.sample import sample
 from archc.train.diffusion import Schedule, betas
-from archc.train.objectives import objective_for
+from archc.tasks import objective_for
 
 
 def test_schedules_decrease_alpha_bar_with_known_endpoints():

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from archc.errors import SpecError
 from archc.pipeline import compile_spec
 from archc.train import run
-from archc.train.objectives import OBJECTIVES, LanguageModel
+from archc.tasks import REGISTRY as OBJECTIVES
+from archc.tasks.language_model import LanguageModel
 
 CONTEXT = 16
 

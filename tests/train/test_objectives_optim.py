@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from archc.errors import SpecError
 from archc.pipeline import compile_spec
 from archc.language.model import Optimizer, Schedule, Train
-from archc.train.objectives import OBJECTIVES, objective_for
+from archc.tasks import REGISTRY as OBJECTIVES, objective_for
 from archc.train.optim import build_optimizer, build_scheduler, lr_factor, param_groups, warmup_steps
 
 

@@ -1,0 +1,336 @@
+"""The task base class and registry: one class per task kind holds its output rule, losses, metric, data,
+ONNX output labels, `archc infer` modes, scoring and presentation (torch-free), and its training objective.
+
+The class is used in two ways. Its classmethods are the torch-free half, run by `validate` (the infer pass
+calls `Task.validate`), the exporter and `archc infer` (numpy only). An instance is the objective `archc train`
+runs: built from a validated spec and graph, it computes the loss and metric in torch, imported on first use
+(`torch`, `F` below), so importing a task module never imports torch.
+
+Losses are summed over the examples of a batch (not averaged): the loop divides by the global batch size,
+so a batch split over N processes yields the same gradient as the whole batch in one process.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from archc.errors import InputError, ModelError, ShapeError, SpecError
+from archc.ops.base import TensorType
+
+if TYPE_CHECKING:
+    from archc.data import Dataset
+    from archc.graph.ir import Graph
+    from archc.runtime.session import Model
+
+# The spec (archc.language.model.Spec) is not imported: it builds its `kind` choices from this registry.
+SpecLike = Any
+
+
+class _Lazy:
+    """A module imported on first attribute access: objectives write `torch.randn`, validate never imports it."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+np: Any = _Lazy("numpy")  # validate imports neither numpy nor torch; infer and train use them freely
+torch: Any = _Lazy("torch")
+F: Any = _Lazy("torch.nn.functional")
+
+# `archc infer` modes and the flag that selects each: a task lists the ones its models support.
+MODES = {"table": "--input", "run": "--input", "graph": "--input", "generate": "--prompt", "sample": "--num-samples"}
+MODE_DOCS = {"table": "--input FILE|SOURCE (a table, scored on a labelled source)",
+             "run": "--input FILE (the raw outputs for inputs given by name)",
+             "graph": "--input graph:SOURCE|FILE.npz (whole graphs, scored on the split)",
+             "generate": "--prompt TEXT (text generation)", "sample": "--num-samples N (sampling)"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A tiny trainable spec of a kind, with the files its [data] source reads (written next to the spec), and
+    the `archc infer` arguments that exercise its modes ({dir}: the folder of the spec and files). The registry
+    test validates, trains (1 epoch), exports and infers it."""
+
+    spec: dict[str, Any]
+    infer: tuple[tuple[str, ...], ...]
+    files: dict[str, str | bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Labelled:
+    """A labelled data split ready to feed a model: feeds by input name, labels, and what it is."""
+
+    feeds: dict[str, np.ndarray]
+    y: np.ndarray
+    description: str
+
+
+def task_output(graph: "Graph", spec: SpecLike) -> str:
+    """The name of the output the task reads ([task] output, default: the first); SpecError when unknown."""
+    name = spec.task.output or next(iter(graph.outputs))
+    if name not in graph.outputs:
+        raise SpecError(f"expected one of the outputs ({', '.join(graph.outputs)}), received '{name}'",
+                        where="task.output")
+    return name
+
+
+class Task:
+    """One task kind. Class attributes and classmethods: torch-free; an instance: the training objective."""
+
+    kind: ClassVar[str] = ""          # "": the base, for models exported without a task (plain values)
+    data_task: ClassVar[str | None] = None  # the `task=` passed to archc.data.load (None: what the data holds)
+    metric: ClassVar[str] = ""        # name of the training metric, e.g. "accuracy"
+    higher_is_better: ClassVar[bool] = False
+    losses: ClassVar[tuple[str, ...]] = ()  # the [train] loss names it accepts; the first is the default
+    scores: ClassVar[bool] = False    # its output holds scores (labelled logits/probs/log_probs), not values
+    own_inputs: ClassVar[bool] = False  # its objective builds the model's inputs (several, or unbatched)
+    modes: ClassVar[tuple[str, ...]] = ("table",)  # the `archc infer` modes its models support (MODES)
+    noun: ClassVar[str] = "model"     # what its models are called in messages ("a language model")
+    default: ClassVar[bool] = False   # the kind of a spec without [task] (exactly one class sets it itself)
+    # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
+    columns: ClassVar[tuple[tuple[str, Callable[[Any], str]], ...] | None] = None
+
+    # ---- validate (torch-free): the rule train and infer share --------------------------------------------
+    @classmethod
+    def validate(cls, graph: "Graph", spec: SpecLike) -> None:
+        """Raise SpecError/ShapeError, located at task.*, train.loss or inputs, when the spec cannot be this kind."""
+        name = task_output(graph, spec)
+        loss = spec.train.loss
+        if loss is not None and loss not in cls.losses:
+            raise SpecError(f"expected a loss for {cls.kind} ({', '.join(cls.losses)}), received '{loss}'",
+                            where="train.loss")
+        cls.check_inputs(graph, spec)
+        cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
+
+    @classmethod
+    def check_inputs(cls, graph: "Graph", spec: SpecLike) -> None:
+        """The inputs this kind needs (by default: none beyond what training checks)."""
+
+    @classmethod
+    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
+        """The output the task reads: float32 values by default."""
+        if out.dtype != "float32":
+            raise SpecError(f"expected output '{name}' to be float32 values for {cls.kind}, received "
+                            f"{out.dtype} {out.show()}", where="task.kind")
+
+    @classmethod
+    def check_labels(cls, name: str, out: TensorType, spec: SpecLike) -> None:
+        """[task] labels name the output's last axis, one per score."""
+        labels = spec.task.labels
+        if labels is not None and out.shape[-1] != len(labels):
+            raise ShapeError(f"expected output '{name}' to have {len(labels)} classes (one per label), "
+                             f"received {out.show()}", where="task.labels")
+
+    # ---- export -------------------------------------------------------------------------------------------
+    @classmethod
+    def output_kind(cls, graph: "Graph", name: str, spec: SpecLike) -> str:
+        """What an output holds in the ONNX metadata: the task's scores are logits (or probs / log_probs after a
+        (log_)softmax); anything else is plain values."""
+        if not cls.scores or name != task_output(graph, spec):
+            return "values"
+        return graph.score_kind(graph.outputs[name])
+
+    # ---- archc infer (numpy) ------------------------------------------------------------------------------
+    @classmethod
+    def load_split(cls, model: "Model", source: str, split: str = "test") -> Labelled:
+        """The split of `source` the model was scored on in training (split settings from the spec's [data])."""
+        from archc.data import load
+
+        if len(model.inputs) != 1:
+            raise InputError(f"expected a single-input model to read a data source, received inputs "
+                             f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
+        ds = load(source, task=cls.data_task, **data_settings(model), **cls.load_options(model))
+        part = getattr(ds, split)
+        if len(part) == 0:
+            raise InputError(f"expected examples in the {split} split of {source}, received none")
+        (name,) = model.inputs
+        return Labelled({name: part.x}, part.y, f"{source}, {split} split, {len(part)} examples")
+
+    @classmethod
+    def load_options(cls, model: "Model") -> dict[str, Any]:
+        """Extra keyword arguments for archc.data.load (e.g. a language model's context)."""
+        return {}
+
+    @classmethod
+    def score(cls, model: "Model", outputs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+        """The task's output against the labels: mean squared and absolute error by default."""
+        values = outputs[next(iter(outputs))]
+        pred = values.reshape(len(y), -1).astype(np.float64)
+        target = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if pred.shape != target.shape:
+            raise InputError(f"expected outputs shaped like the labels {list(target.shape)}, "
+                             f"received {list(pred.shape)}")
+        return {"mse": float(np.mean((pred - target) ** 2)), "mae": float(np.mean(np.abs(pred - target)))}
+
+    @classmethod
+    def records(cls, model: "Model", outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
+        """One dict per example: raw values by output name by default."""
+        return value_records(outputs)
+
+    # ---- train (torch): the objective ---------------------------------------------------------------------
+    def __init__(self, spec: SpecLike, graph: "Graph") -> None:
+        out_name = task_output(graph, spec)
+        self.output_index = list(graph.outputs).index(out_name)
+        self.output_name = out_name
+        self.out_type = graph.type_of(graph.outputs[out_name])
+        self.out_kind = graph.score_kind(graph.outputs[out_name])
+        self.loss_name = spec.train.loss or self.losses[0]
+        self.label_smoothing = spec.train.label_smoothing
+        # the spec input the data's examples feed (checked against the data's shape and dtype); None for task
+        # kinds that check and feed several inputs themselves (graphs)
+        self.data_input: str | None = next(iter(graph.inputs))
+
+    def select(self, outputs: Any) -> Any:
+        """The output the task reads, from the module's tensor or tuple."""
+        return outputs if isinstance(outputs, torch.Tensor) else outputs[self.output_index]
+
+    def check(self, dataset: "Dataset") -> None:
+        """Raise DataError when the data cannot train this model (before any step runs)."""
+
+    def splits(self, dataset: "Dataset", device: Any) -> dict[str, Any]:
+        """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays
+        on the device; graph tasks feed whole graphs."""
+        from archc.train.splits import SPLITS, DeviceSplit
+        return {k: DeviceSplit.of(getattr(dataset, k), device) for k in SPLITS}
+
+    def forward(self, net: Any, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
+        """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built
+        from the data (diffusion: noised images and timesteps) or that read several inputs override this."""
+        return self.select(net(x)), y
+
+    def loss(self, out: Any, y: Any) -> Any:
+        """Summed over the batch: a scalar tensor."""
+        raise NotImplementedError
+
+    def metric_sum(self, out: Any, y: Any) -> Any:
+        """The metric summed over the batch (the loop divides by the number of examples)."""
+        raise NotImplementedError
+
+    def better(self, value: float, best: float | None, quantity: str) -> bool:
+        """Is `value` of the monitored quantity ('metric' or 'loss') an improvement over `best`? With 'last',
+        every finite epoch is: the final weights are kept (diffusion: see specs/unet_ddpm_digits.toml)."""
+        if quantity == "last" or best is None or math.isnan(best):
+            return not math.isnan(value)
+        higher = self.higher_is_better if quantity == "metric" else False
+        return value > best if higher else value < best
+
+    def metadata(self) -> dict[str, Any]:
+        """Extra `archc.<key>` ONNX metadata the task needs at inference (e.g. a tokenizer); none by default."""
+        return {}
+
+    def summary(self, loss: float, metric: float) -> dict[str, float]:
+        """Extra test-split figures for the run's result, from the test loss and metric; none by default."""
+        return {}
+
+    # ---- the registry test --------------------------------------------------------------------------------
+    @classmethod
+    def example(cls) -> Example:
+        """A tiny spec of this kind and its data (see Example)."""
+        raise NotImplementedError(f"task {cls.kind} declares no example")
+
+
+REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: add a task kind to the registry under its `kind`."""
+    assert cls.kind and cls.kind not in REGISTRY, f"task kind {cls.kind!r} registered twice"
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def task_class(kind: str) -> type[Task]:
+    """The registered class of a task kind; SpecError naming the known kinds otherwise."""
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise SpecError(f"archc supports task kinds {', '.join(REGISTRY)}; received '{kind}'", where="task.kind")
+    return cls
+
+
+def objective_for(spec: SpecLike, graph: "Graph") -> Task:
+    """The training objective of the spec's [task] kind, after the kind's rule (as validate runs it)."""
+    cls = task_class(spec.task.kind)
+    cls.validate(graph, spec)
+    return cls(spec, graph)
+
+
+def default_kind() -> str:
+    """The kind a spec without a [task] table has."""
+    (kind,) = [kind for kind, cls in REGISTRY.items() if vars(cls).get("default")]  # set, not inherited
+    return kind
+
+
+def losses() -> tuple[str, ...]:
+    """Every loss name some task kind accepts (the spec's [train] loss choices)."""
+    return tuple(dict.fromkeys(name for cls in REGISTRY.values() for name in cls.losses))
+
+
+# ---- infer helpers (numpy) ----------------------------------------------------------------------------------
+
+def for_model(model: "Model", strict: bool = True) -> type[Task]:
+    """The task class of an exported model's recorded kind: the base Task (values) for models without archc
+    metadata; ModelError for a kind this archc does not know (strict), so it is never scored by another rule."""
+    kind = (model.task or {}).get("kind")
+    if kind is None:
+        return Task
+    cls = REGISTRY.get(str(kind))
+    if cls is None and strict:
+        raise ModelError(f"expected a model of a known task kind ({', '.join(REGISTRY)}), received task "
+                         f"{kind!r}", where=model.path or "model", hint="a newer archc may have written it")
+    return cls or Task
+
+
+def check_mode(model: "Model", flag: str) -> None:
+    """InputError when the model's task supports no `archc infer` mode run by `flag` (--input, --prompt,
+    --num-samples); models without a recorded task, or of a kind this archc does not know, are tried in any mode
+    (the mode's own checks then speak; scoring refuses an unknown kind)."""
+    cls = REGISTRY.get(str((model.task or {}).get("kind")))
+    if cls is None:
+        return
+    if any(MODES[m] == flag for m in cls.modes):
+        return
+    nouns = sorted({t.noun for t in REGISTRY.values() if any(MODES[m] == flag for m in t.modes)})
+    supported = "; ".join(MODE_DOCS[m] for m in cls.modes)
+    raise InputError(f"{flag}: expected a {' or a '.join(nouns) or 'model that supports it'}, received a "
+                     f"{cls.kind} model, which supports {supported}", where=model.path or "model")
+
+
+def data_settings(model: "Model") -> dict[str, Any]:
+    """The split settings of the spec's [data] recorded in the model: the split `archc train` scored."""
+    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    data = spec.get("data") or {}
+    return {"target": data.get("target"), "val_fraction": data.get("val_fraction", 0.1),
+            "test_fraction": data.get("test_fraction", 0.2), "seed": data.get("split_seed", 0)}
+
+
+def plain(value: np.ndarray) -> Any:
+    """A per-example value as a Python scalar (size one) or nested list."""
+    arr = np.asarray(value)
+    return arr.reshape(()).item() if arr.size == 1 else arr.tolist()
+
+
+def value_records(outputs: dict[str, np.ndarray]) -> list[dict]:
+    """Per example {output_name: value}; one record of whole arrays when outputs share no batch axis."""
+    arrays = {k: np.asarray(v) for k, v in outputs.items()}
+    lengths = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    if not arrays:
+        return []
+    if len(lengths) != 1 or None in lengths:
+        return [{k: plain(a) for k, a in arrays.items()}]
+    n = lengths.pop()
+    return [{k: plain(a[i]) for k, a in arrays.items()} for i in range(n)]
+
+
+def score_output(model: "Model", outputs: dict[str, np.ndarray]) -> str | None:
+    """The output holding the task's scores: the first with a score kind, else the first output."""
+    for name in outputs:
+        sig = model.outputs.get(name)
+        if sig is not None and sig.kind in ("logits", "probs", "log_probs"):
+            return name
+    return next(iter(outputs), None)

@@ -1,0 +1,133 @@
+"""classification: one class per example from [batch, classes] scores; cross-entropy, accuracy, likeliest label."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from archc.errors import DataError, SpecError
+from archc.ops.base import TensorType
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
+
+if TYPE_CHECKING:
+    from archc.runtime.session import Model
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (float64, so probabilities sum to 1 closely)."""
+    z = np.asarray(x, dtype=np.float64)
+    z = z - np.max(z, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def probabilities(values: np.ndarray, kind: str | None) -> np.ndarray:
+    """Class probabilities from an output of the given kind (unknown kinds are treated as logits)."""
+    if kind == "probs":
+        return np.asarray(values, dtype=np.float64)
+    if kind == "log_probs":
+        return np.exp(np.asarray(values, dtype=np.float64))
+    return softmax(values)
+
+
+def label_records(model: "Model", outputs: dict[str, np.ndarray], top: int = 0) -> list[dict] | None:
+    """label/probability/index (and the `top` likeliest) per row of a [rows, classes] score output; None when
+    the outputs hold no such scores."""
+    name = score_output(model, outputs)
+    arr = np.asarray(outputs[name]) if name is not None else None
+    if arr is None or arr.ndim not in (1, 2) or not arr.size:
+        return None
+    sig = model.outputs.get(name)
+    probs = probabilities(arr if arr.ndim == 2 else arr[np.newaxis], sig.kind if sig else None)
+    labels = (model.task or {}).get("labels") or []
+
+    def label(i: int) -> str:
+        return str(labels[i]) if i < len(labels) else str(i)
+
+    out = []
+    for row in probs:
+        idx = int(np.argmax(row))
+        rec: dict[str, Any] = {"label": label(idx), "probability": float(row[idx]), "index": idx}
+        if top > 1:
+            order = np.argsort(-row, kind="stable")[:top]
+            rec["top"] = [{"label": label(int(i)), "probability": float(row[i])} for i in order]
+        out.append(rec)
+    return out
+
+
+@register
+class Classification(Task):
+    """Cross-entropy with label smoothing over [batch, classes] outputs; metric: accuracy."""
+
+    kind = "classification"
+    data_task = "classification"
+    metric = "accuracy"
+    higher_is_better = True
+    losses = ("cross_entropy",)
+    scores = True
+    noun = "classifier"
+    default = True  # a spec without [task] is a classifier
+    columns = (("label", str), ("probability", lambda p: f"{p:.4f}"))
+
+    @classmethod
+    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
+        """float32 scores [rows, classes] (rows: the batch, or a graph's nodes or graphs), one per label."""
+        if out.dtype != "float32" or out.rank != 2 or not isinstance(out.shape[1], int):
+            hint = ("without a [task] table the kind is classification: declare [task] kind"
+                    if "task" not in spec.model_fields_set else
+                    "pool or flatten to one score per class before the last layer" if out.rank > 2 else "")
+            raise SpecError(f"{cls.kind} expects the output '{name}' shaped [batch, classes] (float32 scores), "
+                            f"received {out.dtype} {out.show()}", where="task.kind", hint=hint)
+        cls.check_labels(name, out, spec)
+
+    @classmethod
+    def score(cls, model, outputs, y):
+        """Accuracy of the likeliest class (labels < 0 are not scored)."""
+        name = next(iter(outputs))
+        sig = model.outputs.get(name)
+        probs = probabilities(outputs[name], getattr(sig, "kind", None))
+        keep = y >= 0
+        return {"accuracy": float(np.mean(probs.argmax(-1)[keep] == y[keep]))}
+
+    @classmethod
+    def records(cls, model, outputs, top=0):
+        """The likeliest label, its probability and index per example (raw values when no scores fit)."""
+        found = label_records(model, outputs, top)
+        return found if found is not None else super().records(model, outputs, top)
+
+    @classmethod
+    def example(cls) -> Example:
+        return Example({"archc": 1, "model": {"name": "iris"}, "inputs": {"x": {"shape": [4]}},
+                        "task": {"kind": "classification", "labels": ["setosa", "versicolor", "virginica"]},
+                        "layers": [{"op": "linear", "out_features": 8, "act": "relu"},
+                                   {"op": "linear", "out_features": 3}],
+                        "train": {"epochs": 1, "batch_size": 32},
+                        "data": {"source": "sklearn:iris", "normalize": True}},
+                       infer=(("--input", "sklearn:iris"),))
+
+    # ---- train ----
+    def __init__(self, spec, graph) -> None:
+        super().__init__(spec, graph)
+        self.classes = self.out_type.shape[1]
+
+    def check(self, dataset) -> None:
+        for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+            if len(split) and int(split.y.max()) >= self.classes:
+                raise DataError(f"{name}: expected labels in 0..{self.classes - 1} (the output "
+                                f"'{self.output_name}' has {self.classes} classes), received {int(split.y.max())}",
+                                where=f"data {dataset.name}")
+
+    def log_probs(self, out):
+        """(B, K) log-probabilities from logits, probs or log_probs."""
+        if self.out_kind == "probs":
+            return out.float().clamp_min(1e-12).log()
+        return out.float() if self.out_kind == "log_probs" else F.log_softmax(out.float(), dim=1)
+
+    def loss(self, out, y):
+        eps = self.label_smoothing
+        if self.out_kind == "logits":
+            return F.cross_entropy(out.float(), y, label_smoothing=eps, reduction="sum")
+        logp = self.log_probs(out)  # (B, K)
+        nll = F.nll_loss(logp, y, reduction="sum")
+        return nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).sum()
+
+    def metric_sum(self, out, y):
+        return (out.argmax(dim=1) == y).sum()

@@ -1,0 +1,124 @@
+"""language_model: next-token logits [batch, seq, vocab]; cross-entropy, bits per byte, text generation."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from archc.errors import DataError, SpecError
+from archc.ops.base import TensorType
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
+
+CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Stable log-softmax over the last axis, float64."""
+    z = np.asarray(x, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@register
+class LanguageModel(Task):
+    """Next-token cross-entropy over [batch, seq, vocab] outputs against y [batch, seq]; metric: bits per byte.
+
+    Each example's loss is the mean over its positions (summed over the batch, as everywhere). With byte
+    tokens the mean cross-entropy in nats over ln 2 is bits per byte; perplexity is exp(mean cross-entropy).
+    """
+
+    kind = "language_model"
+    data_task = "language_model"
+    metric = "bpb"
+    higher_is_better = False
+    losses = ("cross_entropy",)
+    scores = True
+    modes = ("generate", "table")
+    noun = "language model"
+
+    @classmethod
+    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
+        """float32 logits [batch, seq, vocab] with a fixed vocabulary."""
+        if out.dtype != "float32" or out.rank != 3 or not isinstance(out.shape[2], int):
+            raise SpecError(f"language_model expects the output '{name}' shaped [batch, seq, vocab] (float32 "
+                            f"logits), received {out.dtype} {out.show()}", where="task.kind")
+        cls.check_labels(name, out, spec)
+
+    # ---- infer ----
+    @classmethod
+    def load_options(cls, model) -> dict[str, Any]:
+        """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry), unless the
+        source sets ?context= itself."""
+        from archc.runtime.generate import signature
+        return {"defaults": {"context": signature(model).context}}
+
+    @classmethod
+    def score(cls, model, outputs, y):
+        """Bits per byte and perplexity of the next tokens (numpy), as `archc train` reports them."""
+        name = score_output(model, outputs)
+        values = np.asarray(outputs[name])
+        kind = getattr(model.outputs.get(name), "kind", None)
+        logp = (np.log(np.clip(values, 1e-12, None)) if kind == "probs" else
+                values.astype(np.float64) if kind == "log_probs" else log_softmax(values))      # (N, T, V)
+        nll = -np.take_along_axis(logp, np.asarray(y)[..., None], axis=-1)[..., 0]               # (N, T)
+        mean = float(nll.mean())
+        return {"bpb": mean / math.log(2), "perplexity": math.exp(mean) if mean < 700 else math.inf}
+
+    @classmethod
+    def example(cls) -> Example:
+        return Example({"archc": 1, "model": {"name": "tiny-lm"},
+                        "inputs": {"tokens": {"shape": ["seq"], "dtype": "int64", "vocab": 256}},
+                        "axes": {"seq": 16}, "task": {"kind": "language_model"},
+                        "layers": [{"id": "emb", "op": "embedding", "num_embeddings": 256, "embedding_dim": 8},
+                                   {"op": "attention", "num_heads": 2, "causal": True},
+                                   {"id": "logits", "op": "tied_linear", "tie": "emb"}],
+                        "train": {"epochs": 1, "batch_size": 16},
+                        "data": {"source": "text:corpus.txt", "val_fraction": 0.2, "test_fraction": 0.2}},
+                       infer=(("--prompt", "def ", "--max-new-tokens", "8"), ("--input", "text:{dir}/corpus.txt")),
+                       files={"corpus.txt": CORPUS})
+
+    # ---- train ----
+    def __init__(self, spec, graph) -> None:
+        super().__init__(spec, graph)
+        self.vocab = self.out_type.shape[2]
+        self.tokenizer: dict[str, Any] = {}
+        self.baselines: dict[str, float] = {}
+
+    def check(self, dataset) -> None:
+        """Targets must be token ids below the vocabulary; also notes the tokenizer and the held-out baselines."""
+        for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+            if len(split) and int(split.y.max()) >= self.vocab:
+                raise DataError(f"{name}: expected token ids in 0..{self.vocab - 1} (the output "
+                                f"'{self.output_name}' has {self.vocab} logits per position), received "
+                                f"{int(split.y.max())}", where=f"data {dataset.name}")
+        self.tokenizer = dict(getattr(dataset, "tokenizer", {}) or {})
+        text = getattr(dataset, "text", None)
+        if text and len(text.get("test", ())) and len(text.get("train", ())):
+            from archc.data.text import baselines
+            self.baselines = baselines(text["train"], text["test"])
+
+    def log_probs(self, out):
+        """(B, T, V) log-probabilities from logits, probs or log_probs."""
+        if self.out_kind == "probs":
+            return out.float().clamp_min(1e-12).log()
+        return out.float() if self.out_kind == "log_probs" else F.log_softmax(out.float(), dim=-1)
+
+    def token_nll(self, out, y, smoothing: float = 0.0):
+        """Cross-entropy per position: (B, T) in nats."""
+        logp = self.log_probs(out)                                           # (B, T, V)
+        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)                 # (B, T)
+        return nll if smoothing == 0 else (1 - smoothing) * nll - smoothing * logp.mean(dim=-1)
+
+    def loss(self, out, y):
+        return self.token_nll(out, y, self.label_smoothing).mean(dim=1).sum()
+
+    def metric_sum(self, out, y):
+        return (self.token_nll(out, y).mean(dim=1) / math.log(2)).sum()
+
+    def metadata(self) -> dict[str, Any]:
+        """The ONNX metadata generation needs: the tokenizer (kind, vocab_size, context)."""
+        return {"tokenizer": self.tokenizer} if self.tokenizer else {}
+
+    def summary(self, loss: float, metric: float) -> dict[str, float]:
+        """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
+        ppl = math.exp(loss) if loss < 700 else math.inf
+        return {"perplexity": ppl, **self.baselines}

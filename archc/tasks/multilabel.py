@@ -1,0 +1,119 @@
+"""multilabel: any number of labels per example from [batch, labels] logits; binary cross-entropy through a
+sigmoid, per-label accuracy; `archc infer` shows the labels over 0.5 with their probabilities."""
+from __future__ import annotations
+
+import io
+
+from archc.errors import DataError, SpecError
+from archc.ops.base import TensorType
+from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output, task_output
+
+THRESHOLD = 0.5  # a label is on when its probability exceeds this
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in float64, without overflow warnings."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def _names(model, n: int) -> list[str]:
+    """The model's [task] labels, else the label indices."""
+    labels = (model.task or {}).get("labels") or []
+    return [str(labels[i]) if i < len(labels) else str(i) for i in range(n)]
+
+
+@register
+class Multilabel(Task):
+    """Binary cross-entropy (with logits) per label over [batch, labels] outputs against 0/1 targets [batch, labels];
+    metric: label accuracy (the mean over labels of right on/off calls)."""
+
+    kind = "multilabel"
+    data_task = "regression"  # float targets of any width, from the loader's point of view (here 0/1 vectors)
+    metric = "label_accuracy"
+    higher_is_better = True
+    losses = ("binary_cross_entropy",)
+    scores = True
+    noun = "multilabel classifier"
+    columns = (("labels", lambda names: ", ".join(names) or "-"),
+               ("probabilities", lambda ps: ", ".join(f"{p:.4f}" for p in ps)))
+
+    @classmethod
+    def validate(cls, graph, spec: SpecLike) -> None:
+        """The base rule, then: the output holds logits (the sigmoid is applied by the loss and by infer)."""
+        super().validate(graph, spec)
+        name = task_output(graph, spec)
+        if graph.score_kind(graph.outputs[name]) != "logits":
+            raise SpecError(f"multilabel expects logits from output '{name}', received "
+                            f"{graph.score_kind(graph.outputs[name])}", where="task.kind",
+                            hint="drop the final (log_)softmax: each label gets its own sigmoid")
+
+    @classmethod
+    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
+        """float32 logits [batch, labels], one per [task] label."""
+        if out.dtype != "float32" or out.rank != 2 or not isinstance(out.shape[1], int):
+            raise SpecError(f"multilabel expects the output '{name}' shaped [batch, labels] (float32 logits), "
+                            f"received {out.dtype} {out.show()}", where="task.kind")
+        cls.check_labels(name, out, spec)
+
+    # ---- infer ----
+    @classmethod
+    def score(cls, model, outputs, y):
+        """Label accuracy, exact-match accuracy, and accuracy and F1 per label."""
+        name = score_output(model, outputs)
+        on = sigmoid(outputs[name]) > THRESHOLD                                      # (N, L)
+        truth = np.asarray(y).reshape(on.shape) > 0.5
+        scores = {"label_accuracy": float(np.mean(on == truth)),
+                  "exact_match": float(np.mean((on == truth).all(axis=1)))}
+        for j, label in enumerate(_names(model, on.shape[1])):
+            tp = float(np.sum(on[:, j] & truth[:, j]))
+            called, real = float(np.sum(on[:, j])), float(np.sum(truth[:, j]))
+            scores[f"accuracy[{label}]"] = float(np.mean(on[:, j] == truth[:, j]))
+            scores[f"f1[{label}]"] = 2 * tp / (called + real) if called + real else 1.0
+        return scores
+
+    @classmethod
+    def records(cls, model, outputs, top=0):
+        """The labels over 0.5 and their probabilities, per example."""
+        name = score_output(model, outputs)
+        probs = sigmoid(outputs[name]) if name is not None else None
+        if probs is None or probs.ndim != 2:
+            return super().records(model, outputs, top)
+        names = _names(model, probs.shape[1])
+        return [{"labels": [names[j] for j in np.flatnonzero(row > THRESHOLD)],
+                 "probabilities": [float(row[j]) for j in np.flatnonzero(row > THRESHOLD)]} for row in probs]
+
+    @classmethod
+    def example(cls) -> Example:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((240, 6)).astype(np.float32)
+        y = (x @ rng.standard_normal((6, 3)) > 0).astype(np.int64)                   # 3 labels, each a halfplane
+        buf = io.BytesIO()
+        np.savez(buf, x=x, y=y)
+        return Example({"archc": 1, "model": {"name": "tags"}, "inputs": {"x": {"shape": [6]}},
+                        "task": {"kind": "multilabel", "labels": ["a", "b", "c"]},
+                        "layers": [{"op": "linear", "out_features": 16, "act": "relu"},
+                                   {"op": "linear", "out_features": 3}],
+                        "train": {"epochs": 1, "batch_size": 16},
+                        "data": {"source": "npz:tags.npz"}},
+                       infer=(("--input", "npz:{dir}/tags.npz"),), files={"tags.npz": buf.getvalue()})
+
+    # ---- train ----
+    def check(self, dataset) -> None:
+        labels = self.out_type.shape[1]
+        y = dataset.train.y
+        if y.ndim != 2 or y.shape[1] != labels:
+            raise DataError(f"expected targets [examples, {labels}] (the output '{self.output_name}' has {labels} "
+                            f"labels), received {list(y.shape)}", where=f"data {dataset.name}",
+                            hint="an npz: source with y of 0/1 rows")
+        for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+            if len(split) and not np.isin(split.y, (0, 1)).all():
+                raise DataError(f"{name}: expected 0/1 targets, received {split.y[~np.isin(split.y, (0, 1))][0]}",
+                                where=f"data {dataset.name}")
+
+    def loss(self, out, y):
+        target = y.float() * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        bce = F.binary_cross_entropy_with_logits(out.float(), target, reduction="none")   # (B, L)
+        return bce.mean(dim=1).sum()
+
+    def metric_sum(self, out, y):
+        return ((out > 0) == (y > 0.5)).float().mean(dim=1).sum()
