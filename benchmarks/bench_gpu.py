@@ -27,6 +27,7 @@ TITLE = "GPU: AMP vs fp32 training, ORT CUDA vs torch CUDA"
 A, B = "see each row", "see each row"
 SPEC = common.SPECS_DIR / "residual_cnn.toml"
 STORED = common.RESULTS_DIR / "gpu_results.json"
+MEASURED: str | None = None  # when the rows shown were measured, if not by this run (run.py reads it)
 HOW = ("GPU figures are measured by this figure on a CUDA machine (`python benchmarks/run.py --only gpu` writes "
        "benchmarks/results/gpu_results.json); elsewhere the run folds that file in when it exists.")
 
@@ -181,7 +182,9 @@ def stored() -> tuple[list[dict], str]:
     if not STORED.exists():
         return [common.skipped(FIGURE, "GPU figures", "no CUDA device here and no benchmarks/results/"
                                                       "gpu_results.json: run this figure on a CUDA machine")], HOW
+    global MEASURED
     data = json.loads(STORED.read_text())
+    MEASURED = data.get("date")
     rows = [common.row(FIGURE, "where the GPU figures come from", None, None,
                        note=f"benchmarks/results/gpu_results.json, measured on {data.get('device')} at "
                             f"{data.get('date')}; not re-measured by this run (no CUDA device here)")] + data["rows"]

@@ -4,7 +4,8 @@
 
 A figure is one module, benchmarks/bench_<subject>.py, found here by that name: FIGURE (its number), KEY (its name
 for --only), TITLE, A and B (the two sides compared), `run(quick: bool) -> (rows, details)` (rows made with
-common.row; details: markdown under the table) and optionally MISSES (markdown shown when a row misses its goal).
+common.row; details: markdown under the table), optionally MISSES (markdown shown when a row misses its goal) and
+MEASURED (set by run() when its rows were measured earlier, not now).
 --quick runs every figure with tiny repeat counts (tests/benchmarks/test_bench_smoke.py). Adding a figure is adding
 a file. Shared helpers live in common.py, the hand-written twins of figure 1 in handwritten.py.
 
@@ -106,8 +107,8 @@ def run_figure(mod, quick: bool) -> dict:
         error = traceback.format_exc()
     return {"figure": mod.FIGURE, "key": mod.KEY, "title": mod.TITLE, "a": mod.A, "b": mod.B, "rows": rows,
             "details": details, "misses": getattr(mod, "MISSES", ""), "seconds": round(time.perf_counter() - start, 1),
-            "measured": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "error": error,
-            "quick": quick}
+            "measured": getattr(mod, "MEASURED", None) or dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "error": error, "quick": quick}
 
 
 def optimizations(figures: list[dict]) -> list[str]:
