@@ -11,6 +11,7 @@ from typing import Any, Callable
 import click
 
 from archc import __version__
+from archc.clihelp import SourceOption
 from archc.errors import ArchcError, InputError
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
@@ -115,8 +116,9 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-i", "--input", "input_path", default=None, type=click.Path(path_type=Path),
-              help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source (sklearn:digits, idx:DIR, ...).")
+@click.option("-i", "--input", "input_path", default=None, type=click.Path(path_type=Path), cls=SourceOption,
+              help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source SCHEME:ARGUMENT "
+                   "(scored on the split it was trained with).")
 @click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
               help="With --prompt: tokens (bytes) to generate.")

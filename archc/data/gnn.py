@@ -14,7 +14,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from archc.data.dataset import Dataset, Split, check_fractions, split_indices
+from pydantic import Field
+
+from archc.data.arrays import classes_from_labels
+from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.dataset import Dataset, Split, split_indices
 from archc.errors import DataError
 
 TASKS = ("node_classification", "graph_classification")
@@ -148,34 +152,37 @@ def input_roles(inputs: dict[str, tuple[tuple, str]]) -> dict[str, str]:
 
 # --- the loader -------------------------------------------------------------------------------------------
 
-def load_graph(arg: str, *, task: str | None, target: str | None, val_fraction: float, test_fraction: float,
-               seed: int, root: str | Path | None) -> GraphDataset:
-    """graph:karate | graph:synthetic[?graphs=N] | graph:FILE.npz, split for node or graph classification."""
-    from archc.data.sources import resolve
-
-    name = f"graph:{arg}"
-    if task is not None and task not in TASKS:
-        raise DataError(f"expected task {' or '.join(TASKS)} for a graph source, received {task!r}", where=name)
-    check_fractions(val_fraction, test_fraction, name)
-    fractions = dict(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    if arg == "karate":
-        return _expect_task(karate(**fractions), task)
-    base, _, query = arg.partition("?")
-    if base == "synthetic":
-        return _expect_task(synthetic(graphs=int(_query(query, name).get("graphs", 600)), name=name, **fractions),
-                            task)
-    path = resolve(arg, root)
-    if path.suffix.lower() != ".npz" or not path.is_file():
-        raise DataError(f"expected karate, synthetic or an existing .npz file, received {arg!r}", where=name)
-    return from_npz(path, task, name=name, **fractions)
+class GraphOptions(SourceOptions):
+    graphs: int = Field(600, ge=4, description="how many graphs graph:synthetic generates")
 
 
-def _query(query: str, where: str) -> dict[str, str]:
-    out = dict(p.partition("=")[::2] for p in query.split("&") if p)
-    unknown = set(out) - {"graphs"}
-    if unknown or not all(v.isdigit() and int(v) >= 4 for v in out.values()):
-        raise DataError(f"expected ?graphs=N (N >= 4), received ?{query}", where=where)
-    return out
+@register
+class GraphSource(Source):
+    """Graphs for node or graph classification: `karate` (networkx's Zachary karate club), `synthetic`
+    (Erdős–Rényi vs Barabási–Albert graphs) or an .npz with x, edge_index, y and optionally batch and masks."""
+
+    scheme = "graph"
+    argument = "FILE.npz"
+    takes_path = True
+    names = ("karate", "synthetic")
+    tasks = TASKS
+    Options = GraphOptions
+
+    def load(self, arg: Path | str, splits: Splits, task: str | None, options: GraphOptions) -> GraphDataset:
+        """graph:karate | graph:synthetic[?graphs=N] | graph:FILE.npz, split for node or graph classification."""
+        fractions = dict(val_fraction=splits.val_fraction, test_fraction=splits.test_fraction, seed=splits.seed)
+        if arg == "karate":
+            return _expect_task(karate(**fractions), task)
+        if arg == "synthetic":
+            return _expect_task(synthetic(graphs=options.graphs, name=self.name, **fractions), task)
+        if arg.suffix.lower() != ".npz" or not arg.is_file():
+            raise DataError(f"expected karate, synthetic or an existing .npz file, received "
+                            f"{self.name.partition(':')[2]!r}", where=self.name)
+        return from_npz(arg, task, name=self.name, **fractions)
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        return Example("graph:karate", "node_classification", (34,), 34)
 
 
 def _expect_task(d: GraphDataset, task: str | None) -> GraphDataset:
@@ -234,8 +241,6 @@ def from_npz(path: Path, task: str | None, name: str, val_fraction: float, test_
              seed: int) -> GraphDataset:
     """x [N, F], edge_index [2, E], y [N] (node labels) or [G] (graph labels with a batch vector [N]),
     optional train_mask / val_mask / test_mask over y's entries and classes (names)."""
-    from archc.data.sources import classes_from_labels
-
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}

@@ -1,4 +1,4 @@
-"""`idx:DIR` loader: MNIST-format IDX files (raw or .gz), header parsed by hand."""
+"""`idx:DIR`: MNIST-format IDX files (raw or .gz), header parsed by hand."""
 from __future__ import annotations
 
 import gzip
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from archc.data.arrays import from_arrays
+from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset, Split
-from archc.data.sources import from_arrays, resolve
 from archc.errors import DataError
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
@@ -76,24 +77,50 @@ def _pair(folder: Path, prefix: str, where: str) -> tuple[np.ndarray, np.ndarray
     return x, labels.astype(np.int64)
 
 
-def load_idx(arg: str, *, task: str | None, target: str | None, val_fraction: float,
-             test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
-    """train-* files → train/val (val carved by seed); t10k-* files → test (carved from train when absent)."""
-    name = f"idx:{arg}"
-    folder = resolve(arg, root)
-    if not folder.is_dir():
-        raise DataError(f"expected a folder of IDX files, received {str(folder)!r}, which is not a folder",
-                        where=name)
-    train = _pair(folder, "train", name)
-    if train is None:
-        found = sorted(p.name for p in folder.iterdir())[:10]
-        raise DataError(f"expected {candidates('train', 'images', 3)[0]} and {candidates('train', 'labels', 1)[0]} "
-                        f"(optionally .gz), received {found or 'an empty folder'}", where=name)
-    test = _pair(folder, "t10k", name)
-    if task == "regression":
-        raise DataError("expected task 'classification' for IDX digit labels, received 'regression'", where=name)
-    top = max(int(train[1].max(initial=0)), int(test[1].max(initial=0)) if test else 0)
-    classes = [str(i) for i in range(top + 1)]
-    return from_arrays(name, train[0], train[1], classes=classes, task="classification",
-                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                       test=Split(*test) if test else None)
+@register
+class IdxFolder(Source):
+    """MNIST-format IDX files in a folder: train-images-idx3-ubyte and train-labels-idx1-ubyte (raw or .gz),
+    optionally t10k-* for the test split; images become float32 [1, rows, cols] in [0, 1]."""
+
+    scheme = "idx"
+    argument = "DIR"
+    takes_path = True
+    tasks = ("classification",)
+
+    def load(self, arg: Path, splits: Splits) -> Dataset:
+        """train-* files → train/val (val carved by seed); t10k-* files → test (carved from train when absent)."""
+        name = self.name
+        if not arg.is_dir():
+            raise DataError(f"expected a folder of IDX files, received {str(arg)!r}, which is not a folder",
+                            where=name)
+        train = _pair(arg, "train", name)
+        if train is None:
+            found = sorted(p.name for p in arg.iterdir())[:10]
+            raise DataError(f"expected {candidates('train', 'images', 3)[0]} and "
+                            f"{candidates('train', 'labels', 1)[0]} (optionally .gz), received "
+                            f"{found or 'an empty folder'}", where=name)
+        test = _pair(arg, "t10k", name)
+        top = max(int(train[1].max(initial=0)), int(test[1].max(initial=0)) if test else 0)
+        classes = [str(i) for i in range(top + 1)]
+        return from_arrays(name, train[0], train[1], classes=classes, task="classification", splits=splits,
+                           test=Split(*test) if test else None)
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.is_dir() and any("idx" in p.name for p in path.iterdir())
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        images = (np.arange(20 * 4 * 5) % 256).astype(np.uint8).reshape(20, 4, 5)
+        for prefix, n in (("train", 16), ("t10k", 4)):
+            write_idx(folder / "mnist" / f"{prefix}-images-idx3-ubyte.gz", images[:n])
+            write_idx(folder / "mnist" / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 3).astype(np.uint8))
+        return Example(f"idx:{folder / 'mnist'}", "classification", (1, 4, 5), 20)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write uint8 `array` as an IDX file (gzipped when the name ends in .gz): the format this source reads."""
+    header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)

@@ -1,13 +1,14 @@
-"""`images:DIR` loader: one sub-folder per class holding .png or .npy images."""
+"""`images:DIR`: one sub-folder per class holding .png or .npy images."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from archc.data.arrays import from_arrays
+from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset
 from archc.data.png import PNGError, decode_png
-from archc.data.sources import from_arrays, resolve
 from archc.errors import DataError
 
 EXTENSIONS = (".png", ".npy")
@@ -42,19 +43,46 @@ def read_image(path: Path) -> np.ndarray:
     raise ValueError(f"expected uint8, uint16 or float pixels, received {a.dtype}")
 
 
-def load_images(arg: str, *, task: str | None, target: str | None, val_fraction: float,
-                test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
-    """Class = sub-folder name (sorted); every image must share one (C, H, W) shape."""
-    name = f"images:{arg}"
-    folder = resolve(arg, root)
-    if not folder.is_dir():
-        raise DataError(f"expected a folder with one sub-folder per class, received {str(folder)!r}, "
-                        "which is not a folder", where=name)
-    if task == "regression":
-        raise DataError("expected task 'classification' for class folders, received 'regression'", where=name)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError("expected one sub-folder per class, received no sub-folders", where=name)
+@register
+class ImageFolders(Source):
+    """A folder with one sub-folder per class (the class names, sorted) holding .png or .npy images; all share
+    one (C, H, W) shape; integer pixels are scaled to [0, 1]."""
+
+    scheme = "images"
+    argument = "DIR"
+    takes_path = True
+    tasks = ("classification",)
+
+    def load(self, arg: Path, splits: Splits) -> Dataset:
+        """Class = sub-folder name (sorted); every image must share one (C, H, W) shape."""
+        name, folder = self.name, arg
+        if not folder.is_dir():
+            raise DataError(f"expected a folder with one sub-folder per class, received {str(folder)!r}, "
+                            "which is not a folder", where=name)
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not classes:
+            raise DataError("expected one sub-folder per class, received no sub-folders", where=name)
+        xs, ys = _read_classes(folder, classes, name)
+        if not xs:
+            raise DataError(f"expected images in the class folders {classes}, received none", where=name)
+        return from_arrays(name, np.stack(xs), np.array(ys, dtype=np.int64), classes=classes,
+                           task="classification", splits=splits)
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.is_dir()
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        for k, cls_name in enumerate(("cat", "dog")):
+            (folder / "pets" / cls_name).mkdir(parents=True)
+            for i in range(5):
+                np.save(folder / "pets" / cls_name / f"{i}.npy", np.full((3, 4, 4), 40 * k + i, dtype=np.uint8))
+        return Example(f"images:{folder / 'pets'}", "classification", (3, 4, 4), 10)
+
+
+def _read_classes(folder: Path, classes: list[str], name: str) -> tuple[list[np.ndarray], list[int]]:
+    """Every image of the class folders (C, H, W) and its class id, checking one shared shape."""
     xs, ys, first = [], [], None
     for label, cls in enumerate(classes):
         for path in sorted((folder / cls).iterdir()):
@@ -77,7 +105,4 @@ def load_images(arg: str, *, task: str | None, target: str | None, val_fraction:
                                 hint="resize the images to one size and one channel count")
             xs.append(img)
             ys.append(label)
-    if not xs:
-        raise DataError(f"expected images in the class folders {classes}, received none", where=name)
-    return from_arrays(name, np.stack(xs), np.array(ys, dtype=np.int64), classes=classes, task="classification",
-                       val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return xs, ys

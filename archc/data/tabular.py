@@ -1,4 +1,4 @@
-"""`csv:FILE` loader: a header row, numeric feature columns and one target column."""
+"""`csv:FILE[?target=COLUMN]`: a header row, numeric feature columns and one target column."""
 from __future__ import annotations
 
 import csv
@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pydantic import Field
+
+from archc.data.arrays import from_arrays
+from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset
-from archc.data.sources import from_arrays, resolve
 from archc.errors import DataError, describe
 
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is taken as class labels
@@ -61,41 +64,69 @@ def _column_floats(cells: list[str], column: str, lines: list[int], name: str) -
     raise DataError(f"column {column!r}: expected numbers", where=name)  # unreachable in practice
 
 
-def load_csv(arg: str, *, task: str | None, target: str | None, val_fraction: float,
-             test_fraction: float, seed: int, root: str | Path | None) -> Dataset:
-    """Numeric features plus a target column (default: the last) → classification or regression."""
-    name = f"csv:{arg}"
-    path = resolve(arg, root)
-    if not path.is_file():
-        raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
-    header, rows, lines = _read_rows(path, name)
-    if len(header) < 2:
-        raise DataError(f"expected at least one feature column and a target column, received {header}", where=name)
-    if target is None:
-        t = len(header) - 1
-    elif target in header:
-        t = header.index(target)
-    else:
-        close = difflib.get_close_matches(target, header, n=1)
-        raise DataError(f"expected target column {target!r}, received columns {header}", where=name,
-                        hint=f"did you mean {close[0]!r}?" if close else "")
-    if not rows:
-        raise DataError("expected at least one data row after the header, received none", where=name)
-    for row, line in zip(rows, lines):
-        if len(row) != len(header):
-            raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
+class CsvOptions(SourceOptions):
+    target: str | None = Field(None, title="COLUMN", description="the target column's name (default: the last column)")
+
+
+@register
+class CsvTable(Source):
+    """A CSV file: a header row, numeric feature columns and one target column (default: the last); text or
+    few integer targets make classification, other numbers regression."""
+
+    scheme = "csv"
+    argument = "FILE"
+    takes_path = True
+    tasks = ("classification", "regression")
+    Options = CsvOptions
+
+    def load(self, arg: Path, splits: Splits, task: str | None, options: CsvOptions) -> Dataset:
+        """Numeric features plus a target column → classification or regression."""
+        name = self.name
+        if not arg.is_file():
+            raise DataError(f"expected a CSV file, received {str(arg)!r}, which does not exist", where=name)
+        header, rows, lines = _read_rows(arg, name)
+        if len(header) < 2:
+            raise DataError(f"expected at least one feature column and a target column, received {header}",
                             where=name)
-    columns = list(zip(*rows))
-    feats = [_column_floats(list(columns[j]), header[j], lines, name) for j in range(len(header)) if j != t]
-    x = np.stack(feats, axis=1)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        col = [h for k, h in enumerate(header) if k != t][j]
-        raise DataError(f"row {lines[i]}, column {col!r}: expected a finite number, received {x[i, j]}", where=name)
-    y, classes, task = _target(list(columns[t]), header[t], lines, task, name)
-    return from_arrays(name, x, y, classes=classes, task=task, val_fraction=val_fraction,
-                       test_fraction=test_fraction, seed=seed)
+        t = _target_column(header, options.target, name)
+        if not rows:
+            raise DataError("expected at least one data row after the header, received none", where=name)
+        for row, line in zip(rows, lines):
+            if len(row) != len(header):
+                raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
+                                where=name)
+        columns = list(zip(*rows))
+        feats = [_column_floats(list(columns[j]), header[j], lines, name) for j in range(len(header)) if j != t]
+        x = np.stack(feats, axis=1)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            col = [h for k, h in enumerate(header) if k != t][j]
+            raise DataError(f"row {lines[i]}, column {col!r}: expected a finite number, received {x[i, j]}",
+                            where=name)
+        y, classes, task = _target(list(columns[t]), header[t], lines, task, name)
+        return from_arrays(name, x, y, classes=classes, task=task, splits=splits)
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.suffix.lower() == ".csv"
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        rows = [f"{i},{i % 5 / 2},{'yes' if i % 2 else 'no'},{i * 0.5}" for i in range(24)]
+        (folder / "table.csv").write_text("a,b,label,score\n" + "\n".join(rows) + "\n")
+        return Example(f"csv:{folder / 'table.csv'}", "classification", (3,), 24, {"target": "label"})
+
+
+def _target_column(header: list[str], target: str | None, name: str) -> int:
+    """The target's column index: the named one, or the last."""
+    if target is None:
+        return len(header) - 1
+    if target in header:
+        return header.index(target)
+    close = difflib.get_close_matches(target, header, n=1)
+    raise DataError(f"expected target column {target!r}, received columns {header}", where=name,
+                    hint=f"did you mean {close[0]!r}?" if close else "")
 
 
 def _target(cells: list[str], column: str, lines: list[int], task: str | None,

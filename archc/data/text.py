@@ -11,6 +11,7 @@ Sources
     Either takes an optional byte cap after ``?``: ``text:stdlib?max_bytes=2000000``,
     ``text:notes/?max_bytes=500000`` (``max_bytes=0`` means no cap). Files are read in sorted path order
     and taken whole until the cap; the file that crosses it is truncated so the corpus is exactly the cap.
+    The option ``context`` (tokens per window, default 256) is set by ``archc train`` from the model's input.
 
 Tokens are bytes 0..255 (vocabulary 256). Files are joined with a newline byte.
 
@@ -32,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pydantic import Field
+
+from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split
+from archc.data.sources import make_options, parse
 from archc.errors import DataError
 
 VOCAB_SIZE = 256
@@ -69,28 +74,10 @@ def decode(tokens) -> str:
 # --- reading -------------------------------------------------------------------------------------------------
 
 def parse_argument(arg: str, root: str | Path | None = None) -> tuple[str, int | None]:
-    """'PATH[?max_bytes=N]' → (PATH, cap or None). A PATH that itself contains '?' and exists wins."""
-    target, sep, query = arg.partition("?")
-    if not sep or (target != "stdlib" and _resolve(arg, root).exists()):
-        return arg, None
-    cap: int | None = None
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if key != "max_bytes" or not eq:
-            raise DataError(f"expected an option 'max_bytes=N' after '?', received {item!r}", where=f"text:{arg}")
-        try:
-            cap = int(value)
-        except ValueError:
-            raise DataError(f"max_bytes: expected a whole number of bytes, received {value!r}",
-                            where=f"text:{arg}") from None
-        if cap < 0:
-            raise DataError(f"max_bytes: expected a number >= 0 (0 = no cap), received {cap}", where=f"text:{arg}")
-    return target, (cap or None)
-
-
-def _resolve(arg: str, root: str | Path | None) -> Path:
-    p = Path(arg).expanduser()
-    return p if p.is_absolute() or root is None else Path(root) / p
+    """'PATH[?max_bytes=N]' → (PATH, cap or None), read as load() reads it (a PATH containing '?' that exists
+    is taken whole)."""
+    cls, target, query = parse(f"text:{arg}", root)
+    return target, make_options(cls, f"text:{arg}", query, {}, {}).max_bytes or None
 
 
 def stdlib_files() -> tuple[Path, list[Path]]:
@@ -131,15 +118,13 @@ def read_text_file(path: Path) -> bytes | None:
     return data
 
 
-def read_corpus(arg: str, root: str | Path | None = None) -> list[tuple[str, bytes]]:
-    """[(relative name, bytes)] of the source's text files in sorted order, byte cap applied."""
-    name = f"text:{arg}"
-    target, cap = parse_argument(arg, root)
+def read_corpus(target: Path | str, cap: int | None, name: str) -> list[tuple[str, bytes]]:
+    """[(relative name, bytes)] of the text files of `target` (a path, or "stdlib") in sorted order, at most
+    `cap` bytes (None: no cap)."""
     if target == "stdlib":
         base, paths = stdlib_files()
-        cap = STDLIB_MAX_BYTES if cap is None and "?" not in arg else cap
     else:
-        base = _resolve(target, root)
+        base = Path(target)
         if not base.exists():
             raise DataError(f"expected a text file or a folder of text files, received {str(base)!r}, "
                             "which does not exist", where=name, hint="or use text:stdlib")
@@ -242,33 +227,62 @@ def baselines(train_bytes: np.ndarray, test_bytes: np.ndarray) -> dict[str, floa
     return {"unigram_bpb": unigram, "bigram_bpb": -float(bigram_bits) / test.size}
 
 
-# --- loader --------------------------------------------------------------------------------------------------
+# --- the source --------------------------------------------------------------------------------------------------
 
-def load_text(arg: str, *, task: str | None, target: str | None, val_fraction: float, test_fraction: float,
-              seed: int, root: str | Path | None, context: int | None = None) -> TextDataset:
-    """`text:PATH` / `text:stdlib` → next-byte windows split by file (see the module docstring)."""
-    name = f"text:{arg}"
-    if task not in (None, TASK):
-        raise DataError(f"expected task {TASK!r} for a text: source, received {task!r}", where=name)
-    context = DEFAULT_CONTEXT if context is None else context
-    if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 1:
-        raise DataError(f"context: expected a positive whole number of tokens, received {context!r}", where=name)
-    context = int(context)
-    corpus = read_corpus(arg, root)
+class TextOptions(SourceOptions):
+    max_bytes: int | None = Field(None, ge=0, description=f"read at most this many bytes (0: no cap; "
+                                                           f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
+    context: int = Field(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
+
+
+@register
+class TextFiles(Source):
+    """A text file, a folder of text files (read recursively, held out by file), or `stdlib`, the running
+    Python's standard library: byte tokens (vocabulary 256) cut into next-token windows of `context`."""
+
+    scheme = "text"
+    argument = "PATH"
+    takes_path = True
+    names = ("stdlib",)
+    tasks = (TASK,)
+    Options = TextOptions
+
+    def load(self, arg: Path | str, splits: Splits, options: TextOptions) -> TextDataset:
+        """Next-byte windows split by file (see the module docstring)."""
+        cap = options.max_bytes if options.max_bytes is not None or arg != "stdlib" else STDLIB_MAX_BYTES
+        return _windows_dataset(self.name, read_corpus(arg, cap or None, self.name), options.context, splits)
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.suffix.lower() in (".txt", ".md")
+
+    @classmethod
+    def example(cls, folder: Path) -> Example:
+        for i in range(4):
+            (folder / "notes" / f"{i}.txt").parent.mkdir(exist_ok=True)
+            (folder / "notes" / f"{i}.txt").write_text("".join(chr(97 + (i + j) % 26) for j in range(99)))
+        # Four 99-byte files dealt by file: one each to test and val (12 windows of 8 tokens each), two joined
+        # (199 bytes) to train (24 windows).
+        return Example(f"text:{folder / 'notes'}?max_bytes=1000", TASK, (8,), 48, {"context": 8})
+
+
+def _windows_dataset(name: str, corpus: list[tuple[str, bytes]], context: int, splits: Splits) -> TextDataset:
+    """The corpus split by file (or by position with fewer than three files), as next-token windows."""
     names = [n for n, _ in corpus]
     if len(corpus) >= 3:
-        test_idx, val_idx, train_idx = split_by_file([len(b) for _, b in corpus], [test_fraction, val_fraction], seed)
+        test_idx, val_idx, train_idx = split_by_file([len(b) for _, b in corpus],
+                                                     [splits.test_fraction, splits.val_fraction], splits.seed)
         groups = {"train": train_idx, "val": val_idx, "test": test_idx}
         text = {k: join([corpus[i][1] for i in idx]) for k, idx in groups.items()}
         files = {k: [names[i] for i in idx] for k, idx in groups.items()}
     else:
         whole = join([b for _, b in corpus])
-        n_test = int(round(len(whole) * test_fraction))
-        n_val = int(round(len(whole) * val_fraction))
+        n_test = int(round(len(whole) * splits.test_fraction))
+        n_val = int(round(len(whole) * splits.val_fraction))
         cut_val, cut_test = len(whole) - n_val - n_test, len(whole) - n_test
         text = {"train": whole[:cut_val], "val": whole[cut_val:cut_test], "test": whole[cut_test:]}
         files = {k: list(names) for k in text}
-    splits: dict[str, Split] = {}
+    parts: dict[str, Split] = {}
     for key in ("train", "val", "test"):
         data = text[key]
         if key == "train" or len(data):
@@ -276,7 +290,7 @@ def load_text(arg: str, *, task: str | None, target: str | None, val_fraction: f
                 raise DataError(f"{key}: expected at least context + 1 = {context + 1} bytes to make one window, "
                                 f"received {len(data)}", where=name,
                                 hint="lower the context, add text, or change the split fractions")
-        splits[key] = Split(*windows(data, context))
-    return TextDataset(name, splits["train"], splits["val"], splits["test"], None, (context,), TASK,
+        parts[key] = Split(*windows(data, context))
+    return TextDataset(name, parts["train"], parts["val"], parts["test"], None, (context,), TASK,
                        text=text, files=files,
                        tokenizer={"kind": "bytes", "vocab_size": VOCAB_SIZE, "context": context})

@@ -11,14 +11,16 @@ from archc.errors import InputError
 from archc.runtime.present import probabilities, task_kind
 from archc.runtime.session import Model
 
-SCHEMES = ("sklearn", "idx", "csv", "npz", "images", "text", "graph")
 CLASS_TASKS = ("classification", "node_classification", "graph_classification")
 
 
 def is_source(text: str) -> bool:
-    """'sklearn:digits' style data sources (an existing file of that name is read as a file instead)."""
+    """'sklearn:digits' style data sources of a registered scheme (an existing file of that name is read as a
+    file instead)."""
+    from archc.data import REGISTRY
+
     scheme, sep, arg = text.partition(":")
-    return bool(sep and arg) and scheme in SCHEMES and not Path(text).exists()
+    return bool(sep and arg) and scheme in REGISTRY and not Path(text).exists()
 
 
 @dataclass

@@ -34,7 +34,8 @@ def load_checked(setup: Setup, objective: Objective) -> Dataset:
     d = setup.spec.data
     assert d is not None
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
-                   test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root, context=context_of(setup))
+                   test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
+                   defaults={"context": context_of(setup)})
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]

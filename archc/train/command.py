@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from archc.clihelp import SourceOption
+
 
 @click.command("train")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data", default=None, help="Data source (e.g. sklearn:digits, idx:DIR); overrides [data] source.")
+@click.option("--data", default=None, cls=SourceOption, help="Data source SCHEME:ARGUMENT; overrides [data] source.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<model name>).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides [train] epochs.")

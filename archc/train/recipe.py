@@ -13,7 +13,6 @@ from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
 from archc.language.model import Spec
 
-PATH_SCHEMES = ("idx", "csv", "npz", "images", "text", "graph")
 # Task kinds whose objective builds the model's inputs itself: a noised image and its timestep (diffusion), or
 # whole graphs without a batch axis (x, edge_index, batch); the others train a single batched input.
 OWN_INPUTS = ("diffusion", "node_classification", "graph_classification")
@@ -102,9 +101,10 @@ def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
 
 def data_root(source: str, spec_dir: Path) -> Path | None:
     """A spec's relative data path is read next to the spec when it exists there, else from the working folder."""
-    scheme, _, arg = source.partition(":")
-    arg = arg.partition("?")[0] if scheme == "text" else arg  # text:PATH?max_bytes=N
-    if scheme in PATH_SCHEMES and arg and not Path(arg).is_absolute() and (spec_dir / arg).exists():
+    from archc.data.sources import path_of  # here: archc.data imports numpy, which `archc validate` never needs
+
+    path = path_of(source, spec_dir)
+    if path and not Path(path).is_absolute() and (spec_dir / path).exists():
         return spec_dir
     return None
 

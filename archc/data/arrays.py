@@ -1,0 +1,68 @@
+"""Helpers shared by the loaders: labels to class ids, features to float32/int64, arrays to a split Dataset."""
+from __future__ import annotations
+
+import numpy as np
+
+from archc.data.base import Splits
+from archc.data.dataset import Dataset, Split, finish, split_indices, subset
+from archc.errors import DataError
+
+
+def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
+    """Map raw labels to 0..K-1: strings sort by text, integer-valued numbers keep their values as 0..max."""
+    if y.dtype.kind in "USO":
+        names = sorted({str(v) for v in y.tolist()})
+        lookup = {n: i for i, n in enumerate(names)}
+        return np.array([lookup[str(v)] for v in y.tolist()], dtype=np.int64), names
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
+            bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
+            raise DataError(f"expected integer class labels, received {bad!r}", where=where,
+                            hint="use task='regression' for continuous targets")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise DataError(f"expected class labels >= 0, received {int(y.min())}", where=where)
+    return y, [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
+
+
+def as_features(x: np.ndarray, where: str) -> np.ndarray:
+    """uint8 → float32 in [0, 1] (images); other integers → int64 token ids; floats/bools → float32."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    if x.dtype.kind in "iu":
+        return x.astype(np.int64)
+    if x.dtype.kind in "fb":
+        return x.astype(np.float32)
+    raise DataError(f"expected numeric features, received an array of dtype {x.dtype}", where=where)
+
+
+def labels_for_task(y: np.ndarray, task: str | None, classes: list[str] | None,
+                    where: str) -> tuple[np.ndarray, list[str] | None, str]:
+    """Decide the task (forced, or from y's dtype) and convert y: int64 class ids or float32 targets."""
+    if task is None:
+        task = "classification" if (y.dtype.kind in "iuUSOb" or classes is not None) else "regression"
+    if task == "regression":
+        if y.dtype.kind not in "iufb":
+            raise DataError(f"expected numeric regression targets, received dtype {y.dtype}", where=where)
+        return y.astype(np.float32), None, task
+    labels, derived = classes_from_labels(y, where)
+    return labels, (classes if classes is not None else derived), task
+
+
+def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None, task: str,
+                splits: Splits, test: Split | None = None) -> Dataset:
+    """Split prepared arrays x (N, ...) and y (N,) into train/val/test (test carved out only when not given)."""
+    if len(x) != len(y):
+        raise DataError(f"expected as many labels as examples, received {len(x)} examples and {len(y)} labels",
+                        where=name)
+    if len(x) == 0:
+        raise DataError("expected at least one example, received none", where=name)
+    strat = y if task == "classification" else None
+    if test is None:
+        test_idx, val_idx, train_idx = split_indices(len(x), [splits.test_fraction, splits.val_fraction],
+                                                     splits.seed, strat)
+        test = Split(x[test_idx], y[test_idx])
+    else:
+        val_idx, train_idx = split_indices(len(x), [splits.val_fraction], splits.seed, strat)
+    whole = Split(x, y)
+    return finish(name, subset(whole, train_idx), subset(whole, val_idx), test, classes, task)
