@@ -1,14 +1,13 @@
 """Checkpoints in safetensors (no pickle): weights for people and tools, and one file that resumes a run.
 
-Files in a run folder, each written atomically (temporary file, fsync, rename):
-  checkpoint.safetensors   the latest weights (a plain state_dict), metadata: step, epoch, spec hash
-  best.safetensors         the weights of the best validation epoch
-  train_state.safetensors  everything `--resume` needs, in ONE file so it can never be half old, half new:
-                           a copy of the weights (model.*), the optimizer's tensors (optim.*), RNG states and
-                           partial-epoch sums (rank.<r>.*), and the scalars as JSON in the header metadata
-                           (optimizer hyper-parameters, scheduler and grad-scaler state, epoch and step in
-                           the epoch, best value, history)
-  train_state.json         a readable copy of those scalars, written last; the step names the weights above
+Where they go is the run folder's (archc.train.run_dir.RunDir); what they hold:
+  weights (latest, best)  a plain state_dict; metadata: step, epoch, spec hash
+  the resume state        everything `--resume` needs, in ONE file so it can never be half old, half new:
+                          a copy of the weights (model.*), the optimizer's tensors (optim.*), RNG states and
+                          partial-epoch sums (rank.<r>.*), and the scalars as JSON in the header metadata
+                          (optimizer hyper-parameters, scheduler and grad-scaler state, epoch and step in
+                          the epoch, best value, history)
+  its readable copy       those scalars as JSON, written last; the step names the weights above
 
 The weights copy doubles the weights on disk (the optimizer state already holds two more copies for Adam):
 the price of a resume state that is consistent by construction, with no two-file protocol to get right.
@@ -27,10 +26,9 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from archc.errors import ModelError
+from archc.train.run_dir import RunDir
 from archc.util import write_bytes_atomic, write_text_atomic
 
-WEIGHTS, BEST, STATE, STATE_JSON = ("checkpoint.safetensors", "best.safetensors", "train_state.safetensors",
-                                    "train_state.json")
 META_KEY = "archc.train_state"
 
 
@@ -138,36 +136,37 @@ class Saved:
 
     scalars: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    source: str                     # the file it came from, for messages
 
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
-def save_state(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_state(run_dir: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scalars: dict[str, Any], per_rank: list[dict[str, torch.Tensor]]) -> None:
-    """Write train_state.safetensors (atomic, complete), then checkpoint.safetensors and train_state.json."""
+    """Write the resume state (atomic, complete), then the latest weights and the state's readable copy."""
     opt_tensors, opt_scalars = flatten_optimizer(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in weights_of(model).items()} | opt_tensors
     for rank, entries in enumerate(per_rank):
         tensors |= {f"rank.{rank}.{k}": _cpu(v) for k, v in entries.items()}
     body = scalars | {"optimizer": opt_scalars, "host_rng": host_rng()}
-    write_bytes_atomic(run_dir / STATE, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
-    save_weights(run_dir / WEIGHTS, model, {"step": scalars["step"], "epoch": scalars["epoch"],
+    write_bytes_atomic(run_dir.state, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
+    save_weights(run_dir.weights, model, {"step": scalars["step"], "epoch": scalars["epoch"],
                                              "spec_sha256": scalars["spec_sha256"]})
     readable = {k: v for k, v in scalars.items() if k != "history"}
-    write_text_atomic(run_dir / STATE_JSON, json.dumps(readable, indent=2) + "\n")
+    write_text_atomic(run_dir.state_json, json.dumps(readable, indent=2) + "\n")
 
 
-def load_state(run_dir: Path) -> Saved:
-    """Read train_state.safetensors; ModelError when it is missing its scalars."""
-    tensors, meta = read_file(run_dir / STATE)
+def load_state(run_dir: RunDir) -> Saved:
+    """Read the resume state; ModelError when it is missing its scalars."""
+    tensors, meta = read_file(run_dir.state)
     if META_KEY not in meta:
-        raise ModelError(f"expected archc training state in {str(run_dir / STATE)!r}, received a file without it")
-    return Saved(json.loads(meta[META_KEY]), tensors)
+        raise ModelError(f"expected archc training state in {str(run_dir.state)!r}, received a file without it")
+    return Saved(json.loads(meta[META_KEY]), tensors, str(run_dir.state))
 
 
 def restore(saved: Saved, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Weights, optimizer state and the host RNGs from a loaded train_state (torch RNG: per rank, by the loop)."""
-    _load_into(model, saved.group("model."), STATE)
+    _load_into(model, saved.group("model."), saved.source)
     optimizer.load_state_dict(unflatten_optimizer(saved.tensors, saved.scalars["optimizer"]))
     set_host_rng(saved.scalars["host_rng"])

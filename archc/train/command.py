@@ -26,14 +26,16 @@ from archc.clihelp import SourceOption
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+# --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, hidden=True)
 def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, nproc: int, quiet: bool,
-                  as_json: bool) -> None:
+                  as_json: bool, data_root: Path | None) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
-    from archc.train import run
+    from archc.train.api import run
 
     result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                 resume=resume, nproc=nproc, quiet=quiet or as_json)
+                 resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

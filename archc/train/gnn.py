@@ -1,6 +1,7 @@
 """Whole-graph splits for the loop: node classification (one graph; node ids are the examples, every step runs
 the whole graph and the loss reads the rows of the nodes taken) and graph classification (graph ids are the
-examples; the graphs taken are collated into one disjoint union with a batch vector)."""
+examples; the graphs taken are collated into one disjoint union with a batch vector). Both are
+archc.train.splits.Examples[Feeds]."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ import torch
 
 from archc.data.dataset import Split
 from archc.data.gnn import GraphDataset, GraphSet
+from archc.train.splits import SPLITS, Examples
 
 
 @dataclass
@@ -40,6 +42,7 @@ class NodeSplit:
         return len(self.ids)
 
     def take(self, idx: torch.Tensor) -> tuple[Feeds, torch.Tensor]:
+        """The whole graph's inputs, the rows of the nodes at `idx` and their labels (k,)."""
         idx = idx.to(self.device)
         return Feeds(self.inputs, self.ids[idx]), self.y[idx]
 
@@ -55,11 +58,12 @@ class GraphSplit:
         return len(self.ids)
 
     def take(self, idx: torch.Tensor) -> tuple[Feeds, torch.Tensor]:
+        """The graphs at `idx` collated into one disjoint union, and their labels (k,)."""
         arrays = self.graphs.collate(self.ids[idx.cpu().numpy()])      # x [n, F], edge_index [2, e], batch [n]
         return Feeds(_tensors(arrays, self.roles, self.device)), self.y[idx.to(self.device)]
 
 
-def graph_splits(dataset: GraphDataset, roles: dict[str, str], device: torch.device) -> dict:
+def graph_splits(dataset: GraphDataset, roles: dict[str, str], device: torch.device) -> dict[str, Examples[Feeds]]:
     """train/val/test of a graph dataset as NodeSplit or GraphSplit."""
     cls = NodeSplit if dataset.task == "node_classification" else GraphSplit
-    return {k: cls(getattr(dataset, k), dataset.graphs, roles, device) for k in ("train", "val", "test")}
+    return {k: cls(getattr(dataset, k), dataset.graphs, roles, device) for k in SPLITS}

@@ -61,7 +61,7 @@ class Objective:
     def splits(self, dataset: Dataset, device: torch.device) -> dict[str, Any]:
         """train/val/test as the loop reads them: len(split) examples, split.take(idx) -> (x, y) for forward.
         By default the examples' arrays on the device; graph tasks feed whole graphs (archc.train.gnn)."""
-        from archc.train.batches import DeviceSplit
+        from archc.train.splits import DeviceSplit
         return {k: DeviceSplit.of(getattr(dataset, k), device) for k in ("train", "val", "test")}
 
     def forward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from archc.train.run_dir import RunDir
+
 REFRESH_S = 0.1  # the bar's numbers cost a device sync: read them at most this often
 
 
@@ -80,3 +82,25 @@ class Rich(Quiet):
 def reporter(quiet: bool, main: bool) -> Quiet:
     """Rich on rank 0 unless quiet; silence elsewhere."""
     return Rich() if main and not quiet else Quiet()
+
+
+class Progress:
+    """What a run shows and records as it goes: the reporter's lines, and (rank 0) metrics.jsonl and curves.png."""
+
+    def __init__(self, report: Quiet, run_dir: RunDir | None, metric: str) -> None:
+        from archc.train.curves import Curves
+
+        self.report, self.run_dir = report, run_dir
+        self.curves = Curves(run_dir.curves, metric) if run_dir is not None else None
+
+    def epoch_end(self, history: list[dict], best: bool, last: bool) -> None:
+        """Record the epoch (rewriting metrics.jsonl; the curves are throttled unless `last`), then show its row."""
+        if self.run_dir is not None and self.curves is not None:
+            self.run_dir.write_metrics(history)
+            self.curves.update(history, force=last)
+        self.report.epoch_end(history[-1], best)
+
+    def final(self, history: list[dict]) -> None:
+        """The curves of every epoch (one a resumed run did not redraw included)."""
+        if self.curves is not None and history:
+            self.curves.update(history, force=True)

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from archc.graph.ir import Graph
 from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
 from archc.language.model import Spec
+from archc.train.run_dir import RunDir
 
 # Task kinds whose objective builds the model's inputs itself: a noised image and its timestep (diffusion), or
 # whole graphs without a batch axis (x, edge_index, batch); the others train a single batched input.
@@ -36,7 +36,7 @@ class Setup:
     file: str
     raw: dict[str, Any]          # the spec as used (overrides applied): written to spec.json, stored in the ONNX
     compiled: Compiled
-    out: Path
+    run_dir: RunDir
     data_root: Path | None       # folder that relative data paths of the spec are read from
 
     @property
@@ -54,29 +54,6 @@ class Setup:
     @property
     def input_name(self) -> str:
         return next(iter(self.graph.inputs))
-
-
-@dataclass
-class RunResult:
-    """What `archc train` produced: the run folder, the best/final/test metrics and the artifacts' paths."""
-
-    run_dir: str
-    metric: str                                   # the task's metric: "accuracy", "mae", ...
-    epochs_run: int
-    best_epoch: int | None
-    best: dict[str, float]                        # the epoch row of the best checkpoint
-    final: dict[str, float]                       # the last epoch's row
-    test: dict[str, float]                        # {"loss": .., metric: .., "examples": ..} of the best weights
-    stopped_early: bool
-    seconds: float
-    paths: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "RunResult":
-        return cls(**json.loads(text))
 
 
 def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
@@ -122,8 +99,10 @@ def _check_single_input(graph: Graph, file: str) -> None:
                                         "graph_classification")
 
 
-def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None) -> Setup:
-    """Compile the spec as used, check it can be trained, and decide the run folder."""
+def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None,
+            root_given: str | Path | None = None) -> Setup:
+    """Compile the spec as used, check it can be trained, and decide the run folder and the data root
+    (`root_given`: the one a --nproc launcher decided, for workers that read the run folder's spec.json)."""
     file = str(spec) if not isinstance(spec, dict) else "<spec>"
     base = compile_spec(spec, stop_after="load") if not isinstance(spec, dict) else None
     raw = apply_overrides(base.raw if base is not None else spec, o)  # type: ignore[arg-type]
@@ -137,5 +116,7 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
                         where="data", hint="e.g. --data sklearn:digits", file=file)
     spec_dir = Path(file).parent if not isinstance(spec, dict) else Path.cwd()
     root = data_root(compiled.spec.data.source, spec_dir) if o.data is None else None
-    run_dir = Path(out) if out is not None else Path("runs") / compiled.spec.model.name
+    if root_given is not None:
+        root = Path(root_given)
+    run_dir = RunDir(Path(out) if out is not None else Path("runs") / compiled.spec.model.name)
     return Setup(file, raw, compiled, run_dir, root)

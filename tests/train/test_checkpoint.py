@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from archc.errors import ModelError
-from archc.train import checkpoint as ckpt
+import archc.train.checkpoint as ckpt
+from archc.train.run_dir import RunDir
 
 
 def _model_and_adam(steps: int = 3) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -49,11 +50,11 @@ def test_state_file_round_trip(tmp_path):
     np.random.seed(4)
     rng = ckpt.torch_rng(torch.device("cpu"))
     scalars = {"step": 7, "epoch": 1, "spec_sha256": "abc", "history": [{"epoch": 1, "val_loss": 0.5}]}
-    ckpt.save_state(tmp_path, model, opt, scalars, [{"rng": rng, "acc": torch.tensor([1.5, 2.0, 3.0],
+    ckpt.save_state(RunDir(tmp_path), model, opt, scalars, [{"rng": rng, "acc": torch.tensor([1.5, 2.0, 3.0],
                                                                                      dtype=torch.float64)}])
     want_py, want_np = random.random(), np.random.random()
     torch.rand(3)  # move the RNGs on
-    saved = ckpt.load_state(tmp_path)
+    saved = ckpt.load_state(RunDir(tmp_path))
     assert saved.scalars["step"] == 7 and saved.scalars["history"][0]["val_loss"] == 0.5
     model2, opt2 = _model_and_adam(0)
     ckpt.restore(saved, model2, opt2)
@@ -64,8 +65,8 @@ def test_state_file_round_trip(tmp_path):
     ckpt.set_torch_rng(mine["rng"], torch.device("cpu"))
     assert torch.equal(torch.get_rng_state(), rng[8:])
     assert mine["acc"].tolist() == [1.5, 2.0, 3.0]
-    meta = ckpt.load_weights(tmp_path / ckpt.WEIGHTS, model2)  # the plain weights file, written alongside
-    assert meta["step"] == "7" and (tmp_path / ckpt.STATE_JSON).exists()
+    meta = ckpt.load_weights(RunDir(tmp_path).weights, model2)  # the plain weights file, written alongside
+    assert meta["step"] == "7" and RunDir(tmp_path).state_json.exists()
 
 
 def test_unreadable_or_foreign_checkpoints(tmp_path):

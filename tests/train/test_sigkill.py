@@ -68,11 +68,13 @@ def test_resume_needs_the_same_world_size(h, tmp_path):
     import archc.train as train
     from archc.errors import InputError
     from archc.train.distributed import Dist
-    from archc.train.loop import build, resume
+    from archc.train.loop import build
     from archc.train.recipe import Overrides, prepare
+    from archc.train.state import Tally, resume
 
     spec = h.make_spec(tmp_path / "s.json", h.make_npz(tmp_path / "d.npz"), train={"epochs": 1})
     train.run(spec, out=tmp_path / "run", quiet=True)
-    r = build(prepare(spec, Overrides(), tmp_path / "run"), Dist(rank=0, world=2), torch.device("cpu"), quiet=True)
+    setup, two = prepare(spec, Overrides(), tmp_path / "run"), Dist(rank=0, world=2)
+    learner, _ = build(setup, two, torch.device("cpu"))
     with pytest.raises(InputError, match="expected --nproc 1 as in the interrupted run, received 2"):
-        resume(r)
+        resume(setup.run_dir, learner, Tally(torch.device("cpu")), two, setup.sha256)

@@ -1,0 +1,92 @@
+"""Training data: load the [data] source, check it against the spec's input and the task, normalize it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from archc.data import Dataset, Split, check_shape, load, normalization
+from archc.errors import DataError
+from archc.train.objectives import Objective
+from archc.train.recipe import Setup
+from archc.train.splits import Examples
+
+
+def context_of(setup: Setup) -> int | None:
+    """Tokens per window for text: sources: the size of a [seq] input's axis (fixed, or its [axes] entry)."""
+    features = setup.graph.inputs[setup.input_name].features
+    if len(features) != 1:
+        return None
+    (seq,) = features
+    return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
+
+
+def load_checked(setup: Setup, objective: Objective) -> Dataset:
+    """Load the [data] source and check it against the spec's input and the task before training."""
+    d = setup.spec.data
+    assert d is not None
+    dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
+                   test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
+                   defaults={"context": context_of(setup)})
+    name = objective.data_input
+    if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
+        expected = setup.graph.inputs[name]
+        check_shape(dataset, expected.features, name)
+        got = "int64" if dataset.train.x.dtype.kind in "iu" else "float32"
+        if got != expected.dtype:
+            raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",
+                            where=f"data {dataset.name}")
+    objective.check(dataset)
+    if len(dataset.val) == 0:
+        raise DataError("expected a validation split (it picks the best checkpoint), received none",
+                        where=f"data {dataset.name}", hint="set [data] val_fraction > 0")
+    return dataset
+
+
+def preprocess_of(dataset: Dataset, input_name: str) -> dict[str, dict]:
+    """{input: {mean, std}} from the training split: the ONNX `archc.preprocess` metadata."""
+    stats = normalization(dataset.train)
+    return {input_name: {"mean": stats["mean"], "std": stats["std"]}}
+
+
+def apply_preprocess(x: np.ndarray, stats: dict) -> np.ndarray:
+    """`(x - mean) / std` with list statistics over axis 1: the same float32 arithmetic as `archc infer`."""
+    out = []
+    for key in ("mean", "std"):
+        v = np.asarray(stats[key], dtype=x.dtype)
+        out.append(v.reshape((v.size,) + (1,) * (x.ndim - 2)) if v.size > 1 else v.reshape(()))
+    mean, std = out
+    return ((x - mean) / std).astype(x.dtype, copy=False)
+
+
+def normalized(dataset: Dataset, stats: dict) -> Dataset:
+    """The dataset with every split's features preprocessed."""
+    def one(s: Split) -> Split:
+        return Split(apply_preprocess(s.x, stats), s.y)
+    return Dataset(dataset.name, one(dataset.train), one(dataset.val), one(dataset.test), dataset.classes,
+                   dataset.example_shape, dataset.task)
+
+
+@dataclass
+class Data:
+    """The run's splits as the loop reads them, and the normalization they got (the ONNX's preprocess)."""
+
+    name: str
+    splits: dict[str, Examples[Any]]
+    preprocess: dict | None
+
+    def sizes(self) -> str:
+        return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
+
+
+def load_data(setup: Setup, objective: Objective, device: torch.device) -> Data:
+    """The checked data, normalized when the spec asks, as the objective's splits on the device."""
+    dataset = load_checked(setup, objective)
+    d = setup.spec.data
+    assert d is not None  # prepare() checked it
+    preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None
+    if preprocess:
+        dataset = normalized(dataset, preprocess[setup.input_name])
+    return Data(dataset.name, objective.splits(dataset, device), preprocess)

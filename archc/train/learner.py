@@ -1,0 +1,109 @@
+"""The model and what updates it: optimizer, learning-rate schedule, grad scaler and autocast, one step at a time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from archc.train.devices import amp_dtype, seed_everything
+from archc.train.distributed import Dist
+from archc.train.objectives import Objective
+from archc.train.optim import build_optimizer, build_scheduler
+from archc.train.recipe import Setup
+from archc.train.splits import Examples
+
+EVAL_BATCH = 1024
+
+
+@dataclass
+class Learner:
+    """The generated module (`model`: what is saved and exported), the module that trains (`net`: `model`, or
+    DDP around it) and its optimizer state, with the objective that scores its outputs."""
+
+    objective: Objective
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any                     # torch.amp.GradScaler for fp16, else None
+    device: torch.device
+    amp: torch.dtype | None
+    grad_clip: float | None
+    last_lr: float = 0.0
+
+    @classmethod
+    def build(cls, setup: Setup, objective: Objective, device: torch.device, steps: int, rank: int) -> "Learner":
+        """The spec's module at its seed's initial weights, with the recipe's optimizer and per-step schedule."""
+        from archc.lower import lower
+
+        recipe = setup.spec.train
+        seed_everything(recipe.seed)
+        model = lower(setup.graph, seed=recipe.seed).to(device)
+        if rank:
+            torch.manual_seed(recipe.seed + rank)  # other ranks draw other dropout masks
+        optimizer = build_optimizer(model, recipe.optimizer)
+        amp = amp_dtype(recipe.precision, device)
+        scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        return cls(objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
+                   amp, recipe.grad_clip)
+
+    def distribute(self, several_outputs: bool) -> None:
+        """Train through DistributedDataParallel (the process group is up)."""
+        self.net = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=several_outputs)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def step(self, x: Any, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean.
+        Returns the summed loss and metric (scalars)."""
+        with self.autocast():
+            out, y = self.objective.forward(self.net, x, y, training=True)
+            loss = self.objective.loss(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        scaled = loss * scale
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        if self.grad_clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), self.objective.metric_sum(out.detach(), y)
+
+    @torch.no_grad()
+    def evaluate(self, split: Examples, dist: Dist | None = None) -> tuple[float, float, int]:
+        """Mean loss and metric over a split: sharded over the ranks of `dist` and summed, or whole (None)."""
+        self.model.eval()
+        rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for chunk in torch.arange(len(split))[rank::world].split(EVAL_BATCH):
+            x, y = split.take(chunk)
+            with self.autocast():
+                out, y = self.objective.forward(self.model, x, y, training=False)
+                sums[0] += self.objective.loss(out, y)
+            sums[1] += self.objective.metric_sum(out, y)
+            sums[2] += len(chunk)
+        if dist is not None:
+            dist.sum(sums)
+        loss, metric, n = sums.tolist()
+        return loss / max(n, 1), metric / max(n, 1), int(n)
+
+    def scalars(self) -> dict[str, Any]:
+        """The schedule's and grad scaler's state as JSON (the optimizer's goes with the weights)."""
+        sched = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        return {"scheduler": sched, "scaler": self.scaler.state_dict() if self.scaler else None}
+
+    def load_scalars(self, scalars: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(scalars["scheduler"] | {"lr_lambdas": [None] * len(self.optimizer.param_groups)})
+        if self.scaler is not None and scalars.get("scaler"):
+            self.scaler.load_state_dict(scalars["scaler"])

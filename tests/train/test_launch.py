@@ -1,0 +1,31 @@
+"""--nproc: the launcher prepares the run folder; every worker reads its spec.json (the spec as used) and gets on
+its command line only what is not in the spec."""
+from __future__ import annotations
+
+import json
+
+from archc.train.api import worker_args
+from archc.train.recipe import Overrides, prepare
+
+
+def test_workers_read_the_spec_as_used_and_get_no_overrides(tiny, tmp_path):
+    out = tmp_path / "run"
+    setup = prepare(tiny, Overrides(data=None, epochs=2, batch_size=8, lr=0.01, seed=7), out)
+    setup.run_dir.prepare(setup.raw, resume=False)
+    args = worker_args(setup, "cpu", resume=True, quiet=True)
+    assert args[0] == str(out / "spec.json")
+    assert not {"--epochs", "--batch-size", "--lr", "--seed", "--data", "--nproc"} & set(args)
+    assert {"--out", "--device", "--resume", "--quiet", "--data-root"} <= set(args)
+    root = args[args.index("--data-root") + 1]
+    worker = prepare(args[0], Overrides(), args[args.index("--out") + 1], root)
+    assert worker.sha256 == setup.sha256 and worker.raw == setup.raw  # --resume's hash check holds on every rank
+    assert worker.spec.train.epochs == 2 and worker.spec.train.optimizer.lr == 0.01
+    assert worker.run_dir == setup.run_dir and str(worker.data_root) == root
+
+
+def test_a_python_dict_spec_needs_no_file_of_its_own(tiny, tmp_path):
+    raw = json.loads(tiny.read_text())
+    setup = prepare(raw, Overrides(epochs=1), tmp_path / "run")
+    setup.run_dir.prepare(setup.raw, resume=False)
+    assert worker_args(setup, "auto", resume=False, quiet=False)[0] == str(setup.run_dir.spec)
+    assert sorted(p.name for p in setup.run_dir.root.iterdir()) == ["spec.json"]
