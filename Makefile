@@ -28,8 +28,9 @@ demo: $(STAMP)
 	$(ARCHC) train specs/digits_mlp.toml $(if $(DATA),--data $(DATA)) --out out/digits
 	$(ARCHC) infer out/digits/model.onnx --input $(or $(DATA),sklearn:digits) --limit 5
 
-# Issue 7's figures (CPU, ~10 minutes on 2 cores): writes benchmarks/RESULTS.md and benchmarks/results.json.
-# Not part of `make test`; tests/benchmarks/test_bench_smoke.py checks the harness with --quick.
+# Every figure in benchmarks/bench_*.py (CPU, ~10 minutes on 2 cores, plus training figure 9's U-Net): writes
+# benchmarks/results/RESULTS.md and results.json. Not part of `make test`; tests/benchmarks/test_bench_smoke.py
+# runs every figure's quick mode.
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 

@@ -81,7 +81,7 @@ LAZY = ("import sys, click; from archc.pipeline import compile_spec; from archc.
 
 
 def run(quick: bool = False) -> tuple[list[dict], str]:
-    rounds = 2 if quick else 7
+    rounds, warmup = (1, 0) if quick else (7, 1)
     spec = common.spec_path(SPEC)
     built = common.build(SPEC, spec)
     sample = common.workdir() / "one_sample.npy"
@@ -94,7 +94,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
         "torch": [py, "-c", "import torch"],
         "python": [py, "-c", "pass"],
     }
-    t = common.interleave({k: (lambda c=c: _wall(c)) for k, c in cmds.items()}, rounds, inner=1, warmup=1)
+    t = common.interleave({k: (lambda c=c: _wall(c)) for k, c in cmds.items()}, rounds, inner=1, warmup=warmup)
     m = {k: common.median(v) for k, v in t.items()}
     rows = [
         common.row(FIGURE, f"archc validate specs/{spec.name}", m["validate"], m["torch"],

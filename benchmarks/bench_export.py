@@ -27,7 +27,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     repeats = 1 if quick else 3
     rows: list[dict] = []
     first = None if not common._BUILT else ("", 0.0)  # an export already ran in this process: no cold one left
-    for name, path in common.example_specs():
+    for name, path in common.example_specs(quick):
         if path is None:
             rows.append(common.skipped(FIGURE, name, "spec not in specs/ yet"))
             continue

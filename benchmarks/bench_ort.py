@@ -1,6 +1,7 @@
 """Figure 3: ONNX Runtime vs torch eager, per example spec: latency at batch 1 (goal ORT / torch <= 0.5) and
 throughput at batch 64 (informational). Whole-graph specs (GCNs) have no batch axis: one row at the spec's
-typical graph size, held to the batch-1 goal.
+typical graph size, held to the batch-1 goal. Also: the language model at 8- and 32-token windows, the karate GCN at
+2,000 nodes / 10,000 edges, and byte generation speed (`archc infer --prompt`).
 
 Both sides run the same weights: torch is the lowered module in eval mode under inference_mode, ORT a bare
 CPU session on the exported file, with default options ('default'), and the tuned options this harness found
@@ -18,6 +19,9 @@ KEY = "ort_vs_torch"
 TITLE = "ONNX Runtime vs torch eager (CPU)"
 A, B = "ONNX Runtime (ms/batch)", "torch eager (ms/batch)"
 GOAL = 0.5
+LM, LM_WINDOWS = "gpt_stdlib", (8, 32)                # the language model also at short windows
+QUICK_LM = "transformer_block_demo"                   # --quick: a smaller language model, one of QUICK_SPECS
+GRAPH, GRAPH_NODES, GRAPH_EDGES = "gcn_karate", 2000, 10_000  # a GCN on a graph larger than karate's 34 nodes
 
 
 def tuned_session(path, batch: int):
@@ -56,10 +60,45 @@ def pair(ort_run, torch_run, rounds: int, round_s: float) -> tuple[float, float,
             inner)
 
 
-def run(quick: bool = False) -> tuple[list[dict], str]:
-    rounds, round_s = (3, 0.01) if quick else (15, 0.06)
+def compare(label: str, built, batch: int | None, rounds: int, round_s: float, sizes: dict | None = None,
+            flops: float | None = None) -> dict:
+    """One row: ORT (default session, and the tuned one in the note) vs torch eager on the same weights and feeds.
+    batch None: a whole-graph model (no batch axis), held to the batch-1 goal; sizes: symbolic axes other than the
+    spec's [axes], whose FLOPs (per example) are then given."""
+    module, names = built.module, list(built.compiled.graph.outputs)
+    feeds = common.feeds_for(built, batch or 1, sizes=sizes)
+    args = tuple(torch.from_numpy(v) for v in feeds.values())
+    default = common.ort_session(built.path)
+    tuned = tuned_session(built.path, batch or 1) if common.THREADS != 1 else default
+
+    def torch_run() -> None:
+        with torch.inference_mode():
+            module(*args)
+    with torch.inference_mode():
+        ref = module(*args)
+    ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
+    for r, o in zip(ref, default.run(names, feeds)):
+        assert np.allclose(r.detach().numpy(), o, atol=1e-3, rtol=1e-3), label
+    o_ms, t_ms, ratio, inner = pair(lambda: default.run(names, feeds), torch_run, rounds, round_s)
+    if common.THREADS == 1:  # one thread: no pool, nothing spins; tuned == default
+        tuned_note = "tuned ORT = default at 1 thread"
+    else:
+        tu_ms, _, tu_ratio, _ = pair(lambda: tuned.run(names, feeds), torch_run, rounds, round_s)
+        tuned_note = f"tuned ORT {tu_ms:.3f} ms = {tu_ratio:.2f}x torch"
+    flops = (built.compiled.graph.total_flops if flops is None else flops) * (batch or 1)
+    floor = flops / common.peak_gflops() / 1e6  # ms
+    floor_note = f"; FLOP floor {floor:.3f} ms" if floor > 0.05 * o_ms else ""
+    per_s = f"; {1e3 * batch / o_ms:,.0f} vs {1e3 * batch / t_ms:,.0f} samples/s" if batch else ""
+    scored = batch in (1, None)
+    return common.row(FIGURE, label, o_ms, t_ms, goal=f"<= {GOAL}" if scored else "", ratio=ratio,
+                      met=common.at_most(ratio, GOAL) if scored else None, unit="ms",
+                      note=f"{tuned_note}{per_s}{floor_note}; {rounds} rounds x {inner}")
+
+
+def example_rows(rounds: int, round_s: float, quick: bool) -> list[dict]:
+    """Every example spec at batch 1 (the goal) and 64, or as one graph."""
     rows = []
-    for name, path in common.example_specs():
+    for name, path in common.example_specs(quick):
         if path is None:
             rows.append(common.skipped(FIGURE, name, "spec not in specs/ yet"))
             continue
@@ -68,37 +107,69 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
         except Exception as e:
             rows.append(common.skipped(FIGURE, name, f"does not build/export: {str(e).splitlines()[0][:160]}"))
             continue
-        module = built.module
-        names = list(built.compiled.graph.outputs)
-        cases = (1, 64) if common.batched(built) else (None,)
-        for batch in cases:
-            feeds = common.feeds_for(built, batch or 1)
-            args = tuple(torch.from_numpy(v) for v in feeds.values())
-            default = common.ort_session(built.path)
-            tuned = tuned_session(built.path, batch or 1) if common.THREADS != 1 else default
-
-            def torch_run() -> None:
-                with torch.inference_mode():
-                    module(*args)
-            ref = module(*args)
-            ref = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-            for r, o in zip(ref, default.run(names, feeds)):
-                assert np.allclose(r.detach().numpy(), o, atol=1e-3, rtol=1e-3), name
-            o_ms, t_ms, ratio, inner = pair(lambda: default.run(names, feeds), torch_run, rounds, round_s)
-            if common.THREADS == 1:  # one thread: no pool, nothing spins; tuned == default
-                tuned_note = "tuned ORT = default at 1 thread"
-            else:
-                tu_ms, _, tu_ratio, _ = pair(lambda: tuned.run(names, feeds), torch_run, rounds, round_s)
-                tuned_note = f"tuned ORT {tu_ms:.3f} ms = {tu_ratio:.2f}x torch"
+        for batch in (1, 64) if common.batched(built) else (None,):
             label = f"{name} batch {batch}" if batch else f"{name} (one graph)"
-            floor = built.compiled.graph.total_flops * (batch or 1) / common.peak_gflops() / 1e6  # ms
-            floor_note = f"; FLOP floor {floor:.3f} ms" if floor > 0.05 * o_ms else ""
-            per_s = f"; {1e3 * batch / o_ms:,.0f} vs {1e3 * batch / t_ms:,.0f} samples/s" if batch else ""
-            scored = batch in (1, None)
-            rows.append(common.row(
-                FIGURE, label, o_ms, t_ms, goal=f"<= {GOAL}" if scored else "", ratio=ratio,
-                met=common.at_most(ratio, GOAL) if scored else None, unit="ms",
-                note=f"{tuned_note}{per_s}{floor_note}; {rounds} rounds x {inner}"))
+            rows.append(compare(label, built, batch, rounds, round_s))
+    return rows
+
+
+def lm_window_rows(lm: str, rounds: int, round_s: float) -> list[dict]:
+    """The language model at short windows too (a prompt's first tokens), besides its full context."""
+    path = common.spec_path(lm)
+    if path is None:
+        return [common.skipped(FIGURE, f"{lm} short windows", "spec not in specs/ yet")]
+    from archc.language.load import load_file
+    from archc.pipeline import compile_spec
+
+    built = common.build(lm, path)
+    rows = []
+    for seq in LM_WINDOWS:
+        raw = load_file(path)
+        raw["axes"] = {**raw.get("axes", {}), "seq": seq}  # archc's FLOP count at this window (attention is T^2)
+        flops = compile_spec(raw).graph.total_flops
+        rows.append(compare(f"{lm} batch 1, {seq}-token window", built, 1, rounds, round_s, sizes={"seq": seq},
+                            flops=flops))
+    return rows
+
+
+def large_graph_row(rounds: int, round_s: float, quick: bool) -> dict:
+    """The karate GCN traced and run at GRAPH_NODES nodes and GRAPH_EDGES random edges (one graph; a tenth when
+    quick)."""
+    nodes, edges = (GRAPH_NODES // 10, GRAPH_EDGES // 10) if quick else (GRAPH_NODES, GRAPH_EDGES)
+    path = common.spec_path(GRAPH)
+    if path is None:
+        return common.skipped(FIGURE, f"{GRAPH} at {nodes:,} nodes", "spec not in specs/ yet")
+    from archc.language.load import load_file
+
+    raw = load_file(path)
+    raw["axes"] = {"nodes": nodes, "edges": edges}  # trace and check the export at this size
+    built = common.build(f"{GRAPH}_{nodes}", raw)
+    return compare(f"{GRAPH} at {nodes:,} nodes, {edges:,} edges (one graph)", built, None, rounds, round_s)
+
+
+def generation_row(lm: str, quick: bool) -> dict:
+    """Byte generation with archc.runtime.generate (`archc infer --prompt`): the window is recomputed per token."""
+    path = common.spec_path(lm)
+    if path is None:
+        return common.skipped(FIGURE, f"{lm} generation", "spec not in specs/ yet")
+    from archc.runtime import Model, generate
+
+    model = Model.open(common.build(lm, path).path, device="cpu")
+    tokens = 16 if quick else 200
+    g = generate(model, "def ", max_new_tokens=tokens, temperature=1.0, seed=0)
+    return common.row(FIGURE, f"{lm} generation, {tokens} bytes after a 4-byte prompt (archc.runtime.generate)",
+                      1e3 / g.tokens_per_second, None, unit="ms", ratio=None,
+                      note=f"a = ms per generated byte ({g.tokens_per_second:.1f} tokens/s), archc's own session; "
+                           "no KV cache: every byte reruns the model over the last `context` bytes")
+
+
+def run(quick: bool = False) -> tuple[list[dict], str]:
+    rounds, round_s = (3, 0.01) if quick else (15, 0.06)
+    lm = QUICK_LM if quick else LM
+    rows = example_rows(rounds, round_s, quick)
+    rows += lm_window_rows(lm, rounds, round_s)
+    rows.append(large_graph_row(rounds, round_s, quick))
+    rows.append(generation_row(lm, quick))
     rows += session_options(rounds, round_s)
     details = (f"FLOP floor = archc's FLOP count / this machine's fp32 matmul rate ({common.peak_gflops():.0f} "
                f"GFLOP/s at {common.THREADS or 'default'} thread(s), torch.mm 1024^3): no runtime can beat it, so a "

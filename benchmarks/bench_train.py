@@ -1,151 +1,143 @@
-"""Training step time: the module archc generates vs the same network written by hand in PyTorch.
+"""Figure 1: training step time of every example spec's generated module vs the same network written by hand.
 
-Both get the same weights, the same batch and the same step (forward, cross-entropy, backward, AdamW). Runs are
-interleaved in one process (A then B, then B then A, ...) so drift in the machine's load hits both alike; the
-figure is the ratio of median step times (target: <= 1.03). Not a test: run it by hand.
-
-    .venv/bin/python benchmarks/bench_train.py [--rounds 30] [--json out/bench_train.json]
+Every spec with a twin in handwritten.py: both sides load the same weights, take the same inputs and the same loss
+(cross-entropy on a scoring task's output, MSE elsewhere), AdamW, and are timed in interleaved rounds (A B, then
+B A, ...). Goal: generated / hand <= 1.03.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-import archc
+import common
+from handwritten import TWINS, copy_state
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class HandMLP(nn.Module):
-    """specs/digits_mlp.toml by hand: [B, 1, 8, 8] -> 64 -> 256 -> 128 -> 10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2, self.logits = nn.Linear(64, 256), nn.Linear(256, 128), nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)                    # (B, 64)
-        x = F.relu(self.fc1(x))             # (B, 256)
-        x = F.relu(self.fc2(x))             # (B, 128)
-        return self.logits(x)               # (B, 10)
+FIGURE = 1
+KEY = "train"
+TITLE = "Training step: generated module vs hand-written PyTorch"
+A, B = "generated (ms/step)", "hand-written (ms/step)"
+GOAL = 1.03
+GRAPH_SPECS = ("gcn_karate", "graph_classifier")
 
 
-class Res(nn.Module):
-    """conv-bn-relu-conv-bn, plus the input, then relu (specs/residual_cnn.toml's block `res`)."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
-        self.batchnorm_1 = nn.BatchNorm2d(ch)  # named as the spec's (unnamed) layer is
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.batchnorm_1(self.conv1(x)))
-        return F.relu(x + self.bn2(self.conv2(y)))
+def _outputs(out) -> list[torch.Tensor]:
+    return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
-class HandResidualCNN(nn.Module):
-    """specs/residual_cnn.toml by hand: [B, 1, 28, 28] -> stem 16 -> 2 x res 16 -> down 32 -> 2 x res 32 -> 10."""
+def make_loss(compiled, sample_out):
+    """Cross-entropy on the task's scored output, MSE against a fixed random target on any other output."""
+    from archc.export.onnx import SCORE_TASKS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, 16, 3, padding=1)
-        self.stage1 = nn.Sequential(Res(16), Res(16))
-        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
-        self.stage2 = nn.Sequential(Res(32), Res(32))
-        self.logits = nn.Linear(32, 10)
+    spec, names = compiled.spec, list(compiled.graph.outputs)
+    task_out = spec.task.output or names[0]
+    g = torch.Generator().manual_seed(1)
+    targets = []
+    for name, o in zip(names, _outputs(sample_out)):
+        if name == task_out and spec.task.kind in SCORE_TASKS:
+            k = o.shape[-1]
+            targets.append(("ce", torch.randint(0, k, (o.numel() // k,), generator=g)))
+        else:
+            targets.append(("mse", torch.randn(o.shape, generator=g)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem(x))                         # (B, 16, 28, 28)
-        x = F.relu(self.down(self.stage1(x)))            # (B, 32, 14, 14)
-        return self.logits(self.stage2(x).mean((2, 3)))  # (B, 10)
+    def loss(out) -> torch.Tensor:
+        total = torch.zeros(())
+        for o, (kind, t) in zip(_outputs(out), targets):
+            total = total + (F.cross_entropy(o.reshape(-1, o.shape[-1]), t) if kind == "ce" else F.mse_loss(o, t))
+        return total
+    return loss
 
 
-def copy_state(src: nn.Module, dst: nn.Module) -> None:
-    """Same parameters and buffers (the hand-written modules are named as the spec's nodes)."""
-    dst.load_state_dict(src.state_dict(), strict=True)
-
-
-def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """A closure running one training step of `model` on (x, y)."""
+def stepper(model: torch.nn.Module, inputs: tuple, loss_fn):
+    """One training step of `model` (forward, loss, backward, AdamW) on any inputs."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        loss = loss_fn(model(*inputs))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
 
 
-def time_steps(step, n: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    sync()
-    return (time.perf_counter() - start) / n
+def compare(name: str, path, rounds: int, round_s: float) -> dict:
+    import archc
+    from archc.export.onnx import example_inputs
+    from archc.pipeline import compile_spec
+
+    twin = TWINS[name]
+    try:
+        compiled = compile_spec(path)
+        generated = archc.compile(path, seed=0)
+    except Exception as e:  # a spec that does not build (yet) is reported, not fatal
+        return common.skipped(FIGURE, name, f"does not build: {str(e).splitlines()[0][:160]}")
+    hand, control = twin.make(), twin.make()
+    try:
+        copy_state(generated, hand)
+        copy_state(generated, control)
+    except Exception as e:
+        return common.skipped(FIGURE, name, f"hand-written twin no longer matches the spec's parameters "
+                                            f"({str(e).splitlines()[0][:120]})")
+    graph = compiled.graph
+    feeds = example_inputs(graph, twin.batch, graph.sizes, seed=0)
+    inputs = tuple(torch.from_numpy(v) for v in feeds.values())
+    generated.eval(), hand.eval()
+    with torch.no_grad():
+        out_g, out_h = generated(*inputs), hand(*inputs)
+    diff = max(float((a - b).abs().max()) for a, b in zip(_outputs(out_g), _outputs(out_h)))
+    if not diff <= 1e-4:
+        return common.skipped(FIGURE, name, f"hand-written twin computes something else (max |diff| {diff:.1e})")
+    loss = make_loss(compiled, out_g)
+    # three sides: the control is a second copy of the hand-written model, so hand2 / hand is this run's noise
+    # (the A/A ratio); the order generated, hand, control / control, hand, generated keeps the two outer sides alike
+    steps = {"generated": stepper(generated, inputs, loss), "hand": stepper(hand, inputs, loss),
+             "control": stepper(control, inputs, loss)}
+    inner = common.inner_for(steps["hand"], round_s, cap=200)
+    times = common.interleave(steps, rounds, inner=inner, warmup=1)
+    g, h = common.median(times["generated"]), common.median(times["hand"])
+    ratio = common.paired_ratio(times["generated"], times["hand"])
+    noise = common.paired_ratio(times["control"], times["hand"])
+    size = f"batch {twin.batch}" if any(t.batched for t in graph.inputs.values()) else "one graph"
+    met = common.at_most(ratio, GOAL)
+    verdict = ""
+    if met is False and ratio <= max(noise, 2 - noise) * GOAL:
+        verdict = "within this run's noise (A/A control as far off); "
+    return common.row(FIGURE, f"{name} ({twin.family}, {size})", g * 1e3, h * 1e3, goal=f"<= {GOAL}",
+                      met=met, unit="ms", ratio=ratio,
+                      note=f"{verdict}A/A control {noise:.3f}; {rounds} rounds x {inner} steps; outputs equal to "
+                           f"{diff:.0e}")
 
 
-def compare(name: str, spec: str, hand: nn.Module, shape: tuple[int, ...], batch: int, rounds: int,
-            steps: int, device: torch.device) -> dict:
-    """Interleaved rounds of `steps` steps each; medians of the per-round means."""
-    generated = archc.compile(ROOT / spec, seed=0)
-    copy_state(generated, hand)
-    generated, hand = generated.to(device), hand.to(device)
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g)
-    x, y = x.to(device), y.to(device)
-    runs = {"generated": stepper(generated, x, y), "hand": stepper(hand, x, y)}
-    for step in runs.values():
-        time_steps(step, steps, device)  # warm up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(rounds):
-        for key in (list(runs) if r % 2 == 0 else list(reversed(runs))):
-            times[key].append(time_steps(runs[key], steps, device))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"model": name, "spec": spec, "device": str(device), "batch": batch, "rounds": rounds,
-            "steps_per_round": steps, "generated_ms": med["generated"] * 1e3, "hand_ms": med["hand"] * 1e3,
-            "ratio": med["generated"] / med["hand"]}
+def run(quick: bool = False) -> tuple[list[dict], str]:
+    rounds, round_s = (3, 0.03) if quick else (25, 0.1)
+    rows = []
+    for name, path in common.example_specs(quick):
+        if path is None:
+            rows.append(common.skipped(FIGURE, name, "spec not in specs/ yet"))
+        elif name not in TWINS:
+            rows.append(common.skipped(FIGURE, name, "no hand-written twin in benchmarks/handwritten.py yet"))
+        else:
+            rows.append(compare(name, path, rounds, round_s))
+            r = rows[-1]
+            if name in GRAPH_SPECS and r["a"] is not None:
+                rows.append(common.row(FIGURE, f"eager message passing without the export-only Functions "
+                                               f"(suggested), {name}", r["b"], r["a"], unit="ms",
+                                       ratio=1 / r["ratio"], note="optimization before/after: a = index_add_ as in "
+                                       "the hand-written twin, b = archc/nn/gnn.py today (same rounds as above)"))
+    details = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU. Both sides load the generated "
+               "module's weights, run the same inputs, loss and AdamW step; rounds alternate A B / B A; ratio = the "
+               "median of per-round ratios (a and b are the medians of each side). 'A/A control' times a second, "
+               "identical copy of the hand-written model in the same rounds: its ratio to the first is the noise "
+               "floor of that row (1.000 on a quiet machine).")
+    return rows, details
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--json", type=Path, default=ROOT / "out" / "bench_train.json")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    rows = [compare("mlp 64-256-128-10", "specs/digits_mlp.toml", HandMLP(), (1, 8, 8), args.batch, args.rounds,
-                    50, device),
-            compare("residual cnn", "specs/residual_cnn.toml", HandResidualCNN(), (1, 28, 28), args.batch,
-                    args.rounds, 5, device)]
-    print(f"device {device}, {torch.get_num_threads()} threads")
-    print(f"{'model':<20} {'batch':>5} {'generated ms':>13} {'hand ms':>9} {'ratio':>7}")
-    for r in rows:
-        print(f"{r['model']:<20} {r['batch']:>5} {r['generated_ms']:>13.3f} {r['hand_ms']:>9.3f} "
-              f"{r['ratio']:>7.3f}")
-    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-              "processor": platform.processor(), "results": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
-
-
-if __name__ == "__main__":
-    main()
+MISSES = """**Graph specs (gcn_karate, graph_classifier):** archc's message passing (`archc/nn/gnn.py`) exports
+every scatter as ScatterND with a reduction through a small `autograd.Function`. Before the eager fast path, training
+ran those Functions too: 2x the aten calls of the hand-written `index_add_` version, and the step was 1.35x
+(gcn_karate) and 1.13x (graph_classifier) in the 20:43 run. Since then, outside export (`torch.onnx.is_in_onnx_export()
+or torch.jit.is_tracing()`) it uses `index_add_` / `scatter_reduce` directly: graph_classifier 0.97x, gcn_karate
+1.09x. What remains on the 34-node karate graph is the float degree count and the normalization ops around tiny
+kernels, where every aten call is overhead (the hand-written twin counts degrees with the same scatter but fuses the
+normalization). Rows marked 'within this run's noise' miss by less than the A/A control moved: rerun on a quieter
+machine."""

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = ROOT / "specs"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # RESULTS.md, results.json, gpu_results.json
 
 # The example specs the issue names (some land later: a missing one is reported, not an error), then any other
 # spec found in specs/ (sorted), so a new example spec is benchmarked without editing this list.
@@ -32,8 +33,15 @@ def spec_path(name: str) -> Path | None:
     return None
 
 
-def example_specs() -> list[tuple[str, Path | None]]:
-    """(name, path or None) for the named specs, then every other spec in specs/."""
+# --quick walks these alone: one batched model, one language model (a symbolic axis), one whole-graph model, so
+# every code path of a figure runs, in seconds.
+QUICK_SPECS = ("digits_mlp", "transformer_block_demo", "gcn_karate")
+
+
+def example_specs(quick: bool = False) -> list[tuple[str, Path | None]]:
+    """(name, path or None) for the named specs, then every other spec in specs/ (QUICK_SPECS when quick)."""
+    if quick:
+        return [(n, spec_path(n)) for n in QUICK_SPECS]
     found = {p.stem: p for p in sorted(SPECS_DIR.glob("*.toml")) + sorted(SPECS_DIR.glob("*.json"))}
     out = [(n, found.get(n)) for n in NAMED_SPECS]
     out += [(n, p) for n, p in sorted(found.items()) if n not in NAMED_SPECS]
@@ -71,6 +79,14 @@ def at_most(value: float | None, limit: float) -> bool | None:
 
 def at_least(value: float | None, limit: float) -> bool | None:
     return None if value is None else bool(value >= limit)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -148,8 +164,9 @@ def workdir() -> Path:
     return _WORKDIR
 
 
-def build(name: str, path: Path, exporter: str = "torchscript") -> Built:
-    """Compile, lower (seed 0) and export a spec once per process; later calls reuse the file."""
+def build(name: str, path: Path | dict[str, Any], exporter: str = "torchscript") -> Built:
+    """Compile, lower (seed 0) and export a spec (a file, or a spec dict) once per process under `name`; later
+    calls reuse the file."""
     key = f"{name}:{exporter}"
     if key not in _BUILT:
         from archc.export import export
@@ -165,12 +182,12 @@ def build(name: str, path: Path, exporter: str = "torchscript") -> Built:
     return _BUILT[key]
 
 
-def feeds_for(built: Built, batch: int, seed: int = 0) -> dict[str, Any]:
-    """Random inputs of the model's types at this batch size (symbolic axes at their typical sizes)."""
+def feeds_for(built: Built, batch: int, seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Random inputs of the model's types at this batch size (symbolic axes at their typical sizes, or `sizes`)."""
     from archc.export.onnx import example_inputs
 
     graph = built.compiled.graph
-    return example_inputs(graph, batch, graph.sizes, seed=seed)
+    return example_inputs(graph, batch, {**graph.sizes, **(sizes or {})}, seed=seed)
 
 
 def batched(built: Built) -> bool:

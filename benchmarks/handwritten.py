@@ -1,7 +1,7 @@
 """The example specs written by hand in plain PyTorch, the way one would without archc (figure 1's other side).
 
 Each module names its parameters as the spec names its nodes, so the generated module's state_dict loads into it
-(strict) and both sides start from the same weights. The MLP and the residual CNN are bench_train.py's own.
+(strict: `copy_state`) and both sides start from the same weights.
 Idiomatic torch is the point: built-in modules (nn.RMSNorm, F.scaled_dot_product_attention, F.interpolate,
 index_add_ for message passing), no archc code.
 """
@@ -15,10 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_train import HandMLP, HandResidualCNN
-
 
 # ---- MLPs ----------------------------------------------------------------------------------------------
+class HandMLP(nn.Module):
+    """specs/digits_mlp.toml by hand: [B, 1, 8, 8] -> 64 -> 256 -> 128 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.logits = nn.Linear(64, 256), nn.Linear(256, 128), nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)                    # (B, 64)
+        x = F.relu(self.fc1(x))             # (B, 256)
+        x = F.relu(self.fc2(x))             # (B, 128)
+        return self.logits(x)               # (B, 10)
+
+
 class MLP(nn.Module):
     """flatten -> in -> 256 -> 128 -> 10 (specs/digit_classifier.toml with 784 inputs)."""
 
@@ -28,6 +40,39 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
+
+
+# ---- residual CNN ----------------------------------------------------------------------------------
+class Res(nn.Module):
+    """conv-bn-relu-conv-bn, plus the input, then relu (specs/residual_cnn.toml's block `res`)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
+        self.batchnorm_1 = nn.BatchNorm2d(ch)  # named as the spec's (unnamed) layer is
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.batchnorm_1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(y)))
+
+
+class HandResidualCNN(nn.Module):
+    """specs/residual_cnn.toml by hand: [B, 1, 28, 28] -> stem 16 -> 2 x res 16 -> down 32 -> 2 x res 32 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.stage1 = nn.Sequential(Res(16), Res(16))
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.stage2 = nn.Sequential(Res(32), Res(32))
+        self.logits = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))                         # (B, 16, 28, 28)
+        x = F.relu(self.down(self.stage1(x)))            # (B, 32, 14, 14)
+        return self.logits(self.stage2(x).mean((2, 3)))  # (B, 10)
 
 
 # ---- two branches --------------------------------------------------------------------------------------
@@ -241,6 +286,11 @@ class GraphClassifier(nn.Module):
         pooled = torch.zeros(graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h)
         count = torch.zeros(graphs, dtype=h.dtype).index_add_(0, batch, torch.ones_like(batch, dtype=h.dtype))
         return self.logits(self.drop(pooled / count.clamp(min=1).unsqueeze(1)))
+
+
+def copy_state(src: nn.Module, dst: nn.Module) -> None:
+    """Same parameters and buffers (the hand-written modules are named as the spec's nodes)."""
+    dst.load_state_dict(src.state_dict(), strict=True)
 
 
 # ---- the registry ------------------------------------------------------------------------------------------

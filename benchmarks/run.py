@@ -1,12 +1,19 @@
-"""`make bench`: run the benchmark figures and write benchmarks/RESULTS.md and benchmarks/results.json.
+"""`make bench`: run every benchmark figure and write benchmarks/results/RESULTS.md and results.json.
 
     .venv/bin/python benchmarks/run.py [--quick] [--only 2,infer_overhead ...] [--out DIR] [--threads auto|N|default]
 
+A figure is one module, benchmarks/bench_<subject>.py, found here by that name: FIGURE (its number), KEY (its name
+for --only), TITLE, A and B (the two sides compared), `run(quick: bool) -> (rows, details)` (rows made with
+common.row; details: markdown under the table), optionally MISSES (markdown shown when a row misses its goal) and
+MEASURED (set by run() when its rows were measured earlier, not now).
+--quick runs every figure with tiny repeat counts (tests/benchmarks/test_bench_smoke.py). Adding a figure is adding
+a file. Shared helpers live in common.py, the hand-written twins of figure 1 in handwritten.py.
+
 Figures (issue 7): 1 train, 2 infer_overhead, 3 ort_vs_torch, 4 cold_start, 5 compile_scaling, 6 export, 7 peak,
-8 gpu (read from benchmarks/gpu_results.json, written by bench_gpu.py on a CUDA machine). Every comparison
-interleaves its two sides in this one process (or, for cold starts, round-robin fresh processes) and reports
-medians and their ratio. --only re-runs some figures and keeps the others' last results from the JSON in --out.
-A figure that fails is reported as a failed row; the others still run.
+8 gpu (measured on a CUDA machine, else read from results/gpu_results.json), 9 diffusion (sample quality). Every
+comparison interleaves its two sides in this one process (or, for cold starts, round-robin fresh processes) and
+reports medians and their ratio. --only re-runs some figures and keeps the others' last results from the JSON in
+--out. A figure that fails is reported as a failed row; the others still run.
 """
 from __future__ import annotations
 
@@ -27,10 +34,20 @@ sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
 
-MODULES = ("bench_train_all", "bench_infer", "bench_ort", "bench_cold", "bench_compile", "bench_export", "bench_peak")
-GPU_JSON = HERE / "gpu_results.json"
-GPU = {"FIGURE": 8, "KEY": "gpu", "TITLE": "GPU: AMP vs fp32 training, ORT CUDA vs torch CUDA",
-       "A": "see each row", "B": "see each row"}
+ENTRY_POINT = ("FIGURE", "KEY", "TITLE", "A", "B", "run")
+
+
+def figure_modules() -> list:
+    """Every benchmarks/bench_*.py module, in figure order; each must have the entry point above."""
+    mods = [importlib.import_module(p.stem) for p in sorted(HERE.glob("bench_*.py"))]
+    for mod in mods:
+        missing = [name for name in ENTRY_POINT if not hasattr(mod, name)]
+        if missing:
+            raise SystemExit(f"{mod.__name__}.py: a figure module needs {', '.join(missing)}")
+    numbers, keys = [m.FIGURE for m in mods], [m.KEY for m in mods]
+    if len(set(numbers)) < len(mods) or len(set(keys)) < len(mods):
+        raise SystemExit(f"figure numbers and keys must be unique: {sorted(zip(numbers, keys))}")
+    return sorted(mods, key=lambda m: m.FIGURE)
 
 
 def machine(threads: int | None, load_start: tuple[float, ...]) -> dict:
@@ -61,20 +78,22 @@ def machine(threads: int | None, load_start: tuple[float, ...]) -> dict:
     return info
 
 
-def select(only: list[str]) -> set[int]:
+def select(only: list[str], mods: list) -> set[int]:
     """Figure numbers from --only values (numbers or keys, comma separated)."""
+    keys = {m.KEY: m.FIGURE for m in mods}
+    numbers = set(keys.values())
     wanted: set[int] = set()
-    keys = {importlib.import_module(m).KEY: importlib.import_module(m).FIGURE for m in MODULES} | {"gpu": 8}
     for item in ",".join(only).split(","):
         item = item.strip()
         if not item:
             continue
-        if item.isdigit() and 1 <= int(item) <= 8:
+        if item.isdigit() and int(item) in numbers:
             wanted.add(int(item))
         elif item in keys:
             wanted.add(keys[item])
         else:
-            raise SystemExit(f"--only: unknown figure {item!r}; expected 1-8 or one of {', '.join(sorted(keys))}")
+            raise SystemExit(f"--only: unknown figure {item!r}; expected {min(numbers)}-{max(numbers)} or one of "
+                             f"{', '.join(sorted(keys))}")
     return wanted
 
 
@@ -88,42 +107,8 @@ def run_figure(mod, quick: bool) -> dict:
         error = traceback.format_exc()
     return {"figure": mod.FIGURE, "key": mod.KEY, "title": mod.TITLE, "a": mod.A, "b": mod.B, "rows": rows,
             "details": details, "misses": getattr(mod, "MISSES", ""), "seconds": round(time.perf_counter() - start, 1),
-            "measured": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "error": error,
-            "quick": quick}
-
-
-def gpu_figure() -> dict:
-    fig = {"figure": 8, "key": "gpu", "title": GPU["TITLE"], "a": GPU["A"], "b": GPU["B"], "details": "",
-           "misses": "", "seconds": 0.0, "measured": None, "error": None, "quick": False}
-    how = ("GPU figures come from `python benchmarks/bench_gpu.py --json benchmarks/gpu_results.json`, run by hand "
-           "on a CUDA machine (CI and `make bench` have no GPU); this run folds that file in when it exists.")
-    if GPU_JSON.exists():
-        data = json.loads(GPU_JSON.read_text())
-        fig["rows"] = [common.row(8, "where the GPU figures come from", None, None,
-                                  note=f"benchmarks/gpu_results.json, written by bench_gpu.py on {data.get('device')} "
-                                       f"at {data.get('date')}; not re-measured by this run")] + data["rows"]
-        fig["measured"] = data.get("date")
-        fig["details"] = (f"{how} Measured on {data.get('device')} (torch {data.get('torch')}, onnxruntime "
-                          f"{data.get('onnxruntime')}) at {data.get('date')}.\n\n{GPU_NOTES}")
-    else:
-        fig["rows"] = [common.skipped(8, "GPU figures", "no benchmarks/gpu_results.json: run bench_gpu.py on a "
-                                                        "CUDA machine")]
-        fig["details"] = how
-    return fig
-
-
-GPU_NOTES = """**Reading the GPU rows.** AMP (bf16 autocast) in the default NCHW layout is *slower* than fp32 on this
-16/32-channel CNN: cuDNN runs reduced-precision convolutions on tensor cores in NHWC, so every bf16 convolution in
-NCHW pays layout transposes, and autocast adds casts around every BatchNorm (kept in fp32), while fp32 convolutions
-already use TF32 tensor cores (`cudnn.allow_tf32` is on by default). With `channels_last` (model and input) AMP is
-2.5x fp32 at batch 4096. At batch 256 the step is launch-bound (~100 small kernels; ~5-7 ms of Python and launch
-overhead per step), so no precision change helps there; CUDA graphs or `torch.compile` would. **Suggestion for
-`archc train`** (not applied: `archc/train` is not this harness's): when autocast is on and the model has 2-D
-convolutions, move the model and each batch to `torch.channels_last`. **ORT CUDA vs torch CUDA** was not measured:
-the GPU machine lent here has onnxruntime without the CUDA provider, and onnxruntime-gpu (~300 MB) cannot be
-carried to it; run bench_gpu.py from the project's venv (which installs onnxruntime-gpu) on a CUDA machine to fill
-that row (it times ORT with I/O binding, so inputs and outputs stay on the GPU as torch's do, and plain numpy
-in/out for the cost of the host copies)."""
+            "measured": getattr(mod, "MEASURED", None) or dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "error": error, "quick": quick}
 
 
 def optimizations(figures: list[dict]) -> list[str]:
@@ -196,17 +181,12 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny repeat counts (the smoke test)")
     ap.add_argument("--only", action="append", default=[], help="figures to run: numbers or keys, comma separated")
-    ap.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md and results.json")
+    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR,
+                    help="folder for RESULTS.md and results.json (default benchmarks/results)")
     ap.add_argument("--threads", default="auto",
                     help="threads per side for torch and ORT: N, 'default' (each library's own), or 'auto' "
                          "(default: 1 when the machine is busy, load average > 0.5, else the library defaults)")
@@ -220,7 +200,8 @@ def main() -> None:
     else:
         threads = int(args.threads)
     common.set_threads(threads)
-    wanted = select(args.only) if args.only else set(range(1, 9))
+    mods = figure_modules()
+    wanted = select(args.only, mods) if args.only else {m.FIGURE for m in mods}
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "results.json"
     previous = {}
@@ -230,8 +211,7 @@ def main() -> None:
         except (ValueError, KeyError):
             previous = {}
     figures = []
-    for name in MODULES:
-        mod = importlib.import_module(name)
+    for mod in mods:
         if mod.FIGURE in wanted:
             print(f"figure {mod.FIGURE}: {mod.TITLE} ...", flush=True)
             fig = run_figure(mod, args.quick)
@@ -240,15 +220,13 @@ def main() -> None:
             figures.append(fig)
         elif mod.FIGURE in previous:
             figures.append(previous[mod.FIGURE])
-    if 8 in wanted or 8 in previous:
-        figures.append(gpu_figure())
     report = {"date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick,
               "seconds": round(time.perf_counter() - start, 1), "machine": machine(threads, load),
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "figures": figures}
     if common._WORKDIR is not None:  # exported models and samples of this run
         shutil.rmtree(common._WORKDIR, ignore_errors=True)
-    write_atomic(json_path, json.dumps(report, indent=1) + "\n")
-    write_atomic(args.out / "RESULTS.md", markdown(report))
+    common.write_atomic(json_path, json.dumps(report, indent=1) + "\n")
+    common.write_atomic(args.out / "RESULTS.md", markdown(report))
     print(f"wrote {args.out / 'RESULTS.md'} and {json_path} in {report['seconds']:.0f} s")
 
 

@@ -131,7 +131,7 @@ class GCNConv(nn.Module):
             inv = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), 0.0).unsqueeze(1)   # (N, 1); isolated: 0
             # D^-1/2 A D^-1/2 H = D^-1/2 (A (D^-1/2 H)): scaling nodes before and after the aggregation
             # spares a multiply per edge and feature. Measured at 2,000 nodes, 10,000 edges, 1 thread: torch
-            # 1.33 -> 1.16 ms, ONNX Runtime 1.55 -> 0.99 ms (benchmarks/bench_ort_vs_torch_unet_gcn.py).
+            # 1.33 -> 1.16 ms, ONNX Runtime 1.55 -> 0.99 ms (benchmarks/bench_ort.py).
             hs = h * inv                                                             # (N, O)
             out = segment_sum(hs.index_select(0, src), dst, n, self.width)           # (N, O)
             if self.loops:
