@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from archc.version import __version__  # noqa: F401
 
 if TYPE_CHECKING:
     from torch import fx

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from archc import __version__
+from archc.version import __version__
 from archc.clihelp import SourceOption
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from archc import __version__
+from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
 from archc.graph.ir import Graph
