@@ -8,9 +8,6 @@ import numpy as np
 
 from archc.errors import DataError
 
-TASKS = ("classification", "regression")
-
-
 @dataclass
 class Split:
     """One split: x float32 (int64 for token ids), y int64 (classification) or float32 (regression)."""
@@ -33,12 +30,6 @@ class Dataset:
     classes: list[str] | None
     example_shape: tuple[int, ...]
     task: str
-
-
-def check_task(task: str | None, where: str) -> None:
-    """Reject a task other than classification/regression/None."""
-    if task is not None and task not in TASKS:
-        raise DataError(f"expected task 'classification' or 'regression', received {task!r}", where=where)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, where: str) -> None:

@@ -23,7 +23,6 @@ from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
 from archc.graph.ir import Graph
-from archc.ops.base import BATCH
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
 

@@ -6,8 +6,8 @@ from typing import Any
 import numpy as np
 
 from archc.runtime.session import Model
-from archc.tasks.base import for_model, value_records  # noqa: F401  (value_records, probabilities, softmax:
-from archc.tasks.classification import probabilities, softmax  # noqa: F401  kept importable from here)
+from archc.tasks.base import for_model
+
 
 def records(model: Model, outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
     """One dict per example, as the model's task kind presents it (archc.tasks): e.g. label/probability/index
