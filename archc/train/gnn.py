@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from archc.data.dataset import Split
-from archc.data.gnn import GraphDataset, GraphSet
-from archc.train.splits import SPLITS, Examples
+from archc.data.gnn import GraphSet
 
 
 @dataclass
@@ -61,9 +60,3 @@ class GraphSplit:
         """The graphs at `idx` collated into one disjoint union, and their labels (k,)."""
         arrays = self.graphs.collate(self.ids[idx.cpu().numpy()])      # x [n, F], edge_index [2, e], batch [n]
         return Feeds(_tensors(arrays, self.roles, self.device)), self.y[idx.to(self.device)]
-
-
-def graph_splits(dataset: GraphDataset, roles: dict[str, str], device: torch.device) -> dict[str, Examples[Feeds]]:
-    """train/val/test of a graph dataset as NodeSplit or GraphSplit."""
-    cls = NodeSplit if dataset.task == "node_classification" else GraphSplit
-    return {k: cls(getattr(dataset, k), dataset.graphs, roles, device) for k in SPLITS}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from archc.data import Split, load
-from archc.train.gnn import Feeds, GraphSplit, NodeSplit, graph_splits
+from archc.train.gnn import Feeds, GraphSplit, NodeSplit
 from archc.train.splits import SPLITS, DeviceSplit, Examples
 
 CPU = torch.device("cpu")
@@ -21,7 +21,8 @@ def _device_splits() -> dict:
 def _graph_splits(source: str, task: str) -> dict:
     dataset = load(source, task=task, val_fraction=0.2, test_fraction=0.2)
     roles = {"x": "x", "edge_index": "edge_index"} | ({"batch": "batch"} if task == "graph_classification" else {})
-    return graph_splits(dataset, roles, CPU)  # type: ignore[arg-type]
+    cls = GraphSplit if task == "graph_classification" else NodeSplit
+    return {k: cls(getattr(dataset, k), dataset.graphs, roles, CPU) for k in SPLITS}  # type: ignore[attr-defined]
 
 
 KINDS = {"device": _device_splits,
