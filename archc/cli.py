@@ -17,6 +17,7 @@ from archc.graph.located import InternalError
 from archc.pipeline import BUILD_PASSES, PASSES, names
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports for yes
 
 
 def _emit_errors(err: ArchcError, as_json: bool) -> None:
@@ -28,6 +29,28 @@ def _emit_errors(err: ArchcError, as_json: bool) -> None:
         click.echo(f"error: {p.line()}", err=True)
 
 
+def file_error(e: OSError) -> ArchcError:
+    """An OS failure on a named file (no permission, read-only or full disk, a directory) as a user error."""
+    reason = e.strerror or type(e).__name__
+    return ArchcError(reason if reason.startswith("cannot ") else f"cannot access: {reason}", file=str(e.filename))
+
+
+def _named_os_error(e: BaseException) -> OSError | None:
+    """The OSError naming a file that `e` is or wraps (a pass re-raises failures as InternalError), else None."""
+    while e is not None:
+        if isinstance(e, OSError) and e.filename is not None:
+            return e
+        e = e.__cause__
+    return None
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of our stdout went away (`archc ops | head -1`): stop quietly with the shell's SIGPIPE code."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has nowhere to fail
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command: user errors print one line each and exit 1; --debug shows the traceback."""
 
@@ -36,7 +59,11 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         debug = debug or bool(os.environ.get("ARCHC_DEBUG"))
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except ArchcError as e:
             if debug:
                 raise
@@ -47,11 +74,28 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # a bug in archc, not the user's fault: say so, briefly
             if debug:
                 raise
+            os_error = _named_os_error(e)
+            if os_error is not None:  # a named file the user can fix (permissions, disk space): exit 1
+                _emit_errors(file_error(os_error), kwargs.get("as_json", False))
+                sys.exit(EXIT_USER)
             what = str(e) if isinstance(e, InternalError) else f"{type(e).__name__}: {e}"  # located: say where
             click.echo(f"archc: internal error: {what} (rerun with --debug for a traceback)", err=True)
             sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def _refuse_unknown_scheme(text: str) -> None:
+    """`--input nosuch:thing` is a misspelt data source, not a file with a strange extension: let the data
+    registry name the unknown scheme and its close matches."""
+    from archc.runtime.io import INPUT_FORMATS
+
+    scheme, sep, arg = text.partition(":")
+    looks_like_source = sep and arg and len(scheme) > 1 and scheme.replace("_", "").replace("-", "").isalnum()
+    if looks_like_source and Path(text).suffix.lower() not in INPUT_FORMATS and not Path(text).exists():
+        from archc.data.sources import parse
+
+        parse(text)
 
 
 SPEC = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
@@ -120,7 +164,7 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))  # a directory: Model.open says so, exit 1
 @click.option("-i", "--input", "input_path", default=None, type=click.Path(path_type=Path), cls=SourceOption,
               help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source SCHEME:ARGUMENT "
                    "(scored on the split it was trained with).")
@@ -174,6 +218,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     if prompt is not None:
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json)
         return
+    _refuse_unknown_scheme(str(input_path))
     labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
     feeds = labelled.feeds if labelled else read_inputs(input_path, m)
     outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))

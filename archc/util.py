@@ -1,9 +1,12 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes and the size limits checked before reading array files."""
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 
 def default_mode(path: str | os.PathLike) -> None:
@@ -14,21 +17,76 @@ def default_mode(path: str | os.PathLike) -> None:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename: never a half-written file."""
+    """Write to a temporary file in the same directory, fsync, then rename: never a half-written file.
+
+    An OSError (read-only or full disk, no permission) is re-raised naming `path`, not the temporary file,
+    so the CLI reports it as a user error about the file the user asked for."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         default_mode(tmp)
         os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_error(e, p) from e
         raise
+
+
+def write_error(e: OSError, path: str | os.PathLike) -> OSError:
+    """`e` re-addressed to the file the user asked for (not a temporary beside it); the CLI reports an OSError
+    that names a file as a user error."""
+    return OSError(e.errno, f"cannot write: {e.strerror or e}", str(path))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_npy_header(fp: BinaryIO, available: int, what: str) -> None:
+    """Read an .npy header from `fp` and refuse a declared size larger than the `available` bytes that follow:
+    numpy would allocate the declared size (a 1 KB file can claim terabytes) before finding the data short.
+
+    Raises ValueError naming `what`; `fp` is left just after the header."""
+    import numpy as np
+    from numpy.lib import format as npformat
+
+    start = fp.tell()
+    version = npformat.read_magic(fp)
+    reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+    shape, _fortran, dtype = reader(fp)
+    declared = math.prod(shape) * dtype.itemsize
+    held = available - (fp.tell() - start)
+    if dtype.hasobject:
+        raise ValueError(f"{what}: expected numeric arrays, received dtype {dtype} (object arrays are refused)")
+    if declared > held:
+        raise ValueError(f"{what}: header declares shape {list(shape)} of {np.dtype(dtype).name} "
+                         f"({declared:,} bytes), but the file holds {max(held, 0):,} bytes of data")
+
+
+def check_array_file(path: str | os.PathLike) -> None:
+    """Check every array header in an .npy or .npz file against the bytes actually stored (see check_npy_header)."""
+    p = Path(path)
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as member:
+                        check_npy_header(member, info.file_size, f"array {info.filename[:-4]!r}")
+        return
+    with open(p, "rb") as f:
+        check_npy_header(f, p.stat().st_size, "the array")
+
+
+def load_arrays(path: str | os.PathLike):
+    """np.load (no pickles) after check_array_file: a lying header is a ValueError, never a huge allocation."""
+    import numpy as np
+
+    check_array_file(path)
+    return np.load(path, allow_pickle=False)

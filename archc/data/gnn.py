@@ -20,6 +20,7 @@ from archc.data.arrays import classes_from_labels
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split, split_indices
 from archc.errors import DataError
+from archc.util import load_arrays
 
 TASKS = ("node_classification", "graph_classification")
 ROLES = ("x", "edge_index", "batch")           # node features, edges, graph id per node
@@ -242,7 +243,7 @@ def from_npz(path: Path, task: str | None, name: str, val_fraction: float, test_
     """x [N, F], edge_index [2, E], y [N] (node labels) or [G] (graph labels with a batch vector [N]),
     optional train_mask / val_mask / test_mask over y's entries and classes (names)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with load_arrays(path) as z:
             a = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"expected a readable .npz file, received one that fails to load ({e})", where=name) from None

@@ -9,6 +9,7 @@ from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset
 from archc.data.png import PNGError, decode_png
+from archc.util import load_arrays
 from archc.errors import DataError
 
 EXTENSIONS = (".png", ".npy")
@@ -30,7 +31,7 @@ def read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() == ".png":
         a = np.transpose(decode_png(path.read_bytes()), (2, 0, 1))
     else:
-        a = _to_chw(np.load(path, allow_pickle=False))
+        a = _to_chw(load_arrays(path))
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255)
     if a.dtype == np.uint16:

@@ -10,6 +10,7 @@ from archc.data.arrays import as_features, from_arrays, labels_for_task
 from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.errors import DataError
+from archc.util import load_arrays
 
 
 @register
@@ -28,7 +29,7 @@ class NpzArrays(Source):
         if not arg.is_file():
             raise DataError(f"expected an .npz file, received {str(arg)!r}, which does not exist", where=name)
         try:
-            with np.load(arg, allow_pickle=False) as z:
+            with load_arrays(arg) as z:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise DataError(f"expected a readable .npz file, received one that fails to load ({e})",

@@ -9,6 +9,9 @@ import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel in the stored data
+# The largest image decoded: 8192 x 8192 (64 Mi pixels, up to 256 MiB as RGBA). The header is checked before any
+# pixel is decompressed, so an 875 KB file that declares 30000 x 30000 is refused at once, not after 4.6 GB.
+MAX_PIXELS = 8192 * 8192
 
 
 class PNGError(ValueError):
@@ -81,6 +84,14 @@ def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
     return out
 
 
+def _inflate(data: bytes, expected: int) -> bytes:
+    """zlib-decompress at most one byte past `expected`, so a small stream cannot expand without bound."""
+    try:
+        return zlib.decompressobj().decompress(data, expected + 1)
+    except zlib.error as e:
+        raise PNGError(f"corrupt image data ({e})") from None
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """Decode PNG bytes to uint8 (H, W, C): C is 1 (gray), 2 (gray+alpha), 3 (RGB/palette) or 4 (RGBA)."""
     if not data.startswith(SIGNATURE):
@@ -104,11 +115,11 @@ def decode_png(data: bytes) -> np.ndarray:
         raise PNGError(f"unknown colour type {color}")
     if interlace:
         raise PNGError("interlaced PNGs are not supported; save it non-interlaced")
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as e:
-        raise PNGError(f"corrupt image data ({e})") from None
     channels = CHANNELS[color]
+    if width == 0 or height == 0 or width * height > MAX_PIXELS:
+        raise PNGError(f"expected an image of 1 to {MAX_PIXELS:,} pixels (8192 x 8192), received a header "
+                       f"declaring {width} x {height}")
+    raw = _inflate(b"".join(idat), height * (width * channels + 1))
     pixels = _unfilter(raw, height, width * channels, channels).reshape(height, width, channels)
     if color == 3:
         if palette is None:

@@ -181,7 +181,12 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     module.eval()
     large = graph.total_params * 4 >= TWO_GB - 2**26
     start = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    from archc.util import default_mode, write_error
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:  # a read-only folder: name the .onnx asked for
+        raise write_error(e, path) from e
     os.close(fd)
     try:
         try:
@@ -200,11 +205,12 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
         onnx.checker.check_model(tmp, full_check=False)
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, tmp)
-        from archc.util import default_mode
         default_mode(tmp)
         os.replace(tmp, path)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
+    except OSError as e:  # a full disk while saving
+        raise write_error(e, path) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -45,7 +45,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
         raise SpecError(f"expected a spec under {MAX_BYTES // 2**20} MiB, received {p.stat().st_size:,} bytes",
                         file=name)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # editors on Windows write a BOM; tomllib refuses it
     except UnicodeDecodeError as e:
         raise SpecError(f"expected UTF-8 text, received undecodable bytes at offset {e.start}", file=name) from None
     except OSError as e:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from archc.util import write_bytes_atomic
+from archc.util import load_arrays, write_bytes_atomic
 from archc.errors import InputError
 from archc.runtime.session import Model, format_shape
 
@@ -37,9 +37,9 @@ def read_inputs(path: str | os.PathLike, model: Model) -> dict[str, np.ndarray]:
     try:
         if ext == ".npy":
             _need_single(p, names, "a .npy file holds one array", "use .npz with one array per input name")
-            return {names[0]: np.load(p, allow_pickle=False)}
+            return {names[0]: load_arrays(p)}
         if ext == ".npz":
-            with np.load(p, allow_pickle=False) as z:
+            with load_arrays(p) as z:
                 return {k: z[k] for k in z.files}
         if ext == ".json":
             return _read_json(p, model)
@@ -59,10 +59,12 @@ def _need_single(p: Path, names: list[str], what: str, hint: str) -> None:
 def _read_json(p: Path, model: Model) -> dict[str, Any]:
     """A nested list (single input), {name: nested list}, or [{name: ...}, ...] per example."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8-sig"))  # a BOM is accepted, as by every reader
     except json.JSONDecodeError as exc:
         raise _err(p, f"expected valid JSON, received a syntax error at line {exc.lineno}, "
                       f"column {exc.colno}: {exc.msg}") from None
+    except RecursionError:  # json's parser recurses once per nesting level
+        raise _err(p, "expected JSON of reasonable nesting depth, received one nested too deeply") from None
     if isinstance(data, dict):
         return dict(data)
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
@@ -115,7 +117,7 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     names = list(model.inputs)
     _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
     sig = model.inputs[names[0]]
-    with p.open(newline="", encoding="utf-8") as f:
+    with p.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is accepted, as in training
         rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
     # A first row where no cell is a number is a header (column names), not data.
     header: list[str] | None = None

@@ -162,7 +162,21 @@ def load_state(run_dir: RunDir) -> Saved:
     tensors, meta = read_file(run_dir.state)
     if META_KEY not in meta:
         raise ModelError(f"expected archc training state in {str(run_dir.state)!r}, received a file without it")
-    return Saved(json.loads(meta[META_KEY]), tensors, str(run_dir.state))
+    return Saved(_state_scalars(meta[META_KEY], str(run_dir.state)), tensors, str(run_dir.state))
+
+
+def _state_scalars(text: str, source: str) -> dict[str, Any]:
+    """The state's JSON scalars; a corrupt or foreign body is a ModelError naming the file, not a crash."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ModelError(f"expected the training state's JSON scalars, received text that does not parse ({e})",
+                         file=source) from None
+    missing = [k for k in ("step", "epoch", "optimizer", "host_rng") if not isinstance(body, dict) or k not in body]
+    if missing:
+        raise ModelError(f"expected the training state's scalars, received JSON missing {', '.join(missing)}",
+                         file=source, hint="start the run again without --resume")
+    return body
 
 
 def restore(saved: Saved, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -303,6 +303,43 @@ def test_png_decoder_all_filters_and_modes():
         np.testing.assert_array_equal(out, px.reshape(out.shape))
 
 
+def _png(width: int, height: int, idat: bytes) -> bytes:
+    def chunk(ctype: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_png_declaring_30000_squared_is_refused_from_its_header():
+    import time
+
+    from archc.data.png import PNGError
+
+    # 30000 rows of zeros compress to ~900 KB and would decode to 2.7 GB of RGB pixels.
+    bomb = _png(30000, 30000, zlib.compress(bytes(30000 * (3 * 30000 + 1) // 1000), 9))
+    start = time.perf_counter()
+    with pytest.raises(PNGError, match=r"8192 x 8192\), received a header declaring 30000 x 30000"):
+        decode_png(bomb)
+    assert time.perf_counter() - start < 1.0
+    # A small header over a stream that inflates far past it stops at the declared size.
+    with pytest.raises(PNGError, match=r"expected 4 bytes of image data, received 5"):
+        decode_png(_png(1, 1, zlib.compress(bytes(10_000_000))))
+
+
+def test_npz_header_declaring_terabytes_is_a_data_error(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (1 << 40, 3)})
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:
+        z.writestr("x.npy", buf.getvalue() + bytes(8))
+        z.writestr("y.npy", buf.getvalue() + bytes(8))
+    with pytest.raises(DataError, match=r"array 'x': header declares shape \[1099511627776, 3\]"):
+        load(f"npz:{tmp_path / 'bomb.npz'}")
+
+
 def make_image_tree(root: Path, channels: int = 1, size: tuple[int, int] = (6, 5)) -> None:
     rng = np.random.default_rng(2)
     for k, cls in enumerate(["circle", "square", "star"]):

@@ -185,3 +185,54 @@ def test_output_path_checked_first(tmp_path):
         write_outputs(tmp_path / "o.parquet", {}, [])
     assert list(tmp_path.iterdir()) == []
     assert check_output_path(tmp_path / "O.JSON").name == "O.JSON"
+
+
+def _lying_npy(shape: tuple[int, ...]) -> bytes:
+    """An .npy whose header declares `shape` (float64) but holds only 16 bytes of data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + bytes(16)
+
+
+def test_npy_and_npz_headers_declaring_terabytes_are_refused_before_allocation(tmp_path, single):
+    import zipfile
+
+    huge = (1 << 20, 1 << 20, 3)  # 24 TiB of float64
+    (tmp_path / "bomb.npy").write_bytes(_lying_npy(huge))
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:
+        z.writestr("x.npy", _lying_npy(huge))
+    for name in ("bomb.npy", "bomb.npz"):
+        with pytest.raises(InputError) as e:
+            read_inputs(tmp_path / name, single)
+        assert "header declares shape [1048576, 1048576, 3]" in e.value.message and "holds 16 bytes" in e.value.message
+
+
+def test_deeply_nested_json_input_is_an_input_error(tmp_path, single):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_inputs(tmp_path / "deep.json", single)
+
+
+def test_a_utf8_bom_is_accepted_by_the_csv_and_json_readers(tmp_path, single):
+    (tmp_path / "x.csv").write_bytes(b"\xef\xbb\xbf" + b"a,b,c,d,e,f\n1,2,3,4,5,6\n")
+    assert read_inputs(tmp_path / "x.csv", single)["x"].shape == (1, 2, 3)
+    (tmp_path / "x.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([[[1, 2, 3], [4, 5, 6]]]).encode())
+    assert np.asarray(read_inputs(tmp_path / "x.json", single)["x"]).shape == (1, 2, 3)
+
+
+def test_a_full_disk_names_the_output_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from archc.util import write_text_atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        write_text_atomic(tmp_path / "out.txt", "x")
+    assert e.value.filename == str(tmp_path / "out.txt") and "cannot write: No space left" in e.value.strerror
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

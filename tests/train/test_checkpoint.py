@@ -77,3 +77,14 @@ def test_unreadable_or_foreign_checkpoints(tmp_path):
     ckpt.save_weights(tmp_path / "other.safetensors", torch.nn.Linear(2, 2), {})
     with pytest.raises(ModelError, match="differs at"):
         ckpt.load_weights(tmp_path / "other.safetensors", model)
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '{"step": 1}'])
+def test_corrupt_state_json_is_a_model_error_naming_the_file(tmp_path, body):
+    from safetensors.torch import save_file
+
+    run_dir = RunDir(tmp_path)
+    save_file({"model.w": torch.zeros(2)}, str(run_dir.state), metadata={ckpt.META_KEY: body})
+    with pytest.raises(ModelError) as e:
+        ckpt.load_state(run_dir)
+    assert e.value.file == str(run_dir.state) and "training state" in e.value.message
