@@ -59,6 +59,13 @@ def test_train_out_under_a_file_is_a_user_error(tmp_path):
     assert "afile" in r.stderr and "internal error" not in r.stderr
 
 
+def test_train_on_a_full_disk_is_a_user_error_naming_the_file(tmp_path, monkeypatch):
+    _fail_with(monkeypatch, "fsync", errno.ENOSPC)
+    r = invoke("train", SPECS / "digits_mlp.toml", "--device", "cpu", "--epochs", "1", "-q", "--out", tmp_path / "run")
+    assert r.exit_code == 1, r.output
+    assert f"error: {tmp_path / 'run'}" in r.stderr and "cannot write: No space left on device" in r.stderr
+
+
 def test_an_os_error_without_a_file_is_still_an_internal_error(monkeypatch):
     import archc.language.schema as schema
 
