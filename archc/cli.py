@@ -98,7 +98,7 @@ def _refuse_unknown_scheme(text: str) -> None:
         parse(text)
 
 
-SPEC = click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,6 +36,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
     """Read `path` (.toml or .json) into a dict."""
     p = Path(path)
     name = str(path)
+    if p.is_dir():  # before the suffix: a folder named `x.toml` or `runs` is not a misnamed file
+        raise SpecError("expected a .toml or .json spec file, received a directory", file=name)
     fmt = {".toml": "toml", ".json": "json"}.get(p.suffix.lower())
     if fmt is None:
         raise SpecError(f"expected a .toml or .json spec file, received '{p.suffix or p.name}'", file=name)

@@ -10,7 +10,7 @@ from archc.clihelp import SourceOption
 
 
 @click.command("train")
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 @click.option("--data", default=None, cls=SourceOption, help="Data source SCHEME:ARGUMENT; overrides [data] source.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<model name>).")

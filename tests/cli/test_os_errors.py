@@ -111,6 +111,12 @@ def test_a_directory_as_model_is_a_user_error(tmp_path):
     assert r.exit_code == 1 and "received a directory" in r.stderr, r.output
 
 
+@pytest.mark.parametrize("command", ["validate", "build", "train"])
+def test_a_directory_as_spec_is_a_user_error(tmp_path, command):
+    r = invoke(command, tmp_path)
+    assert r.exit_code == 1 and "spec file, received a directory" in r.stderr, r.output
+
+
 def test_a_huge_npy_header_is_a_user_error(model, tmp_path):
     import io
 
