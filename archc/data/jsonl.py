@@ -81,6 +81,9 @@ def _read_objects(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as e:
             raise DataError(f"line {line}: expected a JSON object, received text that does not parse ({e.msg})",
                             where=name) from None
+        except RecursionError:  # json's parser recurses once per nesting level
+            raise DataError(f"line {line}: expected a JSON object of reasonable nesting depth, received one "
+                            "nested too deeply", where=name) from None
         if not isinstance(obj, dict):
             raise DataError(f"line {line}: expected a JSON object, received {describe(obj)}", where=name)
         rows.append((line, obj))

@@ -44,8 +44,9 @@ def _json(model: Model, key: str):
         return None
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"metadata {key!r}: expected JSON, received {raw[:60]!r} ({exc.msg})") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"metadata {key!r}: expected JSON, received {raw[:60]!r} "
+                         f"({getattr(exc, 'msg', 'nested too deeply')})") from None
 
 
 def _not_lm(model: Model) -> InputError:

@@ -52,7 +52,10 @@ class Diffusion:
             raise ModelError(f"expected a diffusion model (archc.diffusion metadata), received {model.path!r} "
                              f"of task {(model.task or {}).get('kind')!r}", hint=f"train a spec with [task] kind = "
                              f"{kinds}")
-        meta = json.loads(raw)
+        try:
+            meta = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ModelError(f"metadata 'archc.diffusion': expected JSON, received {raw[:60]!r}") from None
         betas = np.asarray(meta["betas"], dtype=np.float64)
         image, timestep = meta["image_input"], meta["timestep_input"]
         shape = model.inputs[image].shape[1:]

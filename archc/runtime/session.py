@@ -85,6 +85,9 @@ def _json_meta(meta: dict[str, str], key: str) -> Any:
         return json.loads(meta[key])
     except json.JSONDecodeError as exc:
         raise ModelError(f"metadata {key!r}: expected JSON, received {meta[key][:60]!r} ({exc.msg})")
+    except RecursionError:
+        raise ModelError(f"metadata {key!r}: expected JSON of reasonable nesting depth, received one nested too "
+                         "deeply") from None
 
 
 def _graph_sig(arg: Any) -> TensorSig:

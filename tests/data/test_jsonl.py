@@ -36,6 +36,7 @@ def test_labels_decide_the_task_and_scalars_are_one_feature(tmp_path: Path) -> N
     ([{"x": [1], "y": "cat"}, {"x": [2], "y": 3}], {}, r"line 2, 'y': expected labels of one kind"),
     ([{"x": [1], "y": [0]}], {}, r"line 1, 'y': expected a class name or a number, received \[0\]"),
     ([{"x": [1], "label": 0}], {"label": "lable"}, r"expected a field 'lable'"),
+    (['{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"], {}, r"line 1: expected a JSON object of reasonable nesting"),
 ])
 def test_errors_name_the_line_and_field(tmp_path: Path, rows, options, message) -> None:
     source = write(tmp_path / "bad.jsonl", rows)

@@ -121,6 +121,14 @@ def test_bad_metadata_json_is_model_error(tmp_path):
         Model.open(p)
 
 
+def test_deeply_nested_metadata_json_is_model_error(tmp_path):
+    p = save(tmp_path / "m.onnx", [helper.make_node("Identity", ["x"], ["y"])],
+             [helper.make_tensor_value_info("x", F32, ["batch", 2])],
+             [helper.make_tensor_value_info("y", F32, ["batch", 2])], meta={"archc.task": "[" * 100_000})
+    with pytest.raises(ModelError, match="archc.task': expected JSON of reasonable nesting depth"):
+        Model.open(p)
+
+
 def test_shape_mismatch_message(tmp_path):
     m = Model.open(classifier(tmp_path))
     with pytest.raises(InputError) as e:
