@@ -198,7 +198,8 @@ def _atomic_write(p: Path, data: bytes) -> None:
     try:
         write_bytes_atomic(p, data)
     except OSError as exc:
-        raise _err(p, f"could not write the output file: {exc.strerror or exc}") from None
+        reason = (exc.strerror or str(exc)).removeprefix("cannot write: ")  # write_bytes_atomic's own prefix
+        raise _err(p, f"could not write the output file: {reason}") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -169,8 +169,9 @@ def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(rio.os, "replace", boom)
     before = (tmp_path / "o.json").read_bytes()
-    with pytest.raises(InputError, match="could not write"):
+    with pytest.raises(InputError, match="could not write") as e:
         write_outputs(tmp_path / "o.json", out, [{"y": 2}])
+    assert e.value.message == "could not write the output file: No space left on device"
     assert (tmp_path / "o.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "o.json", "o.npy", "o.npz"]
 
