@@ -81,9 +81,9 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
             "-m", "archc.train", *args]
 
 
-def launch(nproc: int, args: list[str]) -> None:
+def launch(nproc: int, args: list[str], extra_env: dict[str, str] | None = None) -> None:
     """Run `archc train ARGS` as `nproc` local processes; ArchcError when any of them fails."""
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra_env or {})
     # One process per core share: N processes each using every core would oversubscribe the CPU.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     env["PYTHONUNBUFFERED"] = "1"
