@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,38 +168,51 @@ class RunDir:
 
     def lock(self) -> bool:
         """Create the lock file (O_EXCL) holding our pid; a live holder is an error, a dead one's lock is taken
-        over. False when the --nproc launcher holds it for us (nothing to release)."""
-        path, root = self.lock_path, str(self.root)
+        over. False when the --nproc launcher holds it for us: rank 0 adds its pid (a --resume after the
+        launcher was killed waits for the workers too) and has nothing to release."""
+        path = self.lock_path
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pid = self.lock_pid()
-                if pid is not None and str(pid) == os.environ.get(LOCK_ENV):
+                pids = self.lock_pids()
+                if pids and str(pids[0]) == os.environ.get(LOCK_ENV):
+                    with path.open("a") as f:
+                        f.write(f"{os.getpid()}\n")
                     return False
-                if pid is not None and alive(pid):
-                    raise InputError(f"{root!r} is in use: another archc train (pid {pid}) is writing it",
-                                     where="--out", hint=f"wait for it to end or choose another --out; if no "
-                                     f"run is writing there, remove {str(path)!r}") from None
-                say(f"{str(path)!r}: taking over the lock of pid {pid}, which no longer runs")
+                self.refuse_if_held(pids)
+                say(f"{str(path)!r}: taking over the lock of pid {pids[0] if pids else '?'}, which no longer runs")
                 path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()}\n")
             return True
-        raise InputError(f"{root!r} is in use: its lock keeps being taken", where="--out",
+        raise InputError(f"{str(self.root)!r} is in use: its lock keeps being taken", where="--out",
                          hint="choose another --out")
 
-    def lock_pid(self) -> int | None:
-        """The pid in the lock file; None when it is unreadable or half-written."""
+    def refuse_if_held(self, pids: list[int]) -> None:
+        """InputError when a pid in the lock lives, or when the lock is empty but new (its writer is starting)."""
+        live = [pid for pid in pids if alive(pid)]
         try:
-            return int(self.lock_path.read_text().strip())
+            fresh = not pids and time.time() - self.lock_path.stat().st_mtime < 10
+        except OSError:
+            fresh = False
+        if live or fresh:
+            who = f"pid {live[0]}" if live else "just starting"
+            raise InputError(f"{str(self.root)!r} is in use: another archc train ({who}) is writing it",
+                             where="--out", hint=f"wait for it to end or choose another --out; if no run is "
+                             f"writing there, remove {str(self.lock_path)!r}")
+
+    def lock_pids(self) -> list[int]:
+        """The pids in the lock file (the holder first); [] when it is missing, empty or half-written."""
+        try:
+            return [int(line) for line in self.lock_path.read_text().split()]
         except (OSError, ValueError):
-            return None
+            return []
 
     def unlock(self) -> None:
         """Remove the lock when it is ours."""
-        if self.lock_pid() == os.getpid():
+        if self.lock_pids()[:1] == [os.getpid()]:
             self.lock_path.unlink(missing_ok=True)
 
     def temporaries(self) -> list[Path]:

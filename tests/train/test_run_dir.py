@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archc.errors import InputError
-from archc.train.run_dir import RunDir, RunResult
+from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
 TRAIN = Path(__file__).resolve().parents[2] / "archc" / "train"
 
@@ -149,3 +149,25 @@ def test_result_round_trip_and_metrics(tmp_path):
     assert json.loads(run.result.read_text())["paths"]["onnx"] == str(tmp_path / "model.onnx")
     run.write_metrics([{"epoch": 1}, {"epoch": 2}])
     assert [json.loads(line) for line in run.metrics.read_text().splitlines()] == [{"epoch": 1}, {"epoch": 2}]
+
+
+def test_the_launchers_lock_covers_its_workers(tmp_path, monkeypatch):
+    run = RunDir(tmp_path)
+    launcher = _dead_pid()  # the launcher killed: its rank 0 worker still runs (here: this process)
+    run.lock_path.write_text(f"{launcher}\n")
+    monkeypatch.setenv(LOCK_ENV, str(launcher))
+    claim = run.prepare({"archc": 1}, resume=False)  # rank 0: no lock of its own, its pid added
+    assert not claim.locked and run.lock_pids() == [launcher, os.getpid()]
+    monkeypatch.delenv(LOCK_ENV)
+    with pytest.raises(InputError, match=rf"another archc train \(pid {os.getpid()}\)"):
+        RunDir(tmp_path).prepare({"archc": 1}, resume=True)  # a --resume beside the orphaned worker
+
+
+def test_an_empty_lock_is_in_use_while_new_and_stale_when_old(tmp_path):
+    run = RunDir(tmp_path)
+    run.lock_path.write_text("")  # a writer between its O_EXCL create and its pid
+    with pytest.raises(InputError, match=r"another archc train \(just starting\)"):
+        run.prepare({"archc": 1}, resume=False)
+    os.utime(run.lock_path, (0, 0))
+    run.prepare({"archc": 1}, resume=False).release()
+    assert not run.lock_path.exists()
