@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archc.errors import ArchcError
 from archc.tasks import Task
 from archc.train.devices import amp_dtype, seed_everything
 from archc.train.distributed import Dist
@@ -15,6 +16,18 @@ from archc.train.recipe import Setup
 from archc.train.splits import Examples
 
 EVAL_BATCH = 1024
+
+
+def all_finite(bad: torch.Tensor, dist: Dist) -> bool:
+    """Did no rank flag a non-finite value? `bad` (1,) counts this rank's; summed so that every rank agrees
+    (a rank that stopped alone would leave the others waiting in DDP's all-reduce)."""
+    return dist.sum(bad).item() == 0
+
+
+def diverged(what: str) -> ArchcError:
+    """The error that stops a diverging run; the checkpoints written before it hold finite weights."""
+    return ArchcError(f"training diverged: {what}; the last checkpoint (if any) is kept, with finite weights",
+                      where="train", hint="lower the learning rate, or set [train] grad_clip")
 
 
 @dataclass
@@ -58,12 +71,15 @@ class Learner:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
-    def step(self, x: Any, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, at: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean.
-        Returns the summed loss and metric (scalars)."""
+        Returns the summed loss and metric (scalars). A non-finite loss on any rank stops every rank before the
+        update (`at` says where, e.g. "step 12 (epoch 2)"), so no NaN reaches the weights or a checkpoint."""
         with self.autocast():
             out, y = self.objective.forward(self.net, x, y, training=True)
             loss = self.objective.loss(out, y)
+        if not all_finite((~torch.isfinite(loss.detach())).float().reshape(1), dist):
+            raise diverged(f"the train loss at {at} is {loss.item():g}")
         self.optimizer.zero_grad(set_to_none=True)
         scaled = loss * scale
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -79,6 +95,14 @@ class Learner:
             self.optimizer.step()
         self.scheduler.step()
         return loss.detach(), self.objective.metric_sum(out.detach(), y)
+
+    def check_weights(self, dist: Dist, at: str) -> None:
+        """Stop when a weight is NaN or inf (a finite loss can still take a step too far): run before any save."""
+        with torch.no_grad():
+            bad = sum((~torch.isfinite(p)).sum() for p in self.model.parameters())
+            bad = torch.as_tensor(bad, dtype=torch.float32, device=self.device).reshape(1)
+        if not all_finite(bad, dist):
+            raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after {at}")
 
     @torch.no_grad()
     def evaluate(self, split: Examples, dist: Dist | None = None) -> tuple[float, float, int]:
