@@ -1,6 +1,7 @@
 """The model and what updates it: optimizer, learning-rate schedule, grad scaler and autocast, one step at a time."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,11 @@ def all_finite(bad: torch.Tensor, dist: Dist) -> bool:
     return dist.sum(bad).item() == 0
 
 
-def diverged(what: str) -> ArchcError:
-    """The error that stops a diverging run; the checkpoints written before it hold finite weights."""
-    return ArchcError(f"training diverged: {what}; the last checkpoint (if any) is kept, with finite weights",
-                      where="train", hint="lower the learning rate, or set [train] grad_clip")
+def diverged(what: str, kept: int) -> ArchcError:
+    """The error that stops a diverging run; the checkpoints written up to step `kept` hold finite weights."""
+    saved = f"checkpoints written so far (up to step {kept}) hold finite weights" if kept else "nothing was saved"
+    return ArchcError(f"training diverged: {what}; {saved}", where="train",
+                      hint="lower the learning rate, or set [train] grad_clip")
 
 
 @dataclass
@@ -71,15 +73,19 @@ class Learner:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
-    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, at: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, done: int,
+             epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean.
         Returns the summed loss and metric (scalars). A non-finite loss on any rank stops every rank before the
-        update (`at` says where, e.g. "step 12 (epoch 2)"), so no NaN reaches the weights or a checkpoint."""
+        update (`done`: the steps before this one, `epoch`: from 1, for the message), so no NaN reaches the weights
+        or a checkpoint."""
         with self.autocast():
             out, y = self.objective.forward(self.net, x, y, training=True)
             loss = self.objective.loss(out, y)
         if not all_finite((~torch.isfinite(loss.detach())).float().reshape(1), dist):
-            raise diverged(f"the train loss at {at} is {loss.item():g}")
+            value = loss.item()
+            shown = f"{value:g}" if not math.isfinite(value) else "NaN or inf on another rank"
+            raise diverged(f"the train loss at step {done + 1} (epoch {epoch}) is {shown}", done)
         self.optimizer.zero_grad(set_to_none=True)
         scaled = loss * scale
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -96,13 +102,13 @@ class Learner:
         self.scheduler.step()
         return loss.detach(), self.objective.metric_sum(out.detach(), y)
 
-    def check_weights(self, dist: Dist, at: str) -> None:
+    def check_weights(self, dist: Dist, step: int) -> None:
         """Stop when a weight is NaN or inf (a finite loss can still take a step too far): run before any save."""
         with torch.no_grad():
             bad = sum((~torch.isfinite(p)).sum() for p in self.model.parameters())
             bad = torch.as_tensor(bad, dtype=torch.float32, device=self.device).reshape(1)
         if not all_finite(bad, dist):
-            raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after {at}")
+            raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after step {step}", step - 1)
 
     @torch.no_grad()
     def evaluate(self, split: Examples, dist: Dist | None = None) -> tuple[float, float, int]:

@@ -66,13 +66,13 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     while state.step_in_epoch < steps:
         idx, n = local_batch(order, state.step_in_epoch, recipe.batch_size, dist.rank, dist.world)
         x, y = split.take(idx)
-        loss, metric = learner.step(x, y, dist.world / n, dist, f"step {state.step + 1} (epoch {state.epoch + 1})")
+        loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
         tally.add(loss, metric, len(idx))
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
         if every and state.step % every == 0 and state.step_in_epoch < steps:
-            learner.check_weights(dist, f"step {state.step}")
+            learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
 
 
@@ -81,7 +81,7 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
-    learner.check_weights(dist, f"epoch {state.epoch + 1}")  # before the best weights or a checkpoint are saved
+    learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
     val_loss, val_metric, _ = learner.evaluate(val, dist)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,

@@ -3,7 +3,10 @@ go to the lower validation loss (issue 11, item 4)."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -38,13 +41,13 @@ def test_divergence_stops_before_a_nan_checkpoint_and_resume_says_so_again(h, tm
 
 
 def test_divergence_exits_1_with_one_message(h, tmp_path):
-    import subprocess
-
     spec = diverging(h, tmp_path)
     r = subprocess.run([*h.cmd(str(spec), "--out", str(tmp_path / "run"), "--quiet")], capture_output=True,
                        text=True, env=h.env(), timeout=300)
     assert r.returncode == 1, r.stderr
-    assert "training diverged" in r.stderr and "lower the learning rate" in r.stderr
+    assert re.search(r"error: train: training diverged: the train loss at step (\d+) \(epoch 1\) is (inf|nan); "
+                     r"checkpoints written so far \(up to step \d+\) hold finite weights \(lower the learning rate",
+                     r.stderr), r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -68,3 +71,20 @@ def test_best_epoch_breaks_a_tie_on_accuracy_by_validation_loss(h, tmp_path):
     tied = [r for r in rows if r["val_accuracy"] == top]
     assert len(tied) > 1, "the data should make several epochs tie"
     assert result.best_epoch == min(tied, key=lambda r: (r["val_loss"], r["epoch"]))["epoch"]
+
+
+def test_one_rank_nan_stops_both_ranks(h, tmp_path):
+    """One example of finite but huge features overflows to a NaN loss on the rank whose share of a batch holds
+    it: both ranks stop at that step (none waits forever in DDP's gradient all-reduce)."""
+    data = h.make_npz(tmp_path / "d.npz", n=40)
+    arrays = dict(np.load(data))
+    arrays["x"][5] = 3e38
+    np.savez(data, **arrays)
+    spec = h.make_spec(tmp_path / "s.json", data, normalize=False, train={"epochs": 1, "batch_size": 8})
+    r = subprocess.run(h.cmd(str(spec), "--out", str(tmp_path / "run"), "--nproc", "2", "--device", "cpu",
+                             "--quiet"), capture_output=True, text=True, env=h.env(), timeout=240)
+    assert r.returncode == 1, r.stderr
+    said = re.findall(r"training diverged: the train loss at step (\d+) \(epoch 1\) is (nan|inf|NaN or inf on "
+                      r"another rank);", r.stderr)
+    assert len(said) == 2 and said[0][0] == said[1][0], r.stderr  # both ranks, at the same step
+    assert {s[1] for s in said} & {"nan", "inf"} and "NaN or inf on another rank" in {s[1] for s in said}
