@@ -166,38 +166,48 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     return result
 
 
-def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: bool) -> RunResult | None:
-    """One process's whole run; returns the result on rank 0 (None elsewhere)."""
+def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: bool,
+          force: bool = False) -> RunResult | None:
+    """One process's whole run; returns the result on rank 0 (None elsewhere). The run folder is checked first
+    (read-only) and claimed by rank 0 only once the data and model are built: a bad --data touches nothing."""
     start = time.perf_counter()
     device = pick_device(device_name, dist.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if dist.main:
-        setup.run_dir.prepare(setup.raw, resume_run)
-    else:
-        setup.run_dir.check(resume_run)
+    setup.run_dir.check(resume_run, force)
     with deterministic(device):
         dist.init(device)
         try:
             learner, data = build(setup, dist, device)
-            progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None,
-                                learner.objective.metric)
-            progress.report.begin(header(setup, learner, data, dist.world), learner.objective.metric)
-            tally = Tally(device)
-            state = State(setup.sha256, dist.world)
-            if resume_run:
-                state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
-                steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
-                progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
-                                     f"(global step {state.step})")
-            if dist.active:
-                learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
+            claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
+            resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
-                fit(learner, data, state, tally, setup, dist, progress)
-                result = conclude(learner, data, state, setup, progress, start) if dist.main else None
+                return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
-                progress.report.close()
-            dist.barrier()
-            return result
+                if claim is not None:
+                    claim.release()
         finally:
             dist.close()
+
+
+def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: bool, quiet: bool,
+              start: float) -> RunResult | None:
+    """Fit from step 0 or the saved state, then conclude on rank 0."""
+    progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None, learner.objective.metric)
+    progress.report.begin(header(setup, learner, data, dist.world), learner.objective.metric)
+    tally = Tally(learner.device)
+    state = State(setup.sha256, dist.world)
+    if resuming:
+        state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
+        steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+        progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
+                             f"(global step {state.step})")
+    if dist.active:
+        learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
+    try:
+        fit(learner, data, state, tally, setup, dist, progress)
+        result = conclude(learner, data, state, setup, progress, start) if dist.main else None
+    finally:
+        progress.report.close()
+    dist.barrier()
+    return result
