@@ -7,7 +7,6 @@ of one spec, seed and data end with bit-identical weights, and so does a run kil
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 
 import archc.train.checkpoint as ckpt
-from archc.errors import ArchcError
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
@@ -68,12 +66,13 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     while state.step_in_epoch < steps:
         idx, n = local_batch(order, state.step_in_epoch, recipe.batch_size, dist.rank, dist.world)
         x, y = split.take(idx)
-        loss, metric = learner.step(x, y, dist.world / n)
+        loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
         tally.add(loss, metric, len(idx))
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
         if every and state.step % every == 0 and state.step_in_epoch < steps:
+            learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
 
 
@@ -82,17 +81,15 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
-    if not math.isfinite(loss_sum):
-        raise ArchcError(f"training diverged: the train loss of epoch {state.epoch + 1} is {loss_sum / n}",
-                         where="train", hint="lower the learning rate, or set [train] grad_clip")
+    learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
     val_loss, val_metric, _ = learner.evaluate(val, dist)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
     value = val_metric if recipe.monitor == "metric" else val_loss
-    best = learner.objective.better(value, state.best_value, recipe.monitor)
+    best = learner.objective.better(value, state.best_value, recipe.monitor, val_loss, state.best_loss)
     if best:
-        state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
+        state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
         if dist.main:  # before the state that records it: a crash in between redoes the epoch
             ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step})
     else:

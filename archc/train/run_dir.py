@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archc import strict_json
 from archc.errors import InputError
 from archc.util import write_text_atomic
 
@@ -62,7 +63,7 @@ class RunResult:
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null
 
     @classmethod
     def from_json(cls, text: str) -> "RunResult":
