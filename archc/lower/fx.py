@@ -6,7 +6,7 @@ from torch import fx, nn
 
 from archc.graph.ir import Graph, Node
 from archc.graph.located import at_node
-from archc.lower import names
+from archc.lower.names import act_path, class_name, module_path, value_name
 
 
 def lower(graph: Graph, seed: int | None = 0) -> fx.GraphModule:
@@ -18,13 +18,13 @@ def lower(graph: Graph, seed: int | None = 0) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}  # by node id (weight tying looks them up); paths come at the end
     paths: dict[str, nn.Module] = {}  # submodule path -> module, the GraphModule's tree
     g = fx.Graph()
-    env: dict[str, fx.Node] = {name: g.placeholder(names.value_name(name)) for name in graph.inputs}
+    env: dict[str, fx.Node] = {name: g.placeholder(value_name(name)) for name in graph.inputs}
     for node in graph.nodes:
         with at_node(node.where, node.op.name()):
             env[node.id] = _lower_node(graph, node, g, modules, paths, env)
     outs = [env[v] for v in graph.outputs.values()]
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
-    gm = fx.GraphModule(paths, g, class_name=names.class_name(graph.name))
+    gm = fx.GraphModule(paths, g, class_name=class_name(graph.name))
     gm.archc_outputs = list(graph.outputs)  # output names, in order
     return gm
 
@@ -35,14 +35,14 @@ def _lower_node(graph: Graph, node: Node, g: fx.Graph, modules: dict[str, nn.Mod
     ins = [graph.type_of(i) for i in node.inputs]
     module = node.op.to_torch_tied(ins, modules[node.tied]) if node.tied else node.op.to_torch(ins)
     _check_params(module, node.params)
-    modules[node.id] = paths[names.module_path(node.id)] = module
+    modules[node.id] = paths[module_path(node.id)] = module
     args = tuple(env[i] for i in node.inputs)
     # fx picks each value's final name from the hint (unique, never a keyword or builtin): the id stays readable
-    hint = names.value_name(node.id)
+    hint = value_name(node.id)
     if node.act is None:
-        return g.create_node("call_module", names.module_path(node.id), args, name=hint)
-    pre = g.create_node("call_module", names.module_path(node.id), args, name=f"{hint}_pre")
-    act = names.act_path(node.id, node.act.name())
+        return g.create_node("call_module", module_path(node.id), args, name=hint)
+    pre = g.create_node("call_module", module_path(node.id), args, name=f"{hint}_pre")
+    act = act_path(node.id, node.act.name())
     paths[act] = node.act.to_torch([node.out])
     return g.create_node("call_module", act, (pre,), name=hint)
 
