@@ -7,11 +7,12 @@ import keyword
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from archc.compiled import BuildOptions
 from archc.errors import ArchcError
 from archc.ops.base import ID_PATTERN
-from archc.pipeline import BUILD_PASSES, compile_spec, compiled_from, run
+from archc.pipeline import BUILD_PASSES, PASSES, compile_spec, compiled_from, lower, run
 
 torch = pytest.importorskip("torch")
 from torch import fx, nn  # noqa: E402
@@ -129,3 +130,28 @@ def test_escaped_and_activation_names_never_hit_a_reserved_name():
     assert not any(r.startswith(names.ESCAPE) for r in names.reserved())
     assert not any(r.endswith(f"__{a}") for r in names.reserved() for a in activation_names())
     assert all("__" not in a and not a.startswith("_") for a in activation_names())
+
+
+_ADVERSARIAL = sorted({n for g in GROUPS.values() for n in g})
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(ids=st.lists(st.one_of(st.sampled_from(_ADVERSARIAL), st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,12}\Z"),
+                              st.sampled_from(_ADVERSARIAL).map(lambda n: n + "_relu")), min_size=1, max_size=8),
+       acts=st.lists(st.sampled_from([None, "relu", "gelu", "log_softmax", "softmax"]), min_size=8, max_size=8),
+       input_name=st.sampled_from(["x", "self", "lambda", "training", "forward", "fc1_relu"]))
+def test_fuzzed_ids_that_validate_lower_and_run(ids, acts, input_name):
+    """Validate passes => the module runs, calls each submodule once and has validate's parameter count;
+    validate fails only for a repeated id or an id equal to the input's name."""
+    layers = [{"id": i, "op": "linear", "out_features": 3} | ({"act": a} if a else {}) for i, a in zip(ids, acts)]
+    spec = {"archc": 1, "model": {"name": "fuzz"}, "inputs": {input_name: {"shape": [4]}}, "layers": layers}
+    if len(set(ids)) < len(ids) or input_name in ids:
+        with pytest.raises(ArchcError):
+            compile_spec(spec)
+        return
+    c = run(compiled_from(spec), PASSES + [("lower", lower)])
+    graph, module = c.graph, c.module
+    assert sum(p.numel() for p in module.parameters()) == graph.total_params
+    calls = [n.target for n in module.graph.nodes if n.op == "call_module"]
+    assert len(calls) == len(set(calls)) == len(graph.nodes) + sum(n.act is not None for n in graph.nodes)
+    assert module(torch.randn(2, 4)).shape == (2, 3)
