@@ -25,7 +25,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	@mkdir -p out
 	$(ARCHC) validate specs/digits_mlp.toml
-	$(ARCHC) train specs/digits_mlp.toml $(if $(DATA),--data $(DATA)) --out out/digits
+	$(ARCHC) train specs/digits_mlp.toml $(if $(DATA),--data $(DATA)) --out out/digits --force
 	$(ARCHC) infer out/digits/model.onnx --input $(or $(DATA),sklearn:digits) --limit 5
 
 # Every figure in benchmarks/bench_*.py (CPU, ~10 minutes on 2 cores, plus training figure 9's U-Net): writes

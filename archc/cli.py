@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from archc import strict_json
 from archc.version import __version__
 from archc.clihelp import SourceOption
 from archc.errors import ArchcError, InputError
@@ -22,8 +23,8 @@ EXIT_USER, EXIT_INTERNAL = 1, 3
 def _emit_errors(err: ArchcError, as_json: bool) -> None:
     problems = err.problems()
     if as_json:
-        click.echo(json.dumps({"ok": False, "errors": [p.to_dict() | {"line": p.line()} for p in problems]},
-                              indent=2))
+        errors = [p.to_dict() | {"line": p.line()} for p in problems]
+        click.echo(strict_json.dumps({"ok": False, "errors": errors}, indent=2))
     for p in problems:
         click.echo(f"error: {p.line()}", err=True)
 
@@ -76,11 +77,11 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 
     result = compile_spec(spec, stop_after=stop_after)
     if "infer" not in result.passes:
-        click.echo(json.dumps({"ok": True, "passes": result.passes}) if as_json
+        click.echo(strict_json.dumps({"ok": True, "passes": result.passes}) if as_json
                    else f"ok: {spec} passed {', '.join(result.passes)}")
         return
     if as_json:
-        click.echo(json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
+        click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
 
@@ -182,7 +183,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     if output is not None:
         write_outputs(output, outputs, recs)
     if as_json:
-        click.echo(json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2, default=float))
+        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
         return
     click.echo(table(m, outputs, limit=limit))
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
@@ -205,8 +206,8 @@ def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int
     png = write_samples(output, images, Diffusion.of(m).data_range)
     seconds = time.perf_counter() - start
     if as_json:
-        click.echo(json.dumps({"samples": str(output), "grid": str(png), "shape": list(images.shape),
-                               "sampler": sampler, "seconds": seconds}, indent=2))
+        click.echo(strict_json.dumps({"samples": str(output), "grid": str(png), "shape": list(images.shape),
+                                      "sampler": sampler, "seconds": seconds}, indent=2))
         return
     click.echo(f"{num_samples} sample(s) {list(images.shape[1:])} with {sampler} in {seconds:.1f} s on "
                f"{', '.join(m.providers)}; wrote {output} and {png}")
@@ -219,8 +220,9 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
 
     r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
     if as_json:
-        click.echo(json.dumps({"prompt": prompt, "text": r.text, "tokens": r.tokens, "new_tokens": r.new_tokens,
-                               "seconds": r.seconds, "tokens_per_second": r.tokens_per_second}, indent=2))
+        click.echo(strict_json.dumps({"prompt": prompt, "text": r.text, "tokens": r.tokens,
+                                      "new_tokens": r.new_tokens, "seconds": r.seconds,
+                                      "tokens_per_second": r.tokens_per_second}, indent=2))
         return
     click.echo(prompt + r.text)
     click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, full "
@@ -260,7 +262,7 @@ def ops(name: str | None, as_json: bool) -> None:
             raise InputError(f"unknown op '{name}'", hint=close_matches(name, [o["op"] for o in op_table()])
                              or "`archc ops` lists every op")
     if as_json:
-        click.echo(json.dumps(table, indent=2))
+        click.echo(strict_json.dumps(table, indent=2))
         return
     for o in table:
         arity = o["inputs"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from archc import strict_json
 from archc.util import write_bytes_atomic
 from archc.errors import InputError
 from archc.runtime.session import Model, format_shape
@@ -185,7 +186,7 @@ def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], record
     elif ext == ".npz":
         np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
     elif ext == ".json":
-        buf.write(json.dumps(_jsonable(records), indent=2, allow_nan=False).encode("utf-8") + b"\n")
+        buf.write(strict_json.dumps(records, indent=2).encode("utf-8") + b"\n")
     else:
         buf.write(_csv_text(records).encode("utf-8"))
     _atomic_write(p, buf.getvalue())
@@ -197,19 +198,6 @@ def _atomic_write(p: Path, data: bytes) -> None:
         write_bytes_atomic(p, data)
     except OSError as exc:
         raise _err(p, f"could not write the output file: {exc.strerror or exc}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy → Python; NaN/inf → null so the file stays strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

@@ -111,9 +111,11 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
 class Model:
     """An exported model opened with ONNX Runtime."""
 
-    def __init__(self, session: Any, path: str = "") -> None:
+    def __init__(self, session: Any, path: str = "", allow_nonfinite: bool = False) -> None:
         self.session = session
         self.path = path
+        # NaN/inf in a float input yield confident-looking garbage: refused unless the caller opts in.
+        self.allow_nonfinite = allow_nonfinite
         self.providers: list[str] = list(session.get_providers())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map or {})
         task = _json_meta(self.metadata, "archc.task")
@@ -125,8 +127,9 @@ class Model:
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged
 
     @classmethod
-    def open(cls, path: str | os.PathLike, device: str = "auto") -> "Model":
-        """Open an ONNX file; ModelError when it is missing, not ONNX, or corrupt."""
+    def open(cls, path: str | os.PathLike, device: str = "auto", allow_nonfinite: bool = False) -> "Model":
+        """Open an ONNX file; ModelError when it is missing, not ONNX, or corrupt. `allow_nonfinite` lets NaN and
+        inf through the input checks (refused by default)."""
         import onnxruntime as ort
 
         p = Path(path)
@@ -155,13 +158,14 @@ class Model:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"could not load {str(p)!r}: expected a valid ONNX model, "
                              f"ONNX Runtime reported: {detail}") from None
-        return cls(session=sess, path=str(p))
+        return cls(session=sess, path=str(p), allow_nonfinite=allow_nonfinite)
 
     # --- validation -------------------------------------------------------------------------
     def check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
         """Validate and convert feeds: names, rank, fixed dims, dtype; add a lone batch axis; preprocess."""
         key = _signature(feeds) if not self.preprocess else None
         if key is not None and key in self._passed:  # seen and passed unchanged: skip the per-call checks
+            self._check_finite(feeds)  # values change between calls of one signature: always checked
             return feeds
         if not isinstance(feeds, dict):
             raise InputError(f"expected a mapping of input names to arrays, received {type(feeds).__name__}")
@@ -177,6 +181,7 @@ class Model:
                              f"received {', '.join(repr(str(n)) for n in feeds) or 'none'} ({'; '.join(parts)})")
         out = {name: self._check_one(self.inputs[name], feeds[name]) for name in self.inputs}
         self._check_symbols(out)
+        self._check_finite(out)
         if key is not None and all(out[n] is feeds[n] for n in out) and len(self._passed) < 256:
             self._passed.add(key)
         return {name: self._preprocess(name, arr) for name, arr in out.items()}
@@ -215,6 +220,19 @@ class Model:
                     raise InputError(f"input {name!r}: expected axis {dim!r} = {first} "
                                      f"(as in input {other!r}), received {size}")
                 seen.setdefault(dim, (size, name))
+
+    def _check_finite(self, arrays: dict[str, np.ndarray]) -> None:
+        """Float inputs hold only finite numbers, unless allow_nonfinite; InputError with the count and where."""
+        if self.allow_nonfinite:
+            return
+        for name, arr in arrays.items():
+            if arr.dtype.kind != "f" or np.isfinite(arr).all():
+                continue
+            bad = ~np.isfinite(arr)
+            raise InputError(f"input {name!r}: expected finite numbers, received {int(bad.sum())} NaN or inf "
+                             f"value(s), the first at {_position(np.argwhere(bad)[0])}",
+                             hint="clean or impute the data; in Python, Model.open(path, allow_nonfinite=True) "
+                                  "runs them anyway")
 
     def _preprocess(self, name: str, arr: np.ndarray) -> np.ndarray:
         """Apply the exporter's `(x - mean) / std`; list stats broadcast over channel axis 1."""
@@ -299,6 +317,17 @@ def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
     if target.kind in "US" and src in "USO":
         return arr.astype(object)  # ORT's string tensors are numpy object arrays
     raise fail()
+
+
+def _position(index: np.ndarray) -> str:
+    """Where a value sits in a batched input: 'example 3, feature 1' (feature as a tuple past rank 2)."""
+    if len(index) == 0:
+        return "the scalar"
+    where = f"example {int(index[0])}"
+    rest = [int(i) for i in index[1:]]
+    if len(rest) == 1:
+        return f"{where}, feature {rest[0]}"
+    return f"{where}, feature ({', '.join(map(str, rest))})" if rest else where
 
 
 def _batch_len(inputs: dict[str, TensorSig], arrays: dict[str, np.ndarray]) -> int | None:

@@ -212,13 +212,18 @@ class Task:
         """The metric summed over the batch (the loop divides by the number of examples)."""
         raise NotImplementedError
 
-    def better(self, value: float, best: float | None, quantity: str) -> bool:
+    def better(self, value: float, best: float | None, quantity: str, loss: float | None = None,
+               best_loss: float | None = None) -> bool:
         """Is `value` of the monitored quantity ('metric' or 'loss') an improvement over `best`? With 'last',
-        every finite epoch is: the final weights are kept (diffusion: see specs/unet_ddpm_digits.toml)."""
+        every finite epoch is: the final weights are kept (diffusion: see specs/unet_ddpm_digits.toml). A tie is
+        broken by the validation loss (`loss` against the best epoch's `best_loss`), then by the earlier epoch:
+        on a tiny validation split accuracy 1.0 ties for many epochs while the loss still falls."""
         if quantity == "last" or best is None or math.isnan(best):
             return not math.isnan(value)
         higher = self.higher_is_better if quantity == "metric" else False
-        return value > best if higher else value < best
+        if value != best:
+            return value > best if higher else value < best
+        return loss is not None and best_loss is not None and loss < best_loss
 
     def metadata(self) -> dict[str, Any]:
         """Extra `archc.<key>` ONNX metadata the task needs at inference (e.g. a tokenizer); none by default."""

@@ -21,7 +21,10 @@ from archc.clihelp import SourceOption
               help="Overrides [train] optimizer.lr.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=None, help="Overrides [train] seed.")
-@click.option("--resume", is_flag=True, help="Continue the unfinished run in the run folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the run folder (from step 0 when it has no checkpoint yet).")
+@click.option("--force", is_flag=True,
+              help="Move a run already in --out aside to DIR.old-N (nothing is deleted) and start afresh.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
@@ -29,13 +32,13 @@ from archc.clihelp import SourceOption
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, hidden=True)
 def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
-                  lr: float | None, device: str, seed: int | None, resume: bool, nproc: int, quiet: bool,
-                  as_json: bool, data_root: Path | None) -> None:
+                  lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
+                  quiet: bool, as_json: bool, data_root: Path | None) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
     result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                 resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root)
+                 resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

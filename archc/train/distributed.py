@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -81,13 +83,28 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
             "-m", "archc.train", *args]
 
 
-def launch(nproc: int, args: list[str]) -> None:
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """For torchrun's process: SIGTERM when the launcher dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG), so
+    torchrun stops its workers instead of running on, writing the run folder. None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the launcher died before the line above: nobody is left to signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
+def launch(nproc: int, args: list[str], extra_env: dict[str, str] | None = None) -> None:
     """Run `archc train ARGS` as `nproc` local processes; ArchcError when any of them fails."""
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra_env or {})
     # One process per core share: N processes each using every core would oversubscribe the CPU.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.run(torchrun_command(nproc, args), env=env)
+    proc = subprocess.run(torchrun_command(nproc, args), env=env, preexec_fn=die_with_parent(os.getpid()))
     if proc.returncode != 0:
         raise ArchcError(f"distributed training failed: torchrun exited with status {proc.returncode}",
                          where=f"--nproc {nproc}", hint="the messages above say which rank failed and why")

@@ -1,12 +1,14 @@
 """The model and what updates it: optimizer, learning-rate schedule, grad scaler and autocast, one step at a time."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from archc.errors import ArchcError
 from archc.tasks import Task
 from archc.train.devices import amp_dtype, seed_everything
 from archc.train.distributed import Dist
@@ -15,6 +17,19 @@ from archc.train.recipe import Setup
 from archc.train.splits import Examples
 
 EVAL_BATCH = 1024
+
+
+def all_finite(bad: torch.Tensor, dist: Dist) -> bool:
+    """Did no rank flag a non-finite value? `bad` (1,) counts this rank's; summed so that every rank agrees
+    (a rank that stopped alone would leave the others waiting in DDP's all-reduce)."""
+    return dist.sum(bad).item() == 0
+
+
+def diverged(what: str, kept: int) -> ArchcError:
+    """The error that stops a diverging run; the checkpoints written up to step `kept` hold finite weights."""
+    saved = f"checkpoints written so far (up to step {kept}) hold finite weights" if kept else "nothing was saved"
+    return ArchcError(f"training diverged: {what}; {saved}", where="train",
+                      hint="lower the learning rate, or set [train] grad_clip")
 
 
 @dataclass
@@ -58,12 +73,19 @@ class Learner:
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
-    def step(self, x: Any, y: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, done: int,
+             epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean.
-        Returns the summed loss and metric (scalars)."""
+        Returns the summed loss and metric (scalars). A non-finite loss on any rank stops every rank before the
+        update (`done`: the steps before this one, `epoch`: from 1, for the message), so no NaN reaches the weights
+        or a checkpoint."""
         with self.autocast():
             out, y = self.objective.forward(self.net, x, y, training=True)
             loss = self.objective.loss(out, y)
+        if not all_finite((~torch.isfinite(loss.detach())).float().reshape(1), dist):
+            value = loss.item()
+            shown = f"{value:g}" if not math.isfinite(value) else "NaN or inf on another rank"
+            raise diverged(f"the train loss at step {done + 1} (epoch {epoch}) is {shown}", done)
         self.optimizer.zero_grad(set_to_none=True)
         scaled = loss * scale
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -79,6 +101,14 @@ class Learner:
             self.optimizer.step()
         self.scheduler.step()
         return loss.detach(), self.objective.metric_sum(out.detach(), y)
+
+    def check_weights(self, dist: Dist, step: int) -> None:
+        """Stop when a weight is NaN or inf (a finite loss can still take a step too far): run before any save."""
+        with torch.no_grad():
+            bad = sum((~torch.isfinite(p)).sum() for p in self.model.parameters())
+            bad = torch.as_tensor(bad, dtype=torch.float32, device=self.device).reshape(1)
+        if not all_finite(bad, dist):
+            raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after step {step}", step - 1)
 
     @torch.no_grad()
     def evaluate(self, split: Examples, dist: Dist | None = None) -> tuple[float, float, int]:

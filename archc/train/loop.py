@@ -7,7 +7,6 @@ of one spec, seed and data end with bit-identical weights, and so does a run kil
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 
 import archc.train.checkpoint as ckpt
-from archc.errors import ArchcError
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
@@ -68,12 +66,13 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     while state.step_in_epoch < steps:
         idx, n = local_batch(order, state.step_in_epoch, recipe.batch_size, dist.rank, dist.world)
         x, y = split.take(idx)
-        loss, metric = learner.step(x, y, dist.world / n)
+        loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
         tally.add(loss, metric, len(idx))
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
         if every and state.step % every == 0 and state.step_in_epoch < steps:
+            learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
 
 
@@ -82,17 +81,15 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
-    if not math.isfinite(loss_sum):
-        raise ArchcError(f"training diverged: the train loss of epoch {state.epoch + 1} is {loss_sum / n}",
-                         where="train", hint="lower the learning rate, or set [train] grad_clip")
+    learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
     val_loss, val_metric, _ = learner.evaluate(val, dist)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
     value = val_metric if recipe.monitor == "metric" else val_loss
-    best = learner.objective.better(value, state.best_value, recipe.monitor)
+    best = learner.objective.better(value, state.best_value, recipe.monitor, val_loss, state.best_loss)
     if best:
-        state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
+        state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
         if dist.main:  # before the state that records it: a crash in between redoes the epoch
             ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step})
     else:
@@ -169,38 +166,48 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     return result
 
 
-def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: bool) -> RunResult | None:
-    """One process's whole run; returns the result on rank 0 (None elsewhere)."""
+def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: bool,
+          force: bool = False) -> RunResult | None:
+    """One process's whole run; returns the result on rank 0 (None elsewhere). The run folder is checked first
+    (read-only) and claimed by rank 0 only once the data and model are built: a bad --data touches nothing."""
     start = time.perf_counter()
     device = pick_device(device_name, dist.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if dist.main:
-        setup.run_dir.prepare(setup.raw, resume_run)
-    else:
-        setup.run_dir.check(resume_run)
+    setup.run_dir.check(resume_run, force)
     with deterministic(device):
         dist.init(device)
         try:
             learner, data = build(setup, dist, device)
-            progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None,
-                                learner.objective.metric)
-            progress.report.begin(header(setup, learner, data, dist.world), learner.objective.metric)
-            tally = Tally(device)
-            state = State(setup.sha256, dist.world)
-            if resume_run:
-                state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
-                steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
-                progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
-                                     f"(global step {state.step})")
-            if dist.active:
-                learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
+            claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
+            resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
-                fit(learner, data, state, tally, setup, dist, progress)
-                result = conclude(learner, data, state, setup, progress, start) if dist.main else None
+                return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
-                progress.report.close()
-            dist.barrier()
-            return result
+                if claim is not None:
+                    claim.release()
         finally:
             dist.close()
+
+
+def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: bool, quiet: bool,
+              start: float) -> RunResult | None:
+    """Fit from step 0 or the saved state, then conclude on rank 0."""
+    progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None, learner.objective.metric)
+    progress.report.begin(header(setup, learner, data, dist.world), learner.objective.metric)
+    tally = Tally(learner.device)
+    state = State(setup.sha256, dist.world)
+    if resuming:
+        state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
+        steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+        progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
+                             f"(global step {state.step})")
+    if dist.active:
+        learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
+    try:
+        fit(learner, data, state, tally, setup, dist, progress)
+        result = conclude(learner, data, state, setup, progress, start) if dist.main else None
+    finally:
+        progress.report.close()
+    dist.barrier()
+    return result

@@ -6,16 +6,45 @@ Files, each written atomically (temporary file, fsync, rename):
   train_state.safetensors  everything --resume needs   train_state.json   a readable copy of its scalars
   metrics.jsonl            one row per epoch           curves.png         train and validation curves
   model.onnx               the exported best weights   result.json        the summary (RunResult)
+  .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
+
+A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
+or --force moves its files aside to DIR.old-N; files a user put in the folder are left alone, and only archc's
+own temporary files (.<artifact name>.<random>.tmp, archc.util's atomic writes) are cleared.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archc import strict_json
 from archc.errors import InputError
 from archc.util import write_text_atomic
+
+# The launcher of --nproc holds the lock for its workers: it passes its pid here, and rank 0 does not lock again.
+LOCK_ENV = "ARCHC_RUN_LOCK_PID"
+
+
+def say(text: str) -> None:
+    """A note on stderr that --quiet does not hide: what happened to the run folder."""
+    print(f"archc: {text}", file=sys.stderr, flush=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 @dataclass
@@ -34,7 +63,7 @@ class RunResult:
     paths: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null
 
     @classmethod
     def from_json(cls, text: str) -> "RunResult":
@@ -99,28 +128,121 @@ class RunDir:
 
     # --- before a run ---------------------------------------------------------------------------------------
 
-    def check(self, resume: bool) -> None:
-        """The folder fits the request: --resume needs a state; a fresh run must not bury an unfinished one."""
-        has_state, done = self.state.exists(), self.result.exists()
-        if resume and not has_state:
-            raise InputError(f"--resume: expected a checkpoint in {str(self.root)!r}, received none "
-                             f"({self.FILES['train_state']} is missing)", where="--resume",
-                             hint="train without --resume first")
-        if not resume and has_state and not done:
-            raise InputError(f"{str(self.root)!r} holds an unfinished run", where="--out",
-                             hint="pass --resume to continue it, or choose another --out")
+    LOCK = ".archc.lock"
 
-    def prepare(self, raw: dict[str, Any], resume: bool) -> None:
-        """Rank 0: check, create, clear what a killed writer or an earlier run left, write the spec as used."""
-        self.check(resume)
+    @property
+    def lock_path(self) -> Path:
+        return self.root / self.LOCK
+
+    def check(self, resume: bool, force: bool = False) -> None:
+        """Read-only, before any data is read: a fresh run never replaces a finished or unfinished run unless
+        --force moves it aside."""
+        if resume or force:
+            return
+        where, root = "--out", str(self.root)
+        choices = f"choose another --out, or pass --force to move its files to {str(self.aside())!r} first"
+        if self.result.exists():
+            raise InputError(f"{root!r} holds a finished run ({self.FILES['result']})", where=where,
+                             hint=f"{choices}, or --resume to re-export it")
+        if self.state.exists():
+            raise InputError(f"{root!r} holds an unfinished run", where=where,
+                             hint=f"pass --resume to continue it, or {choices}")
+
+    def aside(self) -> Path:
+        """The first free DIR.old-N: where --force moves an earlier run's files (nothing is deleted)."""
+        n = 1
+        while (old := self.root.with_name(f"{self.root.name}.old-{n}")).exists():
+            n += 1
+        return old
+
+    def move_aside(self) -> Path | None:
+        """--force: the earlier run's files (archc's own, by name) into DIR.old-N, which is a run folder itself."""
+        if not (self.state.exists() or self.result.exists()):
+            return None
+        present = [self.path(role) for role in self.FILES if self.path(role).exists()]
+        old = self.aside()
+        old.mkdir(parents=True)
+        for path in present:
+            os.replace(path, old / path.name)
+        say(f"--force: moved the earlier run in {str(self.root)!r} to {str(old)!r}")
+        return old
+
+    def lock(self) -> bool:
+        """Create the lock file (O_EXCL) holding our pid; a live holder is an error, a dead one's lock is taken
+        over. False when the --nproc launcher holds it for us: rank 0 adds its pid (a --resume after the
+        launcher was killed waits for the workers too) and has nothing to release."""
+        path = self.lock_path
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pids = self.lock_pids()
+                if pids and str(pids[0]) == os.environ.get(LOCK_ENV):
+                    with path.open("a") as f:
+                        f.write(f"{os.getpid()}\n")
+                    return False
+                self.refuse_if_held(pids)
+                say(f"{str(path)!r}: taking over the lock of pid {pids[0] if pids else '?'}, which no longer runs")
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return True
+        raise InputError(f"{str(self.root)!r} is in use: its lock keeps being taken", where="--out",
+                         hint="choose another --out")
+
+    def refuse_if_held(self, pids: list[int]) -> None:
+        """InputError when a pid in the lock lives, or when the lock is empty but new (its writer is starting)."""
+        live = [pid for pid in pids if alive(pid)]
+        try:
+            fresh = not pids and time.time() - self.lock_path.stat().st_mtime < 10
+        except OSError:
+            fresh = False
+        if live or fresh:
+            who = f"pid {live[0]}" if live else "just starting"
+            raise InputError(f"{str(self.root)!r} is in use: another archc train ({who}) is writing it",
+                             where="--out", hint=f"wait for it to end or choose another --out; if no run is "
+                             f"writing there, remove {str(self.lock_path)!r}")
+
+    def lock_pids(self) -> list[int]:
+        """The pids in the lock file (the holder first); [] when it is missing, empty or half-written."""
+        try:
+            return [int(line) for line in self.lock_path.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def unlock(self) -> None:
+        """Remove the lock when it is ours."""
+        if self.lock_pids()[:1] == [os.getpid()]:
+            self.lock_path.unlink(missing_ok=True)
+
+    def temporaries(self) -> list[Path]:
+        """archc's own temporary files (archc.util's `.NAME.RANDOM.tmp`, NAME an artifact), left by a kill."""
+        names = "|".join(re.escape(name) for name in self.FILES.values())
+        pattern = re.compile(rf"\.({names})\.[A-Za-z0-9_]+\.tmp")
+        return [p for p in self.root.glob(".*.tmp") if pattern.fullmatch(p.name)]
+
+    def prepare(self, raw: dict[str, Any], resume: bool, force: bool = False) -> "Claim":
+        """Rank 0, once data and spec are checked: create and lock the folder, check it, move an earlier run
+        aside (--force), clear archc's leftovers, write the spec as used. Whether a state is there to resume."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for tmp in self.root.glob(".*.tmp"):  # left by a process killed while writing (archc.util's atomic writes)
-            tmp.unlink(missing_ok=True)
-        if not resume:
-            for role in self.FILES:
-                if role != "spec":
-                    self.path(role).unlink(missing_ok=True)
-        write_text_atomic(self.spec, json.dumps(raw, indent=2) + "\n")
+        claim = Claim(self, self.lock(), resume and self.state.exists())
+        try:
+            self.check(resume, force)
+            for tmp in self.temporaries():
+                tmp.unlink(missing_ok=True)
+            if not claim.resuming:
+                self.move_aside()  # --force's earlier run (check let nothing else with a state or result through)
+                for role in self.FILES:  # what is left is from a run killed before its first checkpoint
+                    if role != "spec":
+                        self.path(role).unlink(missing_ok=True)
+            if resume and not claim.resuming:
+                say(f"--resume: no checkpoint in {str(self.root)!r} yet; starting from step 0")
+            write_text_atomic(self.spec, json.dumps(raw, indent=2) + "\n")
+        except BaseException:
+            claim.release()
+            raise
+        return claim
 
     # --- during and after -----------------------------------------------------------------------------------
 
@@ -139,3 +261,17 @@ class RunDir:
 
     def read_result(self) -> RunResult:
         return RunResult.from_json(self.result.read_text())
+
+
+@dataclass
+class Claim:
+    """A prepared run folder: whether we hold its lock, whether a state is there to resume."""
+
+    run_dir: RunDir
+    locked: bool
+    resuming: bool
+
+    def release(self) -> None:
+        if self.locked:
+            self.run_dir.unlock()
+            self.locked = False

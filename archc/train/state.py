@@ -22,6 +22,7 @@ class State:
     step_in_epoch: int = 0          # batches done in the current epoch
     step: int = 0                   # optimizer steps in all
     best_value: float | None = None
+    best_loss: float | None = None  # the best epoch's validation loss: breaks ties on the monitored metric
     best_epoch: int | None = None
     bad_epochs: int = 0             # epochs since the best one (early stopping)
     stopped_early: bool = False
@@ -78,4 +79,4 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     mine = saved.group(f"rank.{dist.rank}.")
     ckpt.set_torch_rng(mine["rng"], learner.device)
     tally.sums.copy_(mine["acc"].to(learner.device))
-    return State(**{f.name: sc[f.name] for f in fields(State)})
+    return State(**{f.name: sc[f.name] for f in fields(State) if f.name in sc})  # older states lack best_loss

@@ -8,6 +8,12 @@ moves an accuracy by 1/n, so accuracies are compared within one example's worth;
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -35,3 +41,45 @@ def test_two_processes_match_one(h, tmp_path, monkeypatch):
     assert two.test["accuracy"] == pytest.approx(one.test["accuracy"], abs=1.01 / n_test)
     assert two.epochs_run == one.epochs_run == 3
     assert not torch.equal(a["fc1.weight"], torch.zeros_like(a["fc1.weight"]))
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of a process (Linux /proc), deepest last."""
+    try:
+        kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"  # a zombie has ended
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_of_the_launcher_ends_torchrun_and_its_workers(h, tmp_path):
+    data = h.make_npz(tmp_path / "d.npz", n=4000, features=16, classes=3)
+    spec = h.make_spec(tmp_path / "s.json", data, train={"epochs": 50, "batch_size": 8})
+    out = tmp_path / "run"
+    proc = subprocess.Popen(h.cmd(str(spec), "--out", str(out), "--nproc", "2", "--device", "cpu", "-q"),
+                            env=h.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    family: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(family := _children(proc.pid)) < 3:  # torchrun and its two workers
+            assert proc.poll() is None and time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while not all(_gone(p) for p in family):
+            assert time.monotonic() < deadline, f"still running after the launcher's SIGKILL: {family}"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        for pid in family:  # whatever the fix did not end, so a failure leaves nothing running
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

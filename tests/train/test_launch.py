@@ -11,7 +11,7 @@ from archc.train.recipe import Overrides, prepare
 def test_workers_read_the_spec_as_used_and_get_no_overrides(tiny, tmp_path):
     out = tmp_path / "run"
     setup = prepare(tiny, Overrides(data=None, epochs=2, batch_size=8, lr=0.01, seed=7), out)
-    setup.run_dir.prepare(setup.raw, resume=False)
+    setup.run_dir.prepare(setup.raw, resume=False).release()  # the run would hold its lock until it ends
     args = worker_args(setup, "cpu", resume=True, quiet=True)
     assert args[0] == str(out / "spec.json")
     assert not {"--epochs", "--batch-size", "--lr", "--seed", "--data", "--nproc"} & set(args)
@@ -26,6 +26,6 @@ def test_workers_read_the_spec_as_used_and_get_no_overrides(tiny, tmp_path):
 def test_a_python_dict_spec_needs_no_file_of_its_own(tiny, tmp_path):
     raw = json.loads(tiny.read_text())
     setup = prepare(raw, Overrides(epochs=1), tmp_path / "run")
-    setup.run_dir.prepare(setup.raw, resume=False)
+    setup.run_dir.prepare(setup.raw, resume=False).release()  # the run would hold its lock until it ends
     assert worker_args(setup, "auto", resume=False, quiet=False)[0] == str(setup.run_dir.spec)
     assert sorted(p.name for p in setup.run_dir.root.iterdir()) == ["spec.json"]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from safetensors.torch import load_file
 
 import archc.train as train
 from archc.data import load
-from archc.errors import DataError, InputError, SpecError
+from archc.errors import ArchcError, DataError, InputError, SpecError
 from archc.runtime import Model
 
 
@@ -93,11 +95,13 @@ def test_bad_data_or_spec_fails_before_training(case, h, tmp_path):
     assert not (tmp_path / "run" / "train_state.safetensors").exists()
 
 
-def test_resume_rules(tiny, tmp_path):
+def test_resume_rules(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    with pytest.raises(InputError, match="expected a checkpoint"):
-        train.run(tiny, out=out, resume=True, quiet=True)
+    fresh = train.run(tiny, out=out, resume=True, quiet=True, epochs=2)  # no checkpoint yet: from step 0
+    assert "no checkpoint in" in capsys.readouterr().err and fresh.epochs_run == 2
+    out = tmp_path / "first"
     first = train.run(tiny, out=out, quiet=True, epochs=2)
+    assert first.test == fresh.test
     again = train.run(tiny, out=out, quiet=True, epochs=2, resume=True)  # finished: just re-exports
     assert again.epochs_run == 2 and again.test == first.test
     (out / "result.json").unlink()  # now it looks unfinished
@@ -105,3 +109,38 @@ def test_resume_rules(tiny, tmp_path):
         train.run(tiny, out=out, quiet=True, epochs=2)
     with pytest.raises(SpecError, match="expected the spec and recipe of the interrupted run"):
         train.run(tiny, out=out, quiet=True, epochs=3, resume=True)
+    assert not (out / ".archc.lock").exists()  # released on errors too
+
+
+def test_a_finished_run_is_never_lost(tiny, tmp_path):
+    out = tmp_path / "run"
+    train.run(tiny, out=out, quiet=True, epochs=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(InputError, match="holds a finished run"):   # a rerun without --resume
+        train.run(tiny, out=out, quiet=True, epochs=1)
+    with pytest.raises(InputError, match="holds a finished run"):   # a typo in --data: refused before reading it
+        train.run(tiny, out=out, quiet=True, data="npz:nosuch.npz")
+    with pytest.raises(ArchcError):                                 # --force, bad data: checked before moving
+        train.run(tiny, out=out, quiet=True, data="npz:nosuch.npz", force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    second = train.run(tiny, out=out, quiet=True, epochs=1, seed=3, force=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run.old-1").iterdir()} == before
+    assert second.epochs_run == 1 and (out / "result.json").exists() and not (out / ".archc.lock").exists()
+
+
+def test_a_second_run_into_a_folder_in_use_is_a_clear_error(tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from archc.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".archc.lock").write_text(f"{holder.pid}\n")
+        r = CliRunner().invoke(main, ["train", str(tiny), "--out", str(out), "-q"])
+        assert r.exit_code == 1 and f"is in use: another archc train (pid {holder.pid}) is writing it" in r.output
+        assert "Traceback" not in r.output and not (out / "result.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
