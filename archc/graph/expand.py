@@ -73,7 +73,12 @@ class Expander:
                 raise InternalError(e, where, str(raw.get("op") or raw.get("use"))) from e
             if len(self.errors) > n_errors:
                 out = BROKEN
-            if isinstance(local, str):
+            if isinstance(local, str) and local in scope and local not in local_where:
+                # scope holds this level's inputs besides its ids: an id equal to one would shadow it
+                what = "a block input" if prefix else "an input"
+                self.errors.append(SpecError(f"id '{local}' is already the name of {what}", where=at(where, ".id"),
+                                             hint="ids and input names share one namespace: rename the layer"))
+            elif isinstance(local, str):
                 if local in local_where:
                     self.errors.append(SpecError(f"id '{local}' is already used by {local_where[local]}",
                                                  where=where, hint="ids must be unique"))
@@ -126,7 +131,7 @@ class Expander:
         except ValidationError as e:
             self.errors.extend(from_validation(e, cls, where=where))
             return local, BROKEN
-        local = op.id or f"{name}_{i}"
+        local = op.id or _generated(f"{name}_{i}", declared, scope)
         act = self.activation(op, where)  # checked even when an input is broken: it is this layer's own problem
         path_of = where.split("[")[0]
         inputs = self.resolve(op.from_, i, scope, prev, declared, path_of)
@@ -185,7 +190,7 @@ class Expander:
             raise SpecError(f"unknown block '{u.use}'", where=at(where, ".use"), hint=hint)
         if u.use in stack:
             raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=at(where, ".use"))
-        local = u.id or f"{u.use}_{i}"
+        local = u.id or _generated(f"{u.use}_{i}", declared, scope)
         inputs = self.resolve(u.from_, i, scope, prev, declared, where.split("[")[0])
         if len(inputs) != len(block.inputs):
             raise SpecError(f"expected {len(block.inputs)} input(s) for block '{u.use}' ({', '.join(block.inputs)}), "
@@ -235,6 +240,13 @@ def _known(name: str, scope: dict[str, str]) -> str:
     hint = close_matches(name, set(scope))
     names = ", ".join(list(scope)[:12]) + (", …" if len(scope) > 12 else "")
     return hint or f"defined so far: {names or 'nothing'}"
+
+
+def _generated(base: str, declared: dict[str, int], scope: dict[str, str]) -> str:
+    """The name of a layer without `id`: `base` ('linear_3'), made to differ from every id and input name."""
+    while base in declared or base in scope:
+        base += "_"
+    return base
 
 
 def _public_name(node_id: str, scope: dict[str, str]) -> str:
