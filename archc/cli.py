@@ -101,6 +101,13 @@ def _refuse_unknown_scheme(text: str) -> None:
         parse(text)
 
 
+def output_file(path: Path | None) -> Path | None:
+    """An -o/--output path names a file: a directory is a user error (exit 1), found before any work runs."""
+    if path is not None and path.is_dir():
+        raise InputError(f"expected a file to write, received a directory: '{path}'", where="--output")
+    return path
+
+
 SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 
 
@@ -134,7 +141,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 
 @main.command()
 @SPEC
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: <model name>.onnx).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for parameter initialization.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
@@ -150,7 +157,7 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     from archc.pipeline import BuildOptions, compiled_from, run
 
     start = time.perf_counter()
-    c = compiled_from(spec, options=BuildOptions(seed=seed, output=output, exporter=exporter))
+    c = compiled_from(spec, options=BuildOptions(seed=seed, output=output_file(output), exporter=exporter))
     order = names(BUILD_PASSES)
     if print_code and order.index(stop_after) >= order.index("lower"):  # the code first, even if export fails
         click.echo(run(c, BUILD_PASSES, "lower").module.code.strip())
@@ -187,7 +194,7 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
                    "50 for ddim).")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
               help="With --num-samples: ancestral DDPM or deterministic DDIM (eta = 0).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
@@ -277,7 +284,7 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write the schema to this file instead of stdout.")
 @command
 def schema(output: Path | None) -> None:
@@ -285,6 +292,7 @@ def schema(output: Path | None) -> None:
     from archc.language.schema import json_schema
     from archc.util import write_text_atomic
 
+    output = output_file(output)
     text = json.dumps(json_schema(), indent=2)
     if output is None:
         click.echo(text)

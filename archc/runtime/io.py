@@ -166,6 +166,8 @@ def _example_shape(p: Path, sig, width: int) -> tuple[int, ...]:
 def check_output_path(path: str | os.PathLike) -> Path:
     """Refuse an unsupported extension or a missing directory before anything runs."""
     p = Path(path)
+    if p.is_dir():
+        raise _err(p, "expected a file to write, received a directory")
     ext = p.suffix.lower()
     if ext not in OUTPUT_FORMATS:
         raise _err(p, f"unsupported output file type: expected one of {', '.join(OUTPUT_FORMATS)}, "

@@ -136,3 +136,13 @@ def test_broken_pipe_ends_quietly():
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 141) and err == b"", err.decode()
+
+
+@pytest.mark.parametrize("command", ["build", "schema", "infer"])
+def test_a_directory_as_output_is_a_user_error(tmp_path, command, model):
+    args = {"build": ("build", DIGITS, "-o", tmp_path), "schema": ("schema", "-o", tmp_path),
+            "infer": ("infer", model, "--input", "sklearn:digits", "-o", tmp_path)}[command]
+    r = invoke(*args)
+    assert r.exit_code == 1, r.output
+    assert "expected a file to write, received a directory" in r.stderr and "internal error" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written into the folder
