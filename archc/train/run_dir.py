@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archc import strict_json
-from archc.errors import InputError
+from archc.errors import InputError, ModelError
 from archc.util import write_text_atomic
 
 # The launcher of --nproc holds the lock for its workers: it passes its pid here, and rank 0 does not lock again.
@@ -260,7 +260,14 @@ class RunDir:
         write_text_atomic(self.result, result.to_json() + "\n")
 
     def read_result(self) -> RunResult:
-        return RunResult.from_json(self.result.read_text())
+        """The run's result.json; ModelError when it is missing, unreadable or not a result archc wrote."""
+        try:
+            return RunResult.from_json(self.result.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as e:
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            raise ModelError(f"expected the run's result (a JSON object: run_dir, metric, best, test, ...), "
+                             f"received a file that cannot be read as one ({type(e).__name__}: {first})",
+                             file=str(self.result), hint="rerun the training (--force moves this run aside)") from None
 
 
 @dataclass

@@ -171,3 +171,14 @@ def test_an_empty_lock_is_in_use_while_new_and_stale_when_old(tmp_path):
     os.utime(run.lock_path, (0, 0))
     run.prepare({"archc": 1}, resume=False).release()
     assert not run.lock_path.exists()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"run_dir": "x"}', "\udcff"])
+def test_an_unreadable_result_is_a_model_error_naming_the_file(tmp_path, text):
+    from archc.errors import ModelError
+
+    run = RunDir(tmp_path)
+    run.result.write_text(text, errors="surrogateescape")
+    with pytest.raises(ModelError) as e:
+        run.read_result()
+    assert e.value.file == str(run.result) and "expected the run's result" in e.value.message
