@@ -6,6 +6,7 @@ import numpy as np
 from archc.data.base import Splits
 from archc.data.dataset import Dataset, Split, finish, split_indices, subset
 from archc.errors import DataError
+from archc.labels import CLASSES, TARGETS
 
 
 def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
@@ -40,8 +41,8 @@ def labels_for_task(y: np.ndarray, task: str | None, classes: list[str] | None,
                     where: str) -> tuple[np.ndarray, list[str] | None, str]:
     """Decide the task (forced, or from y's dtype) and convert y: int64 class ids or float32 targets."""
     if task is None:
-        task = "classification" if (y.dtype.kind in "iuUSOb" or classes is not None) else "regression"
-    if task == "regression":
+        task = CLASSES if (y.dtype.kind in "iuUSOb" or classes is not None) else TARGETS
+    if task == TARGETS:
         if y.dtype.kind not in "iufb":
             raise DataError(f"expected numeric regression targets, received dtype {y.dtype}", where=where)
         return y.astype(np.float32), None, task
@@ -57,7 +58,7 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] |
                         where=name)
     if len(x) == 0:
         raise DataError("expected at least one example, received none", where=name)
-    strat = y if task == "classification" else None
+    strat = y if task == CLASSES else None
     if test is None:
         test_idx, val_idx, train_idx = split_indices(len(x), [splits.test_fraction, splits.val_fraction],
                                                      splits.seed, strat)

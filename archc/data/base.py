@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
+from archc.labels import LABEL_FORMS
 
 if TYPE_CHECKING:
     from archc.data.dataset import Dataset
 
 # What a Dataset can hold, by the `task=` load() is asked for: labelled classes, continuous targets, next-token
 # windows, one graph's labelled nodes, labelled graphs.
-DATA_TASKS = ("classification", "regression", "language_model", "node_classification", "graph_classification")
+DATA_TASKS = LABEL_FORMS  # archc/labels.py names them once
 
 
 class SourceOptions(BaseModel):

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from archc.errors import DataError
+from archc.labels import CLASSES
 
 @dataclass
 class Split:
@@ -91,7 +92,7 @@ def check_xy(x: np.ndarray, y: np.ndarray, where: str, split: str) -> None:
 
 def check_labels(y: np.ndarray, classes: list[str] | None, task: str, where: str, split: str) -> None:
     """Class labels lie in [0, len(classes)); regression targets are finite."""
-    if task == "classification":
+    if task == CLASSES:
         assert classes is not None
         if y.size and (y.min() < 0 or y.max() >= len(classes)):
             bad = int(y.min()) if y.min() < 0 else int(y.max())

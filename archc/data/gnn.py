@@ -21,8 +21,9 @@ from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split, split_indices
 from archc.errors import DataError
 from archc.util import load_arrays
+from archc.labels import GRAPH_CLASSES, NODE_CLASSES
 
-TASKS = ("node_classification", "graph_classification")
+TASKS = (NODE_CLASSES, GRAPH_CLASSES)
 ROLES = ("x", "edge_index", "batch")           # node features, edges, graph id per node
 KARATE_TRAIN = (0, 33)                         # Mr. Hi and the officer: one labelled node per faction
 DEGREE_FEATURES = 7                            # synthetic graphs: one-hot degree 0..5, and 6 or more
@@ -183,7 +184,7 @@ class GraphSource(Source):
 
     @classmethod
     def example(cls, folder: Path) -> Example:
-        return Example("graph:karate", "node_classification", (34,), 34)
+        return Example("graph:karate", NODE_CLASSES, (34,), 34)
 
 
 def _expect_task(d: GraphDataset, task: str | None) -> GraphDataset:
@@ -209,7 +210,7 @@ def karate(val_fraction: float, test_fraction: float, seed: int) -> GraphDataset
     share = test_fraction / max(val_fraction + test_fraction, 1e-12)
     test_idx, val_idx = split_indices(len(rest), [share], seed, y[rest])
     masks = {"train": np.array(KARATE_TRAIN), "val": rest[val_idx], "test": rest[test_idx]}
-    return _dataset("node_classification", "graph:karate", graphs, y, classes, masks)
+    return _dataset(NODE_CLASSES, "graph:karate", graphs, y, classes, masks)
 
 
 def synthetic(graphs: int, val_fraction: float, test_fraction: float, seed: int,
@@ -234,7 +235,7 @@ def synthetic(graphs: int, val_fraction: float, test_fraction: float, seed: int,
         members.append((x, np.concatenate([pairs, pairs[::-1]], axis=1)))
         labels.append(label)
     y = np.array(labels, dtype=np.int64)
-    return _dataset("graph_classification", name, GraphSet.union(members), y, list(SYNTHETIC_FAMILIES),
+    return _dataset(GRAPH_CLASSES, name, GraphSet.union(members), y, list(SYNTHETIC_FAMILIES),
                           _split_masks(len(y), y, val_fraction, test_fraction, seed))
 
 
@@ -260,10 +261,10 @@ def from_npz(path: Path, task: str | None, name: str, val_fraction: float, test_
     graphs, order = GraphSet.from_arrays(x.astype(np.float32), a["edge_index"], a.get("batch"), name)
     y_raw = a["y"]
     if task is None:
-        task = "graph_classification" if "batch" in a and len(y_raw) == graphs.num_graphs else "node_classification"
-    want = graphs.num_graphs if task == "graph_classification" else len(x)
+        task = GRAPH_CLASSES if "batch" in a and len(y_raw) == graphs.num_graphs else NODE_CLASSES
+    want = graphs.num_graphs if task == GRAPH_CLASSES else len(x)
     if y_raw.ndim != 1 or len(y_raw) != want:
-        what = "graph" if task == "graph_classification" else "node"
+        what = "graph" if task == GRAPH_CLASSES else "node"
         raise DataError(f"'y': expected one label per {what} [{want}] for {task}, received {list(y_raw.shape)}",
                         where=name, hint="graph classification needs a batch vector" if what == "graph" else "")
     y, derived = classes_from_labels(y_raw, name)
@@ -271,9 +272,9 @@ def from_npz(path: Path, task: str | None, name: str, val_fraction: float, test_
     if len(y) and y.max() >= len(classes):
         raise DataError(f"'y': expected labels in 0..{len(classes) - 1} ({len(classes)} classes), received "
                         f"{int(y.max())}", where=name)
-    if task == "node_classification":
+    if task == NODE_CLASSES:
         y = y[order]  # nodes were regrouped by graph (no-op without a batch vector)
-    masks = _npz_masks(a, len(y), order if task == "node_classification" else None, name)
+    masks = _npz_masks(a, len(y), order if task == NODE_CLASSES else None, name)
     if masks is None:
         masks = _split_masks(len(y), y, val_fraction, test_fraction, seed)
     return _dataset(task, name, graphs, y, classes, masks)
@@ -310,7 +311,7 @@ def _dataset(task: str, name: str, graphs: GraphSet, y: np.ndarray, classes: lis
     """A node- or graph-classification dataset: the split ids are node ids or graph ids."""
     s = _splits(y, masks)
     if len(s["train"]) == 0:
-        what = "node" if task == "node_classification" else "graph"
+        what = "node" if task == NODE_CLASSES else "graph"
         raise DataError(f"expected at least one training {what}, received none", where=name)
     return GraphDataset(name, s["train"], s["val"], s["test"], classes, (graphs.x.shape[1],), task, graphs)
 

@@ -12,6 +12,7 @@ from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.errors import DataError
+from archc.labels import CLASSES
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
@@ -85,7 +86,7 @@ class IdxFolder(Source):
     scheme = "idx"
     argument = "DIR"
     takes_path = True
-    tasks = ("classification",)
+    tasks = (CLASSES,)
 
     def load(self, arg: Path, splits: Splits) -> Dataset:
         """train-* files → train/val (val carved by seed); t10k-* files → test (carved from train when absent)."""
@@ -102,7 +103,7 @@ class IdxFolder(Source):
         test = _pair(arg, "t10k", name)
         top = max(int(train[1].max(initial=0)), int(test[1].max(initial=0)) if test else 0)
         classes = [str(i) for i in range(top + 1)]
-        return from_arrays(name, train[0], train[1], classes=classes, task="classification", splits=splits,
+        return from_arrays(name, train[0], train[1], classes=classes, task=CLASSES, splits=splits,
                            test=Split(*test) if test else None)
 
     @classmethod
@@ -115,7 +116,7 @@ class IdxFolder(Source):
         for prefix, n in (("train", 16), ("t10k", 4)):
             write_idx(folder / "mnist" / f"{prefix}-images-idx3-ubyte.gz", images[:n])
             write_idx(folder / "mnist" / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 3).astype(np.uint8))
-        return Example(f"idx:{folder / 'mnist'}", "classification", (1, 4, 5), 20)
+        return Example(f"idx:{folder / 'mnist'}", CLASSES, (1, 4, 5), 20)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

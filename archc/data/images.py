@@ -11,6 +11,7 @@ from archc.data.dataset import Dataset
 from archc.data.png import PNGError, decode_png
 from archc.util import load_arrays
 from archc.errors import DataError
+from archc.labels import CLASSES
 
 EXTENSIONS = (".png", ".npy")
 
@@ -52,7 +53,7 @@ class ImageFolders(Source):
     scheme = "images"
     argument = "DIR"
     takes_path = True
-    tasks = ("classification",)
+    tasks = (CLASSES,)
 
     def load(self, arg: Path, splits: Splits) -> Dataset:
         """Class = sub-folder name (sorted); every image must share one (C, H, W) shape."""
@@ -67,7 +68,7 @@ class ImageFolders(Source):
         if not xs:
             raise DataError(f"expected images in the class folders {classes}, received none", where=name)
         return from_arrays(name, np.stack(xs), np.array(ys, dtype=np.int64), classes=classes,
-                           task="classification", splits=splits)
+                           task=CLASSES, splits=splits)
 
     @classmethod
     def claims(cls, path: Path) -> bool:
@@ -79,7 +80,7 @@ class ImageFolders(Source):
             (folder / "pets" / cls_name).mkdir(parents=True)
             for i in range(5):
                 np.save(folder / "pets" / cls_name / f"{i}.npy", np.full((3, 4, 4), 40 * k + i, dtype=np.uint8))
-        return Example(f"images:{folder / 'pets'}", "classification", (3, 4, 4), 10)
+        return Example(f"images:{folder / 'pets'}", CLASSES, (3, 4, 4), 10)
 
 
 def _read_classes(folder: Path, classes: list[str], name: str) -> tuple[list[np.ndarray], list[int]]:

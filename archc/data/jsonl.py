@@ -13,6 +13,7 @@ from archc.data.arrays import from_arrays, labels_for_task
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset
 from archc.errors import DataError, describe
+from archc.labels import CLASSES, TARGETS
 
 
 class JsonlOptions(SourceOptions):
@@ -28,7 +29,7 @@ class JsonLines(Source):
     scheme = "jsonl"
     argument = "FILE"
     takes_path = True
-    tasks = ("classification", "regression")
+    tasks = (CLASSES, TARGETS)
     Options = JsonlOptions
 
     def load(self, arg: Path, splits: Splits, task: str | None, options: JsonlOptions) -> Dataset:
@@ -62,7 +63,7 @@ class JsonLines(Source):
         lines = [json.dumps({"pixels": [[i % 4, i % 3], [1.5, -i]], "animal": ["cat", "dog", "owl"][i % 3]})
                  for i in range(18)]
         (folder / "pets.jsonl").write_text("\n".join(lines) + "\n\n")
-        return Example(f"jsonl:{folder / 'pets.jsonl'}?features=pixels", "classification", (2, 2), 18,
+        return Example(f"jsonl:{folder / 'pets.jsonl'}?features=pixels", CLASSES, (2, 2), 18,
                        {"label": "animal"})
 
 

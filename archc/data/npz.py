@@ -11,6 +11,7 @@ from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.errors import DataError
 from archc.util import load_arrays
+from archc.labels import CLASSES, TARGETS
 
 
 @register
@@ -21,7 +22,7 @@ class NpzArrays(Source):
     scheme = "npz"
     argument = "FILE"
     takes_path = True
-    tasks = ("classification", "regression")
+    tasks = (CLASSES, TARGETS)
 
     def load(self, arg: Path, splits: Splits, task: str | None = None) -> Dataset:
         """Integer or string y: classification; float y: regression (unless `task` says otherwise)."""
@@ -44,7 +45,7 @@ class NpzArrays(Source):
         classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
         x = as_features(arrays["x"], name)
         for key in ("y", "y_test"):
-            if key in arrays and arrays[key].ndim != 1 and not (task == "regression" and arrays[key].ndim == 2):
+            if key in arrays and arrays[key].ndim != 1 and not (task == TARGETS and arrays[key].ndim == 2):
                 raise DataError(f"expected {key!r} to hold one label (or, for regression, one row of targets) "
                                 f"per example, received shape {list(arrays[key].shape)}", where=name)
         y_all = arrays["y"] if "y_test" not in arrays else np.concatenate([arrays["y"], arrays["y_test"]])
@@ -64,4 +65,4 @@ class NpzArrays(Source):
         rng = np.random.default_rng(0)
         np.savez(folder / "arrays.npz", x=rng.random((30, 2, 3), dtype=np.float32), y=np.arange(30) % 3,
                  x_test=rng.random((6, 2, 3), dtype=np.float32), y_test=np.arange(6) % 3)
-        return Example(f"npz:{folder / 'arrays.npz'}", "classification", (2, 3), 36)
+        return Example(f"npz:{folder / 'arrays.npz'}", CLASSES, (2, 3), 36)

@@ -9,6 +9,7 @@ from archc.data.arrays import from_arrays, labels_for_task
 from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset
 from archc.errors import DataError
+from archc.labels import CLASSES, TARGETS
 
 LOADERS = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine",
            "breast_cancer": "load_breast_cancer", "diabetes": "load_diabetes"}
@@ -20,7 +21,7 @@ class SklearnSet(Source):
 
     scheme = "sklearn"
     names = tuple(LOADERS)
-    tasks = ("classification", "regression")
+    tasks = (CLASSES, TARGETS)
 
     def load(self, arg: str, splits: Splits, task: str | None = None) -> Dataset:
         """diabetes is regression, the others classification (each can be asked for the other)."""
@@ -35,10 +36,10 @@ class SklearnSet(Source):
         y = np.asarray(bunch.target)
         names = getattr(bunch, "target_names", None)
         classes = [str(c) for c in names] if names is not None and arg != "diabetes" else None
-        y, classes, task = labels_for_task(y, task or ("regression" if arg == "diabetes" else "classification"),
+        y, classes, task = labels_for_task(y, task or (TARGETS if arg == "diabetes" else CLASSES),
                                            classes, self.name)
         return from_arrays(self.name, x, y, classes=classes, task=task, splits=splits)
 
     @classmethod
     def example(cls, folder: Path) -> Example:
-        return Example("sklearn:iris", "classification", (4,), 150)
+        return Example("sklearn:iris", CLASSES, (4,), 150)

@@ -13,6 +13,7 @@ from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset
 from archc.errors import DataError, describe
+from archc.labels import CLASSES, TARGETS
 
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is taken as class labels
 
@@ -76,7 +77,7 @@ class CsvTable(Source):
     scheme = "csv"
     argument = "FILE"
     takes_path = True
-    tasks = ("classification", "regression")
+    tasks = (CLASSES, TARGETS)
     Options = CsvOptions
 
     def load(self, arg: Path, splits: Splits, task: str | None, options: CsvOptions) -> Dataset:
@@ -115,7 +116,7 @@ class CsvTable(Source):
     def example(cls, folder: Path) -> Example:
         rows = [f"{i},{i % 5 / 2},{'yes' if i % 2 else 'no'},{i * 0.5}" for i in range(24)]
         (folder / "table.csv").write_text("a,b,label,score\n" + "\n".join(rows) + "\n")
-        return Example(f"csv:{folder / 'table.csv'}", "classification", (3,), 24, {"target": "label"})
+        return Example(f"csv:{folder / 'table.csv'}", CLASSES, (3,), 24, {"target": "label"})
 
 
 def _target_column(header: list[str], target: str | None, name: str) -> int:
@@ -144,11 +145,11 @@ def _target(cells: list[str], column: str, lines: list[int], task: str | None,
                         where=name)
     if task is None:
         if not numeric:
-            task = "classification"
+            task = CLASSES
         else:
             integral = bool(np.all(values == np.round(values)))
-            task = "classification" if integral and len(np.unique(values)) <= MAX_CLASSES else "regression"
-    if task == "regression":
+            task = CLASSES if integral and len(np.unique(values)) <= MAX_CLASSES else TARGETS
+    if task == TARGETS:
         if not numeric:
             bad = next((c, ln) for c, ln in zip(cells, lines) if not _is_number(c))
             raise DataError(f"row {bad[1]}, column {column!r}: expected a number for a regression target, "

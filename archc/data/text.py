@@ -39,6 +39,7 @@ from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.data.sources import make_options, parse
 from archc.errors import DataError
+from archc.labels import TOKENS
 
 VOCAB_SIZE = 256
 SEPARATOR = 10  # b"\n", between files
@@ -47,7 +48,7 @@ STDLIB_MAX_BYTES = 4_000_000
 STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter",
                          "turtledemo", "__pycache__"})
 _SNIFF = 8192  # bytes read first to reject binary files without reading them whole
-TASK = "language_model"
+TASK = TOKENS
 
 
 @dataclass

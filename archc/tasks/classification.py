@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
+from archc.labels import CLASSES
 
 if TYPE_CHECKING:
     from archc.runtime.session import Model
@@ -58,7 +59,7 @@ class Classification(Task):
     """Cross-entropy with label smoothing over [batch, classes] outputs; metric: accuracy."""
 
     kind = "classification"
-    data_task = "classification"
+    data_task = CLASSES
     metric = "accuracy"
     higher_is_better = True
     losses = ("cross_entropy",)

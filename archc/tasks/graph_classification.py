@@ -5,6 +5,7 @@ from __future__ import annotations
 from archc.errors import SpecError
 from archc.tasks.base import Example, Labelled, register
 from archc.tasks.gnn import EDGE_INDEX, GraphTask, model_roles
+from archc.labels import GRAPH_CLASSES
 
 
 @register
@@ -12,7 +13,7 @@ class GraphClassification(GraphTask):
     """Per-graph classes: each step collates batch_size graphs into x, edge_index and a batch vector."""
 
     kind = "graph_classification"
-    data_task = "graph_classification"
+    data_task = GRAPH_CLASSES
 
     @classmethod
     def check_inputs(cls, graph, spec) -> None:

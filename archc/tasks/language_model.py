@@ -7,6 +7,7 @@ from typing import Any
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
+from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
 
@@ -27,7 +28,7 @@ class LanguageModel(Task):
     """
 
     kind = "language_model"
-    data_task = "language_model"
+    data_task = TOKENS
     metric = "bpb"
     higher_is_better = False
     losses = ("cross_entropy",)

@@ -7,6 +7,7 @@ import io
 from archc.errors import DataError, SpecError
 from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output, task_output
+from archc.labels import TARGETS
 
 THRESHOLD = 0.5  # a label is on when its probability exceeds this
 
@@ -28,7 +29,7 @@ class Multilabel(Task):
     metric: label accuracy (the mean over labels of right on/off calls)."""
 
     kind = "multilabel"
-    data_task = "regression"  # float targets of any width, from the loader's point of view (here 0/1 vectors)
+    data_task = TARGETS  # float targets of any width, from the loader's point of view (here 0/1 vectors)
     metric = "label_accuracy"
     higher_is_better = True
     losses = ("binary_cross_entropy",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from archc.tasks.base import Example, Labelled, register
 from archc.tasks.gnn import EDGE_INDEX, GraphTask, unscored
+from archc.labels import NODE_CLASSES
 
 
 @register
@@ -11,7 +12,7 @@ class NodeClassification(GraphTask):
     """Per-node classes of one graph: every step runs the whole graph; the split's nodes feed loss and accuracy."""
 
     kind = "node_classification"
-    data_task = "node_classification"
+    data_task = NODE_CLASSES
 
     @classmethod
     def labelled(cls, ds, part, roles, what) -> Labelled:

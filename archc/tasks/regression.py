@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from archc.errors import DataError
 from archc.tasks.base import Example, F, Task, np, register
+from archc.labels import TARGETS
 
 
 @register
@@ -10,7 +11,7 @@ class Regression(Task):
     """Mean squared (default) or absolute error over any float32 output; metric: mean absolute error."""
 
     kind = "regression"
-    data_task = "regression"
+    data_task = TARGETS
     metric = "mae"
     higher_is_better = False
     losses = ("mse", "mae")
