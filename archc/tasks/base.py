@@ -91,6 +91,9 @@ class Task:
     scores: ClassVar[bool] = False    # its output holds scores (labelled logits/probs/log_probs), not values
     own_inputs: ClassVar[bool] = False  # its objective builds the model's inputs (several, or unbatched)
     modes: ClassVar[tuple[str, ...]] = ("table",)  # the `archc infer` modes its models support (MODES)
+    # the output's axes when it holds scores ("batch", "classes"): the rank, and a fixed-size last axis; None: values
+    output_axes: ClassVar[tuple[str, ...] | None] = None
+    score_noun: ClassVar[str] = "scores"
     noun: ClassVar[str] = "model"     # what its models are called in messages ("a language model")
     default: ClassVar[bool] = False   # the kind of a spec without [task] (exactly one class sets it itself)
     # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
@@ -114,10 +117,24 @@ class Task:
 
     @classmethod
     def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
-        """The output the task reads: float32 values by default."""
-        if out.dtype != "float32":
-            raise SpecError(f"expected output '{name}' to be float32 values for {cls.kind}, received "
-                            f"{out.dtype} {out.show()}", where="task.kind")
+        """The output the task reads: float32 values, or, when the kind declares `output_axes`, float32 scores of
+        that rank whose last axis has a fixed size (one score per class / label / token), one per [task] label."""
+        if cls.output_axes is None:
+            if out.dtype != "float32":
+                raise SpecError(f"expected output '{name}' to be float32 values for {cls.kind}, received "
+                                f"{out.dtype} {out.show()}", where="task.kind")
+            return
+        rank = len(cls.output_axes)
+        if out.dtype != "float32" or out.rank != rank or not isinstance(out.shape[rank - 1], int):
+            raise SpecError(f"{cls.kind} expects the output '{name}' shaped [{', '.join(cls.output_axes)}] (float32 "
+                            f"{cls.score_noun}), received {out.dtype} {out.show()}", where="task.kind",
+                            hint=cls.output_hint(out, spec))
+        cls.check_labels(name, out, spec)
+
+    @classmethod
+    def output_hint(cls, out: TensorType, spec: SpecLike) -> str:
+        """A hint for an output that breaks `output_axes` (none by default)."""
+        return ""
 
     @classmethod
     def check_labels(cls, name: str, out: TensorType, spec: SpecLike) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from archc.errors import DataError, SpecError
+from archc.errors import DataError
 from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
 from archc.labels import CLASSES
@@ -65,19 +65,15 @@ class Classification(Task):
     losses = ("cross_entropy",)
     scores = True
     noun = "classifier"
+    output_axes = ("batch", "classes")
     default = True  # a spec without [task] is a classifier
     columns = (("label", str), ("probability", lambda p: f"{p:.4f}"))
 
     @classmethod
-    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
-        """float32 scores [rows, classes] (rows: the batch, or a graph's nodes or graphs), one per label."""
-        if out.dtype != "float32" or out.rank != 2 or not isinstance(out.shape[1], int):
-            hint = ("without a [task] table the kind is classification: declare [task] kind"
-                    if "task" not in spec.model_fields_set else
-                    "pool or flatten to one score per class before the last layer" if out.rank > 2 else "")
-            raise SpecError(f"{cls.kind} expects the output '{name}' shaped [batch, classes] (float32 scores), "
-                            f"received {out.dtype} {out.show()}", where="task.kind", hint=hint)
-        cls.check_labels(name, out, spec)
+    def output_hint(cls, out: TensorType, spec: SpecLike) -> str:
+        if "task" not in spec.model_fields_set:
+            return "without a [task] table the kind is classification: declare [task] kind"
+        return "pool or flatten to one score per class before the last layer" if out.rank > 2 else ""
 
     @classmethod
     def score(cls, model, outputs, y):

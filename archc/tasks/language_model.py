@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.errors import DataError, SpecError
-from archc.ops.base import TensorType
-from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
+from archc.errors import DataError
+from archc.tasks.base import Example, F, Task, np, register, score_output
 from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
@@ -35,14 +34,8 @@ class LanguageModel(Task):
     scores = True
     modes = ("generate", "table")
     noun = "language model"
-
-    @classmethod
-    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
-        """float32 logits [batch, seq, vocab] with a fixed vocabulary."""
-        if out.dtype != "float32" or out.rank != 3 or not isinstance(out.shape[2], int):
-            raise SpecError(f"language_model expects the output '{name}' shaped [batch, seq, vocab] (float32 "
-                            f"logits), received {out.dtype} {out.show()}", where="task.kind")
-        cls.check_labels(name, out, spec)
+    output_axes = ("batch", "seq", "vocab")
+    score_noun = "logits"
 
     # ---- infer ----
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 from archc.errors import DataError, SpecError
-from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output, task_output
 from archc.labels import TARGETS
 
@@ -35,6 +34,8 @@ class Multilabel(Task):
     losses = ("binary_cross_entropy",)
     scores = True
     noun = "multilabel classifier"
+    output_axes = ("batch", "labels")
+    score_noun = "logits"
     columns = (("labels", lambda names: ", ".join(names) or "-"),
                ("probabilities", lambda ps: ", ".join(f"{p:.4f}" for p in ps)))
 
@@ -47,14 +48,6 @@ class Multilabel(Task):
             raise SpecError(f"multilabel expects logits from output '{name}', received "
                             f"{graph.score_kind(graph.outputs[name])}", where="task.kind",
                             hint="drop the final (log_)softmax: each label gets its own sigmoid")
-
-    @classmethod
-    def check_output(cls, name: str, out: TensorType, spec: SpecLike) -> None:
-        """float32 logits [batch, labels], one per [task] label."""
-        if out.dtype != "float32" or out.rank != 2 or not isinstance(out.shape[1], int):
-            raise SpecError(f"multilabel expects the output '{name}' shaped [batch, labels] (float32 logits), "
-                            f"received {out.dtype} {out.show()}", where="task.kind")
-        cls.check_labels(name, out, spec)
 
     # ---- infer ----
     @classmethod
