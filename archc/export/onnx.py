@@ -143,7 +143,7 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
             raise ExportError(f"ONNX Runtime failed at batch {batch} {sizes or ''}: "
                               f"{str(e).splitlines()[0][:300]}") from e
         for name, r, g in zip(graph.outputs, refs, got):
-            r = r.numpy()
+            r = r.detach().numpy()  # a view of a parameter (expand) requires grad even under no_grad
             if r.shape != g.shape:
                 raise ExportError(f"output '{name}': expected shape {list(r.shape)} from torch, received "
                                   f"{list(g.shape)} from ONNX Runtime at batch {batch}", where=_where(graph, name))

@@ -30,8 +30,10 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             infer_node(graph, node, ins, sizes)  # type: ignore[arg-type]
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
+            on_act = node.act is not None and e.where == "act"
             e.where = at(node.where, f".{e.where}") if e.where else node.where
-            e.message = f"{node.op.name()}: {e.message}" + (f" (input: {received})" if len(ins) == 1 else "")
+            name = node.act.name() if on_act else node.op.name()  # type: ignore[union-attr]
+            e.message = f"{name}: {e.message}" + (f" (input: {received})" if len(ins) == 1 and not on_act else "")
             errors.append(e)
             types[node.id] = None
             continue
@@ -49,7 +51,11 @@ def infer_node(graph: Graph, node: Node, ins: list[TensorType], sizes: dict[str,
     """One node: output type (the activation checked on it), parameter shapes and count, FLOPs."""
     node.out = node.op.infer_tied(ins, graph.node(node.tied).params) if node.tied else node.op.infer(ins)
     if node.act is not None:
-        node.act.infer([node.out])
+        try:
+            node.act.infer([node.out])
+        except ArchcError as e:
+            e.where = "act"  # the layer's `act` sugar, not the layer itself, is at fault
+            raise
     node.params = node.op.param_shapes(ins)
     node.num_params = node.op.num_params(ins)
     node.flops = node.op.flops(ins, node.out, sizes) + (node.act.flops([node.out], node.out, sizes) if node.act else 0)

@@ -13,6 +13,8 @@ PARAM_REF = {"type": "string", "pattern": r"^\$([A-Za-z_][A-Za-z0-9_]*|\{.*\})$"
 
 
 def json_schema() -> dict[str, Any]:
+    act_table = {"type": "object", "required": ["op"], "properties": {"op": {"enum": activation_names()}},
+                 "description": 'an activation with attributes: { op = "gelu", approximate = "tanh" }'}
     """The whole spec's schema; layers are a union discriminated on `op`, or a block `use`."""
     ops = tuple(REGISTRY[name] for name in sorted(REGISTRY))
     layer = Union[Annotated[Union[ops], Field(discriminator="op")], Use]  # type: ignore[valid-type]
@@ -28,7 +30,7 @@ def json_schema() -> dict[str, Any]:
         props = defs.get(cls.__name__, {}).get("properties", {})
         for key, prop in props.items():
             if key == "act":
-                prop["anyOf"] = [{"enum": activation_names()}, {"type": "null"}]
+                prop["anyOf"] = [{"enum": activation_names()}, act_table, {"type": "null"}]
             elif key not in ("op", "id", "from"):
                 props[key] = {"anyOf": [prop, {"$ref": "#/$defs/ParamRef"}]}  # "$width" is allowed anywhere
     return schema

@@ -78,7 +78,11 @@ class Op(BaseModel):
     id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(None, description="name of this node")
     from_: str | list[str] | None = Field(
         None, alias="from", description="input node(s); default: the previous layer")
-    act: str | None = Field(None, description="activation applied to the output (sugar)")
+    when: bool | str = Field(True, description='false (or an expression that is, "${i == 0}"): the layer is left '
+                                               'out and its id names its first input')
+    act: str | dict[str, Any] | None = Field(
+        None, description='activation applied to the output (sugar): a name, or a table with its attributes '
+                          '({ op = "gelu", approximate = "tanh" })')
 
     family: ClassVar[str] = "tensor"
     arity: ClassVar[tuple[int, int | None]] = (1, 1)  # (min, max) inputs; None = any number
