@@ -36,12 +36,18 @@ class Expander:
         last = self.layers(spec.layers, "layers", "", dict(spec.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
         for i, name in enumerate(spec.outputs or []):
-            if name in scope:
-                outputs[name] = scope[name]
-            else:
+            if name not in scope:
                 self.errors.append(SpecError(f"unknown node '{name}'", where=f"outputs[{i}]",
                                              hint=_known(name, scope)))
-        if not spec.outputs and last not in (None, BROKEN):
+            elif scope[name] in inputs:
+                self.errors.append(_output_is_input(name, scope[name], f"outputs[{i}]"))
+            else:
+                outputs[name] = scope[name]
+        if not spec.outputs and last in inputs:  # the last layers were left out (repeat = 0, when = false)
+            ids = {r.get("id") for r in spec.layers if isinstance(r, dict)}  # the user's names, not generated ones
+            name = next((k for k, v in reversed(scope.items()) if v == last and k in ids), last)
+            self.errors.append(_output_is_input(name, last, f"layers[{len(spec.layers) - 1}]"))
+        elif not spec.outputs and last not in (None, BROKEN):
             outputs[_public_name(last, scope)] = last
         raise_all(self.errors)
         sizes = {**spec.axes}
@@ -284,6 +290,13 @@ class Expander:
         merged.update(u.with_)
         merged["repeat"] = u.repeat
         return merged
+
+
+def _output_is_input(name: str, source: str, where: str) -> SpecError:
+    """An output must be computed: an input passed through unchanged is not a model output (ONNX has no such)."""
+    what = f"input '{source}'" if name == source else f"'{name}', which passes input '{source}' on unchanged"
+    return SpecError(f"expected an output computed by a layer, received {what}", where=where,
+                     hint="outputs name what layers compute; a layer with op = \"identity\" copies its input")
 
 
 def _known(name: str, scope: dict[str, str]) -> str:

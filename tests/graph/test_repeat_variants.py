@@ -1,0 +1,107 @@
+"""Blocks that vary per repeat: `repeat = 0`, `when` (a layer present in some repeats only) and per-repeat
+expressions ("${stride if i == 0 else 1}"): a ResNet stage is one `use` line, equal to the hand-written layers."""
+from __future__ import annotations
+
+import pytest
+
+from archc.errors import ArchcError
+from archc.pipeline import compile_spec
+
+BASIC = {  # torchvision's BasicBlock: the first block of a stage may downsample and project its shortcut
+    "params": {"ch": 64, "stride": 1},
+    "layers": [
+        {"id": "conv1", "op": "conv2d", "out_channels": "$ch", "kernel_size": 3, "padding": 1, "bias": False,
+         "stride": "${stride if i == 0 else 1}"},
+        {"id": "bn1", "op": "batchnorm", "act": "relu"},
+        {"id": "conv2", "op": "conv2d", "out_channels": "$ch", "kernel_size": 3, "padding": 1, "bias": False},
+        {"id": "bn2", "op": "batchnorm"},
+        {"id": "down", "op": "conv2d", "from": "x", "out_channels": "$ch", "kernel_size": 1, "bias": False,
+         "stride": "$stride", "when": "${i == 0 and stride != 1}"},
+        {"id": "down_bn", "op": "batchnorm", "when": "${i == 0 and stride != 1}"},
+        {"id": "sum", "op": "add", "from": ["bn2", "down_bn"], "act": "relu"},
+    ]}
+
+
+def resnet_stages(*uses: dict) -> dict:
+    return {"archc": 1, "model": {"name": "r"}, "inputs": {"x": {"shape": [64, 16, 16]}},
+            "blocks": {"basic": BASIC}, "layers": list(uses)}
+
+
+def hand_written_stage(name: str, src: str, ch: int, stride: int, n: int) -> list[dict]:
+    """What a user wrote before: every block instance spelled out."""
+    out, x = [], src
+    for r in range(n):
+        p = f"{name}_{r}_"
+        layers = [{"id": p + "conv1", "op": "conv2d", "from": x, "out_channels": ch, "kernel_size": 3, "padding": 1,
+                   "bias": False, "stride": stride if r == 0 else 1},
+                  {"id": p + "bn1", "op": "batchnorm", "act": "relu"},
+                  {"id": p + "conv2", "op": "conv2d", "out_channels": ch, "kernel_size": 3, "padding": 1,
+                   "bias": False},
+                  {"id": p + "bn2", "op": "batchnorm"}]
+        shortcut = x
+        if r == 0 and stride != 1:
+            layers += [{"id": p + "down", "op": "conv2d", "from": x, "out_channels": ch, "kernel_size": 1,
+                        "bias": False, "stride": stride}, {"id": p + "down_bn", "op": "batchnorm"}]
+            shortcut = p + "down_bn"
+        layers.append({"id": p + "sum", "op": "add", "from": [p + "bn2", shortcut], "act": "relu"})
+        out, x = out + layers, p + "sum"
+    return out
+
+
+def structure(graph) -> list[tuple]:
+    """Each node's op, attributes, activation, output shape, parameters and inputs (by position)."""
+    index = {name: f"input {name}" for name in graph.inputs} | {n.id: k for k, n in enumerate(graph.nodes)}
+    return [(n.op.name(), n.op.attrs(), n.act.name() if n.act else None, n.out.shape, n.params,
+             [index[i] for i in n.inputs]) for n in graph.nodes]
+
+
+def test_a_resnet_stage_is_one_use_line_equal_to_the_hand_written_layers():
+    short = compile_spec(resnet_stages({"use": "basic", "id": "layer1", "with": {"ch": 64}, "repeat": 2},
+                                       {"use": "basic", "id": "layer2", "with": {"ch": 128, "stride": 2},
+                                        "repeat": 2})).graph
+    flat = compile_spec({**resnet_stages(), "blocks": {},
+                         "layers": hand_written_stage("layer1", "x", 64, 1, 2)
+                         + hand_written_stage("layer2", "layer1_1_sum", 128, 2, 2)}).graph
+    assert structure(short) == structure(flat)
+    assert short.total_params == flat.total_params == 147_968 + 525_568  # torchvision resnet18 layer1 + layer2
+    ids = [n.id for n in short.nodes]
+    assert "layer2.0.down" in ids and "layer2.1.down" not in ids and "layer1.0.down" not in ids
+    assert short.node("layer1.0.sum").inputs == ["layer1.0.bn2", "x"]  # left out: `down_bn` names its input
+
+
+def test_repeat_zero_passes_the_input_on():
+    s = resnet_stages({"use": "basic", "id": "none", "repeat": "${n - 1}"}, {"op": "relu", "from": "none"})
+    s["params"] = {"n": 1}
+    g = compile_spec(s).graph
+    assert [n.id for n in g.nodes] == ["relu_1"] and g.node("relu_1").inputs == ["x"]
+
+
+@pytest.mark.parametrize("uses,outputs,message", [
+    ([{"use": "basic", "repeat": 0}], None,
+     "layers[0]: expected an output computed by a layer, received input 'x'"),
+    ([{"use": "basic", "id": "stage", "repeat": 0}], None,
+     "layers[0]: expected an output computed by a layer, received 'stage', which passes input 'x' on unchanged"),
+    ([{"op": "relu", "id": "r", "when": False}, {"op": "relu"}], ["r"],
+     "outputs[0]: expected an output computed by a layer, received 'r', which passes input 'x' on unchanged"),
+    ([{"op": "relu"}], ["x"], "outputs[0]: expected an output computed by a layer, received input 'x'"),
+    ([{"op": "relu", "when": 1}], None, "layers[0].when: expected true or false, received 1"),
+    ([{"op": "relu", "when": "${i == 0}"}], None, "layers[0].when: unknown parameter 'i'"),
+    ([{"op": "relu", "when": False, "from": 3}], None, "layers[0].from: expected a node id or a list of them"),
+    ([{"op": "relu", "when": False, "from": "nope"}], None, "layers[0].from: 'from' names unknown node 'nope'"),
+    ([{"op": "conv2d", "out_channels": 4, "kernel_size": "${1 if 2 else 3}"}], None,
+     "layers[0].kernel_size: expected true or false in '${1 if 2 else 3}', received 2"),
+])
+def test_left_out_layers_and_outputs_are_located_errors(uses, outputs, message):
+    s = resnet_stages(*uses) | ({"outputs": outputs} if outputs else {})
+    with pytest.raises(ArchcError) as info:
+        compile_spec(s)
+    errors = [str(e).removeprefix("<spec>: ") for e in getattr(info.value, "errors", [info.value])]
+    assert errors[0].startswith(message), errors
+
+
+def test_expressions_choose_per_repeat():
+    from archc.language.exprs import evaluate
+    p = {"i": 0, "s": 2, "t": 6, "down": True}
+    assert evaluate("${s if i == 0 else 1}", p) == 2 and evaluate("${s if i == 0 else 1}", p | {"i": 1}) == 1
+    assert evaluate("${i > 0 and t != 1}", p) is False and evaluate("${not down or 1 <= i < 3}", p) is False
+    assert evaluate("${true if 0 < t <= 6 else false}", p) is True
