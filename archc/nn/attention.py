@@ -18,28 +18,39 @@ class Attention(nn.Module):
     """Multi-head attention: inputs (x, [memory], [tokens]) -> (B, T, D) via scaled_dot_product_attention."""
 
     def __init__(self, dim: int, kv_dim: int, num_heads: int, *, bias: bool, dropout: float, causal: bool,
-                 rope: bool, rope_base: float, cross: bool, pad_index: int | None) -> None:
+                 rope: bool, rope_base: float, cross: bool, pad_index: int | None,
+                 num_kv_heads: int | None = None) -> None:
         super().__init__()
+        self.num_kv_heads = num_kv_heads or num_heads
+        kv_out = dim // num_heads * self.num_kv_heads
         self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
-        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.k_proj = nn.Linear(kv_dim, kv_out, bias=bias)
+        self.v_proj = nn.Linear(kv_dim, kv_out, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.num_heads, self.dropout, self.causal, self.rope = num_heads, dropout, causal, rope
         self.cross, self.pad_index = cross, pad_index
         if rope:
             self.register_buffer("inv_freq", inverse_frequencies(dim // num_heads, rope_base), persistent=False)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (B, T, D) -> (B, H, T, d)
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, T, heads * d) -> (B, heads, T, d)
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        """Grouped-query attention: each key/value head serves num_heads / num_kv_heads query heads in a row
+        (Hugging Face's repeat_kv): (B, Hkv, S, d) -> (B, H, S, d)."""
+        n = self.num_heads // self.num_kv_heads
+        return x if n == 1 else x.unsqueeze(2).expand(-1, -1, n, -1, -1).flatten(1, 2)
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         memory = rest[0] if self.cross else x                                # (B, S, Dkv)
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+        q = self._heads(self.q_proj(x), self.num_heads)                     # (B, H, T, d)
+        k, v = self._heads(self.k_proj(memory), self.num_kv_heads), self._heads(self.v_proj(memory), self.num_kv_heads)
         if self.rope:  # self-attention only: queries and keys share positions 0..T-1
             a = rope_angles(x.shape[1], self.inv_freq)
             a = torch.cat((a, a), dim=-1)                                    # (T, d)
             cos, sin = a.cos().to(q.dtype), a.sin().to(q.dtype)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        k, v = self._shared(k), self._shared(v)                            # (B, H, S, d)
         mask = self._mask(x, rest[-1]) if self.pad_index is not None else None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal and mask is None)  # (B, H, T, d)
