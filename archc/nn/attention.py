@@ -19,13 +19,17 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, kv_dim: int, num_heads: int, *, bias: bool, dropout: float, causal: bool,
                  rope: bool, rope_base: float, cross: bool, pad_index: int | None,
-                 num_kv_heads: int | None = None) -> None:
+                 num_kv_heads: int | None = None, fused_qkv: bool = False) -> None:
         super().__init__()
         self.num_kv_heads = num_kv_heads or num_heads
         kv_out = dim // num_heads * self.num_kv_heads
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(kv_dim, kv_out, bias=bias)
-        self.v_proj = nn.Linear(kv_dim, kv_out, bias=bias)
+        self.split = (dim, kv_out, kv_out) if fused_qkv else None
+        if fused_qkv:  # one matrix, rows q, k, v (torch's in_proj_weight; GPT-2's c_attn transposed)
+            self.qkv_proj = nn.Linear(dim, dim + 2 * kv_out, bias=bias)
+        else:
+            self.q_proj = nn.Linear(dim, dim, bias=bias)
+            self.k_proj = nn.Linear(kv_dim, kv_out, bias=bias)
+            self.v_proj = nn.Linear(kv_dim, kv_out, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.num_heads, self.dropout, self.causal, self.rope = num_heads, dropout, causal, rope
         self.cross, self.pad_index = cross, pad_index
@@ -43,8 +47,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         memory = rest[0] if self.cross else x                                # (B, S, Dkv)
-        q = self._heads(self.q_proj(x), self.num_heads)                     # (B, H, T, d)
-        k, v = self._heads(self.k_proj(memory), self.num_kv_heads), self._heads(self.v_proj(memory), self.num_kv_heads)
+        if self.split is not None:
+            q, k, v = self.qkv_proj(x).split(self.split, dim=-1)           # (B, T, D), (B, T, Dkv) x 2
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(memory), self.v_proj(memory)
+        q = self._heads(q, self.num_heads)                                   # (B, H, T, d)
+        k, v = self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)  # (B, Hkv, S, d)
         if self.rope:  # self-attention only: queries and keys share positions 0..T-1
             a = rope_angles(x.shape[1], self.inv_freq)
             a = torch.cat((a, a), dim=-1)                                    # (T, d)

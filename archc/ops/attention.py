@@ -25,6 +25,8 @@ class Attention(Op):
     num_kv_heads: PosInt | None = Field(
         None, description="key/value heads, shared by num_heads / num_kv_heads query heads each (grouped-query "
                           "attention; 1: multi-query); default num_heads")
+    fused_qkv: bool = Field(False, description="one qkv_proj computing queries, keys and values (self-attention; "
+                                               "rows q, k, v as torch's in_proj_weight)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention weights (training only)")
     bias: bool = Field(True, description="learn biases in the q/k/v/out projections")
     causal: bool = Field(False, description="a query attends only to keys at or before its position")
@@ -41,7 +43,9 @@ class Attention(Op):
                         dtype=("float32", "float32", "int64"), vocab=3, sizes={"seq": 4, "mem": 7}),
                 Example({"num_heads": 4, "num_kv_heads": 2, "rope": True, "causal": True, "bias": False},
                         (("seq", 16),), sizes={"seq": 5}),
-                Example({"num_heads": 3, "num_kv_heads": 1}, (("seq", 6), ("mem", 4)), sizes={"seq": 3, "mem": 4}))
+                Example({"num_heads": 3, "num_kv_heads": 1}, (("seq", 6), ("mem", 4)), sizes={"seq": 3, "mem": 4}),
+                Example({"num_heads": 4, "num_kv_heads": 2, "fused_qkv": True, "causal": True}, (("seq", 8),),
+                        sizes={"seq": 5}))
 
     def _roles(self, ins: list[TensorType]) -> tuple[TensorType, TensorType | None, TensorType | None]:
         """(queries, memory or None for self-attention, tokens or None) after checking types."""
@@ -73,6 +77,8 @@ class Attention(Op):
                    hint="causal masking is for self-attention over one sequence")
             expect(not self.rope, "rope = false for cross-attention", "rope = true",
                    hint="queries and memory have unrelated positions")
+            expect(not self.fused_qkv, "fused_qkv = false for cross-attention", "fused_qkv = true",
+                   hint="keys and values come from the memory, queries from x: one projection cannot make both")
         if self.rope:
             expect((dim // self.num_heads) % 2 == 0, "an even head size with rope", str(dim // self.num_heads))
         expect(self.num_heads % self.kv_heads == 0, f"num_heads = {self.num_heads} divisible by num_kv_heads",
@@ -88,7 +94,10 @@ class Attention(Op):
         d, kd = x.shape[2], (memory or x).shape[2]
         kv = d // self.num_heads * self.kv_heads  # type: ignore[operator]  (keys and values: kv_heads heads)
         shapes: dict[str, tuple[int, ...]] = {}
-        for name, n_out, n_in in (("q_proj", d, d), ("k_proj", kv, kd), ("v_proj", kv, kd), ("out_proj", d, d)):
+        projections = (("q_proj", d, d), ("k_proj", kv, kd), ("v_proj", kv, kd), ("out_proj", d, d))
+        if self.fused_qkv:
+            projections = (("qkv_proj", d + 2 * kv, d), ("out_proj", d, d))  # type: ignore[assignment]
+        for name, n_out, n_in in projections:
             shapes[f"{name}.weight"] = (n_out, n_in)  # type: ignore[assignment]
             if self.bias:
                 shapes[f"{name}.bias"] = (n_out,)  # type: ignore[assignment]
@@ -108,7 +117,8 @@ class Attention(Op):
         x, memory, _ = self._roles(ins)
         return M(x.shape[2], (memory or x).shape[2], self.num_heads, bias=self.bias,  # type: ignore[arg-type]
                  dropout=self.dropout, causal=self.causal, rope=self.rope, rope_base=self.rope_base,
-                 cross=memory is not None, pad_index=self.pad_index, num_kv_heads=self.kv_heads)
+                 cross=memory is not None, pad_index=self.pad_index, num_kv_heads=self.kv_heads,
+                 fused_qkv=self.fused_qkv)
 
 
 def _size(d: Dim, sizes: dict[str, int]) -> int:

@@ -141,3 +141,27 @@ def test_act_table_params_and_errors():
     for act, expected in cases:
         (msg,) = errors_of(spec([6], {"op": "linear", "out_features": 4, "act": act}))
         assert msg.startswith(expected), msg
+
+
+def test_fused_qkv_attention_is_torchs_multihead_attention():
+    """fused_qkv's qkv_proj holds torch's in_proj_weight layout (rows q, k, v): copied in, the outputs agree."""
+    g = compile_spec(spec([5, 12], {"op": "attention", "id": "att", "num_heads": 3, "fused_qkv": True,
+                                    "causal": True})).graph
+    assert g.total_params == 4 * 12 * 12 + 4 * 12
+    module = lower(g).eval()
+    ref = nn.MultiheadAttention(12, 3, batch_first=True).eval()
+    with torch.no_grad():
+        module.att.qkv_proj.weight.copy_(ref.in_proj_weight)
+        module.att.qkv_proj.bias.copy_(ref.in_proj_bias)
+        module.att.out_proj.load_state_dict(ref.out_proj.state_dict())
+        x = torch.randn(2, 5, 12)
+        causal = torch.ones(5, 5, dtype=torch.bool).triu(1)  # True: may not attend
+        want, _ = ref(x, x, x, attn_mask=causal, need_weights=False)
+        torch.testing.assert_close(module(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_qkv_is_for_self_attention():
+    s = {"archc": 1, "model": {"name": "t"}, "inputs": {"x": {"shape": [5, 12]}, "m": {"shape": [4, 12]}},
+         "layers": [{"op": "attention", "from": ["x", "m"], "num_heads": 3, "fused_qkv": True}]}
+    (msg,) = errors_of(s)
+    assert msg.startswith("layers[0]: attention: expected fused_qkv = false for cross-attention"), msg

@@ -75,12 +75,16 @@ def test_llama_decoder_matches_transformers_in_torch_and_onnx_runtime(tmp_path):
     assert np.max(np.abs(logits - want.logits.numpy())) <= 1e-4
 
 
-def test_gated_mlp_is_llamas_mlp():
+@pytest.mark.parametrize("hf,ours", [("silu", "silu"), ("gelu_pytorch_tanh", "gelu_tanh"), ("gelu", "gelu"),
+                                     ("relu", "relu"), ("sigmoid", "sigmoid")])
+def test_gated_mlp_is_llamas_mlp(hf, ours):
+    """SwiGLU (Llama), GeGLU with tanh GELU (Gemma), exact GeGLU, ReGLU and GLU: transformers' LlamaMLP."""
     from transformers.models.llama.modeling_llama import LlamaMLP
-    config = transformers.LlamaConfig(hidden_size=DIM, intermediate_size=HIDDEN, hidden_act="silu")
+    config = transformers.LlamaConfig(hidden_size=DIM, intermediate_size=HIDDEN, hidden_act=hf)
     ref = LlamaMLP(config).eval()
     g = compile_spec({"archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [5, DIM]}},
-                      "layers": [{"id": "mlp", "op": "gated_mlp", "hidden_features": HIDDEN}]}).graph
+                      "layers": [{"id": "mlp", "op": "gated_mlp", "hidden_features": HIDDEN,
+                                  "activation": ours}]}).graph
     module = lower(g)
     module.mlp.load_state_dict(ref.state_dict())  # strict: the same names and shapes
     x = torch.randn(2, 5, DIM)
