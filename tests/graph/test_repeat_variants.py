@@ -159,3 +159,17 @@ def test_mobilenet_v2_is_one_use_line_per_stage_with_torchvisions_parameter_coun
     assert "stage1.expand" not in ids and "stage1.residual" not in ids  # t = 1, n = 1: neither
     assert "stage3.0.residual" not in ids and "stage3.2.residual" in ids
     assert g.node("stage7.project_bn").out.shape == ("batch", 320, 7, 7)
+
+
+def test_the_readme_resnet_stage_is_this_block():
+    """README's example, parsed as TOML, is the BASIC block of these tests and compiles as described."""
+    import re
+    import tomllib
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[blocks.basic]" in b]
+    doc = tomllib.loads(example)
+    assert doc["blocks"]["basic"] == BASIC
+    g = compile_spec({"archc": 1, "model": {"name": "r"}, "inputs": {"x": {"shape": [64, 16, 16]}}, **doc}).graph
+    ids = [n.id for n in g.nodes]
+    assert "layer2.0.down" in ids and "layer2.1.down" not in ids

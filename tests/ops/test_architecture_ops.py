@@ -165,3 +165,14 @@ def test_fused_qkv_is_for_self_attention():
          "layers": [{"op": "attention", "from": ["x", "m"], "num_heads": 3, "fused_qkv": True}]}
     (msg,) = errors_of(s)
     assert msg.startswith("layers[0]: attention: expected fused_qkv = false for cross-attention"), msg
+
+
+def test_readme_lists_every_op():
+    import re
+    from pathlib import Path
+
+    from archc.ops import REGISTRY
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Ops"):readme.index("## Data sources")]
+    listed = {name for row in re.findall(r"^\| \w+ \| (.*) \|$", table, re.M) for name in re.findall(r"`(\w+)`", row)}
+    assert listed == set(REGISTRY)
