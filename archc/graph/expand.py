@@ -69,7 +69,7 @@ class Expander:
                 if not self.present(raw, params, where):
                     local, out = self.left_out(raw, i, scope, prev, declared, where)
                 else:  # `when` is consumed here (block layers are shared by every repeat: never mutated)
-                    layer = {k: v for k, v in raw.items() if k != "when"}
+                    layer = {k: v for k, v in raw.items() if k != "when"} if "when" in raw else raw
                     local, out = (self.use if "use" in raw else self.layer)(
                         layer, i, where, prefix, params, scope, prev, declared, stack)
             except ArchcError as e:

@@ -173,3 +173,12 @@ def test_the_readme_resnet_stage_is_this_block():
     g = compile_spec({"archc": 1, "model": {"name": "r"}, "inputs": {"x": {"shape": [64, 16, 16]}}, **doc}).graph
     ids = [n.id for n in g.nodes]
     assert "layer2.0.down" in ids and "layer2.1.down" not in ids
+
+
+def test_when_on_a_use_leaves_the_whole_block_out():
+    s = resnet_stages({"use": "basic", "id": "extra", "when": "${deep}"}, {"op": "relu", "id": "r", "from": "extra"})
+    s["params"] = {"deep": False}
+    g = compile_spec(s).graph
+    assert [n.id for n in g.nodes] == ["r"] and g.node("r").inputs == ["x"]
+    s["params"] = {"deep": True}
+    assert compile_spec(s).graph.node("r").inputs == ["extra.sum"]
