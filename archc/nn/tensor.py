@@ -75,7 +75,8 @@ class Parameter(nn.Module):
                 nn.init.constant_(self.weight, {"zeros": 0.0, "ones": 1.0}.get(init, value))
 
     def _over_batch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight.expand(x.shape[0], *self.weight.shape)             # (B, *shape)
+        w = self.weight[0] if self.combine == "concat" and self.weight.dim() == x.dim() else self.weight  # (1, ...)
+        return w.expand(x.shape[0], *w.shape)                                # (B, *shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.combine == "add":

@@ -85,6 +85,19 @@ def test_vit_class_token_is_one_layer_equal_to_torchvisions_concat():
     torch.testing.assert_close(m(x), torch.cat([cls.expand(2, -1, -1), x], dim=1) + pos, rtol=0, atol=0)
 
 
+def test_parameter_takes_torchvisions_shapes_with_a_batch_axis_of_one():
+    """torchvision stores class_token as (1, 1, D) and pos_embedding as (1, 197, D): written so, they match."""
+    g = compile_spec(spec([196, 16], {"op": "parameter", "id": "class_token", "shape": [1, 1, 16],
+                                      "combine": "concat", "init": "zeros"},
+                          {"op": "parameter", "id": "pos_embedding", "shape": [1, 197, 16], "combine": "add"})).graph
+    assert g.node("class_token").out.shape == ("batch", 197, 16) and g.total_params == 16 + 197 * 16
+    m = lower(g)
+    with torch.no_grad():
+        m.class_token.weight.normal_()
+    cls, pos, x = m.class_token.weight, m.pos_embedding.weight, torch.randn(3, 196, 16)
+    torch.testing.assert_close(m(x), torch.cat([cls.expand(3, -1, -1), x], dim=1) + pos, rtol=0, atol=0)
+
+
 def test_parameter_modes_and_initialisers():
     g = compile_spec(spec([5, 8],
                           {"op": "parameter", "id": "scale", "shape": [8], "combine": "mul", "init": "constant",
