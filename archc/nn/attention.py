@@ -19,7 +19,7 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, kv_dim: int, num_heads: int, *, bias: bool, dropout: float, causal: bool,
                  rope: bool, rope_base: float, cross: bool, pad_index: int | None,
-                 num_kv_heads: int | None = None, fused_qkv: bool = False) -> None:
+                 num_kv_heads: int | None = None, fused_qkv: bool = False, rope_dims: int | None = None) -> None:
         super().__init__()
         self.num_kv_heads = num_kv_heads or num_heads
         kv_out = dim // num_heads * self.num_kv_heads
@@ -34,7 +34,8 @@ class Attention(nn.Module):
         self.num_heads, self.dropout, self.causal, self.rope = num_heads, dropout, causal, rope
         self.cross, self.pad_index = cross, pad_index
         if rope:
-            self.register_buffer("inv_freq", inverse_frequencies(dim // num_heads, rope_base), persistent=False)
+            self.rope_dims = rope_dims or dim // num_heads
+            self.register_buffer("inv_freq", inverse_frequencies(self.rope_dims, rope_base), persistent=False)
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         return x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, T, heads * d) -> (B, heads, T, d)
@@ -57,7 +58,7 @@ class Attention(nn.Module):
             a = rope_angles(x.shape[1], self.inv_freq)
             a = torch.cat((a, a), dim=-1)                                    # (T, d)
             cos, sin = a.cos().to(q.dtype), a.sin().to(q.dtype)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = self._rotate_part(q, cos, sin), self._rotate_part(k, cos, sin)
         k, v = self._shared(k), self._shared(v)                            # (B, H, S, d)
         mask = self._mask(x, rest[-1]) if self.pad_index is not None else None
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
@@ -65,6 +66,13 @@ class Attention(nn.Module):
         # reshape to x.shape, not flatten(2): ONNX shape inference can follow Shape(x), so later ops that read
         # the size (tied_linear) keep a dynamic batch and seq instead of the traced sizes baked in as constants
         return self.out_proj(y.transpose(1, 2).reshape(x.shape))            # (B, T, D)
+
+    def _rotate_part(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """RoPE on the first rope_dims features of each head, the rest passed on (GPT-NeoX's partial rotary)."""
+        if self.rope_dims == x.shape[-1]:
+            return _rotate(x, cos, sin)
+        rot, rest = x[..., : self.rope_dims], x[..., self.rope_dims:]
+        return torch.cat((_rotate(rot, cos, sin), rest), dim=-1)             # (B, H, T, d)
 
     def _mask(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Boolean (B, 1, T, S): True where a query may attend to a key."""

@@ -32,6 +32,8 @@ class Attention(Op):
     causal: bool = Field(False, description="a query attends only to keys at or before its position")
     rope: bool = Field(False, description="rotary position embedding on queries and keys (self-attention)")
     rope_base: float = Field(10000.0, gt=1, description="rotary frequency base")
+    rope_dims: PosInt | None = Field(None, description="rotate only the first rope_dims features of each head "
+                                                       "(partial rotary: GPT-NeoX, Phi); default the whole head")
     pad_index: int | None = Field(None, description="mask keys whose token (the last, int64 input) equals it")
 
     family = "attention"
@@ -45,6 +47,8 @@ class Attention(Op):
                         (("seq", 16),), sizes={"seq": 5}),
                 Example({"num_heads": 3, "num_kv_heads": 1}, (("seq", 6), ("mem", 4)), sizes={"seq": 3, "mem": 4}),
                 Example({"num_heads": 4, "num_kv_heads": 2, "fused_qkv": True, "causal": True}, (("seq", 8),),
+                        sizes={"seq": 5}),
+                Example({"num_heads": 2, "rope": True, "rope_dims": 4, "causal": True}, (("seq", 12),),
                         sizes={"seq": 5}))
 
     def _roles(self, ins: list[TensorType]) -> tuple[TensorType, TensorType | None, TensorType | None]:
@@ -80,7 +84,11 @@ class Attention(Op):
             expect(not self.fused_qkv, "fused_qkv = false for cross-attention", "fused_qkv = true",
                    hint="keys and values come from the memory, queries from x: one projection cannot make both")
         if self.rope:
-            expect((dim // self.num_heads) % 2 == 0, "an even head size with rope", str(dim // self.num_heads))
+            rotated = self.rope_dims or dim // self.num_heads
+            expect(rotated % 2 == 0 and rotated <= dim // self.num_heads,
+                   f"an even number of rotated features, at most the head size {dim // self.num_heads}",
+                   f"rope_dims = {rotated}" if self.rope_dims else f"head size {rotated}")
+        expect(self.rope or self.rope_dims is None, "rope = true with rope_dims", "rope = false")
         expect(self.num_heads % self.kv_heads == 0, f"num_heads = {self.num_heads} divisible by num_kv_heads",
                str(self.kv_heads))
         return x
@@ -117,6 +125,7 @@ class Attention(Op):
         x, memory, _ = self._roles(ins)
         return M(x.shape[2], (memory or x).shape[2], self.num_heads, bias=self.bias,  # type: ignore[arg-type]
                  dropout=self.dropout, causal=self.causal, rope=self.rope, rope_base=self.rope_base,
+                 rope_dims=self.rope_dims,
                  cross=memory is not None, pad_index=self.pad_index, num_kv_heads=self.kv_heads,
                  fused_qkv=self.fused_qkv)
 
