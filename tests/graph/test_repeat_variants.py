@@ -182,3 +182,20 @@ def test_when_on_a_use_leaves_the_whole_block_out():
     assert [n.id for n in g.nodes] == ["r"] and g.node("r").inputs == ["x"]
     s["params"] = {"deep": True}
     assert compile_spec(s).graph.node("r").inputs == ["extra.sum"]
+
+
+def test_the_schema_takes_when_repeat_zero_and_act_tables():
+    """archc.schema.json (what editors check) accepts what archc accepts here, and keys a bad act table's op."""
+    import jsonschema
+
+    from archc.language.schema import json_schema
+    validator = jsonschema.Draft202012Validator(json_schema())
+    s = resnet_stages({"use": "basic", "id": "layer1", "repeat": 0, "when": "${n > 0}"},
+                      {"op": "conv2d", "out_channels": 4, "kernel_size": 1, "when": True,
+                       "act": {"op": "gelu", "approximate": "tanh"}},
+                      {"op": "global_avg_pool", "act": "relu6"})
+    s["params"] = {"n": 1}
+    assert [e.message for e in validator.iter_errors(s)] == []
+    compile_spec(s)
+    s["layers"][1]["act"] = {"op": "linear"}
+    assert [e.json_path for e in validator.iter_errors(s)] == ["$.layers[1].act.op"]
