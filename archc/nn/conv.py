@@ -46,14 +46,17 @@ class AdaptivePool(nn.Module):
         super().__init__()
         self.kind, self.sizes = kind, sizes
 
-    def _reduce(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        return x.amax(dim=dim) if self.kind == "max" else x.mean(dim=dim)
+    def _reduce(self, x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+        return x.amax(dim=dim, keepdim=keepdim) if self.kind == "max" else x.mean(dim=dim, keepdim=keepdim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for axis, size in enumerate(self.sizes, start=2):
             if size is None or size[0] == size[1]:
                 continue
             n, o = size
+            if o == 1:  # one window over the whole axis (a classifier head): one reduction, no reshape
+                x = self._reduce(x, axis, keepdim=True)
+                continue
             if n % o == 0:  # equal windows side by side: one reshape and one reduction
                 x = self._reduce(x.unflatten(axis, (o, n // o)), axis + 1)
                 continue
