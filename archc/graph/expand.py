@@ -262,8 +262,9 @@ class Expander:
             # repeat chains the block's first input; any others (a time embedding, a mask) go to every repeat
             bscope = dict(zip(block.inputs, inputs if r == 0 else [out, *inputs[1:]]))
             before = len(self.errors)
+            rparams = {**bparams, **{k: v[r] for k, v in u.with_.items() if isinstance(v, list)}, "i": r}
             out = self.layers(block.layers, f"blocks.{u.use}.layers", f"{prefix}{local}{tag}.",
-                              {**bparams, "i": r}, bscope, bscope[block.inputs[0]], context, stack + (u.use,))
+                              rparams, bscope, bscope[block.inputs[0]], context, stack + (u.use,))
             if len(self.errors) > before or out == BROKEN:
                 return local, BROKEN  # one report per problem, not one per repeat
             if block.output is not None:
@@ -287,6 +288,11 @@ class Expander:
             except SpecError as e:
                 e.where = f"blocks.{u.use}.params.{key}"
                 raise
+        for key, value in u.with_.items():  # a list holds one value per repeat, picked in `use`
+            if isinstance(value, list) and len(value) != u.repeat:
+                raise SpecError(f"expected {u.repeat} value{'s' if u.repeat != 1 else ''} (one per repeat), "
+                                f"received {len(value)}", where=at(where, f".with.{key}"),
+                                hint="a list in `with` gives each repeat its own value")
         merged.update(u.with_)
         merged["repeat"] = u.repeat
         return merged

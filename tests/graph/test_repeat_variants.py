@@ -199,3 +199,16 @@ def test_the_schema_takes_when_repeat_zero_and_act_tables():
     compile_spec(s)
     s["layers"][1]["act"] = {"op": "linear"}
     assert [e.json_path for e in validator.iter_errors(s)] == ["$.layers[1].act.op"]
+
+
+def test_with_lists_give_each_repeat_its_own_value():
+    s = resnet_stages({"use": "conv", "id": "s", "repeat": 3, "with": {"ch": [64, 96, 128], "k": 3}})
+    s["blocks"]["conv"] = {"params": {"ch": 8, "k": 1},
+                           "layers": [{"id": "c", "op": "conv2d", "out_channels": "$ch", "kernel_size": "$k"}]}
+    g = compile_spec(s).graph
+    assert [g.node(f"s.{r}.c").out.shape for r in range(3)] == [
+        ("batch", 64, 14, 14), ("batch", 96, 12, 12), ("batch", 128, 10, 10)]
+    s = resnet_stages({"use": "basic", "id": "s", "repeat": 3, "with": {"ch": [64, 96]}})
+    with pytest.raises(ArchcError) as info:
+        compile_spec(s)
+    assert str(info.value).startswith("<spec>: layers[0] (s).with.ch: expected 3 values (one per repeat), received 2")
