@@ -35,7 +35,10 @@ def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data
     objective = objective_for(setup.spec, setup.graph)
     data = load_data(setup, objective, device)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
-    return Learner.build(setup, objective, device, steps, dist.rank), data
+    learner = Learner.build(setup, objective, device, steps, dist.rank)
+    if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
+        setup.init.load(learner.model)
+    return learner, data
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
