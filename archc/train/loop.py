@@ -51,7 +51,15 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
             f"data {data.name}: {data.sizes()}{norm}",
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
-            f"writing {setup.run_dir.root}"]
+            f"writing {setup.run_dir.root}"] + init_line(setup)
+
+
+def init_line(setup: Setup) -> list[str]:
+    """The checkpoint a run starts from (`--init`), when it has one."""
+    init = setup.init
+    if init is None:
+        return []
+    return [f"starting from {init.path}" + (f" through {init.map_path}" if init.map_path else "")]
 
 
 # --- training ---------------------------------------------------------------------------------------------------

@@ -121,6 +121,9 @@ def _rule(entry: Any, where: str) -> Rule:
         raise SpecError(f"expected true or false, received {transpose!r}", where=f"{where}.transpose")
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise SpecError(f"expected an integer axis, received {axis!r}", where=f"{where}.axis")
+    if "axis" in entry and len(sources) == len(targets) == 1:
+        raise SpecError("expected `axis` only where a rule splits (several `to`) or concatenates (several `from`)",
+                        where=f"{where}.axis")
     if len(sources) > 1 and len(targets) > 1:
         raise SpecError(f"expected one `from` or one `to`, received {len(sources)} and {len(targets)}",
                         where=where, hint="split one file tensor into several, or concatenate several into one")

@@ -103,6 +103,8 @@ def produced(step: Step, infos: dict[str, TensorInfo]) -> list[tuple[int, ...]] 
         if any(len(s) != 2 for s in shapes):
             return f"transpose needs 2-D tensors, received {', '.join(map(show, shapes))}"
         shapes = [s[::-1] for s in shapes]
+    if rule.kind == "rename":  # no axis: a scalar (BatchNorm's num_batches_tracked) renames like any tensor
+        return shapes
     rank = len(shapes[0])
     if not -rank <= rule.axis < rank:
         return f"axis {rule.axis} is outside a tensor of rank {rank} {show(shapes[0])}"
@@ -112,12 +114,10 @@ def produced(step: Step, infos: dict[str, TensorInfo]) -> list[tuple[int, ...]] 
         if len(rest) > 1 or any(len(s) != rank for s in shapes):
             return f"concatenation on axis {axis} needs equal other axes, received {', '.join(map(show, shapes))}"
         return [shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]]
-    if rule.kind == "split":
-        n, size = len(step.targets), shapes[0][axis]
-        if size % n:
-            return f"cannot split axis {axis} of {show(shapes[0])} into {n} equal parts"
-        return [shapes[0][:axis] + (size // n,) + shapes[0][axis + 1:]] * n
-    return shapes
+    n, size = len(step.targets), shapes[0][axis]  # a split
+    if size % n:
+        return f"cannot split axis {axis} of {show(shapes[0])} into {n} equal parts"
+    return [shapes[0][:axis] + (size // n,) + shapes[0][axis + 1:]] * n
 
 
 def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Expected], weights: str) -> list[Step]:
@@ -142,8 +142,8 @@ def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Exp
                                       f"{origin} (to {target}, which the model does not have)")
             elif want.shape != shape:
                 problems.bad.append(f"{target}: expected {show(want.shape)}, received {show(shape)} from {origin}")
-            elif want.is_float and not floats:
-                problems.bad.append(f"{target}: expected floats, received "
+            elif want.is_float != floats:  # floats cast to the model's precision; never ints to floats or back
+                problems.bad.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
                                     f"{'/'.join(infos[s].dtype for s in step.sources)} from {origin}")
             filled.setdefault(target, origin)
     problems.missing[:0] = [f"{k} {show(v.shape)}" for k, v in expected.items() if k not in filled]

@@ -89,3 +89,29 @@ def test_own_naming_round_trip(tmp_path):
 def test_map_without_weights_is_a_usage_error(tmp_path):
     r = CliRunner().invoke(main, ["build", str(DIGITS), "--map", "m.toml"])
     assert r.exit_code == 2 and "--map names the mapping" in r.output
+
+
+def test_a_torch_sequential_with_batchnorm_buffers_loads_through_a_mapping(tmp_path):
+    """A torch module's own naming (nn.Sequential indices), its BatchNorm buffers included (running stats and
+    the 0-d int64 num_batches_tracked), loads through renames and gives the reference's outputs."""
+    from archc import compile as compile_module
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    ref.train()(torch.randn(16, 1, 8, 8))  # running statistics off their init
+    ref.eval()
+    save_file(ref.state_dict(), tmp_path / "ref.safetensors")
+    renames = {"0": "conv", "1": "bn", "4": "fc"}
+    rules = "".join(f'[[map]]\nfrom = "{k}"\nto = "{renames[k.split(".")[0]]}.{k.split(".", 1)[1]}"\n'
+                    for k in ref.state_dict())
+    (tmp_path / "map.toml").write_text("archc_weights = 1\n" + rules)
+    spec = {"archc": 1, "model": {"name": "cbr"}, "inputs": {"x": {"shape": [1, 8, 8]}},
+            "layers": [{"id": "conv", "op": "conv2d", "out_channels": 4, "kernel_size": 3},
+                       {"id": "bn", "op": "batchnorm", "act": "relu"}, {"op": "flatten"},
+                       {"id": "fc", "op": "linear", "out_features": 3}]}
+    model = compile_module(spec)
+    loaded = load_into(model, tmp_path / "ref.safetensors", tmp_path / "map.toml")
+    assert loaded.tensors == 9 and int(model.bn.num_batches_tracked) == 1
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(model.eval()(x), ref(x), atol=1e-6)

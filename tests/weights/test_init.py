@@ -52,3 +52,18 @@ def test_a_bad_init_touches_no_run_folder(small_bert, small_gpt2, tmp_path):
     assert not out.exists()
     r = CliRunner().invoke(main, ["train", str(small_gpt2.spec), "--map", str(small_gpt2.mapping)])
     assert r.exit_code == 2 and "--map names the mapping" in r.output
+
+
+def test_nproc_workers_get_the_checkpoint_and_mapping(small_gpt2, tmp_path):
+    """--nproc's workers load the same --init through the same --map (absolute: their folder may differ)."""
+    from archc.train.api import worker_args
+    from archc.train.recipe import Overrides, prepare
+    from archc.weights import Init
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    setup = prepare(str(small_gpt2.spec), Overrides(data=f"text:{corpus}"), tmp_path / "run")
+    setup.init = Init.open(small_gpt2.weights, small_gpt2.mapping)
+    args = worker_args(setup, "cpu", resume=False, quiet=True)
+    assert args[args.index("--init") + 1] == str(small_gpt2.weights.resolve())
+    assert args[args.index("--map") + 1] == str(small_gpt2.mapping.resolve())

@@ -38,6 +38,7 @@ def test_placeholders_match_indices_only_and_everything_else_literally():
     ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "transpose": "yes"}]}, "map[0].transpose", "true or"),
     ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "code": "import os"}]}, "map[0].code", "unknown key"),
     ({"archc_weights": 1, "map": [{"from": "a"}]}, "map[0].to", "expected a tensor name"),
+    ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "axis": 1}]}, "map[0].axis", "only where a rule splits"),
 ])
 def test_bad_mappings_are_located(data, where, says):
     with pytest.raises(ArchcError) as e:
@@ -85,9 +86,13 @@ def test_every_mismatch_in_one_located_error():
 
 
 def test_filled_twice_and_wrong_dtype():
-    m = _map(map=[{"from": "a", "to": "w"}, {"from": "b", "to": "w"}, {"from": "i", "to": "f"}])
-    infos = {"a": TensorInfo("F32", (2,)), "b": TensorInfo("BF16", (2,)), "i": TensorInfo("I32", (2,))}
+    m = _map(map=[{"from": "a", "to": "w"}, {"from": "b", "to": "w"}, {"from": "i", "to": "f"},
+                  {"from": "c", "to": "n"}])
+    infos = {"a": TensorInfo("F32", (2,)), "b": TensorInfo("BF16", (2,)), "i": TensorInfo("I32", (2,)),
+             "c": TensorInfo("F16", ())}
+    expected = {"w": Expected((2,), True), "f": Expected((2,), True), "n": Expected((), False)}
     with pytest.raises(ModelError) as e:
-        plan(m, infos, {"w": Expected((2,), True), "f": Expected((2,), True)}, "w.safetensors")
+        plan(m, infos, expected, "w.safetensors")
     assert "w: filled twice, from a by map[0] and b by map[1]" in e.value.message
     assert "f: expected floats, received I32 from i by map[2]" in e.value.message
+    assert "n: expected integers, received F16 from c by map[3]" in e.value.message
