@@ -47,3 +47,16 @@ def test_zoo_specs_use_blocks_and_repeats():
         assert len(raw["blocks"]) == 1 and [layer.get("repeat") for layer in raw["layers"] if "use" in layer] == [
             "$layers"]
         assert len(text.splitlines()) < 200
+
+
+def test_zoo_specs_validate_against_the_shipped_schema():
+    """Editors check the zoo specs through their `#:schema` line: `repeat = "$layers"`, which archc accepts, is
+    no schema error (the schema had typed `repeat` as a plain integer)."""
+    import jsonschema
+
+    schema_path = ZOO.parents[1] / "archc.schema.json"
+    validator = jsonschema.Draft202012Validator(json.loads(schema_path.read_text()))
+    for name in ("gpt2", "bert"):
+        text = (ZOO / f"{name}.toml").read_text()
+        assert (ZOO / text.splitlines()[0].split(maxsplit=1)[1]).resolve() == schema_path
+        assert [e.message for e in validator.iter_errors(tomllib.loads(text))] == []
