@@ -45,7 +45,7 @@ class Problems:
                  (("missing", self.missing), ("extra", self.extra), ("mis-shaped", self.bad)) if v]
         if not parts:
             return None
-        hint = (f"fix the rules of {mapping} (renames, transpose, axis), or `drop` file tensors that are not weights"
+        hint = ("fix the mapping's renames, transpose or axis, or `drop` file tensors that are not weights"
                 if mapping else "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml "
                                 "maps another library's names")
         return ModelError("expected every tensor of the model filled and every tensor of the file used, received "

@@ -3,6 +3,7 @@ saved by save_pretrained) load through the zoo specs' mapping files, export to O
 transformers' logits, hidden states and pooled output to 1e-4; a file that does not fit is one located error."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,10 @@ def test_gpt2_logits_match_transformers(small_gpt2, tmp_path):
     tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
     with torch.no_grad():
         want = small_gpt2.hf(torch.from_numpy(tokens)).logits.numpy()
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
+    assert json.loads(meta["archc.weights"]) == {"file": "model.safetensors", "map": "gpt2.weights.toml"}
     (logits,) = _ort(out, {"tokens": tokens})
     assert logits.shape == want.shape == (3, 12, 256)
     assert np.abs(logits - want).max() <= TOL
@@ -107,6 +112,19 @@ def test_mask_buffers_load_only_when_the_mapping_drops_them(small_gpt2, tmp_path
     r, _ = _build(small_gpt2, tmp_path, masked, strict)
     assert r.exit_code == 1 and "2 extra: transformer.h.0.attn.bias [1, 1, 64, 64], transformer.h.1.attn.bias" \
         in r.output, r.output
+
+
+def test_gpt2model_naming_as_on_the_hub_loads_too(small_gpt2, tmp_path):
+    """The hub's gpt2 model.safetensors is GPT2Model's naming (no `transformer.`), masks included."""
+    tensors = {k: v.contiguous() for k, v in small_gpt2.hf.transformer.state_dict().items()}
+    tensors |= {f"h.{i}.attn.bias": torch.ones(1, 1, 64, 64).tril() for i in range(2)}
+    save_file(tensors, tmp_path / "hub.safetensors")
+    r, out = _build(small_gpt2, tmp_path, tmp_path / "hub.safetensors")
+    assert r.exit_code == 0 and "(28 read, 2 dropped" in r.output, r.output
+    tokens = np.arange(10)[None] * 7
+    with torch.no_grad():
+        want = small_gpt2.hf(torch.from_numpy(tokens)).logits.numpy()
+    assert np.abs(_ort(out, {"tokens": tokens})[0] - want).max() <= TOL
 
 
 def test_bert_file_against_the_gpt2_mapping_names_everything(small_bert, small_gpt2, tmp_path):
