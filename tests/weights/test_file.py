@@ -115,3 +115,16 @@ def test_a_torch_sequential_with_batchnorm_buffers_loads_through_a_mapping(tmp_p
     assert loaded.tensors == 9 and int(model.bn.num_batches_tracked) == 1
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(model.eval()(x), ref(x), atol=1e-6)
+
+
+def test_an_unreadable_mapping_is_a_user_error(tmp_path):
+    from archc import compile as compile_module
+    from archc.train.checkpoint import save_weights
+
+    save_weights(tmp_path / "w.safetensors", compile_module(str(DIGITS)), {})
+    (tmp_path / "bad.toml").write_text("archc_weights = 1\n[[map]\nfrom = 'a'\n")
+    for mapping, says in ((tmp_path / "bad.toml", "expected a TOML weights mapping"),
+                          (tmp_path / "none.toml", "cannot read")):
+        r = CliRunner().invoke(main, ["build", str(DIGITS), "--weights", str(tmp_path / "w.safetensors"),
+                                      "--map", str(mapping)])
+        assert r.exit_code == 1 and f"error: {mapping}: {says}" in r.output, r.output
