@@ -61,8 +61,7 @@ class Init:
         own = model.state_dict()  # detached views of the parameters and buffers: copy_ fills the model
         expected = {k: Expected(tuple(v.shape), v.is_floating_point()) for k, v in own.items()}
         steps = plan(self.mapping, self.infos, expected, str(self.path))
-        reader = Reader(self.path)
-        with torch.no_grad():
+        with Reader(self.path) as reader, torch.no_grad():
             for step in steps:
                 for target, tensor in zip(step.targets, combine(step, [reader.get(s) for s in step.sources])):
                     own[target].copy_(tensor)  # casts (a bf16 file into float32 weights) and moves to the device

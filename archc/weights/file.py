@@ -69,7 +69,7 @@ def _tensors(path: Path, header: dict[str, Any], data_bytes: int) -> dict[str, T
         if name == "__metadata__":
             continue
         if not isinstance(entry, dict) or entry.get("dtype") not in ITEM_BYTES:
-            raise _bad(path, f"tensor {name!r} with an unknown dtype {describe(entry)}")
+            raise _bad(path, f"tensor {name!r} with an unknown dtype {_dtype_of(entry)}")
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                 for d in shape)):
@@ -85,7 +85,7 @@ def _tensors(path: Path, header: dict[str, Any], data_bytes: int) -> dict[str, T
     return out
 
 
-def describe(entry: Any) -> str:
+def _dtype_of(entry: Any) -> str:
     text = repr(entry.get("dtype") if isinstance(entry, dict) else entry)
     return text if len(text) < 40 else text[:39] + "…"
 
@@ -101,6 +101,12 @@ class Reader:
             self._f = safe_open(str(path), framework="pt")
         except Exception as e:  # safetensors' own error types for a file that changed since its header was read
             raise _bad(path, f"one that fails to open ({str(e).splitlines()[0][:200]})") from None
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.__exit__(None, None, None)  # unmaps the file
 
     def get(self, name: str):
         """One tensor (torch)."""
