@@ -63,6 +63,17 @@ def reindex(dataset: Dataset, positions: np.ndarray, labels: Sequence[str]) -> D
                                classes=list(labels))
 
 
+def reorder_columns(dataset: Dataset, positions: np.ndarray, labels: Sequence[str]) -> Dataset:
+    """The dataset with target column i moved to column positions[i] (every position taken once) and `labels`
+    as its names: multilabel's [N, labels] rows."""
+    order = np.argsort(positions)  # new column j is old column order[j]
+
+    def one(s: Split) -> Split:
+        return Split(s.x, np.asarray(s.y)[:, order]) if np.ndim(s.y) == 2 else s
+    return dataclasses.replace(dataset, train=one(dataset.train), val=one(dataset.val), test=one(dataset.test),
+                               classes=list(labels))
+
+
 def show(names: Sequence[str], limit: int = 8) -> str:
     """"'a', 'b', 'c'" for messages, cut after `limit` names."""
     shown = ", ".join(repr(n) for n in names[:limit])

@@ -138,3 +138,29 @@ def test_integer_classes_beyond_the_named_outputs_are_an_error(h, tmp_path):
     with pytest.raises(DataError, match=r"data classes beyond the 3 outputs: '3'") as e:
         train.run(spec, out=tmp_path / "run", quiet=True)
     assert e.value.where == "task.labels"
+
+
+def test_multilabel_columns_named_by_the_data_follow_the_spec_labels(tmp_path):
+    """An npz whose `classes` name y's columns c, a, b: label 'a' is x0 > 0, 'b' x1 > 0, 'c' x2 > 0."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 4)).astype(np.float32)
+    on = x[:, :3] > 0                                                               # columns a, b, c
+    np.savez(tmp_path / "tags.npz", x=x, y=on[:, [2, 0, 1]].astype(np.int64), classes=np.array(["c", "a", "b"]))
+    spec = {"archc": 1, "model": {"name": "tags"}, "inputs": {"x": {"shape": [4]}},
+            "task": {"kind": "multilabel", "labels": ["a", "b", "c"]},
+            "layers": [{"op": "linear", "out_features": 16, "act": "relu"}, {"op": "linear", "out_features": 3}],
+            "train": {"epochs": 20, "batch_size": 16, "optimizer": {"name": "adamw", "lr": 0.01}},
+            "data": {"source": f"npz:{tmp_path / 'tags.npz'}"}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    result = train.run(tmp_path / "s.json", out=tmp_path / "run", quiet=True)
+    assert result.labels == ["a", "b", "c"] and result.test["label_accuracy"] > 0.9
+    model = tmp_path / "run" / "model.onnx"
+    np.save(tmp_path / "probe.npy", np.array([[3, -3, -3, 0], [-3, 3, 3, 0]], dtype=np.float32))
+    got = infer_json(model, str(tmp_path / "probe.npy"))
+    assert [r["labels"] for r in got] == [["a"], ["b", "c"]]
+    scored = infer_json(model, f"npz:{tmp_path / 'tags.npz'}")
+    assert scored["metrics"]["label_accuracy"] == pytest.approx(result.test["label_accuracy"])
+    spec["task"]["labels"] = ["a", "b", "d"]
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match="labels the data lacks: 'd'; data columns not in the labels: 'c'"):
+        train.run(tmp_path / "s.json", out=tmp_path / "run2", quiet=True)
