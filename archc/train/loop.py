@@ -138,7 +138,7 @@ def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, 
     """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
     extra: dict[str, Any] = {"training": {"best_epoch": state.best_epoch, "epochs_run": state.epoch, "test": test,
                                           "data": setup.spec.data.source},  # type: ignore[union-attr]
-                             "labels": data.labels}  # archc.task's labels: the names the data's classes carry
+                             "labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
     return extra | learner.objective.metadata()  # e.g. a language model's tokenizer
