@@ -94,5 +94,8 @@ def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None
     if preprocess:
         dataset = normalized(dataset, preprocess[setup.input_name])
-    labels = dataset.classes if dataset.classes is not None else setup.spec.task.labels
+    # Kinds whose output holds one score per class take the (aligned) data's names; others (diffusion reads labelled
+    # images and ignores the labels) keep the spec's.
+    named = objective.scores and dataset.classes is not None
+    labels = dataset.classes if named else setup.spec.task.labels
     return Data(dataset.name, objective.splits(dataset, device), preprocess, labels)
