@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -140,6 +141,10 @@ class Task:
     def check_labels(cls, name: str, out: TensorType, spec: SpecLike) -> None:
         """[task] labels name the output's last axis, one per score."""
         labels = spec.task.labels
+        twice = sorted(label for label, n in Counter(labels or []).items() if n > 1)
+        if twice:  # each label names one output position: training and scoring match data classes by name
+            raise SpecError(f"expected distinct labels, received {', '.join(map(repr, twice))} more than once",
+                            where="task.labels")
         if labels is not None and out.shape[-1] != len(labels):
             raise ShapeError(f"expected output '{name}' to have {len(labels)} classes (one per label), "
                              f"received {out.show()}", where="task.labels")

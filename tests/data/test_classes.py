@@ -43,3 +43,18 @@ def test_reindex_renumbers_every_split_and_names_the_labels(tmp_path):
         before, after = getattr(ds, name).y, getattr(out, name).y
         assert [ds.classes[i] for i in before] == [labels[i] for i in after]
         assert np.array_equal(getattr(ds, name).x, getattr(out, name).x)
+
+
+def test_validate_refuses_a_label_given_twice():
+    """Labels name output positions by name, so one name for two outputs is ambiguous: validate says so."""
+    import pytest
+
+    from archc.errors import SpecError
+    from archc.pipeline import compile_spec
+
+    spec = {"archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [4]}},
+            "task": {"kind": "classification", "labels": ["a", "b", "a"]},
+            "layers": [{"op": "linear", "out_features": 3}]}
+    with pytest.raises(SpecError, match="expected distinct labels, received 'a' more than once") as e:
+        compile_spec(spec)
+    assert e.value.where == "task.labels"
