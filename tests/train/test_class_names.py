@@ -164,3 +164,36 @@ def test_multilabel_columns_named_by_the_data_follow_the_spec_labels(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(spec))
     with pytest.raises(DataError, match="labels the data lacks: 'd'; data columns not in the labels: 'c'"):
         train.run(tmp_path / "s.json", out=tmp_path / "run2", quiet=True)
+
+
+def test_integer_csv_targets_keep_their_values_when_a_file_holds_some_of_them(tmp_path):
+    """Trained on targets 0/1/2 (no spec labels: '0', '1', '2'), scored on a file of 1s and 2s only: by value."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 4))
+    y = np.argmax(x[:, :3], axis=1)
+    rows = [",".join(f"{v:.4f}" for v in r) + f",{c}" for r, c in zip(x, y)]
+    (tmp_path / "all.csv").write_text("a,b,c,d,y\n" + "\n".join(rows) + "\n")
+    (tmp_path / "some.csv").write_text("a,b,c,d,y\n" + "\n".join(r for r, c in zip(rows, y) if c > 0) + "\n")
+    spec = write_spec(tmp_path / "s.json", f"csv:{tmp_path / 'all.csv'}", [4], 3, None)
+    result = train.run(spec, out=tmp_path / "run", quiet=True)
+    assert result.labels == ["0", "1", "2"]
+    got = infer_json(tmp_path / "run" / "model.onnx", f"csv:{tmp_path / 'some.csv'}", "--split", "train")
+    truth = truth_names(f"csv:{tmp_path / 'some.csv'}", "train")
+    right = np.mean(np.array([r["label"] for r in got["records"]]) == np.array(truth))
+    assert got["metrics"]["accuracy"] == pytest.approx(right) and right > 0.85
+
+
+def test_a_model_without_labels_is_scored_by_index(tmp_path):
+    """An older file (archc.task without labels) still reads and scores a labelled source, by index."""
+    import onnx
+
+    folder = write_images(tmp_path / "img", ("eight", "five", "four"))
+    spec = write_spec(tmp_path / "s.json", f"images:{folder}", [1, 4, 4], 3, None)
+    train.run(spec, out=tmp_path / "run", quiet=True)
+    m = onnx.load(str(tmp_path / "run" / "model.onnx"))
+    for prop in m.metadata_props:
+        if prop.key == "archc.task":
+            prop.value = json.dumps({"kind": "classification", "labels": None})
+    onnx.save(m, str(tmp_path / "old.onnx"))
+    got = infer_json(tmp_path / "old.onnx", f"images:{folder}", "--split", "train")
+    assert got["metrics"]["accuracy"] == 1.0 and {r["label"] for r in got["records"]} == {"0", "1", "2"}
