@@ -58,3 +58,16 @@ def test_validate_refuses_a_label_given_twice():
     with pytest.raises(SpecError, match="expected distinct labels, received 'a' more than once") as e:
         compile_spec(spec)
     assert e.value.where == "task.labels"
+
+
+def test_an_npz_names_multilabel_columns(tmp_path):
+    import pytest
+
+    from archc.errors import DataError
+
+    y = (np.arange(60).reshape(20, 3) % 2).astype(np.int64)
+    np.savez(tmp_path / "t.npz", x=np.ones((20, 2), np.float32), y=y, classes=np.array(["c", "a", "b"]))
+    assert load(f"npz:{tmp_path / 't.npz'}", task="regression").classes == ["c", "a", "b"]
+    np.savez(tmp_path / "bad.npz", x=np.ones((20, 2), np.float32), y=y, classes=np.array(["a", "b"]))
+    with pytest.raises(DataError, match="expected 'classes' to name the 3 columns of 'y', received 2 names"):
+        load(f"npz:{tmp_path / 'bad.npz'}", task="regression")
