@@ -7,13 +7,15 @@ from pydantic import Field
 
 from archc.ops.base import Example, Op, PosInt, TensorType, concrete, expect, expect_float, expect_rank, register
 
-OutputSize = PosInt | list[PosInt | None]
+# "keep" (or JSON's null, torch's None) keeps an axis' size: TOML has no null
+OutputSize = PosInt | list[PosInt | Literal["keep"] | None]
 
 
 class _AdaptivePoolNd(Op):
-    """Shared rule: [batch, C, *spatial] -> [batch, C, *output_size] (None keeps that axis' size)."""
+    """Shared rule: [batch, C, *spatial] -> [batch, C, *output_size] ("keep" or None keeps that axis' size)."""
 
-    output_size: OutputSize = Field(description="output size: an int, or one per spatial axis (none: keep)")
+    output_size: OutputSize = Field(description='output size: an int, or one per spatial axis ("keep" or null: '
+                                                'that axis keeps its size)')
 
     family = "conv"
     spatial: ClassVar[int] = 2
@@ -26,7 +28,7 @@ class _AdaptivePoolNd(Op):
         want = [self.output_size] * self.spatial if isinstance(self.output_size, int) else list(self.output_size)
         expect(len(want) == self.spatial, f"output_size as one int or a list of {self.spatial}",
                str(self.output_size))
-        return [None if o is None else (concrete(x.shape[2 + a], f"spatial axis {2 + a}"), o)
+        return [None if o is None or o == "keep" else (concrete(x.shape[2 + a], f"spatial axis {2 + a}"), o)
                 for a, o in enumerate(want)]
 
     def infer(self, ins):
@@ -45,7 +47,7 @@ class _AdaptivePoolNd(Op):
 
 _EX1 = (Example({"output_size": 4}, ((3, 8),)), Example({"output_size": 3}, ((2, 7),)),
         Example({"output_size": 5}, ((2, 3),)))
-_EX2 = (Example({"output_size": 2}, ((3, 8, 8),)), Example({"output_size": [3, None]}, ((2, 7, 5),)),
+_EX2 = (Example({"output_size": 2}, ((3, 8, 8),)), Example({"output_size": [3, "keep"]}, ((2, 7, 5),)),
         Example({"output_size": [1, 4]}, ((2, 5, 6),)), Example({"output_size": 7}, ((1, 7, 7),)))
 
 
