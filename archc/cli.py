@@ -168,9 +168,17 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     report, graph = c.report, c.graph
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {graph.total_params:,} parameters)")
     click.echo(f"export ({report.exporter}): {report.seconds:.2f} s; total {time.perf_counter() - start:.2f} s")
-    batches = ", ".join(sorted({str(check["batch"]) for check in report.checks}))
+    batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
+    for axis, why in report.pinned.items():
+        click.echo(f"note: axis '{axis}' checked at {graph.sizes[axis]} only, the one size its bounds allow ({why})")
+
+
+def _checked_at(check: dict[str, Any]) -> str:
+    """'3' or '3 (seq 131)': a parity check's batch and symbolic-axis sizes."""
+    sizes = ", ".join(f"{k} {v}" for k, v in check["sizes"].items())
+    return f"{check['batch']}" + (f" ({sizes})" if sizes else "")
 
 
 @main.command()
