@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import archc.export.onnx as onnx_export
 import archc.train.loop as loop
 from archc.cli import main
-from archc.errors import ExportError
+from archc.errors import DataError, ExportError
 from archc.train import run
 
 
@@ -111,3 +111,21 @@ def test_export_refuses_what_is_not_a_run_or_a_checkpoint(tiny, tmp_path):
     result = cli("export", out)
     assert result.exit_code == 1 and "is in use" in result.output
     assert cli("export", out, "-o", tmp_path / "elsewhere.onnx").exit_code == 0
+
+
+def test_ids_beyond_the_table_an_input_feeds_are_a_data_error(tmp_path):
+    """No vocab declared: the table's rows bound the ids, checked against the data before any step."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ids.npz", x=rng.integers(0, 20, (120, 8)).astype(np.int64),
+             y=rng.integers(0, 3, 120).astype(np.int64))
+    spec = {"archc": 1, "model": {"name": "ids"}, "inputs": {"x": {"shape": [8], "dtype": "int64"}},
+            "task": {"kind": "classification"},
+            "layers": [{"op": "embedding", "num_embeddings": 10, "embedding_dim": 4}, {"op": "mean_pool"},
+                       {"op": "linear", "out_features": 3}],
+            "train": {"epochs": 1, "batch_size": 16},
+            "data": {"source": f"npz:{tmp_path / 'ids.npz'}", "val_fraction": 0.2, "test_fraction": 0.2}}
+    with pytest.raises(DataError) as info:
+        run(spec, out=tmp_path / "run", quiet=True)
+    assert str(info.value).startswith("data ") and "expected ids of input 'x' in 0..9 (its vocab, within the " \
+                                                  "tables it indexes), received 19" in str(info.value)
+    assert not (tmp_path / "run").exists()
