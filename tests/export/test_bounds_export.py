@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import onnxruntime as ort
+import pytest
 from click.testing import CliRunner
 
 from archc.cli import main
+from archc.errors import ArchcError
 from archc.export import export
 from archc.lower import lower
 from archc.pipeline import compile_spec
@@ -59,3 +61,27 @@ def test_build_at_max_len_by_the_command(tmp_path):
     result = CliRunner().invoke(main, ["build", str(spec), "-o", str(tmp_path / "one.onnx")])
     assert result.exit_code == 0, result.output
     assert "note: axis 'seq' checked at 1 only, the one size its bounds allow" in result.output
+
+
+CUTS = {"none": None, "[:-1]": {"op": "slice", "start": 0, "end": -1}, "[1:]": {"op": "slice", "start": 1},
+        "[0:3]": {"op": "slice", "start": 0, "end": 3}}
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+@pytest.mark.parametrize("max_len,seq", [(1, 1), (1, 2), (2, 2), (2, 3), (3, 3), (3, 4), (4, 4), (4, 6), (3, None)])
+def test_what_validates_exports(tmp_path, cut, max_len, seq):
+    """Over sizes at and around a position table's edge, with the sequence sliced first or not: a spec either
+    fails validate with an error located at a layer, or builds (export and parity) at sizes inside its bounds."""
+    layers = [{"id": "emb", "op": "embedding", "num_embeddings": 16, "embedding_dim": 4}]
+    layers += [CUTS[cut]] if CUTS[cut] else []
+    layers += [{"id": "pos", "op": "pos_embedding", "max_len": max_len}, {"op": "linear", "out_features": 2}]
+    spec = {"archc": 1, "model": {"name": "edge"}, "inputs": {"tokens": {"shape": ["seq"], "dtype": "int64"}},
+            "layers": layers} | ({"axes": {"seq": seq}} if seq else {})
+    try:
+        r = compile_spec(spec)
+    except ArchcError as e:
+        assert len(e.problems()) == 1 and e.problems()[0].where.startswith("layers[")  # one error, at a layer
+        assert "expected a sequence of at most" in str(e) or "expected axis 'seq" in str(e)
+        return
+    report = export(r, tmp_path / "edge.onnx", module=lower(r.graph))
+    assert report.max_abs_diff <= report.tolerance
