@@ -116,8 +116,11 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
                                                               "last" if checkpoint == "last" else weights.stem)
     if out.resolve().parent == run.root.resolve() and run.lock_path.exists():
         run.refuse_if_held(run.lock_pids())  # a run writing the folder will write model.onnx itself
+    import torch
+
     compiled = compile_spec(run.spec)
-    module = lower(compiled.graph, seed=0)
+    with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
+        module = lower(compiled.graph, seed=0)
     load_weights(weights, module)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
