@@ -22,7 +22,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
-from archc.graph.bounds import candidates, fits
+from archc.graph.bounds import candidates, fits, recorded
 from archc.graph.ir import Graph
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
@@ -65,6 +65,7 @@ def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, 
         "archc.task": json.dumps({"kind": spec.task.kind, "labels": spec.task.labels}),
         "archc.inputs": json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
         "archc.outputs": json.dumps(outputs),
+        "archc.bounds": json.dumps(recorded(graph)),  # sizes and ids `archc infer` checks inputs against
     }
     for key, value in (extra or {}).items():
         meta[f"archc.{key}"] = value if isinstance(value, str) else json.dumps(value)

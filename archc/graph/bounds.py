@@ -133,3 +133,28 @@ def _cut(axis: str) -> int:
     probe = 10**9
     size = size_of(axis, {base_axis(axis): probe})
     return probe - size if size is not None and size > probe - 10**6 else 0
+
+
+def interval(graph: Graph, base: str) -> tuple[int, int | None]:
+    """The sizes of symbol `base` its limits allow, as one range (limits on sliced names shifted by the cut):
+    what the ONNX records for `archc infer` to check inputs against."""
+    low, high = 1, None
+    for lim in graph.axis_limits.get(base, ()):
+        if "[" in lim.axis:
+            continue  # a negative-start slice: its length is not base minus a constant
+        cut = _cut(lim.axis)
+        low = max(low, lim.low + cut)
+        if isinstance(lim.high, int):
+            high = lim.high + cut if high is None else min(high, lim.high + cut)
+    return low, high
+
+
+def recorded(graph: Graph) -> dict:
+    """archc.bounds: each bounded symbol's range and the layers that set it, each int64 input's vocab."""
+    axes = {}
+    for base, limits in graph.axis_limits.items():
+        low, high = interval(graph, base)
+        if low > 1 or high is not None:
+            axes[base] = {"min": low, "max": high, "why": "; ".join(f"{lim.where}: {lim.why}" for lim in limits)}
+    vocab = {name: v for name, v in graph.vocab.items() if isinstance(v, int)}
+    return {"axes": axes, "vocab": vocab}
