@@ -24,7 +24,9 @@ def validate(tmp_path, spec: dict):
 
 
 def test_validate_locates_a_context_beyond_the_position_table(tmp_path):
-    assert validate(tmp_path, gpt(1024, 1024)).exit_code == 0
+    ok = validate(tmp_path, gpt(1024, 1024))
+    assert ok.exit_code == 0
+    assert ok.output.endswith("bounds: seq 1..1024 (layers[1] (pos): max_len = 1024, the position table's rows)\n")
     result = validate(tmp_path, gpt(1025, 1024))
     assert result.exit_code == 1
     assert result.output == (f"error: {tmp_path / 'gpt.json'}: layers[1] (pos): pos_embedding: expected axis 'seq' of "
