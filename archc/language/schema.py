@@ -35,6 +35,8 @@ def json_schema() -> dict[str, Any]:
     name_of = {m: refs[(m, "validation")]["$ref"].rsplit("/", 1)[1] for m in models}
     for cls in ops:
         _allow_refs(defs[name_of[cls]]["properties"])
+    use_props = defs[name_of[Use]]["properties"]  # `repeat = "$layers"`: expand substitutes it like an attribute
+    use_props["repeat"] = _ref_or(use_props["repeat"])
     defs["Layer"] = _layer(name_of[Use], {cls.name(): name_of[cls] for cls in ops})
     defs["ParamRef"] = PARAM_REF
     layers_item = {"$ref": "#/$defs/Layer"}

@@ -35,7 +35,10 @@ def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data
     objective = objective_for(setup.spec, setup.graph)
     data = load_data(setup, objective, device)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
-    return Learner.build(setup, objective, device, steps, dist.rank), data
+    learner = Learner.build(setup, objective, device, steps, dist.rank)
+    if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
+        setup.init.load(learner.model)
+    return learner, data
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
@@ -48,7 +51,15 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
             f"data {data.name}: {data.sizes()}{norm}",
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
-            f"writing {setup.run_dir.root}"]
+            f"writing {setup.run_dir.root}"] + init_line(setup)
+
+
+def init_line(setup: Setup) -> list[str]:
+    """The checkpoint a run starts from (`--init`), when it has one."""
+    init = setup.init
+    if init is None:
+        return []
+    return [f"starting from {init.path}" + (f" through {init.map_path}" if init.map_path else "")]
 
 
 # --- training ---------------------------------------------------------------------------------------------------
@@ -137,7 +148,9 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer).
     Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint."""
-    extra: dict[str, Any] = {"preprocess": data.preprocess} if data.preprocess else {}
+    extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
+    if data.preprocess:
+        extra["preprocess"] = data.preprocess
     return extra | objective.metadata()
 
 
@@ -152,11 +165,12 @@ def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, 
     return summary | data_metadata(learner.objective, data)
 
 
-def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float) -> RunResult:
+def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
+              labels: list[str] | None = None) -> RunResult:
     best_row = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     return RunResult(str(run_dir.root), metric, state.epoch, state.best_epoch, best_row,
                      state.history[-1] if state.history else {}, test, state.stopped_early, round(seconds, 3),
-                     run_dir.paths())
+                     run_dir.paths(), labels)
 
 
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
@@ -166,7 +180,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.final(state.history)
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
-    result = result_of(run_dir, m, state, test, seconds)
+    result = result_of(run_dir, m, state, test, seconds, data.labels)
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
