@@ -236,7 +236,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
-    from archc.tasks.base import check_mode
+    from archc.tasks.base import check_mode, for_model
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
         raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
@@ -260,7 +260,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     recs = records(m, outputs)
     metrics = score(m, outputs, labelled.y) if labelled else {}
     if output is not None:
-        write_outputs(output, outputs, recs)
+        write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
     if as_json:
         click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
         return

@@ -190,6 +190,17 @@ class Task:
         """One dict per example: raw values by output name by default."""
         return value_records(outputs)
 
+    @classmethod
+    def cells(cls, model: "Model", outputs: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]] | None:
+        """The `archc infer` table as (header, rows of cell text) when the kind lays it out itself (embedding: one
+        row per vector); None: from the records and `columns`."""
+        return None
+
+    @classmethod
+    def main_output(cls, model: "Model") -> str | None:
+        """The output `infer -o FILE.npy` writes (a .npy holds one array); None: the first."""
+        return None
+
     # ---- train (torch): the objective ---------------------------------------------------------------------
     def __init__(self, spec: SpecLike, graph: "Graph") -> None:
         out_name = task_output(graph, spec)
