@@ -198,8 +198,8 @@ class Task:
 
     @classmethod
     def main_output(cls, model: "Model") -> str | None:
-        """The output `infer -o FILE.npy` writes (a .npy holds one array); None: the first."""
-        return None
+        """The output `infer -o FILE.npy` writes (a .npy holds one array): the one the task reads."""
+        return recorded_output(model)
 
     # ---- train (torch): the objective ---------------------------------------------------------------------
     def __init__(self, spec: SpecLike, graph: "Graph") -> None:
@@ -332,6 +332,13 @@ def check_mode(model: "Model", flag: str) -> None:
     supported = "; ".join(MODE_DOCS[m] for m in cls.modes)
     raise InputError(f"{flag}: expected a {' or a '.join(nouns) or 'model that supports it'}, received a "
                      f"{cls.kind} model, which supports {supported}", where=model.path or "model")
+
+
+def recorded_output(model: "Model") -> str | None:
+    """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
+    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    name = ((spec.get("task") if isinstance(spec, dict) else None) or {}).get("output")
+    return name if name in model.outputs else next(iter(model.outputs), None)
 
 
 def data_settings(model: "Model") -> dict[str, Any]:

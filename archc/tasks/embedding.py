@@ -8,10 +8,10 @@ needs no training: `archc build SPEC --weights FILE.safetensors` exports it as i
 from __future__ import annotations
 
 import io
-import json
+
 from archc.errors import DataError, InputError, SpecError
 from archc.ops.base import TensorType
-from archc.tasks.base import Example, F, SpecLike, Task, np, register
+from archc.tasks.base import Example, F, SpecLike, Task, np, recorded_output, register
 from archc.labels import TARGETS
 
 EPS = 1e-8  # the norm under which a vector counts as zero in the cosine (torch's F.cosine_similarity default)
@@ -33,16 +33,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=-1) / norms
 
 
-def task_output_name(model) -> str | None:
-    """The output the task reads in an exported model: the spec's [task] output, else the first output."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
-    name = (spec.get("task") or {}).get("output")
-    return name if name in model.outputs else next(iter(model.outputs), None)
-
-
 def _vector_outputs(model, outputs: dict[str, np.ndarray]) -> list[str]:
     """The outputs holding vectors (by their recorded kind, else their shape), the task's first."""
-    first = task_output_name(model)
+    first = recorded_output(model)
     names = [n for n in outputs if _kind(model, n, outputs[n]) is not None]
     return sorted(names, key=lambda n: n != first)
 
@@ -104,7 +97,7 @@ class Embedding(Task):
     @classmethod
     def score(cls, model, outputs, y) -> dict[str, float]:
         """The task output against the target vectors: mean cosine similarity, MSE and MAE."""
-        name = task_output_name(model)
+        name = recorded_output(model)
         pred = np.asarray(outputs[name], dtype=np.float64)
         target = np.asarray(y, dtype=np.float64)
         if target.size != pred.size:
@@ -124,11 +117,6 @@ class Embedding(Task):
         tokens = any(a.ndim == 3 for a in arrays.values())
         rows = [_row(i, name, arrays[name][i], tokens) for i in range(len(arrays[names[0]])) for name in names]
         return ["#", "output", *(["tokens"] if tokens else []), "dim", "norm", "values"], rows
-
-    @classmethod
-    def main_output(cls, model) -> str | None:
-        """`-o FILE.npy` holds the task output's vectors."""
-        return task_output_name(model)
 
     @classmethod
     def example(cls) -> Example:

@@ -257,3 +257,17 @@ def test_per_token_training_reaches_its_targets_and_refuses_wrong_ones(tmp_path)
     np.savez(tmp_path / "s.npz", x=x, y=table[x[:, :5]].reshape(64, -1))     # 5 tokens' vectors for 6 tokens
     with pytest.raises(DataError, match=r"expected target vectors of 48 float values per example"):
         train.run(spec | {"data": {"source": f"npz:{tmp_path / 's.npz'}"}}, out=tmp_path / "run3", quiet=True)
+
+
+def test_npy_holds_the_task_output_of_any_kind(tmp_path):
+    """A .npy holds one array: it was the first output even when [task] output names another (a classifier's
+    logits after an auxiliary output); now the output the task reads, for every kind."""
+    spec = {"archc": 1, "model": {"name": "two"}, "inputs": {"x": {"shape": [4]}}, "outputs": ["aux", "logits"],
+            "task": {"kind": "classification", "output": "logits"},
+            "layers": [{"id": "aux", "op": "linear", "out_features": 3},
+                       {"id": "logits", "op": "linear", "out_features": 2, "from": "x"}]}
+    assert cli("build", write(tmp_path, spec), "-o", tmp_path / "two.onnx").exit_code == 0
+    np.save(tmp_path / "x.npy", np.ones((5, 4), np.float32))
+    r = cli("infer", tmp_path / "two.onnx", "--input", tmp_path / "x.npy", "-o", tmp_path / "out.npy")
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "out.npy").shape == (5, 2)
