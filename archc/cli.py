@@ -142,6 +142,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
     """Check SPEC and print its node table (shapes, parameters, FLOPs). Never imports torch."""
     from archc.pipeline import compile_spec
     from archc.summary import as_json as summary_json, as_text
+    from archc.tasks import task_class
 
     result = compile_spec(spec, stop_after=stop_after)
     if "infer" not in result.passes:
@@ -152,6 +153,9 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
+        line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
+        if line:
+            click.echo(line)
 
 
 @main.command()

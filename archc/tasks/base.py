@@ -112,6 +112,11 @@ class Task:
         cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
 
     @classmethod
+    def describe(cls, graph: "Graph", spec: SpecLike) -> str:
+        """A line `archc validate` prints under its table: what the kind makes of the spec (none by default)."""
+        return ""
+
+    @classmethod
     def check_inputs(cls, graph: "Graph", spec: SpecLike) -> None:
         """The inputs this kind needs (by default: none beyond what training checks)."""
 

@@ -11,7 +11,7 @@ import io
 
 from archc.errors import DataError, InputError, SpecError
 from archc.ops.base import TensorType
-from archc.tasks.base import Example, F, SpecLike, Task, np, recorded_output, register
+from archc.tasks.base import Example, F, SpecLike, Task, np, recorded_output, register, task_output
 from archc.labels import TARGETS
 
 EPS = 1e-8  # the norm under which a vector counts as zero in the cosine (torch's F.cosine_similarity default)
@@ -85,6 +85,18 @@ class Embedding(Task):
         if spec.task.labels is not None:
             raise SpecError(f"expected no labels for embedding (the output '{name}' holds vectors, not scores), "
                             f"received {len(spec.task.labels)}", where="task.labels")
+
+    @classmethod
+    def describe(cls, graph, spec: SpecLike) -> str:
+        """Which output holds the vectors, and what `archc train` does with them."""
+        name = task_output(graph, spec)
+        out = graph.type_of(graph.outputs[name])
+        others = [f"'{o}' {graph.type_of(n).show()}" for o, n in graph.outputs.items()
+                  if o != name and is_vectors(graph.type_of(n))]
+        target = f"[N, {out.shape[-1]}]" if out.rank == 2 else f"[N, {out.shape[1]} * {out.shape[-1]}]"
+        also = f" (also {', '.join(others)})" if others else ""
+        return (f"task: embedding of '{name}' {out.show()}{also}; train: {spec.train.loss or cls.losses[0]} to "
+                f"target vectors (npz: y {target}); pretrained: archc build --weights FILE.safetensors")
 
     # ---- export ----
     @classmethod

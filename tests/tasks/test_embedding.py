@@ -74,9 +74,14 @@ def test_validate_refuses_labels_and_a_loss_of_another_kind(tmp_path):
 
 
 def test_bert_zoo_spec_is_an_embedding_model_of_its_pooled_output():
+    """validate says which output holds the vectors and what training would mean."""
     raw = tomllib.loads((ZOO / "bert.toml").read_text())
     assert raw["task"] == {"kind": "embedding", "output": "pooled"}
-    assert cli("validate", ZOO / "bert.toml").exit_code == 0
+    r = cli("validate", ZOO / "bert.toml")
+    assert r.exit_code == 0
+    assert r.output.splitlines()[-1] == ("task: embedding of 'pooled' [batch, 768] (also 'hidden' [batch, seq, 768]); "
+                                         "train: cosine to target vectors (npz: y [N, 768]); pretrained: archc build "
+                                         "--weights FILE.safetensors")
 
 
 # ---- infer against torch's module ----------------------------------------------------------------------------
