@@ -53,18 +53,21 @@ def output_kind(graph: Graph, name: str, spec: Spec) -> str:
 
 
 def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The archc.* metadata `archc infer` reads (values are JSON strings)."""
+    """The archc.* metadata `archc infer` reads (values are JSON strings). `extra` entries become archc.<key>;
+    its "labels" (the class names training took from the data) replace the spec's in archc.task."""
+    extra = dict(extra or {})
+    labels = extra.pop("labels", None) or spec.task.labels
     outputs = {name: {"shape": list(graph.type_of(nid).shape), "dtype": graph.type_of(nid).dtype,
                       "kind": output_kind(graph, name, spec)} for name, nid in graph.outputs.items()}
     meta = {
         "archc.version": __version__,
         "archc.spec": json.dumps(raw, sort_keys=True),
         "archc.spec_sha256": sha256,
-        "archc.task": json.dumps({"kind": spec.task.kind, "labels": spec.task.labels}),
+        "archc.task": json.dumps({"kind": spec.task.kind, "labels": labels}),
         "archc.inputs": json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
         "archc.outputs": json.dumps(outputs),
     }
-    for key, value in (extra or {}).items():
+    for key, value in extra.items():
         meta[f"archc.{key}"] = value if isinstance(value, str) else json.dumps(value)
     return meta
 

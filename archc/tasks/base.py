@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -145,6 +146,10 @@ class Task:
     def check_labels(cls, name: str, out: TensorType, spec: SpecLike) -> None:
         """[task] labels name the output's last axis, one per score."""
         labels = spec.task.labels
+        twice = sorted(label for label, n in Counter(labels or []).items() if n > 1)
+        if twice:  # each label names one output position: training and scoring match data classes by name
+            raise SpecError(f"expected distinct labels, received {', '.join(map(repr, twice))} more than once",
+                            where="task.labels")
         if labels is not None and out.shape[-1] != len(labels):
             raise ShapeError(f"expected output '{name}' to have {len(labels)} classes (one per label), "
                              f"received {out.show()}", where="task.labels")
@@ -168,11 +173,16 @@ class Task:
             raise InputError(f"expected a single-input model to read a data source, received inputs "
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
         ds = load(source, task=cls.data_task, **data_settings(model), **cls.load_options(model))
-        part = getattr(ds, split)
+        part = getattr(cls.match_classes(model, ds, source), split)
         if len(part) == 0:
             raise InputError(f"expected examples in the {split} split of {source}, received none")
         (name,) = model.inputs
         return Labelled({name: part.x}, part.y, f"{source}, {split} split, {len(part)} examples")
+
+    @classmethod
+    def match_classes(cls, model: "Model", ds: "Dataset", source: str) -> "Dataset":
+        """The data with its labels in the model's output order (classes by name); as loaded by default."""
+        return ds
 
     @classmethod
     def load_options(cls, model: "Model") -> dict[str, Any]:
@@ -215,6 +225,7 @@ class Task:
         self.out_kind = graph.score_kind(graph.outputs[out_name])
         self.loss_name = spec.train.loss or self.losses[0]
         self.label_smoothing = spec.train.label_smoothing
+        self.spec_labels: list[str] | None = spec.task.labels
         # the spec input the data's examples feed (checked against the data's shape and dtype); None for task
         # kinds that check and feed several inputs themselves (graphs)
         self.data_input: str | None = next(iter(graph.inputs))
@@ -222,6 +233,11 @@ class Task:
     def select(self, outputs: Any) -> Any:
         """The output the task reads, from the module's tensor or tuple."""
         return outputs if isinstance(outputs, torch.Tensor) else outputs[self.output_index]
+
+    def align(self, dataset: "Dataset") -> "Dataset":
+        """The data with its labels in the output's order and `classes` the model's labels (DataError when they
+        cannot agree); as loaded by default."""
+        return dataset
 
     def check(self, dataset: "Dataset") -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""

@@ -38,6 +38,10 @@ def load_checked(setup: Setup, objective: Task) -> Dataset:
         if got != expected.dtype:
             raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",
                             where=f"data {dataset.name}")
+    try:  # class ids in the output's order, classes the model's labels
+        dataset = objective.align(dataset)
+    except DataError as e:
+        raise e.located(setup.file) from None  # it may point at the spec's task.labels
     objective.check(dataset)
     if len(dataset.val) == 0:
         raise DataError("expected a validation split (it picks the best checkpoint), received none",
@@ -76,6 +80,7 @@ class Data:
     name: str
     splits: dict[str, Examples[Any]]
     preprocess: dict | None
+    labels: list[str] | None = None  # the model's class names in output order (data's or [task] labels)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
@@ -89,4 +94,8 @@ def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None
     if preprocess:
         dataset = normalized(dataset, preprocess[setup.input_name])
-    return Data(dataset.name, objective.splits(dataset, device), preprocess)
+    # Kinds whose output holds one score per class take the (aligned) data's names; others (diffusion reads labelled
+    # images and ignores the labels) keep the spec's.
+    named = objective.scores and dataset.classes is not None
+    labels = dataset.classes if named else setup.spec.task.labels
+    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels)

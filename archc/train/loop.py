@@ -148,17 +148,19 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
 def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> dict[str, Any]:
     """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
     extra: dict[str, Any] = {"training": {"best_epoch": state.best_epoch, "epochs_run": state.epoch, "test": test,
-                                          "data": setup.spec.data.source}}  # type: ignore[union-attr]
+                                          "data": setup.spec.data.source},  # type: ignore[union-attr]
+                             "labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
     return extra | learner.objective.metadata()  # e.g. a language model's tokenizer
 
 
-def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float) -> RunResult:
+def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
+              labels: list[str] | None = None) -> RunResult:
     best_row = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     return RunResult(str(run_dir.root), metric, state.epoch, state.best_epoch, best_row,
                      state.history[-1] if state.history else {}, test, state.stopped_early, round(seconds, 3),
-                     run_dir.paths())
+                     run_dir.paths(), labels)
 
 
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
@@ -168,7 +170,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.final(state.history)
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
-    result = result_of(run_dir, m, state, test, seconds)
+    result = result_of(run_dir, m, state, test, seconds, data.labels)
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "

@@ -61,6 +61,7 @@ class RunResult:
     stopped_early: bool
     seconds: float
     paths: dict[str, str] = field(default_factory=dict)
+    labels: list[str] | None = None               # the model's class names in output order (as in model.onnx)
 
     def to_json(self) -> str:
         return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null
