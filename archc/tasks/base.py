@@ -357,9 +357,13 @@ def check_mode(model: "Model", flag: str) -> None:
 
 def recorded_output(model: "Model") -> str | None:
     """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
-    name = ((spec.get("task") if isinstance(spec, dict) else None) or {}).get("output")
-    return name if name in model.outputs else next(iter(model.outputs), None)
+    try:  # a foreign or hand-edited model: its outputs still run, in their own order
+        spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    except (ValueError, RecursionError):
+        spec = {}
+    task = spec.get("task") if isinstance(spec, dict) else None
+    name = task.get("output") if isinstance(task, dict) else None
+    return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
 def data_settings(model: "Model") -> dict[str, Any]:

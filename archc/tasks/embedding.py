@@ -121,7 +121,8 @@ class Embedding(Task):
 
     @classmethod
     def cells(cls, model, outputs) -> tuple[list[str], list[list[str]]] | None:
-        """The table: per example and output of vectors, its shape, L2 norm and first values."""
+        """The table: per example and output of vectors, the task's first, its tokens (per-token outputs), dim,
+        L2 norm and first values."""
         names = _vector_outputs(model, outputs)
         if not names:
             return None

@@ -276,3 +276,16 @@ def test_npy_holds_the_task_output_of_any_kind(tmp_path):
     r = cli("infer", tmp_path / "two.onnx", "--input", tmp_path / "x.npy", "-o", tmp_path / "out.npy")
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "out.npy").shape == (5, 2)
+
+
+def test_recorded_output_of_a_model_with_odd_metadata_is_its_first():
+    """A model whose archc.spec is not JSON, or names no (or an unknown) output, writes its first output."""
+    from types import SimpleNamespace
+
+    from archc.tasks.base import recorded_output
+
+    outputs = {"a": None, "b": None}
+    for spec in ("{", "[]", '{"task": 3}', '{"task": {"output": ["b"]}}', '{"task": {"output": "zz"}}'):
+        assert recorded_output(SimpleNamespace(metadata={"archc.spec": spec}, outputs=outputs)) == "a", spec
+    named = SimpleNamespace(metadata={"archc.spec": '{"task": {"output": "b"}}'}, outputs=outputs)
+    assert recorded_output(named) == "b"
