@@ -48,17 +48,16 @@ def test_validate_accepts_pooled_and_per_token_vectors(tmp_path):
 
 
 @pytest.mark.parametrize("output, change, message", [
-    ("tokens", None,  # token ids passed through
-     "task.kind: embedding expects the output 'tokens' shaped [batch, dim] (pooled vectors) or [batch, seq, dim] (one "
-     "vector per token), float32 with a fixed dim, received int64 [batch, seq]"),
-    ("one", {"id": "one", "op": "select", "index": 0, "dim": 2},  # the first feature of each token
+    ("cube", {"id": "cube", "op": "reshape", "shape": [2, 2, 2], "from": "pooled"},  # rank 4
+     "task.kind: embedding expects the output 'cube' shaped [batch, dim] (pooled vectors) or [batch, seq, dim] (one "
+     "vector per token), float32 with a fixed dim, received float32 [batch, 2, 2, 2]"),
+    ("one", {"id": "one", "op": "select", "index": 0, "dim": 2, "from": "hidden"},  # each token's first feature
      "embedding expects the output 'one' shaped [batch, dim] (pooled vectors) or [batch, seq, dim] (one vector per "
      "token), float32 with a fixed dim, received float32 [batch, seq]"),
 ])
 def test_validate_refuses_an_output_that_is_not_vectors(tmp_path, output, change, message):
     spec = encoder(output=output)
-    if change is not None:
-        spec["layers"].append(change | {"from": "hidden"})
+    spec["layers"].append(change)
     spec["outputs"].append(output)
     r = cli("validate", write(tmp_path, spec))
     assert r.exit_code == 1 and message in r.output, r.output
