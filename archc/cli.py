@@ -142,6 +142,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
     """Check SPEC and print its node table (shapes, parameters, FLOPs). Never imports torch."""
     from archc.pipeline import compile_spec
     from archc.summary import as_json as summary_json, as_text
+    from archc.tasks import task_class
 
     result = compile_spec(spec, stop_after=stop_after)
     if "infer" not in result.passes:
@@ -152,6 +153,9 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
+        line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
+        if line:
+            click.echo(line)
 
 
 @main.command()
@@ -252,7 +256,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
-    from archc.tasks.base import check_mode
+    from archc.tasks.base import check_mode, for_model
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
         raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
@@ -276,7 +280,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     recs = records(m, outputs)
     metrics = score(m, outputs, labelled.y) if labelled else {}
     if output is not None:
-        write_outputs(output, outputs, recs)
+        write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
     if as_json:
         click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
         return
