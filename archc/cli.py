@@ -210,6 +210,10 @@ def _print_export(report: Any, start: float) -> None:
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
+    from archc.export.kvcache import describe
+
+    if describe(getattr(report, "kvcache", None)):
+        click.echo(describe(report.kvcache))
 
 
 def _checked_at(check: dict[str, Any]) -> str:
@@ -229,6 +233,9 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="With --prompt: sampling temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="With --prompt: sample among the k likeliest.")
+@click.option("--no-cache", is_flag=True,
+              help="With --prompt: recompute the whole window per token even when MODEL.kv.onnx (the KV cache) "
+                   "is beside the model.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="With --prompt or --num-samples: sampling seed.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None,
@@ -249,7 +256,7 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
-          top_k: int | None, seed: int, num_samples: int | None, steps: int | None, sampler: str,
+          top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
           output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
     or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model.
@@ -271,7 +278,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         _sample(m, num_samples, steps, sampler, seed, output, batch_size, as_json)
         return
     if prompt is not None:
-        _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json)
+        _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
     _refuse_unknown_scheme(str(input_path))
     labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
@@ -313,19 +320,22 @@ def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int
 
 
 def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int,
-              as_json: bool) -> None:
+              as_json: bool, cache: bool = True) -> None:
     """`infer --prompt`: the prompt and its continuation on stdout, the speed on stderr (or all as JSON)."""
     from archc.runtime import generate
 
-    r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                 cache=cache)
     if as_json:
         click.echo(strict_json.dumps({"prompt": prompt, "text": r.text, "tokens": r.tokens,
                                       "new_tokens": r.new_tokens, "seconds": r.seconds,
-                                      "tokens_per_second": r.tokens_per_second}, indent=2))
+                                      "tokens_per_second": r.tokens_per_second, "kv_cache": r.cached}, indent=2))
         return
     click.echo(prompt + r.text)
-    click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, full "
-               f"recompute per token, no KV cache) on {', '.join(m.providers)}", err=True)
+    how = ("KV cache" if r.cached else "full recompute per token, no KV cache"
+           + (f": {r.note}" if r.note else " (--no-cache)" if not cache else ""))
+    click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, {how}) "
+               f"on {', '.join(m.providers)}", err=True)
 
 
 @main.command("export")

@@ -105,9 +105,11 @@ def lower(c: Compiled) -> None:
 def export(c: Compiled) -> None:
     """Module -> a parity-checked ONNX file at options.output (default <model name>.onnx) (imports torch)."""
     from archc.export import export as export_onnx
+    from archc.export.kvcache import add_cache
 
     out = c.options.output or Path(f"{c.graph.name}.onnx")  # type: ignore[union-attr]
     c.report = export_onnx(c, out, exporter=c.options.exporter, extra_metadata=c.options.metadata or None)
+    add_cache(c.report, c, c.module)  # language models: model.kv.onnx beside it
 
 
 PASSES: list[tuple[str, Pass]] = [("load", load), ("check", check), ("expand", expand), ("infer", infer)]

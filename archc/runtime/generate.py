@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from archc.errors import InputError, ModelError
+from archc.runtime.kvcache import CachedLM
 from archc.runtime.session import Model, TensorSig, format_shape
 
 DEFAULT_CONTEXT = 256
@@ -25,6 +26,8 @@ class GenerationResult:
     new_tokens: int
     seconds: float
     tokens_per_second: float
+    cached: bool = False  # the KV-cache file ran the steps
+    note: str = ""        # why the cache was not used (recompute), when it was asked for
 
 
 @dataclass(frozen=True)
@@ -127,13 +130,16 @@ def next_token(logits: np.ndarray, temperature: float, top_k: int | None, rng: n
 
 
 def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = 0) -> GenerationResult:
+             top_k: int | None = None, seed: int | None = 0, cache: bool = True) -> GenerationResult:
     """Continue `prompt` with a byte-level decoder-only LM, one token per model run.
 
-    The prompt is encoded as UTF-8 bytes (an empty prompt starts from a newline byte). Each step runs the
-    model on the last `context` tokens (recomputed from scratch every step: no KV cache, so a step costs a
-    full forward pass over the window), takes the last position's logits, applies temperature (0 = greedy
-    argmax) and top-k, and samples with `np.random.default_rng(seed)`. Only bytes 0..255 are sampled.
+    The prompt is encoded as UTF-8 bytes (an empty prompt starts from a newline byte). Each step reads the
+    logits of the last position of the last `context` tokens, applies temperature (0 = greedy argmax) and
+    top-k, and samples with `np.random.default_rng(seed)`. Only bytes 0..255 are sampled.
+    With `cache` and a KV-cache file beside the model (archc.runtime.kvcache), the window is prefilled once
+    and each step then feeds one token with the past keys/values; once the window is full it slides, and
+    positions shift, so each later step prefills the last `context` tokens again (what recompute does).
+    Without (or `cache=False`) each step runs the model on the whole window, recomputed from scratch.
     The result holds the continuation alone (decoded with errors="replace") and the measured tokens/s.
     """
     _check_args(max_new_tokens, temperature, top_k)
@@ -146,6 +152,10 @@ def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: 
                          f"received byte {max(tokens)}", where=model.path or "model")
     dtype = np.dtype(model.inputs[lm.input].dtype)
     rng = np.random.default_rng(seed)
+    kv, note = CachedLM.open(model) if cache and not lm.fixed_length else (None, "" if not cache else
+                                                                           "the model's seq axis is fixed")
+    if kv is not None:
+        return _generate_cached(kv, lm, tokens, int(max_new_tokens), float(temperature), top_k, rng)
     new: list[int] = []
     start = time.perf_counter()
     for _ in range(int(max_new_tokens)):
@@ -163,7 +173,30 @@ def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: 
         tok = next_token(logits[0, last, :BYTE_VOCAB], float(temperature), top_k, rng)
         tokens.append(tok)
         new.append(tok)
-    seconds = time.perf_counter() - start
+    return _result(new, time.perf_counter() - start, cached=False, note=note)
+
+
+def _result(new: list[int], seconds: float, cached: bool, note: str = "") -> GenerationResult:
     text = bytes(new).decode("utf-8", errors="replace")
     rate = len(new) / seconds if seconds > 0 else 0.0
-    return GenerationResult(text, new, len(new), seconds, rate)
+    return GenerationResult(text, new, len(new), seconds, rate, cached, note)
+
+
+def _generate_cached(kv: CachedLM, lm: LMSignature, tokens: list[int], max_new_tokens: int, temperature: float,
+                     top_k: int | None, rng: np.random.Generator) -> GenerationResult:
+    """generate() with the KV cache: the same windows (and so the same tokens) as the recompute loop."""
+    window = min(lm.context, kv.max_positions or lm.context)
+    new: list[int] = []
+    past: list[np.ndarray] | None = None
+    start = time.perf_counter()
+    for _ in range(max_new_tokens):
+        cached = 0 if past is None else past[0].shape[2]
+        if past is not None and cached + 1 <= window:
+            feed, state = tokens[-1:], past                        # decode: the one new token at position `cached`
+        else:
+            feed, state = tokens[-window:], kv.empty(1)            # prefill, or the window slid: positions shift
+        logits, past = kv.run(np.asarray([feed], dtype=np.int64), state)
+        tok = next_token(logits[0, -1, :BYTE_VOCAB], temperature, top_k, rng)
+        tokens.append(tok)
+        new.append(tok)
+    return _result(new, time.perf_counter() - start, cached=True)

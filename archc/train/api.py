@@ -110,6 +110,7 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
     best, else RUN_DIR/model-<last or the file's stem>.onnx. Returns the ExportReport."""
     from archc.export import export
+    from archc.export.kvcache import add_cache
     from archc.lower import lower
     from archc.pipeline import compile_spec
     from archc.train.checkpoint import load_weights
@@ -135,7 +136,8 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     load_weights(weights, module)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
-    return export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run))
+    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run))
+    return add_cache(report, compiled, module)
 
 
 def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import archc.train.checkpoint as ckpt
+from archc.export.kvcache import describe
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
@@ -140,9 +141,10 @@ def evaluate_test(learner: Learner, test: Examples[Any], best: Path) -> dict[str
 def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[str, Any]) -> Any:
     """model.onnx from the model on the CPU in float32, checked against torch; its report (path, parity)."""
     from archc.export import export
+    from archc.export.kvcache import add_cache
 
     cpu = model.to("cpu").float()
-    return export(setup.compiled, path, module=cpu, extra_metadata=extra)
+    return add_cache(export(setup.compiled, path, module=cpu, extra_metadata=extra), setup.compiled, cpu)
 
 
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
@@ -186,6 +188,8 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
               f"{state.best_epoch})" if test else "no test split to score")
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
+    if describe(report.kvcache):
+        progress.report.note(describe(report.kvcache))
     return result
 
 

@@ -1,0 +1,341 @@
+"""KV-cache export of a decoder-only language model: a second ONNX file, `<stem>.kv.onnx`, beside the model.
+
+One graph serves prefill and decode. Inputs: the tokens [batch, new] (the spec's input name) and, for each
+attention layer i in graph order, `past.<i>.key` / `past.<i>.value` [batch, kv_heads, past, head_dim]; outputs:
+the logits [batch, new, vocab] (the spec's output name) and `present.<i>.key` / `present.<i>.value`
+[batch, kv_heads, past + new, head_dim] (keys after RoPE, before grouped-query sharing). Prefill feeds a past of
+length 0; each decode step feeds the previous step's presents. The new tokens sit at positions past..past+new-1:
+a learned position table is read from row `past` on (so past + new <= its max_len), RoPE and sinusoidal
+positions are offset alike, and query i attends to keys 0..past+i.
+
+Only specs whose every layer treats positions independently, apart from causal self-attention, can be cached
+(embedding, linear, norms, add/mul, activations, position encodings, tied output). Anything else (a
+non-causal or cross or padded attention, a conv/pool/recurrence over the sequence, several inputs or outputs)
+is refused with its spec location; `archc infer --prompt` then recomputes the window per token.
+The file is parity-checked step by step (prefill + single-token decodes + a multi-token chunk) against the
+torch module's full recompute at every position before it is renamed into place.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archc.errors import ExportError
+from archc.graph.ir import Graph, Node
+from archc.runtime.kvcache import META_KEY, cache_path, file_sha256
+
+OPSET = 18
+ATOL, RTOL = 1e-4, 1e-4  # as the plain export's parity check: |onnx - torch| <= ATOL + RTOL * max|torch|
+# ops that compute each position from that position alone (their torch modules are called unchanged)
+POSITIONWISE = {"embedding", "linear", "gated_mlp", "layernorm", "rmsnorm", "dropout", "add", "mul", "tied_linear",
+                "relu", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "identity", "clamp", "relu6", "hardtanh",
+                "hardsigmoid", "hardswish"}
+AXIS_OPS = {"softmax", "log_softmax"}  # position-wise only along the feature axis
+POSITIONS = {"pos_embedding", "sinusoidal_pos"}  # offset by the past length
+
+
+@dataclass
+class Refusal:
+    """Why a spec cannot be cached: where (spec location) and what."""
+
+    where: str
+    why: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.why}" if self.where else self.why
+
+
+def refusal(graph: Graph, task_kind: str) -> Refusal | None:
+    """None when the graph is a cacheable decoder-only LM, else the first reason it is not."""
+    if task_kind != "language_model":
+        return Refusal("task", f"expected task kind 'language_model', received {task_kind!r}")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return Refusal("inputs", f"expected one token input and one logits output, received {len(graph.inputs)} "
+                                 f"input(s) and {len(graph.outputs)} output(s)")
+    name, t = next(iter(graph.inputs.items()))
+    if t.dtype != "int64" or len(t.features) != 1 or not isinstance(t.features[0], str):
+        return Refusal(f"inputs.{name}", f"expected int64 tokens [seq] with a symbolic seq axis, received "
+                                         f"{t.dtype} {list(t.features)}")
+    layers = 0
+    for node in graph.nodes:
+        why = _node_refusal(node)
+        if why:
+            return Refusal(node.where, why)
+        layers += node.op.name() == "attention"
+    if not layers:
+        return Refusal("layers", "expected at least one causal self-attention layer, received none")
+    return None
+
+
+def _node_refusal(node: Node) -> str:
+    """Why this node mixes positions in a way a cache cannot follow ('' when it does not)."""
+    op = node.op.name()
+    for o in (node.op, node.act):
+        if o is not None and o.name() in AXIS_OPS and getattr(o, "dim", -1) != -1:
+            return f"{o.name()} over axis {o.dim} mixes positions; a KV cache needs it on the last axis"
+    if op == "attention":
+        a = node.op
+        if not a.causal:
+            return "attention is not causal (causal = false): every position reads later ones, so no KV cache"
+        if len(node.inputs) > 1:
+            return "attention reads a memory or pad tokens (cross or padded attention): no KV cache"
+        return ""
+    if op in POSITIONWISE or op in POSITIONS or op in AXIS_OPS:
+        return ""
+    return f"op '{op}' is not known to treat positions independently: no KV cache (generation recomputes)"
+
+
+def attention_nodes(graph: Graph) -> list[Node]:
+    return [n for n in graph.nodes if n.op.name() == "attention"]
+
+
+def cached_decoder(module: Any, graph: Graph) -> Any:
+    """A torch module (tokens, *past) -> (logits, *present) running `module`'s submodules with a KV cache."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from archc.lower.names import act_path, module_path
+
+    class CachedDecoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module  # registered: parameters shared, not copied
+            self.steps = [(n, module.get_submodule(module_path(n.id)),
+                           module.get_submodule(act_path(n.id, n.act.name())) if n.act is not None else None)
+                          for n in graph.nodes]
+
+        def forward(self, tokens: torch.Tensor, *past: torch.Tensor):  # past: k0, v0, k1, v1, ...
+            offset = past[0].shape[2]
+            env: dict[str, torch.Tensor] = {next(iter(graph.inputs)): tokens}
+            present: list[torch.Tensor] = []
+            for node, mod, act in self.steps:
+                args = [env[i] for i in node.inputs]
+                op = node.op.name()
+                if op == "attention":
+                    i = len(present)
+                    y, k, v = _attend(mod, args[0], past[i], past[i + 1], offset)
+                    present += [k, v]
+                elif op == "pos_embedding":
+                    x = args[0]
+                    y = x + mod.weight[offset: offset + x.shape[1]]               # rows past..past+new-1
+                elif op == "sinusoidal_pos":
+                    x = args[0]
+                    pos = (torch.arange(x.shape[1], device=x.device) + offset).to(mod.inv_freq.dtype)
+                    a = pos[:, None] * mod.inv_freq[None, :]
+                    y = x + torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : mod.dim].to(x.dtype)
+                else:
+                    y = mod(*args)
+                env[node.id] = act(y) if act is not None else y
+            return (env[next(iter(graph.outputs.values()))], *present)
+
+    def _attend(a: Any, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, offset: Any):
+        """archc.nn.attention.Attention's self-attention with past keys/values: (y, present k, present v)."""
+        if a.split is not None:
+            q, k, v = a.qkv_proj(x).split(a.split, dim=-1)
+        else:
+            q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
+        q = a._heads(q, a.num_heads)                                           # (B, H, T, d)
+        k, v = a._heads(k, a.num_kv_heads), a._heads(v, a.num_kv_heads)        # (B, Hkv, T, d)
+        qpos = torch.arange(x.shape[1], device=x.device) + offset              # absolute positions of the new ones
+        if a.rope:
+            ang = qpos.to(a.inv_freq.dtype)[:, None] * a.inv_freq[None, :]
+            ang = torch.cat((ang, ang), dim=-1)
+            cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
+            q, k = a._rotate_part(q, cos, sin), a._rotate_part(k, cos, sin)
+        k, v = torch.cat((pk, k), dim=2), torch.cat((pv, v), dim=2)          # (B, Hkv, P + T, d)
+        kpos = torch.arange(k.shape[2], device=x.device)
+        mask = kpos[None, :] <= qpos[:, None]                                  # (T, P + T): causal, offset
+        y = F.scaled_dot_product_attention(q, a._shared(k), a._shared(v), attn_mask=mask)
+        return a.out_proj(y.transpose(1, 2).reshape(x.shape)), k, v
+
+    return CachedDecoder().eval()
+
+
+@dataclass
+class CacheLayout:
+    """What the runtime needs to feed the cache graph, recorded as metadata archc.kvcache (JSON)."""
+
+    input: str
+    output: str
+    layers: int
+    kv_heads: list[int]
+    head_dim: list[int]
+    max_positions: int | None  # a learned position table's rows (past + new must stay within), else None
+    model_sha256: str = ""
+    nodes: list[str] = field(default_factory=list)
+
+    def past_names(self) -> list[str]:
+        return [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
+
+    def present_names(self) -> list[str]:
+        return [f"present.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
+
+
+def layout(graph: Graph, module: Any) -> CacheLayout:
+    from archc.lower.names import module_path
+
+    nodes = attention_nodes(graph)
+    mods = [module.get_submodule(module_path(n.id)) for n in nodes]
+    heads = [int(m.num_kv_heads) for m in mods]
+    dims = [int(m.out_proj.in_features // m.num_heads) for m in mods]
+    tables = [int(n.op.max_len) for n in graph.nodes if n.op.name() == "pos_embedding"]
+    return CacheLayout(next(iter(graph.inputs)), next(iter(graph.outputs)), len(nodes), heads, dims,
+                       min(tables) if tables else None, nodes=[n.id for n in nodes])
+
+
+def empty_past(lay: CacheLayout, batch: int) -> dict[str, np.ndarray]:
+    """Past keys/values of length 0: the prefill's feeds."""
+    out = {}
+    for i in range(lay.layers):
+        for kv in ("key", "value"):
+            out[f"past.{i}.{kv}"] = np.zeros((batch, lay.kv_heads[i], 0, lay.head_dim[i]), np.float32)
+    return out
+
+
+@dataclass
+class CacheReport:
+    path: str
+    bytes: int
+    max_abs_diff: float
+    tolerance: float
+    steps: int  # cached runs compared with the full recompute
+
+
+def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
+    import torch
+
+    batch, past, new = 2, 3, 4  # traced sizes; all three axes are dynamic
+    tokens = torch.zeros((batch, new), dtype=torch.int64)
+    pasts = tuple(torch.zeros((batch, lay.kv_heads[i], past, lay.head_dim[i]))
+                  for i in range(lay.layers) for _ in range(2))
+    axes: dict[str, dict[int, str]] = {lay.input: {0: "batch", 1: "new"}, lay.output: {0: "batch", 1: "new"}}
+    axes |= {n: {0: "batch", 2: "past"} for n in lay.past_names()}
+    axes |= {n: {0: "batch", 2: "total"} for n in lay.present_names()}
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(decoder, (tokens, *pasts), path, input_names=[lay.input, *lay.past_names()],
+                          output_names=[lay.output, *lay.present_names()], dynamic_axes=axes,
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str) -> tuple[float, float, int]:
+    """Prefill, single-token decodes and a multi-token chunk with ONNX Runtime, each compared with the torch
+    module's full forward at the same positions; ExportError at the first mismatch."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"ONNX Runtime cannot load the KV-cache model: {str(e).splitlines()[0][:300]}") from e
+    length = min(12, lay.max_positions or 12, graph.sizes.get(next(iter(graph.inputs.values())).features[0], 12))
+    vocab = graph.vocab.get(lay.input, 2)
+    vocab = vocab if isinstance(vocab, int) else 2
+    rng = np.random.default_rng(7)
+    batch = 2
+    tokens = rng.integers(0, vocab, size=(batch, length)).astype(np.int64)
+    module.eval()
+    with torch.no_grad():
+        full = module(torch.from_numpy(tokens))
+    full = (full if isinstance(full, torch.Tensor) else full[0]).detach().numpy()  # (B, L, V)
+    prefill = max(1, length // 3)
+    cuts = [0, prefill] + list(range(prefill + 1, max(prefill + 1, length - 2))) + [length]  # last: a chunk
+    cuts = sorted(set(c for c in cuts if c <= length))
+    feeds = empty_past(lay, batch)
+    worst, tol = 0.0, 0.0
+    for a, b in zip(cuts, cuts[1:]):
+        try:
+            got = sess.run(None, {lay.input: tokens[:, a:b], **feeds})
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime failed on the KV-cache model at past {a}, new {b - a}: "
+                              f"{str(e).splitlines()[0][:300]}") from e
+        ref = full[:, a:b]
+        diff = float(np.max(np.abs(ref.astype(np.float64) - got[0])))
+        bound = ATOL + RTOL * float(np.max(np.abs(ref)))
+        worst, tol = max(worst, diff), max(tol, bound)
+        if not diff <= bound:
+            raise ExportError(f"KV-cache logits at past {a}, new {b - a}: expected the full recompute's within "
+                              f"{bound:.1e}, received a max abs difference of {diff:.3e}")
+        feeds = dict(zip(lay.past_names(), got[1:]))
+    return worst, tol, len(cuts) - 1
+
+
+def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathLike) -> CacheReport | Refusal:
+    """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist), or say why not.
+
+    A stale cache file of an earlier export is removed first, so a refused or failed export leaves none."""
+    import onnx
+
+    out = cache_path(main)
+    if out.exists():
+        out.unlink()
+    why = refusal(graph, task_kind)
+    if why is not None:
+        return why
+    module.eval()
+    lay = layout(graph, module)
+    lay.model_sha256 = file_sha256(main)
+    decoder = cached_decoder(module, graph)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    from archc.util import default_mode, write_error
+
+    try:
+        try:
+            _export_graph(decoder, lay, tmp)
+        except Exception as e:
+            raise ExportError(f"torch.onnx.export of the KV-cache graph failed: {str(e).splitlines()[0][:300]}") from e
+        model = onnx.load(tmp)
+        base = onnx.load(str(main), load_external_data=False)
+        meta = {p.key: p.value for p in base.metadata_props}
+        meta[META_KEY] = json.dumps(lay.__dict__)
+        model.producer_name, model.producer_version = base.producer_name, base.producer_version
+        model.graph.name = base.graph.name + "_kv"
+        model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
+        onnx.helper.set_model_props(model, meta)
+        onnx.save_model(model, tmp)
+        onnx.checker.check_model(tmp, full_check=False)
+        worst, tol, steps = step_parity(module, graph, lay, tmp)
+        default_mode(tmp)
+        os.replace(tmp, out)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"onnx.checker rejected the KV-cache model: {str(e).splitlines()[0]}") from e
+    except OSError as e:
+        raise write_error(e, out) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return CacheReport(str(out), out.stat().st_size, worst, tol, steps)
+
+
+def add_cache(report: Any, compiled: Any, module: Any) -> Any:
+    """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
+    file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
+    cached; other task kinds get None. Returns `report`."""
+    kind = compiled.spec.task.kind
+    report.kvcache = (export_cache(compiled.graph, module if module is not None else compiled.module, kind,
+                                   report.path) if kind == "language_model" else None)
+    return report
+
+
+def describe(result: CacheReport | Refusal | None) -> str:
+    """One line for the CLI and the training log ('' for a model that is no language model)."""
+    if isinstance(result, CacheReport):
+        return (f"wrote {result.path} ({result.bytes:,} bytes, KV cache: {result.steps} prefill/decode steps match "
+                f"the full recompute, max abs diff {result.max_abs_diff:.2e})")
+    if isinstance(result, Refusal):
+        return f"note: no KV-cache export ({result.line()}); `archc infer --prompt` recomputes the window per token"
+    return ""
