@@ -57,7 +57,32 @@ def test_prompt_generates_text_and_reports_speed(lm: Path):
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("def ")
     assert len(r.stdout.encode()) >= len("def ") + 1
-    assert "20 new token(s)" in r.stderr and "tokens/s" in r.stderr and "no KV cache" in r.stderr
+    # the trained run folder holds model.kv.onnx, so the KV cache runs (before it, the line said "no KV cache")
+    assert "20 new token(s)" in r.stderr and "tokens/s" in r.stderr and "KV cache" in r.stderr
+    assert "no KV cache" not in r.stderr
+
+
+def test_training_writes_the_cache_and_greedy_output_is_byte_identical_without_it(lm: Path):
+    assert lm.with_name("model.kv.onnx").is_file()
+    runs = {flag: infer(lm, "--prompt", "def f", "--max-new-tokens", 3 * CONTEXT, "--temperature", 0, *flag)
+            for flag in ((), ("--no-cache",))}
+    cached, plain = runs[()], runs[("--no-cache",)]
+    assert cached.exit_code == plain.exit_code == 0, cached.output + plain.output
+    assert cached.stdout == plain.stdout
+    assert "tokens/s, KV cache)" in cached.stderr
+    assert "no KV cache (--no-cache)" in plain.stderr
+    tokens = [json.loads(infer(lm, "--prompt", "def f", "--max-new-tokens", 3 * CONTEXT, "--temperature", 0,
+                               "--json", *flag).stdout) for flag in ((), ("--no-cache",))]
+    assert tokens[0]["tokens"] == tokens[1]["tokens"] and len(tokens[0]["tokens"]) == 3 * CONTEXT
+    assert tokens[0]["kv_cache"] is True and tokens[1]["kv_cache"] is False
+
+
+def test_export_rewrites_the_cache(lm: Path, tmp_path: Path):
+    out = tmp_path / "last.onnx"
+    r = CliRunner().invoke(main, ["export", str(lm.parent), "--checkpoint", "last", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"wrote {tmp_path / 'last.kv.onnx'}" in r.output and "match the full recompute" in r.output
+    assert infer(out, "--prompt", "de", "--max-new-tokens", 4, "--json").exit_code == 0
 
 
 def test_seed_makes_sampling_reproducible(lm: Path):
