@@ -115,7 +115,13 @@ def cached_decoder(module: Any, graph: Graph) -> Any:
                           for n in graph.nodes]
 
         def forward(self, tokens: torch.Tensor, *past: torch.Tensor):  # past: k0, v0, k1, v1, ...
-            offset = past[0].shape[2]
+            # Sizes, positions and the mask are computed once and shared by every layer: in the exported graph
+            # the shape plumbing (Shape/Gather/Concat/Reshape), not the matrix products, dominates a decode step.
+            batch, new, offset = tokens.shape[0], tokens.shape[1], past[0].shape[2]
+            pos = torch.arange(new, device=tokens.device) + offset              # absolute positions of the new
+            keys = torch.arange(offset + new, device=tokens.device)
+            bias = torch.where(keys[None, :] <= pos[:, None], 0.0, float("-inf"))  # (T, P + T): causal, offset
+            ctx = {"batch": batch, "new": new, "pos": pos, "bias": bias}
             env: dict[str, torch.Tensor] = {next(iter(graph.inputs)): tokens}
             present: list[torch.Tensor] = []
             for node, mod, act in self.steps:
@@ -123,40 +129,49 @@ def cached_decoder(module: Any, graph: Graph) -> Any:
                 op = node.op.name()
                 if op == "attention":
                     i = len(present)
-                    y, k, v = _attend(mod, args[0], past[i], past[i + 1], offset)
+                    y, k, v = _attend(mod, args[0], past[i], past[i + 1], ctx)
                     present += [k, v]
                 elif op == "pos_embedding":
-                    x = args[0]
-                    y = x + mod.weight[offset: offset + x.shape[1]]               # rows past..past+new-1
+                    y = args[0] + mod.weight[offset: offset + new]                 # rows past..past+new-1
                 elif op == "sinusoidal_pos":
-                    x = args[0]
-                    pos = (torch.arange(x.shape[1], device=x.device) + offset).to(mod.inv_freq.dtype)
-                    a = pos[:, None] * mod.inv_freq[None, :]
-                    y = x + torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : mod.dim].to(x.dtype)
+                    a = pos.to(mod.inv_freq.dtype)[:, None] * mod.inv_freq[None, :]
+                    y = args[0] + torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : mod.dim].to(args[0].dtype)
                 else:
                     y = mod(*args)
                 env[node.id] = act(y) if act is not None else y
             return (env[next(iter(graph.outputs.values()))], *present)
 
-    def _attend(a: Any, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, offset: Any):
-        """archc.nn.attention.Attention's self-attention with past keys/values: (y, present k, present v)."""
+    def _rope(a: Any, ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (T, rope_dims) at the new positions, once per distinct frequency table."""
+        key = ("rope", tuple(a.inv_freq.tolist()))
+        if key not in ctx:
+            ang = ctx["pos"].to(a.inv_freq.dtype)[:, None] * a.inv_freq[None, :]
+            ang = torch.cat((ang, ang), dim=-1)
+            ctx[key] = (ang.cos(), ang.sin())
+        return ctx[key]
+
+    def _attend(a: Any, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, ctx: dict):
+        """archc.nn.attention.Attention's causal self-attention after past keys/values: (y, present k, present v).
+
+        Grouped-query attention without copying keys: queries are viewed as (B, Hkv, n, T, d), the n query
+        heads of one key/value head side by side (head g * n + j reads key head g, as Attention._shared)."""
         if a.split is not None:
             q, k, v = a.qkv_proj(x).split(a.split, dim=-1)
         else:
             q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
-        q = a._heads(q, a.num_heads)                                           # (B, H, T, d)
-        k, v = a._heads(k, a.num_kv_heads), a._heads(v, a.num_kv_heads)        # (B, Hkv, T, d)
-        qpos = torch.arange(x.shape[1], device=x.device) + offset              # absolute positions of the new ones
+        b, t, hkv = ctx["batch"], ctx["new"], a.num_kv_heads
+        n, d = a.num_heads // hkv, a.out_proj.in_features // a.num_heads
+        q = q.view(b, t, hkv, n, d).permute(0, 2, 3, 1, 4)                   # (B, Hkv, n, T, d)
+        k = k.view(b, t, hkv, d).transpose(1, 2)                             # (B, Hkv, T, d)
+        v = v.view(b, t, hkv, d).transpose(1, 2)
         if a.rope:
-            ang = qpos.to(a.inv_freq.dtype)[:, None] * a.inv_freq[None, :]
-            ang = torch.cat((ang, ang), dim=-1)
-            cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
-            q, k = a._rotate_part(q, cos, sin), a._rotate_part(k, cos, sin)
+            cos, sin = _rope(a, ctx)
+            q, k = a._rotate_part(q, cos.to(q.dtype), sin.to(q.dtype)), a._rotate_part(k, cos.to(q.dtype),
+                                                                                        sin.to(q.dtype))
         k, v = torch.cat((pk, k), dim=2), torch.cat((pv, v), dim=2)          # (B, Hkv, P + T, d)
-        kpos = torch.arange(k.shape[2], device=x.device)
-        mask = kpos[None, :] <= qpos[:, None]                                  # (T, P + T): causal, offset
-        y = F.scaled_dot_product_attention(q, a._shared(k), a._shared(v), attn_mask=mask)
-        return a.out_proj(y.transpose(1, 2).reshape(x.shape)), k, v
+        scores = torch.matmul(q * d ** -0.5, k.unsqueeze(2).transpose(-1, -2)) + ctx["bias"]  # (B, Hkv, n, T, S)
+        y = torch.matmul(scores.softmax(dim=-1), v.unsqueeze(2))            # (B, Hkv, n, T, d)
+        return a.out_proj(y.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * n * d)), k, v
 
     return CachedDecoder().eval()
 
