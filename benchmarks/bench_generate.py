@@ -21,6 +21,7 @@ TITLE = "Generation: KV cache vs recompute, and vs transformers' cached generate
 A, B = "archc KV cache (tokens/s)", "other side (tokens/s)"
 GOAL = 5.0
 LM = "gpt_stdlib"
+QUICK_LM = "transformer_block_demo"  # --quick: the smaller language model of common.QUICK_SPECS
 PROMPT = "def "
 
 
@@ -46,10 +47,11 @@ def speed(fns: dict, tokens: int, rounds: int) -> dict[str, float]:
 def archc_rows(quick: bool) -> list[dict]:
     from archc.runtime import Model, generate
 
-    path = common.spec_path(LM)
+    lm = QUICK_LM if quick else LM
+    path = common.spec_path(lm)
     if path is None:
-        return [common.skipped(FIGURE, f"{LM} generation", "spec not in specs/")]
-    model = Model.open(cached_build(LM, path).path, device="cpu")
+        return [common.skipped(FIGURE, f"{lm} generation", "spec not in specs/")]
+    model = Model.open(cached_build(lm, path).path, device="cpu")
     rounds = 2 if quick else 5
     rows = []
     for new, what in ((12, "12 bytes") if quick else (124, "124 bytes: the 128-byte context filled"),
@@ -61,7 +63,7 @@ def archc_rows(quick: bool) -> list[dict]:
         same = results[True].tokens == results[False].tokens and results[True].cached
         ratio = rate[True] / rate[False]
         first = not rows
-        rows.append(common.row(FIGURE, f"{LM}: {what} after a 4-byte prompt, greedy; b = recompute (--no-cache)",
+        rows.append(common.row(FIGURE, f"{lm}: {what} after a 4-byte prompt, greedy; b = recompute (--no-cache)",
                                rate[True], rate[False], goal=">= 5x" if first else "",
                                met=common.at_least(ratio, GOAL) if first else None, ratio=ratio,
                                note=f"speedup {ratio:.1f}x; greedy bytes identical with and without the cache: "
@@ -91,8 +93,11 @@ def gpt2_spec(vocab: int, dim: int, heads: int, layers: int, context: int) -> di
 
 
 def transformers_row(quick: bool) -> dict:
-    name = "GPT-2 architecture at gpt_stdlib's size (256 vocab, 128 wide, 4 heads, 4 layers): 124 bytes, greedy; " \
-           "b = transformers GPT2LMHeadModel.generate(use_cache=True), torch CPU"
+    vocab, dim, heads, layers, context = (256, 32, 2, 2, 32) if quick else (256, 128, 4, 4, 128)
+    new = 12 if quick else 124
+    name = (f"GPT-2 architecture ({vocab} vocab, {dim} wide, {heads} heads, {layers} layers"
+            f"{'' if quick else ': gpt_stdlib size'}): {new} bytes, greedy; b = transformers "
+            "GPT2LMHeadModel.generate(use_cache=True), torch CPU")
     try:
         import torch
         import transformers
@@ -102,7 +107,6 @@ def transformers_row(quick: bool) -> dict:
     from archc.pipeline import compile_spec
     from archc.runtime import Model, generate
 
-    vocab, dim, heads, layers, context = 256, 128, 4, 4, 128
     config = transformers.GPT2Config(vocab_size=vocab, n_embd=dim, n_head=heads, n_layer=layers, n_positions=context,
                                      activation_function="gelu_new", attn_implementation="eager")
     torch.manual_seed(0)
@@ -119,7 +123,6 @@ def transformers_row(quick: bool) -> dict:
         state[k] = v.t() if conv1d else v
     module.load_state_dict(state, strict=True)
     model = Model.open(cached_build("gpt2_bytes", raw, module=module).path, device="cpu")
-    new = 12 if quick else 124
     prompt = PROMPT.encode()
     results: dict[str, list[int]] = {}
 
