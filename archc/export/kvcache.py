@@ -339,10 +339,19 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
 def add_cache(report: Any, compiled: Any, module: Any) -> Any:
     """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
     file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
-    cached; other task kinds get None. Returns `report`."""
+    cached; other task kinds get None. Returns `report`.
+
+    A failed cache export (its parity check, say) is a note too, not an error: model.onnx is written and checked,
+    a finished training run must not end in an error for want of the faster generation path."""
     kind = compiled.spec.task.kind
-    report.kvcache = (export_cache(compiled.graph, module if module is not None else compiled.module, kind,
-                                   report.path) if kind == "language_model" else None)
+    if kind != "language_model":
+        report.kvcache = None
+        return report
+    try:
+        report.kvcache = export_cache(compiled.graph, module if module is not None else compiled.module, kind,
+                                      report.path)
+    except ExportError as e:
+        report.kvcache = Refusal(e.where, f"the KV-cache export failed: {e.message}")
     return report
 
 

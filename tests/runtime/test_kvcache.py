@@ -153,8 +153,9 @@ def test_stale_cache_file_is_not_used(tmp_path: Path) -> None:
     assert not r.cached and "another model.onnx" in r.note
 
 
-def test_parity_failure_is_an_export_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cache graph that drifts from the module (here: positions not offset by the past) is refused."""
+def test_parity_failure_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache graph that drifts from the module (here: it forgets the past) fails its step parity check: no
+    cache file, and the build (model.onnx, checked) goes on with a note."""
     import archc.export.kvcache as kvc
 
     real = kvc.cached_decoder
@@ -166,9 +167,12 @@ def test_parity_failure_is_an_export_error(tmp_path: Path, monkeypatch: pytest.M
         return dec
 
     monkeypatch.setattr(kvc, "cached_decoder", broken)
+    c, out = build(tmp_path, VARIANTS["learned"])
+    assert out.is_file() and not cache_path(out).exists()
+    assert isinstance(c.report.kvcache, Refusal) and "KV-cache logits at past" in c.report.kvcache.why
     with pytest.raises(ExportError, match="KV-cache logits at past"):
-        build(tmp_path, VARIANTS["learned"])
-    assert not cache_path(tmp_path / "model.onnx").exists()
+        kvc.export_cache(c.graph, c.module, "language_model", out)
+    assert not cache_path(out).exists()
 
 
 def test_torch_cached_decoder_matches_module() -> None:
