@@ -72,7 +72,7 @@ def archc_rows(quick: bool) -> list[dict]:
     return rows
 
 
-def gpt2_spec(vocab: int, dim: int, heads: int, layers: int, context: int) -> dict:
+def gpt2_spec(vocab: int, dim: int, heads: int, layers: int, context: int, positions: int) -> dict:
     """GPT-2's architecture (tests/ops/test_gpt2_reference.py) as a byte-level language model."""
     block = {"layers": [
         {"id": "ln_1", "op": "layernorm"},
@@ -86,32 +86,30 @@ def gpt2_spec(vocab: int, dim: int, heads: int, layers: int, context: int) -> di
             "inputs": {"tokens": {"shape": ["seq"], "dtype": "int64", "vocab": vocab}}, "axes": {"seq": context},
             "blocks": {"block": block},
             "layers": [{"id": "wte", "op": "embedding", "num_embeddings": vocab, "embedding_dim": dim},
-                       {"id": "wpe", "op": "pos_embedding", "max_len": context},
+                       {"id": "wpe", "op": "pos_embedding", "max_len": positions},
                        {"id": "h", "use": "block", "repeat": layers},
                        {"id": "ln_f", "op": "layernorm"},
                        {"id": "lm_head", "op": "tied_linear", "tie": "wte"}]}
 
 
-def transformers_row(quick: bool) -> dict:
-    vocab, dim, heads, layers, context = (256, 32, 2, 2, 32) if quick else (256, 128, 4, 4, 128)
-    new = 12 if quick else 124
-    name = (f"GPT-2 architecture ({vocab} vocab, {dim} wide, {heads} heads, {layers} layers"
-            f"{'' if quick else ': gpt_stdlib size'}): {new} bytes, greedy; b = transformers "
-            "GPT2LMHeadModel.generate(use_cache=True), torch CPU")
+def gpt2_pair(vocab: int, dim: int, heads: int, layers: int, context: int, positions: int):
+    """A transformers GPT2LMHeadModel with random weights and archc's Model of the same architecture and weights
+    (cache file beside it), or None when transformers is not installed."""
     try:
         import torch
         import transformers
     except ImportError:
-        return common.skipped(FIGURE, name, "transformers is not installed (pip install -e '.[test]')")
+        return None
     from archc.lower import lower
     from archc.pipeline import compile_spec
-    from archc.runtime import Model, generate
+    from archc.runtime import Model
 
-    config = transformers.GPT2Config(vocab_size=vocab, n_embd=dim, n_head=heads, n_layer=layers, n_positions=context,
-                                     activation_function="gelu_new", attn_implementation="eager")
+    config = transformers.GPT2Config(vocab_size=vocab, n_embd=dim, n_head=heads, n_layer=layers,
+                                     n_positions=positions, activation_function="gelu_new",
+                                     attn_implementation="eager")
     torch.manual_seed(0)
     ref = transformers.GPT2LMHeadModel(config).eval()
-    raw = gpt2_spec(vocab, dim, heads, layers, context)
+    raw = gpt2_spec(vocab, dim, heads, layers, context, positions)
     module = lower(compile_spec(raw).graph, seed=0).eval()
     state = {}
     for k, v in ref.state_dict().items():  # as specs/zoo/gpt2.weights.toml maps a checkpoint (fused qkv kept)
@@ -122,20 +120,38 @@ def transformers_row(quick: bool) -> dict:
         conv1d = k.endswith(".weight") and any(s in k for s in ("qkv_proj", "out_proj", "c_fc", "c_proj"))
         state[k] = v.t() if conv1d else v
     module.load_state_dict(state, strict=True)
-    model = Model.open(cached_build("gpt2_bytes", raw, module=module).path, device="cpu")
-    prompt = PROMPT.encode()
+    model = Model.open(cached_build(f"gpt2_{dim}x{layers}", raw, module=module).path, device="cpu")
+    return ref, model
+
+
+def hf_generate(ref, prompt: bytes, new: int) -> list[int]:
+    import torch
+
+    with torch.inference_mode():
+        out = ref.generate(torch.tensor([list(prompt)]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                           use_cache=True, pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def transformers_row(quick: bool) -> dict:
+    vocab, dim, heads, layers, context = (256, 32, 2, 2, 32) if quick else (256, 128, 4, 4, 128)
+    new = 12 if quick else 124
+    name = (f"GPT-2 architecture ({vocab} vocab, {dim} wide, {heads} heads, {layers} layers"
+            f"{'' if quick else ': gpt_stdlib size'}): {new} bytes, greedy; b = transformers "
+            "GPT2LMHeadModel.generate(use_cache=True), torch CPU")
+    pair = gpt2_pair(vocab, dim, heads, layers, context, context)
+    if pair is None:
+        return common.skipped(FIGURE, name, "transformers is not installed (pip install -e '.[test]')")
+    import torch
+    import transformers
+
+    from archc.runtime import generate
+
+    ref, model = pair
     results: dict[str, list[int]] = {}
-
-    def hf() -> None:
-        with torch.inference_mode():
-            out = ref.generate(torch.tensor([list(prompt)]), max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                               use_cache=True, pad_token_id=0)
-        results["hf"] = out[0, len(prompt):].tolist()
-
-    def ours() -> None:
-        results["archc"] = generate(model, PROMPT, max_new_tokens=new, temperature=0).tokens
-
-    rate = speed({"archc": ours, "hf": hf}, new, 2 if quick else 5)
+    fns = {"archc": lambda: results.__setitem__("archc", generate(model, PROMPT, new, temperature=0).tokens),
+           "hf": lambda: results.__setitem__("hf", hf_generate(ref, PROMPT.encode(), new))}
+    rate = speed(fns, new, 2 if quick else 5)
     ratio = rate["archc"] / rate["hf"]
     return common.row(FIGURE, name, rate["archc"], rate["hf"], goal=">= 5x", met=common.at_least(ratio, GOAL),
                       ratio=ratio, note=f"same weights; greedy tokens identical to transformers': "
@@ -143,9 +159,32 @@ def transformers_row(quick: bool) -> dict:
                                         f"threads, transformers {transformers.__version__}")
 
 
+def gpt2_small_rows() -> list[dict]:
+    """GPT-2 small's size (124M parameters, random weights), context 128, 32 bytes after a 4-byte prompt: archc's
+    cache vs its recompute and vs transformers. archc samples bytes (the first 256 logits), transformers all
+    50,257 ids, so the tokens differ; only the speed is compared."""
+    name = "GPT-2 small (124M parameters, 50,257 vocab, 12 layers, 768 wide), context 128: 32 tokens, greedy"
+    pair = gpt2_pair(50257, 768, 12, 12, 128, 1024)
+    if pair is None:
+        return [common.skipped(FIGURE, name, "transformers is not installed")]
+    from archc.runtime import generate
+
+    ref, model = pair
+    new = 32
+    fns = {"cache": lambda: generate(model, PROMPT, new, temperature=0),
+           "recompute": lambda: generate(model, PROMPT, new, temperature=0, cache=False),
+           "hf": lambda: hf_generate(ref, PROMPT.encode(), new)}
+    rate = speed(fns, new, 2)
+    return [common.row(FIGURE, f"{name}; b = recompute (--no-cache)", rate["cache"], rate["recompute"],
+                       ratio=rate["cache"] / rate["recompute"], note="tokens/s, medians of 2 interleaved rounds"),
+            common.row(FIGURE, f"{name}; b = transformers generate(use_cache=True)", rate["cache"], rate["hf"],
+                       ratio=rate["cache"] / rate["hf"], note="speed only: archc picks among bytes, transformers "
+                                                               "among all ids")]
+
+
 def run(quick: bool = False) -> tuple[list[dict], str]:
     start = time.perf_counter()
-    rows = archc_rows(quick) + [transformers_row(quick)]
+    rows = archc_rows(quick) + [transformers_row(quick)] + ([] if quick else gpt2_small_rows())
     details = ("archc side: archc.runtime.generate with model.kv.onnx (ONNX Runtime CPU, archc's own session "
                "options); ratio = a / b. The KV-cache file is one graph: prefill (past length 0) and one-token "
                f"decode steps. Figure took {time.perf_counter() - start:.0f} s.")
