@@ -82,6 +82,8 @@ def _node_refusal(node: Node) -> str:
     for o in (node.op, node.act):
         if o is not None and o.name() in AXIS_OPS and getattr(o, "dim", -1) != -1:
             return f"{o.name()} over axis {o.dim} mixes positions; a KV cache needs it on the last axis"
+    if op in ("layernorm", "rmsnorm") and getattr(node.op, "dims", 1) != 1:
+        return f"{op} over its last {node.op.dims} axes mixes positions; a KV cache needs it on the last axis alone"
     if op == "attention":
         a = node.op
         if not a.causal:
