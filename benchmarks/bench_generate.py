@@ -71,8 +71,8 @@ def archc_rows(quick: bool) -> list[dict]:
                                rate[True], rate[False], goal=">= 5x" if first else "",
                                met=common.at_least(ratio, GOAL) if first else None, ratio=ratio,
                                note=f"speedup {ratio:.1f}x; greedy bytes identical with and without the cache: "
-                                    f"{same}" + ("" if first else "; past the context each step prefills the "
-                                                 "window again (positions shift), as the recompute does")))
+                                    f"{same}" + ("" if first else "; past the context positions shift, so each "
+                                                 "step recomputes the window (only the first 124 use the cache)")))
     return rows
 
 
