@@ -3,8 +3,8 @@ the window per token (`--no-cache`), and vs Hugging Face transformers' cached `g
 and weights. Goal: cache >= 5x recompute at context 128.
 
 Rows: gpt_stdlib (random weights: speed does not depend on them) filling its 128-byte context from a 4-byte
-prompt; the same past the context (the window slides, positions shift, so each step prefills the window again:
-the cache cannot help there, reported as is); then a GPT-2-architecture spec of gpt_stdlib's size (fused QKV,
+prompt; the same past the context (the window slides, positions shift, so each later step recomputes the
+window: the cache cannot help there, reported as is); then a GPT-2-architecture spec of gpt_stdlib's size (fused QKV,
 tanh GELU, learned positions, tied head) with a transformers GPT2LMHeadModel's random weights loaded into it,
 generating greedily on both sides (the tokens are checked equal), transformers on torch with its KV cache.
 Each pair runs interleaved in this process; figures are medians of tokens/s.
