@@ -74,7 +74,7 @@ def test_zoo_spec_is_blocks_and_repeats(path):
     raw = tomllib.loads(text)
     uses = [layer for layer in raw["layers"] if "use" in layer]
     assert raw["blocks"] and len(uses) == 1 and uses[0]["repeat"] in ("$layers", 4, 7), uses
-    assert len(text.splitlines()) < 150
+    assert len(text.splitlines()) < 200
     assert raw["model"]["doc"] and "et al. 20" in text.split("archc = 1")[0]  # the header names the paper
 
 
