@@ -209,3 +209,22 @@ def test_mobilenet_v2_logits_match_transformers_with_symmetric_padding(tmp_path)
     (logits,) = ort_run(tmp_path / "m.onnx", {"x": x})
     assert logits.shape == want.shape == (2, 10) and 0.1 < np.abs(want).max() < 100
     assert np.abs(logits - want).max() <= TOL
+
+
+def test_a_resnet18_checkpoint_into_resnet50_is_one_located_error(tmp_path):
+    """The mapping serves both depths, the loader stays strict: a checkpoint of the other depth names what is
+    missing and mis-shaped, exit 1, nothing written."""
+    config = transformers.ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512],
+                                       num_labels=10)
+    weights = saved(transformers.ResNetForImageClassification(config), tmp_path)
+    spec = zoo_variant("resnet50", {"classes": 10}, tmp_path / "r50.json", {"x": {"shape": [3, 64, 64]}})
+    out = tmp_path / "r50.onnx"
+    r = CliRunner().invoke(main, ["build", str(spec), "--weights", str(weights), "--map",
+                                  str(ZOO / "resnet.weights.toml"), "-o", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    (line,) = r.output.strip().splitlines()
+    assert "198 missing: stages.0.blocks.0.conv3.weight [256, 64, 1, 1]" in line, line
+    assert "24 mis-shaped: fc.weight: expected [10, 2048], received [10, 512] from classifier.1.weight" in line
+    assert ("stages.0.blocks.0.conv1.weight: expected [64, 64, 1, 1], received [64, 64, 3, 3] from "
+            "resnet.encoder.stages.0.layers.0.layer.0.convolution.weight by map[6]") in line
+    assert not out.exists()
