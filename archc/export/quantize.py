@@ -458,7 +458,7 @@ def _record(r: VariantReport, base_path: Path, ev: Evaluation) -> dict[str, Any]
 
     return {"method": r.method, "tool": f"onnxruntime {onnxruntime.__version__}",
             "base_model": base_path.name, "base_sha256": sha256_file(base_path),
-            "data": ev.description or None, "not_measured": ev.note or None, "calibration": ev.calibration_description or None,
+            "data": ev.description or None, "not_measured": ev.note or None, "calibration": (ev.calibration_description or None) if r.method in NEEDS_CALIBRATION else None,
             "metric": r.metric, "before": r.before, "after": r.after,
             "worse_by": r.worse_by, "worse_unit": r.unit or None, "max_abs_diff": r.max_abs_diff,
             "bytes_before": r.bytes_before, "bytes_after": r.bytes_after}
