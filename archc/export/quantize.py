@@ -1,41 +1,31 @@
 """`archc quantize`: int8 and fp16 variants of an exported archc model, scored against it on held-out data.
 
-Every variant comes from ONNX Runtime's own tooling, so no dependency is added:
-- int8-dynamic: `onnxruntime.quantization.quantize_dynamic` (int8 weights, activations quantized per batch at
-  run time); works on any graph, no data needed.
-- int8-static: `quantize_static` in QDQ format, activation ranges calibrated on examples of the training data's
-  train split (preprocessed as `archc infer` feeds them).
-- fp16: `onnxruntime.transformers.float16` (the converter onnxconverter-common ships, vendored in ORT) with
-  `keep_io_types`: inputs and outputs stay float32, so `archc infer` and clients run the variant unchanged.
-
-The variant keeps every archc.* metadata entry of its base (task, labels, bounds, preprocessing) and adds
+The variants themselves (int8 dynamic, int8 static, fp16: ONNX Runtime's own tooling) are archc.export.variants;
+this module scores them on the split `archc infer --input SOURCE` scores, records and writes them. The variant keeps every archc.* metadata entry of its base (task, labels, bounds, preprocessing) and adds
 archc.quantization: method, the base file's sha256, the metric before and after on the held-out split, sizes.
 Writes are atomic (a temporary file beside the target, then rename); the input is never overwritten. torch is
 never imported.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import os
-import re
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from archc import strict_json
 from archc.errors import ExportError, InputError, ModelError
+from archc.export import variants
+from archc.export.variants import METHODS, NEEDS_CALIBRATION, SUFFIXES
 from archc.util import default_mode, write_error
 
 CALIBRATION_EXAMPLES = 512   # activation ranges settle well before this on the example specs
-CALIBRATION_BATCH = 64
 DEFAULT_MAX_DROP = 1.0       # percentage points (accuracy-like metrics) or percent of the base value (errors)
 META_KEY = "archc.quantization"
 
@@ -83,178 +73,6 @@ class VariantReport:
     @property
     def ratio(self) -> float:
         return self.bytes_before / self.bytes_after if self.bytes_after else float("nan")
-
-
-# ---- the methods: name -> (input model path, output path, calibration feeds) -> None ------------------------
-
-def _int8_dynamic(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with _untied(src) as plain:
-        quantize_dynamic(plain, dst, weight_type=QuantType.QInt8)
-
-
-@contextlib.contextmanager
-def _untied(src: str) -> Iterator[str]:
-    """A copy of the model where each node reads its own initializers. ORT's quantizer turns Gemm(transB=1) into a
-    MatMul by transposing the weight in place, which breaks every other reader of a tied weight (a language
-    model's embedding table reused as its output layer: 'Incompatible dimensions for matrix multiplication')."""
-    import onnx
-
-    model = onnx.load(src)
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    seen: set[str] = set()
-    copies = 0
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name not in inits:
-                continue
-            if name in seen:  # a second reader: its own copy
-                copy = onnx.TensorProto()
-                copy.CopyFrom(inits[name])
-                copy.name = f"{name}__untied{copies}"
-                graph.initializer.append(copy)
-                node.input[i] = copy.name
-                copies += 1
-            seen.add(name)
-    fd, path = tempfile.mkstemp(suffix=".onnx")
-    os.close(fd)
-    try:
-        onnx.save_model(model, path)
-        yield path
-    finally:
-        os.unlink(path)
-
-
-def _int8_static(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    assert calibration is not None, "checked by plan(): static needs calibration data"
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches: Iterator[dict[str, np.ndarray]] = iter(_batches(calibration, CALIBRATION_BATCH))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    with _untied(src) as plain:
-        quantize_static(plain, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True)
-
-
-# ONNX Runtime's CPU kernels of these have no float16 reduction ('add'): a GCN's ScatterND fails at run time
-FP16_BLOCKED = ("ScatterND", "ScatterElements")
-NO_KERNEL = re.compile(r"Could not find an implementation for (\w+)\(")
-
-
-def _fp16(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    blocked = set(DEFAULT_OP_BLOCK_LIST) | set(FP16_BLOCKED)
-    while True:  # each round keeps one more op type in float32 (one ORT has no CPU float16 kernel for)
-        model = convert_float_to_float16(onnx.load(src), keep_io_types=True,  # float32 in and out, as the base
-                                         op_block_list=sorted(blocked))
-        tidy(model.graph)
-        onnx.save_model(model, dst)
-        op = _op_without_kernel(dst)
-        if op is None or op in blocked:
-            return
-        blocked.add(op)
-
-
-def _op_without_kernel(path: str) -> str | None:
-    """The op type ONNX Runtime's CPU provider has no kernel for in this model (float16 ones), or None."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    try:
-        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own types; anything else is reported when the variant opens
-        found = NO_KERNEL.search(str(e))
-        return found.group(1) if found else None
-    return None
-
-
-def tidy(graph: Any) -> None:
-    """Repair what the float16 converter leaves: one value feeding two blocked nodes gets two identical Casts
-    (ORT: 'Duplicate definition of name'), and its input casts come last (onnx.checker: not sorted)."""
-    seen: set[bytes] = set()
-    kept = []
-    for node in graph.node:
-        key = node.SerializeToString()
-        if key not in seen:
-            kept.append(node)
-            seen.add(key)
-    del graph.node[:]
-    graph.node.extend(kept)
-    unique_names(graph)
-    toposort(graph)
-
-
-def unique_names(graph: Any) -> None:
-    """Rename (in place) each node whose name an earlier node already has: NAME_2, NAME_3, ..."""
-    taken = {n.name for n in graph.node}
-    seen: set[str] = set()
-    for node in graph.node:
-        if node.name and node.name in seen:
-            k = 2
-            while f"{node.name}_{k}" in taken:
-                k += 1
-            node.name = f"{node.name}_{k}"
-            taken.add(node.name)
-        seen.add(node.name)
-
-
-def toposort(graph: Any) -> None:
-    """Reorder graph.node (in place) so each node follows the nodes producing its inputs (Kahn, stable)."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    nodes, ordered = list(graph.node), []
-    waiting = nodes
-    while waiting:
-        rest = []
-        for node in waiting:
-            if all(name in ready for name in node.input):
-                ordered.append(node)
-                ready.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(waiting):  # a cycle or a dangling input: leave the rest for onnx.checker to name
-            ordered += rest
-            break
-        waiting = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-METHODS: dict[str, Callable[[str, str, dict[str, np.ndarray] | None], None]] = {
-    "int8-dynamic": _int8_dynamic,
-    "int8-static": _int8_static,
-    "fp16": _fp16,
-}
-SUFFIXES = {"int8-dynamic": "int8", "int8-static": "int8-static", "fp16": "fp16"}  # MODEL.<suffix>.onnx
-NEEDS_CALIBRATION = ("int8-static",)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the quantizers' logging.warning advice ("consider pre-processing"): archc prints its own report."""
-    logging.disable(logging.WARNING)
-    try:  # and numpy's warnings of a constant tensor's zero range (ORT then uses scale 1)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _batches(feeds: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
-    n = len(next(iter(feeds.values())))
-    for i in range(0, n, size):
-        yield {k: v[i:i + size] for k, v in feeds.items()}
 
 
 # ---- the base model ------------------------------------------------------------------------------------------
@@ -409,8 +227,7 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
     os.close(fd)
     try:
         try:
-            with _quiet():
-                METHODS[method](str(base_path), tmp, ev.calibration)
+            variants.write(method, str(base_path), tmp, ev.calibration)
         except Exception as e:  # the quantizers raise many kinds; say which method failed, in one line
             raise ExportError(f"{method} failed: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
                               file=str(base_path)) from e
@@ -453,12 +270,13 @@ def _report(base: Any, base_path: Path, method: str, out: Path, before: Scored |
 
 
 def _record(r: VariantReport, base_path: Path, ev: Evaluation) -> dict[str, Any]:
-    """archc.quantization as stored in the variant (bytes_after: the file without this entry)."""
+    """archc.quantization as stored in the variant."""
     import onnxruntime
 
     return {"method": r.method, "tool": f"onnxruntime {onnxruntime.__version__}",
             "base_model": base_path.name, "base_sha256": sha256_file(base_path),
-            "data": ev.description or None, "not_measured": ev.note or None, "calibration": (ev.calibration_description or None) if r.method in NEEDS_CALIBRATION else None,
+            "data": ev.description or None, "not_measured": ev.note or None,
+            "calibration": (ev.calibration_description or None) if r.method in NEEDS_CALIBRATION else None,
             "metric": r.metric, "before": r.before, "after": r.after,
             "worse_by": r.worse_by, "worse_unit": r.unit or None, "max_abs_diff": r.max_abs_diff,
             "bytes_before": r.bytes_before, "bytes_after": r.bytes_after}
