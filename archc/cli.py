@@ -388,12 +388,16 @@ def quantize(model: Path, int8: str | None, fp16: bool, output: Path | None, dat
         from dataclasses import asdict
 
         click.echo(strict_json.dumps([asdict(r) for r in reports], indent=2))
-    refused = [r for r in reports if not r.written]
+    refused = [ArchcError(f"not written: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g} allows",
+                          file=r.path, hint="--force writes it anyway") for r in reports if not r.written]
+    if refused and as_json:  # stdout holds one JSON document, whose records say "written": false
+        for e in refused:
+            click.echo(f"error: {e.line()}", err=True)
+        sys.exit(EXIT_USER)
     if refused:
         from archc.errors import ErrorList
 
-        raise ErrorList([ArchcError(f"not written: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g} "
-                                    "allows", file=r.path, hint="--force writes it anyway") for r in refused])
+        raise ErrorList(refused)
 
 
 def _worse(r: Any) -> str:
@@ -414,7 +418,9 @@ def _print_variant(r: Any, max_drop: float) -> None:
                + (f" on {r.data}; max abs output diff {r.max_abs_diff:.1e}" if r.metric else ""))
     if r.metric is None:
         click.echo(f"note: {r.path}: the metric was not measured: {r.note}", err=True)
-    elif r.worse_by is not None and r.worse_by > max_drop:
+    if r.hint:
+        click.echo(f"note: {r.path}: {r.hint}", err=True)
+    if r.worse_by is not None and r.worse_by > max_drop:
         click.echo(f"WARNING: {r.path}: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g}; written because "
                    "of --force", err=True)
 

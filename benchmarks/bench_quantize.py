@@ -49,6 +49,26 @@ def train(name: str, work: Path, epochs: int, batch_size: int | None, data: str 
     return work / name / "model.onnx", time.perf_counter() - start
 
 
+def latency(base: Path, variants: list[Path], rounds: int) -> dict[Path, dict[int, float]]:
+    """Median seconds per session.run of each model (bare ORT CPU sessions, THREADS intra-op threads) at batch 1
+    and 64 of the held-out examples, preprocessed; every model interleaved with the others in each round."""
+    from archc.export.quantize import recorded_source
+    from archc.runtime import Model
+    from archc.runtime.evaluate import load_split
+
+    model = Model.open(base, device="cpu")
+    feeds = model.check(load_split(model, recorded_source(model)).feeds)
+    out: dict[Path, dict[int, float]] = {p: {} for p in [base, *variants]}
+    sessions = {p: common.ort_session(p) for p in out}
+    for batch in (1, 64):
+        chunk = {k: v[:batch] for k, v in feeds.items()}
+        fns = {p: (lambda s=s: s.run(None, chunk)) for p, s in sessions.items()}
+        inner = common.inner_for(fns[base], 0.02)
+        for p, times in common.interleave(fns, rounds, inner).items():
+            out[p][batch] = common.median(times)
+    return out
+
+
 def run(quick: bool = False) -> tuple[list[dict], str]:
     from archc.export.quantize import quantize
 
@@ -64,7 +84,10 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
         source = digits28(work) if data == "digits28" else None
         model, seconds = train(name, work, epochs, batch_size, source)
         notes.append(f"{name}: {epochs} epoch(s), {seconds:.0f} s")
-        for r in quantize(model, list(METHODS), max_drop=MAX_DROP, force=True):
+        reports = quantize(model, list(METHODS), max_drop=MAX_DROP, force=True)
+        speed = latency(model, [Path(r.path) for r in reports], 3 if quick else 15)
+        for r in reports:
+            ms = {b: (speed[Path(r.path)][b] * 1e3, speed[model][b] * 1e3) for b in (1, 64)}
             before, after = r.before[r.metric], r.after[r.metric]
             held_out = r.data.replace(source, "sklearn digits at 28x28 (.npz)") if source else r.data
             rows.append(common.row(FIGURE, f"{name} {r.method}", r.bytes_after / 1e3, r.bytes_before / 1e3,
@@ -73,8 +96,10 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
                                    note=f"{r.metric} {before:.4f} -> {after:.4f} ({(after - before) * 100:+.2f} "
                                         "points); "
                                         f"{r.bytes_before / r.bytes_after:.1f}x smaller; max abs logit diff "
-                                        f"{r.max_abs_diff:.1e}; {held_out}"))
-    details = ("Trained here: " + "; ".join(notes) + ". Ratio = variant size / float32 size. Accuracy on the "
+                                        f"{r.max_abs_diff:.1e}; {held_out}; latency batch 1 {ms[1][0]:.3f} vs "
+                                        f"{ms[1][1]:.3f} ms, batch 64 {ms[64][0]:.3f} vs {ms[64][1]:.3f} ms"))
+    details = ("Trained here: " + "; ".join(notes) + ". Ratio = variant size / float32 size. Latency: variant vs "
+               "float32 model, median session.run on ONNX Runtime's CPU provider, interleaved. Accuracy on the "
                "test split `archc infer --input SOURCE` scores; the variants are ONNX Runtime's quantize_dynamic, "
                "quantize_static (QDQ, per-channel int8 weights, uint8 activations) and its float16 converter with "
                "float32 inputs and outputs.")

@@ -1,10 +1,10 @@
 """`archc quantize`: int8 and fp16 variants of an exported archc model, scored against it on held-out data.
 
 The variants themselves (int8 dynamic, int8 static, fp16: ONNX Runtime's own tooling) are archc.export.variants;
-this module scores them on the split `archc infer --input SOURCE` scores, records and writes them. The variant keeps every archc.* metadata entry of its base (task, labels, bounds, preprocessing) and adds
-archc.quantization: method, the base file's sha256, the metric before and after on the held-out split, sizes.
-Writes are atomic (a temporary file beside the target, then rename); the input is never overwritten. torch is
-never imported.
+this module scores them on the split `archc infer --input SOURCE` scores, records and writes them. A variant keeps
+every archc.* metadata entry of its base (task, labels, bounds, preprocessing) and adds archc.quantization: the
+method, the base file's sha256, the metric before and after on the held-out split, the sizes. Writes are atomic (a
+temporary file beside the target, then rename); the input is never overwritten. torch is never imported.
 """
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ class VariantReport:
     written: bool = True
     data: str = ""                # the held-out split scored, as `archc infer` describes it
     note: str = ""                # why the metric was not measured
+    hint: str = ""                # a measured caveat of this variant (speed), for the user
 
     @property
     def ratio(self) -> float:
@@ -229,8 +230,8 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
         try:
             variants.write(method, str(base_path), tmp, ev.calibration)
         except Exception as e:  # the quantizers raise many kinds; say which method failed, in one line
-            raise ExportError(f"{method} failed: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}",
-                              file=str(base_path)) from e
+            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportError(f"{method} failed: {detail}", file=str(base_path)) from e
         try:
             variant = Model.open(tmp, device="cpu")
         except ModelError as e:
@@ -238,7 +239,7 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
                               f"{e.message.split('ONNX Runtime reported: ')[-1]}", file=str(base_path)) from None
         after = score(variant, ev)
         report = _report(base, base_path, method, out, before, after)
-        report.data, report.note = ev.description, ev.note
+        report.data, report.note, report.hint = ev.description, ev.note, variants.caveat(method, tmp)
         _store(tmp, base.metadata, report, base_path, ev)
         report.seconds = time.perf_counter() - start
         report.written = force or report.worse_by is None or report.worse_by <= max_drop

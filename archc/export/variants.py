@@ -196,3 +196,17 @@ def write(method: str, src: str, dst: str, calibration: dict[str, np.ndarray] | 
     """The `method` variant of the model at `src` to `dst`, quietly (archc prints its own report)."""
     with _quiet():
         METHODS[method](src, dst, calibration)
+
+
+def caveat(method: str, path: str) -> str:
+    """A measured speed caveat of the variant at `path`, or "". ONNX Runtime's CPU ConvInteger (what dynamic
+    quantization makes of a Conv) ran the residual CNN 7x slower than float32 (bench figure 10), where the static
+    QDQ variant ran it 2x faster."""
+    import onnx
+
+    if method != "int8-dynamic":
+        return ""
+    if any(n.op_type == "ConvInteger" for n in onnx.load(path, load_external_data=False).graph.node):
+        return ("its convolutions became ConvInteger, which ONNX Runtime's CPU provider runs several times slower "
+                "than float32 (the residual CNN: 7x); --int8 static is smaller and faster for convolutional models")
+    return ""

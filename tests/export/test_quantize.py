@@ -87,6 +87,7 @@ def test_variants_are_smaller_and_score_as_infer_rescores_them(mlp, variants):
         assert r.worse_by == pytest.approx((before - after) * 100) and r.unit == "points"
         assert abs(r.worse_by) <= 2.0, (method, before, after)  # int8/fp16 of a trained MLP: about unchanged
         assert 0 < r.max_abs_diff < 2.0  # logits move a little; the metric above is the check
+        assert r.hint == ""  # no convolutions: no speed caveat
 
 
 def test_variant_metadata_is_the_base_plus_its_record(mlp, variants):
@@ -118,7 +119,8 @@ def test_static_is_calibrated_qdq_and_dynamic_quantizes_at_run_time(variants):
     ops = {m: {n.op_type for n in onnx.load(variants[m].path).graph.node} for m in ("int8-dynamic", "int8-static")}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops["int8-dynamic"]
     assert "QuantizeLinear" not in ops["int8-dynamic"]
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["int8-static"] and "DynamicQuantizeLinear" not in ops["int8-static"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops["int8-static"]
+    assert "DynamicQuantizeLinear" not in ops["int8-static"]
     record = json.loads(meta(Path(variants["int8-static"].path))[q.META_KEY])
     assert record["calibration"] == "sklearn:digits, train split, 512 of 1258 examples"
 
@@ -129,7 +131,7 @@ def test_convolutions_quantize_both_ways(tmp_path, one_thread):
     for r in reports:
         ops = {n.op_type for n in onnx.load(r.path).graph.node}
         if r.method == "int8-dynamic":
-            assert "ConvInteger" in ops
+            assert "ConvInteger" in ops and "runs several times slower" in r.hint
         elif r.method == "int8-static":  # Conv reads dequantized int8 weights and activations
             assert "Conv" in ops and "DequantizeLinear" in ops
         assert abs(r.worse_by) <= 3.0, r
@@ -171,6 +173,9 @@ def test_cli_refusal_and_force(mlp, tmp_path, monkeypatch):
     assert f"error: {tmp_path / 'm.fp16.onnx'}: not written: accuracy" in r.output
     assert "(5.00 points worse), more than --max-drop 1 allows (--force writes it anyway)" in r.output
     assert not (tmp_path / "m.fp16.onnx").exists()
+    r = CliRunner().invoke(main, ["quantize", str(model), "--fp16", "--json"])
+    assert r.exit_code == 1 and "not written" in r.stderr
+    assert [record["written"] for record in json.loads(r.stdout)] == [False]  # stdout: one JSON document
     r = cli("quantize", model, "--fp16", "--force")
     assert r.exit_code == 0 and "WARNING: " in r.output and "written because of --force" in r.output
     assert (tmp_path / "m.fp16.onnx").exists()
