@@ -224,7 +224,10 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
     from archc.runtime import Model
 
     start = time.perf_counter()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:  # a read-only folder: name the file asked for, not a temporary
+        raise write_error(e, out) from e
     os.close(fd)
     try:
         try:
