@@ -37,7 +37,11 @@ class Expander:
         last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
         for i, name in enumerate(spec.outputs or []):
-            if name in scope:
+            if name in inputs:  # ONNX cannot name one value both an input and an output: the exporter renames one
+                self.errors.append(SpecError(f"expected a layer's id, received the input '{name}'",
+                                             where=f"outputs[{i}]", hint=f"an output is computed by a layer: add "
+                                             f"{{ op = \"identity\", from = \"{name}\" }} to pass it through"))
+            elif name in scope:
                 outputs[name] = scope[name]
             else:
                 self.errors.append(SpecError(f"unknown node '{name}'", where=f"outputs[{i}]",

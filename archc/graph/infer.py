@@ -42,7 +42,17 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     if spec is not None:
         check_task(graph, spec)
         check_memory(graph, spec.train.batch_size)
+    check_inputs_read(graph)
     return graph
+
+
+def check_inputs_read(graph: Graph) -> None:
+    """Every input is read by a layer. The exporter drops an unread one from the ONNX graph, which then refuses the
+    feed every caller gives (`archc infer`, the parity check): a wiring mistake, found last so others come first."""
+    read = {i for n in graph.nodes for i in n.inputs}
+    raise_all([SpecError(f"input '{name}' is read by no layer", where=f"inputs.{name}",
+                         hint=f"wire it with from = \"{name}\", or remove it")
+               for name in graph.inputs if name not in read])
 
 
 def infer_node(graph: Graph, node: Node, ins: list[TensorType], sizes: dict[str, int]) -> None:
