@@ -128,40 +128,57 @@ def _kill_launcher_at_random(cmd, env, out, rng: random.Random) -> str:
     return moment
 
 
+def _wait_all_ended(folder, why: str, seconds: float = 30) -> None:
+    """Wait until no process names `folder`; SIGKILL what is left (so a failure leaves nothing running)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while _writers(folder):
+            assert time.monotonic() < deadline, f"still running {seconds:.0f} s after the launcher's SIGKILL: {why}"
+            time.sleep(0.05)
+    finally:
+        for pid in _writers(folder):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _outcome(run) -> tuple[dict, list, dict]:
+    """A finished run's weights (checkpoint and best), epoch rows (timings left out) and test metrics."""
+    weights = {name: load_file(run / name) for name in ("checkpoint.safetensors", "best.safetensors")}
+    rows = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return weights, rows, json.loads((run / "result.json").read_text())["test"]
+
+
 @pytest.mark.crash
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
 def test_sigkill_of_the_nproc_launcher_then_resume_matches_an_uninterrupted_run(h, tmp_path):
-    """No worker outlives the launcher's SIGKILL, and --resume then ends where an uninterrupted --nproc 2 run does
-    (one CPU per rank: 2 cores are enough)."""
+    """No worker outlives the launcher's SIGKILL, and --resume then ends where an uninterrupted --nproc 2 run does,
+    bit for bit (one CPU per rank: 2 cores are enough)."""
     data = h.make_npz(tmp_path / "d.npz", n=300, features=16, classes=3)
     spec = h.make_spec(tmp_path / "s.json", data, hidden=64, dropout=0.1,
                        train={"epochs": NPROC_EPOCHS, "batch_size": 10, "checkpoint_every": NPROC_EVERY})
     env, seed = h.env(), int.from_bytes(os.urandom(4), "little")
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     nproc = ("--nproc", "2", "--device", "cpu", "--quiet")
-    moment = _kill_launcher_at_random(h.cmd(str(spec), "--out", str(killed), *nproc), env, killed,
-                                      random.Random(seed))
-    why = f"killed {moment} (test seed {seed})"
-    deadline = time.monotonic() + 30
+    # the uninterrupted run goes alongside (half the wall time; the two share nothing but the spec and data)
+    reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *nproc), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        while _writers(killed):
-            assert time.monotonic() < deadline, f"still running 30 s after the launcher's SIGKILL: {why}"
-            time.sleep(0.05)
+        moment = _kill_launcher_at_random(h.cmd(str(spec), "--out", str(killed), *nproc), env, killed,
+                                          random.Random(seed))
+        why = f"killed {moment} (test seed {seed})"
+        _wait_all_ended(killed, why)
+        assert not (killed / "result.json").exists(), why
+        why += f", resumed from step {_state_step(killed)}"
+        resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *nproc, "--resume"), env=env,
+                                 capture_output=True, text=True)
+        assert resumed.returncode == 0, f"{why}: {resumed.stderr[-2000:]}"
+        assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()[-2000:]
     finally:
-        for pid in _writers(killed):  # a failure leaves nothing running
-            os.kill(pid, signal.SIGKILL)
-    assert not (killed / "result.json").exists(), why
-    stopped_at = _state_step(killed)
-    resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *nproc, "--resume"), env=env,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, f"{why}: {resumed.stderr[-2000:]}"
-    subprocess.run(h.cmd(str(spec), "--out", str(whole), *nproc), env=env, check=True, capture_output=True)
-    why += f", resumed from step {stopped_at}"
-    for name in ("checkpoint.safetensors", "best.safetensors"):
-        a, b = load_file(killed / name), load_file(whole / name)
+        reference.kill()
+        reference.wait()
+    (ours, our_rows, our_test), (theirs, their_rows, their_test) = _outcome(killed), _outcome(whole)
+    for name, a in ours.items():
+        b = theirs[name]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs: {why}"
-    rows = [[{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
-             for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (killed, whole)]
-    assert rows[0] == rows[1] and len(rows[0]) == NPROC_EPOCHS, why
-    assert json.loads((killed / "result.json").read_text())["test"] == json.loads((whole / "result.json").read_text())["test"]
+    assert our_rows == their_rows and len(our_rows) == NPROC_EPOCHS and our_test == their_test, why
     assert not list(killed.glob(".*.tmp")) and not (killed / ".archc.lock").exists(), why
