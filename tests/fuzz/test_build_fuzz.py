@@ -31,6 +31,7 @@ from archc.errors import ArchcError
 from archc.language.load import load_file
 from archc.ops import REGISTRY, activation_names
 from archc.pipeline import PASSES, compiled_from, export, lower, run
+from archc.summary import rows as summary_rows
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.fuzz
@@ -308,6 +309,11 @@ def verdict(spec: dict, exported: bool, tmp: Path) -> str:
     run(c, [("lower", lower)])
     module = c.module
     assert sum(p.numel() for p in module.parameters()) == graph.total_params, "parameter count differs"
+    reported = {row["node"]: row["params"] for row in summary_rows(graph)}  # what `archc validate` prints
+    for node in graph.nodes:
+        if not node.tied:  # a tied node's module holds the table it shares, counted at its owner
+            own = sum(p.numel() for p in module.get_submodule(module_path(node.id)).parameters())
+            assert own == reported[node.id], f"{node.where}: validate says {reported[node.id]} parameters, torch {own}"
     module.eval()
     checks = [(TRACE_BATCH, dict(graph.sizes)), *_check_sizes(graph)]
     skipped = []
