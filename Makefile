@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARCHC := $(VENV)/bin/archc
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test venv clean bench fuzz
+.PHONY: demo test venv clean bench schema fuzz
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: $(STAMP)
 # runs every figure's quick mode.
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# archc.schema.json (what specs' `#:schema ../archc.schema.json` names) is `archc schema`'s output, committed:
+# regenerate it after changing an op or the spec model (tests/language/test_schema.py fails while it is stale).
+schema: $(STAMP)
+	$(ARCHC) schema -o archc.schema.json
 
 # The fuzzer's long profile: 10,320 mutated specs from every spec in specs/ and every op example; each one that
 # validates is lowered, run at three sizes and exported with the ONNX Runtime parity check (`make test` runs 3,225

@@ -109,6 +109,21 @@ def output_file(path: Path | None) -> Path | None:
 
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
+WEIGHTS = click.option("--weights", type=click.Path(path_type=Path), default=None,
+                       help="Load this safetensors checkpoint into the model (strict: every tensor filled and used).")
+MAP = click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
+                   help="Weights mapping (TOML) from the checkpoint's names to the spec's (default: the spec's own).")
+
+
+def open_weights(path: Path | None, map_path: Path | None, flag: str) -> Any:
+    """The checkpoint of --weights/--init and its --map, read and checked before any compiling (None: no flag)."""
+    if path is None:
+        if map_path is not None:
+            raise click.UsageError(f"--map names the mapping of a checkpoint: give the checkpoint with {flag}")
+        return None
+    from archc.weights import Init
+
+    return Init.open(path, map_path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,18 +164,28 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
 @click.option("--stop-after", type=click.Choice(names(BUILD_PASSES)), default=names(BUILD_PASSES)[-1],
               help="Stop after this pass (debugging).")
+@WEIGHTS
+@MAP
 @command
-def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str) -> None:
+def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
+          weights: Path | None, map_path: Path | None) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
     import time
 
     from archc.pipeline import BuildOptions, compiled_from, run
 
     start = time.perf_counter()
-    c = compiled_from(spec, options=BuildOptions(seed=seed, output=output_file(output), exporter=exporter))
+    init = open_weights(weights, map_path, "--weights")
+    options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter,
+                           metadata={"weights": init.describe()} if init is not None else {})
+    c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
-    if print_code and order.index(stop_after) >= order.index("lower"):  # the code first, even if export fails
-        click.echo(run(c, BUILD_PASSES, "lower").module.code.strip())
+    if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
+        run(c, BUILD_PASSES, "lower")
+        if print_code:
+            click.echo(c.module.code.strip())
+        if init is not None:  # the lowered module's seeded weights are replaced before export
+            click.echo(init.load(c.module).line(init.path, init.map_path))
     run(c, BUILD_PASSES, stop_after)
     if c.report is None:
         click.echo(f"ok: {spec} passed {', '.join(c.passes)}")

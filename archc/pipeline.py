@@ -21,7 +21,7 @@ from archc.graph.expand import expand as expand_graph
 from archc.graph.infer import infer as infer_graph
 from archc.graph.located import InternalError
 from archc.language.errors import from_validation, layer_label
-from archc.language.load import load_file
+from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
 
 Pass = Callable[[Compiled], None]
@@ -75,8 +75,9 @@ def check_spec(raw: dict[str, Any]) -> Spec:
 
 # ---- the passes ---------------------------------------------------------------------------------------------
 def load(c: Compiled) -> None:
-    """File (TOML/JSON) -> raw dict; a dict source is taken as it is."""
-    c.raw = c.source if isinstance(c.source, dict) else load_file(c.source)  # type: ignore[arg-type]
+    """File (TOML/JSON) -> raw dict; a dict source is taken as it is (less an editor's "$schema")."""
+    source = c.source
+    c.raw = without_schema_key(source, c.file) if isinstance(source, dict) else load_file(source)  # type: ignore
 
 
 def check(c: Compiled) -> None:

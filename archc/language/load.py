@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from archc.errors import SpecError
+from archc.errors import SpecError, describe
 
 MAX_BYTES = 16 * 1024 * 1024  # a spec is a small text file; refuse anything huge before parsing it
 
@@ -29,7 +29,19 @@ def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
         kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
         raise SpecError(f"expected a table (object) at the top level, received {kind.get(type(data), 'null')}",
                         file=name)
-    return data
+    return without_schema_key(data, name)
+
+
+def without_schema_key(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The spec without its top-level "$schema" (an editor's pointer to archc.schema.json, as `#:schema` is in
+    TOML): not part of the model, so kept out of the data and its hash; where the file sits must not make
+    `--resume` refuse a run as another spec, and a run's spec.json must not carry a path relative to elsewhere."""
+    if "$schema" not in data:
+        return data
+    if not isinstance(data["$schema"], str):
+        raise SpecError(f"expected the schema's path or URL as a string, received {describe(data['$schema'])}",
+                        file=name, where="$schema")
+    return {k: v for k, v in data.items() if k != "$schema"}
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

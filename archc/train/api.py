@@ -13,17 +13,24 @@ from archc.train.run_dir import LOCK_ENV, RunResult
 def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out: str | Path | None = None,
         epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
-        data_root: str | Path | None = None, force: bool = False) -> RunResult:
+        data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
+        init_map: str | Path | None = None) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
-    DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers)."""
+    DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers).
+    `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
+    (archc.weights; None: the spec's own naming)."""
     from archc.train.distributed import Dist
+
+    from archc.weights import Init
 
     if nproc < 1:
         raise InputError(f"expected --nproc of at least 1, received {nproc}", where="--nproc")
+    start_from = Init.open(init, init_map) if init is not None else None  # a bad file or mapping fails first
     setup = prepare(spec_path, Overrides(data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
                     data_root)
+    setup.init = start_from
     dist = Dist.from_env()
     if nproc > 1 and not dist.active:
         return _launch(setup, device, resume, nproc, quiet, force)
@@ -63,4 +70,8 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
     run_dir = setup.run_dir
     args = [str(run_dir.spec), "--out", str(run_dir.root), "--device", device,
             "--data-root", str(setup.data_root if setup.data_root is not None else Path.cwd())]
+    init = setup.init
+    if init is not None:  # absolute: the workers' working folder need not be the launcher's
+        args += ["--init", str(init.path.resolve())]
+        args += ["--map", str(init.map_path.resolve())] if init.map_path is not None else []
     return args + ["--resume"] * resume + ["--quiet"] * quiet

@@ -27,18 +27,26 @@ from archc.clihelp import SourceOption
               help="Move a run already in --out aside to DIR.old-N (nothing is deleted) and start afresh.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights).")
+@click.option("--map", "init_map", type=click.Path(path_type=Path), default=None,
+              help="Weights mapping (TOML) from --init's names to the spec's (default: the spec's own).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, hidden=True)
 def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
-                  quiet: bool, as_json: bool, data_root: Path | None) -> None:
+                  quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
+                  init_map: Path | None) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
+    if init_map is not None and init is None:
+        raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
-                 resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force)
+                 resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
+                 init_map=init_map)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from archc.errors import ArchcError
+from archc.errors import ArchcError, ErrorList
 
 
 @dataclass
@@ -104,7 +105,52 @@ def launch(nproc: int, args: list[str], extra_env: dict[str, str] | None = None)
     # One process per core share: N processes each using every core would oversubscribe the CPU.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.run(torchrun_command(nproc, args), env=env, preexec_fn=die_with_parent(os.getpid()))
-    if proc.returncode != 0:
-        raise ArchcError(f"distributed training failed: torchrun exited with status {proc.returncode}",
-                         where=f"--nproc {nproc}", hint="the messages above say which rank failed and why")
+    proc = subprocess.Popen(torchrun_command(nproc, args), env=env, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent(os.getpid()))
+    try:
+        report = relay_stderr(proc.stderr, sys.stderr.buffer)
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reaches torchrun and its workers too (one process group): let them finish
+        proc.wait()
+        raise
+    if code == 0:
+        return
+    if report.errors:  # the ranks' own clear messages, each once, are the whole report
+        raise ErrorList([ArchcError(text) for text in dict.fromkeys(report.errors)])
+    raise ArchcError(f"distributed training failed: {report.cause or f'torchrun exited with status {code}'}",
+                     where=f"--nproc {nproc}", hint="the messages above say which rank failed and why")
+
+
+# torchrun's own log lines ("W1127 09:05:29.448000 3276 [.../site-packages/]torch/distributed/...] ...").
+_TORCHRUN_LOG = re.compile(rb"^[DIWEF]\d{4} [\d:.]+ \d+ \S*torch/distributed/")
+_FAILED = re.compile(rb"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
+
+
+@dataclass
+class Relayed:
+    errors: list[str] = field(default_factory=list)  # the ranks' `error: ...` lines, without the prefix
+    cause: str = ""
+
+
+def relay_stderr(src, dst) -> Relayed:
+    """Copy the workers' stderr through, minus torchrun's own log lines and, once torchrun has seen a worker
+    fail, the traceback and failure box it prints: the workers' messages are the ones a user needs. Their
+    `error: ...` lines are kept back and returned, so the launcher reports each once (as JSON with --json)."""
+    out, failed = Relayed(), False
+    for line in iter(src.readline, b""):
+        if failed:
+            continue
+        if m := _FAILED.search(line):
+            failed, code = True, int(m.group(1))
+            name = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else ""
+            out.cause = (f"rank {int(m.group(2))} was killed by {name}" if name
+                         else f"rank {int(m.group(2))} exited with status {code}")
+            continue
+        if _TORCHRUN_LOG.match(line):
+            continue
+        if line.startswith(b"error: "):
+            out.errors.append(line[len(b"error: "):].decode("utf-8", "replace").rstrip("\n"))
+            continue
+        dst.write(line)
+        dst.flush()
+    return out

@@ -35,7 +35,10 @@ def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data
     objective = objective_for(setup.spec, setup.graph)
     data = load_data(setup, objective, device)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
-    return Learner.build(setup, objective, device, steps, dist.rank), data
+    learner = Learner.build(setup, objective, device, steps, dist.rank)
+    if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
+        setup.init.load(learner.model)
+    return learner, data
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
@@ -48,7 +51,15 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
             f"data {data.name}: {data.sizes()}{norm}",
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
-            f"writing {setup.run_dir.root}"]
+            f"writing {setup.run_dir.root}"] + init_line(setup)
+
+
+def init_line(setup: Setup) -> list[str]:
+    """The checkpoint a run starts from (`--init`), when it has one."""
+    init = setup.init
+    if init is None:
+        return []
+    return [f"starting from {init.path}" + (f" through {init.map_path}" if init.map_path else "")]
 
 
 # --- training ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Progress: a live bar per epoch (loss, metric, samples/s, ETA) and one table row per epoch; or silence."""
+"""Progress: a live bar per epoch (loss, metric, samples/s, ETA), or in a log a line every few seconds, and one
+table row per epoch; or silence."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from typing import Callable
 from archc.train.run_dir import RunDir
 
 REFRESH_S = 0.1  # the bar's numbers cost a device sync: read them at most this often
+LINE_EVERY_S = 5.0  # not a terminal: a plain progress line at most this often (a log file stays readable)
 
 
 class Quiet:
@@ -21,7 +23,8 @@ class Quiet:
 
 
 class Rich(Quiet):
-    """rich's live bar during an epoch (transient), then a row of the epoch table."""
+    """rich's live bar during an epoch (transient), then a row of the epoch table. Not a terminal (a log file,
+    a pipe): no bar, but a plain progress line every LINE_EVERY_S, so a log never goes silent for an epoch."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -38,28 +41,46 @@ class Rich(Quiet):
                            f"{'val ' + short:>12} {'lr':>9} {'time':>7}[/bold]")
 
     def epoch_begin(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        self.epoch, self.epochs, self.steps, self.done, self.first = epoch + 1, epochs, steps, done, done
+        self.samples, self.start = 0, time.perf_counter()
+        if not self.console.is_terminal:
+            self.shown = self.start  # the first line after LINE_EVERY_S, not at step 1
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        # Not a terminal (a log file, a pipe): no live bar, only the table rows.
         self.progress = Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                                 console=self.console, transient=True, disable=not self.console.is_terminal,
+                                 console=self.console, transient=True,
                                  auto_refresh=False)  # no render thread: it would fight torch's threads
         self.progress.start()
         self.task = self.progress.add_task("train", total=steps, completed=done, stats="")
-        self.samples, self.start, self.shown = 0, time.perf_counter(), 0.0
+        self.shown = 0.0
 
     def step(self, samples: int, stats: Callable[[], tuple[float, float]]) -> None:
         self.samples += samples
+        self.done += 1
         now = time.perf_counter()
+        if self.progress is None:
+            if now - self.shown >= LINE_EVERY_S:
+                self.console.print(self.line(stats, now), markup=False)
+                self.shown = now
+            return
         if now - self.shown < REFRESH_S:
             self.progress.advance(self.task)
             return
-        loss, metric = stats()
-        rate = self.samples / max(now - self.start, 1e-9)
-        self.progress.update(self.task, advance=1,
-                             stats=f"loss {loss:.4f}  {self.metric} {metric:.4f}  {rate:,.0f} samples/s")
+        self.progress.update(self.task, advance=1, stats=self.stats(stats, now))
         self.progress.refresh()
         self.shown = now
+
+    def stats(self, stats: Callable[[], tuple[float, float]], now: float) -> str:
+        loss, metric = stats()  # a device sync: only when shown
+        rate = self.samples / max(now - self.start, 1e-9)
+        return f"loss {loss:.4f}  {self.metric} {metric:.4f}  {rate:,.0f} samples/s"
+
+    def line(self, stats: Callable[[], tuple[float, float]], now: float) -> str:
+        """`epoch 2/10  step 120/469  loss 0.4123  accuracy 0.8812  1,234 samples/s  eta 12s` (eta: this epoch)."""
+        eta = max(self.steps - self.done, 0) * (now - self.start) / max(self.done - self.first, 1)
+        return (f"epoch {self.epoch}/{self.epochs}  step {self.done}/{self.steps}  {self.stats(stats, now)}  "
+                f"eta {eta:.0f}s")
 
     def epoch_end(self, row: dict, best: bool) -> None:
         if self.progress is not None:

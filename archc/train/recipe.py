@@ -39,6 +39,7 @@ class Setup:
     compiled: Compiled
     run_dir: RunDir
     data_root: Path | None       # folder that relative data paths of the spec are read from
+    init: Any = None             # archc.weights.Init: the checkpoint `--init` starts from (None: the seed's init)
 
     @property
     def spec(self) -> Spec:

@@ -88,3 +88,6 @@ def test_one_rank_nan_stops_both_ranks(h, tmp_path):
                       r"another rank);", r.stderr)
     assert len(said) == 2 and said[0][0] == said[1][0], r.stderr  # both ranks, at the same step
     assert {s[1] for s in said} & {"nan", "inf"} and "NaN or inf on another rank" in {s[1] for s in said}
+    # The ranks' messages are the whole report: no torchrun log lines, traceback or failure box.
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr and "torch/distributed" not in r.stderr
+    assert all(line.startswith("error: ") for line in r.stderr.splitlines()), r.stderr

@@ -1,0 +1,98 @@
+"""Mapping files are data: `{name}` placeholders match decimal indices and nothing else is a pattern; bad rules
+and every mismatch between a file and a model are reported at once, located, before any tensor is read."""
+from __future__ import annotations
+
+import pytest
+
+from archc.errors import ArchcError, ModelError, SpecError
+from archc.weights.file import TensorInfo
+from archc.weights.mapping import Pattern, parse
+from archc.weights.plan import Expected, plan
+
+
+def _map(**data):
+    return parse({"archc_weights": 1} | data, "m.toml")
+
+
+def _infos(**shapes):
+    return {k.replace("__", "."): TensorInfo("F32", v) for k, v in shapes.items()}
+
+
+def test_placeholders_match_indices_only_and_everything_else_literally():
+    p = Pattern.parse("h.{i}.attn.c_attn.weight", "x")
+    assert p.match("h.11.attn.c_attn.weight") == {"i": "11"}
+    assert p.match("h.x.attn.c_attn.weight") is None and p.match("h.01.attn.c_attn.weight") is None
+    assert p.match("hX11.attn.c_attn.weight") is None  # '.' is a dot, not "any character"
+    star = Pattern.parse("a.*(b|c)+", "x")  # regex syntax from a user is text, never compiled as a pattern
+    assert star.match("a.*(b|c)+") == {} and star.match("a.bbb") is None
+    assert Pattern.parse("l.{i}.{j}.w", "x").fill({"i": "3", "j": "0"}) == "l.3.0.w"
+
+
+@pytest.mark.parametrize("data, where, says", [
+    ({"archc_weights": 2}, "archc_weights", "expected archc_weights = 1"),
+    ({"archc_weights": 1, "rename": []}, "rename", "unknown key 'rename'"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i", "to": "b"}]}, "map[0].from", "placeholders written {name}"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}.{i}", "to": "b"}]}, "map[0].from", "each placeholder once"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{j}"}]}, "map[0]", "expected the placeholders"),
+    ({"archc_weights": 1, "map": [{"from": ["a", "b"], "to": ["c", "d"]}]}, "map[0]", "one `from` or one `to`"),
+    ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "transpose": "yes"}]}, "map[0].transpose", "true or"),
+    ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "code": "import os"}]}, "map[0].code", "unknown key"),
+    ({"archc_weights": 1, "map": [{"from": "a"}]}, "map[0].to", "expected a tensor name"),
+    ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "axis": 1}]}, "map[0].axis", "only where a rule splits"),
+])
+def test_bad_mappings_are_located(data, where, says):
+    with pytest.raises(ArchcError) as e:
+        parse(data, "m.toml")
+    err = e.value.problems()[0]
+    assert isinstance(err, SpecError) and err.file == "m.toml" and err.where == where and says in err.message
+
+
+def test_fused_transposed_split_concat_and_drop_plan():
+    m = _map(drop=["h.{i}.attn.bias"], keep=["ln.weight"], strip_prefix=["transformer."],
+             map=[{"from": "h.{i}.qkv", "to": ["b.{i}.q", "b.{i}.k", "b.{i}.v"], "transpose": True},
+                  {"from": ["h.{i}.w1", "h.{i}.w3"], "to": "b.{i}.up", "axis": 0}])
+    infos = _infos(transformer__h__0__qkv=(4, 12), h__0__attn__bias=(1, 1, 8, 8), h__0__w1=(5, 4), h__0__w3=(5, 4),
+                   ln__weight=(4,))
+    expected = {"b.0.q": Expected((4, 4), True), "b.0.k": Expected((4, 4), True), "b.0.v": Expected((4, 4), True),
+                "b.0.up": Expected((10, 4), True), "ln.weight": Expected((4,), True)}
+    steps = plan(m, infos, expected, "w.safetensors")
+    assert sorted((s.sources, s.targets) for s in steps) == [
+        (("h.0.w1", "h.0.w3"), ("b.0.up",)), (("ln.weight",), ("ln.weight",)),
+        (("transformer.h.0.qkv",), ("b.0.q", "b.0.k", "b.0.v"))]
+
+
+def test_every_mismatch_in_one_located_error():
+    m = _map(map=[{"from": "h.{i}.w", "to": "b.{i}.w", "transpose": True},
+                  {"from": ["h.{i}.a", "h.{i}.c"], "to": "b.{i}.ac"},
+                  {"from": "h.{i}.x", "to": ["b.{i}.x1", "b.{i}.x2"]},
+                  {"from": "typo.{i}", "to": "b.{i}.nope"}])
+    infos = _infos(h__0__w=(3, 2), h__1__w=(2, 3), h__0__a=(2,), h__0__x=(5,), stray=(7,), typo__0=(1,))
+    infos["h.1.i"] = TensorInfo("I64", (2,))
+    expected = {f"b.{i}.w": Expected((2, 3), True) for i in (0, 1)} | {
+        "b.0.ac": Expected((4,), True), "b.0.x1": Expected((2,), True), "b.0.x2": Expected((2,), True),
+        "b.0.norm": Expected((3,), True)}
+    with pytest.raises(ModelError) as e:
+        plan(m, infos, expected, "w.safetensors")
+    err = e.value
+    assert err.file == "w.safetensors" and err.where == "--map m.toml"
+    text = err.message
+    assert text.startswith("expected every tensor of the model filled and every tensor of the file used, received")
+    assert "missing: b.0.norm [3], h.0.c (file tensor, concatenated with h.0.a into b.0.ac by map[1])" in text
+    assert "b.1.w: expected [2, 3], received [3, 2] from h.1.w by map[0]" in text
+    assert "h.0.x by map[2]: cannot split axis 0 of [5] into 2 equal parts" in text
+    assert "extra: stray [7], h.1.i [2], typo.0 by map[3] (to b.0.nope, which the model does not have)" in text
+    assert "b.1.ac" not in text and len(err.problems()) == 1  # one error, one line
+    assert "\n" not in err.line()
+
+
+def test_filled_twice_and_wrong_dtype():
+    m = _map(map=[{"from": "a", "to": "w"}, {"from": "b", "to": "w"}, {"from": "i", "to": "f"},
+                  {"from": "c", "to": "n"}])
+    infos = {"a": TensorInfo("F32", (2,)), "b": TensorInfo("BF16", (2,)), "i": TensorInfo("I32", (2,)),
+             "c": TensorInfo("F16", ())}
+    expected = {"w": Expected((2,), True), "f": Expected((2,), True), "n": Expected((), False)}
+    with pytest.raises(ModelError) as e:
+        plan(m, infos, expected, "w.safetensors")
+    assert "w: filled twice, from a by map[0] and b by map[1]" in e.value.message
+    assert "f: expected floats, received I32 from i by map[2]" in e.value.message
+    assert "n: expected integers, received F16 from c by map[3]" in e.value.message
