@@ -27,7 +27,8 @@ def test_an_input_as_an_output_is_a_located_error(tmp_path):
     """It validated, then ONNX (one name per value) renamed the input to 'b.1' and the parity check failed:
     'Required inputs (['b.1']) are missing'. An identity layer passes an input through."""
     spec = _spec({"a": {"shape": [4]}, "b": {"shape": [3]}},
-                 [{"id": "y", "op": "add", "from": ["b", "b"]}, {"id": "z", "op": "linear", "out_features": 2, "from": "a"}],
+                 [{"id": "y", "op": "add", "from": ["b", "b"]},
+                  {"id": "z", "op": "linear", "out_features": 2, "from": "a"}],
                  outputs=["b", "z"])
     with pytest.raises(ArchcError, match=r"outputs\[0\]: expected a layer's id, received the input 'b' \(an output "
                                          r"is computed by a layer: add \{ op = \"identity\", from = \"b\" \}"):
