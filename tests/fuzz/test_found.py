@@ -71,3 +71,19 @@ def test_example_graph_ids_cover_every_graph():
         feeds = example_inputs(graph, batch, sizes, seed=seed)
         out = module(*(torch.from_numpy(v) for v in feeds.values()))
         assert tuple(out.shape) == (sizes["graphs"], 3), sizes
+
+
+def test_an_input_whose_branch_feeds_no_output_is_a_located_error(tmp_path):
+    """specs/two_branch.json without its concat layer validated, then ONNX dropped the dead image branch and its
+    input: 'Invalid input name: image' from ONNX Runtime at the end of `build`."""
+    import json
+    from pathlib import Path
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "specs" / "two_branch.json").read_text())
+    joined = next(i for i, layer in enumerate(spec["layers"]) if layer.get("id") == "joined")
+    del spec["layers"][joined]
+    with pytest.raises(ArchcError, match=r"inputs\.image: input 'image' reaches no output \(the layers reading it "
+                                         r"\(conv\) feed no output"):
+        compile_spec(spec)
+    spec["outputs"] = [*spec["outputs"], "img_feat"]  # the branch named as an output: it builds and exports
+    run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
