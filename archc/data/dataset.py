@@ -28,6 +28,8 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    # The data's classes: the name of each class id 0..K-1 (or of each target column, a multilabel npz's);
+    # training and scoring match them to a model's labels by name (archc/data/classes.py). None: no names.
     classes: list[str] | None
     example_shape: tuple[int, ...]
     task: str

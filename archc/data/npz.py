@@ -17,7 +17,7 @@ from archc.labels import CLASSES, TARGETS
 @register
 class NpzArrays(Source):
     """An .npz with x [N, ...] and y [N] (regression: or [N, K]), optionally x_test and y_test (the test split) and
-    classes (names)."""
+    classes (names of y's classes, or of its K columns: multilabel's labels)."""
 
     scheme = "npz"
     argument = "FILE"
@@ -51,6 +51,8 @@ class NpzArrays(Source):
         y_all = arrays["y"] if "y_test" not in arrays else np.concatenate([arrays["y"], arrays["y_test"]])
         # Convert train and test labels together so string classes get one shared numbering.
         labels, classes, task = labels_for_task(y_all, task, classes, name)
+        if task == TARGETS and arrays["y"].ndim == 2 and "classes" in arrays:
+            classes = _column_names(arrays["classes"], arrays["y"].shape[1], name)  # multilabel's label names
         y, test = labels[:len(arrays["y"])], None
         if "x_test" in arrays:
             test = Split(as_features(arrays["x_test"], name), labels[len(arrays["y"]):])
@@ -66,3 +68,12 @@ class NpzArrays(Source):
         np.savez(folder / "arrays.npz", x=rng.random((30, 2, 3), dtype=np.float32), y=np.arange(30) % 3,
                  x_test=rng.random((6, 2, 3), dtype=np.float32), y_test=np.arange(6) % 3)
         return Example(f"npz:{folder / 'arrays.npz'}", CLASSES, (2, 3), 36)
+
+
+def _column_names(names: np.ndarray, width: int, where: str) -> list[str]:
+    """The names of y's columns (a multilabel target's labels): one per column."""
+    out = [str(c) for c in names.reshape(-1).tolist()]
+    if len(out) != width:
+        raise DataError(f"expected 'classes' to name the {width} columns of 'y', received {len(out)} names",
+                        where=where)
+    return out

@@ -22,6 +22,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.graph.bounds import candidates, fits, recorded
 from archc.graph.ir import Graph
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
@@ -42,6 +43,7 @@ class ExportReport:
     tolerance: float
     checks: list[dict[str, Any]] = field(default_factory=list)
     bytes: int = 0
+    pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
 
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
@@ -53,18 +55,22 @@ def output_kind(graph: Graph, name: str, spec: Spec) -> str:
 
 
 def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The archc.* metadata `archc infer` reads (values are JSON strings)."""
+    """The archc.* metadata `archc infer` reads (values are JSON strings). `extra` entries become archc.<key>;
+    its "labels" (the class names training took from the data) replace the spec's in archc.task."""
+    extra = dict(extra or {})
+    labels = extra.pop("labels", None) or spec.task.labels
     outputs = {name: {"shape": list(graph.type_of(nid).shape), "dtype": graph.type_of(nid).dtype,
                       "kind": output_kind(graph, name, spec)} for name, nid in graph.outputs.items()}
     meta = {
         "archc.version": __version__,
         "archc.spec": json.dumps(raw, sort_keys=True),
         "archc.spec_sha256": sha256,
-        "archc.task": json.dumps({"kind": spec.task.kind, "labels": spec.task.labels}),
+        "archc.task": json.dumps({"kind": spec.task.kind, "labels": labels}),
         "archc.inputs": json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
         "archc.outputs": json.dumps(outputs),
+        "archc.bounds": json.dumps(recorded(graph)),  # sizes and ids `archc infer` checks inputs against
     }
-    for key, value in (extra or {}).items():
+    for key, value in extra.items():
         meta[f"archc.{key}"] = value if isinstance(value, str) else json.dumps(value)
     return meta
 
@@ -102,11 +108,25 @@ def dynamic_axes(graph: Graph) -> dict[str, dict[int, str]]:
     return axes
 
 
-def _check_sizes(graph: Graph) -> list[tuple[int, dict[str, int]]]:
-    """(batch, axis sizes) pairs to compare at: none equal to the traced ones."""
-    sym = {k: v for k, v in graph.sizes.items()}
-    return [(CHECK_BATCHES[0], {k: max(1, v - 1) if v > 1 else v + 2 for k, v in sym.items()}),
-            (CHECK_BATCHES[1], {k: v + 3 for k, v in sym.items()})]
+def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[str, str]]:
+    """(batch, axis sizes) pairs to compare at, each symbol at sizes other than the traced one where the nodes'
+    bounds leave room (a position table's max_len, a slice's end); and the symbols their bounds pin, with why."""
+    first: dict[str, int] = {}
+    second: dict[str, int] = {}
+    pinned: dict[str, str] = {}
+    for name, traced in graph.sizes.items():
+        limits = graph.axis_limits.get(name, [])
+        edges = candidates(limits, traced)  # where the bounds leave room when the sizes near `traced` do not fit
+        ok = [n for n in (traced - 1, traced + 2, *edges) if n != traced and fits(graph, name, n)]
+        if not ok:
+            first[name] = second[name] = traced
+            pinned[name] = "; ".join(f"{lim.where}: {lim.why}" for lim in limits) or "its bounds"
+            continue
+        # one smaller and one larger than the traced size where the bounds allow: as today without bounds
+        first[name] = ok[0]
+        second[name] = next((n for n in (traced + 3, traced + 2, traced + 1, traced - 2, *edges)
+                             if n not in (traced, first[name]) and fits(graph, name, n)), first[name])
+    return [(CHECK_BATCHES[0], first), (CHECK_BATCHES[1], second)], pinned
 
 
 def _torch_export(module, graph: Graph, path: str, exporter: str) -> None:
@@ -144,7 +164,7 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []
     module.eval()
-    for i, (batch, sizes) in enumerate(_check_sizes(graph)):
+    for i, (batch, sizes) in enumerate(check_sizes(graph)[0]):
         feeds = example_inputs(graph, batch, sizes, seed=100 + i)
         with torch.no_grad():
             ref = module(*(torch.from_numpy(v) for v in feeds.values()))
@@ -155,7 +175,7 @@ def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str
             raise ExportError(f"ONNX Runtime failed at batch {batch} {sizes or ''}: "
                               f"{str(e).splitlines()[0][:300]}") from e
         for name, r, g in zip(graph.outputs, refs, got):
-            r = r.numpy()
+            r = r.detach().numpy()  # a view of a parameter (expand) requires grad even under no_grad
             if r.shape != g.shape:
                 raise ExportError(f"output '{name}': expected shape {list(r.shape)} from torch, received "
                                   f"{list(g.shape)} from ONNX Runtime at batch {batch}", where=_where(graph, name))
@@ -226,4 +246,5 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return ExportReport(str(path), exporter, seconds, worst, tol, checks, path.stat().st_size)
+    return ExportReport(str(path), exporter, seconds, worst, tol, checks, path.stat().st_size,
+                        check_sizes(graph)[1])

@@ -37,16 +37,18 @@ class Expander:
         last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
         for i, name in enumerate(spec.outputs or []):
-            if name in inputs:  # ONNX cannot name one value both an input and an output: the exporter renames one
-                self.errors.append(SpecError(f"expected a layer's id, received the input '{name}'",
-                                             where=f"outputs[{i}]", hint=f"an output is computed by a layer: add "
-                                             f"{{ op = \"identity\", from = \"{name}\" }} to pass it through"))
-            elif name in scope:
-                outputs[name] = scope[name]
-            else:
+            if name not in scope:
                 self.errors.append(SpecError(f"unknown node '{name}'", where=f"outputs[{i}]",
                                              hint=_known(name, scope)))
-        if not spec.outputs and last not in (None, BROKEN):
+            elif scope[name] in inputs:
+                self.errors.append(_output_is_input(name, scope[name], f"outputs[{i}]"))
+            else:
+                outputs[name] = scope[name]
+        if not spec.outputs and last in inputs:  # the last layers were left out (repeat = 0, when = false)
+            ids = {r.get("id") for r in spec.layers if isinstance(r, dict)}  # the user's names, not generated ones
+            name = next((k for k, v in reversed(scope.items()) if v == last and k in ids), last)
+            self.errors.append(_output_is_input(name, last, f"layers[{len(spec.layers) - 1}]"))
+        elif not spec.outputs and last not in (None, BROKEN):
             outputs[_public_name(last, scope)] = last
         raise_all(self.errors)
         sizes = {**spec.axes}
@@ -79,8 +81,12 @@ class Expander:
             try:
                 if not isinstance(raw, dict):
                     raise SpecError(f"expected a table with 'op' (or 'use'), received {describe(raw)}")
-                local, out = (self.use if "use" in raw else self.layer)(
-                    raw, i, where, prefix, params, scope, prev, declared, stack)
+                if not self.present(raw, params, where):
+                    local, out = self.left_out(raw, i, scope, prev, declared, where)
+                else:  # `when` is consumed here (block layers are shared by every repeat: never mutated)
+                    layer = {k: v for k, v in raw.items() if k != "when"} if "when" in raw else raw
+                    local, out = (self.use if "use" in raw else self.layer)(
+                        layer, i, where, prefix, params, scope, prev, declared, stack)
             except ArchcError as e:
                 if not e.where:
                     e.where = where
@@ -133,6 +139,37 @@ class Expander:
                 raise SpecError(f"'{key}' names unknown node '{ref}'", hint=_known(ref, scope))
         return out
 
+    # ---- `when`: layers present in some repeats only -----------------------------------------
+    def present(self, raw: dict, params: dict, where: str) -> bool:
+        """A layer's `when` (default true), evaluated over the parameters in scope."""
+        if "when" not in raw:
+            return True
+        try:
+            value = substitute(raw["when"], params)
+        except SpecError as e:
+            e.where = at(where, ".when")
+            raise
+        if not isinstance(value, bool):
+            raise SpecError(f"expected true or false, received {describe(value)}", where=at(where, ".when"),
+                            hint='when = "${i == 0}" keeps a layer in the first repeat only')
+        return value
+
+    def left_out(self, raw: dict, i: int, scope: dict, prev: str | None, declared: dict,
+                 where: str) -> tuple[str | None, str]:
+        """A layer whose `when` is false: no node; its id (if any) names its first input, passed on unchanged."""
+        local = raw.get("id") if isinstance(raw.get("id"), str) else None
+        refs = raw.get("from")
+        if not (refs is None or isinstance(refs, str) or (isinstance(refs, list)
+                                                          and all(isinstance(r, str) for r in refs))):
+            raise SpecError(f"expected a node id or a list of them, received {describe(refs)}",
+                            where=at(where, ".from"))
+        try:
+            inputs = self.resolve(refs, i, scope, prev, declared, where.split("[")[0])
+        except SpecError as e:
+            e.where = at(where, ".from")
+            raise
+        return local, inputs[0]
+
     # ---- an op layer -----------------------------------------------------------------------
     def layer(self, raw: dict, i: int, where: str, prefix: str, params: dict, scope: dict, prev: str | None,
               declared: dict, stack: tuple) -> tuple[str | None, str]:
@@ -176,13 +213,28 @@ class Expander:
         return local, node.id
 
     def activation(self, op: Op, where: str) -> Op | None:
+        """The `act` sugar as an op: a name ("relu") or a table of an activation and its attributes."""
         if op.act is None:
             return None
-        cls = REGISTRY.get(op.act)
+        table = op.act if isinstance(op.act, dict) else {"op": op.act}
+        name = table.get("op")
+        cls = REGISTRY.get(name) if isinstance(name, str) else None
         if cls is None or not cls.is_activation:
-            hint = close_matches(op.act, activation_names()) or "expected one of: " + ", ".join(activation_names())
-            raise SpecError(f"unknown activation {describe(op.act)}", where=at(where, ".act"), hint=hint)
-        return cls.model_validate({"op": op.act})
+            sub = ".act.op" if isinstance(op.act, dict) else ".act"
+            what = "missing 'op'" if name is None else f"unknown activation {describe(name)}"
+            hint = (close_matches(name, activation_names()) if isinstance(name, str) else "") or (
+                "expected one of: " + ", ".join(activation_names()))
+            raise SpecError(what, where=at(where, sub), hint=hint)
+        wiring = sorted(set(table) & {"id", "from", "act"})
+        if wiring:  # an activation is part of its layer: it has no name, inputs or activation of its own
+            raise SpecError(f"unknown attribute '{wiring[0]}' for an activation", where=at(where, f".act.{wiring[0]}"),
+                            hint=f"{name}'s attributes: " + (", ".join(cls.attribute_fields()) or "none"))
+        try:
+            return cls.model_validate(table)
+        except ValidationError as e:
+            errors = from_validation(e, cls, where=at(where, ".act"))
+            self.errors.extend(errors[1:])
+            raise errors[0] from None
 
     def substitute(self, raw: dict, params: dict, where: str) -> dict:
         out = {}
@@ -217,7 +269,7 @@ class Expander:
         bparams = self.block_params(u, block, params, where)
         if BROKEN in inputs:
             return local, BROKEN
-        out: str | None = None
+        out: str | None = inputs[0]  # repeat = 0 passes the block's first input on
         for r in range(u.repeat):
             tag = f".{r}" if u.repeat > 1 else ""
             # the whole chain of uses, innermost first: "blocks.res.layers[1] in layers[2] (stage) repeat 1 in ..."
@@ -225,8 +277,9 @@ class Expander:
             # repeat chains the block's first input; any others (a time embedding, a mask) go to every repeat
             bscope = dict(zip(block.inputs, inputs if r == 0 else [out, *inputs[1:]]))
             before = len(self.errors)
+            rparams = {**bparams, **{k: v[r] for k, v in u.with_.items() if isinstance(v, list)}, "i": r}
             out = self.layers(block.layers, f"blocks.{u.use}.layers", f"{prefix}{local}{tag}.",
-                              {**bparams, "i": r}, bscope, bscope[block.inputs[0]], context, stack + (u.use,))
+                              rparams, bscope, bscope[block.inputs[0]], context, stack + (u.use,))
             if len(self.errors) > before or out == BROKEN:
                 return local, BROKEN  # one report per problem, not one per repeat
             if block.output is not None:
@@ -250,9 +303,21 @@ class Expander:
             except SpecError as e:
                 e.where = f"blocks.{u.use}.params.{key}"
                 raise
+        for key, value in u.with_.items():  # a list holds one value per repeat, picked in `use`
+            if isinstance(value, list) and len(value) != u.repeat:
+                raise SpecError(f"expected {u.repeat} value{'s' if u.repeat != 1 else ''} (one per repeat), "
+                                f"received {len(value)}", where=at(where, f".with.{key}"),
+                                hint="a list in `with` gives each repeat its own value")
         merged.update(u.with_)
         merged["repeat"] = u.repeat
         return merged
+
+
+def _output_is_input(name: str, source: str, where: str) -> SpecError:
+    """An output must be computed: an input passed through unchanged is not a model output (ONNX has no such)."""
+    what = f"input '{source}'" if name == source else f"'{name}', which passes input '{source}' on unchanged"
+    return SpecError(f"expected an output computed by a layer, received {what}", where=where,
+                     hint="outputs name what layers compute; a layer with op = \"identity\" copies its input")
 
 
 def _known(name: str, scope: dict[str, str]) -> str:

@@ -14,6 +14,8 @@ _EXPR = re.compile(r"^\$\{(.*)\}$", re.S)
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+            ast.Gt: operator.gt, ast.GtE: operator.ge}
 _FUNCS = {"min": min, "max": max}
 MAX_VALUE = 10 ** 15  # keeps `2 ** 2 ** 99` from hanging the compiler
 MAX_LENGTH = 200
@@ -53,9 +55,15 @@ def _lookup(name: str, params: dict[str, Any]) -> Any:
 
 
 def _eval(node: ast.AST, params: dict[str, Any], text: str) -> Any:
-    """Numbers, parameter names, + - * / // % **, unary minus, min() and max(); nothing else."""
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    """Numbers, parameter names, + - * / // % **, unary minus, min() and max(), and for choices per repeat
+    comparisons, and/or/not, true/false and `a if test else b`; nothing else."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
         return node.value
+    if isinstance(node, ast.Name) and node.id in ("true", "false"):  # TOML's and JSON's spelling
+        return node.id == "true"
+    if isinstance(node, (ast.Compare, ast.BoolOp, ast.IfExp)) or (
+            isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
+        return _eval_logic(node, params, text)
     if isinstance(node, ast.Name):
         return _lookup(node.id, params)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
@@ -83,8 +91,38 @@ def _eval(node: ast.AST, params: dict[str, Any], text: str) -> Any:
         args = [_eval(a, params, text) for a in node.args]
         _numbers(text, *args)
         return _FUNCS[node.func.id](args)
-    raise SpecError(f"expected only numbers, parameter names, + - * / // % ** and min/max in '{text}', "
+    raise SpecError(f"expected only numbers, parameter names, + - * / // % **, min/max, comparisons, "
+                    f"and/or/not and 'a if test else b' in '{text}', "
                     f"received '{ast.unparse(node)}'")
+
+
+def _eval_logic(node: ast.AST, params: dict[str, Any], text: str) -> Any:
+    """Comparisons (numbers, or == / != of any values), and/or/not over booleans, and `a if test else b`."""
+    if isinstance(node, ast.Compare):
+        left, result = _eval(node.left, params, text), True
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, params, text)
+            if type(op) not in _COMPARE:
+                raise SpecError(f"expected == != < <= > >= in '{text}', received '{ast.unparse(node)}'")
+            if not isinstance(op, (ast.Eq, ast.NotEq)):
+                _numbers(text, left, right)
+            result, left = result and _COMPARE[type(op)](left, right), right
+        return result
+    if isinstance(node, ast.BoolOp):
+        values = [_boolean(text, _eval(v, params, text)) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp):
+        return not _boolean(text, _eval(node.operand, params, text))
+    assert isinstance(node, ast.IfExp)
+    test = _boolean(text, _eval(node.test, params, text))
+    return _eval(node.body if test else node.orelse, params, text)
+
+
+def _boolean(text: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"expected true or false in '{text}', received {value!r}",
+                        hint="compare it: '${i == 0}', '${t != 1}'")
+    return value
 
 
 def _numbers(text: str, *values: Any) -> None:

@@ -52,8 +52,11 @@ class Use(Strict):
     use: Name
     id: Name | None = None
     from_: Name | list[Name] | None = Field(None, alias="from")
-    with_: dict[str, Scalar] = Field(default_factory=dict, alias="with")
-    repeat: Annotated[int, Field(ge=1, le=10_000)] = 1
+    with_: dict[str, Scalar | list[Scalar]] = Field(
+        default_factory=dict, alias="with", description="block parameters; a list gives one value per repeat")
+    repeat: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        1, description="instances in a chain; 0: none, the use passes its first input on")
+    when: bool | str = Field(True, description="false (or an expression that is): left out, as with repeat = 0")
 
 
 class Block(Strict):

@@ -62,10 +62,11 @@ def _layer(use: str, ops: dict[str, str]) -> dict[str, Any]:
 def _allow_refs(props: dict[str, Any]) -> None:
     """Op attributes (and values in their lists) may be "$name" / "${expr}" references: keyed on a leading $."""
     for key, prop in props.items():
-        if key == "act":
+        if key == "act":  # a name, or a table of an activation op and its attributes (checked by the expander)
             prop.pop("anyOf", None)
             prop.pop("type", None)
-            prop["enum"] = [*activation_names(), None]
+            prop.update({"if": {"type": "object"}, "then": {"type": "object", "required": ["op"], "properties": {
+                "op": {"enum": activation_names()}}}, "else": {"enum": [*activation_names(), None]}})
         if key not in WIRING:
             props[key] = _ref_or(prop)
 

@@ -5,7 +5,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archc.ops.base import Example, Op, TensorType, expect_float, norm_axis, register
+from archc.ops.base import Example, Op, TensorType, expect, expect_float, norm_axis, register
 
 _EXAMPLES = (Example({}, ((6,),)), Example({}, ((3, 4, 5),)))
 
@@ -101,6 +101,74 @@ class Identity(Activation):
 
     def flops(self, ins, out, sizes):
         return 0
+
+
+@register
+class Clamp(Activation):
+    """min(max(x, min), max) as torch.clamp; either bound may be left out (not both)."""
+
+    op: Literal["clamp"] = "clamp"
+    min: float | None = Field(None, description="lower bound (none: unbounded below)")
+    max: float | None = Field(None, description="upper bound (none: unbounded above)")
+    examples = (Example({"min": -0.5, "max": 0.5}, ((6,),)), Example({"min": 0.0}, ((3, 4, 5),)),
+                Example({"max": 0.3}, ((2, 7),)))
+
+    def infer(self, ins: list[TensorType]) -> TensorType:
+        expect(self.min is not None or self.max is not None, "min or max (or both)", "neither",
+               hint='op = "clamp", min = 0.0, max = 6.0 is relu6')
+        # torch.clamp with min > max returns max everywhere: almost surely a typo, so it is refused here
+        expect(self.min is None or self.max is None or self.min <= self.max, "min <= max",
+               f"min = {self.min}, max = {self.max}")
+        return super().infer(ins)
+
+    def to_torch(self, ins):
+        from archc.nn.activation import Clamp as M
+        return M(self.min, self.max)
+
+
+@register
+class ReLU6(Activation):
+    """min(max(x, 0), 6)."""
+
+    op: Literal["relu6"] = "relu6"
+    torch_name = "ReLU6"
+
+
+@register
+class Hardtanh(Activation):
+    """x clamped to [min_val, max_val] (default [-1, 1])."""
+
+    op: Literal["hardtanh"] = "hardtanh"
+    min_val: float = Field(-1.0, description="lower bound")
+    max_val: float = Field(1.0, description="upper bound (> min_val)")
+    examples = (*_EXAMPLES, Example({"min_val": -0.25, "max_val": 2.0}, ((3, 4),)))
+    torch_name = "Hardtanh"
+
+    def infer(self, ins: list[TensorType]) -> TensorType:
+        expect(self.max_val > self.min_val, "max_val > min_val", f"min_val = {self.min_val}, max_val = {self.max_val}")
+        return super().infer(ins)
+
+
+@register
+class Hardsigmoid(Activation):
+    """relu6(x + 3) / 6, the piecewise-linear sigmoid."""
+
+    op: Literal["hardsigmoid"] = "hardsigmoid"
+    torch_name = "Hardsigmoid"
+
+    def flops(self, ins, out, sizes):
+        return 3 * out.numel(sizes)
+
+
+@register
+class Hardswish(Activation):
+    """x * relu6(x + 3) / 6 (MobileNetV3)."""
+
+    op: Literal["hardswish"] = "hardswish"
+    torch_name = "Hardswish"
+
+    def flops(self, ins, out, sizes):
+        return 4 * out.numel(sizes)
 
 
 class _AxisActivation(Activation):

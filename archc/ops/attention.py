@@ -22,11 +22,18 @@ class Attention(Op):
 
     op: Literal["attention"] = "attention"
     num_heads: PosInt = Field(description="heads (dim divisible by it)")
+    num_kv_heads: PosInt | None = Field(
+        None, description="key/value heads, shared by num_heads / num_kv_heads query heads each (grouped-query "
+                          "attention; 1: multi-query); default num_heads")
+    fused_qkv: bool = Field(False, description="one qkv_proj computing queries, keys and values (self-attention; "
+                                               "rows q, k, v as torch's in_proj_weight)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention weights (training only)")
     bias: bool = Field(True, description="learn biases in the q/k/v/out projections")
     causal: bool = Field(False, description="a query attends only to keys at or before its position")
     rope: bool = Field(False, description="rotary position embedding on queries and keys (self-attention)")
     rope_base: float = Field(10000.0, gt=1, description="rotary frequency base")
+    rope_dims: PosInt | None = Field(None, description="rotate only the first rope_dims features of each head "
+                                                       "(partial rotary: GPT-NeoX, Phi); default the whole head")
     pad_index: int | None = Field(None, description="mask keys whose token (the last, int64 input) equals it")
 
     family = "attention"
@@ -35,7 +42,14 @@ class Attention(Op):
                 Example({"num_heads": 2, "rope": True, "pad_index": 0, "causal": True}, (("seq", 8), ("seq",)),
                         dtype=("float32", "int64"), vocab=3, sizes={"seq": 5}),
                 Example({"num_heads": 3, "pad_index": 0, "bias": False}, (("seq", 6), ("mem", 4), ("mem",)),
-                        dtype=("float32", "float32", "int64"), vocab=3, sizes={"seq": 4, "mem": 7}))
+                        dtype=("float32", "float32", "int64"), vocab=3, sizes={"seq": 4, "mem": 7}),
+                Example({"num_heads": 4, "num_kv_heads": 2, "rope": True, "causal": True, "bias": False},
+                        (("seq", 16),), sizes={"seq": 5}),
+                Example({"num_heads": 3, "num_kv_heads": 1}, (("seq", 6), ("mem", 4)), sizes={"seq": 3, "mem": 4}),
+                Example({"num_heads": 4, "num_kv_heads": 2, "fused_qkv": True, "causal": True}, (("seq", 8),),
+                        sizes={"seq": 5}),
+                Example({"num_heads": 2, "rope": True, "rope_dims": 4, "causal": True}, (("seq", 12),),
+                        sizes={"seq": 5}))
 
     def _roles(self, ins: list[TensorType]) -> tuple[TensorType, TensorType | None, TensorType | None]:
         """(queries, memory or None for self-attention, tokens or None) after checking types."""
@@ -67,18 +81,34 @@ class Attention(Op):
                    hint="causal masking is for self-attention over one sequence")
             expect(not self.rope, "rope = false for cross-attention", "rope = true",
                    hint="queries and memory have unrelated positions")
+            expect(not self.fused_qkv, "fused_qkv = false for cross-attention", "fused_qkv = true",
+                   hint="keys and values come from the memory, queries from x: one projection cannot make both")
         if self.rope:
-            expect((dim // self.num_heads) % 2 == 0, "an even head size with rope", str(dim // self.num_heads))
+            rotated = self.rope_dims or dim // self.num_heads
+            expect(rotated % 2 == 0 and rotated <= dim // self.num_heads,
+                   f"an even number of rotated features, at most the head size {dim // self.num_heads}",
+                   f"rope_dims = {rotated}" if self.rope_dims else f"head size {rotated}")
+        expect(self.rope or self.rope_dims is None, "rope = true with rope_dims", "rope = false")
+        expect(self.num_heads % self.kv_heads == 0, f"num_heads = {self.num_heads} divisible by num_kv_heads",
+               str(self.kv_heads))
         return x
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
 
     def param_shapes(self, ins):
         x, memory, _ = self._roles(ins)
         d, kd = x.shape[2], (memory or x).shape[2]
+        kv = d // self.num_heads * self.kv_heads  # type: ignore[operator]  (keys and values: kv_heads heads)
         shapes: dict[str, tuple[int, ...]] = {}
-        for name, n_in in (("q_proj", d), ("k_proj", kd), ("v_proj", kd), ("out_proj", d)):
-            shapes[f"{name}.weight"] = (d, n_in)  # type: ignore[assignment]
+        projections = (("q_proj", d, d), ("k_proj", kv, kd), ("v_proj", kv, kd), ("out_proj", d, d))
+        if self.fused_qkv:
+            projections = (("qkv_proj", d + 2 * kv, d), ("out_proj", d, d))  # type: ignore[assignment]
+        for name, n_out, n_in in projections:
+            shapes[f"{name}.weight"] = (n_out, n_in)  # type: ignore[assignment]
             if self.bias:
-                shapes[f"{name}.bias"] = (d,)  # type: ignore[assignment]
+                shapes[f"{name}.bias"] = (n_out,)  # type: ignore[assignment]
         return shapes
 
     def flops(self, ins, out, sizes):
@@ -86,7 +116,8 @@ class Attention(Op):
         memory = memory or x
         t, s = _size(x.shape[1], sizes), _size(memory.shape[1], sizes)
         d, kd = x.shape[2], memory.shape[2]
-        projections = 2 * t * d * d * 2 + 2 * s * kd * d * 2  # q, out; k, v
+        kv = d // self.num_heads * self.kv_heads  # type: ignore[operator]
+        projections = 2 * t * d * d * 2 + 2 * s * kd * kv * 2  # q, out; k, v
         return projections + 2 * 2 * t * s * d  # q k^T and weights @ v  # type: ignore[operator]
 
     def to_torch(self, ins):
@@ -94,7 +125,9 @@ class Attention(Op):
         x, memory, _ = self._roles(ins)
         return M(x.shape[2], (memory or x).shape[2], self.num_heads, bias=self.bias,  # type: ignore[arg-type]
                  dropout=self.dropout, causal=self.causal, rope=self.rope, rope_base=self.rope_base,
-                 cross=memory is not None, pad_index=self.pad_index)
+                 rope_dims=self.rope_dims,
+                 cross=memory is not None, pad_index=self.pad_index, num_kv_heads=self.kv_heads,
+                 fused_qkv=self.fused_qkv)
 
 
 def _size(d: Dim, sizes: dict[str, int]) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections import Counter
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -112,6 +113,11 @@ class Task:
         cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
 
     @classmethod
+    def describe(cls, graph: "Graph", spec: SpecLike) -> str:
+        """A line `archc validate` prints under its table: what the kind makes of the spec (none by default)."""
+        return ""
+
+    @classmethod
     def check_inputs(cls, graph: "Graph", spec: SpecLike) -> None:
         """The inputs this kind needs (by default: none beyond what training checks)."""
 
@@ -140,6 +146,10 @@ class Task:
     def check_labels(cls, name: str, out: TensorType, spec: SpecLike) -> None:
         """[task] labels name the output's last axis, one per score."""
         labels = spec.task.labels
+        twice = sorted(label for label, n in Counter(labels or []).items() if n > 1)
+        if twice:  # each label names one output position: training and scoring match data classes by name
+            raise SpecError(f"expected distinct labels, received {', '.join(map(repr, twice))} more than once",
+                            where="task.labels")
         if labels is not None and out.shape[-1] != len(labels):
             raise ShapeError(f"expected output '{name}' to have {len(labels)} classes (one per label), "
                              f"received {out.show()}", where="task.labels")
@@ -163,11 +173,16 @@ class Task:
             raise InputError(f"expected a single-input model to read a data source, received inputs "
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
         ds = load(source, task=cls.data_task, **data_settings(model), **cls.load_options(model))
-        part = getattr(ds, split)
+        part = getattr(cls.match_classes(model, ds, source), split)
         if len(part) == 0:
             raise InputError(f"expected examples in the {split} split of {source}, received none")
         (name,) = model.inputs
         return Labelled({name: part.x}, part.y, f"{source}, {split} split, {len(part)} examples")
+
+    @classmethod
+    def match_classes(cls, model: "Model", ds: "Dataset", source: str) -> "Dataset":
+        """The data with its labels in the model's output order (classes by name); as loaded by default."""
+        return ds
 
     @classmethod
     def load_options(cls, model: "Model") -> dict[str, Any]:
@@ -190,6 +205,17 @@ class Task:
         """One dict per example: raw values by output name by default."""
         return value_records(outputs)
 
+    @classmethod
+    def cells(cls, model: "Model", outputs: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]] | None:
+        """The `archc infer` table as (header, rows of cell text) when the kind lays it out itself (embedding: one
+        row per vector); None: from the records and `columns`."""
+        return None
+
+    @classmethod
+    def main_output(cls, model: "Model") -> str | None:
+        """The output `infer -o FILE.npy` writes (a .npy holds one array): the one the task reads."""
+        return recorded_output(model)
+
     # ---- train (torch): the objective ---------------------------------------------------------------------
     def __init__(self, spec: SpecLike, graph: "Graph") -> None:
         out_name = task_output(graph, spec)
@@ -199,6 +225,7 @@ class Task:
         self.out_kind = graph.score_kind(graph.outputs[out_name])
         self.loss_name = spec.train.loss or self.losses[0]
         self.label_smoothing = spec.train.label_smoothing
+        self.spec_labels: list[str] | None = spec.task.labels
         # the spec input the data's examples feed (checked against the data's shape and dtype); None for task
         # kinds that check and feed several inputs themselves (graphs)
         self.data_input: str | None = next(iter(graph.inputs))
@@ -206,6 +233,11 @@ class Task:
     def select(self, outputs: Any) -> Any:
         """The output the task reads, from the module's tensor or tuple."""
         return outputs if isinstance(outputs, torch.Tensor) else outputs[self.output_index]
+
+    def align(self, dataset: "Dataset") -> "Dataset":
+        """The data with its labels in the output's order and `classes` the model's labels (DataError when they
+        cannot agree); as loaded by default."""
+        return dataset
 
     def check(self, dataset: "Dataset") -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
@@ -321,6 +353,17 @@ def check_mode(model: "Model", flag: str) -> None:
     supported = "; ".join(MODE_DOCS[m] for m in cls.modes)
     raise InputError(f"{flag}: expected a {' or a '.join(nouns) or 'model that supports it'}, received a "
                      f"{cls.kind} model, which supports {supported}", where=model.path or "model")
+
+
+def recorded_output(model: "Model") -> str | None:
+    """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
+    try:  # a foreign or hand-edited model: its outputs still run, in their own order
+        spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    except (ValueError, RecursionError):
+        spec = {}
+    task = spec.get("task") if isinstance(spec, dict) else None
+    name = task.get("output") if isinstance(task, dict) else None
+    return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
 def data_settings(model: "Model") -> dict[str, Any]:

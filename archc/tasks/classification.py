@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from archc.errors import DataError
+from archc.errors import DataError, InputError
 from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
 from archc.labels import CLASSES
@@ -85,6 +85,22 @@ class Classification(Task):
         return {"accuracy": float(np.mean(probs.argmax(-1)[keep] == y[keep]))}
 
     @classmethod
+    def match_classes(cls, model, ds, source):
+        """The data's class ids renumbered to the model's outputs by name (a subset of its classes scores as is);
+        a class the model never saw is an InputError. A model without labels is scored by index."""
+        from archc.data.classes import match, reindex, show
+
+        labels = [str(label) for label in (model.task or {}).get("labels") or []]
+        if not labels or ds.classes is None:
+            return ds
+        found = match(ds.classes, labels)
+        if found.unknown:
+            raise InputError(f"expected classes the model was trained on ({show(labels)}), received "
+                             f"{show(found.unknown)} in the data, which the model never saw", where=source,
+                             hint="score it on data of the model's classes only")
+        return reindex(ds, found.positions, labels)
+
+    @classmethod
     def records(cls, model, outputs, top=0):
         """The likeliest label, its probability and index per example (raw values when no scores fit)."""
         found = label_records(model, outputs, top)
@@ -104,6 +120,30 @@ class Classification(Task):
     def __init__(self, spec, graph) -> None:
         super().__init__(spec, graph)
         self.classes = self.out_type.shape[1]
+
+    def align(self, dataset):
+        """The data's classes in the output's order: re-indexed by name to [task] labels, which must be the same
+        set (in any order); without labels the data's own names, one per output, become the model's labels."""
+        from archc.data.classes import match, reindex, show
+
+        names = list(dataset.classes or [])
+        where = f"data {dataset.name}"
+        if self.spec_labels is None:
+            if len(names) != self.classes:
+                raise DataError(f"expected labels in 0..{self.classes - 1} (the output '{self.output_name}' has "
+                                f"{self.classes} classes), received {len(names)} classes in the data: {show(names)}",
+                                where=where, hint="declare [task] labels, or give the output one score per class")
+            return dataset
+        found = match(names, self.spec_labels)
+        if found.missing or found.unknown:
+            beyond = f"beyond the {len(self.spec_labels)} outputs" if found.by_value else "not in the labels"
+            parts = [f"labels the data lacks: {show(found.missing)}"] * bool(found.missing) + \
+                    [f"data classes {beyond}: {show(found.unknown)}"] * bool(found.unknown)
+            raise DataError(f"expected the classes of {where} ({show(names)}), received labels "
+                            f"{show(self.spec_labels)}; {'; '.join(parts)}", where="task.labels",
+                            hint="list the data's class names (any order) in [task] labels, or drop labels to "
+                                 "take the data's")
+        return reindex(dataset, found.positions, self.spec_labels)
 
     def check(self, dataset) -> None:
         for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):

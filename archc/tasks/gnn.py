@@ -41,6 +41,7 @@ class GraphTask(Classification):
         from archc.data import load
 
         ds = load(source, task=cls.data_task, **data_settings(model))  # a source that feeds no graphs: DataError
+        ds = cls.match_classes(model, ds, source)
         part = getattr(ds, split)
         if len(part) == 0:
             raise InputError(f"expected examples in the {split} split of {source}, received none")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from archc.errors import DataError, SpecError
+from archc.errors import DataError, InputError, SpecError
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output, task_output
 from archc.labels import TARGETS
 
@@ -20,6 +20,15 @@ def _names(model, n: int) -> list[str]:
     """The model's [task] labels, else the label indices."""
     labels = (model.task or {}).get("labels") or []
     return [str(labels[i]) if i < len(labels) else str(i) for i in range(n)]
+
+
+def _differences(found) -> str:
+    """'; labels the data lacks: ...; data columns not in the labels: ...' of a archc.data.classes.Match."""
+    from archc.data.classes import show
+
+    parts = [f"labels the data lacks: {show(found.missing)}"] * bool(found.missing) + \
+            [f"data columns not in the labels: {show(found.unknown)}"] * bool(found.unknown)
+    return "".join(f"; {p}" for p in parts)
 
 
 @register
@@ -66,6 +75,21 @@ class Multilabel(Task):
         return scores
 
     @classmethod
+    def match_classes(cls, model, ds, source):
+        """The data's target columns in the model's label order when both carry names; every label needs its
+        column and every column a label (a model without labels, or unnamed columns: as they are)."""
+        from archc.data.classes import match, reorder_columns, show
+
+        labels = [str(label) for label in (model.task or {}).get("labels") or []]
+        if not labels or ds.classes is None:
+            return ds
+        found = match(ds.classes, labels)
+        if found.missing or found.unknown:
+            raise InputError(f"expected target columns named as the model's labels ({show(labels)}), received "
+                             f"{show(list(ds.classes))}" + _differences(found), where=source)
+        return reorder_columns(ds, found.positions, labels)
+
+    @classmethod
     def records(cls, model, outputs, top=0):
         """The labels over 0.5 and their probabilities, per example."""
         name = score_output(model, outputs)
@@ -92,6 +116,21 @@ class Multilabel(Task):
                        infer=(("--input", "npz:{dir}/tags.npz"),), files={"tags.npz": buf.getvalue()})
 
     # ---- train ----
+    def align(self, dataset):
+        """Named target columns (an npz's `classes`) in [task] labels' order, which must name the same set;
+        without labels the columns' names become the model's labels."""
+        from archc.data.classes import match, reorder_columns, show
+
+        if dataset.classes is None or self.spec_labels is None:
+            return dataset
+        found = match(dataset.classes, self.spec_labels)
+        if found.missing or found.unknown:
+            raise DataError(f"expected the target columns of data {dataset.name} ({show(list(dataset.classes))}), "
+                            f"received labels {show(self.spec_labels)}" + _differences(found), where="task.labels",
+                            hint="list the data's column names (any order) in [task] labels, or drop labels to "
+                                 "take the data's")
+        return reorder_columns(dataset, found.positions, self.spec_labels)
+
     def check(self, dataset) -> None:
         labels = self.out_type.shape[1]
         y = dataset.train.y

@@ -45,6 +45,8 @@ def test_example_loads_and_splits(scheme: str, tmp_path: Path) -> None:
             assert tuple(part.x.shape[1:]) == ex.shape  # graph splits hold node or graph ids instead
     if d.classes is not None:
         assert all(0 <= int(v) < len(d.classes) for p in (d.train, d.val, d.test) for v in np.unique(p.y))
+    if d.task in ("classification", "node_classification", "graph_classification"):  # names come with the ids
+        assert d.classes and all(isinstance(c, str) for c in d.classes) and len(set(d.classes)) == len(d.classes)
     again = load(ex.source, task=ex.task, val_fraction=0.2, test_fraction=0.2, seed=1, **ex.options)
     for a, b in ((d.train, again.train), (d.val, again.val), (d.test, again.test)):
         np.testing.assert_array_equal(a.x, b.x)

@@ -36,7 +36,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.fuzz
 from torch import fx  # noqa: E402
 
-from archc.export.onnx import TRACE_BATCH, _check_sizes, example_inputs  # noqa: E402
+from archc.export.onnx import TRACE_BATCH, check_sizes, example_inputs  # noqa: E402
 from archc.lower.names import act_path, module_path  # noqa: E402
 
 LONG = os.environ.get("ARCHC_FUZZ", "") == "long"
@@ -315,7 +315,7 @@ def verdict(spec: dict, exported: bool, tmp: Path) -> str:
             own = sum(p.numel() for p in module.get_submodule(module_path(node.id)).parameters())
             assert own == reported[node.id], f"{node.where}: validate says {reported[node.id]} parameters, torch {own}"
     module.eval()
-    checks = [(TRACE_BATCH, dict(graph.sizes)), *_check_sizes(graph)]
+    checks = [(TRACE_BATCH, dict(graph.sizes)), *check_sizes(graph)[0]]
     skipped = []
     for i, (batch, sizes) in enumerate(checks):
         if why := left_out(graph, sizes):  # TODO(bounds): see left_out

@@ -162,7 +162,7 @@ padding = "full"
         "bad.toml: layers[0] (conv).padding: expected 'same' or 'valid', an integer or a list, received 'full'",
     ]),
     "unknown_activation": ("bad.toml", FLAT + FC1 + 'act = "rleu"\n', [
-        "bad.toml: layers[0] (fc1).act: unknown activation 'rleu' (did you mean 'relu'?)",
+        "bad.toml: layers[0] (fc1).act: unknown activation 'rleu' (did you mean 'relu' or 'relu6'?)",
     ]),
     "newline_in_id": ("bad.json", json.dumps({
         "archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [4]}},
@@ -357,7 +357,7 @@ act = "rleu"
 """, [
         "bad.toml: layers[0] (fc1).out_features: expected a value >= 1, received -1",
         "bad.toml: layers[1] (fc2).out_feature: unknown attribute 'out_feature' (did you mean 'out_features'?)",
-        "bad.toml: layers[2] (fc3).act: unknown activation 'rleu' (did you mean 'relu'?)",
+        "bad.toml: layers[2] (fc3).act: unknown activation 'rleu' (did you mean 'relu' or 'relu6'?)",
     ]),
 }
 LOAD_ERRORS = {"toml_syntax", "json_syntax", "json_top_level_not_table"}  # about the whole file: no spec path
