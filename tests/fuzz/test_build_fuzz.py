@@ -48,16 +48,7 @@ MAX_PARAMS, MAX_FLOPS = 4_000_000, 1_000_000_000  # per example; bigger mutants 
 
 # ---- starting points ------------------------------------------------------------------------------------------
 def _example_spec(name: str, ex) -> dict:
-    """An op's conformance example as a spec (as tests/ops/test_conformance.py builds it)."""
-    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": ex.batched}
-              | ({"vocab": ex.vocab} if dtype == "int64" else {})
-              for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))}
-    before = [dict(layer) for layer in ex.before]
-    if before:
-        before[0].setdefault("from", list(inputs) if len(inputs) > 1 else next(iter(inputs)))
-    wired = {"from": list(inputs)} if not before else {}
-    return {"archc": 1, "model": {"name": f"fuzz-{name}"}, "inputs": inputs, "axes": dict(ex.sizes),
-            "task": {"kind": "regression"}, "layers": [*before, {"op": name, "id": "node", **wired, **ex.attrs}]}
+    return ex.spec(name, f"fuzz-{name}")
 
 
 def _bases() -> dict[str, dict]:
