@@ -126,3 +126,18 @@ def test_a_failed_check_leaves_neither_file(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="expected ONNX Runtime to match torch"):
         export(compiled, tmp_path / "m.onnx", module=lower(compiled.graph, seed=0))
     assert os.listdir(tmp_path) == []
+
+
+def test_costly_parity_checks_run_at_shorter_axes_other_than_the_traced(tmp_path, monkeypatch):
+    """Past PARITY_FLOPS the symbolic axes shrink; two batch sizes, the tolerance and 'not the traced size' stay."""
+    import torch
+
+    compiled = compile_spec(SPECS / "transformer_block_demo.toml")  # traced at seq 64
+    monkeypatch.setattr(export_onnx, "PARITY_FLOPS", compiled.graph.total_flops)  # 4x over budget
+    threads = torch.get_num_threads()
+    report = export(compiled, tmp_path / "m.onnx", module=lower(compiled.graph, seed=0))
+    seqs = [c["sizes"]["seq"] for c in report.checks]
+    assert sorted({c["batch"] for c in report.checks}) == [1, 3]
+    assert len(set(seqs)) == 2 and 64 not in seqs and max(seqs) <= 64 // 4 + 1, seqs
+    assert report.max_abs_diff <= report.tolerance
+    assert torch.get_num_threads() == threads  # the export's one-thread torch is restored
