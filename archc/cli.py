@@ -142,6 +142,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
     """Check SPEC and print its node table (shapes, parameters, FLOPs). Never imports torch."""
     from archc.pipeline import compile_spec
     from archc.summary import as_json as summary_json, as_text
+    from archc.tasks import task_class
 
     result = compile_spec(spec, stop_after=stop_after)
     if "infer" not in result.passes:
@@ -152,6 +153,9 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
+        line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
+        if line:
+            click.echo(line)
 
 
 @main.command()
@@ -192,10 +196,26 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
         return
     report, graph = c.report, c.graph
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {graph.total_params:,} parameters)")
+    _print_export(report, start)
+
+
+def _print_export(report: Any, start: float) -> None:
+    """How long the export took, where parity was checked, and which axes their bounds pinned."""
+    import time
+
     click.echo(f"export ({report.exporter}): {report.seconds:.2f} s; total {time.perf_counter() - start:.2f} s")
-    batches = ", ".join(sorted({str(check["batch"]) for check in report.checks}))
+    batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
+    for axis, why in report.pinned.items():
+        size = report.checks[0]["sizes"][axis] if report.checks else "?"
+        click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
+
+
+def _checked_at(check: dict[str, Any]) -> str:
+    """'3' or '3 (seq 131)': a parity check's batch and symbolic-axis sizes."""
+    sizes = ", ".join(f"{k} {v}" for k, v in check["sizes"].items())
+    return f"{check['batch']}" + (f" ({sizes})" if sizes else "")
 
 
 @main.command()
@@ -236,7 +256,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
-    from archc.tasks.base import check_mode
+    from archc.tasks.base import check_mode, for_model
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
         raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
@@ -260,7 +280,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     recs = records(m, outputs)
     metrics = score(m, outputs, labelled.y) if labelled else {}
     if output is not None:
-        write_outputs(output, outputs, recs)
+        write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
     if as_json:
         click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
         return
@@ -306,6 +326,29 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
     click.echo(prompt + r.text)
     click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, full "
                f"recompute per token, no KV cache) on {', '.join(m.providers)}", err=True)
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--checkpoint", default="best", show_default=True,
+              help="Which weights: best, last, or a .safetensors file of this run's model.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: RUN_DIR/model.onnx for best, RUN_DIR/model-last.onnx for last, "
+                   "RUN_DIR/model-STEM.onnx for a file).")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+              show_default=True, help="torch.onnx exporter.")
+@command
+def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str) -> None:
+    """Export a checkpoint of the training run in RUN_DIR (an `archc train --out` folder) to ONNX, with the
+    parity check and metadata of the run's own model.onnx."""
+    import time
+
+    from archc.train.api import export_run
+
+    start = time.perf_counter()
+    report = export_run(run_dir, checkpoint, output_file(output), exporter)
+    click.echo(f"wrote {report.path} ({report.bytes:,} bytes) from the {checkpoint} weights")
+    _print_export(report, start)
 
 
 @main.command()

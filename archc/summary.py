@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archc.graph.bounds import recorded
 from archc.graph.infer import human_bytes
 from archc.graph.ir import Graph
 
@@ -23,7 +24,7 @@ def as_json(graph: Graph, file: str, sha256: str) -> dict[str, Any]:
             "inputs": {k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()},
             "outputs": {k: {"node": v, "shape": list(graph.type_of(v).shape)} for k, v in graph.outputs.items()},
             "nodes": rows(graph), "total_params": graph.total_params, "total_flops": graph.total_flops,
-            "axis_sizes": graph.sizes}
+            "axis_sizes": graph.sizes, "bounds": recorded(graph)}
 
 
 def _fmt_shape(shape: list | None) -> str:
@@ -48,4 +49,13 @@ def as_text(graph: Graph) -> str:
              f"FLOPs per example: {graph.total_flops:,}"
              + (f" (symbolic axes at {', '.join(f'{k}={v}' for k, v in symbolic.items())})" if symbolic else ""),
              "outputs: " + ", ".join(f"{k} {graph.type_of(v).show()}" for k, v in graph.outputs.items())]
-    return "\n".join(lines)
+    return "\n".join(lines + _bounds(graph))
+
+
+def _bounds(graph: Graph) -> list[str]:
+    """'bounds: seq 1..1024 (layers[1] (pos): max_len = 1024, ...)': what the layers index, one line per axis."""
+    lines = []
+    for axis, b in recorded(graph)["axes"].items():
+        span = f"{b['min']}..{b['max']}" if b["max"] is not None else f"at least {b['min']}"
+        lines.append(f"bounds: {axis} {span} ({b['why']})")
+    return lines

@@ -25,6 +25,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.graph.bounds import candidates, fits, recorded
 from archc.graph.ir import Graph
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
@@ -52,6 +53,7 @@ class ExportReport:
     bytes: int = 0  # the file's, plus its external data's
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: trace, weights, ..., parity
     data_path: str | None = None  # the external data file, when the weights exceed EXTERNAL_DATA_BYTES
+    pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
 
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
@@ -76,6 +78,7 @@ def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, 
         "archc.task": json.dumps({"kind": spec.task.kind, "labels": labels}),
         "archc.inputs": json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
         "archc.outputs": json.dumps(outputs),
+        "archc.bounds": json.dumps(recorded(graph)),  # sizes and ids `archc infer` checks inputs against
     }
     for key, value in extra.items():
         meta[f"archc.{key}"] = value if isinstance(value, str) else json.dumps(value)
@@ -103,11 +106,25 @@ def dynamic_axes(graph: Graph) -> dict[str, dict[int, str]]:
     return axes
 
 
-def _check_sizes(graph: Graph) -> list[tuple[int, dict[str, int]]]:
-    """(batch, axis sizes) pairs to compare at: none equal to the traced ones."""
-    sym = {k: v for k, v in graph.sizes.items()}
-    return [(CHECK_BATCHES[0], {k: max(1, v - 1) if v > 1 else v + 2 for k, v in sym.items()}),
-            (CHECK_BATCHES[1], {k: v + 3 for k, v in sym.items()})]
+def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[str, str]]:
+    """(batch, axis sizes) pairs to compare at, each symbol at sizes other than the traced one where the nodes'
+    bounds leave room (a position table's max_len, a slice's end); and the symbols their bounds pin, with why."""
+    first: dict[str, int] = {}
+    second: dict[str, int] = {}
+    pinned: dict[str, str] = {}
+    for name, traced in graph.sizes.items():
+        limits = graph.axis_limits.get(name, [])
+        edges = candidates(limits, traced)  # where the bounds leave room when the sizes near `traced` do not fit
+        ok = [n for n in (traced - 1, traced + 2, *edges) if n != traced and fits(graph, name, n)]
+        if not ok:
+            first[name] = second[name] = traced
+            pinned[name] = "; ".join(f"{lim.where}: {lim.why}" for lim in limits) or "its bounds"
+            continue
+        # one smaller and one larger than the traced size where the bounds allow: as today without bounds
+        first[name] = ok[0]
+        second[name] = next((n for n in (traced + 3, traced + 2, traced + 1, traced - 2, *edges)
+                             if n not in (traced, first[name]) and fits(graph, name, n)), first[name])
+    return [(CHECK_BATCHES[0], first), (CHECK_BATCHES[1], second)], pinned
 
 
 class _Phases(dict):
@@ -134,13 +151,17 @@ def affordable(checks: list[tuple[int, dict[str, int]]], graph: Graph) -> list[t
     if cost <= PARITY_FLOPS or not graph.sizes:
         return checks
     factor = math.ceil(cost / PARITY_FLOPS)
-    out = [(batch, {k: max(2, v // factor) for k, v in sizes.items()}) for batch, sizes in checks]
-    for k, traced in graph.sizes.items():  # the two checks' sizes differ from each other and from the trace
+    out = [(batch, dict(sizes)) for batch, sizes in checks]
+    for k, traced in graph.sizes.items():
+        if any(sizes[k] == traced for _, sizes in checks):  # pinned by its bounds: stays at the traced size
+            continue
         seen = {traced}
-        for _, small in out:
-            while small[k] in seen:
-                small[k] += 1
-            seen.add(small[k])
+        for _, small in out:  # the two checks' sizes differ from each other and from the trace, within bounds
+            n = max(2, small[k] // factor)
+            while n < small[k] and (n in seen or not fits(graph, k, n)):
+                n += 1
+            small[k] = n if n < small[k] else small[k]  # no shorter size fits: check_sizes' own
+            seen.add(n)
     return out
 
 
@@ -231,7 +252,7 @@ def parity(module, graph: Graph, path: str | bytes, phases: _Phases | None = Non
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []
     module.eval()
-    for i, (batch, sizes) in enumerate(affordable(_check_sizes(graph), graph)):
+    for i, (batch, sizes) in enumerate(affordable(check_sizes(graph)[0], graph)):
         feeds = example_inputs(graph, batch, sizes, seed=100 + i)
         with torch.no_grad(), phases("parity torch"):
             ref = module(*(torch.from_numpy(v) for v in feeds.values()))
@@ -363,7 +384,7 @@ def _export(compiled: Compiled, graph: Graph, spec: Spec, module, path: Path, ex
             super(_Writer, writer).join()
         shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
-                        str(path.parent / data_name) if large else None)
+                        str(path.parent / data_name) if large else None, check_sizes(graph)[1])
 
 
 def weight_bytes(model: "onnx.ModelProto") -> int:

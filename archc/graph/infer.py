@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from archc.errors import ArchcError, SpecError, raise_all
+from archc.graph.bounds import Collector, check as check_bounds
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
 from archc.ops.base import TensorType
@@ -16,9 +17,12 @@ BYTES = {"float32": 4, "int64": 8}
 
 
 def infer(graph: Graph, spec: Spec | None = None) -> Graph:
-    """Fill in every node's output type, parameters and FLOPs; ShapeErrors are located at spec paths."""
+    """Fill in every node's output type, parameters and FLOPs, and collect what the nodes index; ShapeErrors
+    are located at spec paths. Then [axes] sizes and input vocabularies are checked against those bounds."""
+    given = dict(graph.sizes)  # the spec's [axes]; the others get a default (inside the bounds)
     sizes = {**_symbols(graph), **graph.sizes}
     graph.sizes = sizes
+    collector = Collector(graph)
     types: dict[str, TensorType | None] = dict(graph.inputs)
     errors: list[ArchcError] = []
     for node in graph.nodes:
@@ -28,6 +32,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             continue
         try:
             infer_node(graph, node, ins, sizes)  # type: ignore[arg-type]
+            collector.add(node, ins)  # type: ignore[arg-type]
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
             on_act = node.act is not None and e.where == "act"
@@ -41,6 +46,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             raise InternalError(e, node.where, node.op.name()) from e
         types[node.id] = node.out
     raise_all(errors)
+    raise_all(check_bounds(graph, given))
     if spec is not None:
         check_task(graph, spec)
         check_memory(graph, spec.train.batch_size)

@@ -26,6 +26,22 @@ class Node:
         return self.where
 
 
+@dataclass(frozen=True)
+class Limit:
+    """A bound one node puts on a symbolic axis' size (low..high) or on an int64 input's values ([0, high))."""
+
+    node: str                      # the id of the node that imposes it
+    where: str                     # its spec location: errors point there
+    why: str                       # what in the op sets it: "max_len = 16, the position table's rows"
+    low: int = 1
+    high: int | str | None = None  # None: no upper bound; a str: the size of that axis (values only)
+    axis: str = ""                 # axis limits: the name as the node sees it ('seq', or derived 'seq-1')
+    hint: str = ""
+
+    def allows(self, size: int) -> bool:
+        return self.low <= size and (not isinstance(self.high, int) or size <= self.high)
+
+
 @dataclass
 class Graph:
     """The expanded model: named inputs, nodes in order, output ids."""
@@ -36,6 +52,9 @@ class Graph:
     outputs: list[str]
     sizes: dict[str, int] = field(default_factory=dict)  # typical sizes of symbolic axes
     vocab: dict[str, int | str] = field(default_factory=dict)  # int64 inputs: values in [0, vocab or axis size)
+    # filled by the infer pass (archc/graph/bounds.py): what the nodes index, per symbol and per int64 input
+    axis_limits: dict[str, list[Limit]] = field(default_factory=dict)   # base symbol ('seq') -> limits
+    value_limits: dict[str, list[Limit]] = field(default_factory=dict)  # input name -> limits on its values
     # id -> node, so lookups inside per-node loops stay O(1) (a scan made lowering quadratic in the node count)
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False, default_factory=dict)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -68,6 +69,41 @@ class Example:
         return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.inputs)
 
 
+@dataclass(frozen=True)
+class AxisBound:
+    """A size an op needs of a symbolic axis it indexes: low <= size <= high (None: no upper bound).
+
+    `axis` is the name as the op sees it: an input's 'seq', or one derived from it by slicing ('seq-1').
+    """
+
+    axis: str
+    low: int = 1
+    high: int | None = None
+    why: str = ""       # what in the op sets it: "max_len = 16 (the position table's rows)"
+    hint: str = ""      # how to fix a size outside it
+
+
+@dataclass(frozen=True)
+class ValueBound:
+    """Values an op reads from one of its int64 inputs as indices: each in [0, high).
+
+    `high` is a fixed size (an embedding's rows) or an axis the values index (edge_index into 'nodes').
+    """
+
+    input: int          # which of the op's inputs
+    high: Dim
+    why: str = ""
+    hint: str = ""
+
+
+Bound = AxisBound | ValueBound
+
+
+def base_axis(d: str) -> str:
+    """The symbol a derived axis name was made from ('seq-1[-3:]' -> 'seq'): ids cannot hold '-' or '['."""
+    return re.split(r"[-\[]", d, maxsplit=1)[0]
+
+
 class Op(BaseModel):
     """Base of every op: wiring fields shared by all layers, and the hooks each op fills in."""
 
@@ -110,6 +146,11 @@ class Op(BaseModel):
     def to_torch(self, ins: list[TensorType]) -> "nn.Module":
         """The torch module computing this op (imports torch lazily)."""
         raise NotImplementedError
+
+    def bounds(self, ins: list[TensorType]) -> tuple[Bound, ...]:
+        """What this op indexes: sizes it needs of symbolic axes, ranges it needs of int64 values. Validate
+        checks [axes] and input vocab against them; the exporter traces and checks only sizes inside them."""
+        return ()
 
     def infer_tied(self, ins: list[TensorType], tied: dict[str, tuple[int, ...]]) -> TensorType:
         """The output type, given the tied node's parameter shapes (ops with `ties` only)."""

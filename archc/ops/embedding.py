@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr
 
-from archc.ops.base import (ID_PATTERN, Example, Op, PosInt, TensorType, concrete, expect, expect_float,
-                            expect_rank, register)
+from archc.ops.base import (ID_PATTERN, AxisBound, Example, Op, PosInt, TensorType, ValueBound, base_axis,
+                            concrete, expect, expect_float, expect_rank, register)
 
 
 @register
@@ -35,6 +35,11 @@ class Embedding(Op):
 
     def param_shapes(self, ins):
         return {"weight": (self.num_embeddings, self.embedding_dim)}
+
+    def bounds(self, ins):
+        n = self.num_embeddings
+        return (ValueBound(0, n, f"num_embeddings = {n}, the table's rows",
+                           hint="raise num_embeddings, or declare the input's vocab within it"),)
 
     def flops(self, ins, out, sizes):
         return 0  # a gather
@@ -71,6 +76,13 @@ class PosEmbedding(Op):
 
     def param_shapes(self, ins):
         return {"weight": (self.max_len, ins[0].shape[2])}
+
+    def bounds(self, ins):
+        seq = ins[0].shape[1]
+        if not isinstance(seq, str):
+            return ()  # a fixed length is checked by infer
+        return (AxisBound(seq, high=self.max_len, why=f"max_len = {self.max_len}, the position table's rows",
+                          hint=f"raise max_len, or lower [axes] {base_axis(seq)}"),)
 
     def to_torch(self, ins):
         from archc.nn.embedding import PosEmbedding as M

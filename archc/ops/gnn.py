@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archc.ops.base import (ID_PATTERN, Dim, Example, Op, PosInt, TensorType, concrete, expect, expect_float,
-                            register)
+from archc.ops.base import (ID_PATTERN, Dim, Example, Op, PosInt, TensorType, ValueBound, concrete, expect,
+                            expect_float, register)
 
 UNBATCHED = "declare graph inputs with batched = false: the nodes axis replaces the batch axis"
 
@@ -59,6 +59,12 @@ class _MessagePassing(Op):
         node_features(x)
         edges(x, edge_index)
         return x.with_shape((x.shape[0], self.width()))
+
+    def bounds(self, ins):
+        nodes = ins[0].shape[0]
+        return (ValueBound(1, nodes, f"edge_index holds node indices into the nodes axis ({nodes}) of the features",
+                           hint=f"declare edge_index with vocab = {nodes!r}" if isinstance(nodes, str) else
+                                f"declare edge_index with vocab <= {nodes}"),)
 
     def flops(self, ins, out, sizes):
         x, edge_index = ins

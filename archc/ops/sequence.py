@@ -1,12 +1,13 @@
 """Sequence ops: patchify (a ViT front end), select and slice along an axis, mean pooling (plain or masked)."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
 
-from archc.ops.base import (Dim, Example, Op, PosInt, TensorType, as_tuple, concrete, expect, expect_float,
-                            expect_rank, norm_axis, register)
+from archc.ops.base import (AxisBound, Dim, Example, Op, PosInt, TensorType, as_tuple, base_axis, concrete,
+                            expect, expect_float, expect_rank, norm_axis, register)
 
 
 @register
@@ -70,6 +71,14 @@ class Select(Op):
     def flops(self, ins, out, sizes):
         return 0
 
+    def bounds(self, ins):
+        n = ins[0].shape[_axis(ins[0], self.dim)]
+        if not isinstance(n, str):
+            return ()
+        low = self.index + 1 if self.index >= 0 else -self.index
+        return (AxisBound(n, low=low, why=f"index = {self.index}",
+                          hint=f"raise [axes] {base_axis(n)}, or select another index"),)
+
     def to_torch(self, ins):
         from archc.nn.sequence import Select as M
         return M(_axis(ins[0], self.dim), self.index)
@@ -95,6 +104,39 @@ def slice_length(n: Dim, start: int, end: int | None) -> Dim:
     return f"{n}[{start}:{'' if end is None else end}]"
 
 
+def slice_range(start: int, end: int | None) -> tuple[int, int | None]:
+    """The sizes n of a symbolic axis for which x[start:end] is what slice_length says: (low, high or None).
+
+    [a:b] with both >= 0 has the fixed length b - a only when n >= b; otherwise the slice must be non-empty."""
+    if start >= 0 and end is not None and end >= 0:
+        return end, None
+    if start >= 0:  # n - cut positions
+        return start + (-end if end is not None else 0) + 1, None
+    if end is None:
+        return 1, None
+    if end < 0:     # positions n+start .. n+end-1: non-empty once n > -end
+        return -end + 1, None
+    return 1, end - start - 1  # [-a:b]: non-empty only while n - a < b
+
+
+def size_of(d: Dim, sizes: dict[str, int]) -> int | None:
+    """The size of an axis at these symbol sizes, derived names included ('seq-1', 'seq[-3:]'); None if unknown."""
+    if isinstance(d, int):
+        return d
+    if d in sizes:
+        return sizes[d]
+    cut = re.fullmatch(r"(.+)-(\d+)", d)
+    if cut:
+        n = size_of(cut.group(1), sizes)
+        return None if n is None else n - int(cut.group(2))
+    part = re.fullmatch(r"(.+)\[(-?\d+):(-?\d*)\]", d)
+    if part:
+        n = size_of(part.group(1), sizes)
+        end = int(part.group(3)) if part.group(3) else None
+        return None if n is None or n < 0 else len(range(n)[int(part.group(2)):end])
+    return None
+
+
 @register
 class Slice(Op):
     """Keep positions start..end-1 along an axis: [batch, seq, dim] -> [batch, len, dim] (Python slice rules)."""
@@ -117,6 +159,14 @@ class Slice(Op):
 
     def flops(self, ins, out, sizes):
         return 0
+
+    def bounds(self, ins):
+        n = ins[0].shape[_axis(ins[0], self.dim)]
+        if not isinstance(n, str):
+            return ()
+        low, high = slice_range(self.start, self.end)
+        shown = f"[{self.start}:{'' if self.end is None else self.end}]"
+        return (AxisBound(n, low, high, why=f"the slice {shown}", hint=f"change [axes] {base_axis(n)} or the slice"),)
 
     def to_torch(self, ins):
         from archc.nn.sequence import Slice as M

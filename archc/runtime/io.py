@@ -178,15 +178,18 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], records: list[dict]) -> None:
-    """Write raw outputs (.npy/.npz) or per-example records (.json/.csv), atomically."""
+def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], records: list[dict],
+                  main: str | None = None) -> None:
+    """Write raw outputs (.npy: `main`, default the first; .npz: all) or per-example records (.json/.csv),
+    atomically."""
     p = check_output_path(path)
     ext = p.suffix.lower()
     buf = io.BytesIO()
     if ext == ".npy":
         if not result:
             raise _err(p, "expected at least one output to write, received none")
-        np.save(buf, np.asarray(next(iter(result.values()))), allow_pickle=False)
+        np.save(buf, np.asarray(result[main] if main in result else next(iter(result.values()))),
+                allow_pickle=False)
     elif ext == ".npz":
         np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
     elif ext == ".json":

@@ -34,8 +34,12 @@ def table(model: Model, outputs: dict[str, np.ndarray], limit: int = 20) -> str:
     recs = records(model, outputs)
     if not recs:
         return "(no examples)"
-    columns = for_model(model, strict=False).columns
-    if columns and all(key in recs[0] for key, _ in columns):  # the task's own columns, when its records fit
+    task = for_model(model, strict=False)
+    columns = task.columns
+    own = task.cells(model, outputs)
+    if own is not None:  # the task lays its table out itself (embedding: a row per vector)
+        header, rows = own
+    elif columns and all(key in recs[0] for key, _ in columns):  # the task's own columns, when its records fit
         header = ["#"] + [key for key, _ in columns]
         rows = [[str(i)] + [cell(r[key]) for key, cell in columns] for i, r in enumerate(recs)]
     else:

@@ -127,6 +127,8 @@ class Model:
         self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, "archc.outputs"))
         pre = _json_meta(self.metadata, "archc.preprocess")
         self.preprocess: dict[str, dict] = pre if isinstance(pre, dict) else {}
+        bounds = _json_meta(self.metadata, "archc.bounds")  # what the layers index: axis ranges, input vocab
+        self.bounds: dict[str, dict] = bounds if isinstance(bounds, dict) else {}
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged
 
     @classmethod
@@ -169,6 +171,7 @@ class Model:
         key = _signature(feeds) if not self.preprocess else None
         if key is not None and key in self._passed:  # seen and passed unchanged: skip the per-call checks
             self._check_finite(feeds)  # values change between calls of one signature: always checked
+            self._check_ids(feeds)
             return feeds
         if not isinstance(feeds, dict):
             raise InputError(f"expected a mapping of input names to arrays, received {type(feeds).__name__}")
@@ -184,7 +187,9 @@ class Model:
                              f"received {', '.join(repr(str(n)) for n in feeds) or 'none'} ({'; '.join(parts)})")
         out = {name: self._check_one(self.inputs[name], feeds[name]) for name in self.inputs}
         self._check_symbols(out)
+        self._check_bounds(out)
         self._check_finite(out)
+        self._check_ids(out)
         if key is not None and all(out[n] is feeds[n] for n in out) and len(self._passed) < 256:
             self._passed.add(key)
         return {name: self._preprocess(name, arr) for name, arr in out.items()}
@@ -223,6 +228,33 @@ class Model:
                     raise InputError(f"input {name!r}: expected axis {dim!r} = {first} "
                                      f"(as in input {other!r}), received {size}")
                 seen.setdefault(dim, (size, name))
+
+    def _check_bounds(self, arrays: dict[str, np.ndarray]) -> None:
+        """Symbolic axes inside the sizes the model's layers index (a position table's max_len), as validate
+        checked [axes]; ONNX Runtime would fail inside the graph or broadcast a one-row table silently."""
+        axes = self.bounds.get("axes") or {}
+        for name, arr in arrays.items():
+            for dim, size in zip(self.inputs[name].shape, arr.shape):
+                b = axes.get(dim) if isinstance(dim, str) else None
+                if not isinstance(b, dict):
+                    continue
+                low, high = b.get("min") or 1, b.get("max")
+                if size < low or (high is not None and size > high):
+                    want = f"{low}..{high}" if high is not None and low > 1 else f"at most {high}" if high is not None \
+                        else f"at least {low}"
+                    raise InputError(f"input {name!r}: expected axis {dim!r} of {want}, received {size}",
+                                     hint=f"the model's layers need it: {b.get('why', '')}")
+
+    def _check_ids(self, arrays: dict[str, np.ndarray]) -> None:
+        """Ids of an int64 input inside its vocab (an embedding's rows): ONNX Runtime's Gather would fail."""
+        for name, vocab in (self.bounds.get("vocab") or {}).items():
+            arr = arrays.get(name)
+            if not isinstance(vocab, int) or not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" \
+                    or not arr.size or (arr.min() >= 0 and arr.max() < vocab):
+                continue
+            first = np.argwhere((arr < 0) | (arr >= vocab))[0]
+            raise InputError(f"input {name!r}: expected ids in 0..{vocab - 1} (the model's vocab), received "
+                             f"{int(arr[tuple(first)])} at {_position(first)}")
 
     def _check_finite(self, arrays: dict[str, np.ndarray]) -> None:
         """Float inputs hold only finite numbers, unless allow_nonfinite; InputError with the count and where."""

@@ -4,3 +4,4 @@ from archc.tasks.base import (REGISTRY, Example, Labelled, Task, default_kind, f
 from archc.tasks import classification, regression, language_model, diffusion  # noqa: F401  (each registers)
 from archc.tasks import node_classification, graph_classification  # noqa: F401
 from archc.tasks import multilabel  # noqa: F401
+from archc.tasks import embedding  # noqa: F401

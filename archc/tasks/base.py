@@ -113,6 +113,11 @@ class Task:
         cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
 
     @classmethod
+    def describe(cls, graph: "Graph", spec: SpecLike) -> str:
+        """A line `archc validate` prints under its table: what the kind makes of the spec (none by default)."""
+        return ""
+
+    @classmethod
     def check_inputs(cls, graph: "Graph", spec: SpecLike) -> None:
         """The inputs this kind needs (by default: none beyond what training checks)."""
 
@@ -199,6 +204,17 @@ class Task:
     def records(cls, model: "Model", outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
         """One dict per example: raw values by output name by default."""
         return value_records(outputs)
+
+    @classmethod
+    def cells(cls, model: "Model", outputs: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]] | None:
+        """The `archc infer` table as (header, rows of cell text) when the kind lays it out itself (embedding: one
+        row per vector); None: from the records and `columns`."""
+        return None
+
+    @classmethod
+    def main_output(cls, model: "Model") -> str | None:
+        """The output `infer -o FILE.npy` writes (a .npy holds one array): the one the task reads."""
+        return recorded_output(model)
 
     # ---- train (torch): the objective ---------------------------------------------------------------------
     def __init__(self, spec: SpecLike, graph: "Graph") -> None:
@@ -337,6 +353,17 @@ def check_mode(model: "Model", flag: str) -> None:
     supported = "; ".join(MODE_DOCS[m] for m in cls.modes)
     raise InputError(f"{flag}: expected a {' or a '.join(nouns) or 'model that supports it'}, received a "
                      f"{cls.kind} model, which supports {supported}", where=model.path or "model")
+
+
+def recorded_output(model: "Model") -> str | None:
+    """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
+    try:  # a foreign or hand-edited model: its outputs still run, in their own order
+        spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    except (ValueError, RecursionError):
+        spec = {}
+    task = spec.get("task") if isinstance(spec, dict) else None
+    name = task.get("output") if isinstance(task, dict) else None
+    return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
 def data_settings(model: "Model") -> dict[str, Any]:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from archc.errors import InputError
+from archc.errors import ArchcError, InputError
 from archc.train.recipe import Overrides, Setup, prepare
-from archc.train.run_dir import LOCK_ENV, RunResult
+from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
+
+CHECKPOINTS = {"best": "best", "last": "checkpoint"}  # `archc export --checkpoint` names -> run folder roles
 
 
 def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out: str | Path | None = None,
@@ -32,6 +35,9 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out:
                     data_root)
     setup.init = start_from
     dist = Dist.from_env()
+    if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
+        setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the export check
+        check_export(setup)
     if nproc > 1 and not dist.active:
         return _launch(setup, device, resume, nproc, quiet, force)
     from archc.train.loop import train
@@ -39,6 +45,27 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out:
     result = train(setup, dist, device, resume, quiet, force)
     assert result is not None or not dist.main
     return result  # type: ignore[return-value]
+
+
+def check_export(setup: Setup) -> None:
+    """Export the initialized model as the run will end (the same export and parity check, into a temporary
+    folder removed at once), so an export failure is reported before any training time is spent.
+
+    The file is not kept: the run folder is claimed only after the data are checked, and an untrained model.onnx
+    in it could be taken for the trained one."""
+    import torch
+
+    from archc.export import export
+    from archc.lower import lower
+
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp:
+        module = lower(setup.graph, seed=setup.spec.train.seed)
+        try:
+            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module)
+        except ArchcError as e:
+            e.hint = "; ".join(h for h in (e.hint, "found by exporting the initialized model before training: "
+                                           "the run would have ended here") if h)
+            raise e.located(setup.file)
 
 
 def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, force: bool) -> RunResult:
@@ -75,3 +102,75 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
         args += ["--init", str(init.path.resolve())]
         args += ["--map", str(init.map_path.resolve())] if init.map_path is not None else []
     return args + ["--resume"] * resume + ["--quiet"] * quiet
+
+
+def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path | None = None,
+               exporter: str = "torchscript") -> Any:
+    """Export one checkpoint of a run as the run's own final export does (same export, parity check and metadata):
+    `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
+    best, else RUN_DIR/model-<last or the file's stem>.onnx. Returns the ExportReport."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+    from archc.train.checkpoint import load_weights
+
+    run = RunDir(Path(run_dir))
+    if not run.spec.is_file():
+        raise InputError(f"expected a run folder of `archc train` (holding {RunDir.FILES['spec']}), received "
+                         f"{str(run.root)!r}", where="RUN_DIR")
+    weights = run.path(CHECKPOINTS[checkpoint]) if checkpoint in CHECKPOINTS else Path(checkpoint)
+    if not weights.is_file():
+        raise InputError(f"expected a weights file, received {str(weights)!r}, which does not exist",
+                         where="--checkpoint", hint="best and last exist once the run's first epoch or "
+                                                   "checkpoint is written; or name a .safetensors file")
+    out = Path(output) if output is not None else run.onnx_of(None if checkpoint == "best" else
+                                                              "last" if checkpoint == "last" else weights.stem)
+    if out.resolve().parent == run.root.resolve() and run.lock_path.exists():
+        run.refuse_if_held(run.lock_pids())  # a run writing the folder will write model.onnx itself
+    import torch
+
+    compiled = compile_spec(run.spec)
+    with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
+        module = lower(compiled.graph, seed=0)
+    load_weights(weights, module)
+    extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
+                     None if checkpoint == "best" else str(checkpoint))
+    return export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run))
+
+
+def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:
+    """archc.training as the run's final export writes it: from result.json, or for an unfinished run (one whose
+    final export failed) from its latest state; plus which checkpoint, when not the best."""
+    from archc.train.loop import training_summary
+
+    if run.result.exists():
+        r = run.read_result()
+        best, epochs, test = r.best_epoch, r.epochs_run, r.test
+    elif run.state_json.exists():
+        state = run.read_json("train_state_json")
+        best, epochs, test = state.get("best_epoch"), int(state.get("epoch", 0)), {}
+    else:
+        best, epochs, test = None, 0, {}
+    summary = training_summary(best, epochs, test, source or "")
+    if checkpoint is not None:
+        summary["training"]["checkpoint"] = checkpoint
+    return summary
+
+
+def _data_metadata(run: RunDir) -> dict[str, Any]:
+    """The data's part of the metadata (preprocessing, tokenizer) the run recorded as it started; for a run of an
+    archc before that record, read from its data again as training read them (same source and split seed)."""
+    if run.path("export").exists():
+        return run.read_json("export")
+    import torch
+
+    from archc.tasks import objective_for
+    from archc.train.dataset import load_data
+    from archc.train.loop import data_metadata
+    from archc.train.run_dir import say
+
+    say(f"{str(run.root)!r} has no {RunDir.FILES['export']}: reading its data again for the preprocessing and "
+        "tokenizer metadata")
+    setup = prepare(run.spec, Overrides(), run.root)
+    objective = objective_for(setup.spec, setup.graph)
+    return data_metadata(objective, load_data(setup, objective, torch.device("cpu")))

@@ -23,6 +23,18 @@ def context_of(setup: Setup) -> int | None:
     return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
 
 
+def check_ids(dataset: Dataset, name: str, vocab: int | str | None) -> None:
+    """Ids of an int64 input lie in [0, vocab): its declared vocab, or the smallest table it feeds (infer sets
+    it); an id beyond an embedding table would fail only inside the forward pass."""
+    if not isinstance(vocab, int):
+        return
+    for split, part in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+        if len(part) and (int(part.x.min()) < 0 or int(part.x.max()) >= vocab):
+            bad = int(part.x.max()) if int(part.x.max()) >= vocab else int(part.x.min())
+            raise DataError(f"{split}: expected ids of input '{name}' in 0..{vocab - 1} (its vocab, within the "
+                            f"tables it indexes), received {bad}", where=f"data {dataset.name}")
+
+
 def load_checked(setup: Setup, objective: Task) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training."""
     d = setup.spec.data
@@ -38,6 +50,7 @@ def load_checked(setup: Setup, objective: Task) -> Dataset:
         if got != expected.dtype:
             raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",
                             where=f"data {dataset.name}")
+        check_ids(dataset, name, setup.graph.vocab.get(name))
     try:  # class ids in the output's order, classes the model's labels
         dataset = objective.align(dataset)
     except DataError as e:

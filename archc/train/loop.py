@@ -145,14 +145,24 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     return export(setup.compiled, path, module=cpu, extra_metadata=extra)
 
 
-def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> dict[str, Any]:
-    """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
-    extra: dict[str, Any] = {"training": {"best_epoch": state.best_epoch, "epochs_run": state.epoch, "test": test,
-                                          "data": setup.spec.data.source},  # type: ignore[union-attr]
-                             "labels": data.labels}  # archc.task's labels: the names of the data's classes
+def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
+    """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer).
+    Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint."""
+    extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
-    return extra | learner.objective.metadata()  # e.g. a language model's tokenizer
+    return extra | objective.metadata()
+
+
+def training_summary(best_epoch: int | None, epochs_run: int, test: dict, source: str) -> dict[str, Any]:
+    """The ONNX's `archc.training` metadata: the run's summary."""
+    return {"training": {"best_epoch": best_epoch, "epochs_run": epochs_run, "test": test, "data": source}}
+
+
+def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> dict[str, Any]:
+    """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
+    summary = training_summary(state.best_epoch, state.epoch, test, setup.spec.data.source)  # type: ignore[union-attr]
+    return summary | data_metadata(learner.objective, data)
 
 
 def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
@@ -195,6 +205,8 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
+                if claim is not None:
+                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data))
                 return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
                 if claim is not None:

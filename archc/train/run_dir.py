@@ -6,6 +6,7 @@ Files, each written atomically (temporary file, fsync, rename):
   train_state.safetensors  everything --resume needs   train_state.json   a readable copy of its scalars
   metrics.jsonl            one row per epoch           curves.png         train and validation curves
   model.onnx               the exported best weights   result.json        the summary (RunResult)
+  export.json              the ONNX metadata the data gave (preprocessing, tokenizer): what `archc export` adds
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
 
 A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
@@ -83,7 +84,8 @@ class RunDir:
     # while rank 0 prepares the folder always finds it.
     FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
              "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
-             "curves": "curves.png", "onnx": "model.onnx", "result": "result.json", "spec": "spec.json"}
+             "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
+             "spec": "spec.json"}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -255,6 +257,28 @@ class RunDir:
         """The artifacts RunResult lists, by role."""
         return {role: str(self.path(role)) for role in ("spec", "checkpoint", "best", "train_state", "metrics",
                                                          "curves", "onnx", "result")}
+
+    def onnx_of(self, checkpoint: str | None) -> Path:
+        """Where `archc export` writes a checkpoint's model by default: model.onnx for the best weights (what the
+        run itself writes), model-<checkpoint>.onnx for others."""
+        onnx = self.onnx
+        return onnx if checkpoint is None else onnx.with_name(f"{onnx.stem}-{checkpoint}{onnx.suffix}")
+
+    def write_export_metadata(self, metadata: dict[str, Any]) -> None:
+        """export.json: the data's part of the ONNX metadata, written as the run starts (`archc export` reads it)."""
+        write_text_atomic(self.path("export"), strict_json.dumps(metadata, indent=2) + "\n")
+
+    def read_json(self, role: str) -> dict[str, Any]:
+        """One of the run's JSON files as a dict; ModelError naming it when it cannot be read as one."""
+        path = self.path(role)
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ModelError(f"expected a JSON object archc wrote, received a file that cannot be read as one "
+                             f"({type(e).__name__})", file=str(path)) from None
+        if not isinstance(value, dict):
+            raise ModelError(f"expected a JSON object archc wrote, received {type(value).__name__}", file=str(path))
+        return value
 
     def write_result(self, result: RunResult) -> None:
         """result.json, written last: its presence marks the run finished."""

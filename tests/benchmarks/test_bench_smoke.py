@@ -50,7 +50,7 @@ def test_every_figure_module_has_the_entry_point() -> None:
 
 def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
-                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # ~50 s alone; a loaded 2-core machine runs it several times slower
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "results.json").read_text())
     figures = {f["figure"]: f for f in report["figures"]}
@@ -82,7 +82,7 @@ def test_only_reruns_some_figures_and_keeps_the_others(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(report))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "gpu",
                            "--out", str(tmp_path), "--threads", "1"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = {f["figure"]: f for f in json.loads((tmp_path / "results.json").read_text())["figures"]}
     assert set(figures) == {4, 8} and figures[4]["title"] == "Cold start (kept)"

@@ -1,0 +1,160 @@
+"""Axis bounds: what the nodes index, collected per symbol and per int64 input, checked against [axes] and vocab.
+
+An op says what it indexes through `Op.bounds`: a position table bounds `seq` by max_len (an AxisBound), an
+embedding bounds the values of the ids it reads by num_embeddings (a ValueBound). Infer collects them into the
+graph with the node that imposed each (`Collector`), then `check` compares the typical sizes of `[axes]` and the
+inputs' `vocab` with them, so a mistake is one located error at validate, not a crash at forward or export. The
+exporter picks its trace and parity sizes inside the same limits (`fits`, `candidates`).
+"""
+from __future__ import annotations
+
+from archc.errors import ArchcError, ShapeError
+from archc.graph.ir import Graph, Limit, Node
+from archc.ops.base import AxisBound, TensorType, base_axis
+from archc.ops.sequence import size_of
+
+
+class Collector:
+    """Gathers every node's bounds into graph.axis_limits / graph.value_limits, node by node, in graph order."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        graph.axis_limits, graph.value_limits = {}, {}
+        # which graph inputs' values an int64 tensor carries: ids pass unchanged through slice, reshape, concat...
+        self.origins: dict[str, set[str]] = {n: {n} for n, t in graph.inputs.items() if t.dtype == "int64"}
+
+    def add(self, node: Node, ins: list[TensorType]) -> None:
+        if node.out is not None and node.out.dtype == "int64":
+            self.origins[node.id] = set().union(*(self.origins.get(i, set()) for i in node.inputs))
+        for b in node.op.bounds(ins):
+            if isinstance(b, AxisBound):
+                limit = Limit(node.id, node.where, b.why, b.low, b.high, b.axis, b.hint)
+                self.graph.axis_limits.setdefault(base_axis(b.axis), []).append(limit)
+                continue
+            for name in sorted(self.origins.get(node.inputs[b.input], ())):
+                limit = Limit(node.id, node.where, b.why, high=b.high, hint=b.hint)
+                self.graph.value_limits.setdefault(name, []).append(limit)
+
+
+def check(graph: Graph, given: dict[str, int]) -> list[ArchcError]:
+    """Input vocabularies, then [axes] sizes (`given`, the spec's) against the limits; symbols the spec leaves to
+    archc's default size get a default inside them."""
+    errors = [e for name in graph.value_limits for e in _check_values(graph, name)]
+    for base, limits in graph.axis_limits.items():
+        if base not in graph.sizes:
+            continue  # an axis no input has (a pooled 'graphs' axis): its size follows the data
+        if base in given:
+            errors += _check_axis(graph, base, limits)[:1]  # one error per axis: the first node that rejects it
+            continue
+        fitting = [v for v in candidates(limits, graph.sizes[base]) if fits(graph, base, v)]
+        if fitting:
+            graph.sizes[base] = min(fitting, key=lambda v: (abs(v - graph.sizes[base]), v))
+        else:
+            shown = "; ".join(f"{lim.where} needs {_range(lim)} ({lim.why})" for lim in limits)
+            errors.append(ShapeError(f"expected a size of axis '{base}' that every layer accepts, received "
+                                     f"limits no size meets: {shown}", where=limits[-1].where, hint=limits[-1].hint))
+    return errors
+
+
+def _check_values(graph: Graph, name: str) -> list[ArchcError]:
+    """One int64 input's declared vocab against what it indexes. Without a vocab, the smallest table it feeds is
+    its vocab (or the axis its values index): export checks then draw ids inside it."""
+    vocab, errors = graph.vocab.get(name), []
+    limits = graph.value_limits[name]
+    if vocab is None:
+        tables = [lim.high for lim in limits if isinstance(lim.high, int)]
+        axes = sorted({lim.high for lim in limits if isinstance(lim.high, str)})
+        vocab = min(tables) if tables else axes[0] if len(axes) == 1 else None
+        if vocab is None:
+            return []
+        graph.vocab[name] = vocab
+    for lim in limits:
+        op = graph.node(lim.node).op.name()
+        received = f"vocab = {vocab!r} (inputs.{name}.vocab)"
+        if isinstance(vocab, int) and isinstance(lim.high, int):
+            if vocab > lim.high:
+                errors.append(ShapeError(f"{op}: expected input '{name}' with vocab at most {lim.high} ({lim.why}), "
+                                         f"received {received}", where=lim.where, hint=lim.hint))
+        elif isinstance(vocab, str) and isinstance(lim.high, str):
+            if vocab != lim.high:
+                errors.append(ShapeError(f"{op}: expected input '{name}' with vocab = '{lim.high}' ({lim.why}), "
+                                         f"received {received}", where=lim.where, hint=lim.hint))
+        else:  # a fixed vocab indexing a symbolic axis, or values up to a symbol indexing a fixed table: the
+            # axis's size is what is bounded
+            axis, bound = (lim.high, {"low": vocab}) if isinstance(vocab, int) else (vocab, {"high": lim.high})
+            why = f"input '{name}' has vocab = {vocab!r} and {lim.why}"
+            graph.axis_limits.setdefault(base_axis(str(axis)), []).append(
+                Limit(lim.node, lim.where, why, axis=str(axis), hint=lim.hint, **bound))  # type: ignore[arg-type]
+    return errors
+
+
+def _check_axis(graph: Graph, base: str, limits: list[Limit]) -> list[ArchcError]:
+    """The spec's [axes] size of `base` against each limit, in graph order."""
+    errors: list[ArchcError] = []
+    for lim in limits:
+        size = size_of(lim.axis, graph.sizes)
+        if size is None or lim.allows(size):
+            continue
+        received = f"[axes] {base} = {graph.sizes[base]}" + (f", so '{lim.axis}' = {size}" if lim.axis != base else "")
+        errors.append(ShapeError(f"{graph.node(lim.node).op.name()}: expected axis '{lim.axis}' of {_range(lim)} "
+                                 f"({lim.why}), received {received}", where=lim.where, hint=lim.hint))
+    return errors
+
+
+def _range(lim: Limit) -> str:
+    if isinstance(lim.high, int):
+        return f"at most {lim.high}" if lim.low <= 1 else f"{lim.low}..{lim.high}"
+    return f"at least {lim.low}"
+
+
+def fits(graph: Graph, base: str, value: int) -> bool:
+    """Whether symbol `base` at this size meets every limit on it (derived axes such as 'seq-1' included)."""
+    sizes = {**graph.sizes, base: value}
+    if value < 1:
+        return False
+    return all(s is None or lim.allows(s)
+               for lim in graph.axis_limits.get(base, ()) for s in [size_of(lim.axis, sizes)])
+
+
+def candidates(limits: list[Limit], around: int) -> list[int]:
+    """Sizes worth trying for a symbol: near `around` and at the edges of each limit (shifted by what a derived
+    name cuts off: 'seq-1' <= 16 is seq <= 17)."""
+    points = {1, around - 1, around, around + 1}
+    for lim in limits:
+        cut = _cut(lim.axis)
+        for edge in (lim.low, lim.high if isinstance(lim.high, int) else None):
+            if edge is not None:
+                points |= {edge + cut - 1, edge + cut, edge + cut + 1}
+    return sorted(p for p in points if p >= 1)
+
+
+def _cut(axis: str) -> int:
+    """How many positions a derived name cuts off its symbol ('seq-1-2' -> 3); 0 for other names."""
+    probe = 10**9
+    size = size_of(axis, {base_axis(axis): probe})
+    return probe - size if size is not None and size > probe - 10**6 else 0
+
+
+def interval(graph: Graph, base: str) -> tuple[int, int | None]:
+    """The sizes of symbol `base` its limits allow, as one range (limits on sliced names shifted by the cut):
+    what the ONNX records for `archc infer` to check inputs against."""
+    low, high = 1, None
+    for lim in graph.axis_limits.get(base, ()):
+        if "[" in lim.axis:
+            continue  # a negative-start slice: its length is not base minus a constant
+        cut = _cut(lim.axis)
+        low = max(low, lim.low + cut)
+        if isinstance(lim.high, int):
+            high = lim.high + cut if high is None else min(high, lim.high + cut)
+    return low, high
+
+
+def recorded(graph: Graph) -> dict:
+    """archc.bounds: each bounded symbol's range and the layers that set it, each int64 input's vocab."""
+    axes = {}
+    for base, limits in graph.axis_limits.items():
+        low, high = interval(graph, base)
+        if low > 1 or high is not None:
+            axes[base] = {"min": low, "max": high, "why": "; ".join(f"{lim.where}: {lim.why}" for lim in limits)}
+    vocab = {name: v for name, v in graph.vocab.items() if isinstance(v, int)}
+    return {"axes": axes, "vocab": vocab}
