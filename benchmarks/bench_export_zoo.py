@@ -186,7 +186,8 @@ def main() -> None:
             t = time.perf_counter()
             try:
                 r = export(compiled, out / "dynamo.onnx", module=module, exporter="dynamo")
-                print(f"  dynamo {time.perf_counter() - t:6.2f} s  ({', '.join(f'{k} {v:.2f}' for k, v in r.phases.items())})")
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in r.phases.items())
+                print(f"  dynamo {time.perf_counter() - t:6.2f} s  ({parts})")
             except Exception as e:
                 print(f"  dynamo failed after {time.perf_counter() - t:.1f} s: {str(e).splitlines()[0][:200]}")
 

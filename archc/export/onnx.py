@@ -128,7 +128,7 @@ def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[st
 
 
 class _Phases(dict):
-    """Seconds spent per export phase (ExportReport.phases; benchmarks/profile_export.py prints them)."""
+    """Seconds spent per export phase (ExportReport.phases; benchmarks/bench_export_zoo.py prints them)."""
 
     @contextlib.contextmanager
     def __call__(self, name: str):
@@ -177,7 +177,8 @@ def _torch_export(module, exported, graph: Graph, tmp: str, exporter: str) -> "o
     seconds copying every weight through TorchScript constants and renamed transposed ones `onnx::MatMul_91`;
     `attach_weights` adds them back once, under their parameter names (ONNX Runtime folds the transposes when it
     loads the file). PRESERVE (the module is in eval mode either way) skips the eval peephole, whose
-    conv-batchnorm fusion would invent unnamed weights; ONNX Runtime fuses them on load. Dynamo names its initializers itself; it writes a file, read back here."""
+    conv-batchnorm fusion would invent unnamed weights; ONNX Runtime fuses them on load. Dynamo names its
+    initializers itself; it writes a file, read back here."""
     import onnx
     import torch
 
@@ -236,7 +237,8 @@ def attach_weights(model: "onnx.ModelProto", exported, module, graph_inputs: lis
                                    for k in rename)
 
 
-def parity(module, graph: Graph, path: str | bytes, phases: _Phases | None = None) -> tuple[float, float, list[dict[str, Any]]]:
+def parity(module, graph: Graph, path: str | bytes,
+           phases: _Phases | None = None) -> tuple[float, float, list[dict[str, Any]]]:
     """Run ONNX Runtime (on the file at `path`, or the serialized model) and torch on the same inputs at batch sizes
     other than the traced one (one session for both)."""
     import onnxruntime as ort
@@ -305,7 +307,7 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
     with _torch_threads(TORCH_THREADS):
-        return _export(compiled, graph, spec, module, path, exporter, extra_metadata)
+        return _export(compiled, graph, module, path, exporter, extra_metadata)
 
 
 @contextlib.contextmanager
@@ -322,8 +324,9 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _export(compiled: Compiled, graph: Graph, spec: Spec, module, path: Path, exporter: str,
+def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
             extra_metadata: dict[str, Any] | None) -> ExportReport:
+    """export() after its argument checks: build, serialize, check and compare in a temporary folder, then move."""
     import onnx
 
     phases = _Phases()
@@ -337,26 +340,7 @@ def _export(compiled: Compiled, graph: Graph, spec: Spec, module, path: Path, ex
     tmp, data_name = os.path.join(tmpdir, path.name), path.name + ".data"
     writer: _Writer | None = None
     try:
-        with phases("trace"):
-            try:
-                exported = _for_torchscript(module) if exporter == "torchscript" else module
-                model = _torch_export(module, exported, graph, tmp, exporter)
-            except Exception as e:  # torch's exporter raises many kinds; report one clear line
-                raise ExportError(f"torch.onnx.export ({exporter}) failed: {str(e).splitlines()[0][:300]}") from e
-        with phases("weights"):
-            if exporter == "torchscript":
-                attach_weights(model, exported, module, list(graph.inputs))
-        with phases("annotate"):
-            if exporter == "torchscript":
-                from archc.export.annotate import annotate  # imports torch (lower.names)
-
-                annotate(model, graph)
-            model.producer_name, model.producer_version = "archc", __version__
-            model.graph.name = graph.name
-            model.doc_string = spec.model.doc or f"archc model {graph.name}"
-            del model.metadata_props[:]
-            onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256,
-                                                        extra_metadata))
+        model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
         with phases("serialize"):
             if large:  # onnx writes the side file and a small model proto; both are read back from disk
@@ -387,9 +371,37 @@ def _export(compiled: Compiled, graph: Graph, spec: Spec, module, path: Path, ex
                         str(path.parent / data_name) if large else None, check_sizes(graph)[1])
 
 
+def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,
+                 phases: _Phases) -> "onnx.ModelProto":
+    """The exported model with its weights, spec names and shapes (TorchScript), and archc's metadata."""
+    import onnx
+
+    graph, spec = compiled.graph, compiled.spec
+    with phases("trace"):
+        try:
+            exported = _for_torchscript(module) if exporter == "torchscript" else module
+            model = _torch_export(module, exported, graph, tmp, exporter)
+        except Exception as e:  # torch's exporter raises many kinds; report one clear line
+            raise ExportError(f"torch.onnx.export ({exporter}) failed: {str(e).splitlines()[0][:300]}") from e
+    with phases("weights"):
+        if exporter == "torchscript":
+            attach_weights(model, exported, module, list(graph.inputs))
+    with phases("annotate"):
+        if exporter == "torchscript":
+            from archc.export.annotate import annotate  # imports torch (lower.names)
+
+            annotate(model, graph)
+        model.producer_name, model.producer_version = "archc", __version__
+        model.graph.name = graph.name
+        model.doc_string = spec.model.doc or f"archc model {graph.name}"
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
+    return model
+
+
 def weight_bytes(model: "onnx.ModelProto") -> int:
-    """Bytes of the initializers' data (what decides between one file and external data)."""
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    """Serialized bytes of the initializers (what decides between one file and external data)."""
+    return sum(t.ByteSize() for t in model.graph.initializer)
 
 
 class _Writer(threading.Thread):
