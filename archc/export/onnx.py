@@ -33,10 +33,11 @@ from archc.tasks import REGISTRY, task_class
 OPSET = 18
 TRACE_BATCH = 2
 CHECK_BATCHES = (1, 3)          # both differ from the traced batch
-# torch runs the trace and the parity references on one thread: its OpenMP workers spin while they wait, and on a
-# shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads against 0.3-0.4 s on one
-# (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own threads.
-TORCH_THREADS: int | None = 1
+# On a busy machine torch runs the trace and the parity references on one thread: its OpenMP workers spin while
+# they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads against
+# 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). Busy: the 1-minute load average at least the core count.
+# An idle machine keeps torch's threads. ONNX Runtime keeps its own either way.
+BUSY_TORCH_THREADS = 1
 PARITY_FLOPS = 2 * 10**10      # above this the parity checks run at shorter symbolic axes (see `affordable`)
 ATOL, RTOL = 1e-4, 1e-4         # |onnx - torch| <= ATOL + RTOL * max|torch|
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
@@ -306,8 +307,16 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     if path.parent and not path.parent.exists():
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
-    with _torch_threads(TORCH_THREADS):
+    with _torch_threads(BUSY_TORCH_THREADS if _busy() else None):
         return _export(compiled, graph, module, path, exporter, extra_metadata)
+
+
+def _busy() -> bool:
+    """Whether other processes already keep every core busy (1-minute load average >= cores)."""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        return False
 
 
 @contextlib.contextmanager
