@@ -107,58 +107,34 @@ def test_expressions_choose_per_repeat():
     assert evaluate("${true if 0 < t <= 6 else false}", p) is True
 
 
-def test_resnet18_is_four_use_lines_with_torchvisions_parameter_count():
-    layers = [{"id": "conv1", "op": "conv2d", "out_channels": 64, "kernel_size": 7, "stride": 2, "padding": 3,
-               "bias": False},
-              {"id": "bn1", "op": "batchnorm", "act": "relu"},
-              {"id": "maxpool", "op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
-              *({"use": "basic", "id": f"layer{k + 1}", "with": {"ch": 64 << k, "stride": 1 if k == 0 else 2},
-                 "repeat": 2} for k in range(4)),
-              {"id": "avgpool", "op": "adaptive_avg_pool2d", "output_size": 1},
-              {"op": "flatten"}, {"id": "fc", "op": "linear", "out_features": 1000}]
-    s = {"archc": 1, "model": {"name": "resnet18"}, "inputs": {"x": {"shape": [3, 224, 224]}},
-         "blocks": {"basic": BASIC}, "layers": layers}
+def zoo(name: str) -> dict:
+    """A spec of specs/zoo/, where the published architectures written with these features live."""
+    import tomllib
+    from pathlib import Path
+    return tomllib.loads((Path(__file__).resolve().parents[2] / "specs" / "zoo" / f"{name}.toml").read_text())
+
+
+def test_resnet18_is_one_use_line_with_torchvisions_parameter_count():
+    """specs/zoo/resnet18.toml: the BASIC block above, four stages from one `use` with per-stage `with` lists."""
+    s = zoo("resnet18")
+    assert s["blocks"]["basic"] == BASIC
     g = compile_spec(s).graph
     assert g.total_params == 11_689_512  # torchvision.models.resnet18()
-    assert g.node("layer4.1.sum").out.shape == ("batch", 512, 7, 7)
+    assert g.node("stages.3.blocks.1.sum").out.shape == ("batch", 512, 7, 7)  # torchvision's layer4.1
 
 
-# torchvision's InvertedResidual: an optional 1x1 expansion (t != 1), a depthwise 3x3 that may stride, a 1x1
-# projection, and a residual only where shape is kept (every repeat but the first of a stage)
-INVERTED = {
-    "params": {"cin": 32, "c": 16, "t": 1, "s": 1},
-    "layers": [
-        {"id": "expand", "op": "conv2d", "out_channels": "${(cin if i == 0 else c) * t}", "kernel_size": 1,
-         "bias": False, "when": "${t != 1}"},
-        {"id": "expand_bn", "op": "batchnorm", "act": "relu6", "when": "${t != 1}"},
-        {"id": "dw", "op": "conv2d", "out_channels": "${(cin if i == 0 else c) * t}", "kernel_size": 3,
-         "padding": 1, "stride": "${s if i == 0 else 1}", "groups": "${(cin if i == 0 else c) * t}", "bias": False},
-        {"id": "dw_bn", "op": "batchnorm", "act": "relu6"},
-        {"id": "project", "op": "conv2d", "out_channels": "$c", "kernel_size": 1, "bias": False},
-        {"id": "project_bn", "op": "batchnorm"},
-        {"id": "residual", "op": "add", "from": ["project_bn", "x"], "when": "${i > 0}"},
-    ]}
-
-
-def test_mobilenet_v2_is_one_use_line_per_stage_with_torchvisions_parameter_count():
-    stages, cin, uses = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                         (6, 160, 3, 2), (6, 320, 1, 1)], 32, []
-    for k, (t, c, n, s) in enumerate(stages):
-        uses.append({"use": "inverted", "id": f"stage{k + 1}", "with": {"cin": cin, "c": c, "t": t, "s": s},
-                     "repeat": n})
-        cin = c
-    layers = [{"op": "conv2d", "out_channels": 32, "kernel_size": 3, "stride": 2, "padding": 1, "bias": False},
-              {"op": "batchnorm", "act": "relu6"}, *uses,
-              {"op": "conv2d", "out_channels": 1280, "kernel_size": 1, "bias": False},
-              {"op": "batchnorm", "act": "relu6"}, {"op": "adaptive_avg_pool2d", "output_size": 1},
-              {"op": "flatten"}, {"op": "dropout", "p": 0.2}, {"op": "linear", "out_features": 1000}]
-    g = compile_spec({"archc": 1, "model": {"name": "mobilenet_v2"}, "inputs": {"x": {"shape": [3, 224, 224]}},
-                      "blocks": {"inverted": INVERTED}, "layers": layers}).graph
+def test_mobilenet_v2_is_one_use_line_with_torchvisions_parameter_count():
+    """specs/zoo/mobilenet_v2.toml: torchvision's InvertedResidual, an optional 1x1 expansion (t != 1), a
+    depthwise 3x3 that may stride, a 1x1 projection, and a residual only where shape is kept (every repeat but
+    the first of a stage); the stages are the paper's table as `with` lists."""
+    g = compile_spec(zoo("mobilenet_v2")).graph
     assert g.total_params == 3_504_872  # torchvision.models.mobilenet_v2()
     ids = [n.id for n in g.nodes]
-    assert "stage1.expand" not in ids and "stage1.residual" not in ids  # t = 1, n = 1: neither
-    assert "stage3.0.residual" not in ids and "stage3.2.residual" in ids
-    assert g.node("stage7.project_bn").out.shape == ("batch", 320, 7, 7)
+    # stage 1 (t = 1, n = 1): neither the expansion nor the residual; one repeat gets no index
+    assert "stages.0.blocks.expand" not in ids and "stages.0.blocks.residual" not in ids
+    assert "stages.0.blocks.dw" in ids
+    assert "stages.2.blocks.0.residual" not in ids and "stages.2.blocks.2.residual" in ids
+    assert g.node("stages.6.blocks.project_bn").out.shape == ("batch", 320, 7, 7)
 
 
 def test_the_readme_resnet_stage_is_this_block():

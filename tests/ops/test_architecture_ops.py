@@ -192,27 +192,14 @@ def test_readme_lists_every_op():
 
 
 def test_vit_b16_written_with_parameter_and_fused_qkv_has_torchvisions_parameter_count():
-    """torchvision's vit_b_16: conv_proj, class_token (one layer), pos_embedding (one layer), 12 pre-norm encoder
-    blocks (nn.MultiheadAttention: fused in_proj; MLP 3072 with GELU), the final norm, the class head."""
-    block = {"layers": [
-        {"id": "ln_1", "op": "layernorm", "eps": 1e-6},
-        {"id": "self_attention", "op": "attention", "num_heads": 12, "fused_qkv": True},
-        {"id": "h", "op": "add", "from": ["x", "self_attention"]},
-        {"id": "ln_2", "op": "layernorm", "eps": 1e-6},
-        {"id": "mlp_0", "op": "linear", "out_features": 3072, "act": "gelu"},
-        {"id": "mlp_3", "op": "linear", "out_features": 768},
-        {"id": "out", "op": "add", "from": ["h", "mlp_3"]}]}
-    s = {"archc": 1, "model": {"name": "vit_b_16"}, "inputs": {"x": {"shape": [3, 224, 224]}},
-         "blocks": {"encoder_block": block},
-         "layers": [{"id": "conv_proj", "op": "conv2d", "out_channels": 768, "kernel_size": 16, "stride": 16},
-                    {"op": "reshape", "shape": [768, 196]}, {"op": "permute", "dims": [0, 2, 1]},
-                    {"id": "class_token", "op": "parameter", "shape": [1, 1, 768], "combine": "concat",
-                     "init": "zeros"},
-                    {"id": "pos_embedding", "op": "parameter", "shape": [1, 197, 768], "combine": "add"},
-                    {"id": "layers", "use": "encoder_block", "repeat": 12},
-                    {"id": "ln", "op": "layernorm", "eps": 1e-6},
-                    {"op": "select", "index": 0},
-                    {"id": "head", "op": "linear", "out_features": 1000}]}
+    """specs/zoo/vit_b16.toml, torchvision's vit_b_16: conv_proj, class_token (one layer), pos_embedding (one
+    layer), 12 pre-norm encoder blocks (fused q/k/v projection like nn.MultiheadAttention's in_proj; MLP 3072 with
+    GELU), the final norm, the class head."""
+    import tomllib
+    from pathlib import Path
+
+    s = tomllib.loads((Path(__file__).resolve().parents[2] / "specs" / "zoo" / "vit_b16.toml").read_text())
     g = compile_spec(s).graph
     assert g.total_params == 86_567_656  # torchvision.models.vit_b_16()
     assert g.node("class_token").out.shape == ("batch", 197, 768)
+    assert g.node("layers.0.self_attention").op.fused_qkv
