@@ -352,6 +352,80 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
 
 
 @main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--int8", type=click.Choice(["dynamic", "static"]), is_flag=False, flag_value="dynamic", default=None,
+              help="Write an int8 variant: dynamic (weights int8, activations per batch; no data needed) or static "
+                   "(QDQ, activations calibrated on the train split of the data). `--int8` alone: dynamic.")
+@click.option("--fp16", is_flag=True, help="Write an fp16 variant (inputs and outputs stay float32).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="File to write when one variant is asked for (default: MODEL.int8.onnx, MODEL.int8-static.onnx, "
+                   "MODEL.fp16.onnx beside MODEL).")
+@click.option("--data", default=None, cls=SourceOption,
+              help="Data source SCHEME:ARGUMENT to score (and calibrate) on (default: the model's recorded [data] "
+                   "source).")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="The held-out split both models are scored on (split as in training).")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Refuse a variant whose metric is worse by more than this: percentage points for accuracy-like "
+                   "metrics, percent of the base value for errors and losses.")
+@click.option("--force", is_flag=True, help="Write a variant even when its metric drops more than --max-drop.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+@command
+def quantize(model: Path, int8: str | None, fp16: bool, output: Path | None, data: str | None, split: str,
+             max_drop: float, force: bool, as_json: bool) -> None:
+    """Write int8 and/or fp16 variants of MODEL (an archc .onnx file; no flag: int8 dynamic and fp16), each
+    scored against MODEL on the held-out split and recorded in its archc.quantization metadata. Never imports
+    torch; `archc infer` runs the variants unchanged."""
+    from archc.export.quantize import quantize as make_variants
+
+    methods = ([f"int8-{int8}"] if int8 else []) + (["fp16"] if fp16 else [])
+    if output is not None and len(methods or [0, 0]) != 1:
+        raise click.UsageError("-o names one file: ask for one variant (--int8 or --fp16), or leave -o out")
+    on_report = None if as_json else functools.partial(_print_variant, max_drop=max_drop)
+    reports = make_variants(model, methods or ["int8-dynamic", "fp16"], output, data, split, max_drop, force,
+                            on_report)
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(strict_json.dumps([asdict(r) for r in reports], indent=2))
+    refused = [ArchcError(f"not written: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g} allows",
+                          file=r.path, hint="--force writes it anyway") for r in reports if not r.written]
+    if refused and as_json:  # stdout holds one JSON document, whose records say "written": false
+        for e in refused:
+            click.echo(f"error: {e.line()}", err=True)
+        sys.exit(EXIT_USER)
+    if refused:
+        from archc.errors import ErrorList
+
+        raise ErrorList(refused)
+
+
+def _worse(r: Any) -> str:
+    """'0.9721 -> 0.9693 (0.28 points worse)'."""
+    if r.metric is None:
+        return "not measured"
+    change = f"{abs(r.worse_by):.2f} {r.unit} {'worse' if r.worse_by > 0 else 'better'}" if r.worse_by else "unchanged"
+    return f"{r.before[r.metric]:.4f} -> {r.after[r.metric]:.4f} ({change})"
+
+
+def _print_variant(r: Any, max_drop: float) -> None:
+    """One variant's line: file, sizes, the metric before and after; a loud warning when it dropped too far."""
+    if not r.written:
+        return  # reported as an error once every variant is done
+    size = f"{r.ratio:.1f}x smaller" if r.ratio >= 1 else f"{1 / r.ratio:.1f}x larger: too small a model to gain"
+    click.echo(f"wrote {r.path} ({r.method}): {r.bytes_before:,} -> {r.bytes_after:,} bytes ({size})"
+               f"; {r.metric or 'metric'} {_worse(r)}"
+               + (f" on {r.data}; max abs output diff {r.max_abs_diff:.1e}" if r.metric else ""))
+    if r.metric is None:
+        click.echo(f"note: {r.path}: the metric was not measured: {r.note}", err=True)
+    if r.hint:
+        click.echo(f"note: {r.path}: {r.hint}", err=True)
+    if r.worse_by is not None and r.worse_by > max_drop:
+        click.echo(f"WARNING: {r.path}: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g}; written because "
+                   "of --force", err=True)
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write the schema to this file instead of stdout.")
 @command

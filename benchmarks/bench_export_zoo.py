@@ -1,4 +1,4 @@
-"""Figure 10: export time and peak memory of every zoo spec (specs/zoo/), as `archc build` runs it.
+"""Figure 11: export time and peak memory of every zoo spec (specs/zoo/), as `archc build` runs it.
 
 Each spec is compiled, lowered and exported in a fresh process (so its peak resident memory is its own; `a` is the
 export() call incl. parity, `b` the process's peak RSS in GiB). Goal: GPT-2 small under 5 s on 2 cores.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-FIGURE = 10
+FIGURE = 11
 KEY = "export_zoo"
 TITLE = "Export time and peak memory per zoo spec"
 A, B = "export() incl. parity (s)", "process peak RSS (GiB)"

@@ -92,11 +92,23 @@ def example_inputs(graph: Graph, batch: int, sizes: dict[str, int], seed: int = 
     out = {}
     for name, t in graph.inputs.items():
         shape = [batch] * t.batched + [d if isinstance(d, int) else sizes[d] for d in t.features]
-        high = graph.vocab.get(name, 2)
-        high = sizes.get(high, 1) if isinstance(high, str) else high  # indices into a symbolic axis
-        out[name] = (rng.standard_normal(shape).astype(np.float32) if t.dtype == "float32"
-                     else rng.integers(0, high, size=shape).astype(np.int64))
+        vocab = graph.vocab.get(name, 2)
+        high = sizes.get(vocab, 1) if isinstance(vocab, str) else vocab  # indices into a symbolic axis
+        if t.dtype == "float32":
+            out[name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            out[name] = rng.integers(0, high, size=shape).astype(np.int64)
+            if isinstance(vocab, str):
+                _cover(out[name], high, rng)
     return out
+
+
+def _cover(ids: np.ndarray, high: int, rng: np.random.Generator) -> None:
+    """Make every index in [0, high) occur (as far as `ids` holds enough): an axis sized by the data (graphs =
+    max(graph id) + 1) then has its declared size, as in a real batch where every graph has nodes."""
+    flat = ids.reshape(-1)
+    k = min(high, flat.size)
+    flat[rng.permutation(flat.size)[:k]] = np.arange(k)
 
 
 def dynamic_axes(graph: Graph) -> dict[str, dict[int, str]]:

@@ -33,7 +33,8 @@ class Expander:
         self.inputs = set(inputs)
         scope = {name: name for name in inputs}
         prev = next(iter(inputs)) if len(inputs) == 1 else None
-        last = self.layers(spec.layers, "layers", "", dict(spec.params), scope, prev, "", ())
+        self.params = self.global_params()
+        last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
         for i, name in enumerate(spec.outputs or []):
             if name not in scope:
@@ -53,6 +54,20 @@ class Expander:
         sizes = {**spec.axes}
         vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}
         return Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab)  # type: ignore[arg-type]
+
+    def global_params(self) -> dict[str, Any]:
+        """[params] in order: a value may refer to the parameters above it (`b = "${a * 2}"`); a reference that
+        fails is reported at params.NAME, not at each layer that uses it."""
+        params: dict[str, Any] = {}
+        for key, value in self.spec.params.items():
+            try:
+                params[key] = substitute(value, params)
+            except SpecError as e:
+                e.where = f"params.{key}"
+                if any(f"'{later}'" in e.message for later in list(self.spec.params)[len(params):]):
+                    e.hint = "a parameter may refer only to parameters defined above it"
+                raise
+        return params
 
     # ---- one list of layers (the top level, or one block instance) -------------------------
     def layers(self, raws: list[Any], path: str, prefix: str, params: dict[str, Any], scope: dict[str, str],
@@ -281,10 +296,10 @@ class Expander:
             hint = close_matches(name, set(block.params)) or (
                 "its parameters: " + (", ".join(block.params) or "none"))
             raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=at(where, ".with"), hint=hint)
-        merged = dict(self.spec.params)
+        merged = dict(self.params)
         for key, value in block.params.items():
             try:
-                merged[key] = substitute(value, {**self.spec.params})
+                merged[key] = substitute(value, self.params)
             except SpecError as e:
                 e.where = f"blocks.{u.use}.params.{key}"
                 raise

@@ -50,7 +50,29 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     if spec is not None:
         check_task(graph, spec)
         check_memory(graph, spec.train.batch_size)
+    check_inputs_read(graph)
     return graph
+
+
+def check_inputs_read(graph: Graph) -> None:
+    """Every input reaches an output. The exporter drops one that does not (no layer reads it, or only a branch
+    that feeds no output) from the ONNX graph, which then refuses the feed every caller gives (`archc infer`, the
+    parity check): a wiring mistake, found last so that other errors come first."""
+    live = set(graph.outputs.values())
+    for node in reversed(graph.nodes):  # nodes are in topological order: what the outputs depend on
+        if node.id in live:
+            live.update(node.inputs)
+    errors: list[ArchcError] = []
+    for name in graph.inputs:
+        readers = [n.id for n in graph.nodes if name in n.inputs]
+        if not readers:
+            errors.append(SpecError(f"input '{name}' is read by no layer", where=f"inputs.{name}",
+                                    hint=f"wire it with from = \"{name}\", or remove it"))
+        elif name not in live:
+            errors.append(SpecError(f"input '{name}' reaches no output", where=f"inputs.{name}",
+                                    hint=f"the layers reading it ({', '.join(readers[:3])}) feed no output: wire "
+                                         "their branch in, or name its last layer in outputs"))
+    raise_all(errors)
 
 
 def infer_node(graph: Graph, node: Node, ins: list[TensorType], sizes: dict[str, int]) -> None:

@@ -1,6 +1,7 @@
 """Normalization ops: batchnorm (over the channel axis), layernorm (over trailing axes), group norm."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -130,6 +131,14 @@ class GroupNorm(Op):
         c = concrete(x.shape[1], "channel axis")
         expect(c % self.num_groups == 0, f"channels divisible by num_groups = {self.num_groups}", f"{c} channels",
                hint=f"pick num_groups among the divisors of {c}")
+        # One value per group normalizes to a constant, and torch refuses it ("more than 1 value per channel")
+        # whenever the batch has one example: at inference on one input, and in the exporter's parity check.
+        positions = x.shape[2:]
+        if all(isinstance(d, int) for d in positions):
+            per_group = c // self.num_groups * math.prod(positions)  # type: ignore[arg-type]
+            expect(per_group > 1, "more than one value per group (channels / num_groups x positions)",
+                   f"{per_group} ({c} channels in {self.num_groups} groups, positions {list(positions)})",
+                   hint="use fewer groups, or layernorm / batchnorm for [batch, C] inputs")
         return x
 
     def param_shapes(self, ins):

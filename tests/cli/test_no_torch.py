@@ -40,3 +40,13 @@ def test_infer_leaves_torch_unimported(tmp_path):
     import numpy as np
     np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), dtype=np.float32))
     probe(["infer", str(model), "--input", str(tmp_path / "x.npy")])
+
+
+def test_quantize_leaves_torch_unimported(tmp_path):
+    """Scoring on a data source and calibrating (static int8) run on ONNX Runtime and numpy alone."""
+    model = tmp_path / "m.onnx"
+    r = subprocess.run([sys.executable, "-m", "archc.cli", "build", str(ROOT / "specs" / "digits_mlp.toml"), "-o",
+                        str(model)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    probe(["quantize", str(model), "--int8", "static", "--max-drop", "100"])
+    probe(["quantize", str(model), "--fp16", "--int8", "dynamic", "--max-drop", "100"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from archc.errors import ArchcError
 from archc.pipeline import compile_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,3 +45,15 @@ def test_example_specs_compile(name):
         out = result.graph.type_of(next(iter(result.graph.outputs.values())))
         assert out.shape == (("nodes", 2) if name == "gcn_karate" else ("graphs", 2))
     assert math.isfinite(result.graph.total_flops)
+
+
+def test_a_param_may_refer_to_the_params_above_it():
+    """[params] b = "${a * 2}" is evaluated in order (it once reached layers as the string and failed there)."""
+    spec = {"archc": 1, "model": {"name": "p"}, "inputs": {"x": {"shape": [4]}},
+            "params": {"a": 3, "b": "${a * 2}", "c": "$b"}, "blocks": {"k": {"params": {"w": "${c + 1}"},
+            "layers": [{"op": "linear", "out_features": "$w"}]}},
+            "layers": [{"op": "linear", "out_features": "$c"}, {"use": "k"}]}
+    assert [n.out.shape[-1] for n in compile_spec(spec).graph.nodes] == [6, 7]
+    with pytest.raises(ArchcError, match=r"params\.b: unknown parameter 'c' \(a parameter may refer only to "
+                                         r"parameters defined above it\)"):
+        compile_spec(spec | {"params": {"b": "$c", "c": 2}})

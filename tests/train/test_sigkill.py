@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -40,6 +41,7 @@ def _kill_at_random_step(cmd, env, out, rng: random.Random) -> int:
     return target
 
 
+@pytest.mark.crash
 def test_sigkill_then_resume_matches_uninterrupted_run(h, tmp_path):
     data = h.make_npz(tmp_path / "d.npz", n=2000, features=32, classes=4)
     spec = h.make_spec(tmp_path / "s.json", data, features=32, classes=4, hidden=128, dropout=0.2,
@@ -78,3 +80,105 @@ def test_resume_needs_the_same_world_size(h, tmp_path):
     learner, _ = build(setup, two, torch.device("cpu"))
     with pytest.raises(InputError, match="expected --nproc 1 as in the interrupted run, received 2"):
         resume(setup.run_dir, learner, Tally(torch.device("cpu")), two, setup.sha256)
+
+
+# ---- --nproc 2: the launcher killed at a random moment ---------------------------------------------------------
+NPROC_EPOCHS, NPROC_EVERY, NPROC_STEPS = 3, 3, 19  # 300 examples: 180 train in global batches of 10 (18 + 1)
+
+
+def _writers(folder) -> list[int]:
+    """Pids of live processes whose command line names `folder` (torchrun and its workers carry --out FOLDER)."""
+    mine, pids = str(folder).encode(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    named = mine in f.read()
+                with open(f"/proc/{entry}/stat") as f:
+                    live = f.read().split(")")[-1].split()[0] != "Z"
+            except OSError:  # ended meanwhile
+                continue
+            if named and live:
+                pids.append(int(entry))
+    return pids
+
+
+def _kill_launcher_at_random(cmd, env, out, rng: random.Random) -> str:
+    """Start `archc train --nproc 2`; SIGKILL the launcher at a random moment: while torchrun starts its workers,
+    or past a random checkpoint (plus a random few ms, maybe inside a write). Says which."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if rng.random() < 0.3:
+            delay = rng.uniform(0.0, 4.0)
+            time.sleep(delay)
+            moment = f"{delay:.2f} s after the start"
+        else:
+            target = rng.randrange(NPROC_EVERY, NPROC_STEPS * NPROC_EPOCHS - NPROC_EVERY)
+            deadline = time.monotonic() + 60
+            while _state_step(out) < target:
+                assert proc.poll() is None, f"training ended before step {target}: {proc.stderr.read().decode()}"
+                assert time.monotonic() < deadline, "training made no progress"
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.01))
+            moment = f"past step {target}"
+        assert proc.poll() is None, f"the run ended before the kill ({moment})"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    return moment
+
+
+def _wait_all_ended(folder, why: str, seconds: float = 30) -> None:
+    """Wait until no process names `folder`; SIGKILL what is left (so a failure leaves nothing running)."""
+    deadline = time.monotonic() + seconds
+    try:
+        while _writers(folder):
+            assert time.monotonic() < deadline, f"still running {seconds:.0f} s after the launcher's SIGKILL: {why}"
+            time.sleep(0.05)
+    finally:
+        for pid in _writers(folder):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _outcome(run) -> tuple[dict, list, dict]:
+    """A finished run's weights (checkpoint and best), epoch rows (timings left out) and test metrics."""
+    weights = {name: load_file(run / name) for name in ("checkpoint.safetensors", "best.safetensors")}
+    rows = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return weights, rows, json.loads((run / "result.json").read_text())["test"]
+
+
+@pytest.mark.crash
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_sigkill_of_the_nproc_launcher_then_resume_matches_an_uninterrupted_run(h, tmp_path):
+    """No worker outlives the launcher's SIGKILL, and --resume then ends where an uninterrupted --nproc 2 run does,
+    bit for bit (one CPU per rank: 2 cores are enough)."""
+    data = h.make_npz(tmp_path / "d.npz", n=300, features=16, classes=3)
+    spec = h.make_spec(tmp_path / "s.json", data, hidden=64, dropout=0.1,
+                       train={"epochs": NPROC_EPOCHS, "batch_size": 10, "checkpoint_every": NPROC_EVERY})
+    env, seed = h.env(), int.from_bytes(os.urandom(4), "little")
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    nproc = ("--nproc", "2", "--device", "cpu", "--quiet")
+    # the uninterrupted run goes alongside (half the wall time; the two share nothing but the spec and data)
+    reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *nproc), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        moment = _kill_launcher_at_random(h.cmd(str(spec), "--out", str(killed), *nproc), env, killed,
+                                          random.Random(seed))
+        why = f"killed {moment} (test seed {seed})"
+        _wait_all_ended(killed, why)
+        assert not (killed / "result.json").exists(), why
+        why += f", resumed from step {_state_step(killed)}"
+        resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *nproc, "--resume"), env=env,
+                                 capture_output=True, text=True)
+        assert resumed.returncode == 0, f"{why}: {resumed.stderr[-2000:]}"
+        assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()[-2000:]
+    finally:
+        reference.kill()
+        reference.wait()
+    (ours, our_rows, our_test), (theirs, their_rows, their_test) = _outcome(killed), _outcome(whole)
+    for name, a in ours.items():
+        b = theirs[name]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs: {why}"
+    assert our_rows == their_rows and len(our_rows) == NPROC_EPOCHS and our_test == their_test, why
+    assert not list(killed.glob(".*.tmp")) and not (killed / ".archc.lock").exists(), why

@@ -83,6 +83,9 @@ def test_bad_data_or_spec_fails_before_training(case, h, tmp_path):
     elif case == "two-inputs":
         raw["inputs"]["z"] = {"shape": [2]}
         raw["layers"][0]["from"] = "x"
+        # z is read (an unread input is a validate error now): fc1 + linear(z) feeds the output layer
+        raw["layers"][1:1] = [{"id": "zf", "op": "linear", "out_features": 32, "from": "z"},
+                              {"op": "add", "from": ["fc1", "zf"]}]
     elif case == "task":
         raw["task"]["kind"] = "diffusion"
     spec.write_text(json.dumps(raw))

@@ -1,0 +1,88 @@
+"""What the build fuzzer (test_build_fuzz.py) found: each class, fixed at its root, against the real thing."""
+from __future__ import annotations
+
+import pytest
+
+from archc.compiled import BuildOptions
+from archc.errors import ArchcError
+from archc.pipeline import BUILD_PASSES, compile_spec, compiled_from, run
+
+torch = pytest.importorskip("torch")
+
+
+def _spec(inputs: dict, layers: list, **top) -> dict:
+    return {"archc": 1, "model": {"name": "found"}, "inputs": inputs, "layers": layers} | top
+
+
+def test_an_input_no_layer_reads_is_a_located_error(tmp_path):
+    """It validated, then the exporter dropped it from the ONNX graph and ONNX Runtime refused the feed every caller
+    gives ('Invalid input name: b'): exit 3 at the end of `build`, or of a whole training run."""
+    spec = _spec({"a": {"shape": [4]}, "b": {"shape": [3]}}, [{"op": "linear", "out_features": 2, "from": "a"}])
+    with pytest.raises(ArchcError) as e:
+        compile_spec(spec)
+    assert e.value.line() == "<spec>: inputs.b: input 'b' is read by no layer (wire it with from = \"b\", or remove it)"
+
+
+def test_an_input_as_an_output_is_a_located_error(tmp_path):
+    """It validated, then ONNX (one name per value) renamed the input to 'b.1' and the parity check failed:
+    'Required inputs (['b.1']) are missing'. An identity layer passes an input through."""
+    spec = _spec({"a": {"shape": [4]}, "b": {"shape": [3]}},
+                 [{"id": "y", "op": "add", "from": ["b", "b"]},
+                  {"id": "z", "op": "linear", "out_features": 2, "from": "a"}],
+                 outputs=["b", "z"])
+    with pytest.raises(ArchcError, match=r"outputs\[0\]: expected an output computed by a layer, received input 'b'"):
+        compile_spec(spec)
+    spec["layers"][0] = {"id": "y", "op": "identity", "from": "b"}
+    spec["outputs"] = ["y", "z"]
+    c = run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
+    assert c.report is not None and c.report.checks
+
+
+@pytest.mark.parametrize("shape, groups", [([1], 1), ([4], 4), ([6, 1], 6)])
+def test_group_norm_of_one_value_per_group_is_a_located_error(shape, groups):
+    """It validated, then torch refused it at batch 1 (inference on one example, the exporter's parity check)."""
+    spec = _spec({"x": {"shape": shape}}, [{"id": "gn", "op": "group_norm", "num_groups": groups}])
+    with pytest.raises(ArchcError, match=r"layers\[0\] \(gn\): group_norm: expected more than one value per group"):
+        compile_spec(spec)
+    module = torch.nn.GroupNorm(groups, shape[0])
+    with pytest.raises(ValueError, match="more than 1 value per channel"):  # what the rule stands for
+        module(torch.randn(1, *shape))
+
+
+@pytest.mark.parametrize("shape, groups", [([2], 1), ([4, 3], 4), ([4, "n"], 4)])
+def test_group_norm_with_several_values_per_group_builds(shape, groups, tmp_path):
+    spec = _spec({"x": {"shape": shape}}, [{"op": "group_norm", "num_groups": groups}], axes={"n": 3})
+    run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
+
+
+def test_example_graph_ids_cover_every_graph():
+    """The exporter's example inputs give every graph nodes, so a pooled [graphs, F] output has its declared size
+    at every parity size (random ids left some graphs empty: 'validate says [8, 3], torch gives [7, 3]')."""
+    from archc.export.onnx import check_sizes, example_inputs
+    from archc.lower import lower
+
+    spec = _spec({"x": {"shape": ["nodes", 3], "batched": False},
+                  "batch": {"shape": ["nodes"], "dtype": "int64", "vocab": "graphs", "batched": False}},
+                 [{"op": "global_mean_pool", "from": ["x", "batch"]}], axes={"nodes": 9, "graphs": 8})
+    graph = compile_spec(spec).graph
+    module = lower(graph)
+    for seed, (batch, sizes) in enumerate([(2, graph.sizes), *check_sizes(graph)[0]]):
+        feeds = example_inputs(graph, batch, sizes, seed=seed)
+        out = module(*(torch.from_numpy(v) for v in feeds.values()))
+        assert tuple(out.shape) == (sizes["graphs"], 3), sizes
+
+
+def test_an_input_whose_branch_feeds_no_output_is_a_located_error(tmp_path):
+    """specs/two_branch.json without its concat layer validated, then ONNX dropped the dead image branch and its
+    input: 'Invalid input name: image' from ONNX Runtime at the end of `build`."""
+    import json
+    from pathlib import Path
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "specs" / "two_branch.json").read_text())
+    joined = next(i for i, layer in enumerate(spec["layers"]) if layer.get("id") == "joined")
+    del spec["layers"][joined]
+    with pytest.raises(ArchcError, match=r"inputs\.image: input 'image' reaches no output \(the layers reading it "
+                                         r"\(conv\) feed no output"):
+        compile_spec(spec)
+    spec["outputs"] = [*spec["outputs"], "img_feat"]  # the branch named as an output: it builds and exports
+    run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
