@@ -307,7 +307,8 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
 
     Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
-    never names a missing one; a failed export leaves nothing."""
+    never names a missing one. A smaller model is written to a temporary file beside `path` while it is checked.
+    A failed export leaves nothing."""
     import onnx
 
     graph, spec = compiled.graph, compiled.spec
@@ -347,27 +348,29 @@ def _torch_threads(n: int | None):
 
 def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
             extra_metadata: dict[str, Any] | None) -> ExportReport:
-    """export() after its argument checks: build, serialize, check and compare in a temporary folder, then move."""
+    """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
     import onnx
 
     phases = _Phases()
     start = time.perf_counter()
     from archc.util import write_error
 
-    try:
-        tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    except OSError as e:  # a read-only folder: name the .onnx asked for
+    parent = path.parent or Path(".")
+    try:  # the file's temporary name, taken first: a read-only folder fails before the trace
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+    except OSError as e:  # name the .onnx asked for
         raise write_error(e, path) from e
-    tmp, data_name = os.path.join(tmpdir, path.name), path.name + ".data"
-    writer: _Writer | None = None
+    data_name, tmpdir, writer = path.name + ".data", None, None
     try:
         model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
         with phases("serialize"):
-            if large:  # onnx writes the side file and a small model proto; both are read back from disk
-                onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+            if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
+                tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+                blob: str | bytes = os.path.join(tmpdir, path.name)
+                onnx.save_model(model, blob, save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=data_name, size_threshold=1024)
-                blob: str | bytes = tmp
             else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
                 blob = model.SerializeToString()
                 writer = _Writer(tmp, blob)
@@ -377,17 +380,20 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
         with phases("write"):  # what of the file's write the checks did not hide
-            if not large:
+            if writer is not None:
                 writer.join()
-        size = _move_into_place(tmpdir, path, data_name if large else None)
+        size = _move_into_place(tmpdir or tmp, path, data_name if large else None)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
     except OSError as e:  # a full disk while saving
         raise write_error(e, path) from e
     finally:
-        if writer is not None:  # a failed check: let the write end before its folder goes
+        if writer is not None:  # a failed check: let the write end before its file goes
             super(_Writer, writer).join()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
                         str(path.parent / data_name) if large else None, check_sizes(graph)[1])
 
@@ -446,17 +452,19 @@ class _Writer(threading.Thread):
             raise self.error
 
 
-def _move_into_place(tmpdir: str, path: Path, data_name: str | None) -> int:
-    """Rename the checked file(s) over `path` (the data file first); returns the bytes written."""
+def _move_into_place(src: str, path: Path, data_name: str | None) -> int:
+    """Rename the checked file (`src`), or the file and its side file (in folder `src`, the data first), over `path`;
+    returns the bytes written."""
     from archc.util import default_mode
 
+    moves = [(src, path)] if data_name is None else [(os.path.join(src, name), path.parent / name)
+                                                     for name in (data_name, path.name)]
     size = 0
-    names = ([data_name] if data_name else []) + [path.name]
-    for name in names:
-        src = os.path.join(tmpdir, name)
-        default_mode(src)
-        size += os.path.getsize(src)
-        os.replace(src, path.parent / name)
-    if data_name is None and (path.parent / (path.name + ".data")).exists():
-        os.unlink(path.parent / (path.name + ".data"))  # a stale side file from an earlier, larger export
+    for frm, to in moves:
+        default_mode(frm)
+        size += os.path.getsize(frm)
+        os.replace(frm, to)
+    stale = path.parent / (path.name + ".data")
+    if data_name is None and stale.exists():
+        os.unlink(stale)  # the side file of an earlier, larger export under this name
     return size

@@ -47,7 +47,6 @@ def test_build_output_in_a_read_only_folder_is_a_user_error(tmp_path, monkeypatc
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".d.onnx.x.tmp"))
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    monkeypatch.setattr(tempfile, "mkdtemp", read_only)  # export writes in a temporary folder (external data)
     r = invoke("build", DIGITS, "-o", tmp_path / "d.onnx")
     assert r.exit_code == 1, r.output
     assert f"error: {tmp_path / 'd.onnx'}: cannot write: Read-only file system" in r.stderr
