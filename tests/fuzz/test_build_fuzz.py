@@ -48,16 +48,7 @@ MAX_PARAMS, MAX_FLOPS = 4_000_000, 1_000_000_000  # per example; bigger mutants 
 
 # ---- starting points ------------------------------------------------------------------------------------------
 def _example_spec(name: str, ex) -> dict:
-    """An op's conformance example as a spec (as tests/ops/test_conformance.py builds it)."""
-    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": ex.batched}
-              | ({"vocab": ex.vocab} if dtype == "int64" else {})
-              for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))}
-    before = [dict(layer) for layer in ex.before]
-    if before:
-        before[0].setdefault("from", list(inputs) if len(inputs) > 1 else next(iter(inputs)))
-    wired = {"from": list(inputs)} if not before else {}
-    return {"archc": 1, "model": {"name": f"fuzz-{name}"}, "inputs": inputs, "axes": dict(ex.sizes),
-            "task": {"kind": "regression"}, "layers": [*before, {"op": name, "id": "node", **wired, **ex.attrs}]}
+    return ex.spec(name, f"fuzz-{name}")
 
 
 def _bases() -> dict[str, dict]:
@@ -226,38 +217,19 @@ def size(d: Any, batch: int, sizes: dict[str, int]) -> int:
 def left_out(graph, sizes: dict[str, int]) -> str | None:
     """Why these axis sizes are left out of the verdict, or None.
 
-    'bounds' -- TODO(bounds): the helper `bounds` (issue 11 item 2) makes axis bounds validate-time facts and keeps
-    the exporter's parity sizes inside them. Until that lands, sizes at which an index leaves the axis it indexes
-    are left out: a pos_embedding longer than max_len, int64 values past an embedding table, a select index or a
-    slice end past a symbolic axis, graph edge ids past the node rows. Remove 'bounds' after the merge.
     'data-sized' -- an axis the data sizes (graphs = max(graph id) + 1) cannot reach its declared size when the
-    ids hold fewer values than it (nodes < graphs): what the module computes is then right, the axis is not."""
-    at = lambda d: size(d, 1, sizes)  # noqa: E731  (no op here bounds the batch axis)
+    ids hold fewer values than it (nodes < graphs): what the module computes is then right, the axis is not.
+    (Sizes at which an index leaves the axis it indexes are no longer left out: axis bounds are validate-time
+    facts (archc/graph/bounds.py) and the exporter's check sizes stay inside them, so every such mutant either
+    fails validate with a located error or builds, runs and exports here.)"""
     for node in graph.nodes:
-        name, attrs = node.op.name(), node.op.attrs()
-        ins = [graph.type_of(i) for i in node.inputs]
-        if name == "pos_embedding" and at(ins[0].shape[-2]) > attrs["max_len"]:
-            return "bounds"
-        if name == "embedding" and any(t.dtype == "int64" and _high(graph, i, sizes) > attrs["num_embeddings"]
-                                       for i, t in graph.inputs.items()):
-            return "bounds"
-        if name in ("select", "slice"):
-            d = ins[0].shape[attrs["dim"] % ins[0].rank]
-            n = at(d) if isinstance(d, str) else None
-            if n is not None and name == "select" and not -n <= attrs["index"] < n:
-                return "bounds"
-            end = attrs["end"] if name == "slice" else None
-            if n is not None and name == "slice" and (not range(n)[attrs["start"]:end] or (end or 0) > n):
-                return "bounds"
-        for i in node.inputs:  # int64 graph inputs holding indices (edge ids into node rows, graph ids)
+        name = node.op.name()
+        for i in node.inputs:  # int64 graph inputs holding indices (graph ids that size the output)
             if name == "embedding" or i not in graph.inputs or graph.inputs[i].dtype != "int64":
                 continue
             axis, high = graph.vocab.get(i), _high(graph, i, sizes)
-            if axis in node.out.shape:  # the ids size the output (graphs = max id + 1)
-                if graph.inputs[i].numel(sizes) < high:
-                    return "data-sized"
-            elif any(at(t.features[0]) < high for o, t in zip(node.inputs, ins) if t.dtype == "float32"):
-                return "bounds"
+            if axis in node.out.shape and graph.inputs[i].numel(sizes) < high:
+                return "data-sized"
     return None
 
 
@@ -318,7 +290,7 @@ def verdict(spec: dict, exported: bool, tmp: Path) -> str:
     checks = [(TRACE_BATCH, dict(graph.sizes)), *check_sizes(graph)[0]]
     skipped = []
     for i, (batch, sizes) in enumerate(checks):
-        if why := left_out(graph, sizes):  # TODO(bounds): see left_out
+        if why := left_out(graph, sizes):
             skipped.append(why)
             continue
         check_run(module, graph, batch, sizes, seed=i)

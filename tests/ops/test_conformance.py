@@ -17,16 +17,7 @@ CASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in en
 
 
 def example_spec(name: str, ex) -> dict:
-    inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": ex.batched}
-              | ({"vocab": ex.vocab} if dtype == "int64" else {})
-              for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))}
-    before = [dict(layer) for layer in ex.before]
-    if before:
-        before[0].setdefault("from", list(inputs) if len(inputs) > 1 else next(iter(inputs)))
-    wired = {"from": list(inputs)} if not before else {}
-    layer = {"op": name, "id": "node", **wired, **ex.attrs}
-    return {"archc": 1, "model": {"name": f"conformance-{name}"}, "inputs": inputs, "axes": ex.sizes,
-            "task": {"kind": "regression"}, "layers": [*before, layer]}
+    return ex.spec(name, f"conformance-{name}")
 
 
 def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, ex) -> torch.Tensor:
