@@ -1,4 +1,4 @@
-"""Figure 11: byte generation with the KV cache (`archc infer --prompt`, model.kv.onnx) vs the full recompute of
+"""Figure 12: byte generation with the KV cache (`archc infer --prompt`, model.kv.onnx) vs the full recompute of
 the window per token (`--no-cache`), and vs Hugging Face transformers' cached `generate` on the same architecture
 and weights. Goal: cache >= 5x recompute at context 128.
 
@@ -15,7 +15,7 @@ import time
 
 import common
 
-FIGURE = 11
+FIGURE = 12
 KEY = "generate"
 TITLE = "Generation: KV cache vs recompute, and vs transformers' cached generate"
 A, B = "archc KV cache (tokens/s)", "other side (tokens/s)"

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
+import shutil
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,8 +33,14 @@ from archc.tasks import REGISTRY, task_class
 OPSET = 18
 TRACE_BATCH = 2
 CHECK_BATCHES = (1, 3)          # both differ from the traced batch
+# On a busy machine torch runs the trace and the parity references on one thread: its OpenMP workers spin while
+# they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads against
+# 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). Busy: the 1-minute load average at least the core count.
+# An idle machine keeps torch's threads. ONNX Runtime keeps its own either way.
+BUSY_TORCH_THREADS = 1
+PARITY_FLOPS = 2 * 10**10      # above this the parity checks run at shorter symbolic axes (see `affordable`)
 ATOL, RTOL = 1e-4, 1e-4         # |onnx - torch| <= ATOL + RTOL * max|torch|
-TWO_GB = 2**31
+EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
 
 
 @dataclass
@@ -42,7 +51,9 @@ class ExportReport:
     max_abs_diff: float
     tolerance: float
     checks: list[dict[str, Any]] = field(default_factory=list)
-    bytes: int = 0
+    bytes: int = 0  # the file's, plus its external data's
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: trace, weights, ..., parity
+    data_path: str | None = None  # the external data file, when the weights exceed EXTERNAL_DATA_BYTES
     pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
 
 
@@ -129,48 +140,141 @@ def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[st
     return [(CHECK_BATCHES[0], first), (CHECK_BATCHES[1], second)], pinned
 
 
-def _torch_export(module, graph: Graph, path: str, exporter: str) -> None:
+class _Phases(dict):
+    """Seconds spent per export phase (ExportReport.phases; benchmarks/bench_export_zoo.py prints them)."""
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+
+
+def affordable(checks: list[tuple[int, dict[str, int]]], graph: Graph) -> list[tuple[int, dict[str, int]]]:
+    """The parity checks, with symbolic axes shortened when running them would cost more than PARITY_FLOPS.
+
+    At GPT-2 size the checks at seq 127 and 131 (traced at 128) were 2/3 of `archc build`: torch and ONNX Runtime
+    each ran 520 tokens through 124M parameters. Any size other than the traced one exposes a shape the trace
+    baked in, so the axes are divided by the same factor, kept apart from each other and from the traced size;
+    the batch sizes and the tolerance stay."""
+    per_example = graph.total_flops  # at the traced (typical) sizes
+    cost = sum(batch * per_example for batch, _ in checks)
+    if cost <= PARITY_FLOPS or not graph.sizes:
+        return checks
+    factor = math.ceil(cost / PARITY_FLOPS)
+    out = [(batch, dict(sizes)) for batch, sizes in checks]
+    for k, traced in graph.sizes.items():
+        if any(sizes[k] == traced for _, sizes in checks):  # pinned by its bounds: stays at the traced size
+            continue
+        seen = {traced}
+        for _, small in out:  # the two checks' sizes differ from each other and from the trace, within bounds
+            n = max(2, small[k] // factor)
+            while n < small[k] and (n in seen or not fits(graph, k, n)):
+                n += 1
+            small[k] = n if n < small[k] else small[k]  # no shorter size fits: check_sizes' own
+            seen.add(n)
+    return out
+
+
+def _trace_args(graph: Graph) -> tuple:
     import torch
 
-    feeds = example_inputs(graph, TRACE_BATCH, graph.sizes)
-    args = tuple(torch.from_numpy(v) for v in feeds.values())
-    names_in, names_out = list(graph.inputs), list(graph.outputs)
+    return tuple(torch.from_numpy(v) for v in example_inputs(graph, TRACE_BATCH, graph.sizes).values())
+
+
+def _torch_export(module, exported, graph: Graph, tmp: str, exporter: str) -> "onnx.ModelProto":
+    """The exported graph, in memory. TorchScript: traced without its weights (export_params=False: they become
+    graph inputs named by their state_dict names) and without constant folding, which at GPT-2 size spent
+    seconds copying every weight through TorchScript constants and renamed transposed ones `onnx::MatMul_91`;
+    `attach_weights` adds them back once, under their parameter names (ONNX Runtime folds the transposes when it
+    loads the file). PRESERVE (the module is in eval mode either way) skips the eval peephole, whose
+    conv-batchnorm fusion would invent unnamed weights; ONNX Runtime fuses them on load. Dynamo names its
+    initializers itself; it writes a file, read back here."""
+    import onnx
+    import torch
+
+    args, names_in, names_out = _trace_args(graph), list(graph.inputs), list(graph.outputs)
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            torch.onnx.export(module, args, path, input_names=names_in, output_names=names_out,
+            buf = io.BytesIO()
+            torch.onnx.export(exported, args, buf, input_names=names_in, output_names=names_out,
                               dynamic_axes=dynamic_axes(graph), opset_version=OPSET, dynamo=False,
-                              do_constant_folding=True)
-        else:
-            shapes = {n: {i: torch.export.Dim.AUTO for i in ax} for n, ax in dynamic_axes(graph).items()
-                      if n in graph.inputs}
-            program = torch.onnx.export(module, args, input_names=names_in, output_names=names_out,
-                                        dynamic_shapes=tuple(shapes[n] for n in names_in), dynamo=True,
-                                        opset_version=OPSET, verbose=False)
-            program.save(path)
+                              export_params=False, do_constant_folding=False,
+                              training=torch.onnx.TrainingMode.PRESERVE)
+            return onnx.load_from_string(buf.getvalue())
+        shapes = {n: {i: torch.export.Dim.AUTO for i in ax} for n, ax in dynamic_axes(graph).items()
+                  if n in graph.inputs}
+        program = torch.onnx.export(module, args, input_names=names_in, output_names=names_out,
+                                    dynamic_shapes=tuple(shapes[n] for n in names_in), dynamo=True,
+                                    opset_version=OPSET, verbose=False)
+        program.save(tmp)
+    return onnx.load(tmp)
 
 
-def parity(module, graph: Graph, path: str) -> tuple[float, float, list[dict[str, Any]]]:
-    """Run ONNX Runtime and torch on the same inputs at batch sizes other than the traced one."""
+def _for_torchscript(module):
+    """The module the TorchScript exporter traces: flat (see export.annotate) when it is archc's GraphModule."""
+    from torch import fx
+
+    from archc.export.annotate import flat_module
+
+    return flat_module(module) if isinstance(module, fx.GraphModule) else module
+
+
+def attach_weights(model: "onnx.ModelProto", exported, module, graph_inputs: list[str]) -> None:
+    """Turn the graph inputs that are the exported module's parameters and buffers into initializers named as in
+    `module`'s state_dict (what checkpoints and `--weights` use); one copy of each tensor, tied ones once.
+
+    The exporter merges equal-valued weights (a fresh model's batchnorm ones and zeros) into one input read
+    through Identity nodes named after the others; those get their own initializer back, so every parameter
+    is in the file under its name, as a trained model's would be."""
+    from onnx import numpy_helper
+
+    names = {id(t): k for k, t in module.state_dict(keep_vars=True).items()}
+    state = {k: t for k, t in exported.state_dict(keep_vars=True).items()}
+    copies = [n for n in model.graph.node if n.op_type == "Identity" and n.input[0] in state and n.output[0] in state]
+    for n in copies:
+        model.graph.node.remove(n)
+    weights = [i.name for i in model.graph.input if i.name in state]
+    for inp in [i for i in model.graph.input if i.name in state]:
+        model.graph.input.remove(inp)
+    extra = [i.name for i in model.graph.input if i.name not in graph_inputs]
+    assert not extra, f"exported graph inputs {extra} are neither the spec's inputs nor parameters"
+    rename = {k: names[id(state[k])] for k in weights + [n.output[0] for n in copies]}
+    for n in model.graph.node:
+        n.input[:] = [rename.get(v, v) for v in n.input]
+    model.graph.initializer.extend(numpy_helper.from_array(state[k].detach().cpu().numpy(), rename[k])
+                                   for k in rename)
+
+
+def parity(module, graph: Graph, path: str | bytes,
+           phases: _Phases | None = None) -> tuple[float, float, list[dict[str, Any]]]:
+    """Run ONNX Runtime (on the file at `path`, or the serialized model) and torch on the same inputs at batch sizes
+    other than the traced one (one session for both)."""
     import onnxruntime as ort
     import torch
 
+    phases = phases if phases is not None else _Phases()
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # failures are reported as ExportError; keep ORT's own log quiet
     try:
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        with phases("session"):
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []
     module.eval()
-    for i, (batch, sizes) in enumerate(check_sizes(graph)[0]):
+    for i, (batch, sizes) in enumerate(affordable(check_sizes(graph)[0], graph)):
         feeds = example_inputs(graph, batch, sizes, seed=100 + i)
-        with torch.no_grad():
+        with torch.no_grad(), phases("parity torch"):
             ref = module(*(torch.from_numpy(v) for v in feeds.values()))
         refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
         try:
-            got = sess.run(list(graph.outputs), feeds)
+            with phases("parity ort"):
+                got = sess.run(list(graph.outputs), feeds)
         except Exception as e:
             raise ExportError(f"ONNX Runtime failed at batch {batch} {sizes or ''}: "
                               f"{str(e).splitlines()[0][:300]}") from e
@@ -199,7 +303,12 @@ def _where(graph: Graph, output: str) -> str:
 def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
            extra_metadata: dict[str, Any] | None = None) -> ExportReport:
     """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
-    onnx.checker, add metadata, compare with ONNX Runtime, then rename into place."""
+    onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place.
+
+    Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
+    written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
+    never names a missing one. A smaller model is written to a temporary file beside `path` while it is checked.
+    A failed export leaves nothing."""
     import onnx
 
     graph, spec = compiled.graph, compiled.spec
@@ -211,40 +320,151 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     if path.parent and not path.parent.exists():
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
-    large = graph.total_params * 4 >= TWO_GB - 2**26
-    start = time.perf_counter()
-    from archc.util import default_mode, write_error
+    with _torch_threads(BUSY_TORCH_THREADS if _busy() else None):
+        return _export(compiled, graph, module, path, exporter, extra_metadata)
 
+
+def _busy() -> bool:
+    """Whether other processes already keep every core busy (1-minute load average >= cores)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    except OSError as e:  # a read-only folder: name the .onnx asked for
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        return False
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """torch's intra-op thread count set to `n` for the block (None: unchanged), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
+            extra_metadata: dict[str, Any] | None) -> ExportReport:
+    """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
+    import onnx
+
+    phases = _Phases()
+    start = time.perf_counter()
+    from archc.util import write_error
+
+    parent = path.parent or Path(".")
+    try:  # the file's temporary name, taken first: a read-only folder fails before the trace
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+    except OSError as e:  # name the .onnx asked for
         raise write_error(e, path) from e
-    os.close(fd)
+    data_name, tmpdir, writer = path.name + ".data", None, None
     try:
-        try:
-            _torch_export(module, graph, tmp, exporter)
-        except Exception as e:  # torch's exporter raises many kinds; report one clear line
-            raise ExportError(f"torch.onnx.export ({exporter}) failed: {str(e).splitlines()[0][:300]}") from e
-        model = onnx.load(tmp)
-        model.producer_name, model.producer_version = "archc", __version__
-        model.graph.name = graph.name
-        model.doc_string = spec.model.doc or f"archc model {graph.name}"
-        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
-        if large:  # protobuf cannot hold 2 GB in one message: weights go to a side file
-            onnx.save_model(model, tmp, save_as_external_data=True, location=path.name + ".data")
-        else:
-            onnx.save_model(model, tmp)
-        onnx.checker.check_model(tmp, full_check=False)
+        model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
+        large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
+        with phases("serialize"):
+            if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
+                tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+                blob: str | bytes = os.path.join(tmpdir, path.name)
+                onnx.save_model(model, blob, save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=data_name, size_threshold=1024)
+            else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
+                blob = model.SerializeToString()
+                writer = _Writer(tmp, blob)
+        del model
+        with phases("check"):
+            onnx.checker.check_model(blob, full_check=False)
         seconds = time.perf_counter() - start
-        worst, tol, checks = parity(module, graph, tmp)
-        default_mode(tmp)
-        os.replace(tmp, path)
+        worst, tol, checks = parity(module, graph, blob, phases)
+        with phases("write"):  # what of the file's write the checks did not hide
+            if writer is not None:
+                writer.join()
+        size = _move_into_place(tmpdir or tmp, path, data_name if large else None)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
     except OSError as e:  # a full disk while saving
         raise write_error(e, path) from e
     finally:
+        if writer is not None:  # a failed check: let the write end before its file goes
+            super(_Writer, writer).join()
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return ExportReport(str(path), exporter, seconds, worst, tol, checks, path.stat().st_size,
-                        check_sizes(graph)[1])
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
+                        str(path.parent / data_name) if large else None, check_sizes(graph)[1])
+
+
+def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,
+                 phases: _Phases) -> "onnx.ModelProto":
+    """The exported model with its weights, spec names and shapes (TorchScript), and archc's metadata."""
+    import onnx
+
+    graph, spec = compiled.graph, compiled.spec
+    with phases("trace"):
+        try:
+            exported = _for_torchscript(module) if exporter == "torchscript" else module
+            model = _torch_export(module, exported, graph, tmp, exporter)
+        except Exception as e:  # torch's exporter raises many kinds; report one clear line
+            raise ExportError(f"torch.onnx.export ({exporter}) failed: {str(e).splitlines()[0][:300]}") from e
+    with phases("weights"):
+        if exporter == "torchscript":
+            attach_weights(model, exported, module, list(graph.inputs))
+    with phases("annotate"):
+        if exporter == "torchscript":
+            from archc.export.annotate import annotate  # imports torch (lower.names)
+
+            annotate(model, graph)
+        model.producer_name, model.producer_version = "archc", __version__
+        model.graph.name = graph.name
+        model.doc_string = spec.model.doc or f"archc model {graph.name}"
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
+    return model
+
+
+def weight_bytes(model: "onnx.ModelProto") -> int:
+    """Serialized bytes of the initializers (what decides between one file and external data)."""
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+class _Writer(threading.Thread):
+    """Write bytes to a file while the caller goes on (the parity checks); join() re-raises its OSError."""
+
+    def __init__(self, path: str, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.path, self.data, self.error = path, data, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            with open(self.path, "wb") as f:
+                f.write(self.data)
+        except OSError as e:
+            self.error = e
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+def _move_into_place(src: str, path: Path, data_name: str | None) -> int:
+    """Rename the checked file (`src`), or the file and its side file (in folder `src`, the data first), over `path`;
+    returns the bytes written."""
+    from archc.util import default_mode
+
+    moves = [(src, path)] if data_name is None else [(os.path.join(src, name), path.parent / name)
+                                                     for name in (data_name, path.name)]
+    size = 0
+    for frm, to in moves:
+        default_mode(frm)
+        size += os.path.getsize(frm)
+        os.replace(frm, to)
+    stale = path.parent / (path.name + ".data")
+    if data_name is None and stale.exists():
+        os.unlink(stale)  # the side file of an earlier, larger export under this name
+    return size

@@ -15,7 +15,10 @@ from archc.language.exprs import substitute
 from archc.language.model import Block, Spec, Use
 
 BROKEN = "<broken>"  # stands for the output of a layer that failed, so its dependents stay quiet
-MAX_NODES = 200_000
+# The most nodes a spec may expand to. validate refuses more, because build could not finish: torch.onnx's trace and
+# ONNX Runtime's session set-up grow faster than linearly (10,000 nodes ~40 s on 2 cores, 100,000 most of an hour;
+# benchmarks figure 5). Real architectures are far below it (GPT-2 small: 147 nodes, ResNet-50: 175).
+MAX_NODES = 20_000
 
 
 class Expander:
@@ -112,7 +115,7 @@ class Expander:
             prev = out
             if len(self.nodes) > MAX_NODES:
                 raise SpecError(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
-                                where=where, hint="check `repeat` counts")
+                                where=where, hint="check `repeat` counts: archc builds and exports up to this many")
         return prev
 
     def resolve(self, from_: str | list[str] | None, i: int, scope: dict[str, str], prev: str | None,
