@@ -60,7 +60,10 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_sigkill_of_the_launcher_ends_torchrun_and_its_workers(h, tmp_path):
+@pytest.mark.parametrize("victim", ["launcher", "torchrun"])
+def test_sigkill_of_the_launcher_ends_torchrun_and_its_workers(h, tmp_path, victim):
+    """SIGKILL of the launcher, or of torchrun itself (whose own shutdown is then skipped: the ranks must end with
+    it by the kernel's parent-death signal, not by torchrun's goodwill), leaves nothing running."""
     data = h.make_npz(tmp_path / "d.npz", n=4000, features=16, classes=3)
     spec = h.make_spec(tmp_path / "s.json", data, train={"epochs": 50, "batch_size": 8})
     out = tmp_path / "run"
@@ -72,6 +75,8 @@ def test_sigkill_of_the_launcher_ends_torchrun_and_its_workers(h, tmp_path):
         while len(family := _children(proc.pid)) < 3:  # torchrun and its two workers
             assert proc.poll() is None and time.monotonic() < deadline, "the workers never started"
             time.sleep(0.05)
+        if victim == "torchrun":
+            os.kill(family[0], signal.SIGKILL)  # the launcher's child; the ranks are torchrun's children
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 60
