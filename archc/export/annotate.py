@@ -100,15 +100,21 @@ def _name_values(model: "onnx.ModelProto", graph: Graph, owners: list[Node | Non
     for node, own in zip(model.graph.node, owners):
         if own is not None:
             made_by.update((v, own) for v in node.output)
-    leaving: dict[str, list[str]] = defaultdict(list)  # spec id -> values read outside its scope, in order
+    # spec id -> the values read outside its scope along one of the spec's own edges, in order. Only those: the
+    # tracer may record a step that several modules share (a no-op cast of one input) in the first one's scope
+    # and let the others read it there, and that value is not the first module's output.
+    reads = {n.id: set(n.inputs) for n in graph.nodes}
+    leaving: dict[str, list[str]] = defaultdict(list)
     for node, own in zip(model.graph.node, owners):
         for v in node.input:
             src = made_by.get(v)
-            if src is not None and src is not own and v not in leaving[src.id]:
+            if src is not None and own is not None and src is not own and src.id in reads[own.id] \
+                    and v not in leaving[src.id]:
                 leaving[src.id].append(v)
     outputs = {o.name for o in model.graph.output}
+    output_of = {v: graph.outputs[v] for v in outputs if v in graph.outputs}  # output name -> the node it is
     for v in outputs:
-        if v in made_by and v not in leaving[made_by[v].id]:
+        if v in made_by and output_of.get(v) == made_by[v].id and v not in leaving[made_by[v].id]:
             leaving[made_by[v].id].append(v)
     renames: dict[str, str] = {}
     taken = {v for n in model.graph.node for v in n.output} | {i.name for i in model.graph.input} \

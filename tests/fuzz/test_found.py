@@ -86,3 +86,21 @@ def test_an_input_whose_branch_feeds_no_output_is_a_located_error(tmp_path):
         compile_spec(spec)
     spec["outputs"] = [*spec["outputs"], "img_feat"]  # the branch named as an output: it builds and exports
     run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
+
+
+def test_a_step_the_tracer_shares_between_layers_is_not_named_as_a_layer_output(tmp_path):
+    """Three timestep embeddings of one input (two of them dead ends): the tracer recorded the no-op cast of the
+    input in the first layer's scope and let the others read it there, so the exporter's annotation took that
+    cast ([batch, 1]) for the first layer's output, typed it [batch, 8], and ONNX Runtime refused the file
+    ('Incompatible dimensions'). Only values read along the spec's own edges are named and typed now."""
+    import onnx
+
+    layers = [{"op": "timestep_embedding", "id": "node", "from": "x0", "dim": 8, "max_period": 100.0},
+              {"op": "timestep_embedding", "id": "node_again", "from": "x0", "dim": 8},
+              {"op": "timestep_embedding", "id": "node_again_again", "from": "x0", "dim": 8}]
+    spec = _spec({"x0": {"shape": [1]}}, layers, task={"kind": "regression"})
+    c = run(compiled_from(spec, options=BuildOptions(output=tmp_path / "m.onnx")), BUILD_PASSES)
+    assert c.report is not None and c.report.checks
+    model = onnx.load(tmp_path / "m.onnx")
+    assert {v.name for v in model.graph.value_info} <= {n.id for n in c.graph.nodes}
+    assert "node" not in {v.name for v in model.graph.value_info}  # the dead layers' outputs were never exported
