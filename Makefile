@@ -39,8 +39,8 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(ARCHC) schema -o archc.schema.json
 
-# The fuzzer's long profile: 10,320 mutated specs from every spec in specs/ and every op example; each one that
-# validates is lowered, run at three sizes and exported with the ONNX Runtime parity check (`make test` runs 3,225
+# The fuzzer's long profile: 13,520 mutated specs from every spec in specs/ and every op example; each one that
+# validates is lowered, run at three sizes and exported with the ONNX Runtime parity check (`make test` runs 4,225
 # and exports one in ten). Per-base tallies go to out/fuzz.jsonl; the totals are printed last.
 fuzz: $(STAMP)
 	@mkdir -p out && rm -f out/fuzz.jsonl
