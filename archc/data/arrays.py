@@ -19,7 +19,7 @@ def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
             raise DataError(f"expected integer class labels, received {bad!r}", where=where,
-                            hint="use task='regression' for continuous targets")
+                            hint=f"use task='{TARGETS}' for continuous targets")
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise DataError(f"expected class labels >= 0, received {int(y.min())}", where=where)

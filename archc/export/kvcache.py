@@ -54,10 +54,21 @@ class Refusal:
         return f"{self.where}: {self.why}" if self.where else self.why
 
 
+def generates(task_kind: str) -> bool:
+    """Whether the task kind generates token by token (`archc infer --prompt`): the kinds a cache is for. Read from
+    the task registry, so no kind is named here."""
+    from archc.tasks import REGISTRY
+
+    return "generate" in REGISTRY[task_kind].modes
+
+
 def refusal(graph: Graph, task_kind: str) -> Refusal | None:
     """None when the graph is a cacheable decoder-only LM, else the first reason it is not."""
-    if task_kind != "language_model":
-        return Refusal("task", f"expected task kind 'language_model', received {task_kind!r}")
+    if not generates(task_kind):
+        from archc.tasks import REGISTRY
+
+        kinds = ", ".join(repr(k) for k, cls in REGISTRY.items() if "generate" in cls.modes)
+        return Refusal("task", f"expected a task kind that generates ({kinds}), received {task_kind!r}")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         return Refusal("inputs", f"expected one token input and one logits output, received {len(graph.inputs)} "
                                  f"input(s) and {len(graph.outputs)} output(s)")
@@ -346,7 +357,7 @@ def add_cache(report: Any, compiled: Any, module: Any) -> Any:
     A failed cache export (its parity check, say) is a note too, not an error: model.onnx is written and checked,
     a finished training run must not end in an error for want of the faster generation path."""
     kind = compiled.spec.task.kind
-    if kind != "language_model":
+    if not generates(kind):
         report.kvcache = None
         return report
     try:

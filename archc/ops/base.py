@@ -68,9 +68,9 @@ class Example:
     def dtypes(self) -> tuple[str, ...]:
         return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.inputs)
 
-    def spec(self, op: str, model: str) -> dict[str, Any]:
-        """This example as a whole spec (a regression over one `op` layer with id 'node'): what the conformance
-        test and the build fuzzer start from."""
+    def spec(self, op: str, model: str, task: str) -> dict[str, Any]:
+        """This example as a whole spec (one `op` layer with id 'node', read as task kind `task`): what the
+        conformance test and the build fuzzer start from."""
         inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": self.batched}
                   | ({"vocab": self.vocab} if dtype == "int64" else {})
                   for k, (shape, dtype) in enumerate(zip(self.inputs, self.dtypes()))}
@@ -79,7 +79,7 @@ class Example:
             before[0].setdefault("from", list(inputs) if len(inputs) > 1 else next(iter(inputs)))
         wired = {"from": list(inputs)} if not before else {}
         return {"archc": 1, "model": {"name": model}, "inputs": inputs, "axes": dict(self.sizes),
-                "task": {"kind": "regression"}, "layers": [*before, {"op": op, "id": "node", **wired, **self.attrs}]}
+                "task": {"kind": task}, "layers": [*before, {"op": op, "id": "node", **wired, **self.attrs}]}
 
 
 @dataclass(frozen=True)

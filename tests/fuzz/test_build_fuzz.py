@@ -48,7 +48,7 @@ MAX_PARAMS, MAX_FLOPS = 4_000_000, 1_000_000_000  # per example; bigger mutants 
 
 # ---- starting points ------------------------------------------------------------------------------------------
 def _example_spec(name: str, ex) -> dict:
-    return ex.spec(name, f"fuzz-{name}")
+    return ex.spec(name, f"fuzz-{name}", "regression")
 
 
 def _bases() -> dict[str, dict]:

@@ -17,7 +17,7 @@ CASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in en
 
 
 def example_spec(name: str, ex) -> dict:
-    return ex.spec(name, f"conformance-{name}")
+    return ex.spec(name, f"conformance-{name}", "regression")
 
 
 def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, ex) -> torch.Tensor:
