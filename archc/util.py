@@ -1,12 +1,13 @@
 """Small shared helpers: atomic file writes and the size limits checked before reading array files."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 
 def default_mode(path: str | os.PathLike) -> None:
@@ -37,6 +38,32 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(e, OSError):
             raise write_error(e, p) from e
         raise
+
+
+@contextlib.contextmanager
+def temp_beside(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary file's name beside `path`, for a writer that makes the file itself (an exporter, a quantizer)
+    and then calls `publish`. Whatever happens the temporary is gone at the end, and an OSError (creating it,
+    or raised inside) names `path`, as `write_bytes_atomic` does."""
+    p = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    except OSError as e:  # a read-only folder: name the file asked for, not a temporary
+        raise write_error(e, p) from e
+    os.close(fd)
+    try:
+        yield tmp
+    except OSError as e:
+        raise write_error(e, p) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def publish(tmp: str, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file from `temp_beside` onto `path`, with a plain file's permissions."""
+    default_mode(tmp)
+    os.replace(tmp, path)
 
 
 def write_error(e: OSError, path: str | os.PathLike) -> OSError:

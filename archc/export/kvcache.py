@@ -21,10 +21,8 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,7 +112,6 @@ def attention_nodes(graph: Graph) -> list[Node]:
 def cached_decoder(module: Any, graph: Graph) -> Any:
     """A torch module (tokens, *past) -> (logits, *present) running `module`'s submodules with a KV cache."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     from archc.lower.names import act_path, module_path
@@ -317,35 +314,28 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
     lay = layout(graph, module)
     lay.model_sha256 = file_sha256(main)
     decoder = cached_decoder(module, graph)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    from archc.util import default_mode, write_error
+    from archc.util import publish, temp_beside
 
     try:
-        try:
-            _export_graph(decoder, lay, tmp)
-        except Exception as e:
-            raise ExportError(f"torch.onnx.export of the KV-cache graph failed: {str(e).splitlines()[0][:300]}") from e
-        model = onnx.load(tmp)
-        base = onnx.load(str(main), load_external_data=False)
-        meta = {p.key: p.value for p in base.metadata_props}
-        meta[META_KEY] = json.dumps(lay.__dict__)
-        model.producer_name, model.producer_version = base.producer_name, base.producer_version
-        model.graph.name = base.graph.name + "_kv"
-        model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
-        onnx.helper.set_model_props(model, meta)
-        onnx.save_model(model, tmp)
-        onnx.checker.check_model(tmp, full_check=False)
-        worst, tol, steps = step_parity(module, graph, lay, tmp)
-        default_mode(tmp)
-        os.replace(tmp, out)
+        with temp_beside(out) as tmp:
+            try:
+                _export_graph(decoder, lay, tmp)
+            except Exception as e:
+                raise ExportError(f"torch.onnx.export of the KV-cache graph failed: {str(e).splitlines()[0][:300]}") from e
+            model = onnx.load(tmp)
+            base = onnx.load(str(main), load_external_data=False)
+            meta = {p.key: p.value for p in base.metadata_props}
+            meta[META_KEY] = json.dumps(lay.__dict__)
+            model.producer_name, model.producer_version = base.producer_name, base.producer_version
+            model.graph.name = base.graph.name + "_kv"
+            model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
+            onnx.helper.set_model_props(model, meta)
+            onnx.save_model(model, tmp)
+            onnx.checker.check_model(tmp, full_check=False)
+            worst, tol, steps = step_parity(module, graph, lay, tmp)
+            publish(tmp, out)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the KV-cache model: {str(e).splitlines()[0]}") from e
-    except OSError as e:
-        raise write_error(e, out) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return CacheReport(str(out), out.stat().st_size, worst, tol, steps)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from archc import strict_json
 from archc.errors import ExportError, InputError, ModelError
 from archc.export import variants
 from archc.export.variants import METHODS, NEEDS_CALIBRATION, SUFFIXES
-from archc.util import default_mode, write_error
+from archc.util import publish, temp_beside
 
 CALIBRATION_EXAMPLES = 512   # activation ranges settle well before this on the example specs
 DEFAULT_MAX_DROP = 1.0       # percentage points (accuracy-like metrics) or percent of the base value (errors)
@@ -225,38 +224,28 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
 
     start = time.perf_counter()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:  # a read-only folder: name the file asked for, not a temporary
-        raise write_error(e, out) from e
-    os.close(fd)
-    try:
-        try:
-            variants.write(method, str(base_path), tmp, ev.calibration)
-        except Exception as e:  # the quantizers raise many kinds; say which method failed, in one line
-            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ExportError(f"{method} failed: {detail}", file=str(base_path)) from e
-        try:
-            variant = Model.open(tmp, device="cpu")
-        except ModelError as e:
-            raise ExportError(f"the {method} variant does not load in ONNX Runtime: "
-                              f"{e.message.split('ONNX Runtime reported: ')[-1]}", file=str(base_path)) from None
-        after = score(variant, ev)
-        report = _report(base, base_path, method, out, before, after)
-        report.data, report.note, report.hint = ev.description, ev.note, variants.caveat(method, tmp)
-        _store(tmp, base.metadata, report, base_path, ev)
-        report.seconds = time.perf_counter() - start
-        report.written = force or report.worse_by is None or report.worse_by <= max_drop
-        if report.written:
-            default_mode(tmp)
-            os.replace(tmp, out)
-        return report
+        with temp_beside(out) as tmp:
+            try:
+                variants.write(method, str(base_path), tmp, ev.calibration)
+            except Exception as e:  # the quantizers raise many kinds; say which method failed, in one line
+                detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise ExportError(f"{method} failed: {detail}", file=str(base_path)) from e
+            try:
+                variant = Model.open(tmp, device="cpu")
+            except ModelError as e:
+                raise ExportError(f"the {method} variant does not load in ONNX Runtime: "
+                                  f"{e.message.split('ONNX Runtime reported: ')[-1]}", file=str(base_path)) from None
+            after = score(variant, ev)
+            report = _report(base, base_path, method, out, before, after)
+            report.data, report.note, report.hint = ev.description, ev.note, variants.caveat(method, tmp)
+            _store(tmp, base.metadata, report, base_path, ev)
+            report.seconds = time.perf_counter() - start
+            report.written = force or report.worse_by is None or report.worse_by <= max_drop
+            if report.written:
+                publish(tmp, out)
+            return report
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the {method} variant: {str(e).splitlines()[0]}") from e
-    except OSError as e:
-        raise write_error(e, out) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _report(base: Any, base_path: Path, method: str, out: Path, before: Scored | None,
