@@ -111,6 +111,9 @@ def output_file(path: Path | None) -> Path | None:
 SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 WEIGHTS = click.option("--weights", type=click.Path(path_type=Path), default=None,
                        help="Load this safetensors checkpoint into the model (strict: every tensor filled and used).")
+NO_OPTIMIZE = click.option("--no-optimize", is_flag=True,
+                           help="Write the plain exported graph: no onnxslim simplification (by default it is kept "
+                                "where measured faster, metadata archc.optimized).")
 MAP = click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
                    help="Weights mapping (TOML) from the checkpoint's names to the spec's (default: the spec's own).")
 
@@ -170,9 +173,10 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
               help="Stop after this pass (debugging).")
 @WEIGHTS
 @MAP
+@NO_OPTIMIZE
 @command
 def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
-          weights: Path | None, map_path: Path | None) -> None:
+          weights: Path | None, map_path: Path | None, no_optimize: bool) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
     import time
 
@@ -181,7 +185,7 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
     options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter,
-                           metadata={"weights": init.describe()} if init is not None else {})
+                           metadata={"weights": init.describe()} if init is not None else {}, optimize=not no_optimize)
     c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
     if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
@@ -211,9 +215,12 @@ def _print_export(report: Any, start: float) -> None:
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
     from archc.export.kvcache import describe
+    from archc.export.optimize import lines
 
     if describe(getattr(report, "kvcache", None)):
         click.echo(describe(report.kvcache))
+    for line in lines(report):
+        click.echo(line)
 
 
 def _checked_at(check: dict[str, Any]) -> str:
@@ -347,8 +354,9 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
                    "RUN_DIR/model-STEM.onnx for a file).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
+@NO_OPTIMIZE
 @command
-def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str) -> None:
+def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str, no_optimize: bool) -> None:
     """Export a checkpoint of the training run in RUN_DIR (an `archc train --out` folder) to ONNX, with the
     parity check and metadata of the run's own model.onnx."""
     import time
@@ -356,7 +364,7 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
     from archc.train.api import export_run
 
     start = time.perf_counter()
-    report = export_run(run_dir, checkpoint, output_file(output), exporter)
+    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=not no_optimize)
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes) from the {checkpoint} weights")
     _print_export(report, start)
 

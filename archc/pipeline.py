@@ -108,8 +108,9 @@ def export(c: Compiled) -> None:
     from archc.export.kvcache import add_cache
 
     out = c.options.output or Path(f"{c.graph.name}.onnx")  # type: ignore[union-attr]
-    c.report = export_onnx(c, out, exporter=c.options.exporter, extra_metadata=c.options.metadata or None)
-    add_cache(c.report, c, c.module)  # language models: model.kv.onnx beside it
+    c.report = export_onnx(c, out, exporter=c.options.exporter, extra_metadata=c.options.metadata or None,
+                           optimize=c.options.optimize)
+    add_cache(c.report, c, c.module, c.options.optimize)  # language models: model.kv.onnx beside it
 
 
 PASSES: list[tuple[str, Pass]] = [("load", load), ("check", check), ("expand", expand), ("infer", infer)]

@@ -234,6 +234,7 @@ class CacheReport:
     max_abs_diff: float
     tolerance: float
     steps: int  # cached runs compared with the full recompute
+    optimized: Any = None  # archc.export.optimize.Decision when asked to optimize, else None
 
 
 def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
@@ -254,7 +255,7 @@ def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
                           opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str) -> tuple[float, float, int]:
+def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) -> tuple[float, float, int]:
     """Prefill, single-token decodes and a multi-token chunk with ONNX Runtime, each compared with the torch
     module's full forward at the same positions; ExportError at the first mismatch."""
     import onnxruntime as ort
@@ -298,8 +299,11 @@ def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str) -> tuple
     return worst, tol, len(cuts) - 1
 
 
-def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathLike) -> CacheReport | Refusal:
+def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathLike,
+                 optimize: bool = False) -> CacheReport | Refusal:
     """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist), or say why not.
+    `optimize`: simplified as the main export is (archc.export.optimize), checked step by step again, and kept
+    where a decode step is faster.
 
     A stale cache file of an earlier export is removed first, so a refused or failed export leaves none."""
     import onnx
@@ -326,6 +330,7 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             base = onnx.load(str(main), load_external_data=False)
             meta = {p.key: p.value for p in base.metadata_props}
             meta[META_KEY] = json.dumps(lay.__dict__)
+            meta.pop("archc.optimized", None)  # the main file's decision; this file's own is set by _optimize
             model.producer_name, model.producer_version = base.producer_name, base.producer_version
             model.graph.name = base.graph.name + "_kv"
             model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
@@ -333,13 +338,41 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             onnx.save_model(model, tmp)
             onnx.checker.check_model(tmp, full_check=False)
             worst, tol, steps = step_parity(module, graph, lay, tmp)
+            decision = None
+            if optimize:
+                decision, checked = _optimize(module, graph, lay, tmp)
+                worst, tol, steps = checked or (worst, tol, steps)
             publish(tmp, out)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the KV-cache model: {str(e).splitlines()[0]}") from e
-    return CacheReport(str(out), out.stat().st_size, worst, tol, steps)
+    return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision)
 
 
-def add_cache(report: Any, compiled: Any, module: Any) -> Any:
+DECODE_PAST = 32  # the past length a decode step is timed at (less where a position table is shorter)
+
+
+def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str) -> tuple[Any, Any]:
+    """Simplify the checked cache model at `tmp` (rewritten in place as decided) and check the result step by
+    step; the optimizer's decision, and the step check's figures when the optimized graph is kept."""
+    import onnx
+
+    from archc.export.optimize import choose
+
+    def check(blob: bytes) -> tuple[float, float, int]:
+        onnx.checker.check_model(blob, full_check=False)
+        return step_parity(module, graph, lay, blob)
+
+    past = min(DECODE_PAST, (lay.max_positions or DECODE_PAST + 1) - 1)
+    feeds = {lay.input: np.zeros((1, 1), np.int64)}
+    feeds |= {k: np.zeros(v.shape[:2] + (past,) + v.shape[3:], np.float32) for k, v in empty_past(lay, 1).items()}
+    with open(tmp, "rb") as f:
+        choice = choose(f.read(), feeds, check)
+    with open(tmp, "wb") as f:
+        f.write(choice.blob)
+    return choice.decision, choice.checked
+
+
+def add_cache(report: Any, compiled: Any, module: Any, optimize: bool = False) -> Any:
     """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
     file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
     cached; other task kinds get None. Returns `report`.
@@ -352,7 +385,7 @@ def add_cache(report: Any, compiled: Any, module: Any) -> Any:
         return report
     try:
         report.kvcache = export_cache(compiled.graph, module if module is not None else compiled.module, kind,
-                                      report.path)
+                                      report.path, optimize)
     except ExportError as e:
         report.kvcache = Refusal(e.where, f"the KV-cache export failed: {e.message}")
     return report

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +55,13 @@ class ExportReport:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: trace, weights, ..., parity
     data_path: str | None = None  # the external data file, when the weights exceed EXTERNAL_DATA_BYTES
     pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
+    optimized: Any = None  # archc.export.optimize.Decision when the export was asked to optimize, else None
 
+
+if TYPE_CHECKING:
+    import onnx
+
+    from archc.export.optimize import Choice, Decision
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
 
@@ -301,9 +307,11 @@ def _where(graph: Graph, output: str) -> str:
 
 
 def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
-           extra_metadata: dict[str, Any] | None = None) -> ExportReport:
+           extra_metadata: dict[str, Any] | None = None, optimize: bool = False) -> ExportReport:
     """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
     onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place.
+    `optimize`: then simplify the checked graph (archc.export.optimize), check that too, and write it instead
+    where it is faster; the decision goes to metadata archc.optimized and ExportReport.optimized.
 
     Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
@@ -321,7 +329,7 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
     with _torch_threads(BUSY_TORCH_THREADS if _busy() else None):
-        return _export(compiled, graph, module, path, exporter, extra_metadata)
+        return _export(compiled, graph, module, path, exporter, extra_metadata, optimize)
 
 
 def _busy() -> bool:
@@ -347,7 +355,7 @@ def _torch_threads(n: int | None):
 
 
 def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
-            extra_metadata: dict[str, Any] | None) -> ExportReport:
+            extra_metadata: dict[str, Any] | None, optimize: bool) -> ExportReport:
     """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
     import onnx
 
@@ -361,10 +369,12 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         os.close(fd)
     except OSError as e:  # name the .onnx asked for
         raise write_error(e, path) from e
-    data_name, tmpdir, writer = path.name + ".data", None, None
+    data_name, tmpdir, writer, decision = path.name + ".data", None, None, None
     try:
         model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
+        if optimize and large:
+            decision = _too_large(model)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
                 tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
@@ -379,9 +389,18 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
             onnx.checker.check_model(blob, full_check=False)
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
+        if optimize and not large:
+            with phases("optimize"):
+                choice = _optimized(module, graph, blob)  # type: ignore[arg-type]
+            decision = choice.decision
+            if choice.checked is not None:
+                worst, tol, checks = choice.checked
         with phases("write"):  # what of the file's write the checks did not hide
             if writer is not None:
                 writer.join()
+                if decision is not None:  # the file as decided, with archc.optimized: written again
+                    writer = _Writer(tmp, choice.blob)
+                    writer.join()
         size = _move_into_place(tmpdir or tmp, path, data_name if large else None)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
@@ -395,7 +414,29 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
-                        str(path.parent / data_name) if large else None, check_sizes(graph)[1])
+                        str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision)
+
+
+def _optimized(module, graph: Graph, blob: bytes) -> "Choice":
+    """The optimizer's choice for the checked model `blob`: its graph simplified, checked as the export was
+    (onnx.checker, then parity at both sizes and the same tolerance), timed at batch 1 against the plain one."""
+    import onnx
+
+    from archc.export.optimize import choose
+
+    def check(candidate: bytes) -> tuple[float, float, list[dict[str, Any]]]:
+        onnx.checker.check_model(candidate, full_check=False)
+        return parity(module, graph, candidate)
+
+    return choose(blob, example_inputs(graph, 1, graph.sizes), check)
+
+
+def _too_large(model: "onnx.ModelProto") -> "Decision":
+    """A model whose weights go to external data is not optimized (onnxslim works on one in-memory protobuf,
+    which holds at most 2 GB): the decision says so, in the file's metadata too."""
+    from archc.export.optimize import skipped
+
+    return skipped(model, "was skipped: the weights exceed 2 GB and go to external data")
 
 
 def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,

@@ -111,6 +111,22 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
     return out
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The onnxruntime.SessionOptions `archc infer` runs with (the export's optimizer times its graphs with them).
+    `threads`: ORT's intra-op threads (None: its default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: no provider chatter on stderr
+    # No busy-waiting between runs: on a small shared CPU the spinning threads steal the cores the next run
+    # needs. Measured on 2 loaded cores: a GPT forward 12 ms -> 4 ms, generation 1.4-2x faster; on idle
+    # cores spinning was ~15% faster (2.2 vs 2.6 ms), a smaller loss than the gain under load.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
 class Model:
     """An exported model opened with ONNX Runtime."""
 
@@ -144,14 +160,7 @@ class Model:
         if not p.is_file():
             raise ModelError(f"expected an .onnx model file, received a directory: {str(p)!r}")
         providers = choose_providers(device)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only: no provider chatter on stderr
-        # No busy-waiting between runs: on a small shared CPU the spinning threads steal the cores the next run
-        # needs. Measured on 2 loaded cores: a GPT forward 12 ms -> 4 ms, generation 1.4-2x faster; on idle
-        # cores spinning was ~15% faster (2.2 vs 2.6 ms), a smaller loss than the gain under load.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads is not None:
-            opts.intra_op_num_threads = threads
+        opts = session_options(threads)
         if CUDA in providers:
             ort.set_default_logger_severity(3)  # a CUDA load failure should fall back quietly
         try:

@@ -17,13 +17,14 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out:
         epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
-        init_map: str | Path | None = None) -> RunResult:
+        init_map: str | Path | None = None, optimize: bool = True) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
     DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers).
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
-    (archc.weights; None: the spec's own naming)."""
+    (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
+    faster (archc.export.optimize); False keeps the plain export (`--no-optimize`)."""
     from archc.train.distributed import Dist
 
     from archc.weights import Init
@@ -34,6 +35,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out:
     setup = prepare(spec_path, Overrides(data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
                     data_root)
     setup.init = start_from
+    setup.optimize = optimize
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the export check
@@ -101,14 +103,15 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
     if init is not None:  # absolute: the workers' working folder need not be the launcher's
         args += ["--init", str(init.path.resolve())]
         args += ["--map", str(init.map_path.resolve())] if init.map_path is not None else []
-    return args + ["--resume"] * resume + ["--quiet"] * quiet
+    return args + ["--resume"] * resume + ["--quiet"] * quiet + ["--no-optimize"] * (not setup.optimize)
 
 
 def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path | None = None,
-               exporter: str = "torchscript") -> Any:
+               exporter: str = "torchscript", optimize: bool = True) -> Any:
     """Export one checkpoint of a run as the run's own final export does (same export, parity check and metadata):
     `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
-    best, else RUN_DIR/model-<last or the file's stem>.onnx. Returns the ExportReport."""
+    best, else RUN_DIR/model-<last or the file's stem>.onnx. `optimize`: as the run's final export (--no-optimize:
+    False). Returns the ExportReport."""
     from archc.export import export
     from archc.export.kvcache import add_cache
     from archc.lower import lower
@@ -136,8 +139,9 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     load_weights(weights, module)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
-    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run))
-    return add_cache(report, compiled, module)
+    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run),
+                    optimize=optimize)
+    return add_cache(report, compiled, module, optimize)
 
 
 def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:

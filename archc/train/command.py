@@ -31,6 +31,9 @@ from archc.clihelp import SourceOption
               help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights).")
 @click.option("--map", "init_map", type=click.Path(path_type=Path), default=None,
               help="Weights mapping (TOML) from --init's names to the spec's (default: the spec's own).")
+@click.option("--no-optimize", is_flag=True,
+              help="Write the plain exported graph: no onnxslim simplification (by default it is kept where measured "
+                   "faster, metadata archc.optimized).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
@@ -38,7 +41,7 @@ from archc.clihelp import SourceOption
 def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None) -> None:
+                  init_map: Path | None, no_optimize: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -46,7 +49,7 @@ def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | 
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
-                 init_map=init_map)
+                 init_map=init_map, optimize=not no_optimize)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

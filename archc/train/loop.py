@@ -15,6 +15,7 @@ import torch
 
 import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
+from archc.export.optimize import lines as optimize_lines
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
@@ -144,7 +145,8 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     from archc.export.kvcache import add_cache
 
     cpu = model.to("cpu").float()
-    return add_cache(export(setup.compiled, path, module=cpu, extra_metadata=extra), setup.compiled, cpu)
+    report = export(setup.compiled, path, module=cpu, extra_metadata=extra, optimize=setup.optimize)
+    return add_cache(report, setup.compiled, cpu, setup.optimize)
 
 
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
@@ -190,6 +192,8 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
+    for line in optimize_lines(report):
+        progress.report.note(line)
     return result
 
 

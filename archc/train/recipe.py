@@ -40,6 +40,7 @@ class Setup:
     run_dir: RunDir
     data_root: Path | None       # folder that relative data paths of the spec are read from
     init: Any = None             # archc.weights.Init: the checkpoint `--init` starts from (None: the seed's init)
+    optimize: bool = True        # the final export's graph simplification (archc.export.optimize; --no-optimize)
 
     @property
     def spec(self) -> Spec:
