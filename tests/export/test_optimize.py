@@ -1,0 +1,248 @@
+"""Optimized exports (archc.export.optimize): onnxslim's graph, checked against torch again, kept only where timed
+faster; the decision in metadata archc.optimized; --no-optimize; the plain export whenever the optimizer fails.
+
+The keep-or-not timing depends on the machine, so most tests fix its verdict (`force`) and check everything else
+against the real tools: onnxslim's graph, ONNX Runtime and torch."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+import archc.export.onnx as export_onnx
+import archc.export.optimize as optimize
+from archc.cli import main
+from archc.export import export
+from archc.export.onnx import ATOL, RTOL, example_inputs
+from archc.lower import lower
+from archc.pipeline import compile_spec
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+GRU = {  # a recurrent family besides the LSTM spec: sequences of 6 steps, a GRU, the last step's features
+    "archc": 1, "model": {"name": "gru-seq"}, "task": {"kind": "regression"},
+    "inputs": {"x": {"shape": ["seq", 5]}}, "axes": {"seq": 6},
+    "layers": [{"op": "gru", "hidden_size": 8}, {"op": "select", "dim": 1, "index": -1},
+               {"op": "linear", "out_features": 2}],
+}
+
+
+@pytest.fixture
+def force(monkeypatch):
+    """Make the timing say the optimized graph is faster (`True`) or not (`False`), with fixed figures."""
+    def verdict(kept: bool) -> None:
+        monkeypatch.setattr(optimize, "compare", lambda plain, opt, feeds: (2.0, 1.0 if kept else 3.0, kept))
+    return verdict
+
+
+def meta(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def built(spec, path: Path, optimized: bool = True):
+    compiled = compile_spec(spec)
+    module = lower(compiled.graph, seed=0).eval()
+    return compiled, module, export(compiled, path, module=module, optimize=optimized)
+
+
+def assert_matches_torch(path: Path, compiled, module, batch: int, sizes: dict[str, int]) -> None:
+    """The file on ONNX Runtime against the torch module, at the export's tolerance."""
+    graph = compiled.graph
+    feeds = example_inputs(graph, batch, sizes, seed=5)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(list(graph.outputs), feeds)
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(v) for v in feeds.values()))
+    for r, g in zip([ref] if isinstance(ref, torch.Tensor) else ref, got):
+        r = r.detach().numpy()
+        assert r.shape == g.shape
+        assert np.max(np.abs(r - g)) <= ATOL + RTOL * np.max(np.abs(r))
+
+
+def signature(path: Path) -> list:
+    model = onnx.load(str(path), load_external_data=False)
+    return [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+            for v in [*model.graph.input, *model.graph.output]]
+
+
+FAMILIES = [SPECS / "residual_cnn.toml", SPECS / "transformer_block_demo.toml", SPECS / "lstm_digits.toml", GRU,
+            SPECS / "gcn_karate.toml", SPECS / "unet_ddpm_digits.toml"]
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=lambda s: s.stem if isinstance(s, Path) else s["model"]["name"])
+def test_optimized_graph_is_written_where_faster_and_matches_torch(spec, tmp_path, force):
+    force(True)
+    compiled, module, report = built(spec, tmp_path / "opt.onnx")
+    built(spec, tmp_path / "plain.onnx", optimized=False)
+    d = report.optimized
+    record = json.loads(meta(tmp_path / "opt.onnx")[optimize.META_KEY])
+    assert record == {"tool": "onnxslim", "nodes_before": d.nodes_before, "nodes_after": d.nodes_after,
+                      "ms_before": 2.0, "ms_after": 1.0, "kept": True, "why": "faster"}
+    written = onnx.load(str(tmp_path / "opt.onnx"))
+    assert len(written.graph.node) == d.nodes_after < d.nodes_before == len(onnx.load(tmp_path / "plain.onnx").graph.node)
+    onnx.checker.check_model(written, full_check=True)
+    assert signature(tmp_path / "opt.onnx") == signature(tmp_path / "plain.onnx")  # dynamic axes, spec-named
+    plain_meta = meta(tmp_path / "plain.onnx")
+    assert {k: v for k, v in meta(tmp_path / "opt.onnx").items() if k != optimize.META_KEY} == plain_meta
+    assert optimize.META_KEY not in plain_meta and report.max_abs_diff <= report.tolerance
+    graph = compiled.graph
+    for batch, sizes in export_onnx.check_sizes(graph)[0] + [(1, graph.sizes)]:
+        assert_matches_torch(tmp_path / "opt.onnx", compiled, module, batch, sizes)
+
+
+def test_batch_and_seq_stay_dynamic_after_optimization(tmp_path, force):
+    force(True)
+    compiled, module, report = built(SPECS / "gpt_stdlib.toml", tmp_path / "gpt.onnx")
+    assert report.optimized.kept and signature(tmp_path / "gpt.onnx") == [
+        ("tokens", ["batch", "seq"]), ("logits", ["batch", "seq", 256])]
+    for batch, seq in ((2, 5), (5, 17), (1, 128)):
+        assert_matches_torch(tmp_path / "gpt.onnx", compiled, module, batch, {"seq": seq})
+
+
+def test_spec_names_and_value_info_survive(tmp_path, force):
+    force(True)
+    built(SPECS / "residual_cnn.toml", tmp_path / "opt.onnx")
+    built(SPECS / "residual_cnn.toml", tmp_path / "plain.onnx", optimized=False)
+    opt, plain = onnx.load(str(tmp_path / "opt.onnx")), onnx.load(str(tmp_path / "plain.onnx"))
+    names = {n.name for n in plain.graph.node}
+    assert all(n.name in names for n in opt.graph.node)  # spec ids (`stage1.0.conv1`), none invented
+    typed = {v.name: v for v in plain.graph.value_info}
+    assert opt.graph.value_info and all(typed[v.name] == v for v in opt.graph.value_info)
+    produced = {o for n in opt.graph.node for o in n.output}
+    assert {v.name for v in opt.graph.value_info} == produced & set(typed)
+
+
+def test_not_faster_keeps_the_plain_graph_and_says_so(tmp_path, force):
+    force(False)
+    _, _, report = built(SPECS / "transformer_block_demo.toml", tmp_path / "m.onnx")
+    _, _, plain = built(SPECS / "transformer_block_demo.toml", tmp_path / "plain.onnx", optimized=False)
+    record = json.loads(meta(tmp_path / "m.onnx")[optimize.META_KEY])
+    assert record["kept"] is False and record["why"] == "not faster" and record["nodes_after"] < record["nodes_before"]
+    assert len(onnx.load(str(tmp_path / "m.onnx")).graph.node) == record["nodes_before"]
+    assert report.optimized.line() == (f"optimized model (onnxslim): {record['nodes_before']} -> "
+                                       f"{record['nodes_after']} nodes, batch 1 2.000 -> 3.000 ms: not faster, "
+                                       "the plain graph is kept")
+    assert report.checks == plain.checks  # the plain graph's own parity figures
+
+
+def test_the_real_timing_records_its_figures(tmp_path):
+    _, _, report = built(SPECS / "transformer_block_demo.toml", tmp_path / "m.onnx")
+    record = json.loads(meta(tmp_path / "m.onnx")[optimize.META_KEY])
+    assert record["ms_before"] > 0 and record["ms_after"] > 0 and isinstance(record["kept"], bool)
+    nodes = len(onnx.load(str(tmp_path / "m.onnx")).graph.node)
+    assert nodes == (record["nodes_after"] if record["kept"] else record["nodes_before"])
+
+
+def test_nothing_to_simplify_is_not_timed(tmp_path, monkeypatch):
+    monkeypatch.setattr(optimize, "compare", lambda *a: pytest.fail("timed a graph with no fewer nodes"))
+    _, _, report = built(SPECS / "digits_mlp.toml", tmp_path / "m.onnx")  # Gemm + Relu: nothing to remove
+    assert report.optimized.why == "no fewer nodes" and not report.optimized.kept
+
+
+def test_an_optimizer_that_raises_keeps_the_plain_export(tmp_path, monkeypatch):
+    import onnxslim
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(onnxslim, "slim", boom)
+    r = CliRunner().invoke(main, ["build", str(SPECS / "two_branch.json"), "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    assert ("note: graph optimization of the model (onnxslim) failed (RuntimeError: boom); the plain export is "
+            "kept") in r.output
+    record = json.loads(meta(tmp_path / "m.onnx")[optimize.META_KEY])
+    assert record["kept"] is False and record["nodes_after"] is None
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_an_optimizer_that_corrupts_the_graph_keeps_the_plain_export(tmp_path, monkeypatch, force):
+    """A wrong weight in the simplified graph: its parity check fails, so the plain graph is written."""
+    import onnxslim
+
+    real = onnxslim.slim
+
+    def corrupt(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        weight = max(out.graph.initializer, key=lambda t: np.prod(t.dims))
+        weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) + 1.0, weight.name))
+        return out
+    monkeypatch.setattr(onnxslim, "slim", corrupt)
+    force(True)
+    compiled, module, report = built(SPECS / "residual_cnn.toml", tmp_path / "m.onnx")
+    d = report.optimized
+    assert not d.kept and d.why.startswith("gave a graph that failed its check (ExportError: layers[5] (logits): "
+                                           "output 'logits' at batch 1: expected ONNX Runtime to match torch")
+    assert len(onnx.load(str(tmp_path / "m.onnx")).graph.node) == d.nodes_before
+    assert_matches_torch(tmp_path / "m.onnx", compiled, module, 3, {})
+
+
+def test_no_optimize_writes_the_plain_graph_without_a_record(tmp_path):
+    r = CliRunner().invoke(main, ["build", str(SPECS / "transformer_block_demo.toml"), "-o",
+                                  str(tmp_path / "m.onnx"), "--no-optimize"])
+    assert r.exit_code == 0, r.output
+    assert "optimized" not in r.output and "onnxslim" not in r.output
+    assert optimize.META_KEY not in meta(tmp_path / "m.onnx")
+    r = CliRunner().invoke(main, ["build", str(SPECS / "transformer_block_demo.toml"), "-o",
+                                  str(tmp_path / "o.onnx")])
+    assert r.exit_code == 0 and "optimized model (onnxslim): 376 -> " in r.output
+    assert optimize.META_KEY in meta(tmp_path / "o.onnx")
+
+
+def test_train_and_export_take_no_optimize(tmp_path, force):
+    force(True)
+    spec = SPECS / "transformer_block_demo.toml"
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", str(spec), "--out", str(out), "--epochs", "1", "--no-optimize",
+                                  "--data", "text:stdlib?max_bytes=20000"])
+    assert r.exit_code == 0, r.output
+    assert optimize.META_KEY not in meta(out / "model.onnx")
+    r = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "opt.onnx")])
+    assert r.exit_code == 0 and "optimized model (onnxslim)" in r.output, r.output
+    assert json.loads(meta(tmp_path / "opt.onnx")[optimize.META_KEY])["kept"] is True
+    r = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "plain.onnx"), "--no-optimize"])
+    assert r.exit_code == 0 and optimize.META_KEY not in meta(tmp_path / "plain.onnx")
+
+
+def test_weights_in_external_data_are_not_optimized(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_onnx, "EXTERNAL_DATA_BYTES", 4096)
+    _, _, report = built(SPECS / "digit_classifier.toml", tmp_path / "m.onnx")
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.onnx.data"]
+    record = json.loads(meta(tmp_path / "m.onnx")[optimize.META_KEY])
+    assert record["kept"] is False and "external data" in record["why"] and report.optimized.why == record["why"]
+
+
+def test_kv_cache_model_is_optimized_and_generates_the_same_text(tmp_path, force):
+    from archc.runtime import Model, generate
+
+    force(True)
+    r = CliRunner().invoke(main, ["build", str(SPECS / "gpt_stdlib.toml"), "-o", str(tmp_path / "gpt.onnx")])
+    assert r.exit_code == 0, r.output
+    assert "optimized KV-cache model (onnxslim): " in r.output
+    record = json.loads(meta(tmp_path / "gpt.kv.onnx")[optimize.META_KEY])
+    assert record["kept"] is True
+    assert len(onnx.load(str(tmp_path / "gpt.kv.onnx")).graph.node) == record["nodes_after"] < record["nodes_before"]
+    assert json.loads(meta(tmp_path / "gpt.onnx")[optimize.META_KEY])["kept"] is True
+    model = Model.open(tmp_path / "gpt.onnx", device="cpu")
+    cached = generate(model, "def ", max_new_tokens=40, temperature=0)
+    recomputed = generate(model, "def ", max_new_tokens=40, temperature=0, cache=False)
+    assert cached.cached and not recomputed.cached and cached.text == recomputed.text
+
+
+def test_quantize_runs_on_an_optimized_model(tmp_path, force):
+    from archc import train
+    from archc.export import quantize as q
+
+    force(True)
+    spec = SPECS / "residual_cnn.toml"
+    x = np.random.default_rng(0).standard_normal((96, 1, 28, 28)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(96) % 10)
+    train.run(spec, out=tmp_path / "run", epochs=1, batch_size=32, quiet=True, data=f"npz:{tmp_path / 'd.npz'}")
+    model = tmp_path / "run" / "model.onnx"
+    assert json.loads(meta(model)[optimize.META_KEY])["kept"] is True
+    (report,) = q.quantize(model, ["int8-dynamic"], max_drop=100.0)
+    assert Path(report.path).exists() and report.bytes_after < report.bytes_before
