@@ -242,6 +242,16 @@ class Table:
         return cls(str(data["input"]), tuple(fitted), data.get("target"), int(data.get("version", 1)))
 
 
+@dataclass(frozen=True)
+class Request:
+    """What training (and scoring) ask a tabular source for: the spec's input and its declared columns; `fitted`
+    None means fit them on the training split, else encode every split with the given fitted table."""
+
+    input: str
+    columns: tuple[Column, ...]
+    fitted: Table | None = None
+
+
 # ---- fitting (the training split) -----------------------------------------------------------------------------------
 def fit(input_name: str, columns: Sequence[Column], cells: dict[str, Sequence[Any]], where: str = "data",
         lines: Sequence[int] | None = None, target: str | None = None) -> Table:
