@@ -101,6 +101,7 @@ class Dropout(Op):
     p: float = Field(0.5, ge=0.0, lt=1.0, description="drop probability")
 
     family = "regularization"
+    positions = "each"
     examples = (Example({"p": 0.3}, ((5,),)),)
 
     def infer(self, ins):
@@ -132,6 +133,7 @@ class _Elementwise(Op):
 
     arity = (2, None)
     family = "merge"
+    positions = "each"
     module: ClassVar[str] = ""
 
     def infer(self, ins):
