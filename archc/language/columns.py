@@ -54,7 +54,7 @@ def check(spec: Spec) -> list[ArchcError]:
                 errors.append(SpecError("scale: only for numeric and boolean columns, received it on a "
                                         "categorical column", where=where))
             errors += [SpecError(p, where=where) for p in column(col, decl, inp).problems()]
-    errors += _target(spec)
+    errors += _target(spec) + _normalize(spec)
     return errors
 
 
@@ -93,3 +93,14 @@ def _target(spec: Spec) -> list[ArchcError]:
                               f"inputs.{name}.columns", where="data.target",
                               hint=f"remove {target!r} from the input's columns, or name another target")]
     return []
+
+
+def _normalize(spec: Spec) -> list[ArchcError]:
+    """[data] normalize standardizes the whole input; a tabular input's columns scale themselves (`scale`), and a
+    one-hot or index value must reach the model as it was encoded."""
+    names = [name for name, inp in spec.inputs.items() if inp.columns is not None]
+    if spec.data is None or not spec.data.normalize or not names:
+        return []
+    return [SpecError(f"expected no normalize with a tabular input, received normalize = true and input "
+                      f"{names[0]!r} declared by columns", where="data.normalize",
+                      hint="remove it: numeric columns are standardized by their own `scale` (on by default)")]

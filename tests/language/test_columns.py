@@ -284,3 +284,11 @@ def test_the_spec_language_spells_columns_as_the_data_contract_does():
                          (model.Encoding, contract.Encoding)):
         assert typing.get_args(ours) == typing.get_args(theirs)
     assert model.COLUMN_TYPES == contract.COLUMN_TYPES
+
+
+def test_normalize_with_a_tabular_input_is_refused():
+    raw = {**spec({"a": "numeric"}), "data": {"source": "csv:p.csv", "target": "y", "normalize": True}}
+    assert problems(raw) == [
+        "t.json: data.normalize: expected no normalize with a tabular input, received normalize = true and input "
+        "'row' declared by columns (remove it: numeric columns are standardized by their own `scale` (on by "
+        "default))"]
