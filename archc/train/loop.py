@@ -48,6 +48,8 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     recipe, g = setup.spec.train, setup.graph
     amps = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}
     amp = amps.get(learner.amp, "") if learner.amp is not None else ""
+    amp += ", channels_last" if learner.channels_last else ""
+    amp += ", torch.compile" if learner.compiled else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
             f"data {data.name}: {data.sizes()}{norm}",
