@@ -16,6 +16,7 @@ import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -171,8 +172,9 @@ def _table(header: list[str], rows: list[list[str]], lines: list[int], name: str
     return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines, layout)
 
 
-def _column_floats(cells: list[str], column: str, lines: list[int], name: str, hint: str) -> np.ndarray:
-    """Parse one column as float32, naming the first bad cell (with `hint`: how to declare it instead)."""
+def _column_floats(cells: list[str], column: str, lines: list[int], name: str,
+                   hint: Callable[[str], str]) -> np.ndarray:
+    """Parse one column as float32, naming the first bad cell (with `hint(column)`: how to read it instead)."""
     try:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -180,12 +182,12 @@ def _column_floats(cells: list[str], column: str, lines: list[int], name: str, h
             if not _is_number(cell):
                 received = "an empty cell" if cell == "" else describe(cell)
                 raise DataError(f"row {line}, column {column!r}: expected a number, received {received}",
-                                where=name, hint=hint) from None
+                                where=name, hint=hint(column)) from None
         raise
     if not np.isfinite(values).all():  # 'nan', 'inf': numbers to float(), not values to learn from
         i = int(np.argmin(np.isfinite(values)))
         raise DataError(f"row {lines[i]}, column {column!r}: expected a finite number, received "
-                        f"{describe(cells[i])}", where=name, hint=hint)
+                        f"{describe(cells[i])}", where=name, hint=hint(column))
     return values.astype(np.float32)
 
 
@@ -242,8 +244,9 @@ class CsvTable(Source):
         y, classes, task = _target(raw.cells[target], target, raw.lines, task, name)
         if columns is not None:
             return _by_columns(name, raw, target, y, classes, task, splits, columns)
-        hint = _declare_hint(arg, raw, target, options.target is None)
-        feats = [_column_floats(raw.cells[c], c, raw.lines, name, hint) for c in raw.columns if c != target]
+        feats = [_column_floats(raw.cells[c], c, raw.lines, name,
+                                lambda c: _declare_hint(arg, raw, target, options.target is None, c))
+                 for c in raw.columns if c != target]
         return from_arrays(name, np.stack(feats, axis=1), y, classes=classes, task=task, splits=splits)
 
     @classmethod
@@ -257,15 +260,17 @@ class CsvTable(Source):
         return Example(f"csv:{folder / 'table.csv'}", CLASSES, (3,), 24, {"target": "label"})
 
 
-def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool) -> str:
-    """How to read a file whose feature columns are not all numbers: declare the columns (and, when the target
-    was taken as the last column, name the real one)."""
-    declare = (f"declare the columns by name: run `archc columns {path}` and paste its [inputs.NAME.columns] table "
-               f"into the spec")
-    if not defaulted:
-        return declare
-    return (f"the target is the last column, {target!r}, unless named: if another column is what to predict, "
-            f"write [data] target = \"COLUMN\" or --target COLUMN; for text or missing cells in features, {declare}")
+def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool, column: str) -> str:
+    """How to read a file whose feature `column` is not all numbers: name it as the target when it looks like one
+    (text of a few values while the target was taken as the last column), else declare the columns."""
+    declare = (f"declare the columns by name: run `archc columns {path}` and paste its [inputs.NAME.columns] "
+               f"table into the spec (text becomes a categorical column, a missing cell takes a missing rule)")
+    present = [c for c in raw.cells[column] if not is_missing(c)]
+    text = any(not _is_number(c) for c in present)
+    if defaulted and text and len(set(present)) <= MAX_CLASSES:
+        return (f"if {column!r} is what to predict, name it: [data] target = \"{column}\" or --target {column} "
+                f"(the target is the last column, {target!r}, unless named); if it is a feature, {declare}")
+    return declare
 
 
 def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: list[str] | None, task: str,
