@@ -239,6 +239,8 @@ class CsvTable(Source):
             raise DataError(f"expected at least one feature column and a target column, received {raw.columns}",
                             where=name, hint="a file of another delimiter? write ?delimiter=C")
         target = _target_column(raw.columns, options.target, name)
+        if columns is not None:
+            _check_features(name, target, columns)
         if not len(raw):
             raise DataError("expected at least one data row after the header, received none", where=name)
         y, classes, task = _target(raw.cells[target], target, raw.lines, task, name)
@@ -273,16 +275,24 @@ def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool, colum
     return declare
 
 
-def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: list[str] | None, task: str,
-                splits: Splits, request: Request) -> Dataset:
-    """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
-    split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's."""
-    declared = [c.name for c in request.columns] if request.fitted is None else request.fitted.names()
-    if target in declared:
+def _declared(request: Request) -> list[str]:
+    return [c.name for c in request.columns] if request.fitted is None else request.fitted.names()
+
+
+def _check_features(name: str, target: str, request: Request) -> None:
+    """The target is never a feature."""
+    if target in _declared(request):
         raise DataError(f"column {target!r}: expected feature columns in input {request.input!r}, received the "
                         f"target column among them", where=name,
                         hint=f"remove {target!r} from [inputs.{request.input}.columns], or name another target "
                              f"with [data] target / --target")
+
+
+def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: list[str] | None, task: str,
+                splits: Splits, request: Request) -> Dataset:
+    """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
+    split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's."""
+    declared = _declared(request)
     absent = [c for c in declared if c not in raw.cells]
     if absent:
         close = difflib.get_close_matches(absent[0], raw.columns, n=1)
