@@ -455,10 +455,13 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     from archc.data.survey import survey, toml_block
     from archc.data.tabular import _target_column, read_table
 
-    source = file if file.startswith("csv:") else f"csv:{file}"
+    from archc.data.base import REGISTRY
+
+    scheme = file.partition(":")[0]
+    if scheme in REGISTRY and scheme != "csv" and not Path(file).exists():
+        raise click.UsageError(f"expected a CSV file, received the {scheme}: source {file!r}")
+    source = file if scheme == "csv" else f"csv:{file}"
     cls, arg, query = parse(source)
-    if cls.scheme != "csv":
-        raise click.UsageError(f"expected a CSV file, received the {cls.scheme}: source {file!r}")
     options = make_options(cls, source, query, {"target": target} if target else {}, {})
     raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
     name = _target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
