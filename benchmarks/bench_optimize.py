@@ -1,4 +1,4 @@
-"""Figure 14: optimized exports (archc.export.optimize, onnxslim) against the plain graph, per example spec.
+"""Figure 15: optimized exports (archc.export.optimize, onnxslim) against the plain graph, per example spec.
 
 Each spec is built with its initialized weights (seed 0). `plain` is the export as written with --no-optimize;
 `optimized` is onnxslim's graph of it with archc's names, signature and metadata put back (the graph an export
@@ -18,7 +18,7 @@ import torch
 
 import common
 
-FIGURE = 14
+FIGURE = 15
 KEY = "optimize"
 TITLE = "Optimized exports: onnxslim vs the plain graph (ORT CPU)"
 A, B = "optimized graph (ms/batch)", "plain graph (ms/batch)"
