@@ -19,7 +19,7 @@ In the graph, in the table's layout order (one Concat at the end):
 
 Case: the reference takes missing and boolean tokens in any case (`NA`, `na`, `Null`, `TRUE`). StringNormalizer
 would lower-case in the graph, but ONNX Runtime builds it on a C++ locale (en_US.UTF-8 by default) that minimal
-systems lack; so the LabelEncoders list every upper/lower-case spelling of each token instead (49 missing, 30 true,
+systems lack; so the LabelEncoders list every upper/lower-case spelling of each token instead (50 missing, 30 true,
 42 false spellings), which is exactly Python's `text.lower() in TOKENS` for these ASCII tokens. Categories are
 matched exactly (case-sensitive), as in the reference.
 
