@@ -267,6 +267,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
+    from archc.runtime.tabular import csv_input, scored
     from archc.tasks.base import check_mode, for_model
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
@@ -285,11 +286,13 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
     _refuse_unknown_scheme(str(input_path))
-    labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
+    labelled = csv_input(m, str(input_path))  # a tabular model's CSV, by column name; else as before
+    if labelled is None and is_source(str(input_path)):
+        labelled = load_split(m, str(input_path), split)
     feeds = labelled.feeds if labelled else read_inputs(input_path, m)
     outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))
     recs = records(m, outputs)
-    metrics = score(m, outputs, labelled.y) if labelled else {}
+    metrics = score(m, *scored(outputs, labelled.y)) if labelled and len(labelled.y) else {}
     if output is not None:
         write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
     if as_json:
@@ -299,7 +302,8 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
                + (f"; wrote {output}" if output is not None else ""))
     if labelled:
-        click.echo(f"{labelled.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        click.echo(f"{labelled.description}" + "".join(f"{', ' if i else ': '}{k} {v:.4f}"
+                                                       for i, (k, v) in enumerate(metrics.items())))
 
 
 def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int, output: Path | None,

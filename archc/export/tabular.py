@@ -39,6 +39,7 @@ import numpy as np
 
 from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, Fitted, Table
 from archc.errors import ExportError
+from archc.runtime.tabular import ENCODED_KEY, feeds
 
 if TYPE_CHECKING:
     import onnx
@@ -63,31 +64,6 @@ def signature(table: Table, batch: str = "batch") -> dict[str, dict[str, Any]]:
     """The wrapped model's inputs as archc.inputs records them: {column: {shape, dtype, column type}}."""
     return {f.name: {"shape": [batch, 1], "dtype": DTYPES[f.column.type], "column": f.column.type}
             for f in table.columns}
-
-
-def feeds(table: Table, cells: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
-    """Raw cells by column name -> the wrapped model's inputs: numeric float32 [N, 1] (missing -> NaN), the others
-    their stripped text, object [N, 1]. Cells the reference refuses are not checked here (Table.encode does)."""
-    out: dict[str, np.ndarray] = {}
-    for f in table.columns:
-        column = list(cells[f.name])
-        if f.column.type == "numeric":
-            out[f.name] = np.array([[_float(v)] for v in column], dtype=np.float32).reshape(len(column), 1)
-        else:
-            text = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in column]
-            out[f.name] = np.array(text, dtype=object).reshape(len(column), 1)
-    return out
-
-
-def _float(cell: Any) -> float:
-    from archc.data.columns import is_missing
-
-    if is_missing(cell):
-        return float("nan")
-    try:
-        return float(cell)
-    except (TypeError, ValueError):
-        return float("nan")  # refused by Table.encode before a run; NaN here keeps the outputs visibly unusable
 
 
 # ---- the preprocessing graph ------------------------------------------------------------------------------------
@@ -258,7 +234,7 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
                               doc_string=core.doc_string)
     meta["archc.inputs"] = json.dumps(signature(table, batch))
     meta["archc.columns"] = json.dumps(table.to_json())
-    meta["archc.encoded_input"] = json.dumps({"name": table.input, "shape": [batch, table.width()],
+    meta[ENCODED_KEY] = json.dumps({"name": table.input, "shape": [batch, table.width()],
                                               "dtype": "float32"})
     helper.set_model_props(model, meta)
     return model
@@ -414,3 +390,45 @@ def takes_a_row(core: "onnx.ModelProto", core_blob: bytes, table: Table) -> tupl
     worst, cells = check(wrapped, core_blob, table)
     return wrapped.SerializeToString(), {"columns": table.names(), "max_abs_diff": worst,
                                          "rows": len(next(iter(cells.values()), []))}
+
+
+def preprocessing_nodes(path: str) -> list[str]:
+    """The names of a model file's preprocessing nodes (none unless it takes a row)."""
+    import onnx
+
+    return [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.name.startswith(PREFIX + "/")]
+
+
+def around_core(model: "onnx.ModelProto", transform: Any) -> "onnx.ModelProto":
+    """`transform(core)` of a model that takes a row, with its preprocessing put back in front unchanged (an fp16
+    conversion must not see raw cells: 120,000 overflows float16 before it is standardized); `transform(model)` of
+    any other model."""
+    g = model.graph
+    pre = [n for n in g.node if n.name.startswith(PREFIX + "/")]
+    if not pre:
+        return transform(model)
+    made = {v for n in pre for v in n.output}
+    core = _copy(model)
+    del core.graph.node[:]
+    core.graph.node.extend(n for n in g.node if not n.name.startswith(PREFIX + "/"))
+    read = [v for n in core.graph.node for v in n.input if v in made]
+    typed = {v.name: v for v in g.value_info}
+    columns = {v for n in pre for v in n.input}
+    del core.graph.input[:]
+    core.graph.input.extend([typed[v] for v in dict.fromkeys(read)] + [i for i in g.input if i.name not in columns])
+    out = transform(core)
+    inputs = [i for i in g.input if i.name in columns] + [i for i in out.graph.input if i.name not in made]
+    del out.graph.input[:]
+    out.graph.input.extend(inputs)
+    nodes = pre + list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    if not any(o.domain == ML_DOMAIN for o in out.opset_import):
+        out.opset_import.append(onnx_opset(ML_DOMAIN, ML_OPSET))
+    return out
+
+
+def onnx_opset(domain: str, version: int) -> "onnx.OperatorSetIdProto":
+    from onnx import helper
+
+    return helper.make_opsetid(domain, version)

@@ -3,6 +3,7 @@ ONNX Runtime, for every column type, missing rule, indicator, unknown rule and e
 the export step that wraps a model whose metadata carries a fitted table."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -238,3 +239,40 @@ def test_export_refuses_a_table_of_another_width(tmp_path):
         export(compiled, tmp_path / "m.onnx", module=lower(compiled.graph, seed=0),
                extra_metadata={"columns": table.to_json()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fp16_variant_keeps_the_preprocessing_in_float32(tmp_path):
+    """`archc quantize --fp16` of a model that takes a row: raw cells beyond fp16's range (65504) are standardized
+    in float32 first, so the variant's outputs stay finite and close to the base's."""
+    from archc.export import variants
+
+    table = fitted(Column("income", "numeric", missing="median"), Column("c", "categorical", max_categories=3,
+                                                                         unknown="ignore", missing="most_frequent"))
+    table = Table(table.input, (dataclasses.replace(table.columns[0], mean=120_000.0, std=30_000.0),
+                                table.columns[1]))
+    wrapped = tabular.wrap(mlp(table.width()), table)
+    onnx.save(wrapped, tmp_path / "base.onnx")
+    variants.write("fp16", str(tmp_path / "base.onnx"), str(tmp_path / "half.onnx"))
+    cells = tabular.sample_cells(table, rows=50)
+    feeds = tabular.feeds(table, cells)
+    (ref,) = run(wrapped, feeds)
+    (got,) = ort.InferenceSession(str(tmp_path / "half.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, atol=0.05 * np.abs(ref).max())
+
+
+def test_int8_static_variant_leaves_the_preprocessing_unquantized(tmp_path):
+    """Static int8 calibrates on the raw cells too: the preprocessing nodes stay float32 (excluded), only the core's
+    layers get quantize/dequantize pairs."""
+    from archc.export import variants
+
+    table = fitted(Column("income", "numeric", missing="median"), Column("c", "categorical", max_categories=3,
+                                                                         unknown="ignore", missing="most_frequent"))
+    onnx.save(tabular.wrap(mlp(table.width()), table), tmp_path / "base.onnx")
+    calibration = tabular.feeds(table, tabular.sample_cells(table, rows=64))
+    variants.write("int8-static", str(tmp_path / "base.onnx"), str(tmp_path / "q.onnx"), calibration)
+    q = onnx.load(tmp_path / "q.onnx")
+    made = {o: n for n in q.graph.node for o in n.output}
+    pre = [n for n in q.graph.node if n.name.startswith(tabular.PREFIX + "/")]
+    assert pre and all(made.get(i) is None or made[i].op_type != "DequantizeLinear" for n in pre for i in n.input)
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)
