@@ -302,12 +302,13 @@ UNSEEN = "archc-unseen-category"  # a category no training split holds
 
 
 def sample_cells(table: Table, rows: int = 64, seed: int = 0) -> dict[str, list[str]]:
-    """Raw cells the reference accepts, exercising every rule of every column: numbers around the fitted mean,
-    missing tokens in several cases (where the column fills them), every boolean token spelling, every category,
-    an unseen category (unless unknown = "error"); as text, as a CSV gives them."""
+    """At least `rows` rows of raw cells the reference accepts, exercising every rule of every column: numbers
+    around the fitted mean, missing tokens in several cases (where the column fills them), every boolean token
+    spelling, every category, an unseen category (unless unknown = "error"); as text, as a CSV gives them. Every
+    value of each column's pool occurs (so there are more rows when a pool is larger)."""
     rng = np.random.default_rng(seed)
     missing = ["", "NA", "na", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
-    out: dict[str, list[str]] = {}
+    pools: dict[str, list[str]] = {}
     for f in table.columns:
         c = f.column
         if c.type == "numeric":
@@ -316,9 +317,9 @@ def sample_cells(table: Table, rows: int = 64, seed: int = 0) -> dict[str, list[
             pool = spellings(sorted(TRUE_TOKENS)) + spellings(sorted(FALSE_TOKENS))
         else:
             pool = list(f.categories) + ([UNSEEN] if c.unknown != "error" else [])
-        pool += missing if f.fill is not None else []
-        out[f.name] = [pool[i % len(pool)] for i in rng.permutation(max(rows, len(pool)))[:rows]]
-    return out
+        pools[f.name] = pool + (missing if f.fill is not None else [])
+    n = max([rows, *map(len, pools.values())])
+    return {name: [pool[i % len(pool)] for i in rng.permutation(n)] for name, pool in pools.items()}
 
 
 def check(wrapped: "onnx.ModelProto", core: str | bytes, table: Table, rows: int = 64,
