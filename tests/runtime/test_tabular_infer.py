@@ -159,3 +159,20 @@ def test_the_readme_bare_onnxruntime_client_runs_as_written(penguins, monkeypatc
     with redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})
     assert out.getvalue().strip().splitlines()[-1] == "Adelie"
+
+
+def test_model_takes_nan_as_a_missing_number_but_refuses_inf(penguins):
+    """Model.check: NaN in a numeric column input is a missing cell (imputed in the graph); inf is still refused."""
+    from archc.errors import InputError
+    from archc.runtime import Model
+    from archc.runtime.tabular import feeds, table_of
+
+    m = Model.open(penguins, device="cpu")
+    table = table_of(m)
+    cells = {c: ["NA"] if c != "island" and c != "year" else (["Dream"] if c == "island" else ["2008"])
+             for c in table.names()}
+    out = m.run(feeds(table, cells))
+    assert np.isfinite(next(iter(out.values()))).all()
+    bad = feeds(table, cells) | {"body_mass_g": np.array([[np.inf]], np.float32)}
+    with pytest.raises(InputError, match="input 'body_mass_g': expected finite numbers, received 1 NaN or inf"):
+        m.run(bad)
