@@ -211,10 +211,10 @@ def _print_export(report: Any, start: float) -> None:
     batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
-    row = getattr(report, "row", None)
-    if row:  # export.tabular: the file takes one input per column
-        click.echo(f"takes a row: {len(row['columns'])} column inputs ({', '.join(row['columns'])}); matches "
-                   f"Table.encode + the model on {row['rows']} rows: max abs diff {row['max_abs_diff']:.2e}")
+    from archc.export.tabular import describe as row_line
+
+    if row_line(getattr(report, "row", None)):  # the file takes one input per column
+        click.echo(row_line(report.row))
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")

@@ -378,6 +378,14 @@ def fitted_table(extra_metadata: dict[str, Any] | None, large: bool = False) -> 
     return table
 
 
+def describe(row: dict[str, Any] | None) -> str:
+    """One line for the CLI and the training log about a model that takes a row ('' for any other model)."""
+    if not row:
+        return ""
+    return (f"takes a row: {len(row['columns'])} column inputs ({', '.join(row['columns'])}); matches Table.encode + "
+            f"the model on {row['rows']} rows: max abs diff {row['max_abs_diff']:.2e}")
+
+
 def takes_a_row(core: "onnx.ModelProto", core_blob: bytes, table: Table) -> tuple[bytes, dict[str, Any]]:
     """The core model (checked against torch, serialized as `core_blob`) wrapped to take a row, checked by
     onnx.checker (full) and against Table.encode + the core in ONNX Runtime: its bytes, and what to report."""
