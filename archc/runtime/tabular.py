@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from archc.data.columns import Table, is_missing
+from archc.data.tabular import RawTable
 from archc.errors import InputError
 from archc.labels import CLASSES
 from archc.tasks.base import Labelled, for_model
@@ -64,34 +65,53 @@ def _float(cell: Any) -> float:
 
 
 def csv_input(model: Any, text: str, target: str | None = None) -> Labelled | None:
-    """`--input FILE.csv` or `--input csv:FILE[?target=COLUMN]` of a model with a fitted table: every row of the
-    file by column name (None for another model or input: read as before)."""
+    """`--input FILE.csv` of a model with a fitted table: every row of the file by column name (None for another
+    model or input: read as before; a csv: source is a split, see source_split)."""
     table = table_of(model)
-    if table is None:
+    if table is None or Path(text).suffix.lower() not in (".csv", ".tsv") or not Path(text).is_file():
         return None
-    query: dict[str, str] = {}
-    if text.startswith("csv:") and not Path(text).exists():
-        from archc.data.sources import parse
+    from archc.data.tabular import read_table
 
-        _, text, query = parse(text)
-    if Path(text).suffix.lower() != ".csv":
+    return labelled_rows(model, table, read_table(Path(text), text), text, target)
+
+
+def source_split(model: Any, source: str, split: str, target: str | None = None) -> Labelled | None:
+    """`--input csv:FILE` of a model with a fitted table: the rows of `split` as training cut them (the spec's
+    [data] fractions and seed, stratified by the target), by column name; None for another model or source."""
+    from archc.data.arrays import split_rows
+    from archc.data.base import REGISTRY, Splits
+    from archc.data.sources import make_options, parse
+    from archc.data.tabular import _target, _target_column, read_table
+    from archc.tasks.base import data_settings
+
+    table = table_of(model)
+    if table is None or not source.startswith("csv:") or Path(source).exists():
         return None
-    return load_rows(model, table, Path(text), target or query.get("target"))
+    cls, arg, query = parse(source)
+    options = make_options(REGISTRY["csv"], source, query, {"target": target} if target else {}, {})
+    settings = data_settings(model, target)
+    raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
+    name = _target_column(raw.columns, options.target or settings["target"] or table.target,  # type: ignore
+                          source)
+    y, _, task = _target(raw.cells[name], name, raw.lines, for_model(model).data_task, source)
+    parts = split_rows(len(raw), y, task, Splits(settings["val_fraction"], settings["test_fraction"],
+                                                 settings["seed"]))
+    rows = parts[("train", "val", "test").index(split)].tolist()
+    cut = RawTable(raw.columns, {c: [v[i] for i in rows] for c, v in raw.cells.items()},
+                   [raw.lines[i] for i in rows])
+    return labelled_rows(model, table, cut, source, name, f"{source}, {split} split, {len(cut)} rows")
 
 
-def load_rows(model: Any, table: Table, path: Path, target: str | None = None) -> Labelled:
+def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: str | None = None,
+                  what: str | None = None) -> Labelled:
     """A CSV's rows as the model's feeds (by column name), checked by Table.encode; labels from the target column
     (`target`, else the model's recorded one) when the file has it: y is empty otherwise. Rows whose target cell is
     missing are not scored (label -1, or NaN for values)."""
-    from archc.data.tabular import read_table
-
-    name = str(path)
-    raw = read_table(path, name)
     _require(table, raw.columns, name)
     encoded = table.encode(raw.cells, where=name, lines=raw.lines)  # refuses what the graph cannot: row, column
     inputs = feeds(table, raw.cells) if takes_a_row(model) else {table.input: encoded}
     target = target or table.target
-    what = f"{name}, {len(raw)} rows"
+    what = what or f"{name}, {len(raw)} rows"
     if target is None or target not in raw.columns:
         return Labelled(inputs, np.empty(0), what + (f" (no {target!r} column to score)" if target else ""))
     y = _labels(model, raw.cells[target], raw.lines, target, name)

@@ -84,8 +84,18 @@ def test_infer_scores_the_training_csv_against_its_target_column(penguins):
     assert line.startswith(f"{PENGUINS}, 344 rows, scored against column 'species': accuracy ")
     assert float(line.rsplit(" ", 1)[1]) > 0.95
     assert predictions(r.output)[:3] == ["Adelie", "Adelie", "Adelie"]
-    same = run("infer", penguins, "--input", f"csv:{PENGUINS}", "--limit", "0")
-    assert same.exit_code == 0 and same.output == r.output
+    named = run("infer", penguins, "--input", PENGUINS, "--limit", "0", "--target", "species")
+    assert named.exit_code == 0 and named.output == r.output
+
+
+def test_a_csv_source_is_the_split_training_scored(penguins):
+    """`--input csv:FILE` reads the rows of --split (the recorded [data] fractions and seed, stratified by the
+    target), as `archc infer` reads any data source; a plain FILE.csv is every row."""
+    r = run("infer", penguins, "--input", f"csv:{PENGUINS}", "--limit", "0")
+    assert r.exit_code == 0, r.output
+    assert f"csv:{PENGUINS}, test split, 69 rows, scored against column 'species': accuracy " in r.output
+    train = run("infer", penguins, "--input", f"csv:{PENGUINS}?target=species", "--split", "train", "--limit", "0")
+    assert "train split, 241 rows" in train.output
 
 
 def test_columns_in_any_order_with_extra_columns_and_no_target(penguins, tmp_path):
@@ -176,3 +186,55 @@ def test_model_takes_nan_as_a_missing_number_but_refuses_inf(penguins):
     bad = feeds(table, cells) | {"body_mass_g": np.array([[np.inf]], np.float32)}
     with pytest.raises(InputError, match="input 'body_mass_g': expected finite numbers, received 1 NaN or inf"):
         m.run(bad)
+
+
+@pytest.mark.skipif("columns" not in __import__("archc.data").data.REGISTRY["csv"].wants(),
+                    reason="csv: does not read columns yet")
+def test_archc_train_on_a_tabular_spec_writes_a_model_that_takes_a_row(tmp_path):
+    """The whole path: a spec declaring the penguins' columns trains, model.onnx takes one input per column, and
+    `archc infer --input csv:FILE` scores its test split as training did."""
+    import archc.train as train
+
+    spec = tmp_path / "penguins.toml"
+    spec.write_text(SPEC.replace("CSV", PENGUINS.as_posix()))
+    result = train.run(spec, out=tmp_path / "run", quiet=True)
+    model = tmp_path / "run" / "model.onnx"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == [c.name for c in COLUMNS]
+    r = run("infer", model, "--input", f"csv:{PENGUINS}", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["metrics"]["accuracy"] == pytest.approx(result.test["accuracy"])
+
+
+SPEC = """archc = 1
+[model]
+name = "penguins"
+[inputs.row]
+missing = "median"
+[inputs.row.columns]
+island = { type = "categorical", categories = ["Biscoe", "Dream", "Torgersen"] }
+bill_length_mm = { type = "numeric", indicator = true }
+bill_depth_mm = "numeric"
+flipper_length_mm = { type = "numeric", missing = "mean" }
+body_mass_g = { type = "numeric", missing = "mean" }
+sex = { type = "categorical", max_categories = 2, missing = "most_frequent", indicator = true, unknown = "most_frequent" }
+year = { type = "categorical", max_categories = 3, encode = "embedding", dim = 2, unknown = "ignore" }
+[task]
+kind = "classification"
+[[layers]]
+op = "linear"
+out_features = 16
+act = "relu"
+[[layers]]
+op = "linear"
+out_features = 3
+[train]
+epochs = 10
+batch_size = 32
+optimizer = { name = "adamw", lr = 0.01 }
+[data]
+source = "csv:CSV"
+target = "species"
+"""
