@@ -25,6 +25,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.export.tabular import fitted_table, takes_a_row
 from archc.graph.bounds import candidates, fits, recorded
 from archc.graph.ir import Graph
 from archc.language.model import Spec
@@ -56,6 +57,7 @@ class ExportReport:
     data_path: str | None = None  # the external data file, when the weights exceed EXTERNAL_DATA_BYTES
     pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
     optimized: Any = None  # archc.export.optimize.Decision when the export was asked to optimize, else None
+    row: dict[str, Any] | None = None  # a model that takes a row (export.tabular): its columns and parity
 
 
 if TYPE_CHECKING:
@@ -375,6 +377,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
         if optimize and large:
             decision = _too_large(model)
+        table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
                 tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
@@ -383,24 +386,30 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
                                 location=data_name, size_threshold=1024)
             else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
                 blob = model.SerializeToString()
-                writer = _Writer(tmp, blob)
-        del model
+                writer = _Writer(tmp, blob) if table is None else None
+        core, model = (model if table is not None else None), None
         with phases("check"):
             onnx.checker.check_model(blob, full_check=False)
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
+        rewrite = False  # the file's bytes changed after the checked blob's write began
         if optimize and not large:
             with phases("optimize"):
                 choice = _optimized(module, graph, blob)  # type: ignore[arg-type]
-            decision = choice.decision
+            decision, blob, rewrite = choice.decision, choice.blob, True
             if choice.checked is not None:
                 worst, tol, checks = choice.checked
+            core = onnx.ModelProto.FromString(blob) if core is not None else None  # the graph as decided
+        if table is not None:  # the checked core model, with Table.encode in front; checked again
+            with phases("row"):
+                blob, row = takes_a_row(core, blob, table)
+            rewrite = True
         with phases("write"):  # what of the file's write the checks did not hide
             if writer is not None:
                 writer.join()
-                if decision is not None:  # the file as decided, with archc.optimized: written again
-                    writer = _Writer(tmp, choice.blob)
-                    writer.join()
+            if rewrite:  # the file as decided (archc.optimized set; taking a row): written again
+                writer = _Writer(tmp, blob)  # type: ignore[arg-type]
+                writer.join()
         size = _move_into_place(tmpdir or tmp, path, data_name if large else None)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
@@ -414,7 +423,8 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
-                        str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision)
+                        str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision,
+                        row if table is not None else None)
 
 
 def _optimized(module, graph: Graph, blob: bytes) -> "Choice":

@@ -199,6 +199,10 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
         progress.report.note(describe(report.kvcache))
     for line in optimize_lines(report):
         progress.report.note(line)
+    if report.row:  # a tabular input: the file takes one input per column (archc.export.tabular)
+        from archc.export.tabular import describe as row_line
+
+        progress.report.note(row_line(report.row))
     return result
 
 
