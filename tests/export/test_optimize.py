@@ -246,3 +246,32 @@ def test_quantize_runs_on_an_optimized_model(tmp_path, force):
     assert json.loads(meta(model)[optimize.META_KEY])["kept"] is True
     (report,) = q.quantize(model, ["int8-dynamic"], max_drop=100.0)
     assert Path(report.path).exists() and report.bytes_after < report.bytes_before
+
+
+def test_a_model_that_takes_a_row_is_optimized_behind_its_preprocessing(tmp_path, force):
+    """The network (core) is simplified and checked; the row's preprocessing goes in front of the graph kept."""
+    from archc.data.columns import Column, fit
+    from archc.export import tabular
+
+    force(True)
+    columns = [Column("bill", "numeric", missing="median"), Column("island", "categorical", max_categories=3)]
+    table = fit("row", columns, {"bill": ["41.5", "38.0", "NA", "45.1"],
+                                 "island": ["Dream", "Biscoe", "Dream", "Torgersen"]})
+    spec = {"archc": 1, "model": {"name": "rows"}, "inputs": {"row": {"shape": [table.width()]}},
+            "task": {"kind": "classification", "labels": ["a", "b"]},
+            "layers": [{"op": "linear", "out_features": 8, "act": "relu"}, {"op": "rmsnorm"},
+                       {"op": "linear", "out_features": 2}]}
+    compiled = compile_spec(spec)
+    module = lower(compiled.graph, seed=0).eval()
+    report = export(compiled, tmp_path / "m.onnx", module=module, extra_metadata={"columns": table.to_json()},
+                    optimize=True)
+    core = export(compiled, tmp_path / "core.onnx", module=module)
+    assert report.optimized.kept and report.row["columns"] == ["bill", "island"]
+    assert json.loads(meta(tmp_path / "m.onnx")[optimize.META_KEY])["kept"] is True
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    cells = {"bill": ["40.0", "NA"], "island": ["Biscoe", "Torgersen"]}
+    (got,) = sess.run(None, tabular.feeds(table, cells))
+    (ref,) = ort.InferenceSession(str(tmp_path / "core.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"row": table.encode(cells)})
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert core.optimized is None
