@@ -94,13 +94,15 @@ class Data:
     splits: dict[str, Examples[Any]]
     preprocess: dict | None
     labels: list[str] | None = None  # the model's class names in output order (data's or [task] labels)
+    target_scale: dict | None = None  # {output: {mean, std}} the targets were standardized with (Task.standardize)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
 
 
 def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
-    """The checked data, normalized when the spec asks, as the objective's splits on the device."""
+    """The checked data, normalized when the spec asks, as the objective's splits on the device; the objective's
+    targets standardized unless [data] scale_target is false (a no-op for kinds that do not scale them)."""
     dataset = load_checked(setup, objective)
     d = setup.spec.data
     assert d is not None  # prepare() checked it
@@ -111,4 +113,5 @@ def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     # images and ignores the labels) keep the spec's.
     named = objective.scores and dataset.classes is not None
     labels = dataset.classes if named else setup.spec.task.labels
-    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels)
+    target_scale = objective.standardize(dataset.train) if d.scale_target is not False else None
+    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, target_scale)

@@ -15,6 +15,7 @@ import torch
 
 import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
+from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data
 from archc.train.devices import deterministic, pick_device
@@ -48,6 +49,8 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     amps = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}
     amp = amps.get(learner.amp, "") if learner.amp is not None else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
+    if data.target_scale:
+        norm += ", targets standardized with train-split mean/std (outputs restored in the export)"
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
             f"data {data.name}: {data.sizes()}{norm}",
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
@@ -153,6 +156,8 @@ def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
+    if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
+        extra[TARGET_SCALE] = data.target_scale
     return extra | objective.metadata()
 
 
