@@ -24,6 +24,10 @@ from archc.train.checkpoint import load_weights
 MEAN, SLOPE = 1000.0, 500.0  # y = 1000 + 500 * x0: far from the unit scale an untouched MSE trains well at
 
 
+class Stopped(Exception):
+    """A run cut short after an epoch (as a kill would, once its checkpoint is written)."""
+
+
 def linear_data(path: Path, n: int = 400, columns: int = 1, seed: int = 0) -> Path:
     """x [n, 4] standard normal; y = 1000 + 500 * x0 (+ a second column 0.01 * x1 - 3 when asked) + small noise."""
     rng = np.random.default_rng(seed)
@@ -108,17 +112,24 @@ def test_export_run_dir_and_resume_keep_the_restored_outputs(tmp_path, monkeypat
     assert r.exit_code == 0, r.output
     np.testing.assert_array_equal(onnx_run(tmp_path / "again.onnx", x), expected)
     assert metadata(tmp_path / "again.onnx") == metadata(whole / "model.onnx")
+    # a run without export.json was trained by an archc before target scaling: exported as it trained, unrestored
+    saved = (whole / "export.json").read_bytes()
+    (whole / "export.json").unlink()
+    from archc.train.api import export_run
+    export_run(whole, output=tmp_path / "older.onnx")
+    assert "archc.target_scale" not in metadata(tmp_path / "older.onnx")
+    (whole / "export.json").write_bytes(saved)
     # a run stopped after its first epoch, then resumed: the same model as the uninterrupted run
     end_epoch = loop.end_epoch
 
     def stop_after_one(learner, val, state, *args):
         end_epoch(learner, val, state, *args)
         if state.epoch == 1:
-            raise KeyboardInterrupt
+            raise Stopped
 
     monkeypatch.setattr(loop, "end_epoch", stop_after_one)
     cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Stopped):
         run(spec, out=cut, quiet=True)
     monkeypatch.undo()
     assert not (cut / "model.onnx").exists()
