@@ -17,7 +17,7 @@ import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
-from archc.train.dataset import Data, load_data
+from archc.train.dataset import Data, load_data, recorded_table
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -32,10 +32,11 @@ from archc.train.state import State, Tally, resume, save
 __all__ = ["build", "train"]
 
 
-def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data]:
-    """Data, then model, optimizer and schedule: a fresh run at step 0."""
+def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) -> tuple[Learner, Data]:
+    """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
+    encoded as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_data(setup, objective, device)
+    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
@@ -48,6 +49,8 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     recipe, g = setup.spec.train, setup.graph
     amps = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}
     amp = amps.get(learner.amp, "") if learner.amp is not None else ""
+    amp += ", channels_last" if learner.channels_last else ""
+    amp += ", torch.compile" if learner.compiled else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     if data.target_scale:
         norm += ", targets standardized with train-split mean/std (outputs restored in the export)"
@@ -158,6 +161,8 @@ def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
         extra["preprocess"] = data.preprocess
     if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
         extra[TARGET_SCALE] = data.target_scale
+    if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
+        extra["columns"] = data.table.to_json()
     return extra | objective.metadata()
 
 
@@ -210,7 +215,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
     with deterministic(device):
         dist.init(device)
         try:
-            learner, data = build(setup, dist, device)
+            learner, data = build(setup, dist, device, resume_run)
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
