@@ -248,11 +248,11 @@ class Task:
     def check(self, dataset: "Dataset") -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
 
-    def standardize(self, train: "Split") -> dict[str, Any] | None:
-        """Fit the targets' standardization to the training split and train on (y - mean) / std from now on, with
-        the metric in the targets' own units. Returns the statistics by output name ({output: {"mean", "std"}}):
-        the export restores that output to the targets' units with them (archc.export.restore). None, the default:
-        the kind trains on its targets as loaded."""
+    def standardize(self, train: "Split", recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Fit the targets' standardization to the training split (or take `recorded`, a resumed run's statistics)
+        and train on (y - mean) / std from now on, with the metric in the targets' own units. Returns the
+        statistics by output name ({output: {"mean", "std"}}): the export restores that output to the targets'
+        units with them (archc.export.restore). None, the default: the kind trains on its targets as loaded."""
         return None
 
     def splits(self, dataset: "Dataset", device: Any) -> dict[str, Any]:

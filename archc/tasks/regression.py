@@ -52,21 +52,38 @@ class Regression(Task):
         self.target_std: np.ndarray | None = None
         self._on: dict[Any, tuple[Any, Any]] = {}  # the statistics as tensors, by device
 
-    def standardize(self, train) -> dict[str, Any] | None:
+    def standardize(self, train, recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Mean and std of each target value over the training split (one pair for all values when the output has
-        a symbolic axis); a constant target keeps std 1 (it is only shifted)."""
+        a symbolic axis); a constant target keeps std 1 (it is only shifted). `recorded`: used as they are."""
+        if recorded is not None:
+            self.target_mean, self.target_std = self.recorded_stats(recorded)
+            return recorded
         if len(train) == 0:
             return None
         y = np.asarray(train.y, dtype=np.float64).reshape(len(train), -1)  # (N, K)
-        features = self.out_type.features
-        if all(isinstance(d, int) for d in features):
-            mean, std, shape = y.mean(axis=0), y.std(axis=0), tuple(features)
-        else:
-            mean, std, shape = y.mean(), y.std(), ()
+        shape = self.stats_shape()
+        mean, std = (y.mean(axis=0), y.std(axis=0)) if shape else (y.mean(), y.std())
         std = np.where(std > 0, std, 1.0)
         self.target_mean = np.asarray(mean, dtype=np.float32).reshape(shape)
         self.target_std = np.asarray(std, dtype=np.float32).reshape(shape)
         return {self.output_name: {"mean": self.target_mean.tolist(), "std": self.target_std.tolist()}}
+
+    def stats_shape(self) -> tuple[int, ...]:
+        """One statistic per output value (the output's features), or one for all when an axis is symbolic."""
+        features = self.out_type.features
+        return tuple(features) if all(isinstance(d, int) for d in features) else ()
+
+    def recorded_stats(self, recorded: dict[str, Any]) -> tuple[Any, Any]:
+        """(mean, std) of the output from a run's record; DataError when they are not the output's numbers."""
+        stats = recorded.get(self.output_name)
+        try:
+            mean, std = (np.asarray(stats[k], dtype=np.float32) for k in ("mean", "std"))  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            mean = std = None
+        if mean is None or std is None or {mean.shape, std.shape} - {(), self.stats_shape()}:
+            raise DataError(f"expected the recorded target_scale of output '{self.output_name}' (mean and std "
+                            f"values), received {recorded!r:.200}", where="export.json") from None
+        return mean, std
 
     def stats(self, like) -> tuple[Any, Any] | None:
         """(mean, std) as tensors on `like`'s device, shaped to broadcast over its batch; None when unscaled."""

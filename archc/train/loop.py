@@ -17,7 +17,7 @@ import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
-from archc.train.dataset import Data, load_data, recorded_table
+from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -34,9 +34,10 @@ __all__ = ["build", "train"]
 
 def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) -> tuple[Learner, Data]:
     """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
-    encoded as the run recorded them (not fitted again)."""
+    encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None)
+    scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
+    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)

@@ -120,6 +120,15 @@ def test_export_run_dir_and_resume_keep_the_restored_outputs(tmp_path, monkeypat
     assert "archc.target_scale" not in metadata(tmp_path / "older.onnx")
     (whole / "export.json").write_bytes(saved)
     # a run stopped after its first epoch, then resumed: the same model as the uninterrupted run
+    cut = tmp_path / "cut"
+    cut_run(spec, cut, monkeypatch)
+    assert not (cut / "model.onnx").exists()
+    run(spec, out=cut, quiet=True, resume=True)
+    np.testing.assert_array_equal(onnx_run(cut / "model.onnx", x), expected)
+
+
+def cut_run(spec: dict, out: Path, monkeypatch) -> None:
+    """Train `spec` into `out` and stop after its first epoch (its state and export.json written)."""
     end_epoch = loop.end_epoch
 
     def stop_after_one(learner, val, state, *args):
@@ -127,14 +136,40 @@ def test_export_run_dir_and_resume_keep_the_restored_outputs(tmp_path, monkeypat
         if state.epoch == 1:
             raise Stopped
 
-    monkeypatch.setattr(loop, "end_epoch", stop_after_one)
-    cut = tmp_path / "cut"
-    with pytest.raises(Stopped):
-        run(spec, out=cut, quiet=True)
-    monkeypatch.undo()
-    assert not (cut / "model.onnx").exists()
-    run(spec, out=cut, quiet=True, resume=True)
-    np.testing.assert_array_equal(onnx_run(cut / "model.onnx", x), expected)
+    with monkeypatch.context() as m:
+        m.setattr(loop, "end_epoch", stop_after_one)
+        with pytest.raises(Stopped):
+            run(spec, out=out, quiet=True)
+
+
+def test_a_resumed_run_keeps_the_scale_it_recorded(tmp_path, monkeypatch):
+    """Resuming, the statistics come from the run's export.json, not fitted again: the weights learnt that scale
+    (and a run recorded without one, by an archc before scaling or with scale_target = false, stays unscaled)."""
+    data = linear_data(tmp_path / "d.npz")
+    spec = spec_of(data, epochs=2)
+    for case in ("shifted", "none", "bad"):
+        out = tmp_path / case
+        cut_run(spec, out, monkeypatch)
+        recorded = json.loads((out / "export.json").read_text())
+        if case == "shifted":
+            recorded["target_scale"]["y"]["mean"] = [123.0]
+        elif case == "none":
+            del recorded["target_scale"]
+        else:
+            recorded["target_scale"]["y"]["std"] = ["wide"]
+        (out / "export.json").write_text(json.dumps(recorded))
+        if case == "bad":
+            (tmp_path / "s.json").write_text(json.dumps(spec))
+            r = CliRunner().invoke(main, ["train", str(tmp_path / "s.json"), "--out", str(out), "--resume", "--quiet"])
+            assert r.exit_code == 1, r.output
+            assert "expected the recorded target_scale of output 'y'" in r.output and "Traceback" not in r.output
+            continue
+        run(spec, out=out, quiet=True, resume=True)
+        meta = metadata(out / "model.onnx")
+        if case == "shifted":
+            assert json.loads(meta["archc.target_scale"])["y"]["mean"] == [123.0]
+        else:
+            assert "archc.target_scale" not in meta
 
 
 def test_each_target_column_gets_its_own_scale(tmp_path):
