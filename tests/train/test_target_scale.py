@@ -208,3 +208,27 @@ def test_other_kinds_do_not_scale_and_refuse_scale_target(tiny, tmp_path):
     (tmp_path / "on.json").write_text(json.dumps(raw))
     r = CliRunner().invoke(main, ["validate", str(tmp_path / "on.json")])
     assert r.exit_code == 1 and "data.scale_target" in r.output and "Traceback" not in r.output
+
+
+def test_a_tabular_regressor_takes_a_row_and_answers_in_the_targets_units(tmp_path):
+    """The row front (export.tabular) and the restoring affine compose: a bare ONNX Runtime session fed one cell
+    per column gets grams, not standardized units. price = 1000 + 500 * size + 300 if color is red."""
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "rows.csv", "w") as f:
+        f.write("price,size,color\n")
+        for _ in range(300):
+            size, red = rng.normal(), rng.random() < 0.5
+            f.write(f"{MEAN + SLOPE * size + 300 * red + rng.normal(0, 5):.3f},{size:.4f},{'red' if red else 'blue'}\n")
+    spec = {"archc": 1, "model": {"name": "price"},
+            "inputs": {"row": {"columns": {"size": "numeric", "color": {"type": "categorical",
+                                                                        "categories": ["red", "blue"]}}}},
+            "task": {"kind": "regression"},
+            "layers": [{"op": "linear", "out_features": 16, "act": "relu"}, {"id": "y", "op": "linear",
+                                                                             "out_features": 1}],
+            "train": {"epochs": 15, "batch_size": 32, "optimizer": {"name": "adamw", "lr": 1e-2}},
+            "data": {"source": f"csv:{tmp_path / 'rows.csv'}", "target": "price"}}
+    result = run(spec, out=tmp_path / "run", quiet=True)
+    assert result.test["mae"] < 0.1 * SLOPE
+    session = ort.InferenceSession(result.paths["onnx"], providers=["CPUExecutionProvider"])
+    got = session.run(None, {"size": np.array([[0.0], [1.0]], np.float32), "color": np.array([["red"], ["blue"]])})
+    np.testing.assert_allclose(got[0][:, 0], [MEAN + 300, MEAN + SLOPE], rtol=0.1)
