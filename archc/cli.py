@@ -257,11 +257,15 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to show (0: all).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="With a data source as --input: which split to run and score.")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="With a csv: source as --input: the target column to score against (default: the spec's "
+                   "[data] target, else the last column).")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
           top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
-          output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool) -> None:
+          output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool,
+          target: str | None) -> None:
     """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
     or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model.
     The model's recorded task kind says which of these it supports."""
@@ -285,7 +289,9 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
     _refuse_unknown_scheme(str(input_path))
-    labelled = load_split(m, str(input_path), split) if is_source(str(input_path)) else None
+    if target is not None and not is_source(str(input_path)):
+        raise click.UsageError("--target names the target column of a data source: give --input csv:FILE")
+    labelled = load_split(m, str(input_path), split, target) if is_source(str(input_path)) else None
     feeds = labelled.feeds if labelled else read_inputs(input_path, m)
     outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))
     recs = records(m, outputs)
@@ -437,6 +443,33 @@ def _print_variant(r: Any, max_drop: float) -> None:
     if r.worse_by is not None and r.worse_by > max_drop:
         click.echo(f"WARNING: {r.path}: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g}; written because "
                    "of --force", err=True)
+
+
+@main.command("columns")
+@click.argument("file")
+@click.option("--target", default=None, metavar="COLUMN", help="The target column (default: the last column).")
+@click.option("--input", "input_name", default="row", show_default=True, help="The spec's input name.")
+@click.option("--max-categories", type=click.IntRange(min=1), default=20, show_default=True,
+              help="A text column of at most this many values lists its categories (more: learned in training).")
+@command
+def columns(file: str, target: str | None, input_name: str, max_categories: int) -> None:
+    """Read FILE (a CSV, or csv:FILE?delimiter=C&header=false&skip=N), infer each column's type, missing cells and
+    categories, and print the [inputs.NAME.columns] table to paste into a spec."""
+    from archc.data.sources import make_options, parse
+    from archc.data.survey import survey, toml_block
+    from archc.data.tabular import _target_column, read_table
+
+    from archc.data.base import REGISTRY
+
+    scheme = file.partition(":")[0]
+    if scheme in REGISTRY and scheme != "csv" and not Path(file).exists():
+        raise click.UsageError(f"expected a CSV file, received the {scheme}: source {file!r}")
+    source = file if scheme == "csv" else f"csv:{file}"
+    cls, arg, query = parse(source)
+    options = make_options(cls, source, query, {"target": target} if target else {}, {})
+    raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
+    name = _target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
+    click.echo(toml_block(Path(arg), raw, name, input_name, survey(raw, name, max_categories)), nl=False)
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Figure 15: what archc's trainer picks to make a step faster, measured on this machine's training device (CUDA when
+"""Figure 13: what archc's trainer picks to make a step faster, measured on this machine's training device (CUDA when
 there is one, else the CPU): the fused optimizer kernel vs torch's default (single-tensor loop on CPU, foreach on
 CUDA), channels_last vs NCHW memory for convolutional models, and torch.compile vs eager. archc keeps a choice only
 where this figure shows it faster (archc/train/devices.py names the rows its defaults rest on).
@@ -15,7 +15,7 @@ import torch
 import common
 from bench_train import make_loss
 
-FIGURE = 15
+FIGURE = 13
 KEY = "train_speedups"
 TITLE = "Training step options: fused optimizer, channels_last, torch.compile"
 A, B = "with the option (ms/step)", "without (ms/step)"

@@ -146,7 +146,7 @@ class Train(Strict):
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
                               "('last': every epoch improves, so the final weights are kept; no early stop)")
     compile: bool = Field(False, description="train through torch.compile (its first steps compile for seconds to "
-                                             "minutes; see benchmarks figure 15 for what it gains)")
+                                             "minutes; see benchmarks figure 13 for what it gains)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
     diffusion: DiffusionRecipe | None = Field(

@@ -165,14 +165,15 @@ class Task:
 
     # ---- archc infer (numpy) ------------------------------------------------------------------------------
     @classmethod
-    def load_split(cls, model: "Model", source: str, split: str = "test") -> Labelled:
-        """The split of `source` the model was scored on in training (split settings from the spec's [data])."""
+    def load_split(cls, model: "Model", source: str, split: str = "test", target: str | None = None) -> Labelled:
+        """The split of `source` the model was scored on in training (split settings from the spec's [data];
+        `target`: another target column than the spec's)."""
         from archc.data import load
 
         if len(model.inputs) != 1:
             raise InputError(f"expected a single-input model to read a data source, received inputs "
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
-        ds = load(source, task=cls.data_task, **data_settings(model), **cls.load_options(model))
+        ds = load(source, task=cls.data_task, **data_settings(model, target), **cls.load_options(model))
         part = getattr(cls.match_classes(model, ds, source), split)
         if len(part) == 0:
             raise InputError(f"expected examples in the {split} split of {source}, received none")
@@ -366,11 +367,12 @@ def recorded_output(model: "Model") -> str | None:
     return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
-def data_settings(model: "Model") -> dict[str, Any]:
-    """The split settings of the spec's [data] recorded in the model: the split `archc train` scored."""
+def data_settings(model: "Model", target: str | None = None) -> dict[str, Any]:
+    """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`target`:
+    `archc infer --target`, in place of the recorded [data] target)."""
     spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
     data = spec.get("data") or {}
-    return {"target": data.get("target"), "val_fraction": data.get("val_fraction", 0.1),
+    return {"target": target or data.get("target"), "val_fraction": data.get("val_fraction", 0.1),
             "test_fraction": data.get("test_fraction", 0.2), "seed": data.get("split_seed", 0)}
 
 

@@ -32,7 +32,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-# Step-speed choices, each kept because benchmarks/bench_train_speedups.py (figure 15) measured it faster on that
+# Step-speed choices, each kept because benchmarks/bench_train_speedups.py (figure 13) measured it faster on that
 # device type, side by side with torch's default (and, for CUDA AMP, figure 8's channels_last rows):
 # - the fused optimizer kernel (one kernel for every parameter's update) on CPU and CUDA;
 # - channels_last memory for models with 2-d convolutions: oneDNN (CPU) and cuDNN (tensor cores under autocast)
