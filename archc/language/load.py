@@ -14,7 +14,7 @@ MAX_BYTES = 16 * 1024 * 1024  # a spec is a small text file; refuse anything hug
 def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
     """Parse TOML or JSON text into a dict; parse errors say line and column."""
     try:
-        data = tomllib.loads(text) if fmt == "toml" else json.loads(text)
+        data = tomllib.loads(text) if fmt == "toml" else json.loads(text, object_pairs_hook=_distinct_keys)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"not valid TOML: {e}", file=name) from None
     except json.JSONDecodeError as e:
@@ -30,6 +30,18 @@ def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
         raise SpecError(f"expected a table (object) at the top level, received {kind.get(type(data), 'null')}",
                         file=name)
     return without_schema_key(data, name)
+
+
+def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct: Python's JSON keeps the last of two equal keys without a word, which
+    would drop a layer attribute or a declared column (TOML refuses them itself)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError(f"expected distinct keys in each JSON object, received {key!r} twice",
+                            hint="JSON would keep only the last; TOML refuses a repeated key too")
+        out[key] = value
+    return out
 
 
 def without_schema_key(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Validate passes => build, run and export work, and the module is what validate reported.
 
-Starting points: every spec in specs/ and every op's conformance examples. Each is mutated (attributes, layer
-order, repeats, axes, input shapes, wiring, activations); a mutant that validates is lowered (the pipeline's torch
-pass), its parameter count compared with validate's, run on the exporter's example inputs at the traced sizes and
-at the parity check's other sizes (every node's output shape and dtype against validate's), and, for a subset
-(all of them in the long profile), exported to ONNX and checked against ONNX Runtime. A mutant that does not
-validate must fail with located errors only.
+Starting points: every spec in specs/, every op's conformance examples and a tabular spec (TABULAR). Each is
+mutated (attributes, layer order, repeats, axes, input shapes or columns, wiring, activations); a mutant that
+validates is lowered (the pipeline's torch pass), its parameter count compared with validate's, run on the
+exporter's example inputs at the traced sizes and at the parity check's other sizes (every node's output shape and
+dtype against validate's), and, for a subset (all of them in the long profile), exported to ONNX and checked
+against ONNX Runtime. A mutant that does not validate must fail with located errors only.
 
 Profiles: CI (default) runs PER_BASE mutants per starting point and exports one in EXPORT_EVERY;
 ARCHC_FUZZ=long (`make fuzz`) runs enough for >= 10,000 mutants and exports every one that validates.
@@ -41,7 +41,7 @@ from archc.lower.names import act_path, module_path  # noqa: E402
 
 LONG = os.environ.get("ARCHC_FUZZ", "") == "long"
 ROOT = Path(__file__).resolve().parents[2]
-PER_BASE = 80 if LONG else 25             # 169 starting points: 13,520 mutants long, 4,225 in CI
+PER_BASE = 80 if LONG else 25             # 173 starting points: 13,840 mutants long, 4,325 in CI
 EXPORT_EVERY = 1 if LONG else 10          # ONNX export + ORT parity costs ~0.1-1 s: a subset in CI
 MAX_PARAMS, MAX_FLOPS = 4_000_000, 1_000_000_000  # per example; bigger mutants (doubled widths) prove nothing more
 

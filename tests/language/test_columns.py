@@ -292,3 +292,28 @@ def test_normalize_with_a_tabular_input_is_refused():
         "t.json: data.normalize: expected no normalize with a tabular input, received normalize = true and input "
         "'row' declared by columns (remove it: numeric columns are standardized by their own `scale` (on by "
         "default))"]
+
+
+def test_validate_of_a_tabular_spec_leaves_torch_unimported(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "p.toml"
+    path.write_text(PENGUINS)
+    code = ("import sys; from archc.cli import main\ntry: main(['validate', sys.argv[1]])\nexcept SystemExit as e: "
+            "assert not e.code, e.code\nassert 'torch' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "columns of row: 4 columns" in r.stdout
+
+
+def test_a_column_named_twice_in_json_is_refused(tmp_path):
+    """JSON keeps the last of two equal keys silently: a column declared twice would vanish without a word."""
+    path = tmp_path / "t.json"
+    path.write_text('{"archc": 1, "model": {"name": "m"}, "layers": [{"op": "identity"}], "inputs": {"row": '
+                    '{"columns": {"a": "numeric", "b": "boolean", "a": "boolean"}}}}')
+    with pytest.raises(ArchcError) as info:
+        compile_spec(path)
+    assert [p.line() for p in info.value.problems()] == [
+        f"{path}: expected distinct keys in each JSON object, received 'a' twice (JSON would keep only the last; "
+        "TOML refuses a repeated key too)"]

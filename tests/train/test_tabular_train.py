@@ -12,13 +12,9 @@ import onnx
 import pytest
 
 import archc.train as train
-from archc.data import REGISTRY
 from archc.data.columns import Table
 from archc.errors import SpecError
 from archc.train.api import export_run
-
-# csv: reads declared columns once the tabular loader (issue 14, tabdata) is on this branch
-pytestmark = pytest.mark.skipif("columns" not in REGISTRY["csv"].wants(), reason="csv: does not read columns yet")
 
 COLUMNS = {
     "size": {"type": "numeric", "missing": "median", "indicator": True},
