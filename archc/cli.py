@@ -211,6 +211,10 @@ def _print_export(report: Any, start: float) -> None:
     batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
+    from archc.export.tabular import describe as row_line
+
+    if row_line(getattr(report, "row", None)):  # the file takes one input per column
+        click.echo(row_line(report.row))
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
@@ -271,6 +275,7 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     The model's recorded task kind says which of these it supports."""
     from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
     from archc.runtime.evaluate import is_source, load_split, score
+    from archc.runtime.tabular import csv_input, scored
     from archc.tasks.base import check_mode, for_model
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
@@ -289,13 +294,16 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
     _refuse_unknown_scheme(str(input_path))
-    if target is not None and not is_source(str(input_path)):
-        raise click.UsageError("--target names the target column of a data source: give --input csv:FILE")
-    labelled = load_split(m, str(input_path), split, target) if is_source(str(input_path)) else None
+    labelled = csv_input(m, str(input_path), target)  # a tabular model's CSV file: every row, by column name
+    if target is not None and labelled is None and not is_source(str(input_path)):
+        raise click.UsageError("--target names the target column of a data source or of a tabular model's CSV "
+                               "file: give --input csv:FILE or FILE.csv")
+    if labelled is None and is_source(str(input_path)):
+        labelled = load_split(m, str(input_path), split, target)
     feeds = labelled.feeds if labelled else read_inputs(input_path, m)
     outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))
     recs = records(m, outputs)
-    metrics = score(m, outputs, labelled.y) if labelled else {}
+    metrics = score(m, *scored(outputs, labelled.y)) if labelled and len(labelled.y) else {}
     if output is not None:
         write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
     if as_json:
@@ -305,7 +313,8 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
                + (f"; wrote {output}" if output is not None else ""))
     if labelled:
-        click.echo(f"{labelled.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        click.echo(f"{labelled.description}" + "".join(f"{', ' if i else ': '}{k} {v:.4f}"
+                                                       for i, (k, v) in enumerate(metrics.items())))
 
 
 def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int, output: Path | None,

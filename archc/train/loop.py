@@ -195,6 +195,10 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
+    if report.row:  # a tabular input: the file takes one input per column (archc.export.tabular)
+        from archc.export.tabular import describe as row_line
+
+        progress.report.note(row_line(report.row))
     return result
 
 
