@@ -474,7 +474,7 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     categories, and print the [inputs.NAME.columns] table to paste into a spec."""
     from archc.data.sources import make_options, parse
     from archc.data.survey import survey, toml_block
-    from archc.data.tabular import _target_column, read_table
+    from archc.data.tabular import target_column, read_table
 
     from archc.data.base import REGISTRY
 
@@ -485,7 +485,7 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     cls, arg, query = parse(source)
     options = make_options(cls, source, query, {"target": target} if target else {}, {})
     raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
-    name = _target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
+    name = target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
     click.echo(toml_block(Path(arg), raw, name, input_name, survey(raw, name, max_categories)), nl=False)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from archc.data.columns import FALSE_TOKENS, TRUE_TOKENS, Column, is_missing
-from archc.data.tabular import MAX_CLASSES, RawTable, _is_number
+from archc.data.tabular import MAX_CLASSES, RawTable, is_number
 
 MAX_CATEGORIES = 20     # default: a text column of at most this many values lists its categories
 FEW_INTEGERS = 10       # an integer column of at most this many values could be categorical (comment)
@@ -45,7 +45,7 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
     counted = f"{distinct} values" + (f", {missing} missing" if missing else "")
     if not present:
         return Surveyed(name, None, missing, 0, f"every cell is missing: left out")
-    if all(_is_number(c) for c in present):
+    if all(is_number(c) for c in present):
         rule = "median" if missing else "error"
         note = counted
         values = sorted(counts, key=float)
@@ -79,7 +79,7 @@ def target_summary(cells: list[str]) -> str:
     missing = len(cells) - len(present)
     tail = f"; {missing} missing cells: rows training refuses" if missing else ""
     distinct = sorted(set(present))
-    numeric = all(_is_number(c) for c in present)
+    numeric = all(is_number(c) for c in present)
     if numeric and not (all(float(c).is_integer() for c in present) and len(distinct) <= MAX_CLASSES):
         return f"regression{tail}"
     shown = ", ".join(distinct[:8]) + (", ..." if len(distinct) > 8 else "")

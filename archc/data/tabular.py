@@ -34,7 +34,7 @@ SNIFFED = ("\t", ";", "|")  # delimiters recognised when the first line has no c
 SAMPLE_LINES = 50  # lines the delimiter is recognised from
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     """True when float() accepts the cell."""
     try:
         float(text)
@@ -118,14 +118,14 @@ def _sklearn_layout(first: list[str], rows: list[list[str]]) -> list[str] | None
 
 def _check_header(header: list[str], rows: list[list[str]], line: int, path: Path, name: str) -> None:
     """Refuse a first line that is not column names: all numbers, or a cell count no row shares."""
-    if all(_is_number(c) for c in header):
+    if all(is_number(c) for c in header):
         raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
                         where=name, hint=f"add a first line naming the columns, or read the file as it is with "
                                          f"'csv:{path}?header=false' (columns named column_1, column_2, ...)")
     counts = {len(r) for r in rows}
     if len(counts) == 1 and len(header) not in counts:
         (count,) = counts
-        second = "?skip=1&header=false" if all(_is_number(c) for c in rows[0]) else "?skip=1"
+        second = "?skip=1&header=false" if all(is_number(c) for c in rows[0]) else "?skip=1"
         raise DataError(f"line {line}: expected the column names, received {len(header)} cells while every "
                         f"row after it has {count}: the first line is not a header", where=name,
                         hint=f"skip it: 'csv:{path}{second}'" + (" (columns named column_1, column_2, ...)"
@@ -179,7 +179,7 @@ def _column_floats(cells: list[str], column: str, lines: list[int], name: str,
         values = np.array(cells, dtype=np.float64)
     except ValueError:
         for cell, line in zip(cells, lines):  # the first offending cell, for the message
-            if not _is_number(cell):
+            if not is_number(cell):
                 received = "an empty cell" if cell == "" else describe(cell)
                 raise DataError(f"row {line}, column {column!r}: expected a number, received {received}",
                                 where=name, hint=hint(column)) from None
@@ -238,7 +238,7 @@ class CsvTable(Source):
         if len(raw.columns) < 2:
             raise DataError(f"expected at least one feature column and a target column, received {raw.columns}",
                             where=name, hint="a file of another delimiter? write ?delimiter=C")
-        target = _target_column(raw.columns, options.target, name)
+        target = target_column(raw.columns, options.target, name)
         if columns is not None:
             _check_features(name, target, columns)
         if not len(raw):
@@ -268,7 +268,7 @@ def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool, colum
     declare = (f"declare the columns by name: run `archc columns {path}` and paste its [inputs.NAME.columns] "
                f"table into the spec (text becomes a categorical column, a missing cell takes a missing rule)")
     present = [c for c in raw.cells[column] if not is_missing(c)]
-    text = any(not _is_number(c) for c in present)
+    text = any(not is_number(c) for c in present)
     if defaulted and text and len(set(present)) <= MAX_CLASSES:
         return (f"if {column!r} is what to predict, name it: [data] target = \"{column}\" or --target {column} "
                 f"(the target is the last column, {target!r}, unless named); if it is a feature, {declare}")
@@ -315,7 +315,7 @@ def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: l
     return dataclasses.replace(ds, table=dataclasses.replace(table, target=target))
 
 
-def _target_column(header: list[str], target: str | None, name: str) -> str:
+def target_column(header: list[str], target: str | None, name: str) -> str:
     """The target's column name: the named one, or the last."""
     if target is None:
         return header[-1]
@@ -334,7 +334,7 @@ def _target(cells: list[str], column: str, lines: list[int], task: str | None,
             raise DataError(f"row {line}, column {column!r}: expected a target value, received "
                             f"{'an empty cell' if cell == '' else describe(cell)}", where=name,
                             hint="remove the rows that have no target, or name another target column")
-    numeric = all(_is_number(c) for c in cells)
+    numeric = all(is_number(c) for c in cells)
     values = np.array([float(c) for c in cells]) if numeric else None
     if values is not None and not np.isfinite(values).all():
         i = int(np.argmin(np.isfinite(values)))
@@ -348,7 +348,7 @@ def _target(cells: list[str], column: str, lines: list[int], task: str | None,
             task = CLASSES if integral and len(np.unique(values)) <= MAX_CLASSES else TARGETS
     if task == TARGETS:
         if not numeric:
-            bad = next((c, ln) for c, ln in zip(cells, lines) if not _is_number(c))
+            bad = next((c, ln) for c, ln in zip(cells, lines) if not is_number(c))
             raise DataError(f"row {bad[1]}, column {column!r}: expected a number for a regression target, "
                             f"received {describe(bad[0])}", where=name,
                             hint="name the target column with [data] target / --target if this is not it")

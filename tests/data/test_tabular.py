@@ -266,3 +266,9 @@ def test_missing_target_cells_are_located(tmp_path):
     path.write_text("a,y\n1,0\n2,\n3,1\n")
     with pytest.raises(DataError, match=r"row 3, column 'y': expected a target value, received an empty cell"):
         load(f"csv:{path}")
+
+
+def test_target_option_in_the_source_with_a_relative_path(tmp_path):
+    (tmp_path / "w.csv").write_text("cultivar,a,b\n" + "\n".join(f"class_{i % 2},{i},{i * 2}" for i in range(20)))
+    ds = load("csv:w.csv?target=cultivar&delimiter=,", root=tmp_path)
+    assert ds.classes == ["class_0", "class_1"] and ds.example_shape == (2,)
