@@ -1,7 +1,7 @@
 """Dataset containers, validation, deterministic splitting and normalization statistics (numpy only)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +33,8 @@ class Dataset:
     classes: list[str] | None
     example_shape: tuple[int, ...]
     task: str
+    # What the loader did that the user should hear of (files skipped, images converted); printed by train and infer.
+    notes: list[str] = field(default_factory=list, kw_only=True)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, where: str) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archc.errors import DataError
-from archc.tasks.base import Example, F, Task, np, register
+from archc.tasks.base import Example, F, Task, np, plain, recorded_output, register
 from archc.labels import TARGETS
 
 
@@ -18,6 +18,18 @@ class Regression(Task):
     noun = "regression model"
 
     # validate: the base rule (float32 values); infer: the base scoring (MSE, MAE) and value records
+
+    @classmethod
+    def truth(cls, model, y):
+        """The target values (a number, or a list for several outputs)."""
+        return [plain(v) for v in np.asarray(y)]
+
+    @classmethod
+    def report(cls, model, outputs, y, top=0):
+        """Residual summaries: MAE, RMSE, R^2, quantiles; the pairs for the plots."""
+        from archc.runtime.report import values
+
+        return values(outputs[recorded_output(model) or next(iter(outputs))], np.asarray(y))
 
     @classmethod
     def example(cls) -> Example:

@@ -11,6 +11,7 @@ from archc.data import Dataset, Split, check_shape, load, normalization
 from archc.errors import DataError
 from archc.tasks import Task
 from archc.train.recipe import Setup
+from archc.train.run_dir import say
 from archc.train.splits import Examples
 
 
@@ -21,6 +22,14 @@ def context_of(setup: Setup) -> int | None:
         return None
     (seq,) = features
     return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
+
+
+def image_shape_of(setup: Setup) -> dict[str, Any]:
+    """channels and size ("HxW") of a [C, H, W] input with fixed sizes: images: sources convert to them, as
+    `archc infer` converts raw image files (archc.data.images); {} for other inputs."""
+    from archc.data.images import options_for
+
+    return options_for(setup.graph.inputs[setup.input_name].features)
 
 
 def check_ids(dataset: Dataset, name: str, vocab: int | str | None) -> None:
@@ -41,7 +50,9 @@ def load_checked(setup: Setup, objective: Task) -> Dataset:
     assert d is not None
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
-                   defaults={"context": context_of(setup)})
+                   defaults={"context": context_of(setup)} | image_shape_of(setup))
+    for note in dataset.notes:  # files skipped, images converted: never silent
+        say(f"{dataset.name}: {note}")
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]
