@@ -357,7 +357,7 @@ def _run_inputs(m: Any, text: str, split: str | None, top: int, output: Path | N
 def _write_report(folder: Path, detail: dict | None, title: str, kind: str) -> list[Path]:
     """--report DIR: the task's report as DIR/report.json and DIR/report.png (a folder holding files moved aside
     first: check_folder refused it earlier unless --force)."""
-    from archc.runtime.report import aside, write
+    from archc.runtime.report import aside, write_folder
 
     if detail is None:
         raise InputError(f"expected a model whose task kind makes a report, received a {kind or 'task-less'} model",
@@ -365,7 +365,7 @@ def _write_report(folder: Path, detail: dict | None, title: str, kind: str) -> l
     old = aside(folder)
     if old is not None:
         click.echo(f"note: --force: moved the earlier {folder} to {old}", err=True)
-    return write(folder, detail, title)
+    return write_folder(folder, detail, title)
 
 
 def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int, output: Path | None,

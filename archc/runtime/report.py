@@ -116,14 +116,27 @@ def aside(folder: Path) -> Path | None:
     return old
 
 
-def write(folder: Path, report: dict[str, Any], title: str) -> list[Path]:
-    """report.json and report.png in `folder` (made when missing), each written atomically."""
+def write_folder(folder: Path, report: dict[str, Any], title: str) -> list[Path]:
+    """report.json and report.png in `folder` (made when missing)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / name for name in FILES]
-    shown = {k: v for k, v in report.items() if k != "pairs"}  # the plot's raw pairs are the outputs, not a summary
-    write_bytes_atomic(paths[0], (dumps(shown, indent=2) + "\n").encode("utf-8"))
-    write_bytes_atomic(paths[1], plot(report, title))
+    write(paths[0], paths[1], report, title)
     return paths
+
+
+def write(json_path: Path, png_path: Path, report: dict[str, Any], title: str) -> None:
+    """The report as JSON and as a plot, each written atomically."""
+    shown = {k: v for k, v in report.items() if k != "pairs"}  # the plot's raw pairs are the outputs, not a summary
+    write_bytes_atomic(json_path, (dumps(shown, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(png_path, plot(report, title))
+
+
+def summary(report: dict[str, Any]) -> str:
+    """'accuracy 0.9722, macro F1 0.9718' or 'MAE 0.41, RMSE 0.55, R^2 0.87': the report in a line."""
+    if report["kind"] == "values":
+        return f"MAE {report['mae']:.4g}, RMSE {report['rmse']:.4g}, R^2 {report['r2']:.4f}"
+    first = "accuracy" if report["kind"] == "classes" else "label_accuracy"
+    return f"{first.replace('_', ' ')} {report[first]:.4f}, macro F1 {report['macro_avg']['f1']:.4f}"
 
 
 def plot(report: dict[str, Any], title: str) -> bytes:
@@ -172,7 +185,7 @@ def _bars(ax: Any, rows: list[dict[str, Any]]) -> None:
     ax.set_xticks(x, [r["label"] for r in rows], rotation=90 if len(rows) > 6 else 0, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_title("per class")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
 
 

@@ -359,6 +359,12 @@ def for_model(model: "Model", strict: bool = True) -> type[Task]:
     return cls or Task
 
 
+def makes_report(cls: type[Task]) -> bool:
+    """Whether a task kind writes a report (overrides `Task.report`): what `archc train` checks before reading the
+    test split again for it."""
+    return cls.report.__func__ is not Task.report.__func__  # type: ignore[attr-defined]
+
+
 def check_mode(model: "Model", flag: str) -> None:
     """InputError when the model's task supports no `archc infer` mode run by `flag` (--input, --prompt,
     --num-samples); models without a recorded task, or of a kind this archc does not know, are tried in any mode

@@ -51,8 +51,6 @@ def load_checked(setup: Setup, objective: Task) -> Dataset:
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
                    defaults={"context": context_of(setup)} | image_shape_of(setup))
-    for note in dataset.notes:  # files skipped, images converted: never silent
-        say(f"{dataset.name}: {note}")
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]
@@ -113,6 +111,8 @@ class Data:
 def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device."""
     dataset = load_checked(setup, objective)
+    for note in dataset.notes:  # files skipped, images converted: never silent
+        say(f"{dataset.name}: {note}")
     d = setup.spec.data
     assert d is not None  # prepare() checked it
     preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None

@@ -147,6 +147,30 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     return add_cache(export(setup.compiled, path, module=cpu, extra_metadata=extra), setup.compiled, cpu)
 
 
+def write_report(setup: Setup, objective: Any) -> str | None:
+    """report.json and report.png of the exported model.onnx on the test split, as `archc infer model.onnx --input
+    SOURCE --report DIR` makes them (ONNX Runtime on the data read again, as loaded for training); a line saying
+    so, or None for task kinds without a report."""
+    from archc.runtime import Model
+    from archc.runtime.report import summary, write
+    from archc.tasks.base import for_model, makes_report
+    from archc.train.dataset import load_checked
+
+    name = objective.data_input
+    if not makes_report(type(objective)) or name is None:
+        return None
+    test = load_checked(setup, objective).test
+    run_dir = setup.run_dir
+    model = Model.open(run_dir.onnx, device="cpu")
+    outputs = model.run({name: test.x}, batch_size=1024)
+    detail = for_model(model).report(model, outputs, test.y)
+    if detail is None:
+        return None
+    write(run_dir.path("report"), run_dir.path("report_png"), detail,
+          f"{setup.spec.data.source}, test split, {len(test)} examples")  # type: ignore[union-attr]
+    return f"test split report ({summary(detail)}): wrote {run_dir.path('report')} and {run_dir.path('report_png')}"
+
+
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer).
     Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint."""
@@ -182,12 +206,15 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.final(state.history)
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
+    detail = write_report(setup, learner.objective) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels)
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
               f"{state.best_epoch})" if test else "no test split to score")
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
+    if detail:
+        progress.report.note(detail)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
     return result
