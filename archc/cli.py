@@ -331,9 +331,9 @@ def _run_inputs(m: Any, text: str, split: str | None, top: int, output: Path | N
                          f"class), received {data.description}", where="--report")
     outputs = m.run(data.feeds, batch_size=batch_size or (1024 if labelled else None))
     recs = records(m, outputs, top)
-    extra = ({"file": data.names} if data.names else {}) | \
-            ({"true": task.truth(m, data.y)} if labelled and task.truth(m, data.y) is not None else {})
-    extra = {k: v for k, v in extra.items() if len(v) == len(recs)}
+    columns = {"file": data.names, "true": task.truth(m, data.y) if labelled else None}
+    # leading columns, one value per record (graph node tasks score fewer examples than they print: no column)
+    extra = {k: v for k, v in columns.items() if v is not None and len(v) == len(recs)}
     recs = [{k: v[i] for k, v in extra.items()} | r for i, r in enumerate(recs)]
     metrics = score(m, outputs, data.y) if labelled else {}
     detail = task.report(m, outputs, data.y, top) if labelled else None

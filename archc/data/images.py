@@ -24,6 +24,7 @@ EXTENSIONS = PICTURES + (".npy",)
 # header before any pixel is decoded, so a small file that declares 30000 x 30000 is refused at once.
 MAX_PIXELS = 8192 * 8192
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as Pillow's convert("L")
+RESIZED = "resized"  # convert()'s word for a resize, counted apart: the note says to what size, by which rule
 RESIZE = "Pillow bilinear (antialiased when shrinking) on float32 values, aspect ratio not kept"
 
 
@@ -145,7 +146,7 @@ def convert(img: np.ndarray, channels: int | None, size: tuple[int, int] | None)
         img, what = convert_channels(img, channels)
         done += [what] if what else []
     if size is not None and tuple(img.shape[1:]) != tuple(size):
-        done.append(f"{img.shape[1]}x{img.shape[2]} resized to {size[0]}x{size[1]}")
+        done.append(RESIZED)
         img = resize(img, size)
     return img, tuple(done)
 
@@ -160,17 +161,15 @@ class Conversions:
 
     def add(self, done: tuple[str, ...]) -> None:
         self.images += bool(done)
-        for what in done:
-            self.changed["resized" if "resized" in what else what] += 1
+        self.changed.update(done)
 
     def notes(self, size: tuple[int, int] | None) -> list[str]:
         """'converted 3 of 10 image(s): RGB to gray (3) ...', 'skipped 2 non-image file(s): ...'."""
         out = []
         if self.images:
-            parts = [f"{what} ({n})" for what, n in self.changed.items() if what != "resized"]
-            if self.changed["resized"]:
-                parts.append(f"resized to {size[0]}x{size[1]} ({self.changed['resized']}; {RESIZE})" if size
-                             else f"resized ({self.changed['resized']})")
+            parts = [f"{what} ({n})" for what, n in self.changed.items() if what != RESIZED]
+            if self.changed[RESIZED] and size:
+                parts.append(f"resized to {size[0]}x{size[1]} ({self.changed[RESIZED]}; {RESIZE})")
             out.append(f"converted {self.images} image(s) to the model's shape: {'; '.join(parts)}")
         if self.skipped:
             shown = ", ".join(self.skipped[:5]) + (f", ... ({len(self.skipped)} in all)" if len(self.skipped) > 5 else "")

@@ -43,7 +43,7 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     from archc.runtime.evaluate import load_split
 
     path = Path(text)
-    image_input(model)
+    name, channels, size = image_input(model)
     if path.is_dir() and class_folders(path):
         return load_split(model, f"images:{path}", split or ALL)
     if split not in (None, ALL):
@@ -51,7 +51,6 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
                          where="--split", hint="put the images in one sub-folder per class to split and score them")
     conversions = Conversions()
     files = _files(path, text, conversions)
-    name, channels, size = image_input(model)
     where = f"--input {text}"
     try:
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
