@@ -196,6 +196,10 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
         return
     report, graph = c.report, c.graph
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes, {graph.total_params:,} parameters)")
+    for name in graph.columns:  # a tabular input: nothing was fitted, so the model reads rows already encoded
+        click.echo(f"input {name!r} takes the encoded row {graph.inputs[name].show()} (no data read, nothing "
+                   "fitted: `archc train` fits the columns on the training split and records them as "
+                   "archc.columns)")
     _print_export(report, start)
 
 

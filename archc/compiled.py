@@ -44,5 +44,18 @@ class Compiled:
 
 
 def spec_hash(raw: dict[str, Any]) -> str:
-    """Hash of the spec's data (TOML and JSON forms of one spec hash alike)."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """Hash of the spec's data (TOML and JSON forms of one spec hash alike). Keys are sorted, so the order of a
+    tabular input's columns, which is the order of the encoded row, is hashed besides (only where there is one:
+    other specs keep the hash they had)."""
+    orders = _column_orders(raw)
+    data = {**raw, "$column_order": orders} if orders else raw
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _column_orders(raw: dict[str, Any]) -> dict[str, list[str]]:
+    """{input: [column names in declaration order]} of the raw spec's tabular inputs."""
+    inputs = raw.get("inputs")
+    if not isinstance(inputs, dict):
+        return {}
+    return {str(name): list(inp["columns"]) for name, inp in inputs.items()
+            if isinstance(inp, dict) and isinstance(inp.get("columns"), dict)}

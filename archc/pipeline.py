@@ -20,6 +20,7 @@ from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.expand import expand as expand_graph
 from archc.graph.infer import infer as infer_graph
 from archc.graph.located import InternalError
+from archc.language.columns import check as check_columns
 from archc.language.errors import from_validation, layer_label
 from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
@@ -52,7 +53,7 @@ def check_values(raw: dict[str, Any]) -> None:
 
 
 def check_spec(raw: dict[str, Any]) -> Spec:
-    """Plain values, the format version, then the top-level data model."""
+    """Plain values, the format version, then the top-level data model and the tabular inputs' columns."""
     check_values(raw)
     version = raw.get("archc")
     if version is None:
@@ -67,10 +68,12 @@ def check_spec(raw: dict[str, Any]) -> Spec:
     if version < 1:
         raise SpecError(f"expected format version {FORMAT_VERSION}, received {version}", where="archc")
     try:
-        return Spec.model_validate(raw)
+        spec = Spec.model_validate(raw)
     except ValidationError as e:
         raise_all(list(from_validation(e, Spec)))
         raise  # unreachable: from_validation reports at least one error
+    raise_all(check_columns(spec))  # shape or columns, and every declared column's consistency
+    return spec
 
 
 # ---- the passes ---------------------------------------------------------------------------------------------

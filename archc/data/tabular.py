@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,34 @@ def _read_rows(path: Path, name: str) -> tuple[list[str], list[list[str]], list[
         raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
                         where=name, hint="add a first line naming the columns")
     return header, rows, lines
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A CSV's cells by column name, as text (stripped), and each data row's line number in the file."""
+
+    columns: list[str]
+    cells: dict[str, list[str]]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def read_table(path: Path, name: str) -> RawTable:
+    """A CSV with a header row, read by column name (every row must have the header's cell count)."""
+    if not path.is_file():
+        raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
+    header, rows, lines = _read_rows(path, name)
+    for row, line in zip(rows, lines):
+        if len(row) != len(header):
+            raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
+                            where=name)
+    dup = next((h for h in header if header.count(h) > 1), None)
+    if dup is not None:
+        raise DataError(f"expected distinct column names in the header, received {dup!r} twice", where=name)
+    columns = list(zip(*rows)) if rows else [() for _ in header]
+    return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines)
 
 
 def _column_floats(cells: list[str], column: str, lines: list[int], name: str) -> np.ndarray:

@@ -28,17 +28,15 @@ from typing import Any
 import numpy as np
 
 from archc.errors import ExportError
+from archc.graph.bounds import interval
 from archc.graph.ir import Graph, Node
+from archc.ops.base import base_axis
 from archc.runtime.kvcache import META_KEY, cache_path, file_sha256
 
 OPSET = 18
 ATOL, RTOL = 1e-4, 1e-4  # as the plain export's parity check: |onnx - torch| <= ATOL + RTOL * max|torch|
-# ops that compute each position from that position alone (their torch modules are called unchanged)
-POSITIONWISE = {"embedding", "linear", "gated_mlp", "layernorm", "rmsnorm", "dropout", "add", "mul", "tied_linear",
-                "relu", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "identity", "clamp", "relu6", "hardtanh",
-                "hardsigmoid", "hardswish"}
-AXIS_OPS = {"softmax", "log_softmax"}  # position-wise only along the feature axis
-POSITIONS = {"pos_embedding", "sinusoidal_pos"}  # offset by the past length
+# How each op treats sequence positions is its own declaration (`Op.positions`, `Op.mixes_positions`), so a new
+# position-wise op is cacheable without a change here.
 
 
 @dataclass
@@ -79,7 +77,7 @@ def refusal(graph: Graph, task_kind: str) -> Refusal | None:
         why = _node_refusal(node)
         if why:
             return Refusal(node.where, why)
-        layers += node.op.name() == "attention"
+        layers += node.op.positions == "attention"
     if not layers:
         return Refusal("layers", "expected at least one causal self-attention layer, received none")
     return None
@@ -87,26 +85,22 @@ def refusal(graph: Graph, task_kind: str) -> Refusal | None:
 
 def _node_refusal(node: Node) -> str:
     """Why this node mixes positions in a way a cache cannot follow ('' when it does not)."""
-    op = node.op.name()
     for o in (node.op, node.act):
-        if o is not None and o.name() in AXIS_OPS and getattr(o, "dim", -1) != -1:
-            return f"{o.name()} over axis {o.dim} mixes positions; a KV cache needs it on the last axis"
-    if op in ("layernorm", "rmsnorm") and getattr(node.op, "dims", 1) != 1:
-        return f"{op} over its last {node.op.dims} axes mixes positions; a KV cache needs it on the last axis alone"
-    if op == "attention":
-        a = node.op
-        if not a.causal:
-            return "attention is not causal (causal = false): every position reads later ones, so no KV cache"
-        if len(node.inputs) > 1:
-            return "attention reads a memory or pad tokens (cross or padded attention): no KV cache"
-        return ""
-    if op in POSITIONWISE or op in POSITIONS or op in AXIS_OPS:
-        return ""
-    return f"op '{op}' is not known to treat positions independently: no KV cache (generation recomputes)"
+        if o is None:
+            continue
+        if o.positions == "mixed":
+            return f"op '{o.name()}' is not known to treat positions independently: no KV cache (generation " \
+                   f"recomputes)"
+        why = o.mixes_positions()
+        if why:
+            return why
+    if node.op.positions == "attention" and len(node.inputs) > 1:
+        return "attention reads a memory or pad tokens (cross or padded attention): no KV cache"
+    return ""
 
 
 def attention_nodes(graph: Graph) -> list[Node]:
-    return [n for n in graph.nodes if n.op.name() == "attention"]
+    return [n for n in graph.nodes if n.op.positions == "attention"]
 
 
 def cached_decoder(module: Any, graph: Graph) -> Any:
@@ -136,16 +130,13 @@ def cached_decoder(module: Any, graph: Graph) -> Any:
             present: list[torch.Tensor] = []
             for node, mod, act in self.steps:
                 args = [env[i] for i in node.inputs]
-                op = node.op.name()
-                if op == "attention":
+                kind = node.op.positions
+                if kind == "attention":
                     i = len(present)
                     y, k, v = _attend(mod, args[0], past[i], past[i + 1], ctx)
                     present += [k, v]
-                elif op == "pos_embedding":
-                    y = args[0] + mod.weight[offset: offset + new]                 # rows past..past+new-1
-                elif op == "sinusoidal_pos":
-                    a = pos.to(mod.inv_freq.dtype)[:, None] * mod.inv_freq[None, :]
-                    y = args[0] + torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : mod.dim].to(args[0].dtype)
+                elif kind == "offset":
+                    y = mod.forward_at(args[0], offset, pos)                        # positions past..past+new-1
                 else:
                     y = mod(*args)
                 env[node.id] = act(y) if act is not None else y
@@ -213,9 +204,9 @@ def layout(graph: Graph, module: Any) -> CacheLayout:
     mods = [module.get_submodule(module_path(n.id)) for n in nodes]
     heads = [int(m.num_kv_heads) for m in mods]
     dims = [int(m.out_proj.in_features // m.num_heads) for m in mods]
-    tables = [int(n.op.max_len) for n in graph.nodes if n.op.name() == "pos_embedding"]
-    return CacheLayout(next(iter(graph.inputs)), next(iter(graph.outputs)), len(nodes), heads, dims,
-                       min(tables) if tables else None, nodes=[n.id for n in nodes])
+    name, tokens = next(iter(graph.inputs.items()))
+    _, limit = interval(graph, base_axis(str(tokens.features[0])))  # positions the tables hold (max_len), if bounded
+    return CacheLayout(name, next(iter(graph.outputs)), len(nodes), heads, dims, limit, nodes=[n.id for n in nodes])
 
 
 def empty_past(lay: CacheLayout, batch: int) -> dict[str, np.ndarray]:

@@ -8,8 +8,10 @@ from pydantic import ValidationError
 from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
+from archc.graph.tabular import front, row_type
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
+from archc.language.columns import tabular
 from archc.language.errors import at, close_matches, from_validation, layer_label
 from archc.language.exprs import substitute
 from archc.language.model import Block, Spec, Use
@@ -31,11 +33,18 @@ class Expander:
 
     def run(self) -> Graph:
         spec = self.spec
-        inputs = {name: TensorType(((BATCH,) if inp.batched else ()) + tuple(inp.shape), inp.dtype)
+        tables = tabular(spec)
+        inputs = {name: row_type(tables[name]) if name in tables else
+                  TensorType(((BATCH,) if inp.batched else ()) + tuple(inp.shape or ()), inp.dtype)
                   for name, inp in spec.inputs.items()}
         self.inputs = set(inputs)
         scope = {name: name for name in inputs}
-        prev = next(iter(inputs)) if len(inputs) == 1 else None
+        for name, columns in tables.items():  # layers reading a tabular input read its embedding front, if any
+            node = front(name, columns)
+            if node is not None:
+                self.nodes.append(node)
+                scope[name] = node.id
+        prev = scope[next(iter(inputs))] if len(inputs) == 1 else None
         self.params = self.global_params()
         last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
@@ -56,7 +65,7 @@ class Expander:
         raise_all(self.errors)
         sizes = {**spec.axes}
         vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}
-        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab)  # type: ignore[arg-type]
+        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab, tables)  # type: ignore[arg-type]
 
     def global_params(self) -> dict[str, Any]:
         """[params] in order: a value may refer to the parameters above it (`b = "${a * 2}"`); a reference that

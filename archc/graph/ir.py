@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from archc.ops.base import Op, TensorType
+
+if TYPE_CHECKING:
+    from archc.data.columns import Column
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Graph:
     outputs: list[str]
     sizes: dict[str, int] = field(default_factory=dict)  # typical sizes of symbolic axes
     vocab: dict[str, int | str] = field(default_factory=dict)  # int64 inputs: values in [0, vocab or axis size)
+    columns: dict[str, tuple["Column", ...]] = field(default_factory=dict)  # tabular inputs' declared columns
     # filled by the infer pass (archc/graph/bounds.py): what the nodes index, per symbol and per int64 input
     axis_limits: dict[str, list[Limit]] = field(default_factory=dict)   # base symbol ('seq') -> limits
     value_limits: dict[str, list[Limit]] = field(default_factory=dict)  # input name -> limits on its values

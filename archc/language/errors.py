@@ -114,14 +114,23 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple) -> set[str]:
         if field is None:
             return set()
         ann = field.annotation
-        keyed = typing.get_origin(ann) is dict
+        keyed = typing.get_origin(ann) is dict or any(typing.get_origin(a) is dict for a in typing.get_args(ann))
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         if model is None:
-            model = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)),
-                         None)
+            model = _model_in(ann)
     if model is None:
         return set()
     return {f.alias or k for k, f in model.model_fields.items()}
+
+
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The first model inside an annotation: `Input` of dict[Name, Input], `ColumnDecl` of
+    dict[str, Literal[...] | ColumnDecl] | None."""
+    for a in typing.get_args(ann):
+        found = a if isinstance(a, type) and issubclass(a, BaseModel) else _model_in(a)
+        if found is not None:
+            return found
+    return None
 
 
 _UNION_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple", "none"}
@@ -137,13 +146,21 @@ def _is_tag(part: Any) -> bool:
 def _union_models() -> frozenset[str]:
     """Names of the spec models that appear as union members (pydantic tags errors with them)."""
     from archc.language import model as m
-    names = set()
+    names: set[str] = set()
     for cls in vars(m).values():
         if isinstance(cls, type) and issubclass(cls, BaseModel):
             for f in cls.model_fields.values():
-                args = getattr(f.annotation, "__args__", ())
-                names.update(a.__name__ for a in args if isinstance(a, type) and issubclass(a, BaseModel))
+                names.update(_members(f.annotation))
     return frozenset(names)
+
+
+def _members(ann: Any) -> set[str]:
+    """Model names in a union, also inside a container (`dict[str, Literal[...] | ColumnDecl]`)."""
+    args = getattr(ann, "__args__", ())
+    out = {a.__name__ for a in args if isinstance(a, type) and issubclass(a, BaseModel)}
+    for a in args:
+        out |= _members(a) if typing.get_origin(a) is not None else set()
+    return out
 
 
 def _groups(exc: ValidationError, model: type[BaseModel] | None) -> dict[tuple, list[dict]]:

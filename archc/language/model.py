@@ -13,6 +13,12 @@ Name = Annotated[str, Field(pattern=ID_PATTERN)]
 Scalar = bool | int | float | str
 TASK_KINDS = tuple(REGISTRY)  # one registered class per kind (archc/tasks/)
 LOSSES = losses()            # every kind's losses; validate checks the spec's against its kind's list
+# A column's words, as archc.data.columns spells them (a test keeps the two equal): written out here because
+# importing archc.data loads every data source and numpy, which the CLI and a spec without columns never need
+COLUMN_TYPES = ("numeric", "categorical", "boolean")
+MissingRule = Literal["error", "mean", "median", "most_frequent", "constant"]
+UnknownRule = Literal["error", "ignore", "most_frequent"]
+Encoding = Literal["onehot", "embedding"]
 
 
 class Strict(BaseModel):
@@ -26,16 +32,46 @@ class ModelInfo(Strict):
     doc: str = ""
 
 
-class Input(Strict):
-    """[inputs.NAME]: one model input, per example (the batch axis is implicit and dynamic)."""
+class ColumnDecl(Strict):
+    """[inputs.NAME.columns] COL = { type = ..., ... }: one column of a tabular input (archc.data.columns.Column);
+    an attribute left out takes the input's default (missing, indicator, unknown, scale) or the column's."""
 
-    shape: list[Annotated[int, Field(ge=1)] | Name] = Field(
-        description="per-example shape; a name (\"seq\") is a symbolic axis")
+    type: Literal[COLUMN_TYPES] = Field(description="numeric, categorical or boolean")  # type: ignore[valid-type]
+    missing: MissingRule | None = Field(None, description="missing cells: error, mean, median, most_frequent or "
+                                                          "constant (with fill); default: the input's")
+    fill: float | str | bool | None = Field(None, description="what a missing cell becomes with missing = \"constant\"")
+    indicator: bool | None = Field(None, description="add a 0/1 'was missing' feature after the column's own")
+    scale: bool | None = Field(None, description="standardize with the training split's mean and std (default: "
+                                                 "numeric yes, boolean no)")
+    encode: Encoding = Field("onehot", description="categorical: one-hot, or an embedding of `dim` features")
+    dim: Annotated[int, Field(ge=1)] | None = Field(None, description="encode = \"embedding\": features per category")
+    categories: list[str | int] | None = Field(None, min_length=1, description="categorical: the categories, in "
+                                                                              "encoded order (fixed in the spec)")
+    max_categories: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="categorical: learn at most this many categories from the training split")
+    unknown: UnknownRule | None = Field(None, description="categorical: a category not among the known ones: "
+                                                          "error, ignore or most_frequent; default: the input's")
+
+
+class Input(Strict):
+    """[inputs.NAME]: one model input, per example (the batch axis is implicit and dynamic): a `shape`, or for
+    a tabular input its `columns` (the width follows from them)."""
+
+    shape: list[Annotated[int, Field(ge=1)] | Name] | None = Field(
+        None, description="per-example shape; a name (\"seq\") is a symbolic axis")
     dtype: Literal["float32", "int64"] = "float32"
     vocab: Annotated[int, Field(ge=1)] | Name | None = Field(
         None, description="int64 inputs: values lie in [0, vocab) (token ids, class ids); an axis name "
                           "for indices into that axis (edge_index into 'nodes')")
     batched: bool = Field(True, description="prepend the implicit batch axis (false for whole-graph inputs)")
+    columns: dict[str, Literal[COLUMN_TYPES] | ColumnDecl] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="a tabular input: its columns by name (as in the CSV header), in encoded "
+                                        "order; a type (\"numeric\", \"categorical\", \"boolean\") or a table")
+    missing: MissingRule = Field("error", description="columns: missing cells' default rule (mean/median: "
+                                                      "categorical columns take most_frequent)")
+    indicator: bool = Field(False, description="columns: add a 'was missing' feature to every column by default")
+    unknown: UnknownRule = Field("error", description="columns: unseen categories' default rule")
+    scale: bool | None = Field(None, description="columns: standardize numeric (and boolean) columns by default")
 
 
 class Task(Strict):
@@ -109,6 +145,8 @@ class Train(Strict):
     monitor: Literal["metric", "loss", "last"] = Field(
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
                               "('last': every epoch improves, so the final weights are kept; no early stop)")
+    compile: bool = Field(False, description="train through torch.compile (its first steps compile for seconds to "
+                                             "minutes; see benchmarks figure 13 for what it gains)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
     diffusion: DiffusionRecipe | None = Field(

@@ -22,6 +22,13 @@ PARAM_REF = {"type": "string", "pattern": r"^\$([A-Za-z_][A-Za-z0-9_]*|\{.*\})$"
 IS_REF = {"type": "string", "pattern": r"^\$"}  # what the expand pass substitutes (archc/language/exprs.py)
 SCHEMA_KEY = {"type": "string", "description": "the JSON Schema this spec is written against (for editors; "
                                                "archc ignores it)"}
+# An input has a `shape`, or (tabular) `columns` and no shape: keyed on `columns`, so a stray shape is reported at
+# the shape and a missing one at the input, as archc reports them (archc/language/columns.py)
+# (`not` and not `false`: python-jsonschema reports a false schema at the table, not at the shape)
+SHAPE_OR_COLUMNS = {"if": {"required": ["columns"]},
+                    "then": {"properties": {"shape": {"not": {"description": "no shape with columns: a tabular "
+                                                                             "input's width follows from them"}}}},
+                    "else": {"required": ["shape"]}}
 WIRING = ("op", "id", "from")                 # never substituted: names, not values
 KEEP_OUTSIDE = ("title", "description", "default", "examples")  # editors show these on hover
 
@@ -39,6 +46,7 @@ def json_schema() -> dict[str, Any]:
     use_props["repeat"] = _ref_or(use_props["repeat"])
     defs["Layer"] = _layer(name_of[Use], {cls.name(): name_of[cls] for cls in ops})
     defs["ParamRef"] = PARAM_REF
+    defs["Input"].update(SHAPE_OR_COLUMNS)
     layers_item = {"$ref": "#/$defs/Layer"}
     defs[name_of[Block]]["properties"]["layers"]["items"] = layers_item
     schema = {"$schema": DRAFT, "title": "archc spec", **defs.pop(name_of[Spec])}

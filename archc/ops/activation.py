@@ -15,6 +15,7 @@ class Activation(Op):
 
     family = "activation"
     is_activation = True
+    positions = "each"
     examples = _EXAMPLES
     torch_name: ClassVar[str] = ""  # the torch.nn class to lower to, with the op's attributes as keyword arguments
 
@@ -186,6 +187,10 @@ class _AxisActivation(Activation):
 
     def flops(self, ins, out, sizes):
         return 5 * out.numel(sizes)
+
+    def mixes_positions(self) -> str:
+        return "" if self.dim == -1 else f"{self.name()} over axis {self.dim} mixes positions; a KV cache needs it " \
+                                        f"on the last axis"
 
 
 @register

@@ -37,6 +37,11 @@ class Attention(Op):
     pad_index: int | None = Field(None, description="mask keys whose token (the last, int64 input) equals it")
 
     family = "attention"
+    positions = "attention"
+
+    def mixes_positions(self) -> str:
+        return "" if self.causal else "attention is not causal (causal = false): every position reads later ones, " \
+                                      "so no KV cache"
     arity = (1, 3)
     examples = (Example({"num_heads": 2, "causal": True}, (("seq", 8),), sizes={"seq": 6}),
                 Example({"num_heads": 2, "rope": True, "pad_index": 0, "causal": True}, (("seq", 8), ("seq",)),

@@ -142,8 +142,17 @@ class Op(BaseModel):
     ties: ClassVar[str | None] = None
     # What a score output ending in this op holds ("probs", "log_probs"); None: unnormalized scores (logits).
     score_kind: ClassVar[str | None] = None
+    # How the op treats the positions of a sequence (axis 1 of [batch, seq, ...]), for the KV-cache export:
+    # "each": every position from itself alone (the cached decoder calls it unchanged); "offset": adds a table read
+    # at absolute positions (the cached decoder calls `forward_at`, offset by the past length); "attention": causal
+    # self-attention (cached); "mixed": anything else (no cache). `mixes_positions` refines it per instance.
+    positions: ClassVar[str] = "mixed"
 
     # ---- hooks -------------------------------------------------------------------------------
+    def mixes_positions(self) -> str:
+        """Why this instance mixes sequence positions although its class's `positions` says not ('' if it does not)."""
+        return ""
+
     def infer(self, ins: list[TensorType]) -> TensorType:
         """The output type for these inputs, or ShapeError saying expected vs received."""
         raise NotImplementedError

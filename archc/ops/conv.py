@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from archc.ops.base import (Dim, Example, NonNegInt, Op, PosInt, TensorType, as_tuple, concrete, expect, expect_float,
+from archc.ops.base import (Dim, Example, NonNegInt, Op, PosInt, as_tuple, concrete, expect, expect_float,
                             expect_rank, register)
 
 IntOrList = PosInt | list[PosInt]

@@ -17,6 +17,7 @@ class Linear(Op):
     bias: bool = Field(True, description="learn an additive bias")
 
     family = "dense"
+    positions = "each"
     examples = (Example({"out_features": 5}, ((7,),)), Example({"out_features": 3, "bias": False}, ((2, 4),)))
 
     def infer(self, ins: list[TensorType]) -> TensorType:
@@ -57,6 +58,7 @@ class GatedMLP(Op):
     bias: bool = Field(False, description="learn biases in the three projections")
 
     family = "dense"
+    positions = "each"
     examples = (Example({"hidden_features": 12}, (("seq", 6),), sizes={"seq": 5}),
                 Example({"hidden_features": 8, "activation": "gelu_tanh", "bias": True, "out_features": 3}, ((5,),)))
 

@@ -19,6 +19,7 @@ class Embedding(Op):
     padding_idx: int | None = Field(None, description="a row kept at zero and not trained (e.g. the pad token)")
 
     family = "embedding"
+    positions = "each"
     examples = (Example({"num_embeddings": 11, "embedding_dim": 4}, (("seq",),), dtype="int64", vocab=11,
                         sizes={"seq": 6}),
                 Example({"num_embeddings": 7, "embedding_dim": 3, "padding_idx": 0}, ((2, 3),), dtype="int64",
@@ -64,6 +65,7 @@ class PosEmbedding(Op):
     max_len: PosInt = Field(description="longest sequence (table rows); a longer input fails at run time")
 
     family = "embedding"
+    positions = "offset"
     examples = (Example({"max_len": 16}, (("seq", 4),), sizes={"seq": 6}), Example({"max_len": 5}, ((5, 3),)))
 
     def infer(self, ins):
@@ -97,6 +99,7 @@ class SinusoidalPos(Op):
     base: float = Field(10000.0, gt=1, description="longest wavelength / 2pi")
 
     family = "embedding"
+    positions = "offset"
     examples = (Example({}, (("seq", 6),), sizes={"seq": 7}), Example({"base": 100.0}, ((4, 5),)))
 
     def infer(self, ins):
@@ -120,6 +123,7 @@ class TiedLinear(Op):
     bias: bool = Field(False, description="learn an additive bias (its own parameter)")
 
     family = "embedding"
+    positions = "each"
     ties = "tie"
     examples = (Example({"tie": "emb"}, (("seq",),), dtype="int64", vocab=11, sizes={"seq": 5},
                         before=({"op": "embedding", "id": "emb", "num_embeddings": 11, "embedding_dim": 6},)),

@@ -53,7 +53,12 @@ class LayerNorm(Op):
     bias: bool = Field(True, description="learn the shift (with elementwise_affine)")
 
     family = "norm"
+    positions = "each"
     examples = (Example({}, ((6,),)), Example({"dims": 2}, ((3, 4),)), Example({"bias": False}, ((2, 5),)))
+
+    def mixes_positions(self) -> str:
+        return "" if self.dims == 1 else f"layernorm over its last {self.dims} axes mixes positions; a KV cache " \
+                                         f"needs it on the last axis alone"
 
     def _shape(self, x: TensorType) -> tuple[int, ...]:
         expect(self.dims < x.rank, f"dims < {x.rank} (the input's rank, batch axis included)", str(self.dims))
@@ -88,6 +93,7 @@ class RMSNorm(Op):
     elementwise_affine: bool = Field(True, description="learn a per-feature scale")
 
     family = "norm"
+    positions = "each"
     examples = (Example({}, (("seq", 6),), sizes={"seq": 5}), Example({"elementwise_affine": False}, ((7,),)))
 
     def infer(self, ins):

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from archc.errors import ShapeError
-from archc.ops.base import (Dim, Example, Op, PosInt, TensorType, concrete, expect, norm_axis,
+from archc.ops.base import (Dim, Example, Op, TensorType, concrete, expect, norm_axis,
                             register)
 
 
@@ -25,7 +25,7 @@ class Flatten(Op):
         (x,) = ins
         start, end = norm_axis(self.start_dim, x.rank, "start_dim"), norm_axis(self.end_dim, x.rank, "end_dim")
         expect(start >= 1, "start_dim >= 1 (the batch axis stays)", str(self.start_dim))
-        expect(start <= end, f"start_dim <= end_dim", f"{self.start_dim} > {self.end_dim}")
+        expect(start <= end, "start_dim <= end_dim", f"{self.start_dim} > {self.end_dim}")
         span = x.shape[start:end + 1]
         merged: Dim = span[0] if len(span) == 1 else math.prod(concrete(d, "axis to flatten") for d in span)
         return x.with_shape(x.shape[:start] + (merged,) + x.shape[end + 1:])
@@ -101,6 +101,7 @@ class Dropout(Op):
     p: float = Field(0.5, ge=0.0, lt=1.0, description="drop probability")
 
     family = "regularization"
+    positions = "each"
     examples = (Example({"p": 0.3}, ((5,),)),)
 
     def infer(self, ins):
@@ -132,6 +133,7 @@ class _Elementwise(Op):
 
     arity = (2, None)
     family = "merge"
+    positions = "each"
     module: ClassVar[str] = ""
 
     def infer(self, ins):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +13,9 @@ from archc.tasks import Task
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
 from archc.train.splits import Examples
+
+if TYPE_CHECKING:
+    from archc.data.columns import Request, Table
 
 
 def context_of(setup: Setup) -> int | None:
@@ -44,13 +47,43 @@ def check_ids(dataset: Dataset, name: str, vocab: int | str | None) -> None:
                             f"tables it indexes), received {bad}", where=f"data {dataset.name}")
 
 
-def load_checked(setup: Setup, objective: Task) -> Dataset:
-    """Load the [data] source and check it against the spec's input and the task before training."""
+def columns_request(setup: Setup, fitted: "Table | None" = None) -> "Request | None":
+    """What a tabular input asks the source for: its declared columns, fitted on the training split (or `fitted`,
+    a resumed run's table); None for any other input."""
+    from archc.data.columns import Request
+
+    name = setup.input_name
+    columns = setup.graph.columns.get(name) if name is not None else None
+    return Request(name, columns, fitted) if columns else None
+
+
+def recorded_table(run_dir: Any) -> "Table | None":
+    """The fitted table a run recorded in its export.json as it started (None: none recorded): a resumed run
+    encodes its data as the weights it resumes were trained on."""
+    from archc.data.columns import Table
+
+    if not run_dir.path("export").is_file():
+        return None
+    recorded = run_dir.read_json("export").get("columns")
+    if recorded is None:
+        return None
+    try:
+        return Table.from_json(recorded)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"expected the fitted columns archc recorded, received a table that cannot be read "
+                        f"({type(e).__name__}: {e})", where=str(run_dir.path("export"))) from None
+
+
+def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -> Dataset:
+    """Load the [data] source and check it against the spec's input and the task before training. A tabular
+    input's columns are read by name and fitted on the training split (or encoded with `fitted`)."""
     d = setup.spec.data
     assert d is not None
+    request = columns_request(setup, fitted)
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
-                   defaults={"context": context_of(setup)} | image_shape_of(setup))
+                   defaults={"context": context_of(setup)} | image_shape_of(setup),
+                   **({"columns": request} if request else {}))
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]
@@ -103,14 +136,16 @@ class Data:
     splits: dict[str, Examples[Any]]
     preprocess: dict | None
     labels: list[str] | None = None  # the model's class names in output order (data's or [task] labels)
+    table: "Table | None" = None     # a tabular input's fitted columns (the ONNX's archc.columns)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
 
 
-def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
-    """The checked data, normalized when the spec asks, as the objective's splits on the device."""
-    dataset = load_checked(setup, objective)
+def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Table | None" = None) -> Data:
+    """The checked data, normalized when the spec asks, as the objective's splits on the device (a tabular
+    input's rows encoded by its fitted columns, or by `fitted`)."""
+    dataset = load_checked(setup, objective, fitted)
     for note in dataset.notes:  # files skipped, images converted: never silent
         say(f"{dataset.name}: {note}")
     d = setup.spec.data
@@ -122,4 +157,4 @@ def load_data(setup: Setup, objective: Task, device: torch.device) -> Data:
     # images and ignores the labels) keep the spec's.
     named = objective.scores and dataset.classes is not None
     labels = dataset.classes if named else setup.spec.task.labels
-    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels)
+    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, getattr(dataset, "table", None))

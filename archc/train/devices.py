@@ -32,6 +32,34 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+# Step-speed choices, each kept because benchmarks/bench_train_speedups.py (figure 13) measured it faster on that
+# device type, side by side with torch's default (and, for CUDA AMP, figure 8's channels_last rows):
+# - the fused optimizer kernel (one kernel for every parameter's update) on CPU and CUDA;
+# - channels_last memory for models with 2-d convolutions: oneDNN (CPU) and cuDNN (tensor cores under autocast)
+#   run NHWC convolutions without the layout transposes NCHW costs.
+FUSED_DEVICES = ("cpu", "cuda")
+CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+
+
+def fused_optimizer(device: torch.device) -> bool:
+    """Whether the optimizer takes fused=True on this device."""
+    return device.type in FUSED_DEVICES
+
+
+def channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether to train `model` in channels_last memory format: it has a 2-d convolution and the device gains."""
+    return device.type in CHANNELS_LAST_DEVICES and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def to_channels_last(x: object) -> object:
+    """A batch (a tensor, or a tuple/list of them) with its 4-d float tensors in channels_last memory format."""
+    if isinstance(x, torch.Tensor):
+        return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 and x.is_floating_point() else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_channels_last(v) for v in x)
+    return x
+
+
 @contextlib.contextmanager
 def deterministic(device: torch.device) -> Iterator[None]:
     """Deterministic algorithms on CPU for the run, restoring the caller's setting afterwards."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from archc.errors import ArchcError
 from archc.tasks import Task
-from archc.train.devices import amp_dtype, seed_everything
+from archc.train.devices import amp_dtype, channels_last, fused_optimizer, seed_everything, to_channels_last
 from archc.train.distributed import Dist
 from archc.train.optim import build_optimizer, build_scheduler
 from archc.train.recipe import Setup
@@ -47,6 +47,8 @@ class Learner:
     amp: torch.dtype | None
     grad_clip: float | None
     last_lr: float = 0.0
+    channels_last: bool = False     # the model trains in channels_last memory format (devices.channels_last)
+    compiled: bool = False          # `net` runs through torch.compile ([train] compile)
 
     @classmethod
     def build(cls, setup: Setup, objective: Task, device: torch.device, steps: int, rank: int) -> "Learner":
@@ -56,19 +58,36 @@ class Learner:
         recipe = setup.spec.train
         seed_everything(recipe.seed)
         model = lower(setup.graph, seed=recipe.seed).to(device)
+        layout = channels_last(model, device)
+        if layout:
+            model = model.to(memory_format=torch.channels_last)
         if rank:
             torch.manual_seed(recipe.seed + rank)  # other ranks draw other dropout masks
-        optimizer = build_optimizer(model, recipe.optimizer)
+        optimizer = build_optimizer(model, recipe.optimizer, fused=fused_optimizer(device))
         amp = amp_dtype(recipe.precision, device)
         scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-        return cls(objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
-                   amp, recipe.grad_clip)
+        learner = cls(objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
+                      amp, recipe.grad_clip, channels_last=layout)
+        if recipe.compile:
+            learner.compile()
+        return learner
+
+    def compile(self) -> None:
+        """Train through torch.compile; what it cannot compile runs eagerly (dynamo's own fallback, with its
+        warning) rather than failing the run."""
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True
+        self.net = torch.compile(self.net)
+        self.compiled = True
 
     def distribute(self, several_outputs: bool) -> None:
-        """Train through DistributedDataParallel (the process group is up)."""
+        """Train through DistributedDataParallel (the process group is up), compiled again if it was."""
         self.net = nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=several_outputs)
+        if self.compiled:
+            self.compile()
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
@@ -79,6 +98,8 @@ class Learner:
         Returns the summed loss and metric (scalars). A non-finite loss on any rank stops every rank before the
         update (`done`: the steps before this one, `epoch`: from 1, for the message), so no NaN reaches the weights
         or a checkpoint."""
+        if self.channels_last:
+            x = to_channels_last(x)
         with self.autocast():
             out, y = self.objective.forward(self.net, x, y, training=True)
             loss = self.objective.loss(out, y)

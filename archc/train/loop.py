@@ -16,7 +16,7 @@ import torch
 import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
-from archc.train.dataset import Data, load_data
+from archc.train.dataset import Data, load_data, recorded_table
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -31,10 +31,11 @@ from archc.train.state import State, Tally, resume, save
 __all__ = ["build", "train"]
 
 
-def build(setup: Setup, dist: Dist, device: torch.device) -> tuple[Learner, Data]:
-    """Data, then model, optimizer and schedule: a fresh run at step 0."""
+def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) -> tuple[Learner, Data]:
+    """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
+    encoded as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_data(setup, objective, device)
+    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
@@ -47,6 +48,8 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     recipe, g = setup.spec.train, setup.graph
     amps = {torch.bfloat16: ", bf16 autocast", torch.float16: ", fp16 autocast"}
     amp = amps.get(learner.amp, "") if learner.amp is not None else ""
+    amp += ", channels_last" if learner.channels_last else ""
+    amp += ", torch.compile" if learner.compiled else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
             f"data {data.name}: {data.sizes()}{norm}",
@@ -177,6 +180,8 @@ def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
+    if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
+        extra["columns"] = data.table.to_json()
     return extra | objective.metadata()
 
 
@@ -232,7 +237,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
     with deterministic(device):
         dist.init(device)
         try:
-            learner, data = build(setup, dist, device)
+            learner, data = build(setup, dist, device, resume_run)
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:

@@ -35,16 +35,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: nn.Module, opt: Optimizer) -> torch.optim.Optimizer:
-    """The [train].optimizer table as a torch optimizer."""
+def build_optimizer(model: nn.Module, opt: Optimizer, fused: bool = False) -> torch.optim.Optimizer:
+    """The [train].optimizer table as a torch optimizer; `fused`: one fused kernel for all updates (same update rule,
+    devices.fused_optimizer says where it is faster)."""
     groups = param_groups(model, opt.weight_decay)
+    kw = {"fused": True} if fused else {}
     if opt.name == "sgd":
         if opt.nesterov and opt.momentum == 0:
             raise SpecError("expected momentum > 0 with nesterov = true, received momentum 0",
                             where="train.optimizer.nesterov")
-        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov)
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, **kw)
     cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=opt.lr, betas=tuple(opt.betas))
+    return cls(groups, lr=opt.lr, betas=tuple(opt.betas), **kw)
 
 
 def warmup_steps(s: Schedule, total: int, steps_per_epoch: int) -> int:

@@ -51,12 +51,23 @@ def _example_spec(name: str, ex) -> dict:
     return ex.spec(name, f"fuzz-{name}", "regression")
 
 
+# A tabular input declared by columns (one-hot, embedded, with an indicator): its width and its embedding front
+# come from the columns, which the "input" mutation changes
+TABULAR = {"archc": 1, "model": {"name": "fuzz-tabular"}, "task": {"kind": "classification"},
+           "inputs": {"row": {"missing": "median", "columns": {
+               "a": "numeric", "b": {"type": "categorical", "categories": ["x", "y", "z"]},
+               "c": {"type": "categorical", "max_categories": 4, "encode": "embedding", "dim": 3, "indicator": True},
+               "d": "boolean"}}},
+           "layers": [{"id": "fc1", "op": "linear", "out_features": 8, "act": "relu"},
+                      {"id": "out", "op": "linear", "out_features": 3}]}
+
+
 def _bases() -> dict[str, dict]:
     specs = {f"specs/{p.name}": load_file(p) for p in sorted((ROOT / "specs").iterdir())
              if p.suffix in (".toml", ".json")}
     ops = {f"{name}-{i}": _example_spec(name, ex) for name, cls in sorted(REGISTRY.items())
            for i, ex in enumerate(cls.examples)}
-    return specs | ops
+    return specs | ops | {"tabular": TABULAR}
 
 
 BASES = _bases()
@@ -133,6 +144,8 @@ def mutate(spec: dict, data: st.DataObject) -> str:
         if ints:
             path, v = data.draw(st.sampled_from(ints))
             _set(spec, path, data.draw(st.sampled_from(_near(v, path[-1]))))
+    elif kind == "input" and any("columns" in i for i in spec["inputs"].values()):
+        _mutate_columns(next(i["columns"] for i in spec["inputs"].values() if "columns" in i), data)
     elif kind == "input":
         name = data.draw(st.sampled_from(sorted(spec["inputs"])))
         shape = list(spec["inputs"][name].get("shape", []))
@@ -165,6 +178,26 @@ def mutate(spec: dict, data: st.DataObject) -> str:
         layer = data.draw(st.sampled_from(layers))
         _mutate_layer(spec, layer, kind, data)
     return kind
+
+
+def _mutate_columns(columns: dict, data: st.DataObject) -> None:
+    """One column changed: its encoding, its indicator, its type, or gone."""
+    name = data.draw(st.sampled_from(sorted(columns)))
+    col = columns[name] if isinstance(columns[name], dict) else {"type": columns[name]}
+    how = data.draw(st.sampled_from(["encode", "indicator", "type", "drop"]))
+    if how == "encode":
+        embed = col.get("encode") != "embedding"
+        col.update({"encode": "embedding", "dim": data.draw(st.integers(1, 4))} if embed else {"encode": "onehot"})
+        if not embed:
+            col.pop("dim", None)
+    elif how == "indicator":
+        col["indicator"] = not col.get("indicator", False)
+    elif how == "type":
+        col["type"] = data.draw(st.sampled_from(["numeric", "categorical", "boolean"]))
+    elif len(columns) > 1:
+        del columns[name]
+        return
+    columns[name] = col
 
 
 def _mutate_layer(spec: dict, layer: dict, kind: str, data: st.DataObject) -> None:
