@@ -267,12 +267,15 @@ def _checked_at(check: dict[str, Any]) -> str:
                    "and a confusion matrix; regression: residuals). A folder holding files is refused unless "
                    "--force.")
 @click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first.")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="With a csv: source as --input: the target column to score against (default: the spec's "
+                   "[data] target, else the last column).")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
           top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
           output: Path | None, device: str, batch_size: int | None, limit: int, split: str | None,
-          report_dir: Path | None, force: bool, as_json: bool) -> None:
+          report_dir: Path | None, force: bool, target: str | None, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file, image files or a data source (e.g. sklearn:digits) with ONNX
     Runtime only; or, with --prompt, generate text with a language model; or, with --num-samples, sample a
     diffusion model. The model's recorded task kind says which of these it supports."""
@@ -300,10 +303,10 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     if prompt is not None:
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
-    _run_inputs(m, str(input_path), split, top_k or 0, output, batch_size, limit, report_dir, as_json)
+    _run_inputs(m, str(input_path), split, target, top_k or 0, output, batch_size, limit, report_dir, as_json)
 
 
-def _read_input(m: Any, text: str, split: str | None) -> Any:
+def _read_input(m: Any, text: str, split: str | None, target: str | None) -> Any:
     """--input as a Labelled (feeds, labels or None, description, notes, file names): a data source, image files,
     or a file of values (unlabelled)."""
     from archc.runtime import files, read_inputs
@@ -311,8 +314,10 @@ def _read_input(m: Any, text: str, split: str | None) -> Any:
     from archc.tasks.base import Labelled
 
     _refuse_unknown_scheme(text)
+    if target is not None and not is_source(text):
+        raise click.UsageError("--target names the target column of a data source: give --input csv:FILE")
     if is_source(text):
-        return load_split(m, text, split or "test")
+        return load_split(m, text, split or "test", target)
     if files.is_raw(text):
         return files.read(m, text, split)
     if split is not None:
@@ -320,14 +325,14 @@ def _read_input(m: Any, text: str, split: str | None) -> Any:
     return Labelled(read_inputs(text, m), None, text)
 
 
-def _run_inputs(m: Any, text: str, split: str | None, top: int, output: Path | None, batch_size: int | None,
-                limit: int, report_dir: Path | None, as_json: bool) -> None:
+def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: int, output: Path | None,
+                batch_size: int | None, limit: int, report_dir: Path | None, as_json: bool) -> None:
     """`infer --input`: run, present (with the true label when known), score, and write the output and report."""
     from archc.runtime import records, table, write_outputs
     from archc.runtime.evaluate import score
     from archc.tasks.base import for_model
 
-    data = _read_input(m, text, split)
+    data = _read_input(m, text, split, target)
     labelled = data.y is not None
     task = for_model(m, strict=False)
     if report_dir is not None and not labelled:
@@ -507,6 +512,33 @@ def _print_variant(r: Any, max_drop: float) -> None:
     if r.worse_by is not None and r.worse_by > max_drop:
         click.echo(f"WARNING: {r.path}: {r.metric} {_worse(r)}, more than --max-drop {max_drop:g}; written because "
                    "of --force", err=True)
+
+
+@main.command("columns")
+@click.argument("file")
+@click.option("--target", default=None, metavar="COLUMN", help="The target column (default: the last column).")
+@click.option("--input", "input_name", default="row", show_default=True, help="The spec's input name.")
+@click.option("--max-categories", type=click.IntRange(min=1), default=20, show_default=True,
+              help="A text column of at most this many values lists its categories (more: learned in training).")
+@command
+def columns(file: str, target: str | None, input_name: str, max_categories: int) -> None:
+    """Read FILE (a CSV, or csv:FILE?delimiter=C&header=false&skip=N), infer each column's type, missing cells and
+    categories, and print the [inputs.NAME.columns] table to paste into a spec."""
+    from archc.data.sources import make_options, parse
+    from archc.data.survey import survey, toml_block
+    from archc.data.tabular import _target_column, read_table
+
+    from archc.data.base import REGISTRY
+
+    scheme = file.partition(":")[0]
+    if scheme in REGISTRY and scheme != "csv" and not Path(file).exists():
+        raise click.UsageError(f"expected a CSV file, received the {scheme}: source {file!r}")
+    source = file if scheme == "csv" else f"csv:{file}"
+    cls, arg, query = parse(source)
+    options = make_options(cls, source, query, {"target": target} if target else {}, {})
+    raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
+    name = _target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
+    click.echo(toml_block(Path(arg), raw, name, input_name, survey(raw, name, max_categories)), nl=False)
 
 
 @main.command()

@@ -50,6 +50,14 @@ def labels_for_task(y: np.ndarray, task: str | None, classes: list[str] | None,
     return labels, (classes if classes is not None else derived), task
 
 
+def split_rows(n: int, y: np.ndarray, task: str, splits: Splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) sorted row indices of n examples: stratified by the labels y for classification, so a
+    source that splits rows before building its features (csv: columns) cuts the same rows as from_arrays."""
+    test_idx, val_idx, train_idx = split_indices(n, [splits.test_fraction, splits.val_fraction], splits.seed,
+                                                 y if task == CLASSES else None)
+    return train_idx, val_idx, test_idx
+
+
 def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None, task: str,
                 splits: Splits, test: Split | None = None) -> Dataset:
     """Split prepared arrays x (N, ...) and y (N,) into train/val/test (test carved out only when not given)."""
@@ -58,12 +66,11 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] |
                         where=name)
     if len(x) == 0:
         raise DataError("expected at least one example, received none", where=name)
-    strat = y if task == CLASSES else None
     if test is None:
-        test_idx, val_idx, train_idx = split_indices(len(x), [splits.test_fraction, splits.val_fraction],
-                                                     splits.seed, strat)
+        train_idx, val_idx, test_idx = split_rows(len(x), y, task, splits)
         test = Split(x[test_idx], y[test_idx])
     else:
-        val_idx, train_idx = split_indices(len(x), [splits.val_fraction], splits.seed, strat)
+        val_idx, train_idx = split_indices(len(x), [splits.val_fraction], splits.seed,
+                                           y if task == CLASSES else None)
     whole = Split(x, y)
     return finish(name, subset(whole, train_idx), subset(whole, val_idx), test, classes, task)

@@ -3,8 +3,8 @@
 A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named
 set), the data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to
 `archc.data.load`), a small example the registry test builds and loads, and its `load`, which receives only
-what it declares: the argument and the split settings always, `task` and `options` when its signature names
-them.
+what it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared
+columns of a spec's tabular input, archc/data/columns.py's Request) when its signature names them.
 """
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ class Source:
     # ---- derived -----------------------------------------------------------------------------
     @classmethod
     def wants(cls) -> frozenset[str]:
-        """The optional keywords its `load` declares (of task, options)."""
-        return frozenset(inspect.signature(cls.load).parameters) & {"task", "options"}
+        """The optional keywords its `load` declares (of task, options, columns: a tabular source's)."""
+        return frozenset(inspect.signature(cls.load).parameters) & {"task", "options", "columns"}
 
     @classmethod
     def option_names(cls) -> list[str]:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from archc.errors import DataError
 from archc.labels import CLASSES
+
+if TYPE_CHECKING:
+    from archc.data.columns import Table
 
 @dataclass
 class Split:
@@ -33,6 +36,10 @@ class Dataset:
     classes: list[str] | None
     example_shape: tuple[int, ...]
     task: str
+    # A tabular source read by declared columns: the preprocessing fitted on the training split (x holds its
+    # encoded rows); None for every other source.
+    # (keyword-only: subclasses add positional fields of their own).
+    table: "Table | None" = field(default=None, kw_only=True)
     # What the loader did that the user should hear of (files skipped, images converted); printed by train and infer.
     notes: list[str] = field(default_factory=list, kw_only=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import ValidationError
 
@@ -12,14 +12,23 @@ from archc.data.base import REGISTRY, Source, SourceOptions, Splits, metavar
 from archc.data.dataset import Dataset, check_fractions
 from archc.errors import DataError, describe
 
+if TYPE_CHECKING:
+    from archc.data.columns import Request
+
 
 def load(source: str, *, task: str | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
          seed: int = 0, root: str | Path | None = None, defaults: Mapping[str, Any] | None = None,
-         **options: Any) -> Dataset:
+         columns: Request | None = None, **options: Any) -> Dataset:
     """Load a registered source (`archc.data.REGISTRY`) into a split Dataset. Path arguments are relative to
     `root`. Options come after '?' in the source or as keywords (None: not given), and must be the source's;
-    `defaults` fill options the source declares and nobody set (e.g. context from the model's input)."""
+    `defaults` fill options the source declares and nobody set (e.g. context from the model's input). `columns`:
+    read the declared columns of a tabular input by name (sources whose load takes columns: csv:)."""
     cls, arg, query = parse(source, root)
+    if columns is not None and "columns" not in cls.wants():
+        readers = [f"{s}:" for s, c in REGISTRY.items() if "columns" in c.wants()]
+        raise DataError(f"expected a source that reads columns by name ({', '.join(readers)}) for the tabular input "
+                        f"{columns.input!r}, received a {cls.scheme}: source", where=source,
+                        hint=f"a [inputs.{columns.input}.columns] input reads a CSV file: --data csv:FILE")
     if task is not None and task not in cls.tasks:
         raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} (what {cls.scheme}: sources feed), "
                         f"received {task!r}", where=source)
@@ -35,7 +44,7 @@ def load(source: str, *, task: str | None = None, val_fraction: float = 0.1, tes
                         hint=f"did you mean {', '.join(close)}?" if close else "")
     else:
         argument = arg
-    given = {"task": task, "options": opts}
+    given = {"task": task, "options": opts, "columns": columns}
     return cls(source).load(argument, Splits(val_fraction, test_fraction, seed),
                             **{k: v for k, v in given.items() if k in cls.wants()})
 

@@ -1,22 +1,37 @@
-"""`csv:FILE[?target=COLUMN]`: a header row, numeric feature columns and one target column."""
+"""`csv:FILE[?target=COLUMN&delimiter=C&header=false&skip=N]`: a CSV read by column name.
+
+Without declared columns every column but the target must be a number (the features, in file order); with a
+`columns=Request` (a spec's tabular input, archc/data/columns.py) the declared columns are read by name, fitted on
+the training split and encoded in every split, and the Dataset carries the fitted `Table`.
+
+scikit-learn's shipped CSV files (sklearn/datasets/data/iris.csv, ...) start with a metadata line, `N,F,name,...`
+(rows, features, class names), instead of column names: they are recognised and read as features `column_1..F`
+and a `target` column holding the class names.
+"""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from pydantic import Field
 
-from archc.data.arrays import from_arrays
+from archc.data.arrays import from_arrays, split_rows
 from archc.data.base import Example, Source, SourceOptions, Splits, register
-from archc.data.dataset import Dataset
+from archc.data.columns import Request, Table, fit, is_missing
+from archc.data.dataset import Dataset, Split, finish
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is taken as class labels
+SNIFFED = ("\t", ";", "|")  # delimiters recognised when the first line has no comma
+SAMPLE_LINES = 50  # lines the delimiter is recognised from
 
 
 def _is_number(text: str) -> bool:
@@ -28,29 +43,18 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_rows(path: Path, name: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows (blank lines skipped) and each row's line number in the file."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows, lines, header = [], [], None
-            for row in reader:
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if header is None:
-                    header = [c.strip() for c in row]
-                    continue
-                rows.append([c.strip() for c in row])
-                lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"expected a readable UTF-8 CSV file, received one that fails to read ({e})",
-                        where=name) from None
-    if header is None:
-        raise DataError("expected a header row, received an empty file", where=name)
-    if all(_is_number(c) for c in header):
-        raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
-                        where=name, hint="add a first line naming the columns")
-    return header, rows, lines
+def _is_int(text: str) -> bool:
+    return text.isdigit()
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV is written: its delimiter (None: a comma, or recognised), whether its first line names the
+    columns, and how many leading lines to skip."""
+
+    delimiter: str | None = None
+    header: bool = True
+    skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,16 +64,103 @@ class RawTable:
     columns: list[str]
     cells: dict[str, list[str]]
     lines: list[int]
+    layout: str = "header"  # "header", "no header" (column_1..) or "sklearn" (the metadata first line)
 
     def __len__(self) -> int:
         return len(self.lines)
 
 
-def read_table(path: Path, name: str) -> RawTable:
-    """A CSV with a header row, read by column name (every row must have the header's cell count)."""
+def _recognise_delimiter(text: str) -> str:
+    """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
+    sample = [ln for ln in text.splitlines()[:SAMPLE_LINES] if ln.strip()]
+    if not sample or "," in sample[0]:
+        return ","
+    for d in SNIFFED:
+        counts = {len(r) for r in csv.reader(sample, delimiter=d)}
+        if len(counts) == 1 and counts.pop() > 1:
+            return d
+    return ","
+
+
+def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], list[int]]:
+    """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for _ in range(dialect.skip):
+                f.readline()
+            text = f.read()
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or _recognise_delimiter(text))
+        records, lines = [], []
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            records.append([c.strip() for c in row])
+            lines.append(reader.line_num + dialect.skip)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"expected a readable UTF-8 CSV file, received one that fails to read ({e})",
+                        where=name) from None
+    return records, lines
+
+
+def _sklearn_layout(first: list[str], rows: list[list[str]]) -> list[str] | None:
+    """The class names of scikit-learn's metadata first line `N,F,name,...` (N rows of F features and a class
+    index), or None when the first line is not one."""
+    if len(first) < 3 or not (_is_int(first[0]) and _is_int(first[1])):
+        return None
+    n, features = int(first[0]), int(first[1])
+    if n != len(rows) or any(len(r) != features + 1 for r in rows):
+        return None
+    names = first[2:]
+    if not all(_is_int(r[-1]) and int(r[-1]) < len(names) for r in rows):
+        return None
+    return names
+
+
+def _check_header(header: list[str], rows: list[list[str]], line: int, path: Path, name: str) -> None:
+    """Refuse a first line that is not column names: all numbers, or a cell count no row shares."""
+    if all(_is_number(c) for c in header):
+        raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
+                        where=name, hint=f"add a first line naming the columns, or read the file as it is with "
+                                         f"'csv:{path}?header=false' (columns named column_1, column_2, ...)")
+    counts = {len(r) for r in rows}
+    if len(counts) == 1 and len(header) not in counts:
+        (count,) = counts
+        second = "?skip=1&header=false" if all(_is_number(c) for c in rows[0]) else "?skip=1"
+        raise DataError(f"line {line}: expected the column names, received {len(header)} cells while every "
+                        f"row after it has {count}: the first line is not a header", where=name,
+                        hint=f"skip it: 'csv:{path}{second}'" + (" (columns named column_1, column_2, ...)"
+                                                                   if "header" in second else ""))
+
+
+def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTable:
+    """A CSV read by column name (every row must have the header's cell count); see Dialect for the options."""
+    dialect = dialect or Dialect()
     if not path.is_file():
         raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
-    header, rows, lines = _read_rows(path, name)
+    records, lines = _records(path, name, dialect)
+    if not records:
+        raise DataError("expected a header row, received an empty file" if dialect.header else
+                        "expected rows, received an empty file", where=name)
+    layout = "no header"
+    if dialect.header:
+        header_line = lines[0]
+        header, rows, lines = records[0], records[1:], lines[1:]
+        classes = _sklearn_layout(header, rows)
+        if classes is not None:
+            cols = [f"column_{i + 1}" for i in range(int(header[1]))] + ["target"]
+            rows = [r[:-1] + [classes[int(r[-1])]] for r in rows]
+            return _table(cols, rows, lines, name, "sklearn")
+        if rows:
+            _check_header(header, rows, header_line, path, name)
+        # A blank header cell (a pandas index column) still needs a name to be read by.
+        header = [h or f"column_{i + 1}" for i, h in enumerate(header)]
+        layout = "header"
+    else:
+        header, rows = [f"column_{i + 1}" for i in range(len(records[0]))], records
+    return _table(header, rows, lines, name, layout)
+
+
+def _table(header: list[str], rows: list[list[str]], lines: list[int], name: str, layout: str) -> RawTable:
     for row, line in zip(rows, lines):
         if len(row) != len(header):
             raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
@@ -78,30 +169,59 @@ def read_table(path: Path, name: str) -> RawTable:
     if dup is not None:
         raise DataError(f"expected distinct column names in the header, received {dup!r} twice", where=name)
     columns = list(zip(*rows)) if rows else [() for _ in header]
-    return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines)
+    return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines, layout)
 
 
-def _column_floats(cells: list[str], column: str, lines: list[int], name: str) -> np.ndarray:
-    """Parse one column as float32, naming the first bad cell."""
+def _column_floats(cells: list[str], column: str, lines: list[int], name: str,
+                   hint: Callable[[str], str]) -> np.ndarray:
+    """Parse one column as float32, naming the first bad cell (with `hint(column)`: how to read it instead)."""
     try:
-        return np.array(cells, dtype=np.float64).astype(np.float32)
+        values = np.array(cells, dtype=np.float64)
     except ValueError:
-        pass  # find the first offending cell for the message; the fast path covers good data
-    for cell, line in zip(cells, lines):
-        if not _is_number(cell):
-            received = "an empty cell" if cell == "" else describe(cell)
-            raise DataError(f"row {line}, column {column!r}: expected a number, received {received}", where=name)
-    raise DataError(f"column {column!r}: expected numbers", where=name)  # unreachable in practice
+        for cell, line in zip(cells, lines):  # the first offending cell, for the message
+            if not _is_number(cell):
+                received = "an empty cell" if cell == "" else describe(cell)
+                raise DataError(f"row {line}, column {column!r}: expected a number, received {received}",
+                                where=name, hint=hint(column)) from None
+        raise
+    if not np.isfinite(values).all():  # 'nan', 'inf': numbers to float(), not values to learn from
+        i = int(np.argmin(np.isfinite(values)))
+        raise DataError(f"row {lines[i]}, column {column!r}: expected a finite number, received "
+                        f"{describe(cells[i])}", where=name, hint=hint(column))
+    return values.astype(np.float32)
+
+
+def _delimiter(text: str | None) -> str | None:
+    """`?delimiter=`'s value: one character, or `tab` / `\\t`."""
+    if text is None:
+        return None
+    if text in ("tab", "\\t"):
+        return "\t"
+    if len(text) != 1:
+        raise ValueError(f"expected one character (or tab), received {text!r}")
+    return text
 
 
 class CsvOptions(SourceOptions):
     target: str | None = Field(None, title="COLUMN", description="the target column's name (default: the last column)")
+    delimiter: str | None = Field(None, title="C", description="the cell separator, one character or 'tab' "
+                                  "(default: a comma, or a tab, ';' or '|' when the first line has no comma)")
+    header: bool = Field(True, title="true|false", description="whether the first line names the columns "
+                         "(false: columns named column_1, column_2, ...)")
+    skip: int = Field(0, ge=0, description="leading lines to skip before the header (or the first row)")
+
+    def dialect(self, where: str) -> Dialect:
+        try:
+            return Dialect(_delimiter(self.delimiter), self.header, self.skip)
+        except ValueError as e:
+            raise DataError(f"delimiter: {e}", where=where) from None
 
 
 @register
 class CsvTable(Source):
-    """A CSV file: a header row, numeric feature columns and one target column (default: the last); text or
-    few integer targets make classification, other numbers regression."""
+    """A CSV file read by column name: the target column (default: the last) and numeric feature columns, or the
+    columns a spec's tabular input declares; text or few integer targets make classification, other numbers
+    regression."""
 
     scheme = "csv"
     argument = "FILE"
@@ -109,37 +229,31 @@ class CsvTable(Source):
     tasks = (CLASSES, TARGETS)
     Options = CsvOptions
 
-    def load(self, arg: Path, splits: Splits, task: str | None, options: CsvOptions) -> Dataset:
-        """Numeric features plus a target column → classification or regression."""
+    def load(self, arg: Path, splits: Splits, task: str | None, options: CsvOptions,
+             columns: Request | None = None) -> Dataset:
+        """Features (numeric columns, or the declared columns encoded) plus a target → classification or
+        regression."""
         name = self.name
-        if not arg.is_file():
-            raise DataError(f"expected a CSV file, received {str(arg)!r}, which does not exist", where=name)
-        header, rows, lines = _read_rows(arg, name)
-        if len(header) < 2:
-            raise DataError(f"expected at least one feature column and a target column, received {header}",
-                            where=name)
-        t = _target_column(header, options.target, name)
-        if not rows:
+        raw = read_table(arg, name, options.dialect(name))
+        if len(raw.columns) < 2:
+            raise DataError(f"expected at least one feature column and a target column, received {raw.columns}",
+                            where=name, hint="a file of another delimiter? write ?delimiter=C")
+        target = _target_column(raw.columns, options.target, name)
+        if columns is not None:
+            _check_features(name, target, columns)
+        if not len(raw):
             raise DataError("expected at least one data row after the header, received none", where=name)
-        for row, line in zip(rows, lines):
-            if len(row) != len(header):
-                raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
-                                where=name)
-        columns = list(zip(*rows))
-        feats = [_column_floats(list(columns[j]), header[j], lines, name) for j in range(len(header)) if j != t]
-        x = np.stack(feats, axis=1)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            col = [h for k, h in enumerate(header) if k != t][j]
-            raise DataError(f"row {lines[i]}, column {col!r}: expected a finite number, received {x[i, j]}",
-                            where=name)
-        y, classes, task = _target(list(columns[t]), header[t], lines, task, name)
-        return from_arrays(name, x, y, classes=classes, task=task, splits=splits)
+        y, classes, task = _target(raw.cells[target], target, raw.lines, task, name)
+        if columns is not None:
+            return _by_columns(name, raw, target, y, classes, task, splits, columns)
+        feats = [_column_floats(raw.cells[c], c, raw.lines, name,
+                                lambda c: _declare_hint(arg, raw, target, options.target is None, c))
+                 for c in raw.columns if c != target]
+        return from_arrays(name, np.stack(feats, axis=1), y, classes=classes, task=task, splits=splits)
 
     @classmethod
     def claims(cls, path: Path) -> bool:
-        return path.suffix.lower() == ".csv"
+        return path.suffix.lower() in (".csv", ".tsv")
 
     @classmethod
     def example(cls, folder: Path) -> Example:
@@ -148,12 +262,65 @@ class CsvTable(Source):
         return Example(f"csv:{folder / 'table.csv'}", CLASSES, (3,), 24, {"target": "label"})
 
 
-def _target_column(header: list[str], target: str | None, name: str) -> int:
-    """The target's column index: the named one, or the last."""
+def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool, column: str) -> str:
+    """How to read a file whose feature `column` is not all numbers: name it as the target when it looks like one
+    (text of a few values while the target was taken as the last column), else declare the columns."""
+    declare = (f"declare the columns by name: run `archc columns {path}` and paste its [inputs.NAME.columns] "
+               f"table into the spec (text becomes a categorical column, a missing cell takes a missing rule)")
+    present = [c for c in raw.cells[column] if not is_missing(c)]
+    text = any(not _is_number(c) for c in present)
+    if defaulted and text and len(set(present)) <= MAX_CLASSES:
+        return (f"if {column!r} is what to predict, name it: [data] target = \"{column}\" or --target {column} "
+                f"(the target is the last column, {target!r}, unless named); if it is a feature, {declare}")
+    return declare
+
+
+def _declared(request: Request) -> list[str]:
+    return [c.name for c in request.columns] if request.fitted is None else request.fitted.names()
+
+
+def _check_features(name: str, target: str, request: Request) -> None:
+    """The target is never a feature."""
+    if target in _declared(request):
+        raise DataError(f"column {target!r}: expected feature columns in input {request.input!r}, received the "
+                        f"target column among them", where=name,
+                        hint=f"remove {target!r} from [inputs.{request.input}.columns], or name another target "
+                             f"with [data] target / --target")
+
+
+def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: list[str] | None, task: str,
+                splits: Splits, request: Request) -> Dataset:
+    """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
+    split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's."""
+    declared = _declared(request)
+    absent = [c for c in declared if c not in raw.cells]
+    if absent:
+        close = difflib.get_close_matches(absent[0], raw.columns, n=1)
+        raise DataError(f"expected columns {describe(absent)} (declared in the spec's input {request.input!r}), "
+                        f"received columns {describe(raw.columns)}", where=name,
+                        hint=f"did you mean {close[0]!r}?" if close else "")
+    train, val, test = split_rows(len(raw), y, task, splits)
+
+    def cells(idx: np.ndarray) -> dict[str, list[str]]:
+        return {c: [raw.cells[c][i] for i in idx] for c in declared}
+
+    def lines(idx: np.ndarray) -> list[int]:
+        return [raw.lines[i] for i in idx]
+
+    table = request.fitted
+    if table is None:
+        table = fit(request.input, request.columns, cells(train), where=name, lines=lines(train), target=target)
+    parts = [Split(table.encode(cells(idx), where=name, lines=lines(idx)), y[idx]) for idx in (train, val, test)]
+    ds = finish(name, *parts, classes, task)
+    return dataclasses.replace(ds, table=dataclasses.replace(table, target=target))
+
+
+def _target_column(header: list[str], target: str | None, name: str) -> str:
+    """The target's column name: the named one, or the last."""
     if target is None:
-        return len(header) - 1
+        return header[-1]
     if target in header:
-        return header.index(target)
+        return target
     close = difflib.get_close_matches(target, header, n=1)
     raise DataError(f"expected target column {target!r}, received columns {header}", where=name,
                     hint=f"did you mean {close[0]!r}?" if close else "")
@@ -161,11 +328,12 @@ def _target_column(header: list[str], target: str | None, name: str) -> int:
 
 def _target(cells: list[str], column: str, lines: list[int], task: str | None,
             name: str) -> tuple[np.ndarray, list[str] | None, str]:
-    """Decide the task and encode the target column."""
+    """Decide the task and encode the target column (classes: the column's own values)."""
     for cell, line in zip(cells, lines):
-        if cell == "":
-            raise DataError(f"row {line}, column {column!r}: expected a target value, received an empty cell",
-                            where=name)
+        if is_missing(cell):
+            raise DataError(f"row {line}, column {column!r}: expected a target value, received "
+                            f"{'an empty cell' if cell == '' else describe(cell)}", where=name,
+                            hint="remove the rows that have no target, or name another target column")
     numeric = all(_is_number(c) for c in cells)
     values = np.array([float(c) for c in cells]) if numeric else None
     if values is not None and not np.isfinite(values).all():
@@ -182,7 +350,8 @@ def _target(cells: list[str], column: str, lines: list[int], task: str | None,
         if not numeric:
             bad = next((c, ln) for c, ln in zip(cells, lines) if not _is_number(c))
             raise DataError(f"row {bad[1]}, column {column!r}: expected a number for a regression target, "
-                            f"received {describe(bad[0])}", where=name)
+                            f"received {describe(bad[0])}", where=name,
+                            hint="name the target column with [data] target / --target if this is not it")
         return values.astype(np.float32), None, task
     if numeric:
         # Numeric classes sort by value ("2" before "10") and are named canonically ("1.0" → "1").

@@ -20,10 +20,10 @@ def is_source(text: str) -> bool:
     return bool(sep and arg) and scheme in REGISTRY and not Path(text).exists()
 
 
-def load_split(model: Model, source: str, split: str = "test") -> Labelled:
+def load_split(model: Model, source: str, split: str = "test", target: str | None = None) -> Labelled:
     """The split of `source` the model was scored on in training, read as its task kind reads data sources
     (archc.tasks: one input fed a table of examples, or whole graphs)."""
-    return for_model(model).load_split(model, source, split)
+    return for_model(model).load_split(model, source, split, target)
 
 
 def score(model: Model, outputs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:

@@ -172,8 +172,9 @@ class Task:
 
     # ---- archc infer (numpy) ------------------------------------------------------------------------------
     @classmethod
-    def load_split(cls, model: "Model", source: str, split: str = "test") -> Labelled:
-        """The split of `source` the model was scored on in training (split settings from the spec's [data])."""
+    def load_split(cls, model: "Model", source: str, split: str = "test", target: str | None = None) -> Labelled:
+        """The split of `source` the model was scored on in training (split settings from the spec's [data];
+        `target`: another target column than the spec's)."""
         from archc.data import load
 
         if len(model.inputs) != 1:
@@ -181,7 +182,7 @@ class Task:
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
         options = cls.load_options(model)
         options["defaults"] = image_options(model) | options.get("defaults", {})
-        ds = load(source, task=cls.data_task, **data_settings(model, split), **options)
+        ds = load(source, task=cls.data_task, **data_settings(model, split, target), **options)
         part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
         what = "every example" if split == ALL else f"{split} split"
@@ -391,13 +392,14 @@ def recorded_output(model: "Model") -> str | None:
     return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
-def data_settings(model: "Model", split: str = "test") -> dict[str, Any]:
+def data_settings(model: "Model", split: str = "test", target: str | None = None) -> dict[str, Any]:
     """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`all`: no
-    examples held out, so the train split holds every one in the source's order)."""
+    examples held out, so the train split holds every one in the source's order; `target`: `archc infer --target`,
+    in place of the recorded [data] target)."""
     spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
     data = spec.get("data") or {}
     held = (0.0, 0.0) if split == ALL else (data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
-    return {"target": data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
+    return {"target": target or data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
             "seed": data.get("split_seed", 0)}
 
 

@@ -62,7 +62,7 @@ class Diffusion(Task):
                             f"{image.show()} (the predicted noise), received {out.show()}", where="task.kind")
 
     @classmethod
-    def load_split(cls, model, source, split="test"):
+    def load_split(cls, model, source, split="test", target=None):
         raise InputError(f"expected an .npz of noised images and timesteps to run a diffusion model, received the "
                          f"data source {source!r}", hint="draw images with --num-samples N --output FILE.npy")
 

@@ -36,11 +36,11 @@ class GraphTask(Classification):
 
     # ---- infer ----
     @classmethod
-    def load_split(cls, model, source: str, split: str = "test") -> Labelled:
+    def load_split(cls, model, source: str, split: str = "test", target: str | None = None) -> Labelled:
         """A graph: source's split as whole-graph feeds (see `labelled`)."""
         from archc.data import load
 
-        ds = load(source, task=cls.data_task, **data_settings(model, split))  # no graphs: DataError
+        ds = load(source, task=cls.data_task, **data_settings(model, split, target))  # no graphs: DataError
         ds = cls.match_classes(model, ds, source)
         part = split_of(ds, split, source)
         return cls.labelled(ds, part, model_roles(model.inputs), f"{source}, {split} split")

@@ -13,7 +13,8 @@ from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 CHECKPOINTS = {"best": "best", "last": "checkpoint"}  # `archc export --checkpoint` names -> run folder roles
 
 
-def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out: str | Path | None = None,
+def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, target: str | None = None,
+        out: str | Path | None = None,
         epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
@@ -31,7 +32,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, out:
     if nproc < 1:
         raise InputError(f"expected --nproc of at least 1, received {nproc}", where="--nproc")
     start_from = Init.open(init, init_map) if init is not None else None  # a bad file or mapping fails first
-    setup = prepare(spec_path, Overrides(data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
+    setup = prepare(spec_path, Overrides(data=data, target=target, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
                     data_root)
     setup.init = start_from
     dist = Dist.from_env()

@@ -12,6 +12,8 @@ from archc.clihelp import SourceOption
 @click.command("train")
 @click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 @click.option("--data", default=None, cls=SourceOption, help="Data source SCHEME:ARGUMENT; overrides [data] source.")
+@click.option("--target", default=None, metavar="COLUMN",
+              help="The target column of a csv: source; overrides [data] target (default: the last column).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<model name>).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides [train] epochs.")
@@ -35,7 +37,7 @@ from archc.clihelp import SourceOption
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, hidden=True)
-def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
+def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
                   init_map: Path | None) -> None:
@@ -44,7 +46,7 @@ def train_command(spec: Path, data: str | None, out: Path | None, epochs: int | 
 
     if init_map is not None and init is None:
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
-    result = run(spec, data=data, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+    result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
                  init_map=init_map)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):

@@ -24,6 +24,7 @@ class Overrides:
     """Command-line flags that replace values of the spec's [train] and [data] (None: keep the spec's)."""
 
     data: str | None = None
+    target: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -70,11 +71,12 @@ def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
         if not isinstance(optimizer, dict):
             raise SpecError("expected a table { name = ..., lr = ... }", where="train.optimizer")
         optimizer["lr"] = float(o.lr)
-    if o.data is not None:
-        data = used.setdefault("data", {})
-        if not isinstance(data, dict):
-            raise SpecError("expected a table [data]", where="data")
-        data["source"] = o.data
+    for key, value in (("source", o.data), ("target", o.target)):
+        if value is not None:
+            data = used.setdefault("data", {})
+            if not isinstance(data, dict):
+                raise SpecError("expected a table [data]", where="data")
+            data[key] = value
     return used
 
 

@@ -27,7 +27,8 @@ def probe(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("args", [["validate", str(DIGITS)], ["validate", str(DIGITS), "--json"],
-                                  ["schema"], ["ops"], ["ops", "--json"]])
+                                  ["schema"], ["ops"], ["ops", "--json"],
+                                  ["columns", str(ROOT / "specs" / "data" / "penguins.csv")]])
 def test_commands_leave_torch_unimported(args):
     probe(args)
 

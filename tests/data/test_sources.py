@@ -228,7 +228,7 @@ def test_csv_non_numeric_and_empty_cells(tmp_path):
     p = write_csv(tmp_path / "train.csv", "age,income,y\n1,2,0\n3,4,1\nabc,5,0\n")
     with pytest.raises(DataError) as e:
         load(f"csv:{p}")
-    assert str(e.value).endswith("row 4, column 'age': expected a number, received 'abc'")
+    assert e.value.message.endswith("row 4, column 'age': expected a number, received 'abc'")
     q = write_csv(tmp_path / "e.csv", "age,income,y\n1,,0\n3,4,1\n")
     with pytest.raises(DataError, match="row 2, column 'income': expected a number, received an empty cell"):
         load(f"csv:{q}")
