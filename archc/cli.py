@@ -211,6 +211,10 @@ def _print_export(report: Any, start: float) -> None:
     batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
+    from archc.export.tabular import describe as row_line
+
+    if row_line(getattr(report, "row", None)):  # the file takes one input per column
+        click.echo(row_line(report.row))
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
@@ -307,15 +311,20 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
 
 
 def _read_input(m: Any, text: str, split: str | None, target: str | None) -> Any:
-    """--input as a Labelled (feeds, labels or None, description, notes, file names): a data source, image files,
-    or a file of values (unlabelled)."""
+    """--input as a Labelled (feeds, labels or None, description, notes, file names): a tabular model's CSV (labels
+    empty without its target column), a data source, image files, or a file of values (unlabelled)."""
     from archc.runtime import files, read_inputs
     from archc.runtime.evaluate import is_source, load_split
+    from archc.runtime.tabular import csv_input
     from archc.tasks.base import Labelled
 
     _refuse_unknown_scheme(text)
+    rows = csv_input(m, text, target)  # a tabular model's CSV file: every row, by column name
+    if rows is not None:
+        return rows
     if target is not None and not is_source(text):
-        raise click.UsageError("--target names the target column of a data source: give --input csv:FILE")
+        raise click.UsageError("--target names the target column of a data source or of a tabular model's CSV "
+                               "file: give --input csv:FILE or FILE.csv")
     if is_source(text):
         return load_split(m, text, split or "test", target)
     if files.is_raw(text):
@@ -330,10 +339,12 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     """`infer --input`: run, present (with the true label when known), score, and write the output and report."""
     from archc.runtime import records, table, write_outputs
     from archc.runtime.evaluate import score
+    from archc.runtime.tabular import scored
     from archc.tasks.base import for_model
 
     data = _read_input(m, text, split, target)
-    labelled = data.y is not None
+    read = data.y is not None  # a source or a CSV read by columns: records and metrics, even with nothing to score
+    labelled = read and len(data.y) > 0
     task = for_model(m, strict=False)
     if report_dir is not None and not labelled:
         raise InputError("expected labelled data for --report (a data source, or a folder with one sub-folder per "
@@ -344,8 +355,9 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     # leading columns, one value per record (graph node tasks score fewer examples than they print: no column)
     extra = {k: v for k, v in columns.items() if v is not None and len(v) == len(recs)}
     recs = [{k: v[i] for k, v in extra.items()} | r for i, r in enumerate(recs)]
-    metrics = score(m, outputs, data.y) if labelled else {}
-    detail = task.report(m, outputs, data.y, top) if labelled else None
+    kept = scored(outputs, data.y) if labelled else None  # rows with a target (a CSV's missing cells: not scored)
+    metrics = score(m, *kept) if kept else {}
+    detail = task.report(m, *kept, top) if kept else None
     metrics |= {k: v for k, v in (detail or {}).items() if k.startswith("top_")}
     if output is not None:
         write_outputs(output, outputs, recs, main=task.main_output(m))
@@ -353,14 +365,15 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     for note in data.notes:
         click.echo(f"note: {note}", err=True)
     if as_json:
-        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
+        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if read else recs, indent=2))
         return
     click.echo(table(m, outputs, limit=limit, extra=extra, top=top))
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
                + (f"; wrote {output}" if output is not None else "")
                + (f"; wrote {' and '.join(map(str, written))}" if written else ""))
-    if labelled:
-        click.echo(f"{data.description}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if read:
+        click.echo(f"{data.description}" + "".join(f"{', ' if i else ': '}{k} {v:.4f}"
+                                                   for i, (k, v) in enumerate(metrics.items())))
 
 
 def _write_report(folder: Path, detail: dict | None, title: str, kind: str) -> list[Path]:

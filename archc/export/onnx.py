@@ -25,6 +25,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.export.tabular import fitted_table, takes_a_row
 from archc.graph.bounds import candidates, fits, recorded
 from archc.graph.ir import Graph
 from archc.language.model import Spec
@@ -55,6 +56,7 @@ class ExportReport:
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase: trace, weights, ..., parity
     data_path: str | None = None  # the external data file, when the weights exceed EXTERNAL_DATA_BYTES
     pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
+    row: dict[str, Any] | None = None  # a model that takes a row (export.tabular): its columns and parity
 
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
@@ -365,6 +367,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
     try:
         model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
+        table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
                 tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
@@ -373,12 +376,16 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
                                 location=data_name, size_threshold=1024)
             else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
                 blob = model.SerializeToString()
-                writer = _Writer(tmp, blob)
-        del model
+                writer = _Writer(tmp, blob) if table is None else None
+        core, model = (model if table is not None else None), None
         with phases("check"):
             onnx.checker.check_model(blob, full_check=False)
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
+        if table is not None:  # the checked core model, with Table.encode in front; checked again
+            with phases("row"):
+                blob, row = takes_a_row(core, blob, table)
+            writer = _Writer(tmp, blob)
         with phases("write"):  # what of the file's write the checks did not hide
             if writer is not None:
                 writer.join()
@@ -395,7 +402,8 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
-                        str(path.parent / data_name) if large else None, check_sizes(graph)[1])
+                        str(path.parent / data_name) if large else None, check_sizes(graph)[1],
+                        row if table is not None else None)
 
 
 def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,

@@ -74,9 +74,11 @@ def _int8_static(src: str, dst: str, calibration: dict[str, np.ndarray] | None) 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    with _untied(src) as plain:
+    from archc.export.tabular import preprocessing_nodes
+
+    with _untied(src) as plain:  # a model that takes a row keeps its preprocessing (raw cells) in float32
         quantize_static(plain, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True)
+                        weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=preprocessing_nodes(src))
 
 
 # ONNX Runtime's CPU kernels of these have no float16 reduction ('add'): a GCN's ScatterND fails at run time
@@ -88,10 +90,13 @@ def _fp16(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    from archc.export.tabular import around_core
+
     blocked = set(DEFAULT_OP_BLOCK_LIST) | set(FP16_BLOCKED)
     while True:  # each round keeps one more op type in float32 (one ORT has no CPU float16 kernel for)
-        model = convert_float_to_float16(onnx.load(src), keep_io_types=True,  # float32 in and out, as the base
-                                         op_block_list=sorted(blocked))
+        # float32 in and out, as the base; a model that takes a row keeps its preprocessing in float32
+        model = around_core(onnx.load(src), lambda m: convert_float_to_float16(m, keep_io_types=True,
+                                                                               op_block_list=sorted(blocked)))
         tidy(model.graph)
         onnx.save_model(model, dst)
         op = _op_without_kernel(dst)

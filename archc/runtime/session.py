@@ -123,7 +123,12 @@ class Model:
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map or {})
         task = _json_meta(self.metadata, "archc.task")
         self.task: dict | None = task if isinstance(task, dict) else None
-        self.inputs = _sigs(session.get_inputs(), _json_meta(self.metadata, "archc.inputs"))
+        described = _json_meta(self.metadata, "archc.inputs")
+        self.inputs = _sigs(session.get_inputs(), described)
+        # A numeric column of a model that takes a row (archc.export.tabular): NaN is a missing cell, which the
+        # graph imputes; inf is still refused.
+        self.nan_is_missing = {k for k, v in (described if isinstance(described, dict) else {}).items()
+                               if isinstance(v, dict) and v.get("column") == "numeric"}
         self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, "archc.outputs"))
         pre = _json_meta(self.metadata, "archc.preprocess")
         self.preprocess: dict[str, dict] = pre if isinstance(pre, dict) else {}
@@ -266,7 +271,9 @@ class Model:
         for name, arr in arrays.items():
             if arr.dtype.kind != "f" or np.isfinite(arr).all():
                 continue
-            bad = ~np.isfinite(arr)
+            bad = np.isinf(arr) if name in self.nan_is_missing else ~np.isfinite(arr)
+            if not bad.any():
+                continue
             raise InputError(f"input {name!r}: expected finite numbers, received {int(bad.sum())} NaN or inf "
                              f"value(s), the first at {_position(np.argwhere(bad)[0])}",
                              hint="clean or impute the data; in Python, Model.open(path, allow_nonfinite=True) "

@@ -151,27 +151,40 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
 
 
 def write_report(setup: Setup, objective: Any) -> str | None:
-    """report.json and report.png of the exported model.onnx on the test split, as `archc infer model.onnx --input
-    SOURCE --report DIR` makes them (ONNX Runtime on the data read again, as loaded for training); a line saying
-    so, or None for task kinds without a report."""
+    """report.json and report.png of the exported model.onnx on the test split, made as `archc infer model.onnx
+    --input SOURCE --report DIR` makes them (the same reader, ONNX Runtime, the same report); a line saying so, or
+    None for task kinds without a report."""
     from archc.runtime import Model
+    from archc.runtime.evaluate import load_split
     from archc.runtime.report import summary, write
+    from archc.runtime.tabular import scored
     from archc.tasks.base import for_model, makes_report
-    from archc.train.dataset import load_checked
 
-    name = objective.data_input
-    if not makes_report(type(objective)) or name is None:
+    if not makes_report(type(objective)):
         return None
-    test = load_checked(setup, objective).test
-    run_dir = setup.run_dir
+    run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
     model = Model.open(run_dir.onnx, device="cpu")
-    outputs = model.run({name: test.x}, batch_size=1024)
-    detail = for_model(model).report(model, outputs, test.y)
+    data = load_split(model, source, "test")
+    if data.y is None or not len(data.y):
+        return None
+    outputs, y = scored(model.run(data.feeds, batch_size=1024), data.y)
+    detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
-    write(run_dir.path("report"), run_dir.path("report_png"), detail,
-          f"{setup.spec.data.source}, test split, {len(test)} examples")  # type: ignore[union-attr]
+    write(run_dir.path("report"), run_dir.path("report_png"), detail, data.description)
     return f"test split report ({summary(detail)}): wrote {run_dir.path('report')} and {run_dir.path('report_png')}"
+
+
+def rooted(source: str, root: Path | None) -> str:
+    """`source` with a relative path argument made absolute against `root` (the spec's folder, where training read
+    it), so that infer's reader finds the same file; other sources as they are."""
+    from archc.data.sources import path_of
+
+    path = path_of(source, root)
+    if root is None or path is None or Path(path).is_absolute():
+        return source
+    scheme = source.partition(":")[0]
+    return f"{scheme}:{(Path(root) / path).resolve()}{source[len(scheme) + 1 + len(path):]}"
 
 
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
@@ -222,6 +235,10 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
         progress.report.note(detail)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
+    if report.row:  # a tabular input: the file takes one input per column (archc.export.tabular)
+        from archc.export.tabular import describe as row_line
+
+        progress.report.note(row_line(report.row))
     return result
 
 
