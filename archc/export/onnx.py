@@ -305,7 +305,9 @@ def _where(graph: Graph, output: str) -> str:
 def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
            extra_metadata: dict[str, Any] | None = None) -> ExportReport:
     """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
-    onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place.
+    onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place. A
+    `target_scale` entry of `extra_metadata` (standardized targets) ends the exported graph with the affine that
+    restores the targets' units (archc.export.restore), checked with the rest.
 
     Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
@@ -316,6 +318,9 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     graph, spec = compiled.graph, compiled.spec
     module = module if module is not None else compiled.module
     assert graph is not None and spec is not None and module is not None, "export runs after infer and lower"
+    from archc.export.restore import restored
+
+    module = restored(module, graph, extra_metadata)  # standardized targets: the file outputs the targets' units
     if exporter not in ("torchscript", "dynamo"):
         raise ExportError(f"expected exporter 'torchscript' or 'dynamo', received '{exporter}'")
     path = Path(path)

@@ -163,6 +163,10 @@ class Data(Strict):
     normalize: bool = False
     split_seed: int = Field(0, description="seed of the train/val/test split (kept apart from train.seed so "
                                            "runs with different seeds are scored on the same test set)")
+    scale_target: bool | None = Field(None, description="standardize continuous targets with the train split's "
+                                                        "mean/std in training; the exported model restores its "
+                                                        "output to the targets' units (default: on for task kinds "
+                                                        "that support it: regression)")
 
 
 class Spec(Strict):

@@ -22,7 +22,7 @@ from archc.errors import InputError, ModelError, ShapeError, SpecError
 from archc.ops.base import TensorType
 
 if TYPE_CHECKING:
-    from archc.data import Dataset
+    from archc.data import Dataset, Split
     from archc.graph.ir import Graph
     from archc.runtime.session import Model
 
@@ -104,6 +104,7 @@ class Task:
     score_noun: ClassVar[str] = "scores"
     noun: ClassVar[str] = "model"     # what its models are called in messages ("a language model")
     default: ClassVar[bool] = False   # the kind of a spec without [task] (exactly one class sets it itself)
+    scales_targets: ClassVar[bool] = False  # standardizes its targets in training ([data] scale_target, `standardize`)
     # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
     columns: ClassVar[tuple[tuple[str, Callable[[Any], str]], ...] | None] = None
 
@@ -118,6 +119,11 @@ class Task:
                             where="train.loss")
         cls.check_inputs(graph, spec)
         cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
+        data = spec.data
+        if data is not None and data.scale_target and not cls.scales_targets:
+            kinds = ", ".join(kind for kind, c in REGISTRY.items() if c.scales_targets)
+            raise SpecError(f"expected scale_target unset or false for {cls.kind} (only {kinds} scales its targets), "
+                            "received true", where="data.scale_target")
 
     @classmethod
     def describe(cls, graph: "Graph", spec: SpecLike) -> str:
@@ -261,6 +267,13 @@ class Task:
 
     def check(self, dataset: "Dataset") -> None:
         """Raise DataError when the data cannot train this model (before any step runs)."""
+
+    def standardize(self, train: "Split", recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Fit the targets' standardization to the training split (or take `recorded`, a resumed run's statistics)
+        and train on (y - mean) / std from now on, with the metric in the targets' own units. Returns the
+        statistics by output name ({output: {"mean", "std"}}): the export restores that output to the targets'
+        units with them (archc.export.restore). None, the default: the kind trains on its targets as loaded."""
+        return None
 
     def splits(self, dataset: "Dataset", device: Any) -> dict[str, Any]:
         """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays

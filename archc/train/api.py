@@ -167,6 +167,7 @@ def _data_metadata(run: RunDir) -> dict[str, Any]:
         return run.read_json("export")
     import torch
 
+    from archc.export.restore import KEY as TARGET_SCALE
     from archc.tasks import objective_for
     from archc.train.dataset import load_data
     from archc.train.loop import data_metadata
@@ -176,4 +177,6 @@ def _data_metadata(run: RunDir) -> dict[str, Any]:
         "tokenizer metadata")
     setup = prepare(run.spec, Overrides(), run.root)
     objective = objective_for(setup.spec, setup.graph)
-    return data_metadata(objective, load_data(setup, objective, torch.device("cpu")))
+    metadata = data_metadata(objective, load_data(setup, objective, torch.device("cpu")))
+    metadata.pop(TARGET_SCALE, None)  # an archc from before export.json trained on the targets as loaded
+    return metadata

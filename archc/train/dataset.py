@@ -9,6 +9,7 @@ import torch
 
 from archc.data import Dataset, Split, check_shape, load, normalization
 from archc.errors import DataError
+from archc.export.restore import KEY as TARGET_SCALE
 from archc.tasks import Task
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
@@ -74,6 +75,18 @@ def recorded_table(run_dir: Any) -> "Table | None":
                         f"({type(e).__name__}: {e})", where=str(run_dir.path("export"))) from None
 
 
+def recorded_scale(run_dir: Any) -> dict:
+    """The target statistics a run recorded in its export.json as it started ({}: none, the run trained on its
+    targets as loaded, or an archc before export.json wrote it): a resumed run keeps the scale its weights learnt."""
+    if not run_dir.path("export").is_file():
+        return {}
+    scale = run_dir.read_json("export").get(TARGET_SCALE) or {}
+    if not isinstance(scale, dict):
+        raise DataError(f"expected {TARGET_SCALE} as {{output: {{mean, std}}}}, received {scale!r:.200}",
+                        where=str(run_dir.path("export")))
+    return scale
+
+
 def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training. A tabular
     input's columns are read by name and fitted on the training split (or encoded with `fitted`)."""
@@ -137,14 +150,18 @@ class Data:
     preprocess: dict | None
     labels: list[str] | None = None  # the model's class names in output order (data's or [task] labels)
     table: "Table | None" = None     # a tabular input's fitted columns (the ONNX's archc.columns)
+    target_scale: dict | None = None  # {output: {mean, std}} the targets were standardized with (Task.standardize)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
 
 
-def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Table | None" = None) -> Data:
+def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Table | None" = None,
+              scale: dict | None = None) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device (a tabular
-    input's rows encoded by its fitted columns, or by `fitted`)."""
+    input's rows encoded by its fitted columns, or by `fitted`); the objective's targets standardized unless
+    [data] scale_target is false (a no-op for kinds that do not scale them), with statistics fitted on the
+    training split or, resuming, the run's recorded `scale` ({}: it trained on the targets as loaded)."""
     dataset = load_checked(setup, objective, fitted)
     for note in dataset.notes:  # files skipped, images converted: never silent
         say(f"{dataset.name}: {note}")
@@ -157,4 +174,9 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     # images and ignores the labels) keep the spec's.
     named = objective.scores and dataset.classes is not None
     labels = dataset.classes if named else setup.spec.task.labels
-    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, getattr(dataset, "table", None))
+    if scale is not None:
+        target_scale = objective.standardize(dataset.train, scale) if scale else None
+    else:
+        target_scale = objective.standardize(dataset.train) if d.scale_target is not False else None
+    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, getattr(dataset, "table", None),
+                target_scale)

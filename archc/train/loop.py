@@ -15,8 +15,9 @@ import torch
 
 import archc.train.checkpoint as ckpt
 from archc.export.kvcache import describe
+from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
-from archc.train.dataset import Data, load_data, recorded_table
+from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -33,9 +34,10 @@ __all__ = ["build", "train"]
 
 def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) -> tuple[Learner, Data]:
     """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
-    encoded as the run recorded them (not fitted again)."""
+    encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None)
+    scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
+    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
@@ -51,6 +53,8 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     amp += ", channels_last" if learner.channels_last else ""
     amp += ", torch.compile" if learner.compiled else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
+    if data.target_scale:
+        norm += ", targets standardized with train-split mean/std (outputs restored in the export)"
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
             f"data {data.name}: {data.sizes()}{norm}",
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
@@ -193,6 +197,8 @@ def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
     if data.preprocess:
         extra["preprocess"] = data.preprocess
+    if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
+        extra[TARGET_SCALE] = data.target_scale
     if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
         extra["columns"] = data.table.to_json()
     return extra | objective.metadata()

@@ -137,6 +137,37 @@ def test_readme_documents_every_source_and_option() -> None:
             assert f"{name}=" in section, (scheme, name)
 
 
+def readme_data_section() -> str:
+    return (ROOT / "README.md").read_text().split("## Data sources", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_readme_row_of_each_source_names_its_sets_tasks_and_options(scheme: str) -> None:
+    """A new source, a new named set, task or option cannot go undocumented: its own table row names it."""
+    cls = REGISTRY[scheme]
+    rows = [line for line in readme_data_section().splitlines() if line.startswith(f"| `{scheme}:")]
+    assert len(rows) == 1, f"README's Data sources table: expected one row for {scheme}:, received {len(rows)}"
+    cells = rows[0].split(" | ")
+    assert len(cells) == 4, rows[0]  # source (argument), tasks, what the loader does, options
+    for name in cls.names:
+        assert f"`{name}`" in cells[0] or f"`{scheme}:{name}`" in cells[0], (scheme, name)
+    for task in cls.tasks:
+        assert task in cells[1], (scheme, task)
+    for option in cls.option_names():
+        assert f"`{option}=" in cells[3], (scheme, option)
+    if not cls.option_names():
+        assert cells[3].strip(" |") == "—", (scheme, cells[3])
+
+
+def test_readme_documents_every_data_key() -> None:
+    """Every key of the spec's [data] table has a row in README's [data] table."""
+    from archc.language.model import Data
+
+    section = readme_data_section()
+    for key in Data.model_fields:
+        assert f"\n| `{key}` |" in section, key
+
+
 def test_option_values_and_repeats_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"graphs: expected a number >= 4, received '2'") as e:
         load("graph:synthetic?graphs=2")
