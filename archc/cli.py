@@ -240,14 +240,18 @@ def _checked_at(check: dict[str, Any]) -> str:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))  # a directory: Model.open says so, exit 1
 @click.option("-i", "--input", "input_path", default=None, type=click.Path(path_type=Path), cls=SourceOption,
-              help="Input file (.npy, .npz with one array per input, .json, .csv) or a data source SCHEME:ARGUMENT "
+              help="Input file (.npy, .npz with one array per input, .json, .csv), image files (a .png/.jpg/.jpeg "
+                   "file, a quoted glob such as 'imgs/*.png', or a folder: with one sub-folder per class it is "
+                   "labelled and scored) converted to the model's [C, H, W], or a data source SCHEME:ARGUMENT "
                    "(scored on the split it was trained with).")
 @click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
               help="With --prompt: tokens (bytes) to generate.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="With --prompt: sampling temperature (0: greedy).")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="With --prompt: sample among the k likeliest.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="With --prompt: sample among the k likeliest. With --input on a classifier: show the k likeliest "
+                   "classes with their probabilities per row (and the top-k accuracy when the data has labels).")
 @click.option("--no-cache", is_flag=True,
               help="With --prompt: recompute the whole window per token even when MODEL.kv.onnx (the KV cache) "
                    "is beside the model.")
@@ -266,8 +270,14 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Rows to show (0: all).")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
-              help="With a data source as --input: which split to run and score.")
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default=None,
+              help="With a data source or a folder of class sub-folders as --input: which split to run and score "
+                   "(all: every example) [default: test for a data source, all for image files and folders].")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="With labelled data: write DIR/report.json and DIR/report.png (per-class precision/recall/F1 "
+                   "and a confusion matrix; regression: residuals). A folder holding files is refused unless "
+                   "--force.")
+@click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first.")
 @click.option("--target", default=None, metavar="COLUMN",
               help="With a csv: source as --input: the target column to score against (default: the spec's "
                    "[data] target, else the last column).")
@@ -275,23 +285,27 @@ def _checked_at(check: dict[str, Any]) -> str:
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
           top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
-          output: Path | None, device: str, batch_size: int | None, limit: int, split: str, as_json: bool,
-          target: str | None) -> None:
-    """Run MODEL (an .onnx file) on an input file or a data source (e.g. sklearn:digits) with ONNX Runtime only;
-    or, with --prompt, generate text with a language model; or, with --num-samples, sample a diffusion model.
-    The model's recorded task kind says which of these it supports."""
-    from archc.runtime import Model, check_output_path, read_inputs, records, table, write_outputs
-    from archc.runtime.evaluate import is_source, load_split, score
-    from archc.runtime.tabular import csv_input, scored
-    from archc.tasks.base import check_mode, for_model
+          output: Path | None, device: str, batch_size: int | None, limit: int, split: str | None,
+          report_dir: Path | None, force: bool, target: str | None, as_json: bool) -> None:
+    """Run MODEL (an .onnx file) on an input file, image files or a data source (e.g. sklearn:digits) with ONNX
+    Runtime only; or, with --prompt, generate text with a language model; or, with --num-samples, sample a
+    diffusion model. The model's recorded task kind says which of these it supports."""
+    from archc.runtime import Model, check_output_path
+    from archc.tasks.base import check_mode
 
     if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
         raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
                                "--num-samples (sample a diffusion model)")
     if prompt is not None and output is not None:
         raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
+    if report_dir is not None and input_path is None:
+        raise click.UsageError("--report is for --input runs on labelled data")
     if input_path is not None and output is not None:
         check_output_path(output)
+    if report_dir is not None:
+        from archc.runtime.report import check_folder
+
+        check_folder(report_dir, force)
     m = Model.open(model, device=device)
     check_mode(m, "--num-samples" if num_samples is not None else "--prompt" if prompt is not None else "--input")
     if num_samples is not None:
@@ -300,28 +314,87 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     if prompt is not None:
         _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
         return
-    _refuse_unknown_scheme(str(input_path))
-    labelled = csv_input(m, str(input_path), target)  # a tabular model's CSV file: every row, by column name
-    if target is not None and labelled is None and not is_source(str(input_path)):
+    _run_inputs(m, str(input_path), split, target, top_k or 0, output, batch_size, limit, report_dir, as_json)
+
+
+def _read_input(m: Any, text: str, split: str | None, target: str | None) -> Any:
+    """--input as a Labelled (feeds, labels or None, description, notes, file names): a tabular model's CSV (labels
+    empty without its target column), a data source, image files, or a file of values (unlabelled)."""
+    from archc.runtime import files, read_inputs
+    from archc.runtime.evaluate import is_source, load_split
+    from archc.runtime.tabular import csv_input
+    from archc.tasks.base import Labelled
+
+    _refuse_unknown_scheme(text)
+    rows = csv_input(m, text, target)  # a tabular model's CSV file: every row, by column name
+    if rows is not None:
+        return rows
+    if target is not None and not is_source(text):
         raise click.UsageError("--target names the target column of a data source or of a tabular model's CSV "
                                "file: give --input csv:FILE or FILE.csv")
-    if labelled is None and is_source(str(input_path)):
-        labelled = load_split(m, str(input_path), split, target)
-    feeds = labelled.feeds if labelled else read_inputs(input_path, m)
-    outputs = m.run(feeds, batch_size=batch_size or (1024 if labelled else None))
-    recs = records(m, outputs)
-    metrics = score(m, *scored(outputs, labelled.y)) if labelled and len(labelled.y) else {}
+    if is_source(text):
+        return load_split(m, text, split or "test", target)
+    if files.is_raw(text):
+        return files.read(m, text, split)
+    if split is not None:
+        raise click.UsageError("--split is for a data source or a folder of images as --input")
+    return Labelled(read_inputs(text, m), None, text)
+
+
+def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: int, output: Path | None,
+                batch_size: int | None, limit: int, report_dir: Path | None, as_json: bool) -> None:
+    """`infer --input`: run, present (with the true label when known), score, and write the output and report."""
+    from archc.runtime import records, table, write_outputs
+    from archc.runtime.evaluate import score
+    from archc.runtime.tabular import scored
+    from archc.tasks.base import for_model
+
+    data = _read_input(m, text, split, target)
+    read = data.y is not None  # a source or a CSV read by columns: records and metrics, even with nothing to score
+    labelled = read and len(data.y) > 0
+    task = for_model(m, strict=False)
+    if report_dir is not None and not labelled:
+        raise InputError("expected labelled data for --report (a data source, or a folder with one sub-folder per "
+                         f"class), received {data.description}", where="--report")
+    outputs = m.run(data.feeds, batch_size=batch_size or (1024 if labelled else None))
+    recs = records(m, outputs, top)
+    columns = {"file": data.names, "true": task.truth(m, data.y) if labelled else None}
+    # leading columns, one value per record (graph node tasks score fewer examples than they print: no column)
+    extra = {k: v for k, v in columns.items() if v is not None and len(v) == len(recs)}
+    recs = [{k: v[i] for k, v in extra.items()} | r for i, r in enumerate(recs)]
+    kept = scored(outputs, data.y) if labelled else None  # rows with a target (a CSV's missing cells: not scored)
+    metrics = score(m, *kept) if kept else {}
+    detail = task.report(m, *kept, top) if kept else None
+    metrics |= {k: v for k, v in (detail or {}).items() if k.startswith("top_")}
     if output is not None:
-        write_outputs(output, outputs, recs, main=for_model(m, strict=False).main_output(m))
+        write_outputs(output, outputs, recs, main=task.main_output(m))
+    written = _write_report(report_dir, detail, data.description, task.kind) if report_dir is not None else []
+    for note in data.notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
-        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if labelled else recs, indent=2))
+        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if read else recs, indent=2))
         return
-    click.echo(table(m, outputs, limit=limit))
+    click.echo(table(m, outputs, limit=limit, extra=extra, top=top))
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
-               + (f"; wrote {output}" if output is not None else ""))
-    if labelled:
-        click.echo(f"{labelled.description}" + "".join(f"{', ' if i else ': '}{k} {v:.4f}"
-                                                       for i, (k, v) in enumerate(metrics.items())))
+               + (f"; wrote {output}" if output is not None else "")
+               + (f"; wrote {' and '.join(map(str, written))}" if written else ""))
+    if read:
+        click.echo(f"{data.description}" + "".join(f"{', ' if i else ': '}{k} {v:.4f}"
+                                                   for i, (k, v) in enumerate(metrics.items())))
+
+
+def _write_report(folder: Path, detail: dict | None, title: str, kind: str) -> list[Path]:
+    """--report DIR: the task's report as DIR/report.json and DIR/report.png (a folder holding files moved aside
+    first: check_folder refused it earlier unless --force)."""
+    from archc.runtime.report import aside, write_folder
+
+    if detail is None:
+        raise InputError(f"expected a model whose task kind makes a report, received a {kind or 'task-less'} model",
+                         where="--report")
+    old = aside(folder)
+    if old is not None:
+        click.echo(f"note: --force: moved the earlier {folder} to {old}", err=True)
+    return write_folder(folder, detail, title)
 
 
 def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int, output: Path | None,

@@ -40,6 +40,8 @@ class Dataset:
     # encoded rows); None for every other source.
     # (keyword-only: subclasses add positional fields of their own).
     table: "Table | None" = field(default=None, kw_only=True)
+    # What the loader did that the user should hear of (files skipped, images converted); printed by train and infer.
+    notes: list[str] = field(default_factory=list, kw_only=True)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, where: str) -> None:

@@ -29,9 +29,11 @@ def _fmt(value: Any, max_items: int = 6) -> str:
     return str(value)
 
 
-def table(model: Model, outputs: dict[str, np.ndarray], limit: int = 20) -> str:
-    """A fixed-width text table, one row per example, truncated after `limit` rows."""
-    recs = records(model, outputs)
+def table(model: Model, outputs: dict[str, np.ndarray], limit: int = 20, extra: dict[str, list] | None = None,
+          top: int = 0) -> str:
+    """A fixed-width text table, one row per example, truncated after `limit` rows. `extra` columns (a file name,
+    the true label: one value per example) come first; `top` > 1 adds the k likeliest classes with their scores."""
+    recs = records(model, outputs, top)
     if not recs:
         return "(no examples)"
     task = for_model(model, strict=False)
@@ -43,9 +45,17 @@ def table(model: Model, outputs: dict[str, np.ndarray], limit: int = 20) -> str:
         header = ["#"] + [key for key, _ in columns]
         rows = [[str(i)] + [cell(r[key]) for key, cell in columns] for i, r in enumerate(recs)]
     else:
-        keys = list(recs[0])
+        keys = [k for k in recs[0] if k != "top"]
         header = ["#"] + keys
         rows = [[str(i)] + [_fmt(r.get(k)) for k in keys] for i, r in enumerate(recs)]
+    if own is None and top > 1 and "top" in recs[0]:
+        header.append(f"top {top}")
+        for row, r in zip(rows, recs):
+            row.append(", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]))
+    if own is None and extra and all(len(v) == len(rows) for v in extra.values()):
+        header[1:1] = list(extra)
+        for i, row in enumerate(rows):
+            row[1:1] = [_fmt(v[i]) for v in extra.values()]
     shown = rows if not limit or limit <= 0 else rows[:limit]
     widths = [max(len(c) for c in col) for col in zip(header, *shown)]
     # Numbers right-aligned, text (labels) left-aligned, so columns line up when scanning.

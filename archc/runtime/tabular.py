@@ -82,24 +82,25 @@ def source_split(model: Any, source: str, split: str, target: str | None = None)
     from archc.data.base import REGISTRY, Splits
     from archc.data.sources import make_options, parse
     from archc.data.tabular import _target, read_table, target_column
-    from archc.tasks.base import data_settings
+    from archc.tasks.base import ALL, data_settings
 
     table = table_of(model)
     if table is None or not source.startswith("csv:") or Path(source).exists():
         return None
     cls, arg, query = parse(source)
     options = make_options(REGISTRY["csv"], source, query, {"target": target} if target else {}, {})
-    settings = data_settings(model, target)
+    settings = data_settings(model, split, target)  # `all`: nothing held out, every row in the train part
     raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
     name = target_column(raw.columns, options.target or settings["target"] or table.target,  # type: ignore
                           source)
     y, _, task = _target(raw.cells[name], name, raw.lines, for_model(model).data_task, source)
     parts = split_rows(len(raw), y, task, Splits(settings["val_fraction"], settings["test_fraction"],
                                                  settings["seed"]))
-    rows = parts[("train", "val", "test").index(split)].tolist()
+    rows = parts[0 if split == ALL else ("train", "val", "test").index(split)].tolist()
     cut = RawTable(raw.columns, {c: [v[i] for i in rows] for c, v in raw.cells.items()},
                    [raw.lines[i] for i in rows])
-    return labelled_rows(model, table, cut, source, name, f"{source}, {split} split, {len(cut)} rows")
+    what = "every row" if split == ALL else f"{split} split"
+    return labelled_rows(model, table, cut, source, name, f"{source}, {what}, {len(cut)} rows")
 
 
 def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: str | None = None,

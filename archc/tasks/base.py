@@ -65,11 +65,18 @@ class Example:
 
 @dataclass
 class Labelled:
-    """A labelled data split ready to feed a model: feeds by input name, labels, and what it is."""
+    """A data split ready to feed a model: feeds by input name, labels (None: unlabelled, predicted only), what it
+    is, what reading it did that the user should hear of (files skipped, images converted), and each example's
+    file name when it came from files."""
 
     feeds: dict[str, np.ndarray]
-    y: np.ndarray
+    y: np.ndarray | None
     description: str
+    notes: list[str] = field(default_factory=list)
+    names: list[str] | None = None
+
+
+ALL = "all"  # `archc infer --split all`: every example of a source (train, val and test, in that order)
 
 
 def task_output(graph: "Graph", spec: SpecLike) -> str:
@@ -179,12 +186,13 @@ class Task:
         if len(model.inputs) != 1:
             raise InputError(f"expected a single-input model to read a data source, received inputs "
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
-        ds = load(source, task=cls.data_task, **data_settings(model, target), **cls.load_options(model))
-        part = getattr(cls.match_classes(model, ds, source), split)
-        if len(part) == 0:
-            raise InputError(f"expected examples in the {split} split of {source}, received none")
+        options = cls.load_options(model)
+        options["defaults"] = image_options(model) | options.get("defaults", {})
+        ds = load(source, task=cls.data_task, **data_settings(model, split, target), **options)
+        part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
-        return Labelled({name: part.x}, part.y, f"{source}, {split} split, {len(part)} examples")
+        what = "every example" if split == ALL else f"{split} split"
+        return Labelled({name: part.x}, part.y, f"{source}, {what}, {len(part)} examples", list(ds.notes))
 
     @classmethod
     def match_classes(cls, model: "Model", ds: "Dataset", source: str) -> "Dataset":
@@ -211,6 +219,17 @@ class Task:
     def records(cls, model: "Model", outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
         """One dict per example: raw values by output name by default."""
         return value_records(outputs)
+
+    @classmethod
+    def truth(cls, model: "Model", y: np.ndarray) -> list[Any] | None:
+        """The true label of each example as the table and records show it (`true`); None: the kind shows none."""
+        return None
+
+    @classmethod
+    def report(cls, model: "Model", outputs: dict[str, np.ndarray], y: np.ndarray, top: int = 0) -> dict | None:
+        """The outputs against the labels in detail (archc.runtime.report: per-class figures and a confusion
+        matrix, residuals, ...), for `--report DIR` and the run folder; None: the kind makes none."""
+        return None
 
     @classmethod
     def cells(cls, model: "Model", outputs: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]] | None:
@@ -354,6 +373,12 @@ def for_model(model: "Model", strict: bool = True) -> type[Task]:
     return cls or Task
 
 
+def makes_report(cls: type[Task]) -> bool:
+    """Whether a task kind writes a report (overrides `Task.report`): what `archc train` checks before reading the
+    test split again for it."""
+    return cls.report.__func__ is not Task.report.__func__  # type: ignore[attr-defined]
+
+
 def check_mode(model: "Model", flag: str) -> None:
     """InputError when the model's task supports no `archc infer` mode run by `flag` (--input, --prompt,
     --num-samples); models without a recorded task, or of a kind this archc does not know, are tried in any mode
@@ -380,13 +405,39 @@ def recorded_output(model: "Model") -> str | None:
     return name if isinstance(name, str) and name in model.outputs else next(iter(model.outputs), None)
 
 
-def data_settings(model: "Model", target: str | None = None) -> dict[str, Any]:
-    """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`target`:
-    `archc infer --target`, in place of the recorded [data] target)."""
+def data_settings(model: "Model", split: str = "test", target: str | None = None) -> dict[str, Any]:
+    """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`all`: no
+    examples held out, so the train split holds every one in the source's order; `target`: `archc infer --target`,
+    in place of the recorded [data] target)."""
     spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
     data = spec.get("data") or {}
-    return {"target": target or data.get("target"), "val_fraction": data.get("val_fraction", 0.1),
-            "test_fraction": data.get("test_fraction", 0.2), "seed": data.get("split_seed", 0)}
+    held = (0.0, 0.0) if split == ALL else (data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
+    return {"target": target or data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
+            "seed": data.get("split_seed", 0)}
+
+
+def split_of(ds: "Dataset", split: str, source: str) -> Any:
+    """One split of a loaded Dataset, or (`all`) its train, val and test examples together; InputError when empty."""
+    if split == ALL:
+        from archc.data.dataset import Split
+
+        parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]
+        part = parts[0] if len(parts) == 1 else Split(np.concatenate([p.x for p in parts]),
+                                                      np.concatenate([p.y for p in parts]))
+    else:
+        part = getattr(ds, split)
+    if len(part) == 0:
+        raise InputError(f"expected examples in the {split} split of {source}, received none")
+    return part
+
+
+def image_options(model: "Model") -> dict[str, Any]:
+    """channels and size ("HxW") of a single [batch, C, H, W] input with fixed sizes: what images: sources convert
+    to, as `archc train` converts them to the spec's input (archc.data.images); {} otherwise."""
+    from archc.data.images import options_for
+
+    shapes = [sig.shape for sig in model.inputs.values()]
+    return options_for(shapes[0][1:]) if len(shapes) == 1 and shapes[0] else {}
 
 
 def plain(value: np.ndarray) -> Any:

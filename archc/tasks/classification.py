@@ -85,6 +85,23 @@ class Classification(Task):
         return {"accuracy": float(np.mean(probs.argmax(-1)[keep] == y[keep]))}
 
     @classmethod
+    def truth(cls, model, y):
+        """The true label's name (the model's labels), '-' for examples not scored (< 0)."""
+        labels = (model.task or {}).get("labels") or []
+        return [str(labels[i]) if 0 <= i < len(labels) else str(i) if i >= 0 else "-" for i in map(int, y)]
+
+    @classmethod
+    def report(cls, model, outputs, y, top=0):
+        """Per-class precision, recall and F1, the confusion matrix, accuracy (and top-k accuracy)."""
+        from archc.runtime.report import classes
+
+        name = score_output(model, outputs)
+        scores = np.asarray(outputs[name]).reshape(len(y), -1)
+        labels = (model.task or {}).get("labels") or []
+        return classes(np.asarray(y), scores, [str(labels[i]) if i < len(labels) else str(i)
+                                               for i in range(scores.shape[1])], top)
+
+    @classmethod
     def match_classes(cls, model, ds, source):
         """The data's class ids renumbered to the model's outputs by name (a subset of its classes scores as is);
         a class the model never saw is an InputError. A model without labels is scored by index."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from archc.errors import DataError, InputError, SpecError
-from archc.tasks.base import Labelled, data_settings, np
+from archc.tasks.base import Labelled, data_settings, np, split_of
 from archc.tasks.classification import Classification
 
 EDGE_INDEX = {"shape": [2, "edges"], "dtype": "int64", "vocab": "nodes", "batched": False}  # examples' input
@@ -40,11 +40,9 @@ class GraphTask(Classification):
         """A graph: source's split as whole-graph feeds (see `labelled`)."""
         from archc.data import load
 
-        ds = load(source, task=cls.data_task, **data_settings(model, target))  # a source that feeds no graphs: DataError
+        ds = load(source, task=cls.data_task, **data_settings(model, split, target))  # no graphs: DataError
         ds = cls.match_classes(model, ds, source)
-        part = getattr(ds, split)
-        if len(part) == 0:
-            raise InputError(f"expected examples in the {split} split of {source}, received none")
+        part = split_of(ds, split, source)
         return cls.labelled(ds, part, model_roles(model.inputs), f"{source}, {split} split")
 
     @classmethod

@@ -75,6 +75,21 @@ class Multilabel(Task):
         return scores
 
     @classmethod
+    def truth(cls, model, y):
+        """The labels each example really has."""
+        rows = np.asarray(y).reshape(len(y), -1) > 0.5
+        names = _names(model, rows.shape[1])
+        return [[names[j] for j in np.flatnonzero(row)] for row in rows]
+
+    @classmethod
+    def report(cls, model, outputs, y, top=0):
+        """Precision, recall and F1 per label (on: probability over THRESHOLD), with averages."""
+        from archc.runtime.report import labels_on
+
+        on = sigmoid(outputs[score_output(model, outputs)]) > THRESHOLD                  # (N, L)
+        return labels_on(np.asarray(y).reshape(on.shape), on, _names(model, on.shape[1]))
+
+    @classmethod
     def match_classes(cls, model, ds, source):
         """The data's target columns in the model's label order when both carry names; every label needs its
         column and every column a label (a model without labels, or unnamed columns: as they are)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from archc.errors import DataError
-from archc.tasks.base import Example, F, Task, np, register, torch
+from archc.tasks.base import Example, F, Task, np, plain, recorded_output, register, torch
 from archc.labels import TARGETS
 
 
@@ -27,6 +27,18 @@ class Regression(Task):
     scales_targets = True
 
     # validate: the base rule (float32 values); infer: the base scoring (MSE, MAE) and value records
+
+    @classmethod
+    def truth(cls, model, y):
+        """The target values (a number, or a list for several outputs)."""
+        return [plain(v) for v in np.asarray(y)]
+
+    @classmethod
+    def report(cls, model, outputs, y, top=0):
+        """Residual summaries: MAE, RMSE, R^2, quantiles; the pairs for the plots."""
+        from archc.runtime.report import values
+
+        return values(outputs[recorded_output(model) or next(iter(outputs))], np.asarray(y))
 
     @classmethod
     def example(cls) -> Example:

@@ -12,6 +12,7 @@ from archc.errors import DataError
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.tasks import Task
 from archc.train.recipe import Setup
+from archc.train.run_dir import say
 from archc.train.splits import Examples
 
 if TYPE_CHECKING:
@@ -25,6 +26,14 @@ def context_of(setup: Setup) -> int | None:
         return None
     (seq,) = features
     return seq if isinstance(seq, int) else setup.graph.sizes.get(seq)
+
+
+def image_shape_of(setup: Setup) -> dict[str, Any]:
+    """channels and size ("HxW") of a [C, H, W] input with fixed sizes: images: sources convert to them, as
+    `archc infer` converts raw image files (archc.data.images); {} for other inputs."""
+    from archc.data.images import options_for
+
+    return options_for(setup.graph.inputs[setup.input_name].features)
 
 
 def check_ids(dataset: Dataset, name: str, vocab: int | str | None) -> None:
@@ -86,7 +95,8 @@ def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -
     request = columns_request(setup, fitted)
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
-                   defaults={"context": context_of(setup)}, **({"columns": request} if request else {}))
+                   defaults={"context": context_of(setup)} | image_shape_of(setup),
+                   **({"columns": request} if request else {}))
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]
@@ -153,6 +163,8 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     [data] scale_target is false (a no-op for kinds that do not scale them), with statistics fitted on the
     training split or, resuming, the run's recorded `scale` ({}: it trained on the targets as loaded)."""
     dataset = load_checked(setup, objective, fitted)
+    for note in dataset.notes:  # files skipped, images converted: never silent
+        say(f"{dataset.name}: {note}")
     d = setup.spec.data
     assert d is not None  # prepare() checked it
     preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None

@@ -156,6 +156,43 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     return add_cache(report, setup.compiled, cpu, setup.optimize)
 
 
+def write_report(setup: Setup, objective: Any) -> str | None:
+    """report.json and report.png of the exported model.onnx on the test split, made as `archc infer model.onnx
+    --input SOURCE --report DIR` makes them (the same reader, ONNX Runtime, the same report); a line saying so, or
+    None for task kinds without a report."""
+    from archc.runtime import Model
+    from archc.runtime.evaluate import load_split
+    from archc.runtime.report import summary, write
+    from archc.runtime.tabular import scored
+    from archc.tasks.base import for_model, makes_report
+
+    if not makes_report(type(objective)):
+        return None
+    run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
+    model = Model.open(run_dir.onnx, device="cpu")
+    data = load_split(model, source, "test")
+    if data.y is None or not len(data.y):
+        return None
+    outputs, y = scored(model.run(data.feeds, batch_size=1024), data.y)
+    detail = for_model(model).report(model, outputs, y)
+    if detail is None:
+        return None
+    write(run_dir.path("report"), run_dir.path("report_png"), detail, data.description)
+    return f"test split report ({summary(detail)}): wrote {run_dir.path('report')} and {run_dir.path('report_png')}"
+
+
+def rooted(source: str, root: Path | None) -> str:
+    """`source` with a relative path argument made absolute against `root` (the spec's folder, where training read
+    it), so that infer's reader finds the same file; other sources as they are."""
+    from archc.data.sources import path_of
+
+    path = path_of(source, root)
+    if root is None or path is None or Path(path).is_absolute():
+        return source
+    scheme = source.partition(":")[0]
+    return f"{scheme}:{(Path(root) / path).resolve()}{source[len(scheme) + 1 + len(path):]}"
+
+
 def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
     """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer).
     Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint."""
@@ -195,12 +232,15 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.final(state.history)
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
+    detail = write_report(setup, learner.objective) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels)
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
               f"{state.best_epoch})" if test else "no test split to score")
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
+    if detail:
+        progress.report.note(detail)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
     for line in optimize_lines(report):

@@ -7,6 +7,8 @@ Files, each written atomically (temporary file, fsync, rename):
   metrics.jsonl            one row per epoch           curves.png         train and validation curves
   model.onnx               the exported best weights   result.json        the summary (RunResult)
   export.json              the ONNX metadata the data gave (preprocessing, tokenizer): what `archc export` adds
+  report.json, report.png  model.onnx on the test split (per-class precision/recall/F1 and confusion matrix, or
+                           residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
 
 A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
@@ -85,7 +87,7 @@ class RunDir:
     FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
              "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
              "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
-             "spec": "spec.json"}
+             "spec": "spec.json", "report": "report.json", "report_png": "report.png"}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))

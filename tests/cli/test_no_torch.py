@@ -43,6 +43,22 @@ def test_infer_leaves_torch_unimported(tmp_path):
     probe(["infer", str(model), "--input", str(tmp_path / "x.npy")])
 
 
+def test_infer_on_image_files_with_a_report_leaves_torch_unimported(tmp_path):
+    """Pillow decodes, matplotlib (Agg) plots the report: neither pulls torch in."""
+    model = tmp_path / "d.onnx"
+    r = subprocess.run([sys.executable, "-m", "archc.cli", "build", str(DIGITS), "-o", str(model)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import numpy as np
+    from PIL import Image
+    for label in ("3", "7"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / label / "a.jpg")
+    probe(["infer", str(model), "--input", str(tmp_path / "imgs"), "--report", str(tmp_path / "rep"),
+           "--top-k", "2"])
+    assert (tmp_path / "rep" / "report.png").exists()
+
+
 def test_quantize_leaves_torch_unimported(tmp_path):
     """Scoring on a data source and calibrating (static int8) run on ONNX Runtime and numpy alone."""
     model = tmp_path / "m.onnx"

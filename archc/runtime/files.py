@@ -1,0 +1,85 @@
+"""Raw image files as `archc infer --input`: one file, a glob, or a folder (with class sub-folders: labelled, read as
+the `images:` source is in training), decoded and converted to the model's input by archc.data.images' rules."""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+
+from archc.data.images import (PICTURES, Conversions, class_folders, image_files, is_image, load_image,
+                               options_for, parse_size)
+from archc.errors import DataError, InputError
+from archc.runtime.session import Model
+from archc.tasks.base import ALL, Labelled
+
+WILDCARDS = "*?["
+
+
+def is_raw(text: str) -> bool:
+    """Whether --input names image files: a folder, a .png/.jpg/.jpeg file (any case), or a glob pattern."""
+    p = Path(text)
+    return p.is_dir() or p.suffix.lower() in PICTURES or (any(c in text for c in WILDCARDS) and not p.exists())
+
+
+def image_input(model: Model) -> tuple[str, int | None, tuple[int, int] | None]:
+    """The model's image input: its name, channels and (H, W) where fixed; InputError when it has no single
+    [batch, C, H, W] float input to read images into."""
+    sigs = list(model.inputs.values())
+    if len(sigs) != 1 or len(sigs[0].shape) != 4 or sigs[0].dtype not in ("float32", "float16", "float64"):
+        got = ", ".join(f"{s.name!r} {s.describe()}" for s in sigs)
+        raise InputError(f"expected a model with one image input [batch, C, H, W] float32 to read image files, "
+                         f"received {got}", hint="pass the values as .npy/.npz/.json/.csv instead")
+    sig = sigs[0]
+    options = options_for(tuple(sig.shape[1:]))
+    c = sig.shape[1] if isinstance(sig.shape[1], int) else None
+    return sig.name, c, parse_size(options.get("size"))  # type: ignore[arg-type]
+
+
+def read(model: Model, text: str, split: str | None) -> Labelled:
+    """The examples of --input TEXT: a folder with class sub-folders is the `images:` source (every example unless
+    --split names one, scored against the model's labels by name); a file, a glob or a folder of images is
+    predicted only."""
+    from archc.runtime.evaluate import load_split
+
+    path = Path(text)
+    name, channels, size = image_input(model)
+    if path.is_dir() and class_folders(path):
+        return load_split(model, f"images:{path}", split or ALL)
+    if split not in (None, ALL):
+        raise InputError(f"expected --split all for unlabelled images (no class sub-folders), received {split}",
+                         where="--split", hint="put the images in one sub-folder per class to split and score them")
+    conversions = Conversions()
+    files = _files(path, text, conversions)
+    where = f"--input {text}"
+    try:
+        images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
+    except DataError as e:
+        raise InputError(e.message, where=where, hint=e.hint) from None
+    shapes = {img.shape for img in images}
+    if len(shapes) > 1:
+        raise InputError(f"expected images of one shape (the model's input has no fixed size to resize them to), "
+                         f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
+    what = f"{text}, {len(images)} image(s), unlabelled"
+    return Labelled({name: np.stack(images)}, None, what, conversions.notes(size), [f.name for f in files])
+
+
+def _files(path: Path, text: str, conversions: Conversions) -> list[Path]:
+    """The image files a file, folder or glob names (non-image files of a folder or glob skipped, counted)."""
+    if path.is_dir():
+        files = image_files(path, conversions)
+    elif path.exists():
+        files = [path]
+    elif any(c in text for c in WILDCARDS):
+        files = []
+        for match in sorted(Path(m) for m in glob.glob(text)):
+            if match.is_file() and is_image(match):
+                files.append(match)
+            elif match.is_file():
+                conversions.skipped.append(str(match))
+    else:
+        raise InputError(f"input file not found: expected an image file, a folder or a glob, received {text!r}")
+    if not files:
+        raise InputError(f"expected image files (.png, .jpg, .jpeg, .npy), received none in {text!r}"
+                         + (f" ({len(conversions.skipped)} other file(s))" if conversions.skipped else ""))
+    return files
