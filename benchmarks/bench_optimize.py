@@ -126,12 +126,8 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     rounds, round_s = (3, 0.01) if quick else (15, 0.05)
     rows: list[dict] = []
     profiled = ""
-    for name, path in common.example_specs(quick):
-        if path is None:
-            rows.append(common.skipped(FIGURE, name, "spec not in specs/ yet"))
-            continue
+    for name, built in common.built_specs(FIGURE, quick, rows):
         try:
-            built = common.build(name, path)
             rows += spec_rows(name, built, rounds, round_s)
         except Exception as e:
             rows.append(common.skipped(FIGURE, name, f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"))

@@ -97,16 +97,8 @@ def compare(label: str, built, batch: int | None, rounds: int, round_s: float, s
 
 def example_rows(rounds: int, round_s: float, quick: bool) -> list[dict]:
     """Every example spec at batch 1 (the goal) and 64, or as one graph."""
-    rows = []
-    for name, path in common.example_specs(quick):
-        if path is None:
-            rows.append(common.skipped(FIGURE, name, "spec not in specs/ yet"))
-            continue
-        try:
-            built = common.build(name, path)
-        except Exception as e:
-            rows.append(common.skipped(FIGURE, name, f"does not build/export: {str(e).splitlines()[0][:160]}"))
-            continue
+    rows: list[dict] = []
+    for name, built in common.built_specs(FIGURE, quick, rows):
         for batch in (1, 64) if common.batched(built) else (None,):
             label = f"{name} batch {batch}" if batch else f"{name} (one graph)"
             rows.append(compare(label, built, batch, rounds, round_s))

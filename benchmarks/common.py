@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = ROOT / "specs"
@@ -162,6 +162,22 @@ def workdir() -> Path:
     if _WORKDIR is None:
         _WORKDIR = Path(tempfile.mkdtemp(prefix="archc-bench-"))
     return _WORKDIR
+
+
+def built_specs(figure: int, quick: bool, rows: list[dict[str, Any]]) -> Iterator[tuple[str, Built]]:
+    """(name, Built) for every example spec (common.example_specs) that builds; a missing spec or one that fails to
+    build or export adds a skipped row to `rows` instead."""
+    for name, path in example_specs(quick):
+        if path is None:
+            rows.append(skipped(figure, name, "spec not in specs/ yet"))
+            continue
+        try:
+            built = build(name, path)
+        except Exception as e:  # a spec that does not build (yet) is reported, not fatal
+            rows.append(skipped(figure, name, f"does not build/export: {type(e).__name__}: "
+                                              f"{str(e).splitlines()[0][:160]}"))
+            continue
+        yield name, built
 
 
 def build(name: str, path: Path | dict[str, Any], exporter: str = "torchscript") -> Built:
