@@ -19,6 +19,7 @@ from pathlib import Path
 
 from archc.data.columns import FALSE_TOKENS, TRUE_TOKENS, Column, is_missing
 from archc.data.tabular import MAX_CLASSES, RawTable, is_number
+from archc.labels import CLASSES, TARGETS
 
 MAX_CATEGORIES = 20     # default: a text column of at most this many values lists its categories
 FEW_INTEGERS = 10       # an integer column of at most this many values could be categorical (comment)
@@ -44,7 +45,7 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
     distinct = len(counts)
     counted = f"{distinct} values" + (f", {missing} missing" if missing else "")
     if not present:
-        return Surveyed(name, None, missing, 0, f"every cell is missing: left out")
+        return Surveyed(name, None, missing, 0, "every cell is missing: left out")
     if all(is_number(c) for c in present):
         rule = "median" if missing else "error"
         note = counted
@@ -74,16 +75,17 @@ def survey(raw: RawTable, target: str, max_categories: int = MAX_CATEGORIES) -> 
 
 
 def target_summary(cells: list[str]) -> str:
-    """What training makes of the target column: 'classification (3 classes: ...)' or 'regression'."""
+    """What training makes of the target column: the label form (archc.labels: classes, with their names, or
+    continuous targets), as the csv: source decides it."""
     present = [c.strip() for c in cells if not is_missing(c)]
     missing = len(cells) - len(present)
     tail = f"; {missing} missing cells: rows training refuses" if missing else ""
     distinct = sorted(set(present))
     numeric = all(is_number(c) for c in present)
     if numeric and not (all(float(c).is_integer() for c in present) and len(distinct) <= MAX_CLASSES):
-        return f"regression{tail}"
+        return f"{TARGETS}{tail}"
     shown = ", ".join(distinct[:8]) + (", ..." if len(distinct) > 8 else "")
-    return f"classification, {len(distinct)} classes: {shown}{tail}"
+    return f"{CLASSES}, {len(distinct)} classes: {shown}{tail}"
 
 
 def key(name: str) -> str:
