@@ -24,7 +24,7 @@ from pydantic import Field
 
 from archc.data.arrays import from_arrays, split_rows
 from archc.data.base import Example, Source, SourceOptions, Splits, register
-from archc.data.columns import Request, Table, fit, is_missing
+from archc.data.columns import Request, fit, is_missing
 from archc.data.dataset import Dataset, Split, finish
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS

@@ -321,7 +321,6 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
     never names a missing one. A smaller model is written to a temporary file beside `path` while it is checked.
     A failed export leaves nothing."""
-    import onnx
 
     graph, spec = compiled.graph, compiled.spec
     module = module if module is not None else compiled.module

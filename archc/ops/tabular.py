@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from archc.ops.base import Example, NonNegInt, Op, PosInt, TensorType, concrete, expect, expect_float, expect_rank, \
+from archc.ops.base import Example, NonNegInt, Op, PosInt, concrete, expect, expect_float, expect_rank, \
     register
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archc.errors import DataError, InputError, SpecError
+from archc.errors import DataError, SpecError
 from archc.tasks.base import Labelled, data_settings, np, split_of
 from archc.tasks.classification import Classification
 
