@@ -104,7 +104,11 @@ def _json(text: str) -> dict | None:
 
 
 def recorded_source(model: Any) -> str | None:
-    """The data source the model was trained on: the spec-as-used's [data] source (a --data override included)."""
+    """The data source the model was trained on: `archc.source` (its path absolute, as training read it), else the
+    spec-as-used's [data] source (a --data override included; a relative path reads from the current folder)."""
+    recorded = model.metadata.get("archc.source")
+    if isinstance(recorded, str) and recorded:
+        return recorded
     spec = _json(model.metadata.get("archc.spec", "")) or {}
     data = spec.get("data")
     source = data.get("source") if isinstance(data, dict) else None

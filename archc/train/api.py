@@ -181,6 +181,6 @@ def _data_metadata(run: RunDir) -> dict[str, Any]:
         "tokenizer metadata")
     setup = prepare(run.spec, Overrides(), run.root)
     objective = objective_for(setup.spec, setup.graph)
-    metadata = data_metadata(objective, load_data(setup, objective, torch.device("cpu")))
+    metadata = data_metadata(objective, load_data(setup, objective, torch.device("cpu")), setup)
     metadata.pop(TARGET_SCALE, None)  # an archc from before export.json trained on the targets as loaded
     return metadata

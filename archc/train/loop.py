@@ -193,10 +193,14 @@ def rooted(source: str, root: Path | None) -> str:
     return f"{scheme}:{(Path(root) / path).resolve()}{source[len(scheme) + 1 + len(path):]}"
 
 
-def data_metadata(objective: Any, data: Data) -> dict[str, Any]:
-    """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer).
-    Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint."""
+def data_metadata(objective: Any, data: Data, setup: Setup) -> dict[str, Any]:
+    """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer), and
+    `archc.source`, the source with its path made absolute (the spec's own is relative to the spec's folder), so
+    `archc quantize` finds the held-out split from anywhere. Written to the run folder as the run starts, so
+    `archc export` adds the same to any checkpoint."""
     extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
+    if setup.spec.data is not None:
+        extra["source"] = rooted(setup.spec.data.source, setup.data_root)
     if data.preprocess:
         extra["preprocess"] = data.preprocess
     if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
@@ -214,7 +218,7 @@ def training_summary(best_epoch: int | None, epochs_run: int, test: dict, source
 def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> dict[str, Any]:
     """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
     summary = training_summary(state.best_epoch, state.epoch, test, setup.spec.data.source)  # type: ignore[union-attr]
-    return summary | data_metadata(learner.objective, data)
+    return summary | data_metadata(learner.objective, data, setup)
 
 
 def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
@@ -269,7 +273,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
                 if claim is not None:
-                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data))
+                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup))
                 return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
                 if claim is not None:

@@ -262,3 +262,24 @@ def test_every_task_kind_quantizes(kind, examples, monkeypatch):
     if own:
         r = cli("quantize", model, "--int8", "static")
         assert r.exit_code == 1 and "use --int8 dynamic" in r.output
+
+
+def test_a_relative_data_path_is_found_from_any_folder(tmp_path, monkeypatch, one_thread):
+    """A spec reads its data relative to its own folder; the model records the absolute source (archc.source), so
+    quantize scores the held-out split from anywhere without --data."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    np.savez(project / "data" / "d.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    spec = {"archc": 1, "model": {"name": "rel"}, "inputs": {"x": {"shape": [6]}}, "task": {"kind": "classification"},
+            "layers": [{"op": "linear", "out_features": 2}], "train": {"epochs": 2},
+            "data": {"source": "npz:data/d.npz"}}
+    (project / "spec.json").write_text(json.dumps(spec))
+    model = trained(tmp_path, project / "spec.json")
+    assert meta(model)["archc.source"] == f"npz:{(project / 'data' / 'd.npz').resolve()}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (r,) = q.quantize(model, ["int8-dynamic"], force=True)
+    assert not r.note and r.data, (r.note, r.data)
