@@ -95,11 +95,15 @@ class Column:
             return 0
         return len(self.categories) if self.categories is not None else int(self.max_categories or 0)
 
+    def embeds(self) -> bool:
+        """A categorical column encoded as an index into an embedding table (the model's front node looks it up)."""
+        return self.type == "categorical" and self.encode == "embedding"
+
     def width(self) -> int:
         """Features the column gives the model's layers (after the embedding front, if any)."""
         if self.type != "categorical":
             own = 1
-        elif self.encode == "embedding":
+        elif self.embeds():
             own = int(self.dim or 0)
         else:
             own = self.slots()

@@ -160,7 +160,7 @@ def _categorical(n: _Nodes, f: Fitted) -> list[str]:
     fill = category_index(f, str(f.fill)) if f.fill is not None else unknown  # missing under "error": as unknown
     keys, values = keys + missing, values + [fill] * len(missing)
     slots = f.column.slots()
-    if f.column.encode == "embedding":
+    if f.column.embeds():
         idx = n.labels(f.name, "index", f.name, keys, [v if v >= 0 else slots for v in values],
                        unknown if unknown >= 0 else slots)
         own = n.add(f.name, "value", "Cast", [idx], to=1)

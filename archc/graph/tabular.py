@@ -21,13 +21,5 @@ def row_type(columns: Sequence[Column]) -> TensorType:
 def front(name: str, columns: Sequence[Column]) -> Node | None:
     """The node that turns `name`'s embedding columns' indices into features (None when no column embeds):
     its output, [batch, sum of Column.width()], is what the layers reading the input see."""
-    if not any(_embeds(c) for c in columns):
-        return None
-    op = ColumnEmbed(widths=[c.encoded_width() for c in columns],
-                     rows=[c.slots() + 1 if _embeds(c) else 0 for c in columns],
-                     dims=[int(c.dim or 0) if _embeds(c) else 0 for c in columns])
-    return Node(f"{name}.{FRONT}", op, [name], f"inputs.{name}.columns")
-
-
-def _embeds(c: Column) -> bool:
-    return c.type == "categorical" and c.encode == "embedding"
+    op = ColumnEmbed.for_columns(list(columns))
+    return Node(f"{name}.{FRONT}", op, [name], f"inputs.{name}.columns") if op is not None else None

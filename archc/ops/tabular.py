@@ -43,6 +43,15 @@ class ColumnEmbed(Op):
         expect(width == sum(self.widths), f"a row of {sum(self.widths)} values (the widths' sum)", x.show())
         return x.with_shape((x.shape[0], sum(self.out_widths())))
 
+    @classmethod
+    def for_columns(cls, columns: list) -> "ColumnEmbed | None":
+        """The front of a tabular input's declared columns (archc.data.columns.Column), None when none embeds."""
+        if not any(c.embeds() for c in columns):
+            return None
+        return cls(widths=[c.encoded_width() for c in columns],
+                   rows=[c.slots() + 1 if c.embeds() else 0 for c in columns],
+                   dims=[int(c.dim or 0) if c.embeds() else 0 for c in columns])
+
     def out_widths(self) -> list[int]:
         """Features per column after the lookup: an embedded column's index becomes `dims[k]` features."""
         return [w - 1 + d if r else w for w, r, d in zip(self.widths, self.rows, self.dims)]
