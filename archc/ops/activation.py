@@ -18,10 +18,14 @@ class Activation(Op):
     positions = "each"
     examples = _EXAMPLES
     torch_name: ClassVar[str] = ""  # the torch.nn class to lower to, with the op's attributes as keyword arguments
+    flops_per_element: ClassVar[int] = 1  # FLOPs per output element (a comparison, a multiply, an exp ...)
 
     def infer(self, ins: list[TensorType]) -> TensorType:
         expect_float(ins[0])
         return ins[0]
+
+    def flops(self, ins, out, sizes):
+        return self.flops_per_element * out.numel(sizes)
 
     def torch_kwargs(self, ins: list[TensorType]) -> dict:
         return self.attrs()
@@ -47,8 +51,7 @@ class GELU(Activation):
     approximate: Literal["none", "tanh"] = Field("none", description="'none' (erf) or 'tanh'")
     torch_name = "GELU"
 
-    def flops(self, ins, out, sizes):
-        return 8 * out.numel(sizes)
+    flops_per_element = 8
 
 
 @register
@@ -58,8 +61,7 @@ class SiLU(Activation):
     op: Literal["silu"] = "silu"
     torch_name = "SiLU"
 
-    def flops(self, ins, out, sizes):
-        return 4 * out.numel(sizes)
+    flops_per_element = 4
 
 
 @register
@@ -69,8 +71,7 @@ class Sigmoid(Activation):
     op: Literal["sigmoid"] = "sigmoid"
     torch_name = "Sigmoid"
 
-    def flops(self, ins, out, sizes):
-        return 3 * out.numel(sizes)
+    flops_per_element = 3
 
 
 @register
@@ -80,8 +81,7 @@ class Tanh(Activation):
     op: Literal["tanh"] = "tanh"
     torch_name = "Tanh"
 
-    def flops(self, ins, out, sizes):
-        return 3 * out.numel(sizes)
+    flops_per_element = 3
 
 
 @register
@@ -100,8 +100,7 @@ class Identity(Activation):
     op: Literal["identity"] = "identity"
     torch_name = "Identity"
 
-    def flops(self, ins, out, sizes):
-        return 0
+    flops_per_element = 0
 
 
 @register
@@ -157,8 +156,7 @@ class Hardsigmoid(Activation):
     op: Literal["hardsigmoid"] = "hardsigmoid"
     torch_name = "Hardsigmoid"
 
-    def flops(self, ins, out, sizes):
-        return 3 * out.numel(sizes)
+    flops_per_element = 3
 
 
 @register
@@ -168,8 +166,7 @@ class Hardswish(Activation):
     op: Literal["hardswish"] = "hardswish"
     torch_name = "Hardswish"
 
-    def flops(self, ins, out, sizes):
-        return 4 * out.numel(sizes)
+    flops_per_element = 4
 
 
 class _AxisActivation(Activation):
@@ -185,8 +182,7 @@ class _AxisActivation(Activation):
             raise ShapeError("expected dim to name a per-example axis, received 0 (the batch axis)")
         return ins[0]
 
-    def flops(self, ins, out, sizes):
-        return 5 * out.numel(sizes)
+    flops_per_element = 5
 
     def mixes_positions(self) -> str:
         return "" if self.dim == -1 else f"{self.name()} over axis {self.dim} mixes positions; a KV cache needs it " \
