@@ -249,13 +249,12 @@ def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
 def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) -> tuple[float, float, int]:
     """Prefill, single-token decodes and a multi-token chunk with ONNX Runtime, each compared with the torch
     module's full forward at the same positions; ExportError at the first mismatch."""
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
+    from archc.runtime.session import check_session
+
     try:
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        sess = check_session(path)
     except Exception as e:
         raise ExportError(f"ONNX Runtime cannot load the KV-cache model: {str(e).splitlines()[0][:300]}") from e
     length = min(12, lay.max_positions or 12, graph.sizes.get(next(iter(graph.inputs.values())).features[0], 12))

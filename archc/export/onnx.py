@@ -262,15 +262,14 @@ def parity(module, graph: Graph, path: str | bytes,
            phases: _Phases | None = None) -> tuple[float, float, list[dict[str, Any]]]:
     """Run ONNX Runtime (on the file at `path`, or the serialized model) and torch on the same inputs at batch sizes
     other than the traced one (one session for both)."""
-    import onnxruntime as ort
     import torch
 
+    from archc.runtime.session import check_session
+
     phases = phases if phases is not None else _Phases()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # failures are reported as ExportError; keep ORT's own log quiet
     try:
         with phases("session"):
-            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            sess = check_session(path)  # failures are reported as ExportError
     except Exception as e:  # onnxruntime raises its own exception types
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []

@@ -327,17 +327,16 @@ def check(wrapped: "onnx.ModelProto", core: str | bytes, table: Table, rows: int
     """The wrapped model on raw cells against Table.encode + the core model, both in ONNX Runtime (CPU): the encoded
     row itself and every output; returns the max abs difference and the cells. ExportError beyond ATOL (relative
     to the values' size)."""
-    import onnxruntime as ort
     from onnx import helper
+
+    from archc.runtime.session import check_session
 
     cells = sample_cells(table, rows, seed)
     probe = _copy(wrapped)  # the encoded row as an extra output: compared before the layers can hide a difference
     probe.graph.output.append(helper.make_tensor_value_info(ENCODED, 1, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
     try:
-        a = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        b = ort.InferenceSession(core, opts, providers=["CPUExecutionProvider"])
+        a = check_session(probe.SerializeToString())
+        b = check_session(core)
         encoded = table.encode(cells, where="the parity check")
         *got, row = a.run(None, feeds(table, cells))
         ref = b.run(None, {table.input: encoded})

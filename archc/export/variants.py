@@ -107,12 +107,10 @@ def _fp16(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None
 
 def _op_without_kernel(path: str) -> str | None:
     """The op type ONNX Runtime's CPU provider has no kernel for in this model (float16 ones), or None."""
-    import onnxruntime as ort
+    from archc.runtime.session import check_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
     try:
-        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        check_session(path)
     except Exception as e:  # onnxruntime raises its own types; anything else is reported when the variant opens
         found = NO_KERNEL.search(str(e))
         return found.group(1) if found else None

@@ -111,6 +111,16 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
     return out
 
 
+def check_session(model: str | bytes) -> Any:
+    """A CPU onnxruntime session for the export's own checks (a file path or a serialized model), ORT's log silenced:
+    a model it cannot load raises, and each check says what failed in its own words."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    return ort.InferenceSession(model, opts, providers=[CPU])
+
+
 def session_options(threads: int | None = None) -> Any:
     """The onnxruntime.SessionOptions `archc infer` runs with (the export's optimizer times its graphs with them).
     `threads`: ORT's intra-op threads (None: its default)."""
