@@ -243,7 +243,7 @@ class CsvTable(Source):
             _check_features(name, target, columns)
         if not len(raw):
             raise DataError("expected at least one data row after the header, received none", where=name)
-        y, classes, task = _target(raw.cells[target], target, raw.lines, task, name)
+        y, classes, task = target_values(raw.cells[target], target, raw.lines, task, name)
         if columns is not None:
             return _by_columns(name, raw, target, y, classes, task, splits, columns)
         feats = [_column_floats(raw.cells[c], c, raw.lines, name,
@@ -326,7 +326,7 @@ def target_column(header: list[str], target: str | None, name: str) -> str:
                     hint=f"did you mean {close[0]!r}?" if close else "")
 
 
-def _target(cells: list[str], column: str, lines: list[int], task: str | None,
+def target_values(cells: list[str], column: str, lines: list[int], task: str | None,
             name: str) -> tuple[np.ndarray, list[str] | None, str]:
     """Decide the task and encode the target column (classes: the column's own values)."""
     for cell, line in zip(cells, lines):

@@ -81,7 +81,7 @@ def source_split(model: Any, source: str, split: str, target: str | None = None)
     from archc.data.arrays import split_rows
     from archc.data.base import REGISTRY, Splits
     from archc.data.sources import make_options, parse
-    from archc.data.tabular import _target, read_table, target_column
+    from archc.data.tabular import read_table, target_column, target_values
     from archc.tasks.base import ALL, data_settings
 
     table = table_of(model)
@@ -93,7 +93,7 @@ def source_split(model: Any, source: str, split: str, target: str | None = None)
     raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
     name = target_column(raw.columns, options.target or settings["target"] or table.target,  # type: ignore
                           source)
-    y, _, task = _target(raw.cells[name], name, raw.lines, for_model(model).data_task, source)
+    y, _, task = target_values(raw.cells[name], name, raw.lines, for_model(model).data_task, source)
     parts = split_rows(len(raw), y, task, Splits(settings["val_fraction"], settings["test_fraction"],
                                                  settings["seed"]))
     rows = parts[0 if split == ALL else ("train", "val", "test").index(split)].tolist()
