@@ -559,7 +559,15 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     options = make_options(cls, source, query, {"target": target} if target else {}, {})
     raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
     name = target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
-    click.echo(toml_block(Path(arg), raw, name, input_name, survey(raw, name, max_categories)), nl=False)
+    surveyed = survey(raw, name, max_categories)
+    reading = "&".join(f"{k}={v}" for k, v in query.items() if k != "target")  # [data] target names the target
+    comma = [s.name for s in surveyed if s.decimal_comma]
+    if comma:
+        which = f"column {comma[0]!r} holds" if len(comma) == 1 else f"columns {', '.join(map(repr, comma))} hold"
+        click.echo(f"note: {source}: {which} numbers with a decimal comma ('3,45'), left out: read them as numbers "
+                   f"with 'csv:{arg}?{reading + '&' if reading else ''}decimal=,'", err=True)
+    click.echo(toml_block(Path(arg), raw, name, input_name, surveyed, f"csv:{arg}" + (f"?{reading}" if reading
+                                                                                     else "")), nl=False)
 
 
 @main.command()

@@ -33,6 +33,7 @@ metadata (`archc.columns`).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Sequence
@@ -51,6 +52,11 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 STATS_MISSING = ("mean", "median")  # numeric (and boolean) only
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a feature's magnitude limit: the model reads float32
+# A number as a CSV writes it: ASCII digits, an optional sign, fraction and exponent, or inf/nan (any case). Python's
+# float() also takes '1_000' and other scripts' digits ('١٢'), which no CSV writer means as a number.
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?")
 
 
 def is_missing(cell: Any) -> bool:
@@ -60,6 +66,38 @@ def is_missing(cell: Any) -> bool:
     if isinstance(cell, float):
         return math.isnan(cell)
     return str(cell).strip().lower() in MISSING_TOKENS
+
+
+def number(cell: Any) -> float | None:
+    """A cell's value when it is a number (an int or float, or text in the CSV number grammar, surrounding blanks
+    ignored), else None. Total: never raises. An integer beyond float64 reads as 1e308 (out of float32's range)."""
+    if isinstance(cell, (bool, np.bool_)):
+        return float(cell)
+    if isinstance(cell, (int, np.integer)):
+        return float(cell) if abs(int(cell)) < 10**308 else math.copysign(1e308, int(cell))
+    if isinstance(cell, (float, np.floating)):
+        return float(cell)
+    if not isinstance(cell, str):
+        return None
+    text = cell.strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+def number_problem(value: float) -> str | None:
+    """What a parsed number must be to be a float32 feature or target (None: it is one)."""
+    if not math.isfinite(value):
+        return "a finite number"
+    if abs(value) > FLOAT32_MAX:
+        return f"a number within float32's range (magnitude at most {FLOAT32_MAX:.4g})"
+    return None
+
+
+def decimal_comma(cell: Any) -> bool:
+    """Whether a cell reads as a number written with a decimal comma ('3,45')."""
+    return isinstance(cell, str) and _DECIMAL_COMMA.fullmatch(cell.strip()) is not None
+
+
+DECIMAL_HINT = "a decimal comma? read the file with the csv: option ?decimal=, (e.g. 'csv:FILE?decimal=,')"
 
 
 @dataclass(frozen=True)
@@ -287,15 +325,15 @@ def _number(cell: Any, f: Column, i: int, where: str, lines: Sequence[int] | Non
             raise DataError(f"row {_row(i, lines)}, column {f.name!r}: expected true/false (or yes/no, 1/0) for a "
                             f"boolean column, received {describe(cell)}", where=where)
         return v
-    try:
-        v = float(cell)
-    except (TypeError, ValueError):
+    v = number(cell)
+    if v is None:
         raise DataError(f"row {_row(i, lines)}, column {f.name!r}: expected a number (the column is declared "
                         f"numeric), received {describe(cell)}", where=where,
-                        hint="declare it categorical if its values are names") from None
-    if not math.isfinite(v):
-        raise DataError(f"row {_row(i, lines)}, column {f.name!r}: expected a finite number, received "
-                        f"{describe(cell)}", where=where)
+                        hint=DECIMAL_HINT if decimal_comma(cell) else "declare it categorical if its values are names")
+    problem = number_problem(v)
+    if problem:
+        raise DataError(f"row {_row(i, lines)}, column {f.name!r}: expected {problem}, received {describe(cell)}",
+                        where=where)
     return v
 
 
@@ -357,7 +395,8 @@ def _fit_categorical(c: Column, present: list[str], where: str) -> Fitted:
                             f"({describe(learned[:8])}{', ...' if len(learned) > 8 else ''})", where=where,
                             hint="raise max_categories, or list the categories in the spec")
         cats = tuple(learned)
-    known = [v for v in by_freq if v in cats]
+    listed = set(cats)  # a set: fitting 100,000 categories stays linear
+    known = [v for v in by_freq if v in listed]
     most = known[0] if known else cats[0]
     return Fitted(c, tuple(cats), fill, 0.0, 1.0, most)
 

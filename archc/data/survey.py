@@ -6,7 +6,8 @@ numeric when every one is a number (an integer column of a few values is reporte
 could be categorical); boolean when every one is a boolean token and there are two values; categorical otherwise,
 its categories listed when there are at most `max_categories` (by frequency, as `fit` orders learned ones), else
 learned from the training split (`max_categories` = the file's count, `unknown = "ignore"`). A text column with a
-different value on every row (an identifier) is left out, as a comment. Columns with missing cells get a missing
+different value on every row (an identifier) is left out, as a comment, and so is a column of numbers written with a
+decimal comma ('3,45', in a ';' file), with the hint to read the file with `?decimal=,`. Columns with missing cells get a missing
 rule: the median for numbers, the most frequent value otherwise.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from archc.data.columns import FALSE_TOKENS, TRUE_TOKENS, Column, is_missing
+from archc.data.columns import FALSE_TOKENS, TRUE_TOKENS, Column, decimal_comma, is_missing
 from archc.data.tabular import MAX_CLASSES, RawTable, is_number
 from archc.labels import CLASSES, TARGETS
 
@@ -35,6 +36,7 @@ class Surveyed:
     missing: int
     distinct: int
     note: str
+    decimal_comma: bool = False  # numbers written with a decimal comma, left out (read them with ?decimal=,)
 
 
 def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGORIES) -> Surveyed:
@@ -54,6 +56,10 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
             cats = ", ".join(json.dumps(v) for v in values)
             note += f"; integers: could be {{ type = \"categorical\", categories = [{cats}] }}"
         return Surveyed(name, Column(name, "numeric", missing=rule), missing, distinct, note)
+    if all(decimal_comma(c) or is_number(c) for c in present):
+        example = next(c for c in present if decimal_comma(c))
+        return Surveyed(name, None, missing, distinct, f"{counted}: numbers with a decimal comma such as "
+                        f"{example!r}: left out (read them as numbers with ?decimal=,)", decimal_comma=True)
     rule = "most_frequent" if missing else "error"
     lowered = {c.lower() for c in present}
     if lowered <= TRUE_TOKENS | FALSE_TOKENS and len(lowered) == 2:
@@ -109,14 +115,16 @@ def entry(c: Column) -> str:
     return "{ " + ", ".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in fields) + " }"
 
 
-def toml_block(path: Path, raw: RawTable, target: str, input_name: str, surveyed: list[Surveyed]) -> str:
-    """The `[inputs.NAME]` and `[inputs.NAME.columns]` tables to paste into a spec, with counts as comments."""
+def toml_block(path: Path, raw: RawTable, target: str, input_name: str, surveyed: list[Surveyed],
+               source: str | None = None) -> str:
+    """The `[inputs.NAME]` and `[inputs.NAME.columns]` tables to paste into a spec, with counts as comments;
+    `source`: the csv: source with its reading options (default: csv:PATH)."""
     lines = [f"# archc columns {path}: {len(raw)} rows, {len(raw.columns)} columns",
              f"# target {target!r}: {target_summary(raw.cells[target])}",
              *(["# read as scikit-learn's layout (a first line of counts and class names): features column_1, "
                 "column_2, ..., the target 'target'"] if raw.layout == "sklearn" else []),
              "# [data]",
-             f"# source = {json.dumps(f'csv:{path}', ensure_ascii=False)}",
+             f"# source = {json.dumps(source or f'csv:{path}', ensure_ascii=False)}",
              f"# target = {json.dumps(target, ensure_ascii=False)}",
              f"[inputs.{key(input_name)}]",
              "",

@@ -14,9 +14,12 @@ import csv
 import dataclasses
 import difflib
 import io
+import itertools
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -24,7 +27,8 @@ from pydantic import Field
 
 from archc.data.arrays import from_arrays, split_rows
 from archc.data.base import Example, Source, SourceOptions, Splits, register
-from archc.data.columns import Request, fit, is_missing
+from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, decimal_comma, fit, is_missing, number,
+                                number_problem)
 from archc.data.dataset import Dataset, Split, finish
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
@@ -34,27 +38,27 @@ SNIFFED = ("\t", ";", "|")  # delimiters recognised when the first line has no c
 SAMPLE_LINES = 50  # lines the delimiter is recognised from
 
 
+_COUNT = re.compile(r"[0-9]{1,18}")  # a count in scikit-learn's first line: ASCII digits ('²'.isdigit() is True)
+
+
 def is_number(text: str) -> bool:
-    """True when float() accepts the cell."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """True when the cell is a number in the CSV grammar (archc.data.columns.number)."""
+    return number(text) is not None
 
 
 def _is_int(text: str) -> bool:
-    return text.isdigit()
+    return _COUNT.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
 class Dialect:
     """How a CSV is written: its delimiter (None: a comma, or recognised), whether its first line names the
-    columns, and how many leading lines to skip."""
+    columns, how many leading lines to skip, and its decimal mark ('.', or ',': '3,45' reads as 3.45)."""
 
     delimiter: str | None = None
     header: bool = True
     skip: int = 0
+    decimal: str = "."
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class RawTable:
 
 def _recognise_delimiter(text: str) -> str:
     """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
-    sample = [ln for ln in text.splitlines()[:SAMPLE_LINES] if ln.strip()]
+    sample = [ln for ln in itertools.islice(io.StringIO(text), SAMPLE_LINES) if ln.strip()]
     if not sample or "," in sample[0]:
         return ","
     for d in SNIFFED:
@@ -86,20 +90,34 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
     """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            for _ in range(dialect.skip):
-                f.readline()
+            skipped = 0
+            while skipped < dialect.skip and f.readline():  # stops at the end of the file, whatever the count
+                skipped += 1
             text = f.read()
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or _recognise_delimiter(text))
+        if skipped < dialect.skip:
+            raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
+                            where=name)
+        delimiter = dialect.delimiter or _recognise_delimiter(text)
+        if delimiter == dialect.decimal:
+            raise DataError(f"decimal: expected a decimal mark other than the delimiter {delimiter!r}, received "
+                            f"?decimal={dialect.decimal}", where=name, hint="name the delimiter: ?delimiter=;")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         records, lines = [], []
         for row in reader:
             if not row or all(not c.strip() for c in row):
                 continue
-            records.append([c.strip() for c in row])
-            lines.append(reader.line_num + dialect.skip)
+            cells = [c.strip() for c in row]
+            records.append([_point(c) for c in cells] if dialect.decimal == "," else cells)
+            lines.append(reader.line_num + skipped)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"expected a readable UTF-8 CSV file, received one that fails to read ({e})",
                         where=name) from None
     return records, lines
+
+
+def _point(cell: str) -> str:
+    """A decimal-comma number ('3,45', '-,5', '1,5e3') with a decimal point; any other cell as it is."""
+    return cell.replace(",", ".") if decimal_comma(cell) else cell
 
 
 def _sklearn_layout(first: list[str], rows: list[list[str]]) -> list[str] | None:
@@ -141,7 +159,6 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
     if not records:
         raise DataError("expected a header row, received an empty file" if dialect.header else
                         "expected rows, received an empty file", where=name)
-    layout = "no header"
     if dialect.header:
         header_line = lines[0]
         header, rows, lines = records[0], records[1:], lines[1:]
@@ -153,42 +170,56 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
         if rows:
             _check_header(header, rows, header_line, path, name)
         # A blank header cell (a pandas index column) still needs a name to be read by.
+        blank = {i for i, h in enumerate(header) if not h}
         header = [h or f"column_{i + 1}" for i, h in enumerate(header)]
-        layout = "header"
-    else:
-        header, rows = [f"column_{i + 1}" for i in range(len(records[0]))], records
-    return _table(header, rows, lines, name, layout)
+        return _table(header, rows, lines, name, "header", blank, header_line)
+    header, rows = [f"column_{i + 1}" for i in range(len(records[0]))], records
+    return _table(header, rows, lines, name, "no header")
 
 
-def _table(header: list[str], rows: list[list[str]], lines: list[int], name: str, layout: str) -> RawTable:
+def _table(header: list[str], rows: list[list[str]], lines: list[int], name: str, layout: str,
+           blank: set[int] | None = None, header_line: int = 1) -> RawTable:
+    """The cells by column name; `blank`: positions (from 0) of blank header cells, named column_N."""
     for row, line in zip(rows, lines):
         if len(row) != len(header):
             raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
                             where=name)
-    dup = next((h for h in header if header.count(h) > 1), None)
-    if dup is not None:
-        raise DataError(f"expected distinct column names in the header, received {dup!r} twice", where=name)
+    _check_distinct(header, blank or set(), header_line, name)
     columns = list(zip(*rows)) if rows else [() for _ in header]
     return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines, layout)
+
+
+def _check_distinct(header: list[str], blank: set[int], line: int, name: str) -> None:
+    """Every column name once (a Counter: linear in the header's width); a blank cell is named as blank."""
+    counts = Counter(header)
+    dup = next((h for h in header if counts[h] > 1), None)
+    if dup is None:
+        return
+    at = [i for i, h in enumerate(header) if h == dup]
+    empty = next((i for i in at if i in blank), None)
+    if empty is not None:
+        other = next(i for i in at if i != empty)
+        raise DataError(f"line {line}, column {empty + 1}: expected a column name, received a blank header cell "
+                        f"(read as {dup!r}, which column {other + 1} is named)", where=name,
+                        hint=f"name column {empty + 1} in the header")
+    raise DataError(f"expected distinct column names in the header, received {dup!r} twice (columns "
+                    f"{at[0] + 1} and {at[1] + 1} of line {line})", where=name)
 
 
 def _column_floats(cells: list[str], column: str, lines: list[int], name: str,
                    hint: Callable[[str], str]) -> np.ndarray:
     """Parse one column as float32, naming the first bad cell (with `hint(column)`: how to read it instead)."""
-    try:
-        values = np.array(cells, dtype=np.float64)
-    except ValueError:
-        for cell, line in zip(cells, lines):  # the first offending cell, for the message
-            if not is_number(cell):
-                received = "an empty cell" if cell == "" else describe(cell)
-                raise DataError(f"row {line}, column {column!r}: expected a number, received {received}",
-                                where=name, hint=hint(column)) from None
-        raise
-    if not np.isfinite(values).all():  # 'nan', 'inf': numbers to float(), not values to learn from
-        i = int(np.argmin(np.isfinite(values)))
-        raise DataError(f"row {lines[i]}, column {column!r}: expected a finite number, received "
-                        f"{describe(cells[i])}", where=name, hint=hint(column))
-    return values.astype(np.float32)
+    values = [number(c) for c in cells]
+    for cell, value, line in zip(cells, values, lines):  # the first offending cell, for the message
+        if value is None:
+            received = "an empty cell" if cell == "" else describe(cell)
+            raise DataError(f"row {line}, column {column!r}: expected a number, received {received}",
+                            where=name, hint=DECIMAL_HINT if decimal_comma(cell) else hint(column))
+        problem = number_problem(value)  # 'nan', 'inf', '1e39': numbers to float(), not float32 features
+        if problem:
+            raise DataError(f"row {line}, column {column!r}: expected {problem}, received {describe(cell)}",
+                            where=name, hint=hint(column) if "finite" in problem else "")
+    return np.array(values, dtype=np.float32)
 
 
 def _delimiter(text: str | None) -> str | None:
@@ -209,10 +240,12 @@ class CsvOptions(SourceOptions):
     header: bool = Field(True, title="true|false", description="whether the first line names the columns "
                          "(false: columns named column_1, column_2, ...)")
     skip: int = Field(0, ge=0, description="leading lines to skip before the header (or the first row)")
+    decimal: Literal[".", ","] = Field(".", title="C", description="the decimal mark of numbers: '.' or ',' "
+                                       "('3,45' reads as 3.45; the delimiter is then not a comma)")
 
     def dialect(self, where: str) -> Dialect:
         try:
-            return Dialect(_delimiter(self.delimiter), self.header, self.skip)
+            return Dialect(_delimiter(self.delimiter), self.header, self.skip, self.decimal)
         except ValueError as e:
             raise DataError(f"delimiter: {e}", where=where) from None
 
@@ -334,8 +367,9 @@ def target_values(cells: list[str], column: str, lines: list[int], task: str | N
             raise DataError(f"row {line}, column {column!r}: expected a target value, received "
                             f"{'an empty cell' if cell == '' else describe(cell)}", where=name,
                             hint="remove the rows that have no target, or name another target column")
-    numeric = all(is_number(c) for c in cells)
-    values = np.array([float(c) for c in cells]) if numeric else None
+    parsed = [number(c) for c in cells]
+    numeric = all(v is not None for v in parsed)
+    values = np.array(parsed, dtype=np.float64) if numeric else None
     if values is not None and not np.isfinite(values).all():
         i = int(np.argmin(np.isfinite(values)))
         raise DataError(f"row {lines[i]}, column {column!r}: expected a finite target, received {cells[i]!r}",
@@ -352,6 +386,11 @@ def target_values(cells: list[str], column: str, lines: list[int], task: str | N
             raise DataError(f"row {bad[1]}, column {column!r}: expected a number for a regression target, "
                             f"received {describe(bad[0])}", where=name,
                             hint="name the target column with [data] target / --target if this is not it")
+        big = np.abs(values) > FLOAT32_MAX
+        if big.any():  # a regression target is float32, as the model's output
+            i = int(np.argmax(big))
+            raise DataError(f"row {lines[i]}, column {column!r}: expected {number_problem(float(values[i]))} for a "
+                            f"regression target, received {cells[i]!r}", where=name)
         return values.astype(np.float32), None, task
     if numeric:
         # Numeric classes sort by value ("2" before "10") and are named canonically ("1.0" → "1").

@@ -101,8 +101,14 @@ def test_sklearn_file_and_dialect_options(tmp_path):
     path.write_text("# notes\na;b;y\n1,5;x;0\n2,5;y;1\n")
     r = run("columns", f"csv:{path}?skip=1")
     assert r.exit_code == 0, r.output
-    assert declared(r.output) == (Column("a", "categorical", categories=("1,5", "2,5")),
-                                  Column("b", "categorical", categories=("x", "y")))
+    # '1,5' in a ';' file is a number with a decimal comma: left out with a note, not read as two categories
+    assert declared(r.stdout) == (Column("b", "categorical", categories=("x", "y")),)
+    assert r.stderr == (f"note: csv:{path}?skip=1: column 'a' holds numbers with a decimal comma ('3,45'), left "
+                        f"out: read them as numbers with 'csv:{path}?skip=1&decimal=,'\n")
+    r = run("columns", f"csv:{path}?skip=1&decimal=,")
+    assert r.exit_code == 0 and not r.stderr, r.output
+    assert declared(r.stdout) == (Column("a", "numeric"), Column("b", "categorical", categories=("x", "y")))
+    assert f'# source = "csv:{path}?skip=1&decimal=,"' in r.stdout
 
 
 def test_errors_are_one_line_exit_1(tmp_path):
