@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from archc import strict_json
 from archc.util import load_arrays, write_bytes_atomic
+from archc.data.columns import number
 from archc.errors import InputError
 from archc.runtime.session import Model, format_shape
 
@@ -47,7 +49,7 @@ def read_inputs(path: str | os.PathLike, model: Model) -> dict[str, np.ndarray]:
         return _read_csv(p, model)
     except InputError:
         raise
-    except (OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise _err(p, f"could not read the file as {ext}: {exc}") from None
 
 
@@ -69,9 +71,10 @@ def _read_json(p: Path, model: Model) -> dict[str, Any]:
     if isinstance(data, dict):
         return dict(data)
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
-        keys: list[str] = []
+        union: dict[str, None] = {}  # the keys in first-seen order (a dict: linear in the keys)
         for rec in data:
-            keys += [k for k in rec if k not in keys]
+            union.update(dict.fromkeys(rec))
+        keys = list(union)
         for i, rec in enumerate(data):
             absent = [k for k in keys if k not in rec]
             if absent:
@@ -100,17 +103,16 @@ def _regular(value: Any) -> bool:
         return False
 
 
+_INT = re.compile(r"[+-]?[0-9]{1,19}")  # ASCII digits ('²'.isdigit() is True), at most int64's 19 digits
+INT64 = np.iinfo(np.int64)
+
+
 def _number(text: str) -> int | float | None:
-    """Parse a CSV cell as int, else float; None when it is not a number."""
+    """Parse a CSV cell as an int64, else a float (archc.data.columns.number's grammar); None when it is neither."""
     s = text.strip()
-    try:
+    if _INT.fullmatch(s) and INT64.min <= int(s) <= INT64.max:
         return int(s)
-    except ValueError:
-        pass
-    try:
-        return float(s)
-    except ValueError:
-        return None
+    return number(s)
 
 
 def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
@@ -127,6 +129,8 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     if not rows:
         raise _err(p, "expected at least one data row, received none")
     width = len(rows[0][1])
+    kind = np.dtype(sig.dtype).kind if sig.dtype in np.sctypeDict else ""
+    biggest = float(np.finfo(sig.dtype).max) if kind == "f" else math.inf
     values: list[list[int | float]] = []
     for line, row in rows:
         if len(row) != width:
@@ -134,9 +138,11 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         parsed = []
         for col, cell in enumerate(row, start=1):
             v = _number(cell)
-            if v is None:
+            if v is None or abs(v) > biggest:
                 label = f"column {col}" + (f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
-                raise _err(p, f"row {line}, {label}: expected a number, received {cell!r}")
+                want = "a number" if v is None else f"a number within {sig.dtype}'s range (magnitude at most " \
+                                                       f"{biggest:.4g})"
+                raise _err(p, f"row {line}, {label}: expected {want}, received {cell.strip()!r}")
             parsed.append(v)
         values.append(parsed)
     ints = all(isinstance(v, int) for r in values for v in r)

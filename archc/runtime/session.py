@@ -364,8 +364,17 @@ def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
         return arr
     src = arr.dtype.kind
     if target.kind == "f" and src in "fiub":
-        # Numbers into a float input (float64/float16/ints → float32): the usual, expected case.
-        return arr.astype(target)
+        # Numbers into a float input (float64/float16/ints → float32): the usual, expected case. A finite value
+        # beyond the target's range is refused by place, not turned into inf behind a numpy warning.
+        with np.errstate(over="ignore"):
+            out = arr.astype(target)
+        lost = np.isinf(out) & np.isfinite(arr) if src in "fi" and arr.size else None
+        if lost is not None and lost.any():
+            first = np.argwhere(lost)[0]
+            raise InputError(f"input {sig.name!r}: expected values within {target}'s range (magnitude at most "
+                             f"{float(np.finfo(target).max):.4g}), received {arr[tuple(first)]:g} at "
+                             f"{_position(first)}")
+        return out
     if target.kind in "iu" and src in "iub":
         if np.can_cast(arr.dtype, target, "safe"):
             return arr.astype(target)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from archc.data.columns import Table, is_missing
+from archc.data.columns import Table, is_missing, number
 from archc.data.tabular import RawTable
 from archc.errors import InputError
 from archc.labels import CLASSES
@@ -56,23 +57,77 @@ def feeds(table: Table, cells: dict[str, Sequence[Any]]) -> dict[str, np.ndarray
 
 def _float(cell: Any) -> float:
     """A numeric cell's value; NaN when missing (or not a number, which Table.encode refuses before a run)."""
-    if is_missing(cell):
-        return float("nan")
-    try:
-        return float(cell)
-    except (TypeError, ValueError):
-        return float("nan")
+    value = None if is_missing(cell) else number(cell)
+    return math.nan if value is None else value
 
 
 def csv_input(model: Any, text: str, target: str | None = None) -> Labelled | None:
-    """`--input FILE.csv` of a model with a fitted table: every row of the file by column name (None for another
-    model or input: read as before; a csv: source is a split, see source_split)."""
+    """`--input FILE.csv` (or JSON records: FILE.json, a list of objects, or JSON lines FILE.jsonl) of a model with
+    a fitted table: every row of the file by column name (None for another model or input: read as before; a csv:
+    source is a split, see source_split)."""
     table = table_of(model)
-    if table is None or Path(text).suffix.lower() not in (".csv", ".tsv") or not Path(text).is_file():
+    suffix = Path(text).suffix.lower()
+    if table is None or suffix not in (".csv", ".tsv", *JSON_ROWS) or not Path(text).is_file():
         return None
+    if suffix in JSON_ROWS:
+        raw = json_rows(Path(text))
+        return None if raw is None else labelled_rows(model, table, raw, text, target)
     from archc.data.tabular import read_table
 
     return labelled_rows(model, table, read_table(Path(text), text), text, target)
+
+
+JSON_ROWS = (".json", ".jsonl", ".ndjson")  # a list of objects, or one object per line (JSON lines)
+
+
+def json_rows(path: Path) -> RawTable | None:
+    """JSON records as a CSV's rows: each object's keys are column names (keys in any order; an absent key or null
+    is a missing cell), numbers and true/false written as a CSV would hold them; rows are numbered from 1 (JSON
+    lines: the line). None for a .json file that is not a list of objects (read by input name, as before)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+            if not (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)):
+                return None
+            records = list(enumerate(data, start=1))
+        else:
+            records = [(i, json.loads(line)) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"expected a readable UTF-8 JSON file, received one that fails to read ({e})",
+                         file=str(path)) from None
+    except ValueError as e:  # a JSONDecodeError, or an integer of more digits than Python converts
+        if not isinstance(e, json.JSONDecodeError):
+            raise InputError(f"expected JSON values archc can read, received one that fails ({e})",
+                             file=str(path)) from None
+        raise InputError(f"expected valid JSON, received a syntax error at line {e.lineno}, column {e.colno}: "
+                         f"{e.msg}", file=str(path)) from None
+    except RecursionError:
+        raise InputError("expected JSON of reasonable nesting depth, received one nested too deeply",
+                         file=str(path)) from None
+    columns: dict[str, None] = {}  # the union of keys in first-seen order (a dict: linear in the keys)
+    for line, rec in records:
+        if not isinstance(rec, dict):
+            raise InputError(f"row {line}: expected an object of column names to values, received "
+                             f"{type(rec).__name__}", file=str(path))
+        columns.update(dict.fromkeys(rec))
+    cells: dict[str, list[str]] = {c: [] for c in columns}
+    for line, rec in records:
+        for c in columns:
+            cells[c].append(_cell_text(rec.get(c), line, c, path))
+    return RawTable(list(columns), cells, [line for line, _ in records], "json")
+
+
+def _cell_text(value: Any, line: int, column: str, path: Path) -> str:
+    """A JSON value as a CSV cell's text: null '' (missing), true/false, numbers as written, text as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+    raise InputError(f"row {line}, column {column!r}: expected a number, text, true/false or null, received a "
+                     f"{'list' if isinstance(value, list) else 'object'}", file=str(path))
 
 
 def source_split(model: Any, source: str, split: str, target: str | None = None) -> Labelled | None:
@@ -108,7 +163,7 @@ def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: st
     """A CSV's rows as the model's feeds (by column name), checked by Table.encode; labels from the target column
     (`target`, else the model's recorded one) when the file has it: y is empty otherwise. Rows whose target cell is
     missing are not scored (label -1, or NaN for values)."""
-    _require(table, raw.columns, name)
+    _require(table, raw.columns, name, "keys of the file's records" if raw.layout == "json" else "file's header")
     encoded = table.encode(raw.cells, where=name, lines=raw.lines)  # refuses what the graph cannot: row, column
     inputs = feeds(table, raw.cells) if takes_a_row(model) else {table.input: encoded}
     target = target or table.target
@@ -119,14 +174,15 @@ def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: st
     return Labelled(inputs, y, f"{what}, scored against column {target!r}")
 
 
-def _require(table: Table, header: list[str], name: str) -> None:
+def _require(table: Table, header: list[str], name: str, place: str = "file's header") -> None:
     """Every column the model reads is in the header: else a located error naming the first absent one."""
-    absent = [c for c in table.names() if c not in header]
+    present = set(header)  # a set: linear in the header's width
+    absent = [c for c in table.names() if c not in present]
     if not absent:
         return
     close = difflib.get_close_matches(absent[0], header, n=1)
     more = f" (and {len(absent) - 1} more: {', '.join(absent[1:])})" if len(absent) > 1 else ""
-    raise InputError(f"column {absent[0]!r}{more}: expected it in the file's header (the model reads columns "
+    raise InputError(f"column {absent[0]!r}{more}: expected it in the {place} (the model reads columns "
                      f"{', '.join(table.names())}), received columns {', '.join(header)}", file=name,
                      hint=f"did you mean {close[0]!r}?" if close else "columns are matched by name, in any order")
 
@@ -138,12 +194,11 @@ def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: s
     if for_model(model).data_task != CLASSES:
         out = np.full(len(cells), np.nan)
         for i, (c, ok) in enumerate(zip(cells, present)):
-            if ok:
-                try:
-                    out[i] = float(c)
-                except ValueError:
-                    raise InputError(f"row {lines[i]}, column {target!r}: expected a number (the model's target "
-                                     f"values), received {c!r}", file=name) from None
+            value = number(c) if ok else math.nan
+            if value is None:
+                raise InputError(f"row {lines[i]}, column {target!r}: expected a number (the model's target "
+                                 f"values), received {c!r}", file=name)
+            out[i] = value
         return out
     from archc.data.classes import match, show
 
