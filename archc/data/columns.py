@@ -74,7 +74,7 @@ def number(cell: Any) -> float | None:
     if isinstance(cell, (bool, np.bool_)):
         return float(cell)
     if isinstance(cell, (int, np.integer)):
-        return float(cell) if abs(int(cell)) < 10**308 else math.copysign(1e308, int(cell))
+        return float(cell) if abs(int(cell)) < 10**308 else (1e308 if cell > 0 else -1e308)
     if isinstance(cell, (float, np.floating)):
         return float(cell)
     if not isinstance(cell, str):
@@ -413,7 +413,14 @@ def _encode_column(f: Fitted, cells: list[Any], out: np.ndarray, start: int, whe
     if c.type != "categorical":
         values = np.array([f.fill if m else _number(v, c, i, where, lines)
                            for i, (v, m) in enumerate(zip(cells, missing))], dtype=np.float64)
-        out[:, start] = (values - f.mean) / f.std if c.scaled() else values
+        scaled = (values - f.mean) / f.std if c.scaled() else values
+        big = np.abs(scaled) > FLOAT32_MAX  # each value is in range; standardized, it may not be
+        if big.any():
+            i = int(np.argmax(big))
+            raise DataError(f"row {_row(i, lines)}, column {c.name!r}: expected a value within float32's range once "
+                            f"standardized ((v - {f.mean:.6g}) / {f.std:.6g}, the training split's mean and std), "
+                            f"received {describe(cells[i])}", where=where)
+        out[:, start] = scaled
         return
     index = {v: k for k, v in enumerate(f.categories)}
     for i, (v, m) in enumerate(zip(cells, missing)):
