@@ -543,8 +543,8 @@ def _print_variant(r: Any, max_drop: float) -> None:
               help="A text column of at most this many values lists its categories (more: learned in training).")
 @command
 def columns(file: str, target: str | None, input_name: str, max_categories: int) -> None:
-    """Read FILE (a CSV, or csv:FILE?delimiter=C&header=false&skip=N), infer each column's type, missing cells and
-    categories, and print the [inputs.NAME.columns] table to paste into a spec."""
+    """Read FILE (a CSV, or csv:FILE?delimiter=C&header=false&skip=N&decimal=,), infer each column's type, missing
+    cells and categories, and print the [inputs.NAME.columns] table to paste into a spec."""
     from archc.data.sources import make_options, parse
     from archc.data.survey import survey, toml_block
     from archc.data.tabular import target_column, read_table

@@ -122,6 +122,8 @@ def _expected(cls: type[Source]) -> str:
 def _want(annotation: Any, err: dict | None = None) -> str:
     """What an option's value must be, in words."""
     ctx = (err or {}).get("ctx") or {}
+    if "expected" in ctx:  # a Literal option: the values it takes ("'.' or ','")
+        return str(ctx["expected"])
     for key, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if key in ctx:
             return f"a number {sign} {ctx[key]}"

@@ -7,8 +7,8 @@ could be categorical); boolean when every one is a boolean token and there are t
 its categories listed when there are at most `max_categories` (by frequency, as `fit` orders learned ones), else
 learned from the training split (`max_categories` = the file's count, `unknown = "ignore"`). A text column with a
 different value on every row (an identifier) is left out, as a comment, and so is a column of numbers written with a
-decimal comma ('3,45', in a ';' file), with the hint to read the file with `?decimal=,`. Columns with missing cells get a missing
-rule: the median for numbers, the most frequent value otherwise.
+decimal comma ('3,45', in a ';' file), with the hint to read the file with `?decimal=,`. Columns with missing cells
+get a missing rule: the median for numbers, the most frequent value otherwise.
 """
 from __future__ import annotations
 

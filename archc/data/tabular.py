@@ -1,4 +1,4 @@
-"""`csv:FILE[?target=COLUMN&delimiter=C&header=false&skip=N]`: a CSV read by column name.
+"""`csv:FILE[?target=COLUMN&delimiter=C&header=false&skip=N&decimal=,]`: a CSV read by column name.
 
 Without declared columns every column but the target must be a number (the features, in file order); with a
 `columns=Request` (a spec's tabular input, archc/data/columns.py) the declared columns are read by name, fitted on
@@ -240,7 +240,7 @@ class CsvOptions(SourceOptions):
     header: bool = Field(True, title="true|false", description="whether the first line names the columns "
                          "(false: columns named column_1, column_2, ...)")
     skip: int = Field(0, ge=0, description="leading lines to skip before the header (or the first row)")
-    decimal: Literal[".", ","] = Field(".", title="C", description="the decimal mark of numbers: '.' or ',' "
+    decimal: Literal[".", ","] = Field(".", title=".|,", description="the decimal mark of numbers: '.' or ',' "
                                        "('3,45' reads as 3.45; the delimiter is then not a comma)")
 
     def dialect(self, where: str) -> Dialect:

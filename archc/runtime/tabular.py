@@ -71,7 +71,9 @@ def csv_input(model: Any, text: str, target: str | None = None) -> Labelled | No
         return None
     if suffix in JSON_ROWS:
         raw = json_rows(Path(text))
-        return None if raw is None else labelled_rows(model, table, raw, text, target)
+        if raw is None or (set(raw.columns) <= set(model.inputs) and not set(raw.columns) & set(table.names())):
+            return None  # not records, or records of the model's inputs (an encoded row): read by input name
+        return labelled_rows(model, table, raw, text, target)
     from archc.data.tabular import read_table
 
     return labelled_rows(model, table, read_table(Path(text), text), text, target)
@@ -119,7 +121,10 @@ def json_rows(path: Path) -> RawTable | None:
 
 
 def _cell_text(value: Any, line: int, column: str, path: Path) -> str:
-    """A JSON value as a CSV cell's text: null '' (missing), true/false, numbers as written, text as it is."""
+    """A JSON value as a CSV cell's text: null '' (missing), true/false, numbers as written, text as it is; a list
+    of one value is that value (a column input's example is [value])."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -156,7 +156,7 @@ def blank_header_cell(tmp, models):
 # ---- JSON records for a model with a fitted table: rows by column name ------------------------------------------
 @case("error: TMP/r.json: row 2, column 'b': expected a number, text, true/false or null, received a list")
 def json_record_with_a_list_cell(tmp, models):
-    return ["infer", models[0], "--input", _rows(tmp, "r.json", '[{"a": 1, "b": "x"}, {"a": 2, "b": ["y"]}]')]
+    return ["infer", models[0], "--input", _rows(tmp, "r.json", '[{"a": 1, "b": "x"}, {"a": 2, "b": ["y", "z"]}]')]
 
 
 @case("error: TMP/r.jsonl: row 3, column 'a': expected a number within float32's range (magnitude at most "
@@ -202,3 +202,18 @@ def test_json_records_predict_as_the_same_rows_in_a_csv(tmp_path, models):
     assert outs[0] == outs[1] == outs[2]
     assert re.search(r"scored against column 'c'", CliRunner().invoke(
         main, ["infer", str(tab), "--input", str(tmp_path / "r.json")]).output)
+
+
+def test_records_of_the_model_inputs_read_by_input_name(tmp_path, models):
+    """Records keyed by the model's input names (an encoded row, or a column input's [value]) read as before."""
+    from archc.runtime.session import Model
+
+    tab = models[0]
+    inputs = list(Model.open(tab).inputs)
+    if inputs == ["row"]:  # the model reads the encoded row: 1 numeric + 3 one-hot values
+        records = [{"row": [0.1, 1, 0, 0]}, {"row": [-0.3, 0, 0, 1]}]
+    else:  # one input per column, each example [value]
+        records = [{"a": [0.5], "b": ["x"]}, {"a": [0.1], "b": ["z"]}]
+    (tmp_path / "e.json").write_text(json.dumps(records))
+    r = CliRunner().invoke(main, ["infer", str(tab), "--input", str(tmp_path / "e.json"), "--json"])
+    assert r.exit_code == 0, r.output
