@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from archc.data.base import Splits
+from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset, Split, finish, split_indices, subset
 from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
@@ -26,6 +27,18 @@ def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str
     return y, [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
 
 
+def _float32(a: np.ndarray, what: str, where: str) -> np.ndarray:
+    """A float32 copy; a finite value beyond float32's range is a DataError naming its example (not numpy's
+    overflow warning and an inf)."""
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size:
+        big = np.isfinite(a) & (np.abs(a) > FLOAT32_MAX)
+        if big.any():
+            at = tuple(int(i) for i in np.argwhere(big)[0])
+            raise DataError(f"expected {what} within float32's range (magnitude at most {FLOAT32_MAX:.4g}), "
+                            f"received {float(a[at]):g} at example {at[0]}", where=where)
+    return a.astype(np.float32)
+
+
 def as_features(x: np.ndarray, where: str) -> np.ndarray:
     """uint8 → float32 in [0, 1] (images); other integers → int64 token ids; floats/bools → float32."""
     if x.dtype == np.uint8:
@@ -33,7 +46,7 @@ def as_features(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind in "iu":
         return x.astype(np.int64)
     if x.dtype.kind in "fb":
-        return x.astype(np.float32)
+        return _float32(x, "features", where)
     raise DataError(f"expected numeric features, received an array of dtype {x.dtype}", where=where)
 
 
@@ -45,7 +58,7 @@ def labels_for_task(y: np.ndarray, task: str | None, classes: list[str] | None,
     if task == TARGETS:
         if y.dtype.kind not in "iufb":
             raise DataError(f"expected numeric regression targets, received dtype {y.dtype}", where=where)
-        return y.astype(np.float32), None, task
+        return _float32(y, "regression targets", where), None, task
     labels, derived = classes_from_labels(y, where)
     return labels, (classes if classes is not None else derived), task
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from archc.data.arrays import from_arrays, labels_for_task
 from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
@@ -104,12 +105,17 @@ def _features(obj: dict[str, Any], key: str, line: int, name: str) -> np.ndarray
     """One example's features as float32 (a number gives shape [1])."""
     value = _field(obj, key, "features", line, name)
     try:
-        x = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+        wide = np.asarray(value, dtype=np.float64)  # float64 first: a float32 overflow is named, not a warning
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
         raise DataError(f"line {line}, {key!r}: expected a number or a list of numbers of one shape, received "
                         f"{describe(value)}", where=name) from None
-    if not np.isfinite(x).all():
+    if not np.isfinite(wide).all():
         raise DataError(f"line {line}, {key!r}: expected finite numbers, received NaN or inf", where=name)
+    big = np.abs(wide) > FLOAT32_MAX
+    if big.any():
+        raise DataError(f"line {line}, {key!r}: expected numbers within float32's range (magnitude at most "
+                        f"{FLOAT32_MAX:.4g}), received {wide[big][0]:g}", where=name)
+    x = wide.astype(np.float32)
     return x.reshape(1) if x.ndim == 0 else x
 
 

@@ -155,3 +155,25 @@ def test_infer_csv_numbers_beyond_int64_read_as_floats(tmp_path):
     assert x.dtype == np.float64 and x[0, 0] == 1e23
     path.write_text("9223372036854775807,1\n")
     assert read_inputs(path, model)["x"].dtype == np.int64
+
+
+def test_float32_range_in_the_other_tabular_sources(tmp_path):
+    """jsonl: and npz: features and regression targets: a value beyond float32 is named, never an inf behind
+    numpy's overflow warning (pytest's -W error would turn that warning into a failure here too)."""
+    lines = [{"x": [0.5, 1], "y": i * 0.37} for i in range(12)]
+    lines[3]["x"] = [1e39, 1]
+    path = tmp_path / "f.jsonl"
+    path.write_text("\n".join(map(__import__("json").dumps, lines)) + "\n")
+    with pytest.raises(DataError, match=r"line 4, 'x': expected numbers within float32's range .*received 1e\+39"):
+        load(f"jsonl:{path}", task="regression")
+    lines[3]["x"], lines[5]["y"] = [0.5, 1], -1e300
+    path.write_text("\n".join(map(__import__("json").dumps, lines)) + "\n")
+    with pytest.raises(DataError, match=r"expected regression targets within float32's range .*received -1e\+300 at "
+                                        r"example 5"):
+        load(f"jsonl:{path}", task="regression")
+    path.write_text('{"x": [%d], "y": 1}\n' % 10**400)
+    with pytest.raises(DataError, match=r"line 1, 'x': expected a number or a list of numbers"):
+        load(f"jsonl:{path}")
+    np.savez(tmp_path / "n.npz", x=np.array([[1.0, 2.0], [3.0, 1e39]]), y=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"expected features within float32's range .*received 1e\+39 at example 1"):
+        load(f"npz:{tmp_path / 'n.npz'}")
