@@ -71,6 +71,9 @@ def is_missing(cell: Any) -> bool:
 def number(cell: Any) -> float | None:
     """A cell's value when it is a number (an int or float, or text in the CSV number grammar, surrounding blanks
     ignored), else None. Total: never raises. An integer beyond float64 reads as 1e308 (out of float32's range)."""
+    if type(cell) is str:  # the common case (a CSV's cells) first
+        text = cell.strip()
+        return float(text) if _NUMBER.fullmatch(text) else None
     if isinstance(cell, (bool, np.bool_)):
         return float(cell)
     if isinstance(cell, (int, np.integer)):

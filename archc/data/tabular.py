@@ -89,11 +89,11 @@ def _recognise_delimiter(text: str) -> str:
 def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], list[int]]:
     """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            skipped = 0
-            while skipped < dialect.skip and f.readline():  # stops at the end of the file, whatever the count
-                skipped += 1
-            text = f.read()
+        f = io.StringIO(_utf8(path.read_bytes(), name), newline="")
+        skipped = 0
+        while skipped < dialect.skip and f.readline():  # stops at the end of the file, whatever the count
+            skipped += 1
+        text = f.read()
         if skipped < dialect.skip:
             raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
                             where=name)
@@ -109,10 +109,22 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
             cells = [c.strip() for c in row]
             records.append([_point(c) for c in cells] if dialect.decimal == "," else cells)
             lines.append(reader.line_num + skipped)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"expected a readable UTF-8 CSV file, received one that fails to read ({e})",
-                        where=name) from None
+    except csv.Error as e:  # only the reader raises it: its line is where
+        raise DataError(f"line {reader.line_num + skipped}: expected a CSV record, received one that fails to read "
+                        f"({e})", where=name) from None
+    except OSError as e:
+        raise DataError(f"expected a readable CSV file, received one that fails to read ({e})", where=name) from None
     return records, lines
+
+
+def _utf8(data: bytes, name: str) -> str:
+    """The file's text (a leading BOM dropped, as Excel writes one); a byte that is not UTF-8 is named by line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"line {line}: expected UTF-8 text, received the byte 0x{data[e.start]:02x}", where=name,
+                        hint="save the file as UTF-8 (it may be Latin-1 or Windows-1252)") from None
 
 
 def _point(cell: str) -> str:
@@ -355,7 +367,7 @@ def target_column(header: list[str], target: str | None, name: str) -> str:
     if target in header:
         return target
     close = difflib.get_close_matches(target, header, n=1)
-    raise DataError(f"expected target column {target!r}, received columns {header}", where=name,
+    raise DataError(f"expected target column {target!r}, received columns {describe(header, 200)}", where=name,
                     hint=f"did you mean {close[0]!r}?" if close else "")
 
 

@@ -186,10 +186,15 @@ def _require(table: Table, header: list[str], name: str, place: str = "file's he
     if not absent:
         return
     close = difflib.get_close_matches(absent[0], header, n=1)
-    more = f" (and {len(absent) - 1} more: {', '.join(absent[1:])})" if len(absent) > 1 else ""
+    more = f" (and {len(absent) - 1} more: {_names(absent[1:])})" if len(absent) > 1 else ""
     raise InputError(f"column {absent[0]!r}{more}: expected it in the {place} (the model reads columns "
-                     f"{', '.join(table.names())}), received columns {', '.join(header)}", file=name,
+                     f"{_names(table.names())}), received columns {_names(header)}", file=name,
                      hint=f"did you mean {close[0]!r}?" if close else "columns are matched by name, in any order")
+
+
+def _names(names: Sequence[str], limit: int = 20) -> str:
+    """'a, b, c' for messages, cut after `limit` names (a header may have 100,000)."""
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: str) -> np.ndarray:

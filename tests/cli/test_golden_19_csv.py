@@ -90,6 +90,19 @@ def infer_csv_field_over_the_csv_limit(tmp, models):
     return ["infer", models[1], "--input", _rows(tmp, "w.csv", "1,2," + "3" * 200_000 + "\n")]
 
 
+@case("error: csv:TMP/l.csv: line 3: expected UTF-8 text, received the byte 0xe9 (save the file as UTF-8 (it may be "
+      "Latin-1 or Windows-1252))")
+def latin1_byte_named_by_line(tmp, models):
+    (tmp / "l.csv").write_bytes(b"a,b\n1,2\n3,caf\xe9\n")
+    return ["columns", tmp / "l.csv"]
+
+
+@case("error: csv:TMP/f.csv: line 3: expected a CSV record, received one that fails to read (field larger than "
+      "field limit (131072))")
+def csv_field_over_the_csv_limit(tmp, models):
+    return ["columns", _rows(tmp, "f.csv", "a,b\n1,2\n3," + "4" * 200_000 + "\n")]
+
+
 # ---- linear: a skip count past the end stops at the end ---------------------------------------------------------
 @case("error: csv:TMP/s.csv?skip=100000000: skip: expected at most the file's 3 lines, received ?skip=100000000")
 def skip_past_the_end_of_the_file(tmp, models):
