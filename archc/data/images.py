@@ -3,6 +3,7 @@ the decode and conversion rules that `archc infer` applies to raw image files to
 see the same values for the same file."""
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -196,7 +197,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     h, sep, w = text.lower().partition("x")
-    if not (sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+    digits = re.compile(r"[0-9]+")  # ASCII ('²'.isdigit() is True, int('²') fails)
+    if not (sep and digits.fullmatch(h) and digits.fullmatch(w) and int(h) > 0 and int(w) > 0):
         raise ValueError(f"expected HEIGHTxWIDTH such as 28x28, received {text!r}")
     return int(h), int(w)
 

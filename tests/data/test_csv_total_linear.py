@@ -177,3 +177,12 @@ def test_float32_range_in_the_other_tabular_sources(tmp_path):
     np.savez(tmp_path / "n.npz", x=np.array([[1.0, 2.0], [3.0, 1e39]]), y=np.array([0, 1]))
     with pytest.raises(DataError, match=r"expected features within float32's range .*received 1e\+39 at example 1"):
         load(f"npz:{tmp_path / 'n.npz'}")
+
+
+@pytest.mark.parametrize("text", ["\u00b2x2", "2x\u0663", "\uff12x2"])
+def test_an_image_size_is_ascii_digits(text):
+    """images:?size= reads ASCII digits; '²'.isdigit() passed to int() was a Python message, not archc's."""
+    from archc.data.images import parse_size
+
+    with pytest.raises(ValueError, match="expected HEIGHTxWIDTH such as 28x28"):
+        parse_size(text)
