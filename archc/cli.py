@@ -561,11 +561,13 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     name = target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
     surveyed = survey(raw, name, max_categories)
     reading = "&".join(f"{k}={v}" for k, v in query.items() if k != "target")  # [data] target names the target
-    comma = [s.name for s in surveyed if s.decimal_comma]
+    comma = [s for s in surveyed if s.decimal_comma]
     if comma:
-        which = f"column {comma[0]!r} holds" if len(comma) == 1 else f"columns {', '.join(map(repr, comma))} hold"
-        click.echo(f"note: {source}: {which} numbers with a decimal comma ('3,45'), left out: read them as numbers "
-                   f"with 'csv:{arg}?{reading + '&' if reading else ''}decimal=,'", err=True)
+        which = f"column {comma[0].name!r} holds" if len(comma) == 1 else \
+            f"columns {', '.join(repr(s.name) for s in comma)} hold"
+        click.echo(f"note: {source}: {which} numbers with a decimal comma ({comma[0].decimal_comma!r}), left out: if "
+                   f"the comma is the decimal mark, read them as numbers with "
+                   f"'csv:{arg}?{reading + '&' if reading else ''}decimal=,'", err=True)
     click.echo(toml_block(Path(arg), raw, name, input_name, surveyed, f"csv:{arg}" + (f"?{reading}" if reading
                                                                                      else "")), nl=False)
 

@@ -36,7 +36,7 @@ class Surveyed:
     missing: int
     distinct: int
     note: str
-    decimal_comma: bool = False  # numbers written with a decimal comma, left out (read them with ?decimal=,)
+    decimal_comma: str = ""  # a cell of a column of numbers written with a decimal comma ('3,45'), left out
 
 
 def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGORIES) -> Surveyed:
@@ -59,7 +59,7 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
     if all(decimal_comma(c) or is_number(c) for c in present):
         example = next(c for c in present if decimal_comma(c))
         return Surveyed(name, None, missing, distinct, f"{counted}: numbers with a decimal comma such as "
-                        f"{example!r}: left out (read them as numbers with ?decimal=,)", decimal_comma=True)
+                        f"{example!r}: left out (read them as numbers with ?decimal=,)", decimal_comma=example)
     rule = "most_frequent" if missing else "error"
     lowered = {c.lower() for c in present}
     if lowered <= TRUE_TOKENS | FALSE_TOKENS and len(lowered) == 2:

@@ -97,11 +97,8 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
         if skipped < dialect.skip:
             raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
                             where=name)
-        delimiter = dialect.delimiter or _recognise_delimiter(text)
-        if delimiter == dialect.decimal:
-            raise DataError(f"decimal: expected a decimal mark other than the delimiter {delimiter!r}, received "
-                            f"?decimal={dialect.decimal}", where=name, hint="name the delimiter: ?delimiter=;")
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        # With decimal=',' and a comma delimiter, only quoted cells ("3,45") can hold a decimal comma.
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or _recognise_delimiter(text))
         records, lines = [], []
         for row in reader:
             if not row or all(not c.strip() for c in row):
@@ -253,7 +250,7 @@ class CsvOptions(SourceOptions):
                          "(false: columns named column_1, column_2, ...)")
     skip: int = Field(0, ge=0, description="leading lines to skip before the header (or the first row)")
     decimal: Literal[".", ","] = Field(".", title=".|,", description="the decimal mark of numbers: '.' or ',' "
-                                       "('3,45' reads as 3.45; the delimiter is then not a comma)")
+                                       "('3,45' reads as 3.45)")
 
     def dialect(self, where: str) -> Dialect:
         try:

@@ -103,8 +103,9 @@ def test_sklearn_file_and_dialect_options(tmp_path):
     assert r.exit_code == 0, r.output
     # '1,5' in a ';' file is a number with a decimal comma: left out with a note, not read as two categories
     assert declared(r.stdout) == (Column("b", "categorical", categories=("x", "y")),)
-    assert r.stderr == (f"note: csv:{path}?skip=1: column 'a' holds numbers with a decimal comma ('3,45'), left "
-                        f"out: read them as numbers with 'csv:{path}?skip=1&decimal=,'\n")
+    assert r.stderr == (f"note: csv:{path}?skip=1: column 'a' holds numbers with a decimal comma ('1,5'), left "
+                        f"out: if the comma is the decimal mark, read them as numbers with "
+                        f"'csv:{path}?skip=1&decimal=,'\n")
     r = run("columns", f"csv:{path}?skip=1&decimal=,")
     assert r.exit_code == 0 and not r.stderr, r.output
     assert declared(r.stdout) == (Column("a", "numeric"), Column("b", "categorical", categories=("x", "y")))

@@ -152,11 +152,11 @@ def decimal_comma_in_a_feature_column(tmp, models):
     return ["train", _spec(tmp, "dc.csv", None), "--out", tmp / "run"]
 
 
-@case("error: csv:TMP/c.csv?decimal=,: decimal: expected a decimal mark other than the delimiter ',', received "
-      "?decimal=, (name the delimiter: ?delimiter=;)")
-def decimal_comma_in_a_comma_separated_file(tmp, models):
+@case("error: csv:TMP/c.csv?decimal=x: decimal: expected '.' or ',', received 'x' (the decimal mark of numbers: '.' "
+      "or ',' ('3,45' reads as 3.45))")
+def decimal_mark_of_another_character(tmp, models):
     path = _rows(tmp, "c.csv", "a,b\n1,2\n")
-    return ["columns", f"csv:{path}?decimal=,"]
+    return ["columns", f"csv:{path}?decimal=x"]
 
 
 # ---- header cells -----------------------------------------------------------------------------------------------

@@ -118,8 +118,10 @@ def test_decimal_commas_read_as_numbers_on_request(tmp_path):
               val_fraction=0, test_fraction=0)
     assert sorted(ds.train.x[:, 0].tolist()) == pytest.approx([-0.5, 2, 3.45, 150])
     surveyed = {s.name: s for s in survey(read_table(path, "d"), "label")}
-    assert surveyed["a"].column is None and surveyed["a"].decimal_comma and "?decimal=," in surveyed["a"].note
+    assert surveyed["a"].column is None and surveyed["a"].decimal_comma == "3,45" and "?decimal=," in surveyed["a"].note
     assert not surveyed["b"].decimal_comma
+    path.write_text('a,label\n"3,45",u\n"-1,5",v\n')  # a comma file: only quoted cells hold a decimal comma
+    assert read_table(path, "d", Dialect(decimal=",")).cells["a"] == ["3.45", "-1.5"]
 
 
 def test_a_blank_header_cell_is_named_by_position(tmp_path):
