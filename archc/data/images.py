@@ -192,14 +192,17 @@ def image_files(folder: Path, conversions: Conversions, prefix: str = "") -> lis
     return found
 
 
+MAX_SIDE = 65_535  # PNG and JPEG store a side in 16 bits (JPEG) or more; beyond it a size is a typo, never an image
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """'28x28' → (28, 28); None stays None. ValueError when malformed."""
     if text is None:
         return None
     h, sep, w = text.lower().partition("x")
     digits = re.compile(r"[0-9]+")  # ASCII ('²'.isdigit() is True, int('²') fails)
-    if not (sep and digits.fullmatch(h) and digits.fullmatch(w) and int(h) > 0 and int(w) > 0):
-        raise ValueError(f"expected HEIGHTxWIDTH such as 28x28, received {text!r}")
+    if not (sep and digits.fullmatch(h) and digits.fullmatch(w) and 0 < int(h) <= MAX_SIDE and 0 < int(w) <= MAX_SIDE):
+        raise ValueError(f"expected HEIGHTxWIDTH such as 28x28, each side 1..{MAX_SIDE}, received {text!r}")
     return int(h), int(w)
 
 

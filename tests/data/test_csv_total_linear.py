@@ -181,7 +181,7 @@ def test_float32_range_in_the_other_tabular_sources(tmp_path):
         load(f"npz:{tmp_path / 'n.npz'}")
 
 
-@pytest.mark.parametrize("text", ["\u00b2x2", "2x\u0663", "\uff12x2"])
+@pytest.mark.parametrize("text", ["\u00b2x2", "2x\u0663", "\uff12x2", "99999999999x1", "0x4"])
 def test_an_image_size_is_ascii_digits(text):
     """images:?size= reads ASCII digits; '²'.isdigit() passed to int() was a Python message, not archc's."""
     from archc.data.images import parse_size
