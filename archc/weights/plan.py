@@ -144,18 +144,20 @@ def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Exp
     steps, unmade = _group(mapping, infos, problems)
     filled = dict(unmade)
     for step in steps:
-        origin = ", ".join(_named(mapping, s) for s in step.sources) + (f" by {step.rule.where}" if step.rule else "")
+        by = f" by {step.rule.where}" if step.rule else ""
+        origin = ", ".join(step.sources) + by
+        named = ", ".join(_named(mapping, s) for s in step.sources) + by  # for "filled twice": as the rules saw it
         shapes = produced(step, infos)
         if isinstance(shapes, str):
             problems.bad.append(f"{origin}: {shapes}")
-            filled.update({t: origin for t in step.targets})
+            filled.update({t: named for t in step.targets})
             continue
         floats = all(infos[s].is_float for s in step.sources)
         for target, shape in zip(step.targets, shapes):
             want = expected.get(target)
             if target in filled:
                 if filled[target]:  # "": an incomplete concatenation, reported as such
-                    problems.twice.append(f"{target} from {filled[target]} and from {origin}")
+                    problems.twice.append(f"{target} from {filled[target]} and from {named}")
             elif want is None:  # the identity's unknown names are plain extras; a rule's target is a typo
                 problems.extra.append(f"{origin} {show(shape)}" if step.rule is None else
                                       f"{origin} (to {target}, which the model does not have)")
@@ -164,7 +166,7 @@ def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Exp
             elif want.is_float != floats:  # floats cast to the model's precision; never ints to floats or back
                 problems.bad.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
                                     f"{'/'.join(infos[s].dtype for s in step.sources)} from {origin}")
-            filled.setdefault(target, origin)
+            filled.setdefault(target, named)
     problems.missing[:0] = [f"{k} {show(v.shape)}" for k, v in expected.items() if k not in filled]
     error = problems.error(weights, mapping.file)
     if error is not None:
