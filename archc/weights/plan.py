@@ -39,11 +39,12 @@ class Problems:
     missing: list[str] = field(default_factory=list)     # model tensors no file tensor fills
     extra: list[str] = field(default_factory=list)       # file tensors nothing uses
     twice: list[str] = field(default_factory=list)       # model tensors two file tensors (or rules) would fill
-    bad: list[str] = field(default_factory=list)         # mis-shaped, mis-typed, unknown targets
+    bad: list[str] = field(default_factory=list)         # mis-shaped: by the file, or by the rule's transpose/axis
+    typed: list[str] = field(default_factory=list)       # integers for floats or back
 
     def error(self, weights: str, mapping: str) -> ModelError | None:
         parts = [f"{len(v)} {k}: {_listed(v)}" for k, v in (("missing", self.missing), ("extra", self.extra),
-                 ("filled twice", self.twice), ("mis-shaped", self.bad)) if v]
+                 ("filled twice", self.twice), ("mis-shaped", self.bad), ("mis-typed", self.typed)) if v]
         if not parts:
             return None
         hint = ("two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the rules"
@@ -164,7 +165,7 @@ def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Exp
             elif want.shape != shape:
                 problems.bad.append(f"{target}: expected {show(want.shape)}, received {show(shape)} from {origin}")
             elif want.is_float != floats:  # floats cast to the model's precision; never ints to floats or back
-                problems.bad.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
+                problems.typed.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
                                     f"{'/'.join(infos[s].dtype for s in step.sources)} from {origin}")
             filled.setdefault(target, named)
     problems.missing[:0] = [f"{k} {show(v.shape)}" for k, v in expected.items() if k not in filled]

@@ -99,7 +99,7 @@ def test_filled_twice_and_wrong_dtype():
     with pytest.raises(ModelError) as e:
         plan(m, infos, expected, "w.safetensors")
     assert "1 filled twice: w from a by map[0] and from b by map[1]" in e.value.message
-    assert "f: expected floats, received I32 from i by map[2]" in e.value.message
+    assert "2 mis-typed: f: expected floats, received I32 from i by map[2], " in e.value.message
     assert "n: expected integers, received F16 from c by map[3]" in e.value.message
 
 
