@@ -47,10 +47,14 @@ class Problems:
                  ("filled twice", self.twice), ("mis-shaped", self.bad), ("mis-typed", self.typed)) if v]
         if not parts:
             return None
-        hint = ("two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the rules"
-                if self.twice else "fix the mapping's renames, transpose or axis, or `drop` file tensors that are not "
-                "weights" if mapping else "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml "
-                                "maps another library's names")
+        if not mapping:
+            hint = "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml maps another " \
+                   "library's names"
+        elif self.twice:
+            hint = "two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the " \
+                   "rules"
+        else:
+            hint = "fix the mapping's renames, transpose or axis, or `drop` file tensors that are not weights"
         return ModelError("expected every tensor of the model filled exactly once and every tensor of the file used, "
                           "received " + "; ".join(parts), file=weights, where=f"--map {mapping}" if mapping else
                           "--weights", hint=hint)

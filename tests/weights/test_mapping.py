@@ -148,7 +148,8 @@ def test_dropped_counts_only_drop_rules(tmp_path):
     from archc.weights import load_into
 
     model = torch.nn.Linear(2, 2)
-    save_file({"m.weight": torch.ones(2, 2), "m.bias": torch.ones(2), "mask": torch.ones(3)}, tmp_path / "w.safetensors")
+    save_file({"m.weight": torch.ones(2, 2), "m.bias": torch.ones(2), "mask": torch.ones(3)},
+              tmp_path / "w.safetensors")
     (tmp_path / "m.toml").write_text('archc_weights = 1\nstrip_prefix = ["m."]\nkeep = ["weight", "bias"]\n'
                                      'drop = ["mask"]\n')
     loaded = load_into(model, tmp_path / "w.safetensors", tmp_path / "m.toml")
