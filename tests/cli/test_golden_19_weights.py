@@ -136,6 +136,19 @@ def inf_weights_for_train_init(tmp):
     return ["train", mlp, "--init", tmp / "w.safetensors", "--out", tmp / "run", "--epochs", "1", "--device", "cpu"]
 
 
+@case("error: TMP/s.json: layers[1] (fc2): output 'fc2' at batch 1: expected finite values from torch on the example "
+      "inputs, received 2 nan or inf of 2 (weights or activations beyond float32's range (large weights, an "
+      "overflowing exp or pow), or a nan the model computes (log or sqrt of a negative))")
+def finite_weights_whose_outputs_overflow(tmp):
+    """Every weight finite (1e30), their product not: the parity check said "within nan"."""
+    spec = SPEC | {"layers": SPEC["layers"] + [{"id": "fc2", "op": "linear", "out_features": 2}]}
+    (tmp / "s.json").write_text(json.dumps(spec))
+    big = {"fc1.weight": np.full((3, 4), 1e30, np.float32), "fc1.bias": np.zeros(3, np.float32),
+           "fc2.weight": np.full((2, 3), 1e30, np.float32), "fc2.bias": np.zeros(2, np.float32)}
+    save_file(big, str(tmp / "w.safetensors"))
+    return ["build", tmp / "s.json", "--weights", tmp / "w.safetensors", "-o", tmp / "m.onnx"]
+
+
 def _run_folder(tmp: Path) -> Path:
     (tmp / "run").mkdir()
     (tmp / "run" / "spec.json").write_text(json.dumps(SPEC))
