@@ -149,6 +149,23 @@ def finite_weights_whose_outputs_overflow(tmp):
     return ["build", tmp / "s.json", "--weights", tmp / "w.safetensors", "-o", tmp / "m.onnx"]
 
 
+@case("error: train: training diverged: the train loss at step 1 (epoch 1) is nan; nothing was saved (before any "
+      "update: the starting weights or the data overflow float32 (an --init checkpoint's magnitudes, the spec's "
+      "init, or huge input values), not the learning rate)")
+def finite_init_whose_loss_overflows(tmp):
+    """Finite weights (1e30) whose first loss is not: it said "lower the learning rate" before any update."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "d.npz", x=rng.standard_normal((40, 4)).astype(np.float32), y=np.arange(40) % 3)
+    spec = SPEC | {"task": {"kind": "classification"}, "train": {"epochs": 1, "batch_size": 8},
+                   "data": {"source": f"npz:{tmp / 'd.npz'}"},
+                   "layers": SPEC["layers"] + [{"id": "out", "op": "linear", "out_features": 3}]}
+    (tmp / "s.json").write_text(json.dumps(spec))
+    save_file({"fc1.weight": np.full((3, 4), 1e30, np.float32), "fc1.bias": np.zeros(3, np.float32),
+               "out.weight": np.full((3, 3), 1e30, np.float32), "out.bias": np.zeros(3, np.float32)},
+              str(tmp / "w.safetensors"))
+    return ["train", tmp / "s.json", "--init", tmp / "w.safetensors", "--out", tmp / "run", "--device", "cpu"]
+
+
 def _run_folder(tmp: Path) -> Path:
     (tmp / "run").mkdir()
     (tmp / "run" / "spec.json").write_text(json.dumps(SPEC))
