@@ -66,6 +66,10 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
             head = f.read(8)
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
             if n < 2 or n > min(MAX_HEADER, size - 8):  # checked before reading (allocating) the header
+                if head[:1] == b"{":  # JSON text (a legal length whose low byte is "{" passed above)
+                    raise ModelError("expected a safetensors file, received a JSON file", file=str(path),
+                                     hint="a sharded checkpoint (model.safetensors.index.json) loads as one file: "
+                                          "save its shards' tensors together with safetensors' save_file")
                 raise _bad(path, f"a file of {size:,} bytes whose first 8 bytes declare a header of {n:,} bytes")
             text = f.read(n)
     except OSError as e:

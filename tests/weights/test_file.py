@@ -191,3 +191,18 @@ def test_nonfinite_init_is_named_before_the_model_is_built(tmp_path):
                                      'drop = ["mask"]\n')
     with pytest.raises(ModelError, match=r"in 1 tensor: a.fc1.weight F32 \[3, 4\] \(1 of 12 values: 1 nan\)"):
         Init.open(tmp_path / "w.safetensors", tmp_path / "m.toml")
+
+
+def test_a_json_file_is_named_as_one_and_a_header_of_123_bytes_is_not(tmp_path):
+    """A sharded checkpoint's index.json is JSON, not safetensors; a real file whose header length's low byte is
+    '{' (123) still loads."""
+    (tmp_path / "index.json").write_text('{"metadata": {}, "weight_map": {"w": "model-00001-of-00002.safetensors"}}')
+    with pytest.raises(ModelError, match="received a JSON file") as e:
+        read_header(tmp_path / "index.json")
+    assert "sharded checkpoint" in e.value.hint
+    for pad in range(200):
+        header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {"p": "x" * pad}}
+        if len(json.dumps(header)) % 256 == ord("{"):
+            break
+    path = _raw(tmp_path / "w.safetensors", header, b"\0" * 4)
+    assert path.read_bytes()[:1] == b"{" and read_header(path)["w"].shape == (1,)
