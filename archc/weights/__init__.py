@@ -45,11 +45,11 @@ class Init:
 
     @classmethod
     def open(cls, path: str | Path, map_path: str | Path | None = None) -> "Init":
-        """Read the mapping and the file's header, and check every tensor the mapping does not drop for nan and
-        inf (torch-free: before a model is compiled, data read or a run folder claimed)."""
+        """Read the mapping and the file's header, and check every tensor the mapping reads for nan and inf
+        (torch-free: before a model is compiled, data read or a run folder claimed)."""
         mapping = load_mapping(map_path) if map_path is not None else Mapping.identity()
         infos = read_header(path)
-        check_finite(path, infos, [name for name in infos if not mapping.drops(name)])
+        check_finite(path, infos, [name for name in infos if mapping.reads(name)])
         return cls(Path(path), Path(map_path) if map_path is not None else None, mapping, infos)
 
     def describe(self) -> dict[str, str | None]:

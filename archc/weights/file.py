@@ -139,8 +139,8 @@ def check_finite(path: str | Path, infos: dict[str, TensorInfo], names: list[str
         shown = "; ".join(found[:SHOWN]) + (f"; and {len(found) - SHOWN} more" if len(found) > SHOWN else "")
         raise ModelError(f"expected finite weights, received nan or inf in {len(found)} "
                          f"tensor{'s' if len(found) > 1 else ''}: {shown}", file=str(path),
-                         hint="a checkpoint saved after training diverged holds nan: take an earlier one, or fix "
-                              "these tensors")
+                         hint="a checkpoint saved after training diverged holds nan: take an earlier one; a mask "
+                              "that is no weight: `drop` it in a --map file")
 
 
 def _described(name: str, info: TensorInfo, counts: dict[str, int]) -> str:

@@ -104,6 +104,13 @@ class Mapping:
         short = self.file_name(name)
         return any(d.match(short) is not None for d in self.drop)
 
+    def reads(self, name: str) -> bool:
+        """Whether the file tensor `name` goes to the model: not dropped, and (unless this is the identity) matched
+        by a rule; the others are errors of the plan's, as extras."""
+        short = self.file_name(name)
+        return not self.drops(name) and (not self.file or any(src.match(short) is not None for rule in self.rules
+                                                              for src in rule.sources))
+
 
 def _names(value: Any, where: str) -> list[str]:
     """A name or a non-empty list of names."""

@@ -22,7 +22,8 @@ TWICE = ("error: TMP/w.safetensors: --map TMP/m.toml: expected every tensor of t
 TWICE_HINT = (" (two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the "
               "rules)")
 NONFINITE = "error: TMP/w.safetensors: expected finite weights, received nan or inf in 1 tensor: "
-NONFINITE_HINT = " (a checkpoint saved after training diverged holds nan: take an earlier one, or fix these tensors)"
+NONFINITE_HINT = (" (a checkpoint saved after training diverged holds nan: take an earlier one; a mask that is no "
+                  "weight: `drop` it in a --map file)")
 
 
 def _weights(tmp: Path, **tensors: np.ndarray) -> Path:

@@ -206,3 +206,18 @@ def test_a_json_file_is_named_as_one_and_a_header_of_123_bytes_is_not(tmp_path):
             break
     path = _raw(tmp_path / "w.safetensors", header, b"\0" * 4)
     assert path.read_bytes()[:1] == b"{" and read_header(path)["w"].shape == (1,)
+
+
+def test_only_tensors_the_mapping_reads_are_checked_finite(tmp_path):
+    """A -inf mask no rule reads is reported as an extra tensor (drop it), not as bad weights."""
+    from archc.weights import Init
+
+    model = torch.nn.Linear(4, 3)
+    save_file({"a.weight": torch.ones(3, 4), "a.bias": torch.ones(3), "a.causal_mask": torch.full((2,), -float("inf"))},
+              tmp_path / "w.safetensors")
+    (tmp_path / "m.toml").write_text('archc_weights = 1\nstrip_prefix = ["a."]\nkeep = ["weight", "bias"]\n')
+    init = Init.open(tmp_path / "w.safetensors", tmp_path / "m.toml")
+    with pytest.raises(ModelError, match=r"1 extra: a.causal_mask \[2\]"):
+        init.load(model)
+    with pytest.raises(ModelError, match=r"in 1 tensor: a.causal_mask F32 \[2\] \(2 of 2 values: 2 inf\)"):
+        Init.open(tmp_path / "w.safetensors")  # in the model's own naming every tensor is read
