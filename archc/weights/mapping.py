@@ -5,6 +5,7 @@ A mapping file (TOML) lists rules; each takes one or more tensors of the file to
     archc_weights = 1                              # format version
     strip_prefix = ["transformer."]                # removed from file names that start with one (optional)
     drop = ["h.{i}.attn.bias"]                     # file tensors that are not weights (masks), skipped by name
+                                                   # (after strip_prefix, or as written)
     keep = ["ln_f.weight", "h.{i}.ln_1.bias"]      # file tensors whose name is already the model's
     [[map]]
     from = "h.{i}.attn.c_attn.weight"              # file name; {i} stands for a decimal index
@@ -100,9 +101,10 @@ class Mapping:
         return name
 
     def drops(self, name: str) -> bool:
-        """Whether a `drop` name matches the file tensor `name` (after strip_prefix)."""
+        """Whether a `drop` name matches the file tensor `name`, after strip_prefix or as written (so that of two
+        names strip_prefix makes one, `transformer.w` and `w`, either can be dropped)."""
         short = self.file_name(name)
-        return any(d.match(short) is not None for d in self.drop)
+        return any(d.match(short) is not None or d.match(name) is not None for d in self.drop)
 
     def reads(self, name: str) -> bool:
         """Whether the file tensor `name` goes to the model: not dropped, and (unless this is the identity) matched

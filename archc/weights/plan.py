@@ -51,8 +51,8 @@ class Problems:
             hint = "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml maps another " \
                    "library's names"
         elif self.twice:
-            hint = "two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the " \
-                   "rules"
+            hint = "two file tensors for one of the model: `drop` the one not meant (by its name as written), or " \
+                   "narrow strip_prefix or the rules"
         else:
             hint = "fix the mapping's renames, transpose or axis, or `drop` file tensors that are not weights"
         return ModelError("expected every tensor of the model filled exactly once and every tensor of the file used, "

@@ -19,8 +19,8 @@ SPEC = {"archc": 1, "model": {"name": "golden"}, "inputs": {"x": {"shape": [4]}}
         "layers": [{"id": "fc1", "op": "linear", "out_features": 3}]}
 TWICE = ("error: TMP/w.safetensors: --map TMP/m.toml: expected every tensor of the model filled exactly once and "
          "every tensor of the file used, received 1 filled twice: ")
-TWICE_HINT = (" (two file tensors for one of the model: `drop` the one not meant, or narrow strip_prefix or the "
-              "rules)")
+TWICE_HINT = (" (two file tensors for one of the model: `drop` the one not meant (by its name as written), or "
+              "narrow strip_prefix or the rules)")
 NONFINITE = "error: TMP/w.safetensors: expected finite weights, received nan or inf in 1 tensor: "
 NONFINITE_HINT = (" (a checkpoint saved after training diverged holds nan: take an earlier one; a mask that is no "
                   "weight: `drop` it in a --map file)")

@@ -7,8 +7,8 @@ halves concatenated, norms kept, a renamed head, a dropped mask, an integer buff
 add prefixes and prefixed copies of file tensors (two names that strip to one), point rules at each other's
 targets or sources, add keep and drop names, placeholders, empty and duplicated names, and flip transposes and
 axes. Each file tensor holds one distinct constant, so a loaded model tensor says which file tensor filled it; the
-oracle is written here from the documented rules (strip the first matching prefix, skip `drop`, take the first rule
-whose `from` matches), not from archc's planner.
+oracle is written here from the documented rules (strip the first matching prefix, skip what `drop` names as
+stripped or as written, take the first rule whose `from` matches), not from archc's planner.
 
 Profiles: CI (default) runs EXAMPLES mutants (a few seconds); ARCHC_FUZZ=long (`make fuzz`) runs LONG_EXAMPLES.
 """
@@ -183,7 +183,7 @@ def check_load(m: dict, files: dict[str, tuple[int, ...]], model: StateDict, dro
     want_dropped = 0
     for i, name in enumerate(files):
         short = _stripped(m, name)
-        if any(Pattern.parse(d, "").match(short) is not None for d in m.get("drop", [])):
+        if any(Pattern.parse(d, "").match(n) is not None for d in m.get("drop", []) for n in (short, name)):
             want_dropped += 1
             continue
         hit = _first_rule(m, short)

@@ -155,3 +155,12 @@ def test_dropped_counts_only_drop_rules(tmp_path):
     loaded = load_into(model, tmp_path / "w.safetensors", tmp_path / "m.toml")
     assert (loaded.tensors, loaded.read, loaded.dropped) == (2, 2, 1)
     assert float(model.weight.detach().sum()) == 4.0
+
+
+def test_a_drop_name_as_written_resolves_two_names_that_strip_to_one():
+    """The hint of "filled twice" can be followed: `drop` matches a file name as written, too."""
+    m = _map(strip_prefix=["transformer."], keep=["fc.w", "fc.b"], drop=["transformer.fc.w", "other"])
+    infos = _infos(transformer__fc__w=(2,), fc__w=(2,), fc__b=(2,), other=(2,))
+    steps = plan(m, infos, {"fc.w": Expected((2,), True), "fc.b": Expected((2,), True)}, "w.safetensors")
+    assert sorted(s.sources for s in steps) == [("fc.b",), ("fc.w",)]
+    assert [n for n in infos if m.drops(n)] == ["transformer.fc.w", "other"]
