@@ -290,6 +290,12 @@ def parity(module, graph: Graph, path: str | bytes,
             if r.shape != g.shape:
                 raise ExportError(f"output '{name}': expected shape {list(r.shape)} from torch, received "
                                   f"{list(g.shape)} from ONNX Runtime at batch {batch}", where=_where(graph, name))
+            if not np.isfinite(r).all():  # NaN would only read "within nan": say where it comes from
+                raise ExportError(f"output '{name}' at batch {batch}: expected finite values from torch on the "
+                                  f"example inputs, received {int(np.size(r) - np.isfinite(r).sum()):,} nan or inf "
+                                  f"of {r.size:,}", where=_where(graph, name),
+                                  hint="weights or activations beyond float32's range (large weights, an overflowing "
+                                       "exp or pow), or a nan the model computes (log or sqrt of a negative)")
             diff = float(np.max(np.abs(r.astype(np.float64) - g))) if r.size else 0.0
             bound = ATOL + RTOL * (float(np.max(np.abs(r))) if r.size else 0.0)
             checks.append({"output": name, "batch": batch, "sizes": sizes, "max_abs_diff": diff, "tolerance": bound})

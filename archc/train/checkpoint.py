@@ -57,8 +57,13 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 
 
 def load_weights(path: str | Path, model: torch.nn.Module) -> dict[str, str]:
-    """Load a weights file into `model` (exact keys and shapes); returns its metadata."""
+    """Load a weights file into `model` (exact keys, shapes and kinds of dtype, finite values); returns its
+    metadata."""
+    from archc.weights import check_finite, read_header
+
     tensors, meta = read_file(path)
+    infos = read_header(path)
+    check_finite(path, infos, list(infos))  # named here, not as a parity check "within nan" after the export
     _load_into(model, tensors, str(path))
     return meta
 
@@ -66,6 +71,9 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> dict[str, str]:
 def _load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     own = model.state_dict()
     bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
+    bad += [f"{k} ({str(tensors[k].dtype).removeprefix('torch.')} for the model's "  # load_state_dict would cast
+            f"{str(own[k].dtype).removeprefix('torch.')})" for k in own
+            if k in tensors and own[k].is_floating_point() != tensors[k].is_floating_point()]
     if bad:
         raise ModelError(f"expected the weights of this spec's model, received a checkpoint that differs at "
                          f"{', '.join(bad[:5])}", where=where)

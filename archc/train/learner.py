@@ -106,7 +106,11 @@ class Learner:
         if not all_finite((~torch.isfinite(loss.detach())).float().reshape(1), dist):
             value = loss.item()
             shown = f"{value:g}" if not math.isfinite(value) else "NaN or inf on another rank"
-            raise diverged(f"the train loss at step {done + 1} (epoch {epoch}) is {shown}", done)
+            error = diverged(f"the train loss at step {done + 1} (epoch {epoch}) is {shown}", done)
+            if done == 0:  # no update yet: the learning rate played no part
+                error.hint = ("before any update: the starting weights or the data overflow float32 (an --init "
+                              "checkpoint's magnitudes, the spec's init, or huge input values), not the learning rate")
+            raise error
         self.optimizer.zero_grad(set_to_none=True)
         scaled = loss * scale
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archc.weights.file import Reader, TensorInfo, read_header
+from archc.weights.file import Reader, TensorInfo, check_finite, read_header
 from archc.weights.mapping import Mapping, load as load_mapping
 from archc.weights.plan import Expected, Step, plan
 
-__all__ = ["Init", "Loaded", "load_into", "read_header", "load_mapping", "Mapping"]
+__all__ = ["Init", "Loaded", "load_into", "read_header", "check_finite", "load_mapping", "Mapping"]
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,12 @@ class Loaded:
 
     tensors: int        # model tensors filled
     read: int           # file tensors read
-    skipped: int        # file tensors dropped by the mapping
+    dropped: int        # file tensors a `drop` name of the mapping matches (the plan leaves no other unread)
     seconds: float
 
     def line(self, path: Path, map_path: Path | None) -> str:
         through = f" through {map_path}" if map_path else ""
-        dropped = f", {self.skipped} dropped" if self.skipped else ""
+        dropped = f", {self.dropped} dropped" if self.dropped else ""
         return (f"loaded {self.tensors} tensors from {path}{through} ({self.read} read{dropped}, "
                 f"{self.seconds:.2f} s)")
 
@@ -45,8 +45,12 @@ class Init:
 
     @classmethod
     def open(cls, path: str | Path, map_path: str | Path | None = None) -> "Init":
+        """Read the mapping and the file's header, and check every tensor the mapping reads for nan and inf
+        (torch-free: before a model is compiled, data read or a run folder claimed)."""
         mapping = load_mapping(map_path) if map_path is not None else Mapping.identity()
-        return cls(Path(path), Path(map_path) if map_path is not None else None, mapping, read_header(path))
+        infos = read_header(path)
+        check_finite(path, infos, [name for name in infos if mapping.reads(name)])
+        return cls(Path(path), Path(map_path) if map_path is not None else None, mapping, infos)
 
     def describe(self) -> dict[str, str | None]:
         """What the ONNX metadata records as archc.weights: the checkpoint's and the mapping's file names."""
@@ -66,7 +70,9 @@ class Init:
                 for target, tensor in zip(step.targets, combine(step, [reader.get(s) for s in step.sources])):
                     own[target].copy_(tensor)  # casts (a bf16 file into float32 weights) and moves to the device
         read = sum(len(s.sources) for s in steps)
-        return Loaded(len(expected), read, len(self.infos) - read, time.perf_counter() - start)
+        dropped = sum(map(self.mapping.drops, self.infos))
+        assert read + dropped == len(self.infos), "the plan reads or drops every file tensor, or raises"
+        return Loaded(len(expected), read, dropped, time.perf_counter() - start)
 
 
 def combine(step: Step, tensors: list[Any]) -> list[Any]:

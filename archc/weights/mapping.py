@@ -5,6 +5,7 @@ A mapping file (TOML) lists rules; each takes one or more tensors of the file to
     archc_weights = 1                              # format version
     strip_prefix = ["transformer."]                # removed from file names that start with one (optional)
     drop = ["h.{i}.attn.bias"]                     # file tensors that are not weights (masks), skipped by name
+                                                   # (after strip_prefix, or as written)
     keep = ["ln_f.weight", "h.{i}.ln_1.bias"]      # file tensors whose name is already the model's
     [[map]]
     from = "h.{i}.attn.c_attn.weight"              # file name; {i} stands for a decimal index
@@ -49,6 +50,9 @@ class Pattern:
                             where=where)
         if len(set(names)) != len(names):
             raise SpecError(f"expected each placeholder once per name, received {text!r}", where=where)
+        if any(not part.strip("0123456789") for part in literal[1:-1]):  # "{i}{j}" reads "111" as 1, 11 or 11, 1
+            raise SpecError(f"expected a character other than a digit between two placeholders, received {text!r}",
+                            where=where, hint="an index is read as the longest run of digits")
         body = "".join(re.escape(part) + (f"(?P<{n}>0|[1-9][0-9]*)" if n else "")
                        for part, n in zip(literal, [*names, ""]))
         return cls(text, names, re.compile(body))
@@ -96,6 +100,19 @@ class Mapping:
                 return name[len(prefix):]
         return name
 
+    def drops(self, name: str) -> bool:
+        """Whether a `drop` name matches the file tensor `name`, after strip_prefix or as written (so that of two
+        names strip_prefix makes one, `transformer.w` and `w`, either can be dropped)."""
+        short = self.file_name(name)
+        return any(d.match(short) is not None or d.match(name) is not None for d in self.drop)
+
+    def reads(self, name: str) -> bool:
+        """Whether the file tensor `name` goes to the model: not dropped, and (unless this is the identity) matched
+        by a rule; the others are errors of the plan's, as extras."""
+        short = self.file_name(name)
+        return not self.drops(name) and (not self.file or any(src.match(short) is not None for rule in self.rules
+                                                              for src in rule.sources))
+
 
 def _names(value: Any, where: str) -> list[str]:
     """A name or a non-empty list of names."""
@@ -127,6 +144,12 @@ def _rule(entry: Any, where: str) -> Rule:
     if len(sources) > 1 and len(targets) > 1:
         raise SpecError(f"expected one `from` or one `to`, received {len(sources)} and {len(targets)}",
                         where=where, hint="split one file tensor into several, or concatenate several into one")
+    for side, patterns in (("from", sources), ("to", targets)):
+        seen: set[str] = set()
+        for p in patterns:  # one file tensor in two places of a concatenation, or one target split into twice
+            if p.text in seen:
+                raise SpecError(f"expected each name once, received {p.text!r} twice", where=f"{where}.{side}")
+            seen.add(p.text)
     names = set(sources[0].names)
     for p in sources[1:] + targets:  # every name binds the same indices: no two file tensors fill one
         if set(p.names) != names:

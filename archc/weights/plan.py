@@ -38,19 +38,26 @@ class Problems:
 
     missing: list[str] = field(default_factory=list)     # model tensors no file tensor fills
     extra: list[str] = field(default_factory=list)       # file tensors nothing uses
-    bad: list[str] = field(default_factory=list)         # mis-shaped, mis-typed, filled twice, unknown targets
+    twice: list[str] = field(default_factory=list)       # model tensors two file tensors (or rules) would fill
+    bad: list[str] = field(default_factory=list)         # mis-shaped: by the file, or by the rule's transpose/axis
+    typed: list[str] = field(default_factory=list)       # integers for floats or back
 
     def error(self, weights: str, mapping: str) -> ModelError | None:
-        parts = [f"{len(v)} {k}: {_listed(v)}" for k, v in
-                 (("missing", self.missing), ("extra", self.extra), ("mis-shaped", self.bad)) if v]
+        parts = [f"{len(v)} {k}: {_listed(v)}" for k, v in (("missing", self.missing), ("extra", self.extra),
+                 ("filled twice", self.twice), ("mis-shaped", self.bad), ("mis-typed", self.typed)) if v]
         if not parts:
             return None
-        hint = ("fix the mapping's renames, transpose or axis, or `drop` file tensors that are not weights"
-                if mapping else "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml "
-                                "maps another library's names")
-        return ModelError("expected every tensor of the model filled and every tensor of the file used, received "
-                          + "; ".join(parts), file=weights, where=f"--map {mapping}" if mapping else "--weights",
-                          hint=hint)
+        if not mapping:
+            hint = "the file is read in the spec's own naming (archc's checkpoints); --map MAP.toml maps another " \
+                   "library's names"
+        elif self.twice:
+            hint = "two file tensors for one of the model: `drop` the one not meant (by its name as written), or " \
+                   "narrow strip_prefix or the rules"
+        else:
+            hint = "fix the mapping's renames, transpose or axis, or `drop` file tensors that are not weights"
+        return ModelError("expected every tensor of the model filled exactly once and every tensor of the file used, "
+                          "received " + "; ".join(parts), file=weights, where=f"--map {mapping}" if mapping else
+                          "--weights", hint=hint)
 
 
 def _listed(items: list[str]) -> str:
@@ -62,15 +69,23 @@ def show(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def _group(mapping: Mapping, infos: dict[str, TensorInfo], problems: Problems) -> tuple[list[Step], set[str]]:
+def _named(mapping: Mapping, name: str) -> str:
+    """A file tensor as messages name it: with the name its rules saw, where strip_prefix changed it."""
+    short = mapping.file_name(name)
+    return name if short == name else f"{name} (as {short})"
+
+
+def _group(mapping: Mapping, infos: dict[str, TensorInfo],
+           problems: Problems) -> tuple[list[Step], dict[str, str]]:
     """File names -> steps: by the first rule one of whose sources matches (a concat gathers its sources); and the
-    model tensors of incomplete concatenations (reported by their absent file tensors, not twice)."""
+    model tensors of groups that make no step (an incomplete concatenation, reported by its absent file tensors;
+    two file tensors in one place, as strip_prefix makes of `a.w` and `w`), reported here, not again as missing."""
     if not mapping.file:  # the identity: the file is in the model's own naming
-        return [Step((name,), (name,), None) for name in infos], set()
-    groups: dict[tuple[int, tuple[tuple[str, str], ...]], dict[int, str]] = {}
+        return [Step((name,), (name,), None) for name in infos], {}
+    groups: dict[tuple[int, tuple[tuple[str, str], ...]], dict[int, list[str]]] = {}
     for name in infos:
         short = mapping.file_name(name)
-        if any(d.match(short) is not None for d in mapping.drop):
+        if mapping.drops(name):
             continue
         hit = next(((r, s, b) for r, rule in enumerate(mapping.rules) for s, src in enumerate(rule.sources)
                     if (b := src.match(short)) is not None), None)
@@ -78,19 +93,27 @@ def _group(mapping: Mapping, infos: dict[str, TensorInfo], problems: Problems) -
             problems.extra.append(f"{name} {show(infos[name].shape)}")
             continue
         r, s, b = hit
-        groups.setdefault((r, tuple(sorted(b.items()))), {})[s] = name
-    steps, incomplete = [], set()
+        groups.setdefault((r, tuple(sorted(b.items()))), {}).setdefault(s, []).append(name)
+    steps: list[Step] = []
+    unmade: dict[str, str] = {}  # model tensor -> the file tensors that would have filled it ("": reported)
     for (r, key), found in groups.items():
         rule, values = mapping.rules[r], dict(key)
         targets = tuple(t.fill(values) for t in rule.targets)
-        if len(found) < len(rule.sources):  # part of a concatenation is not in the file
-            absent = [p.fill(values) for i, p in enumerate(rule.sources) if i not in found]
-            problems.missing.extend(f"{a} (file tensor, concatenated with {', '.join(found.values())} into "
-                                    f"{targets[0]} by {rule.where})" for a in absent)
-            incomplete.update(targets)
+        crowded = [names for names in found.values() if len(names) > 1]
+        if crowded:  # one place of the rule, several file tensors: whichever came last would silently win
+            origins = [" and from ".join(_named(mapping, n) for n in names) + f", each by {rule.where}"
+                       for names in crowded]
+            problems.twice.extend(f"{', '.join(targets)} from {origin}" for origin in origins)
+            unmade.update(dict.fromkeys(targets, origins[0]))
             continue
-        steps.append(Step(tuple(found[i] for i in range(len(rule.sources))), targets, rule))
-    return steps, incomplete
+        if len(found) < len(rule.sources):  # part of a concatenation is not in the file
+            present = ", ".join(names[0] for names in found.values())
+            problems.missing.extend(f"{p.fill(values)} (file tensor, concatenated with {present} into {targets[0]} "
+                                    f"by {rule.where})" for i, p in enumerate(rule.sources) if i not in found)
+            unmade.update(dict.fromkeys(targets, ""))
+            continue
+        steps.append(Step(tuple(found[i][0] for i in range(len(rule.sources))), targets, rule))
+    return steps, unmade
 
 
 def produced(step: Step, infos: dict[str, TensorInfo]) -> list[tuple[int, ...]] | str:
@@ -123,29 +146,32 @@ def produced(step: Step, infos: dict[str, TensorInfo]) -> list[tuple[int, ...]] 
 def plan(mapping: Mapping, infos: dict[str, TensorInfo], expected: dict[str, Expected], weights: str) -> list[Step]:
     """The steps that fill every model tensor from the file; ModelError listing every problem otherwise."""
     problems = Problems()
-    steps, incomplete = _group(mapping, infos, problems)
-    filled: dict[str, str] = dict.fromkeys(incomplete, "")
+    steps, unmade = _group(mapping, infos, problems)
+    filled = dict(unmade)
     for step in steps:
-        origin = ", ".join(step.sources) + (f" by {step.rule.where}" if step.rule else "")
+        by = f" by {step.rule.where}" if step.rule else ""
+        origin = ", ".join(step.sources) + by
+        named = ", ".join(_named(mapping, s) for s in step.sources) + by  # for "filled twice": as the rules saw it
         shapes = produced(step, infos)
         if isinstance(shapes, str):
             problems.bad.append(f"{origin}: {shapes}")
-            filled.update({t: origin for t in step.targets})
+            filled.update({t: named for t in step.targets})
             continue
         floats = all(infos[s].is_float for s in step.sources)
         for target, shape in zip(step.targets, shapes):
             want = expected.get(target)
             if target in filled:
-                problems.bad.append(f"{target}: filled twice, from {filled[target]} and {origin}")
+                if filled[target]:  # "": an incomplete concatenation, reported as such
+                    problems.twice.append(f"{target} from {filled[target]} and from {named}")
             elif want is None:  # the identity's unknown names are plain extras; a rule's target is a typo
                 problems.extra.append(f"{origin} {show(shape)}" if step.rule is None else
                                       f"{origin} (to {target}, which the model does not have)")
             elif want.shape != shape:
                 problems.bad.append(f"{target}: expected {show(want.shape)}, received {show(shape)} from {origin}")
             elif want.is_float != floats:  # floats cast to the model's precision; never ints to floats or back
-                problems.bad.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
+                problems.typed.append(f"{target}: expected {'floats' if want.is_float else 'integers'}, received "
                                     f"{'/'.join(infos[s].dtype for s in step.sources)} from {origin}")
-            filled.setdefault(target, origin)
+            filled.setdefault(target, named)
     problems.missing[:0] = [f"{k} {show(v.shape)}" for k, v in expected.items() if k not in filled]
     error = problems.error(weights, mapping.file)
     if error is not None:

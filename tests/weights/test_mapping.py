@@ -39,6 +39,10 @@ def test_placeholders_match_indices_only_and_everything_else_literally():
     ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "code": "import os"}]}, "map[0].code", "unknown key"),
     ({"archc_weights": 1, "map": [{"from": "a"}]}, "map[0].to", "expected a tensor name"),
     ({"archc_weights": 1, "map": [{"from": "a", "to": "b", "axis": 1}]}, "map[0].axis", "only where a rule splits"),
+    ({"archc_weights": 1, "map": [{"from": ["a", "a"], "to": "b"}]}, "map[0].from", "received 'a' twice"),
+    ({"archc_weights": 1, "map": [{"from": "a", "to": ["b", "b"]}]}, "map[0].to", "received 'b' twice"),
+    ({"archc_weights": 1, "map": [{"from": "a{i}{j}", "to": "b.{i}.{j}"}]}, "map[0].from", "other than a digit"),
+    ({"archc_weights": 1, "keep": ["l.{i}1{j}"]}, "keep", "other than a digit between two placeholders"),
 ])
 def test_bad_mappings_are_located(data, where, says):
     with pytest.raises(ArchcError) as e:
@@ -76,7 +80,8 @@ def test_every_mismatch_in_one_located_error():
     err = e.value
     assert err.file == "w.safetensors" and err.where == "--map m.toml"
     text = err.message
-    assert text.startswith("expected every tensor of the model filled and every tensor of the file used, received")
+    assert text.startswith("expected every tensor of the model filled exactly once and every tensor of the file used, "
+                           "received")
     assert "missing: b.0.norm [3], h.0.c (file tensor, concatenated with h.0.a into b.0.ac by map[1])" in text
     assert "b.1.w: expected [2, 3], received [3, 2] from h.1.w by map[0]" in text
     assert "h.0.x by map[2]: cannot split axis 0 of [5] into 2 equal parts" in text
@@ -93,6 +98,69 @@ def test_filled_twice_and_wrong_dtype():
     expected = {"w": Expected((2,), True), "f": Expected((2,), True), "n": Expected((), False)}
     with pytest.raises(ModelError) as e:
         plan(m, infos, expected, "w.safetensors")
-    assert "w: filled twice, from a by map[0] and b by map[1]" in e.value.message
-    assert "f: expected floats, received I32 from i by map[2]" in e.value.message
+    assert "1 filled twice: w from a by map[0] and from b by map[1]" in e.value.message
+    assert "2 mis-typed: f: expected floats, received I32 from i by map[2], " in e.value.message
     assert "n: expected integers, received F16 from c by map[3]" in e.value.message
+
+
+def _fills_twice(**data) -> str:
+    with pytest.raises(ModelError) as e:
+        plan(_map(**data), _infos(transformer__fc__w=(2,), fc__w=(2,), fc__b=(2,), other=(2,)),
+             {"fc.w": Expected((2,), True), "fc.b": Expected((2,), True)}, "w.safetensors")
+    assert len(e.value.problems()) == 1 and "missing" not in e.value.message
+    return e.value.message
+
+
+@pytest.mark.parametrize("data, says", [
+    # strip_prefix makes two file names one: the last one read used to win, silently
+    ({"strip_prefix": ["transformer."], "keep": ["fc.w", "fc.b"], "drop": ["other"]},
+     "1 filled twice: fc.w from transformer.fc.w (as fc.w) and from fc.w, each by keep[0]"),
+    ({"strip_prefix": ["transformer."], "keep": ["fc.b"], "map": [{"from": "fc.w", "to": "fc.w"}], "drop": ["other"]},
+     "1 filled twice: fc.w from transformer.fc.w (as fc.w) and from fc.w, each by map[0]"),
+    # two rules, or a keep and a rule, into one target
+    ({"keep": ["fc.w", "fc.b"], "map": [{"from": "other", "to": "fc.w"}], "drop": ["transformer.fc.w"]},
+     "1 filled twice: fc.w from fc.w by keep[0] and from other by map[0]"),
+    ({"keep": ["fc.b"], "map": [{"from": "transformer.fc.w", "to": "fc.w"}, {"from": "fc.w", "to": "fc.w"}],
+      "drop": ["other"]}, "1 filled twice: fc.w from transformer.fc.w by map[0] and from fc.w by map[1]"),
+    # a split whose parts land on a tensor another rule fills
+    ({"keep": ["fc.w", "fc.b"], "map": [{"from": "other", "to": ["fc.b", "x"]}], "drop": ["transformer.fc.w"]},
+     "fc.b from fc.b by keep[1] and from other by map[0]"),
+])
+def test_one_tensor_filled_twice_names_the_target_both_sources_and_their_rules(data, says):
+    assert says in _fills_twice(**data)
+
+
+def test_placeholders_that_fill_one_target_twice():
+    """`b.{i}{j}` writes i=1, j=11 and i=11, j=1 as one name: the plan refuses, it never picks one."""
+    m = _map(map=[{"from": "h.{i}.{j}", "to": "b.{i}x{j}"}])
+    infos = _infos(h__1__12=(2,), h__11__2=(2,))
+    assert plan(m, infos, {"b.1x12": Expected((2,), True), "b.11x2": Expected((2,), True)}, "w")
+    m = _map(map=[{"from": "h.{i}.{j}", "to": "b.{i}.x{j}"}, {"from": "g.{i}", "to": "b.{i}.x1"}])
+    with pytest.raises(ModelError, match=r"filled twice: b.0.x1 from h.0.1 by map\[0\] and from g.0 by map\[1\]"):
+        plan(m, _infos(h__0__1=(2,), g__0=(2,)), {"b.0.x1": Expected((2,), True)}, "w")
+
+
+def test_dropped_counts_only_drop_rules(tmp_path):
+    """The summary's "N dropped" is what `drop` names, and every other file tensor is read or an error."""
+    import torch
+    from safetensors.torch import save_file
+
+    from archc.weights import load_into
+
+    model = torch.nn.Linear(2, 2)
+    save_file({"m.weight": torch.ones(2, 2), "m.bias": torch.ones(2), "mask": torch.ones(3)},
+              tmp_path / "w.safetensors")
+    (tmp_path / "m.toml").write_text('archc_weights = 1\nstrip_prefix = ["m."]\nkeep = ["weight", "bias"]\n'
+                                     'drop = ["mask"]\n')
+    loaded = load_into(model, tmp_path / "w.safetensors", tmp_path / "m.toml")
+    assert (loaded.tensors, loaded.read, loaded.dropped) == (2, 2, 1)
+    assert float(model.weight.detach().sum()) == 4.0
+
+
+def test_a_drop_name_as_written_resolves_two_names_that_strip_to_one():
+    """The hint of "filled twice" can be followed: `drop` matches a file name as written, too."""
+    m = _map(strip_prefix=["transformer."], keep=["fc.w", "fc.b"], drop=["transformer.fc.w", "other"])
+    infos = _infos(transformer__fc__w=(2,), fc__w=(2,), fc__b=(2,), other=(2,))
+    steps = plan(m, infos, {"fc.w": Expected((2,), True), "fc.b": Expected((2,), True)}, "w.safetensors")
+    assert sorted(s.sources for s in steps) == [("fc.b",), ("fc.w",)]
+    assert [n for n in infos if m.drops(n)] == ["transformer.fc.w", "other"]

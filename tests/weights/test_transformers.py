@@ -92,7 +92,7 @@ def test_missing_extra_and_misshaped_tensors_are_one_located_error(small_gpt2, t
     assert len(lines) == 1 and "Traceback" not in r.output
     line = lines[0]
     assert line.startswith(f"error: {tmp_path / 'edited.safetensors'}: --map {small_gpt2.mapping}: expected every "
-                           "tensor of the model filled and every tensor of the file used, received")
+                           "tensor of the model filled exactly once and every tensor of the file used, received")
     assert "1 missing: h.1.ln_2.bias [64]" in line
     assert "1 extra: transformer.h.0.extra.weight [3]" in line
     assert ("1 mis-shaped: h.0.fc.weight: expected [256, 64], received [64, 256] from "
