@@ -101,6 +101,20 @@ def _refuse_unknown_scheme(text: str) -> None:
         parse(text)
 
 
+def utf8_text(value: str, flag: str) -> str:
+    """An option's text as the model reads it, UTF-8: bytes that are not (argv bytes such as $'\\xff' reach
+    Python as lone surrogates) are a user error naming the option and the first bad byte."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError as e:
+        ch = ord(value[e.start])
+        byte = f"byte 0x{ch - 0xDC00:02x}" if 0xDC80 <= ch <= 0xDCFF else f"U+{ch:04X}, a lone surrogate,"
+        at = len(value[:e.start].encode("utf-8", "surrogateescape"))
+        raise InputError(f"expected UTF-8 text, received {byte} at offset {at}, which is not UTF-8", where=flag,
+                         hint="the model reads the text's UTF-8 bytes: pass valid UTF-8") from None
+
+
 def output_file(path: Path | None) -> Path | None:
     """An -o/--output path names a file: a directory is a user error (exit 1), found before any work runs."""
     if path is not None and path.is_dir():
@@ -188,6 +202,12 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
                            metadata={"weights": init.describe()} if init is not None else {}, optimize=not no_optimize)
     c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
+    if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
+        from archc.outputs import check_writes, model_files
+        from archc.pipeline import output_path
+
+        run(c, BUILD_PASSES, "infer")  # the default output is named after the model
+        check_writes({"SPEC": spec, "--weights": weights, "--map": map_path}, {"--output": model_files(output_path(c))})
     if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
         run(c, BUILD_PASSES, "lower")
         if print_code:
@@ -300,8 +320,15 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
     if report_dir is not None and input_path is None:
         raise click.UsageError("--report is for --input runs on labelled data")
+    if prompt is not None:
+        utf8_text(prompt, "--prompt")
     if input_path is not None and output is not None:
         check_output_path(output)
+    from archc.outputs import check_writes, input_paths, model_files
+
+    samples = [output, output.with_suffix(".png")] if num_samples is not None and output is not None else []
+    check_writes({"MODEL": model_files(model), "--input": input_paths(None if input_path is None else str(input_path))},
+                 {"--output": samples or output}, {"--report": report_dir}, moving=force)
     if report_dir is not None:
         from archc.runtime.report import check_folder
 

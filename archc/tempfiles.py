@@ -1,0 +1,180 @@
+"""archc's temporary files: the `.NAME.PID_RANDOM.tmp` beside a file being written (or a folder of that name for a
+file with a side file), made, tracked and removed here so that none is left behind.
+
+- SIGTERM or SIGINT while one exists: the handler removes every live temporary, then the signal takes the course
+  it had before (SIGTERM's default ends the process, status 143 in a shell; SIGINT raises KeyboardInterrupt).
+  The handler is installed by the main thread only while a temporary exists, so a process that writes nothing
+  keeps its signal dispositions untouched.
+- SIGKILL, or a power cut, cannot be handled: a temporary's name carries its writer's pid, and the next write of
+  the same file removes the temporaries of writers that no longer run. They are dot files, so `ls` hides them.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_live: dict[str, bool] = {}      # temporary path -> is a folder
+_previous: dict[int, Any] = {}   # signal -> the handler ours replaced, while ours is installed
+
+
+def _name(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}_{secrets.token_hex(4)}.tmp"
+
+
+def _folder(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def make(path: str | os.PathLike, folder: bool = False) -> str:
+    """Create (and track) a new temporary file, or folder, beside `path`; returns its name. Leftovers of dead
+    writers of `path` are removed first. OSError as os.open/os.mkdir raise it (the caller names `path`)."""
+    p = Path(path)
+    sweep(p)
+    for _ in range(100):
+        tmp = str(_folder(p) / _name(p))
+        track(tmp, folder)  # tracked before it exists: a signal right after the create still finds it
+        try:
+            if folder:
+                os.mkdir(tmp, 0o700)
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return tmp
+        except FileExistsError:
+            forget(tmp)
+        except BaseException:
+            forget(tmp)
+            raise
+    raise FileExistsError(f"no free temporary name beside {p}")
+
+
+def remove(tmp: str) -> None:
+    """Remove a temporary (gone already: nothing to do) and stop tracking it."""
+    try:
+        if _live.get(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.unlink(tmp)
+    finally:
+        forget(tmp)
+
+
+@contextlib.contextmanager
+def beside(path: str | os.PathLike, folder: bool = False) -> Iterator[str]:
+    """A temporary file (or folder) beside `path` for the block, removed at its end unless renamed away."""
+    tmp = make(path, folder)
+    try:
+        yield tmp
+    finally:
+        remove(tmp)
+
+
+@contextlib.contextmanager
+def tracked(path: str | os.PathLike, folder: bool = False) -> Iterator[None]:
+    """Track a temporary made elsewhere (a TemporaryDirectory, a mkstemp in the system's folder) for the block:
+    a signal removes it too."""
+    track(str(path), folder)
+    try:
+        yield
+    finally:
+        forget(str(path))
+
+
+def track(tmp: str, folder: bool = False) -> None:
+    _live[tmp] = folder
+    _install()
+
+
+def forget(tmp: str) -> None:
+    """Stop tracking `tmp` (renamed into place, or removed)."""
+    _live.pop(tmp, None)
+    if not _live:
+        _restore()
+
+
+# ---- SIGKILL's leftovers -------------------------------------------------------------------------------------
+
+_PID = re.compile(r"\.(\d+)_[0-9a-f]{8}\.tmp")
+
+
+def sweep(path: Path) -> list[str]:
+    """Remove the temporaries of `path` left by writers that no longer run (killed by SIGKILL); their names."""
+    from archc.outputs import alive
+
+    folder, prefix = _folder(path), f".{path.name}"
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        m = _PID.fullmatch(name[len(prefix):])
+        if m is None or alive(int(m.group(1))):
+            continue
+        target = folder / name
+        try:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+            removed.append(str(target))
+        except OSError:
+            pass  # another sweeper, or no permission: not ours to insist on
+    return removed
+
+
+# ---- the signal handler --------------------------------------------------------------------------------------
+
+def _install() -> None:
+    """Put our handler on SIGTERM and SIGINT (main thread only; a signal someone ignores stays ignored)."""
+    if _previous or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in SIGNALS:
+        try:
+            before = signal.getsignal(sig)
+            if before is signal.SIG_IGN:
+                continue
+            signal.signal(sig, _on_signal)
+            _previous[sig] = before
+        except (ValueError, OSError):  # not the main interpreter, or a platform without this signal
+            pass
+
+
+def _restore() -> None:
+    """Put back the handlers ours replaced (main thread only; otherwise ours stays, and passes signals on)."""
+    if not _previous or threading.current_thread() is not threading.main_thread():
+        return
+    for sig, before in list(_previous.items()):
+        try:
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+    _previous.clear()
+
+
+def cleanup() -> None:
+    """Remove every tracked temporary now."""
+    for tmp in list(_live):
+        try:
+            remove(tmp)
+        except OSError:
+            pass
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Remove the temporaries, put the earlier handler back, and let the signal do what it did before."""
+    before = _previous.get(signum, signal.SIG_DFL)
+    cleanup()
+    _restore()
+    if callable(before):
+        before(signum, frame)  # SIGINT's default_int_handler: KeyboardInterrupt
+    elif before is None or before == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)  # the default action: the process ends by this signal
