@@ -203,8 +203,9 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
-        from archc.outputs import check_writes, model_files
+        from archc.outputs import check_writes
         from archc.pipeline import output_path
+        from archc.runtime.kvcache import model_files
 
         run(c, BUILD_PASSES, "infer")  # the default output is named after the model
         check_writes({"SPEC": spec, "--weights": weights, "--map": map_path}, {"--output": model_files(output_path(c))})
@@ -324,10 +325,12 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         utf8_text(prompt, "--prompt")
     if input_path is not None and output is not None:
         check_output_path(output)
-    from archc.outputs import check_writes, input_paths, model_files
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
 
     samples = [output, output.with_suffix(".png")] if num_samples is not None and output is not None else []
-    check_writes({"MODEL": model_files(model), "--input": input_paths(None if input_path is None else str(input_path))},
+    check_writes({"MODEL": model_files(model), "--input": paths_read(None if input_path is None else str(input_path))},
                  {"--output": samples or output}, {"--report": report_dir}, moving=force)
     if report_dir is not None:
         from archc.runtime.report import check_folder
@@ -598,7 +601,9 @@ def schema(output: Path | None) -> None:
     from archc.language.schema import json_schema
     from archc.util import write_text_atomic
 
-    output = output_file(output)
+    from archc.outputs import check_writes
+
+    check_writes({}, {"--output": output_file(output)})  # not into a folder a live run writes
     text = json.dumps(json_schema(), indent=2)
     if output is None:
         click.echo(text)

@@ -8,7 +8,6 @@ that holds no pid archc could have written is a foreign (stale) one.
 """
 from __future__ import annotations
 
-import glob
 import os
 import time
 from pathlib import Path
@@ -132,31 +131,6 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
                 for sub, _, names in os.walk(folder):  # moving the folder moves every run folder inside it
                     if LOCK in names and Path(sub) != folder:
                         _refuse_held(Path(sub), flag, f"{str(folder)!r} holds {sub!r}, which")
-
-
-def model_files(path: str | os.PathLike) -> list[Path]:
-    """The files an ONNX export to `path` writes or replaces: the model, its external data and its KV cache."""
-    from archc.runtime.kvcache import cache_path
-
-    p = Path(path)
-    return [p, p.with_name(p.name + ".data"), cache_path(p)] if p.name else [p]
-
-
-def input_paths(text: str | None, root: str | os.PathLike | None = None) -> list[Path]:
-    """What an --input or --data text reads: a data source's file or folder, a file, or a glob's matches."""
-    if text is None:
-        return []
-    from archc.data import REGISTRY
-    from archc.data.sources import path_of, resolve
-
-    p = Path(text)
-    scheme, sep, arg = text.partition(":")
-    if sep and arg and scheme in REGISTRY and not p.exists():
-        found = path_of(text, root)
-        return [resolve(found, root)] if found is not None else []
-    if not p.exists() and any(c in text for c in "*?["):
-        return [Path(m) for m in glob.glob(text)]
-    return [p]
 
 
 def _name(flag: str, path: Path) -> str:

@@ -102,6 +102,7 @@ def forget(tmp: str) -> None:
 # ---- SIGKILL's leftovers -------------------------------------------------------------------------------------
 
 _PID = re.compile(r"\.(\d+)_[0-9a-f]{8}\.tmp")
+_swept: set[tuple[str, str]] = set()  # (folder, name) swept by this process: a killed writer's leftovers go once
 
 
 def sweep(path: Path) -> list[str]:
@@ -109,7 +110,10 @@ def sweep(path: Path) -> list[str]:
     from archc.outputs import alive
 
     folder, prefix = _folder(path), f".{path.name}"
-    removed = []
+    removed: list[str] = []
+    if (str(folder), path.name) in _swept:
+        return removed
+    _swept.add((str(folder), path.name))
     try:
         names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(".tmp")]
     except OSError:
@@ -153,7 +157,8 @@ def _restore() -> None:
         return
     for sig, before in list(_previous.items()):
         try:
-            signal.signal(sig, before if before is not None else signal.SIG_DFL)
+            if signal.getsignal(sig) is _on_signal:  # a handler set after ours is its setter's to undo
+                signal.signal(sig, before if before is not None else signal.SIG_DFL)
         except (ValueError, OSError):
             pass
     _previous.clear()

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from archc import tempfiles
+import archc.tempfiles as tempfiles
 
 
 def default_mode(path: str | os.PathLike) -> None:

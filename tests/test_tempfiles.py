@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from archc import tempfiles
+import archc.tempfiles as tempfiles
 from archc.util import write_bytes_atomic
 
 

@@ -364,7 +364,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
 
     phases = _Phases()
     start = time.perf_counter()
-    from archc import tempfiles
+    import archc.tempfiles as tempfiles
     from archc.util import write_error
 
     try:  # the file's temporary name, taken first: a read-only folder fails before the trace

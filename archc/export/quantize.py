@@ -307,9 +307,11 @@ def quantize(model_path: str | os.PathLike, methods: list[str], output: str | os
         check_target(model_path, out)
     base = open_base(model_path)
     source = data or recorded_source(base)
-    from archc.outputs import check_writes, input_paths, model_files
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
 
-    check_writes({"MODEL": model_files(model_path), "--data": input_paths(source)},
+    check_writes({"MODEL": model_files(model_path), "--data": paths_read(source)},
                  {"--output" if output is not None else "MODEL": list(targets.values())})
     ev = evaluation(base, source, data is not None, split,
                     any(m in NEEDS_CALIBRATION for m in methods))

@@ -53,7 +53,7 @@ def _untied(src: str) -> Iterator[str]:
                 node.input[i] = copy.name
                 copies += 1
             seen.add(name)
-    from archc import tempfiles
+    import archc.tempfiles as tempfiles
 
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)

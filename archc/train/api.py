@@ -54,12 +54,13 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
 def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None:
     """No file the run reads is one it writes, replaces or moves aside (the run's spec.json may be the spec: it
     is read before being rewritten as used); the folder's lock is the run's own (RunDir.lock)."""
-    from archc.outputs import check_writes, input_paths
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
 
     run_dir = setup.run_dir
     data = setup.spec.data.source if setup.spec.data is not None else None
     spec = None if isinstance(spec_path, dict) or Path(spec_path).resolve() == run_dir.spec.resolve() else spec_path
-    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": input_paths(data, setup.data_root)},
+    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": paths_read(data, setup.data_root)},
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False)
 
 
@@ -74,7 +75,7 @@ def check_export(setup: Setup) -> None:
     from archc.export import export
     from archc.lower import lower
 
-    from archc import tempfiles
+    import archc.tempfiles as tempfiles
 
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp, \
             tempfiles.tracked(tmp, folder=True):  # a SIGTERM or SIGINT removes it too
@@ -146,7 +147,8 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
                                                    "checkpoint is written; or name a .safetensors file")
     out = Path(output) if output is not None else run.onnx_of(None if checkpoint == "best" else
                                                               "last" if checkpoint == "last" else weights.stem)
-    from archc.outputs import check_writes, model_files
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
 
     # a run writing the target's folder would write model.onnx itself: refused, as is replacing a file read here
     check_writes({"RUN_DIR": [run.spec, run.path("export"), run.result, run.state_json], "--checkpoint": weights},

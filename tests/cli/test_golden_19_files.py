@@ -137,6 +137,22 @@ def export_output_is_the_checkpoint(tmp, made):
     return ["export", made.run, "--checkpoint", tmp / "w.safetensors", "-o", tmp / "w.safetensors"]
 
 
+@case("error: --output: expected a file that is none of the command's inputs, received 'TMP/d.npz', which is "
+      "--data 'TMP/d.npz' (writing it would replace what the command reads: name another file)")
+def quantize_output_is_the_data(tmp, made):
+    np.savez(tmp / "d.npz", x=np.zeros((20, 1, 8, 8), np.float32), y=np.arange(20) % 10)
+    return ["quantize", made.mlp, "--fp16", "--data", f"npz:{tmp / 'd.npz'}", "-o", tmp / "d.npz"]
+
+
+@case("error: --out: expected a file that is none of the command's inputs, received 'TMP/run/metrics.jsonl', "
+      "which is --data 'TMP/run/metrics.jsonl' (writing it would replace what the command reads: name another file)")
+def train_data_is_a_file_the_run_replaces(tmp, made):
+    (tmp / "run").mkdir()
+    (tmp / "run" / "metrics.jsonl").write_text('{"x": [1, 2], "y": 1}\n')
+    (tmp / "run" / "result.json").write_text("{}")
+    return ["train", MLP, "--data", f"jsonl:{tmp / 'run' / 'metrics.jsonl'}", "--out", tmp / "run", "--force"]
+
+
 # internal errors
 @case("error: --prompt: expected UTF-8 text, received byte 0xff at offset 3, which is not UTF-8 (the model reads "
       "the text's UTF-8 bytes: pass valid UTF-8)")

@@ -41,7 +41,7 @@ def test_schema_output_on_a_failing_disk_is_a_user_error(tmp_path, monkeypatch, 
 
 
 def test_build_output_in_a_read_only_folder_is_a_user_error(tmp_path, monkeypatch):
-    from archc import tempfiles
+    import archc.tempfiles as tempfiles
 
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".d.onnx.x.tmp"))
