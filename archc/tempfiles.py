@@ -143,7 +143,7 @@ def _install() -> None:
     for sig in SIGNALS:
         try:
             before = signal.getsignal(sig)
-            if before is signal.SIG_IGN:
+            if before is signal.SIG_IGN or before is None:  # ignored, or a handler set from C we could not put back
                 continue
             signal.signal(sig, _on_signal)
             _previous[sig] = before
@@ -158,7 +158,7 @@ def _restore() -> None:
     for sig, before in list(_previous.items()):
         try:
             if signal.getsignal(sig) is _on_signal:  # a handler set after ours is its setter's to undo
-                signal.signal(sig, before if before is not None else signal.SIG_DFL)
+                signal.signal(sig, before)
         except (ValueError, OSError):
             pass
     _previous.clear()
@@ -180,6 +180,6 @@ def _on_signal(signum: int, frame: Any) -> None:
     _restore()
     if callable(before):
         before(signum, frame)  # SIGINT's default_int_handler: KeyboardInterrupt
-    elif before is None or before == signal.SIG_DFL:
+    elif before == signal.SIG_DFL:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)  # the default action: the process ends by this signal
