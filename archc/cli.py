@@ -599,9 +599,8 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
 def schema(output: Path | None) -> None:
     """Print the spec's JSON Schema (point a TOML spec at it with `#:schema FILE`)."""
     from archc.language.schema import json_schema
-    from archc.util import write_text_atomic
-
     from archc.outputs import check_writes
+    from archc.util import write_text_atomic
 
     check_writes({}, {"--output": output_file(output)})  # not into a folder a live run writes
     text = json.dumps(json_schema(), indent=2)
