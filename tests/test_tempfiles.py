@@ -36,15 +36,25 @@ def test_the_next_write_sweeps_what_a_killed_writer_left(tmp_path):
         ["model.onnx"] + [n for n in left if not n.startswith(f".model.onnx.{dead}")])
 
 
-def test_the_handler_is_ours_only_while_a_temporary_exists(tmp_path):
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.fixture
+def plain_signals():
+    """SIGTERM and SIGINT as a plain Python process has them (a test runner's worker may have changed them)."""
+    before = {sig: signal.getsignal(sig) for sig in tempfiles.SIGNALS}
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+def test_the_handler_is_ours_only_while_a_temporary_exists(tmp_path, plain_signals):
     with tempfiles.beside(tmp_path / "f") as tmp:
-        assert os.path.exists(tmp) and signal.getsignal(signal.SIGTERM) is not before
-    assert not os.path.exists(tmp) and signal.getsignal(signal.SIGTERM) is before
+        assert os.path.exists(tmp) and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    assert not os.path.exists(tmp) and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigint_removes_the_temporaries_then_interrupts_as_before(tmp_path):
+def test_sigint_removes_the_temporaries_then_interrupts_as_before(tmp_path, plain_signals):
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         with tempfiles.beside(tmp_path / "f"), tempfiles.beside(tmp_path / "g", folder=True) as folder:
