@@ -48,3 +48,18 @@ def test_check_writes(tmp_path):
     with pytest.raises(InputError, match=r"its folder .* is in use"):
         check_writes({}, {"--output": tmp_path / "data" / "p.csv"})
     check_writes({}, {"--out": tmp_path / "data" / "p.csv"}, locks=False)  # train: its own lock decides
+
+
+def test_the_report_folder_is_checked_again_when_it_is_moved(tmp_path):
+    """A run that started between `infer --report DIR --force`'s first check and the move keeps its folder."""
+    from archc.runtime.report import aside
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    (run / LOCK).write_text(f"{os.getpid()}\n")
+    with pytest.raises(InputError, match="is in use"):
+        aside(run)
+    assert (run / "metrics.jsonl").exists() and not (tmp_path / "run.old-1").exists()
+    (run / LOCK).unlink()
+    assert aside(run) == tmp_path / "run.old-1"
