@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_live: dict[str, bool] = {}      # temporary path -> is a folder
+_live: dict[str, None] = {}      # the temporaries that exist (files or folders), in the order they were made
 _previous: dict[int, Any] = {}   # signal -> the handler ours replaced, while ours is installed
 
 
@@ -40,7 +40,7 @@ def make(path: str | os.PathLike, folder: bool = False) -> str:
     sweep(p)
     for _ in range(100):
         tmp = str(_folder(p) / _name(p))
-        track(tmp, folder)  # tracked before it exists: a signal right after the create still finds it
+        track(tmp)  # tracked before it exists: a signal right after the create still finds it
         try:
             if folder:
                 os.mkdir(tmp, 0o700)
@@ -58,7 +58,7 @@ def make(path: str | os.PathLike, folder: bool = False) -> str:
 def remove(tmp: str) -> None:
     """Remove a temporary (gone already: nothing to do) and stop tracking it."""
     try:
-        if _live.get(tmp):
+        if os.path.isdir(tmp) and not os.path.islink(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.lexists(tmp):
             os.unlink(tmp)
@@ -77,18 +77,19 @@ def beside(path: str | os.PathLike, folder: bool = False) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def tracked(path: str | os.PathLike, folder: bool = False) -> Iterator[None]:
+def tracked(path: str | os.PathLike) -> Iterator[None]:
     """Track a temporary made elsewhere (a TemporaryDirectory, a mkstemp in the system's folder) for the block:
     a signal removes it too."""
-    track(str(path), folder)
+    track(str(path))
     try:
         yield
     finally:
         forget(str(path))
 
 
-def track(tmp: str, folder: bool = False) -> None:
-    _live[tmp] = folder
+def track(tmp: str) -> None:
+    """Remove `tmp` (a file or folder) on SIGTERM or SIGINT until it is forgotten."""
+    _live[tmp] = None
     _install()
 
 

@@ -78,7 +78,7 @@ def check_export(setup: Setup) -> None:
     import archc.tempfiles as tempfiles
 
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp, \
-            tempfiles.tracked(tmp, folder=True):  # a SIGTERM or SIGINT removes it too
+            tempfiles.tracked(tmp):  # a SIGTERM or SIGINT removes it too
         module = lower(setup.graph, seed=setup.spec.train.seed)
         try:
             export(setup.compiled, Path(tmp) / "initialized.onnx", module=module)
