@@ -298,7 +298,8 @@ def _checked_at(check: dict[str, Any]) -> str:
               help="With labelled data: write DIR/report.json and DIR/report.png (per-class precision/recall/F1 "
                    "and a confusion matrix; regression: residuals). A folder holding files is refused unless "
                    "--force.")
-@click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first.")
+@click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first "
+                                            "(never one holding an input or a folder a live run writes).")
 @click.option("--target", default=None, metavar="COLUMN",
               help="With a csv: source as --input: the target column to score against (default: the spec's "
                    "[data] target, else the last column).")
