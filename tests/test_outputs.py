@@ -63,3 +63,13 @@ def test_the_report_folder_is_checked_again_when_it_is_moved(tmp_path):
     assert (run / "metrics.jsonl").exists() and not (tmp_path / "run.old-1").exists()
     (run / LOCK).unlink()
     assert aside(run) == tmp_path / "run.old-1"
+
+
+@pytest.mark.parametrize("content", [b"99999999999999999999999\n", b"-5\n", b"0\n", b"\xff\xfe\x00pid"])
+def test_a_run_takes_over_a_lock_that_holds_no_pid_and_says_so(tmp_path, capsys, content):
+    from archc.train.run_dir import RunDir
+
+    run = RunDir(tmp_path)
+    run.lock_path.write_bytes(content)
+    run.prepare({"archc": 1}, resume=False).release()
+    assert "taking over a lock that holds" in capsys.readouterr().err and not run.lock_path.exists()
