@@ -101,6 +101,20 @@ def _refuse_unknown_scheme(text: str) -> None:
         parse(text)
 
 
+def utf8_text(value: str, flag: str) -> str:
+    """An option's text as the model reads it, UTF-8: bytes that are not (argv bytes such as $'\\xff' reach
+    Python as lone surrogates) are a user error naming the option and the first bad byte."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError as e:
+        ch = ord(value[e.start])
+        byte = f"byte 0x{ch - 0xDC00:02x}" if 0xDC80 <= ch <= 0xDCFF else f"U+{ch:04X}, a lone surrogate,"
+        at = len(value[:e.start].encode("utf-8", "surrogateescape"))
+        raise InputError(f"expected UTF-8 text, received {byte} at offset {at}, which is not UTF-8", where=flag,
+                         hint="the model reads the text's UTF-8 bytes: pass valid UTF-8") from None
+
+
 def output_file(path: Path | None) -> Path | None:
     """An -o/--output path names a file: a directory is a user error (exit 1), found before any work runs."""
     if path is not None and path.is_dir():
@@ -188,6 +202,13 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
                            metadata={"weights": init.describe()} if init is not None else {}, optimize=not no_optimize)
     c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
+    if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
+        from archc.outputs import check_writes
+        from archc.pipeline import output_path
+        from archc.runtime.kvcache import model_files
+
+        run(c, BUILD_PASSES, "infer")  # the default output is named after the model
+        check_writes({"SPEC": spec, "--weights": weights, "--map": map_path}, {"--output": model_files(output_path(c))})
     if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
         run(c, BUILD_PASSES, "lower")
         if print_code:
@@ -277,7 +298,8 @@ def _checked_at(check: dict[str, Any]) -> str:
               help="With labelled data: write DIR/report.json and DIR/report.png (per-class precision/recall/F1 "
                    "and a confusion matrix; regression: residuals). A folder holding files is refused unless "
                    "--force.")
-@click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first.")
+@click.option("--force", is_flag=True, help="With --report: move a folder holding files aside to DIR.old-N first "
+                                            "(never one holding an input or a folder a live run writes).")
 @click.option("--target", default=None, metavar="COLUMN",
               help="With a csv: source as --input: the target column to score against (default: the spec's "
                    "[data] target, else the last column).")
@@ -300,8 +322,17 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
     if report_dir is not None and input_path is None:
         raise click.UsageError("--report is for --input runs on labelled data")
+    if prompt is not None:
+        utf8_text(prompt, "--prompt")
     if input_path is not None and output is not None:
         check_output_path(output)
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
+
+    samples = [output, output.with_suffix(".png")] if num_samples is not None and output is not None else []
+    check_writes({"MODEL": model_files(model), "--input": paths_read(None if input_path is None else str(input_path))},
+                 {"--output": samples or output}, {"--report": report_dir}, moving=force)
     if report_dir is not None:
         from archc.runtime.report import check_folder
 
@@ -579,9 +610,10 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
 def schema(output: Path | None) -> None:
     """Print the spec's JSON Schema (point a TOML spec at it with `#:schema FILE`)."""
     from archc.language.schema import json_schema
+    from archc.outputs import check_writes
     from archc.util import write_text_atomic
 
-    output = output_file(output)
+    check_writes({}, {"--output": output_file(output)})  # not into a folder a live run writes
     text = json.dumps(json_schema(), indent=2)
     if output is None:
         click.echo(text)

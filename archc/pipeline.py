@@ -105,13 +105,17 @@ def lower(c: Compiled) -> None:
     c.module = lower_graph(c.graph, seed=c.options.seed)  # type: ignore[arg-type]
 
 
+def output_path(c: Compiled) -> Path:
+    """Where the export pass writes: options.output, default <model name>.onnx (once the graph is expanded)."""
+    return c.options.output or Path(f"{c.graph.name}.onnx")  # type: ignore[union-attr]
+
+
 def export(c: Compiled) -> None:
     """Module -> a parity-checked ONNX file at options.output (default <model name>.onnx) (imports torch)."""
     from archc.export import export as export_onnx
     from archc.export.kvcache import add_cache
 
-    out = c.options.output or Path(f"{c.graph.name}.onnx")  # type: ignore[union-attr]
-    c.report = export_onnx(c, out, exporter=c.options.exporter, extra_metadata=c.options.metadata or None,
+    c.report = export_onnx(c, output_path(c), exporter=c.options.exporter, extra_metadata=c.options.metadata or None,
                            optimize=c.options.optimize)
     add_cache(c.report, c, c.module, c.options.optimize)  # language models: model.kv.onnx beside it
 

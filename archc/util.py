@@ -1,13 +1,15 @@
-"""Small shared helpers: atomic file writes and the size limits checked before reading array files."""
+"""Small shared helpers: atomic file writes (their temporaries: archc.tempfiles) and the size limits checked
+before reading array files."""
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+import archc.tempfiles as tempfiles
 
 
 def default_mode(path: str | os.PathLike) -> None:
@@ -25,16 +27,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     p = Path(path)
     tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-        with os.fdopen(fd, "wb") as f:
+        tmp = tempfiles.make(p)  # removed by a SIGTERM or SIGINT as well (archc.tempfiles)
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         default_mode(tmp)
         os.replace(tmp, p)
+        tempfiles.forget(tmp)
     except BaseException as e:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp:
+            tempfiles.remove(tmp)
         if isinstance(e, OSError):
             raise write_error(e, p) from e
         raise
@@ -47,23 +50,22 @@ def temp_beside(path: str | os.PathLike) -> Iterator[str]:
     or raised inside) names `path`, as `write_bytes_atomic` does."""
     p = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+        tmp = tempfiles.make(p)
     except OSError as e:  # a read-only folder: name the file asked for, not a temporary
         raise write_error(e, p) from e
-    os.close(fd)
     try:
         yield tmp
     except OSError as e:
         raise write_error(e, p) from e
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tempfiles.remove(tmp)
 
 
 def publish(tmp: str, path: str | os.PathLike) -> None:
     """Rename a finished temporary file from `temp_beside` onto `path`, with a plain file's permissions."""
     default_mode(tmp)
     os.replace(tmp, path)
+    tempfiles.forget(tmp)
 
 
 def write_error(e: OSError, path: str | os.PathLike) -> OSError:

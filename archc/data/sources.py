@@ -3,6 +3,7 @@ fractions and the options centrally, resolve a path argument, and call the sourc
 from __future__ import annotations
 
 import difflib
+import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -146,6 +147,20 @@ def path_of(source: str, root: str | Path | None = None) -> str | None:
     except DataError:
         return None
     return arg if cls.takes_path and arg not in cls.names else None
+
+
+def paths_read(text: str | None, root: str | Path | None = None) -> list[Path]:
+    """What an --input or --data text reads: a data source's file or folder, a file, or a glob's matches."""
+    if text is None:
+        return []
+    p = Path(text)
+    scheme, sep, arg = text.partition(":")
+    if sep and arg and scheme in REGISTRY and not p.exists():
+        found = path_of(text, root)
+        return [resolve(found, root)] if found is not None else []
+    if not p.exists() and any(c in text for c in "*?["):
+        return [Path(m) for m in glob.glob(text)]
+    return [p]
 
 
 def sources_help() -> str:

@@ -11,8 +11,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -372,12 +370,11 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
 
     phases = _Phases()
     start = time.perf_counter()
+    import archc.tempfiles as tempfiles
     from archc.util import write_error
 
-    parent = path.parent or Path(".")
     try:  # the file's temporary name, taken first: a read-only folder fails before the trace
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
+        tmp = tempfiles.make(path)  # removed on SIGTERM and SIGINT too
     except OSError as e:  # name the .onnx asked for
         raise write_error(e, path) from e
     data_name, tmpdir, writer, decision = path.name + ".data", None, None, None
@@ -389,7 +386,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
-                tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+                tmpdir = tempfiles.make(path, folder=True)
                 blob: str | bytes = os.path.join(tmpdir, path.name)
                 onnx.save_model(model, blob, save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=data_name, size_threshold=1024)
@@ -427,10 +424,9 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
     finally:
         if writer is not None:  # a failed check: let the write end before its file goes
             super(_Writer, writer).join()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tempfiles.remove(tmp)
         if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            tempfiles.remove(tmpdir)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
                         str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision,
                         row if table is not None else None)

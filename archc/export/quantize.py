@@ -306,7 +306,14 @@ def quantize(model_path: str | os.PathLike, methods: list[str], output: str | os
     for out in targets.values():
         check_target(model_path, out)
     base = open_base(model_path)
-    ev = evaluation(base, data or recorded_source(base), data is not None, split,
+    source = data or recorded_source(base)
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
+
+    check_writes({"MODEL": model_files(model_path), "--data": paths_read(source)},
+                 {"--output" if output is not None else "MODEL": list(targets.values())})
+    ev = evaluation(base, source, data is not None, split,
                     any(m in NEEDS_CALIBRATION for m in methods))
     before = score(base, ev)
     reports = []

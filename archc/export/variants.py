@@ -53,13 +53,17 @@ def _untied(src: str) -> Iterator[str]:
                 node.input[i] = copy.name
                 copies += 1
             seen.add(name)
+    import archc.tempfiles as tempfiles
+
     fd, path = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:
-        onnx.save_model(model, path)
-        yield path
+        with tempfiles.tracked(path):  # a SIGTERM or SIGINT removes it too
+            onnx.save_model(model, path)
+            yield path
     finally:
-        os.unlink(path)
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def _int8_static(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None:

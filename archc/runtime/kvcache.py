@@ -25,6 +25,12 @@ def cache_path(model_path: str | os.PathLike) -> Path:
     return p.with_name(p.name[: -len(".onnx")] + SUFFIX if p.name.endswith(".onnx") else p.name + SUFFIX)
 
 
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The files an ONNX export to `path` writes or replaces: the model, its external data and its KV cache."""
+    p = Path(path)
+    return [p, p.with_name(p.name + ".data"), cache_path(p)] if p.name else [p]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The model file's digest: the cache file records it, so a cache left from an earlier export is not used."""
     h = hashlib.sha256()

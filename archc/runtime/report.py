@@ -109,6 +109,9 @@ def aside(folder: Path) -> Path | None:
     """--force: a non-empty folder renamed to the first free DIR.old-N (as `archc train --force` does); its path."""
     if not (folder.is_dir() and any(folder.iterdir())):
         return None
+    from archc.outputs import check_writes
+
+    check_writes({}, folders={"--report": folder}, moving=True)  # again: a run may have started since the first
     n = 1
     while (old := folder.with_name(f"{folder.name}.old-{n}")).exists():
         n += 1

@@ -40,6 +40,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the export check
+        check_inputs(setup, spec_path, init, init_map)
         check_export(setup)
     if nproc > 1 and not dist.active:
         return _launch(setup, device, resume, nproc, quiet, force)
@@ -48,6 +49,19 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     result = train(setup, dist, device, resume, quiet, force)
     assert result is not None or not dist.main
     return result  # type: ignore[return-value]
+
+
+def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None:
+    """No file the run reads is one it writes, replaces or moves aside (the run's spec.json may be the spec: it
+    is read before being rewritten as used); the folder's lock is the run's own (RunDir.lock)."""
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+
+    run_dir = setup.run_dir
+    data = setup.spec.data.source if setup.spec.data is not None else None
+    spec = None if isinstance(spec_path, dict) or Path(spec_path).resolve() == run_dir.spec.resolve() else spec_path
+    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": paths_read(data, setup.data_root)},
+                 {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False)
 
 
 def check_export(setup: Setup) -> None:
@@ -61,7 +75,10 @@ def check_export(setup: Setup) -> None:
     from archc.export import export
     from archc.lower import lower
 
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp:
+    import archc.tempfiles as tempfiles
+
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp, \
+            tempfiles.tracked(tmp):  # a SIGTERM or SIGINT removes it too
         module = lower(setup.graph, seed=setup.spec.train.seed)
         try:
             export(setup.compiled, Path(tmp) / "initialized.onnx", module=module)
@@ -130,8 +147,12 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
                                                    "checkpoint is written; or name a .safetensors file")
     out = Path(output) if output is not None else run.onnx_of(None if checkpoint == "best" else
                                                               "last" if checkpoint == "last" else weights.stem)
-    if out.resolve().parent == run.root.resolve() and run.lock_path.exists():
-        run.refuse_if_held(run.lock_pids())  # a run writing the folder will write model.onnx itself
+    from archc.outputs import check_writes
+    from archc.runtime.kvcache import model_files
+
+    # a run writing the target's folder would write model.onnx itself: refused, as is replacing a file read here
+    check_writes({"RUN_DIR": [run.spec, run.path("export"), run.result, run.state_json], "--checkpoint": weights},
+                 {"--output" if output is not None else "RUN_DIR": model_files(out)})
     import torch
 
     compiled = compile_spec(run.spec)

@@ -21,13 +21,13 @@ import json
 import os
 import re
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archc import strict_json
 from archc.errors import InputError, ModelError
+from archc.outputs import LOCK, holder, read_lock
 from archc.util import write_text_atomic
 
 # The launcher of --nproc holds the lock for its workers: it passes its pid here, and rank 0 does not lock again.
@@ -37,17 +37,6 @@ LOCK_ENV = "ARCHC_RUN_LOCK_PID"
 def say(text: str) -> None:
     """A note on stderr that --quiet does not hide: what happened to the run folder."""
     print(f"archc: {text}", file=sys.stderr, flush=True)
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 @dataclass
@@ -133,7 +122,7 @@ class RunDir:
 
     # --- before a run ---------------------------------------------------------------------------------------
 
-    LOCK = ".archc.lock"
+    LOCK = LOCK
 
     @property
     def lock_path(self) -> Path:
@@ -181,13 +170,15 @@ class RunDir:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pids = self.lock_pids()
+                pids, foreign = read_lock(path)
                 if pids and str(pids[0]) == os.environ.get(LOCK_ENV):
                     with path.open("a") as f:
                         f.write(f"{os.getpid()}\n")
                     return False
-                self.refuse_if_held(pids)
-                say(f"{str(path)!r}: taking over the lock of pid {pids[0] if pids else '?'}, which no longer runs")
+                self.refuse_if_held()
+                say(f"{str(path)!r}: taking over " + (f"the lock of pid {pids[0]}, which no longer runs" if pids else
+                                                     f"a lock that holds {foreign}, no process id" if foreign else
+                                                     "an empty lock, whose run no longer writes"))
                 path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -196,25 +187,18 @@ class RunDir:
         raise InputError(f"{str(self.root)!r} is in use: its lock keeps being taken", where="--out",
                          hint="choose another --out")
 
-    def refuse_if_held(self, pids: list[int]) -> None:
-        """InputError when a pid in the lock lives, or when the lock is empty but new (its writer is starting)."""
-        live = [pid for pid in pids if alive(pid)]
-        try:
-            fresh = not pids and time.time() - self.lock_path.stat().st_mtime < 10
-        except OSError:
-            fresh = False
-        if live or fresh:
-            who = f"pid {live[0]}" if live else "just starting"
+    def refuse_if_held(self) -> None:
+        """InputError when a pid in the lock lives, or when the lock is empty but new (its writer is starting);
+        a lock holding anything but pids is a foreign one, not refused (archc.outputs.holder)."""
+        who = holder(self.root)
+        if who is not None:
             raise InputError(f"{str(self.root)!r} is in use: another archc train ({who}) is writing it",
                              where="--out", hint=f"wait for it to end or choose another --out; if no run is "
                              f"writing there, remove {str(self.lock_path)!r}")
 
     def lock_pids(self) -> list[int]:
-        """The pids in the lock file (the holder first); [] when it is missing, empty or half-written."""
-        try:
-            return [int(line) for line in self.lock_path.read_text().split()]
-        except (OSError, ValueError):
-            return []
+        """The pids in the lock file (the holder first); [] when it is missing, empty or not archc's."""
+        return read_lock(self.lock_path)[0]
 
     def unlock(self) -> None:
         """Remove the lock when it is ours."""

@@ -41,12 +41,12 @@ def test_schema_output_on_a_failing_disk_is_a_user_error(tmp_path, monkeypatch, 
 
 
 def test_build_output_in_a_read_only_folder_is_a_user_error(tmp_path, monkeypatch):
-    import tempfile
+    import archc.tempfiles as tempfiles
 
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".d.onnx.x.tmp"))
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfiles, "make", read_only)  # where archc makes every temporary file
     r = invoke("build", DIGITS, "-o", tmp_path / "d.onnx")
     assert r.exit_code == 1, r.output
     assert f"error: {tmp_path / 'd.onnx'}: cannot write: Read-only file system" in r.stderr
