@@ -22,7 +22,8 @@ Encoding = Literal["onehot", "embedding"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              allow_inf_nan=False)  # a spec's numbers are finite (TOML and JSON both spell nan, inf)
 
 
 class ModelInfo(Strict):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from archc.clihelp import SourceOption
+from archc.clihelp import Number, SourceOption
 
 
 @click.command("train")
@@ -19,7 +19,7 @@ from archc.clihelp import SourceOption
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides [train] epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Overrides [train] batch_size (the global batch, whatever --nproc).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=Number(low=0, open_low=True), default=None,
               help="Overrides [train] optimizer.lr.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, default=None, help="Overrides [train] seed.")

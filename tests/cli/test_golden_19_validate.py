@@ -1,0 +1,101 @@
+"""Golden messages for issue 19's class "validate passes what a later step refuses": the CLI on each bad case, the
+exact first line of stderr and exit 1. Paths are written as TMP/... and SPECS/...
+
+Each case passed validate (or the option parser) on the main of 2026-12-04 and failed later, or not at all."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from archc.cli import main
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+HEAD = 'archc = 1\n[model]\nname = "g"\n[inputs.x]\nshape = [4]\n'
+
+Case = Callable[[Path], list]
+CASES: dict[str, tuple[Case, str]] = {}
+
+
+def case(expected: str):
+    def add(fn: Case) -> Case:
+        CASES[fn.__name__] = (fn, expected)
+        return fn
+    return add
+
+
+def _toml(path: Path, text: str) -> Path:
+    path.write_text(HEAD + text)
+    return path
+
+
+# ---- numbers that are not finite -----------------------------------------------------------------------------------
+@case("error: TMP/s.toml: layers[1] (c).min: expected a finite number, received nan")
+def clamp_bound_nan(tmp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n'
+                                                '[[layers]]\nid = "c"\nop = "clamp"\nmin = nan\n')]
+
+
+@case("error: TMP/s.json: layers[0] (p).value: expected a finite number, received -inf")
+def pad_value_json_infinity(tmp):
+    (tmp / "s.json").write_text(json.dumps({"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
+                                            "layers": [{"id": "p", "op": "pad", "pad": [1, 1],
+                                                        "value": float("-inf")}]}))
+    return ["build", tmp / "s.json", "-o", tmp / "m.onnx"]
+
+
+@case("error: TMP/s.toml: layers[0] (p).value: expected a number of magnitude at most 3.403e+38 (float32's "
+      "largest), received 1e+39")
+def pad_value_past_float32(tmp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nid = "p"\nop = "pad"\npad = [1, 1]\nvalue = 1e39\n')]
+
+
+@case("error: TMP/s.toml: params.v: expected a finite number, received inf")
+def parameter_value_inf(tmp):
+    return ["validate", _toml(tmp / "s.toml", '[params]\nv = inf\n[[layers]]\nop = "leaky_relu"\n'
+                                                'negative_slope = "$v"\n')]
+
+
+@case("error: TMP/s.toml: train.optimizer.lr: expected a finite number, received nan")
+def learning_rate_nan(tmp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 2\n'
+                                                '[train]\noptimizer = { lr = nan }\n')]
+
+
+@case("error: TMP/s.toml: inputs.t.columns.a.fill: expected a finite number, received nan")
+def column_fill_nan(tmp):
+    (tmp / "s.toml").write_text('archc = 1\n[model]\nname = "g"\n[inputs.t]\ncolumns = { a = { type = "numeric", '
+                                'missing = "constant", fill = nan }, b = "numeric" }\n'
+                                '[[layers]]\nop = "linear"\nout_features = 2\n')
+    return ["validate", tmp / "s.toml"]
+
+
+@case("error: --max-drop: expected a finite number, received nan")
+def quantize_max_drop_nan(tmp):
+    return ["quantize", tmp / "m.onnx", "--max-drop", "nan"]
+
+
+@case("error: --lr: expected a finite number, received inf")
+def train_lr_inf(tmp):
+    return ["train", SPECS / "digits_mlp.toml", "--lr", "inf", "--out", tmp / "run"]
+
+
+@case("error: --temperature: expected a finite number, received inf")
+def generate_temperature_inf(tmp):
+    return ["infer", tmp / "m.onnx", "--prompt", "ab", "--temperature", "inf"]
+
+
+def _normal(text: str, tmp: Path) -> str:
+    return text.replace(str(tmp), "TMP").replace(str(SPECS), "SPECS")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_first_line_of_stderr_and_exit_code(name, tmp_path):
+    fn, expected = CASES[name]
+    args = [str(a) for a in fn(tmp_path)]
+    r = CliRunner().invoke(main, args)
+    first = _normal(r.stderr.splitlines()[0] if r.stderr else "", tmp_path)
+    assert (r.exit_code, first) == (1, expected), r.output
