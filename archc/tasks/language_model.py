@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.errors import DataError
-from archc.tasks.base import Example, F, Task, np, register, score_output
+from archc.errors import DataError, SpecError
+from archc.tasks.base import Example, F, Task, np, register, score_output, task_output
 from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
@@ -36,6 +36,23 @@ class LanguageModel(Task):
     noun = "language model"
     output_axes = ("batch", "seq", "vocab")
     score_noun = "logits"
+
+    @classmethod
+    def check_inputs(cls, graph, spec) -> None:
+        """One int64 token input [batch, seq] whose positions the output keeps ([batch, seq, vocab]): what
+        training's next-token windows and `archc infer --prompt` feed and read."""
+        ins = graph.inputs
+        t = next(iter(ins.values())) if len(ins) == 1 else None
+        if t is None or t.dtype != "int64" or not t.batched or t.rank != 2:
+            shown = ", ".join(f"{n} {v.dtype} {v.show()}" for n, v in ins.items())
+            raise SpecError(f"language_model expects one int64 token input [batch, seq], received {shown}",
+                            where="inputs", hint='e.g. [inputs.tokens] shape = ["seq"], dtype = "int64", vocab = 256')
+        out_name = task_output(graph, spec)
+        out = graph.type_of(graph.outputs[out_name])
+        if out.rank == 3 and out.shape[1] != t.shape[1]:
+            raise SpecError(f"language_model expects the output '{out_name}' to keep the input's positions "
+                            f"[batch, {t.shape[1]}, vocab] (one next-token score per input token), received "
+                            f"{out.show()}", where="task.kind")
 
     # ---- infer ----
     @classmethod

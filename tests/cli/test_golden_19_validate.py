@@ -88,6 +88,45 @@ def generate_temperature_inf(tmp):
     return ["infer", tmp / "m.onnx", "--prompt", "ab", "--temperature", "inf"]
 
 
+# ---- language models: what generation feeds and reads ---------------------------------------------------------------
+LM = {"archc": 1, "model": {"name": "lm"}, "inputs": {"tokens": {"shape": ["seq"], "dtype": "int64", "vocab": 256}},
+      "task": {"kind": "language_model"},
+      "layers": [{"id": "emb", "op": "embedding", "num_embeddings": 256, "embedding_dim": 16},
+                 {"id": "pos", "op": "pos_embedding", "max_len": 16},
+                 {"id": "attn", "op": "attention", "num_heads": 2, "causal": True},
+                 {"id": "logits", "op": "tied_linear", "tie": "emb"}]}
+
+
+@case("error: TMP/s.json: inputs: language_model expects one int64 token input [batch, seq], received tokens "
+      "float32 [batch, seq, 4] (e.g. [inputs.tokens] shape = [\"seq\"], dtype = \"int64\", vocab = 256)")
+def language_model_of_float_inputs(tmp):
+    spec = LM | {"inputs": {"tokens": {"shape": ["seq", 4]}}, "layers": [{"op": "linear", "out_features": 256}]}
+    (tmp / "s.json").write_text(json.dumps(spec))
+    return ["validate", tmp / "s.json"]
+
+
+@case("error: TMP/s.json: task.kind: language_model expects the output 'logits' to keep the input's positions "
+      "[batch, seq, vocab] (one next-token score per input token), received [batch, seq-1, 256]")
+def language_model_that_drops_a_position(tmp):
+    layers = [*LM["layers"][:3], {"op": "slice", "dim": 1, "start": 1}, LM["layers"][3]]
+    (tmp / "s.json").write_text(json.dumps(LM | {"layers": layers}))
+    return ["validate", tmp / "s.json"]
+
+
+def test_generation_runs_inside_the_recorded_bound(tmp_path):
+    """A position table of 16 rows and no [axes] seq: `--prompt` generates past 16 tokens (the window slides at the
+    recorded bound) with and without the KV cache; on the main of 2026-12-04 the 14th token of a 3-byte prompt
+    failed (a window of 17)."""
+    (tmp_path / "lm.json").write_text(json.dumps(LM))
+    r = CliRunner().invoke(main, ["build", str(tmp_path / "lm.json"), "-o", str(tmp_path / "lm.onnx"), "--no-optimize"])
+    assert r.exit_code == 0, r.output
+    for flags in ((), ("--no-cache",)):
+        r = CliRunner().invoke(main, ["infer", str(tmp_path / "lm.onnx"), "--prompt", "abc", "--max-new-tokens", "40",
+                                      "--temperature", "0", "--json", *flags])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["new_tokens"] == 40
+
+
 def _normal(text: str, tmp: Path) -> str:
     return text.replace(str(tmp), "TMP").replace(str(SPECS), "SPECS")
 
