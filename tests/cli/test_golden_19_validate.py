@@ -16,7 +16,7 @@ from archc.cli import main
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 HEAD = 'archc = 1\n[model]\nname = "g"\n[inputs.x]\nshape = [4]\n'
 
-Case = Callable[[Path], list]
+Case = Callable[..., list]
 CASES: dict[str, tuple[Case, str]] = {}
 
 
@@ -34,13 +34,13 @@ def _toml(path: Path, text: str) -> Path:
 
 # ---- numbers that are not finite -----------------------------------------------------------------------------------
 @case("error: TMP/s.toml: layers[1] (c).min: expected a finite number, received nan")
-def clamp_bound_nan(tmp):
+def clamp_bound_nan(tmp, mp):
     return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n'
                                                 '[[layers]]\nid = "c"\nop = "clamp"\nmin = nan\n')]
 
 
 @case("error: TMP/s.json: layers[0] (p).value: expected a finite number, received -inf")
-def pad_value_json_infinity(tmp):
+def pad_value_json_infinity(tmp, mp):
     (tmp / "s.json").write_text(json.dumps({"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
                                             "layers": [{"id": "p", "op": "pad", "pad": [1, 1],
                                                         "value": float("-inf")}]}))
@@ -49,24 +49,24 @@ def pad_value_json_infinity(tmp):
 
 @case("error: TMP/s.toml: layers[0] (p).value: expected a number of magnitude at most 3.403e+38 (float32's "
       "largest), received 1e+39")
-def pad_value_past_float32(tmp):
+def pad_value_past_float32(tmp, mp):
     return ["validate", _toml(tmp / "s.toml", '[[layers]]\nid = "p"\nop = "pad"\npad = [1, 1]\nvalue = 1e39\n')]
 
 
 @case("error: TMP/s.toml: params.v: expected a finite number, received inf")
-def parameter_value_inf(tmp):
+def parameter_value_inf(tmp, mp):
     return ["validate", _toml(tmp / "s.toml", '[params]\nv = inf\n[[layers]]\nop = "leaky_relu"\n'
                                                 'negative_slope = "$v"\n')]
 
 
 @case("error: TMP/s.toml: train.optimizer.lr: expected a finite number, received nan")
-def learning_rate_nan(tmp):
+def learning_rate_nan(tmp, mp):
     return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 2\n'
                                                 '[train]\noptimizer = { lr = nan }\n')]
 
 
 @case("error: TMP/s.toml: inputs.t.columns.a.fill: expected a finite number, received nan")
-def column_fill_nan(tmp):
+def column_fill_nan(tmp, mp):
     (tmp / "s.toml").write_text('archc = 1\n[model]\nname = "g"\n[inputs.t]\ncolumns = { a = { type = "numeric", '
                                 'missing = "constant", fill = nan }, b = "numeric" }\n'
                                 '[[layers]]\nop = "linear"\nout_features = 2\n')
@@ -74,17 +74,17 @@ def column_fill_nan(tmp):
 
 
 @case("error: --max-drop: expected a finite number, received nan")
-def quantize_max_drop_nan(tmp):
+def quantize_max_drop_nan(tmp, mp):
     return ["quantize", tmp / "m.onnx", "--max-drop", "nan"]
 
 
 @case("error: --lr: expected a finite number, received inf")
-def train_lr_inf(tmp):
+def train_lr_inf(tmp, mp):
     return ["train", SPECS / "digits_mlp.toml", "--lr", "inf", "--out", tmp / "run"]
 
 
 @case("error: --temperature: expected a finite number, received inf")
-def generate_temperature_inf(tmp):
+def generate_temperature_inf(tmp, mp):
     return ["infer", tmp / "m.onnx", "--prompt", "ab", "--temperature", "inf"]
 
 
@@ -99,7 +99,7 @@ LM = {"archc": 1, "model": {"name": "lm"}, "inputs": {"tokens": {"shape": ["seq"
 
 @case("error: TMP/s.json: inputs: language_model expects one int64 token input [batch, seq], received tokens "
       "float32 [batch, seq, 4] (e.g. [inputs.tokens] shape = [\"seq\"], dtype = \"int64\", vocab = 256)")
-def language_model_of_float_inputs(tmp):
+def language_model_of_float_inputs(tmp, mp):
     spec = LM | {"inputs": {"tokens": {"shape": ["seq", 4]}}, "layers": [{"op": "linear", "out_features": 256}]}
     (tmp / "s.json").write_text(json.dumps(spec))
     return ["validate", tmp / "s.json"]
@@ -107,10 +107,36 @@ def language_model_of_float_inputs(tmp):
 
 @case("error: TMP/s.json: task.kind: language_model expects the output 'logits' to keep the input's positions "
       "[batch, seq, vocab] (one next-token score per input token), received [batch, seq-1, 256]")
-def language_model_that_drops_a_position(tmp):
+def language_model_that_drops_a_position(tmp, mp):
     layers = [*LM["layers"][:3], {"op": "slice", "dim": 1, "start": 1}, LM["layers"][3]]
     (tmp / "s.json").write_text(json.dumps(LM | {"layers": layers}))
     return ["validate", tmp / "s.json"]
+
+
+# ---- memory: the export's trace and parity checks ------------------------------------------------------------------
+WIDE = {"archc": 1, "model": {"name": "wide"}, "inputs": {"x": {"shape": ["seq", 64]}}, "task": {"kind": "regression"},
+        "train": {"batch_size": 1}, "layers": [{"op": "relu"}, {"op": "tanh"}]}
+
+
+@case("error: TMP/s.json: axes.seq: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
+      "the export's trace at batch 2, seq 1,000,000 (inputs, activations, weights) (lower [axes] seq: the export "
+      "traces at it and checks near it)")
+def axis_the_export_cannot_hold(tmp, mp):
+    """Training one example at a time fits (244 MiB per tensor); the export's trace at batch 2 would not."""
+    mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
+    (tmp / "s.json").write_text(json.dumps(WIDE | {"axes": {"seq": 1_000_000}}))
+    return ["build", tmp / "s.json", "-o", tmp / "m.onnx"]
+
+
+@case("error: TMP/s.json: inputs.x: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
+      "the export's trace at batch 2, seq 3,000,001 (inputs, activations, weights) (no [axes] seq: archc chose "
+      "3,000,001 inside the bounds the layers put on it; lower those or the layer sizes)")
+def typical_size_the_bounds_force(tmp, mp):
+    """No [axes] entry: the default size moves inside the slice's bound (seq > 3,000,000)."""
+    mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
+    (tmp / "s.json").write_text(json.dumps(WIDE | {"layers": [{"op": "slice", "dim": 1, "start": 3_000_000},
+                                                                {"op": "relu"}]}))
+    return ["build", tmp / "s.json", "-o", tmp / "m.onnx"]
 
 
 def test_generation_runs_inside_the_recorded_bound(tmp_path):
@@ -132,9 +158,9 @@ def _normal(text: str, tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_first_line_of_stderr_and_exit_code(name, tmp_path):
+def test_first_line_of_stderr_and_exit_code(name, tmp_path, monkeypatch):
     fn, expected = CASES[name]
-    args = [str(a) for a in fn(tmp_path)]
+    args = [str(a) for a in fn(tmp_path, monkeypatch)]
     r = CliRunner().invoke(main, args)
     first = _normal(r.stderr.splitlines()[0] if r.stderr else "", tmp_path)
     assert (r.exit_code, first) == (1, expected), r.output
