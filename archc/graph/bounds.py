@@ -209,10 +209,11 @@ def affordable(checks: list[tuple[int, dict[str, int]]], graph: Graph) -> list[t
         seen = {traced}
         for _, small in out:  # the two checks' sizes differ from each other and from the trace, within bounds
             n = max(2, small[k] // factor)
-            while n < small[k] and (n in seen or not fits(graph, k, n)):
-                n += 1
-            small[k] = n if n < small[k] else small[k]  # no shorter size fits: check_sizes' own
-            seen.add(n)
+            # the first new size from n up that fits: n or just above it, else a bound's edge (validate runs this
+            # too: no walk one size at a time up to a bound millions away); none shorter: check_sizes' own
+            tries = sorted(p for p in {n, n + 1, n + 2, n + 3, *candidates(graph.axis_limits.get(k, []), n)} if p >= n)
+            small[k] = next((p for p in tries if p < small[k] and p not in seen and fits(graph, k, p)), small[k])
+            seen.add(small[k])
     return out
 
 

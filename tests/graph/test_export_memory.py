@@ -71,3 +71,16 @@ def test_a_build_grows_its_peak_memory_by_less_than_validate_estimates(tmp_path)
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert "seq 59999" in got["output"] and "seq 60003" in got["output"]  # the checks estimated are the ones run
     assert 0 < got["grew"] <= got["estimate"], got
+
+
+def test_shortened_parity_sizes_jump_to_a_bound_instead_of_walking_to_it(monkeypatch):
+    """validate computes the export's runs: shortening seq 10^9 below a slice's bound (seq > 10^8) must not walk
+    there one size at a time (it took 6 s at 3 * 10^6, linear in the bound)."""
+    import time
+
+    monkeypatch.setenv("ARCHC_MEMORY_LIMIT", "1e18")
+    spec = _wide(10**9, layers=[{"op": "linear", "out_features": 64}, {"op": "slice", "dim": 1, "start": 10**8}])
+    start = time.perf_counter()
+    graph = compile_spec(spec).graph
+    assert [s["seq"] for _, s, _ in export_runs(graph)] == [10**9, 10**8 + 1, 10**8 + 2]
+    assert time.perf_counter() - start < 5
