@@ -208,8 +208,11 @@ def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int,
             where = f"inputs.{holder}" if holder else "inputs"
             hint = (f"no [axes] {largest}: archc chose {sizes[largest]:,} inside the bounds the layers put on it; "
                     "lower those or the layer sizes")
-        else:
-            where, hint = "layers", "reduce the layer sizes"
+        else:  # fixed shapes only: point at the largest tensor (an error path: walking the nodes again is fine)
+            by_size = [(t.numel(sizes), 1, f"inputs.{name}") for name, t in graph.inputs.items()]  # inputs first
+            by_size += [(n.out.numel(sizes), 0, n.where) for n in graph.nodes if n.out]
+            where = max(by_size)[2]
+            hint = "reduce the input's or the layers' sizes: the export runs the model at batches of 2 and 3"
         parts = "inputs, activations, weights" + (", outputs compared" if what != TRACE else "")
         raise SpecError(f"expected the export's checks to fit in memory ({human_bytes(limit)}), received "
                         f"{human_bytes(need)} for {what} at batch {batch}{shown} ({parts})", where=where, hint=hint)
