@@ -12,7 +12,7 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import Number, SourceOption
+from archc.clihelp import SEED, Number, SourceOption
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
 from archc.pipeline import BUILD_PASSES, PASSES, names
@@ -165,7 +165,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @SPEC
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: <model name>.onnx).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for parameter initialization.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for parameter initialization.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
@@ -255,7 +255,7 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--no-cache", is_flag=True,
               help="With --prompt: recompute the whole window per token even when MODEL.kv.onnx (the KV cache) "
                    "is beside the model.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="With --prompt or --num-samples: sampling seed.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None,
               help="Diffusion models: draw this many images (instead of --input); --output FILE.npy also "

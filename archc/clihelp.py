@@ -18,6 +18,11 @@ class SourceOption(click.Option):
             self.help = lead
 
 
+# --seed: what numpy's generators (>= 0) and torch's manual_seed (< 2**64) both take; the spec's seeds are the same
+# (archc.language.model.MAX_SEED), so `--seed -1` is a usage error, not an internal one inside numpy
+SEED = click.IntRange(0, 2**63 - 1)
+
+
 class OptionValueError(click.BadParameter):
     """A bad option value as archc's other user errors read: one line `error: --OPTION: expected …, received …`
     and exit 1 (click's own BadParameter prints the usage text and exits 2)."""

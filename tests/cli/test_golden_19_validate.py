@@ -73,6 +73,12 @@ def column_fill_nan(tmp, mp):
     return ["validate", tmp / "s.toml"]
 
 
+@case("error: TMP/s.toml: data.split_seed: expected a value >= 0, received -1")
+def split_seed_numpy_refuses(tmp, mp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 2\n'
+                                                '[data]\nsource = "sklearn:iris"\nsplit_seed = -1\n')]
+
+
 @case("error: --max-drop: expected a finite number, received nan")
 def quantize_max_drop_nan(tmp, mp):
     return ["quantize", tmp / "m.onnx", "--max-drop", "nan"]

@@ -39,3 +39,10 @@ def test_every_float_option_is_a_finite_number(command, option):
     r = CliRunner().invoke(main, [command, option.opts[0], "many", "nosuch.onnx"])
     assert (r.exit_code, r.stderr.splitlines()[:1]) == (
         1, [f"error: {option.opts[0]}: expected a number, received 'many'"]), r.output
+
+
+@pytest.mark.parametrize("command", ["build", "infer", "train"])
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_a_seed_outside_the_generators_range_is_a_usage_error(command, seed):
+    r = CliRunner().invoke(main, [command, "nosuch.toml", "--seed", seed])
+    assert r.exit_code == 2 and "Invalid value for '--seed'" in r.stderr, r.output

@@ -97,3 +97,10 @@ def test_an_expression_that_overflows_names_itself():
     raw = load_text(SPEC + '[[layers]]\nid = "p"\nop = "pad"\npad = [1, 1]\nvalue = "${1e308 * 10}"\n', "toml", "s")
     assert _lines(raw)[0].startswith("s.json: layers[0] (p).value: expected a value of at most 1e+15 from "
                                      "'${1e308 * 10}', received")
+
+
+@pytest.mark.parametrize("where,text", [("train.seed", "[train]\nseed = -1\n"),
+                                        ("data.split_seed", '[data]\nsource = "sklearn:iris"\nsplit_seed = -3\n')])
+def test_seeds_are_what_numpy_and_torch_take(where, text):
+    raw = load_text(SPEC + text + '[[layers]]\nop = "linear"\nout_features = 2\n', "toml", "s.toml")
+    assert _lines(raw)[0] == f"s.json: {where}: expected a value >= 0, received {text.split('= ')[-1].strip()}"
