@@ -40,9 +40,10 @@ class LanguageModel(Task):
     @classmethod
     def check_inputs(cls, graph, spec) -> None:
         """One int64 token input [batch, seq] whose positions the output keeps ([batch, seq, vocab]): what
-        training's next-token windows and `archc infer --prompt` feed and read."""
+        training's next-token windows and `archc infer --prompt` feed and read; and room for every token id the
+        [data] source draws (text: bytes, 256), which training would otherwise refuse."""
         ins = graph.inputs
-        t = next(iter(ins.values())) if len(ins) == 1 else None
+        name, t = next(iter(ins.items())) if len(ins) == 1 else ("", None)
         if t is None or t.dtype != "int64" or not t.batched or t.rank != 2:
             shown = ", ".join(f"{n} {v.dtype} {v.show()}" for n, v in ins.items())
             raise SpecError(f"language_model expects one int64 token input [batch, seq], received {shown}",
@@ -53,6 +54,15 @@ class LanguageModel(Task):
             raise SpecError(f"language_model expects the output '{out_name}' to keep the input's positions "
                             f"[batch, {t.shape[1]}, vocab] (one next-token score per input token), received "
                             f"{out.show()}", where="task.kind")
+        drawn = _source_vocab(spec)
+        vocab = graph.vocab.get(name)  # declared, or the smallest table the ids index
+        if drawn and isinstance(vocab, int) and vocab < drawn:
+            raise SpecError(f"language_model on {spec.data.source} expects input '{name}' to take {drawn} token ids "
+                            f"(0..{drawn - 1}), received vocab = {vocab}", where=f"inputs.{name}",
+                            hint=f"set vocab = {drawn} and the embedding's num_embeddings to at least {drawn}")
+        if drawn and out.rank == 3 and isinstance(out.shape[2], int) and out.shape[2] < drawn:
+            raise SpecError(f"language_model on {spec.data.source} expects the output '{out_name}' to score "
+                            f"{drawn} next tokens per position, received {out.show()}", where="task.kind")
 
     # ---- infer ----
     @classmethod
@@ -133,3 +143,18 @@ class LanguageModel(Task):
         """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
         ppl = math.exp(loss) if loss < 700 else math.inf
         return {"perplexity": ppl, **self.baselines}
+
+
+def _source_vocab(spec) -> int | None:
+    """How many token ids the spec's [data] source draws (text: bytes, 256), None when unknown; train refuses ids
+    beyond the model's vocab, so validate compares them first. The data registry is read only for such specs."""
+    if spec.data is None:
+        return None
+    from archc.data.sources import parse  # numpy, not torch: only for a language model with a [data] source
+    from archc.errors import ArchcError
+
+    try:
+        source = parse(spec.data.source)[0]
+    except ArchcError:  # an unknown scheme: train names it
+        return None
+    return source.token_vocab

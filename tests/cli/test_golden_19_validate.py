@@ -145,6 +145,16 @@ def typical_size_the_bounds_force(tmp, mp):
     return ["build", tmp / "s.json", "-o", tmp / "m.onnx"]
 
 
+@case("error: TMP/s.json: inputs.tokens: language_model on text:corpus.txt expects input 'tokens' to take 256 token "
+      "ids (0..255), received vocab = 100 (set vocab = 256 and the embedding's num_embeddings to at least 256)")
+def language_model_vocab_below_the_bytes_its_text_holds(tmp, mp):
+    layers = [LM["layers"][0] | {"num_embeddings": 100}, *LM["layers"][1:]]
+    spec = LM | {"inputs": {"tokens": {"shape": ["seq"], "dtype": "int64"}}, "layers": layers,
+                 "data": {"source": "text:corpus.txt"}}
+    (tmp / "s.json").write_text(json.dumps(spec))
+    return ["validate", tmp / "s.json"]
+
+
 def test_generation_runs_inside_the_recorded_bound(tmp_path):
     """A position table of 16 rows and no [axes] seq: `--prompt` generates past 16 tokens (the window slides at the
     recorded bound) with and without the KV cache; on the main of 2026-12-04 the 14th token of a 3-byte prompt
