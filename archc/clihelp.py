@@ -1,6 +1,8 @@
 """Click options shared by `archc`'s commands whose help is read from a registry when --help is shown."""
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -45,8 +47,6 @@ class Number(click.ParamType):
         self.low, self.open_low = low, open_low
 
     def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
-        import math
-
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
         else:
