@@ -78,10 +78,10 @@ def test_sections_refuse_nan_and_inf(where, text):
 
 
 def test_json_nan_and_infinity_and_use_with_values():
-    text = json.dumps({"archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [4]}},
-                       "blocks": {"b": {"params": {"s": 0.5}, "layers": [{"op": "leaky_relu", "negative_slope": "$s"}]}},
-                       "layers": [{"use": "b", "with": {"s": float("-inf")}}, {"id": "c", "op": "clamp",
-                                                                                "max": float("nan")}]})
+    block = {"params": {"s": 0.5}, "layers": [{"op": "leaky_relu", "negative_slope": "$s"}]}
+    text = json.dumps({"archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [4]}}, "blocks": {"b": block},
+                       "layers": [{"use": "b", "with": {"s": float("-inf")}},
+                                  {"id": "c", "op": "clamp", "max": float("nan")}]})
     assert "-Infinity" in text and "NaN" in text  # Python's json writes (and reads) both
     lines = _lines(load_text(text, "json", "s.json"))
     assert "s.json: layers[0].with.s: expected a finite number, received -inf" in lines
