@@ -12,7 +12,7 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import SourceOption
+from archc.clihelp import SEED, Number, SourceOption
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
 from archc.pipeline import BUILD_PASSES, PASSES, names
@@ -179,7 +179,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @SPEC
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: <model name>.onnx).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for parameter initialization.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for parameter initialization.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
@@ -268,7 +268,7 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
               help="With --prompt: tokens (bytes) to generate.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temperature", type=Number(low=0), default=1.0, show_default=True,
               help="With --prompt: sampling temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="With --prompt: sample among the k likeliest. With --input on a classifier: show the k likeliest "
@@ -276,7 +276,7 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--no-cache", is_flag=True,
               help="With --prompt: recompute the whole window per token even when MODEL.kv.onnx (the KV cache) "
                    "is beside the model.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="With --prompt or --num-samples: sampling seed.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=None,
               help="Diffusion models: draw this many images (instead of --input); --output FILE.npy also "
@@ -506,7 +506,7 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
                    "source).")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="The held-out split both models are scored on (split as in training).")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--max-drop", type=Number(low=0), default=1.0, show_default=True,
               help="Refuse a variant whose metric is worse by more than this: percentage points for accuracy-like "
                    "metrics, percent of the base value for errors and losses.")
 @click.option("--force", is_flag=True, help="Write a variant even when its metric drops more than --max-drop.")

@@ -1,6 +1,8 @@
 """Click options shared by `archc`'s commands whose help is read from a registry when --help is shown."""
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -16,3 +18,48 @@ class SourceOption(click.Option):
             return super().get_help_record(ctx)
         finally:
             self.help = lead
+
+
+# --seed: what numpy's generators (>= 0) and torch's manual_seed (< 2**64) both take; the spec's seeds are the same
+# (archc.language.model.MAX_SEED), so `--seed -1` is a usage error, not an internal one inside numpy
+SEED = click.IntRange(0, 2**63 - 1)
+
+
+class OptionValueError(click.BadParameter):
+    """A bad option value as archc's other user errors read: one line `error: --OPTION: expected …, received …`
+    and exit 1 (click's own BadParameter prints the usage text and exits 2)."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:  # noqa: ANN001 (click's signature)
+        name = self.param.opts[0] if self.param is not None and self.param.opts else "option"
+        click.echo(f"error: {name}: {self.message}", err=True)
+
+
+class Number(click.ParamType):
+    """A float option that must be a finite number, with an optional lower bound (`low`, open with `open_low`):
+    `--max-drop nan` or `--lr inf` names the option instead of running with it. Every float option of every
+    command uses it (a test walks them)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, open_low: bool = False) -> None:
+        self.low, self.open_low = low, open_low
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                raise OptionValueError(f"expected a number, received {str(value)!r}", ctx=ctx, param=param) from None
+        if not math.isfinite(number):
+            raise OptionValueError(f"expected a finite number, received {value}", ctx=ctx, param=param)
+        if self.low is not None and (number <= self.low if self.open_low else number < self.low):
+            sign = ">" if self.open_low else ">="
+            raise OptionValueError(f"expected a number {sign} {self.low:g}, received {value}", ctx=ctx, param=param)
+        return number
+
+    def get_metavar(self, param, ctx=None) -> str:  # noqa: ANN001 (click's signature changed across versions)
+        return "FLOAT"

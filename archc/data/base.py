@@ -61,6 +61,7 @@ class Source:
     names: ClassVar[tuple[str, ...]] = ()         # named sets: the only arguments, or (path sources) non-paths
     tasks: ClassVar[tuple[str, ...]] = ()         # the data tasks it can feed
     Options: ClassVar[type[SourceOptions]] = SourceOptions
+    token_vocab: ClassVar[int | None] = None      # sources of token ids: how many distinct ids they draw (bytes: 256)
 
     def __init__(self, name: str) -> None:
         self.name = name  # where errors point, and the Dataset's name

@@ -247,6 +247,7 @@ class TextFiles(Source):
     names = ("stdlib",)
     tasks = (TASK,)
     Options = TextOptions
+    token_vocab = VOCAB_SIZE  # validate checks a language model's vocab against it (train would refuse the data)
 
     def load(self, arg: Path | str, splits: Splits, options: TextOptions) -> TextDataset:
         """Next-byte windows split by file (see the module docstring)."""

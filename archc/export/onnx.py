@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import threading
 import time
@@ -24,20 +23,18 @@ from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
 from archc.export.tabular import fitted_table, takes_a_row
-from archc.graph.bounds import candidates, fits, recorded
+# the sizes the export traces and checks at are validate's too (its memory check): archc/graph/bounds.py
+from archc.graph.bounds import CHECK_BATCHES, PARITY_FLOPS, TRACE_BATCH, affordable, check_sizes, recorded  # noqa: F401
 from archc.graph.ir import Graph
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
 
 OPSET = 18
-TRACE_BATCH = 2
-CHECK_BATCHES = (1, 3)          # both differ from the traced batch
 # On a busy machine torch runs the trace and the parity references on one thread: its OpenMP workers spin while
 # they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads against
 # 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). Busy: the 1-minute load average at least the core count.
 # An idle machine keeps torch's threads. ONNX Runtime keeps its own either way.
 BUSY_TORCH_THREADS = 1
-PARITY_FLOPS = 2 * 10**10      # above this the parity checks run at shorter symbolic axes (see `affordable`)
 ATOL, RTOL = 1e-4, 1e-4         # |onnx - torch| <= ATOL + RTOL * max|torch|
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
 
@@ -125,27 +122,6 @@ def dynamic_axes(graph: Graph) -> dict[str, dict[int, str]]:
     return axes
 
 
-def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[str, str]]:
-    """(batch, axis sizes) pairs to compare at, each symbol at sizes other than the traced one where the nodes'
-    bounds leave room (a position table's max_len, a slice's end); and the symbols their bounds pin, with why."""
-    first: dict[str, int] = {}
-    second: dict[str, int] = {}
-    pinned: dict[str, str] = {}
-    for name, traced in graph.sizes.items():
-        limits = graph.axis_limits.get(name, [])
-        edges = candidates(limits, traced)  # where the bounds leave room when the sizes near `traced` do not fit
-        ok = [n for n in (traced - 1, traced + 2, *edges) if n != traced and fits(graph, name, n)]
-        if not ok:
-            first[name] = second[name] = traced
-            pinned[name] = "; ".join(f"{lim.where}: {lim.why}" for lim in limits) or "its bounds"
-            continue
-        # one smaller and one larger than the traced size where the bounds allow: as today without bounds
-        first[name] = ok[0]
-        second[name] = next((n for n in (traced + 3, traced + 2, traced + 1, traced - 2, *edges)
-                             if n not in (traced, first[name]) and fits(graph, name, n)), first[name])
-    return [(CHECK_BATCHES[0], first), (CHECK_BATCHES[1], second)], pinned
-
-
 class _Phases(dict):
     """Seconds spent per export phase (ExportReport.phases; benchmarks/bench_export_zoo.py prints them)."""
 
@@ -156,32 +132,6 @@ class _Phases(dict):
             yield
         finally:
             self[name] = self.get(name, 0.0) + time.perf_counter() - start
-
-
-def affordable(checks: list[tuple[int, dict[str, int]]], graph: Graph) -> list[tuple[int, dict[str, int]]]:
-    """The parity checks, with symbolic axes shortened when running them would cost more than PARITY_FLOPS.
-
-    At GPT-2 size the checks at seq 127 and 131 (traced at 128) were 2/3 of `archc build`: torch and ONNX Runtime
-    each ran 520 tokens through 124M parameters. Any size other than the traced one exposes a shape the trace
-    baked in, so the axes are divided by the same factor, kept apart from each other and from the traced size;
-    the batch sizes and the tolerance stay."""
-    per_example = graph.total_flops  # at the traced (typical) sizes
-    cost = sum(batch * per_example for batch, _ in checks)
-    if cost <= PARITY_FLOPS or not graph.sizes:
-        return checks
-    factor = math.ceil(cost / PARITY_FLOPS)
-    out = [(batch, dict(sizes)) for batch, sizes in checks]
-    for k, traced in graph.sizes.items():
-        if any(sizes[k] == traced for _, sizes in checks):  # pinned by its bounds: stays at the traced size
-            continue
-        seen = {traced}
-        for _, small in out:  # the two checks' sizes differ from each other and from the trace, within bounds
-            n = max(2, small[k] // factor)
-            while n < small[k] and (n in seen or not fits(graph, k, n)):
-                n += 1
-            small[k] = n if n < small[k] else small[k]  # no shorter size fits: check_sizes' own
-            seen.add(n)
-    return out
 
 
 def _trace_args(graph: Graph) -> tuple:

@@ -8,10 +8,19 @@ exporter picks its trace and parity sizes inside the same limits (`fits`, `candi
 """
 from __future__ import annotations
 
+import math
+
 from archc.errors import ArchcError, ShapeError
 from archc.graph.ir import Graph, Limit, Node
 from archc.ops.base import AxisBound, TensorType, base_axis
 from archc.ops.sequence import size_of
+
+# The sizes the export runs the model at (archc/export/onnx.py): traced at TRACE_BATCH and the typical sizes, then
+# compared with ONNX Runtime at CHECK_BATCHES and sizes near them. Validate estimates memory at the same sizes.
+TRACE_BATCH = 2
+CHECK_BATCHES = (1, 3)          # both differ from the traced batch
+PARITY_FLOPS = 2 * 10**10      # above this the parity checks run at shorter symbolic axes (see `affordable`)
+TRACE = "the export's trace"
 
 
 class Collector:
@@ -158,3 +167,59 @@ def recorded(graph: Graph) -> dict:
             axes[base] = {"min": low, "max": high, "why": "; ".join(f"{lim.where}: {lim.why}" for lim in limits)}
     vocab = {name: v for name, v in graph.vocab.items() if isinstance(v, int)}
     return {"axes": axes, "vocab": vocab}
+
+
+def check_sizes(graph: Graph) -> tuple[list[tuple[int, dict[str, int]]], dict[str, str]]:
+    """(batch, axis sizes) pairs to compare at, each symbol at sizes other than the traced one where the nodes'
+    bounds leave room (a position table's max_len, a slice's end); and the symbols their bounds pin, with why."""
+    first: dict[str, int] = {}
+    second: dict[str, int] = {}
+    pinned: dict[str, str] = {}
+    for name, traced in graph.sizes.items():
+        limits = graph.axis_limits.get(name, [])
+        edges = candidates(limits, traced)  # where the bounds leave room when the sizes near `traced` do not fit
+        ok = [n for n in (traced - 1, traced + 2, *edges) if n != traced and fits(graph, name, n)]
+        if not ok:
+            first[name] = second[name] = traced
+            pinned[name] = "; ".join(f"{lim.where}: {lim.why}" for lim in limits) or "its bounds"
+            continue
+        # one smaller and one larger than the traced size where the bounds allow: as today without bounds
+        first[name] = ok[0]
+        second[name] = next((n for n in (traced + 3, traced + 2, traced + 1, traced - 2, *edges)
+                             if n not in (traced, first[name]) and fits(graph, name, n)), first[name])
+    return [(CHECK_BATCHES[0], first), (CHECK_BATCHES[1], second)], pinned
+
+
+def affordable(checks: list[tuple[int, dict[str, int]]], graph: Graph) -> list[tuple[int, dict[str, int]]]:
+    """The parity checks, with symbolic axes shortened when running them would cost more than PARITY_FLOPS.
+
+    At GPT-2 size the checks at seq 127 and 131 (traced at 128) were 2/3 of `archc build`: torch and ONNX Runtime
+    each ran 520 tokens through 124M parameters. Any size other than the traced one exposes a shape the trace
+    baked in, so the axes are divided by the same factor, kept apart from each other and from the traced size;
+    the batch sizes and the tolerance stay."""
+    per_example = graph.total_flops  # at the traced (typical) sizes
+    cost = sum(batch * per_example for batch, _ in checks)
+    if cost <= PARITY_FLOPS or not graph.sizes:
+        return checks
+    factor = math.ceil(cost / PARITY_FLOPS)
+    out = [(batch, dict(sizes)) for batch, sizes in checks]
+    for k, traced in graph.sizes.items():
+        if any(sizes[k] == traced for _, sizes in checks):  # pinned by its bounds: stays at the traced size
+            continue
+        seen = {traced}
+        for _, small in out:  # the two checks' sizes differ from each other and from the trace, within bounds
+            n = max(2, small[k] // factor)
+            # the first new size from n up that fits: n or just above it, else a bound's edge (validate runs this
+            # too: no walk one size at a time up to a bound millions away); none shorter: check_sizes' own
+            tries = sorted(p for p in {n, n + 1, n + 2, n + 3, *candidates(graph.axis_limits.get(k, []), n)} if p >= n)
+            small[k] = next((p for p in tries if p < small[k] and p not in seen and fits(graph, k, p)), small[k])
+            seen.add(small[k])
+    return out
+
+
+def export_runs(graph: Graph) -> list[tuple[int, dict[str, int], str]]:
+    """Every (batch, axis sizes) the export runs the model at, with what runs it: the trace, then each parity
+    check (as `affordable` shortens them). `validate` estimates memory at these; the export uses the same."""
+    runs = [(TRACE_BATCH, dict(graph.sizes), TRACE)]
+    return runs + [(batch, sizes, "the export's parity check") for batch, sizes in
+                   affordable(check_sizes(graph)[0], graph)]

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 from archc.errors import ArchcError, SpecError, raise_all
-from archc.graph.bounds import Collector, check as check_bounds
+from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
 from archc.ops.base import TensorType
+from archc.ops.sequence import size_of
 from archc.language.errors import at
 from archc.language.model import Spec
 from archc.tasks.base import task_class, task_output
@@ -49,7 +51,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     raise_all(check_bounds(graph, given))
     if spec is not None:
         check_task(graph, spec)
-        check_memory(graph, spec.train.batch_size)
+        check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)
     return graph
 
@@ -139,8 +141,9 @@ def _count(n: int) -> str:
     return f"{n:.1e}" if n.bit_length() < 1000 else f"over 2^{n.bit_length() - 1}"
 
 
-def check_memory(graph: Graph, batch_size: int) -> None:
-    """Refuse, before anything is allocated, a model whose weights or activations cannot fit in memory."""
+def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Refuse, before anything is allocated, a model whose weights or activations cannot fit in memory, in training
+    (at `batch_size`) or in the export's checks; `given`: the axes the spec sizes in [axes] (where errors point)."""
     limit = memory_limit()
     weights = graph.total_params * 4
     if weights > limit:
@@ -149,8 +152,68 @@ def check_memory(graph: Graph, batch_size: int) -> None:
                         f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
                         where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
                                              "parameters; reduce layer sizes")
-    acts = sum(n.out.numel(graph.sizes) * BYTES.get(n.out.dtype, 4) for n in graph.nodes if n.out)
+    # every node's output type, counted (with whether an `act` adds a second tensor): one walk over the nodes
+    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out)
+    acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
     if acts * batch_size > limit:
         raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
                         f"{human_bytes(acts)} per example x batch {batch_size} = {human_bytes(acts * batch_size)}",
                         where="train.batch_size", hint="reduce the batch size or the layer sizes")
+    check_export_memory(graph, limit, given, weights, tensors)
+
+
+# What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the
+# exporter's graph and its initializers, the serialized model, ONNX Runtime's session and its pre-packed copies:
+# `archc build specs/zoo/gpt2.toml --no-optimize` grew the peak by 2.42 GiB, 5.2 times its 0.46 GiB of weights), in
+# a parity check per output ONNX Runtime's copy plus the float64 comparison with torch's (a float64 copy, the
+# difference and its absolute value: 6 float32-sized copies), and what the runtimes hold whatever the model (a
+# 2-layer build at 60,000 x 64 values grew the peak by 475 MB against 440 MB of tensors and copies counted).
+EXPORT_WEIGHT_COPIES = 6
+COMPARED_OUTPUT_COPIES = 7
+EXPORT_OVERHEAD = 256 * 2**20
+
+
+def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool = True,
+                 weights: int | None = None, tensors: Counter | None = None) -> int:
+    """Bytes the export's run at this batch and these axis sizes holds at most: inputs, every node's output (and its
+    `act`'s), the weights' copies and, when `compared` (a parity check), the outputs' comparison copies.
+    `weights` (bytes) and `tensors` (check_memory's count of node outputs) save walking the nodes again."""
+    def size(t: TensorType) -> int:
+        n = (batch if t.batched else 1) * BYTES.get(t.dtype, 4)
+        for d in t.features:
+            s = size_of(d, sizes)
+            n *= s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
+        return n
+
+    weights = graph.total_params * 4 if weights is None else weights
+    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out) if tensors is None else tensors
+    acts = sum(size(t) * (2 if act else 1) * k for (t, act), k in tensors.items())
+    outs = sum(size(graph.type_of(v)) for v in graph.outputs.values()) * COMPARED_OUTPUT_COPIES * compared
+    return (EXPORT_OVERHEAD + weights * EXPORT_WEIGHT_COPIES + sum(size(t) for t in graph.inputs.values()) + acts
+            + outs)
+
+
+def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter) -> None:
+    """Refuse axis sizes at which `archc build` (or train's export) could not trace and check the model in memory:
+    the export runs it at a batch of 2 at the typical sizes and at batches 1 and 3 near them (graph.bounds)."""
+    for batch, sizes, what in export_runs(graph):
+        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors)
+        if need <= limit:
+            continue
+        shown = "".join(f", {k} {v:,}" for k, v in sizes.items())
+        largest = max(sizes, key=lambda k: (k in given, sizes[k]), default=None)
+        if largest in given:
+            where, hint = f"axes.{largest}", f"lower [axes] {largest}: the export traces at it and checks near it"
+        elif largest is not None:
+            holder = next((n for n, t in graph.inputs.items() if largest in t.features), None)
+            where = f"inputs.{holder}" if holder else "inputs"
+            hint = (f"no [axes] {largest}: archc chose {sizes[largest]:,} inside the bounds the layers put on it; "
+                    "lower those or the layer sizes")
+        else:  # fixed shapes only: point at the largest tensor (an error path: walking the nodes again is fine)
+            by_size = [(t.numel(sizes), 1, f"inputs.{name}") for name, t in graph.inputs.items()]  # inputs first
+            by_size += [(n.out.numel(sizes), 0, n.where) for n in graph.nodes if n.out]
+            where = max(by_size)[2]
+            hint = "reduce the input's or the layers' sizes: the export runs the model at batches of 2 and 3"
+        parts = "inputs, activations, weights" + (", outputs compared" if what != TRACE else "")
+        raise SpecError(f"expected the export's checks to fit in memory ({human_bytes(limit)}), received "
+                        f"{human_bytes(need)} for {what} at batch {batch}{shown} ({parts})", where=where, hint=hint)

@@ -188,6 +188,8 @@ def from_validation(exc: ValidationError, model: type[BaseModel], prefix: str = 
     """One SpecError per problem; `where` labels the layer ('layers[3] (fc2)')."""
     out: list[SpecError] = []
     for key, errs in _groups(exc, model).items():
+        finite = [e for e in errs if e["type"] == "finite_number"]
+        errs = finite[:1] or errs  # nan or inf: a number was meant, and it is not finite (not "a bool or a str")
         message, hint = _message(errs[0], model, key)
         if len(errs) > 1 and message.startswith("expected "):
             # a union: "expected an integer or a list, received 'a'"

@@ -19,10 +19,13 @@ COLUMN_TYPES = ("numeric", "categorical", "boolean")
 MissingRule = Literal["error", "mean", "median", "most_frequent", "constant"]
 UnknownRule = Literal["error", "ignore", "most_frequent"]
 Encoding = Literal["onehot", "embedding"]
+MAX_SEED = 2**63 - 1  # numpy's generators take seeds >= 0, torch's manual_seed at most 2**64 - 1: both hold these
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              allow_inf_nan=False)  # a spec's numbers are finite (TOML and JSON both spell nan, inf)
 
 
 class ModelInfo(Strict):
@@ -140,7 +143,7 @@ class Train(Strict):
     early_stopping: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     loss: Literal[LOSSES] | None = Field(  # type: ignore[valid-type]
         None, description="the task kind's loss (default: its first; archc.tasks lists each kind's)")
-    seed: int = 0
+    seed: Seed = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
     monitor: Literal["metric", "loss", "last"] = Field(
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
@@ -161,7 +164,7 @@ class Data(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     normalize: bool = False
-    split_seed: int = Field(0, description="seed of the train/val/test split (kept apart from train.seed so "
+    split_seed: Seed = Field(0, description="seed of the train/val/test split (kept apart from train.seed so "
                                            "runs with different seeds are scored on the same test set)")
     scale_target: bool | None = Field(None, description="standardize continuous targets with the train split's "
                                                         "mean/std in training; the exported model restores its "

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from archc.errors import ShapeError
 
@@ -18,6 +18,7 @@ BATCH = "batch"                     # the implicit, dynamic first axis of every 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
+FLOAT32_MAX = 3.4028234663852886e38  # an op's float attributes become float32 tensors or constants in the graph
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,10 @@ def base_axis(d: str) -> str:
 class Op(BaseModel):
     """Base of every op: wiring fields shared by all layers, and the hooks each op fills in."""
 
+    # allow_inf_nan=False: every float attribute of every op is finite (TOML's nan/inf and JSON's NaN/Infinity
+    # parse as floats); an unbounded side is spelled by leaving the attribute out (clamp), never as inf
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True,
+                              allow_inf_nan=False,
                               defer_build=True)  # validators are built on first use: fast `archc validate`
 
     op: str
@@ -147,6 +151,16 @@ class Op(BaseModel):
     # at absolute positions (the cached decoder calls `forward_at`, offset by the past length); "attention": causal
     # self-attention (cached); "mixed": anything else (no cache). `mixes_positions` refines it per instance.
     positions: ClassVar[str] = "mixed"
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _float32(cls, value: Any) -> Any:
+        """Every number an op carries fits float32: 1e39 would be inf in the graph (nan/inf are refused by
+        allow_inf_nan before this runs)."""
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, float) and abs(v) > FLOAT32_MAX:
+                raise ValueError(f"a number of magnitude at most {FLOAT32_MAX:.4g} (float32's largest)")
+        return value
 
     # ---- hooks -------------------------------------------------------------------------------
     def mixes_positions(self) -> str:

@@ -39,6 +39,7 @@ class LMSignature:
     context: int
     fixed_length: bool  # the model's seq axis is a fixed size: windows are right-padded to `context`
     vocab: int | None   # the output's vocab axis when known
+    shortest: int = 1   # the fewest positions the layers accept (archc.bounds: a `select` of position 4 needs 5)
 
 
 def _json(model: Model, key: str):
@@ -64,7 +65,9 @@ def signature(model: Model) -> LMSignature:
 
     Context, first found: metadata `archc.tokenizer` {"kind": "bytes", "vocab_size": 256, "context": N};
     a fixed seq axis of the input; the spec's `axes` entry (metadata `archc.spec`) naming the symbolic seq
-    axis of the input (as described by `archc.inputs`); else 256. A fixed seq axis always sets the length fed.
+    axis of the input (as described by `archc.inputs`); else 256. A fixed seq axis always sets the length fed;
+    a symbolic one is capped by the range the layers accept (`archc.bounds`, e.g. a position table's rows), so
+    the window never grows past what the model runs on.
     """
     if len(model.inputs) != 1:
         raise _not_lm(model)
@@ -97,8 +100,23 @@ def signature(model: Model) -> LMSignature:
             if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
                 context = size
         context = context or DEFAULT_CONTEXT
+    low, high = _recorded_range(model, seq)
+    if high is not None and not fixed:
+        context = min(context, high)  # the layers index at most `high` positions (a position table's rows)
     vocab = out.shape[2] if isinstance(out.shape[2], int) else None
-    return LMSignature(sig.name, out.name, int(context), fixed, vocab)
+    return LMSignature(sig.name, out.name, int(context), fixed, vocab, low)
+
+
+def _recorded_range(model: Model, seq: object) -> tuple[int, int | None]:
+    """The sizes of the seq axis the model's layers accept, as recorded at export (archc.bounds); (1, None) when
+    the axis is fixed or nothing bounds it."""
+    axes = model.bounds.get("axes") if isinstance(model.bounds, dict) else None
+    entry = axes.get(seq) if isinstance(seq, str) and isinstance(axes, dict) else None
+    if not isinstance(entry, dict):
+        return 1, None
+    low, high = entry.get("min"), entry.get("max")
+    valid = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
+    return (low if valid(low) else 1), (high if valid(high) else None)
 
 
 def _check_args(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
@@ -150,6 +168,13 @@ def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: 
     if lm.vocab is not None and max(tokens) >= lm.vocab:
         raise InputError(f"prompt: expected bytes below the model's vocabulary size {lm.vocab}, "
                          f"received byte {max(tokens)}", where=model.path or "model")
+    if len(tokens) < lm.shortest and not lm.fixed_length:
+        raise InputError(f"prompt: expected at least {lm.shortest} bytes (the model's layers need axis "
+                         f"'{model.inputs[lm.input].shape[1]}' of at least {lm.shortest}), received {len(tokens)}",
+                         where=model.path or "model")
+    if lm.context < lm.shortest:
+        raise ModelError(f"expected a window of at least {lm.shortest} positions, received {lm.context} "
+                         "(the model's archc.tokenizer context is below what its layers need)")
     dtype = np.dtype(model.inputs[lm.input].dtype)
     rng = np.random.default_rng(seed)
     kv, note = CachedLM.open(model) if cache and not lm.fixed_length else (None, "" if not cache else

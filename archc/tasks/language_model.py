@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.errors import DataError
-from archc.tasks.base import Example, F, Task, np, register, score_output
+from archc.errors import DataError, SpecError
+from archc.tasks.base import Example, F, Task, np, register, score_output, task_output
 from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
@@ -36,6 +36,33 @@ class LanguageModel(Task):
     noun = "language model"
     output_axes = ("batch", "seq", "vocab")
     score_noun = "logits"
+
+    @classmethod
+    def check_inputs(cls, graph, spec) -> None:
+        """One int64 token input [batch, seq] whose positions the output keeps ([batch, seq, vocab]): what
+        training's next-token windows and `archc infer --prompt` feed and read; and room for every token id the
+        [data] source draws (text: bytes, 256), which training would otherwise refuse."""
+        ins = graph.inputs
+        name, t = next(iter(ins.items())) if len(ins) == 1 else ("", None)
+        if t is None or t.dtype != "int64" or not t.batched or t.rank != 2:
+            shown = ", ".join(f"{n} {v.dtype} {v.show()}" for n, v in ins.items())
+            raise SpecError(f"language_model expects one int64 token input [batch, seq], received {shown}",
+                            where="inputs", hint='e.g. [inputs.tokens] shape = ["seq"], dtype = "int64", vocab = 256')
+        out_name = task_output(graph, spec)
+        out = graph.type_of(graph.outputs[out_name])
+        if out.rank == 3 and out.shape[1] != t.shape[1]:
+            raise SpecError(f"language_model expects the output '{out_name}' to keep the input's positions "
+                            f"[batch, {t.shape[1]}, vocab] (one next-token score per input token), received "
+                            f"{out.show()}", where="task.kind")
+        drawn = _source_vocab(spec)
+        vocab = graph.vocab.get(name)  # declared, or the smallest table the ids index
+        if drawn and isinstance(vocab, int) and vocab < drawn:
+            raise SpecError(f"language_model on {spec.data.source} expects input '{name}' to take {drawn} token ids "
+                            f"(0..{drawn - 1}), received vocab = {vocab}", where=f"inputs.{name}",
+                            hint=f"set vocab = {drawn} and the embedding's num_embeddings to at least {drawn}")
+        if drawn and out.rank == 3 and isinstance(out.shape[2], int) and out.shape[2] < drawn:
+            raise SpecError(f"language_model on {spec.data.source} expects the output '{out_name}' to score "
+                            f"{drawn} next tokens per position, received {out.show()}", where="task.kind")
 
     # ---- infer ----
     @classmethod
@@ -116,3 +143,18 @@ class LanguageModel(Task):
         """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
         ppl = math.exp(loss) if loss < 700 else math.inf
         return {"perplexity": ppl, **self.baselines}
+
+
+def _source_vocab(spec) -> int | None:
+    """How many token ids the spec's [data] source draws (text: bytes, 256), None when unknown; train refuses ids
+    beyond the model's vocab, so validate compares them first. The data registry is read only for such specs."""
+    if spec.data is None:
+        return None
+    from archc.data.sources import parse  # numpy, not torch: only for a language model with a [data] source
+    from archc.errors import ArchcError
+
+    try:
+        source = parse(spec.data.source)[0]
+    except ArchcError:  # an unknown scheme: train names it
+        return None
+    return source.token_vocab

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from archc.clihelp import SourceOption
+from archc.clihelp import SEED, Number, SourceOption
 
 
 @click.command("train")
@@ -19,10 +19,10 @@ from archc.clihelp import SourceOption
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Overrides [train] epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Overrides [train] batch_size (the global batch, whatever --nproc).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=Number(low=0, open_low=True), default=None,
               help="Overrides [train] optimizer.lr.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=None, help="Overrides [train] seed.")
+@click.option("--seed", type=SEED, default=None, help="Overrides [train] seed.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in the run folder (from step 0 when it has no checkpoint yet).")
 @click.option("--force", is_flag=True,

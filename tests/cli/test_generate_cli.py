@@ -105,7 +105,6 @@ def test_greedy_ignores_the_seed_and_top_k_one_is_greedy(lm: Path):
     ((), "exactly one of --input"),
     (("--prompt", "x", "--input", "sklearn:digits"), "exactly one of --input"),
     (("--prompt", "x", "--output", "out.json"), "--output is for --input"),
-    (("--prompt", "x", "--temperature", -1), "temperature"),
     (("--prompt", "x", "--top-k", 0), "top-k"),
     (("--prompt", "x", "--max-new-tokens", -5), "max-new-tokens"),
 ])
@@ -113,6 +112,11 @@ def test_usage_errors_exit_2(lm: Path, args: tuple, message: str):
     r = infer(lm, *args)
     assert r.exit_code == 2, r.output
     assert message in r.stderr
+
+
+def test_a_float_option_out_of_range_names_it(lm: Path):
+    r = infer(lm, "--prompt", "x", "--temperature", -1)  # archc.clihelp.Number: one line, exit 1
+    assert (r.exit_code, r.stderr) == (1, "error: --temperature: expected a number >= 0, received -1\n"), r.output
 
 
 def test_prompt_on_a_classifier_is_a_user_error(tmp_path: Path):

@@ -141,3 +141,26 @@ def test_no_torch_import(tmp_path: Path) -> None:
             "assert r.text == 'bcd', r.text\nassert 'torch' not in sys.modules, 'torch was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_window_is_the_recorded_bound(tmp_path: Path) -> None:
+    """A position table of 16 rows recorded in archc.bounds: the window stops at 16 (the default 256 made the 14th
+    token of a 3-byte prompt a 17-position input the model refuses)."""
+    bounds = {"axes": {"seq": {"min": 1, "max": 16, "why": "layers[1] (pos): max_len = 16"}}, "vocab": {}}
+    model = lm(tmp_path / "bounded.onnx", meta={"archc.bounds": bounds})
+    assert signature(model).context == 16
+    out = generate(model, "abc", max_new_tokens=40, temperature=0)
+    assert out.tokens == [(ord("c") + 1 + i) % 256 for i in range(40)]
+    # an [axes] entry or a tokenizer context above the bound is capped too
+    spec = lm(tmp_path / "axes.onnx", meta={"archc.bounds": bounds, "archc.spec": {"axes": {"seq": 64}},
+                                            "archc.tokenizer": {"kind": "bytes", "context": 100}})
+    assert signature(spec).context == 16
+
+
+def test_a_prompt_shorter_than_the_layers_need_is_refused_before_generating(tmp_path: Path) -> None:
+    bounds = {"axes": {"seq": {"min": 5, "max": None, "why": "layers[3] (s): index 4"}}, "vocab": {}}
+    model = lm(tmp_path / "low.onnx", meta={"archc.bounds": bounds})
+    with pytest.raises(InputError, match=r"prompt: expected at least 5 bytes \(the model's layers need axis 'seq' "
+                                         r"of at least 5\), received 3"):
+        generate(model, "abc", max_new_tokens=4)
+    assert generate(model, "abcde", max_new_tokens=4, temperature=0).text == "fghi"
