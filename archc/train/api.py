@@ -88,6 +88,9 @@ def check_export(setup: Setup) -> None:
             raise e.located(setup.file)
 
 
+CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)
+
+
 def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, force: bool) -> RunResult:
     """Check what can fail for the user here, prepare (and lock) the run folder, run `nproc` workers under
     torchrun on its spec.json (the spec as used: every override already applied) and read rank 0's result."""
@@ -101,6 +104,12 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
     if pick_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise InputError(f"expected at most {torch.cuda.device_count()} processes (one per GPU), received "
                          f"{nproc}", where="--nproc")
+    elif nproc > (cap := CPU_RANKS_PER_CORE * (os.cpu_count() or 1)):
+        raise InputError(f"expected at most {cap} processes on this machine's {os.cpu_count() or 1} cores "
+                         f"({CPU_RANKS_PER_CORE} per core), received {nproc}", where="--nproc")
+    if nproc > (batch := setup.spec.train.batch_size):
+        raise InputError(f"expected at most batch_size = {batch} processes (each takes a share of the global "
+                         f"batch), received {nproc}", where="--nproc")
     run_dir = setup.run_dir
     run_dir.check(resume, force)
     load_checked(setup, objective_for(setup.spec, setup.graph))

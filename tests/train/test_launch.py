@@ -29,3 +29,24 @@ def test_a_python_dict_spec_needs_no_file_of_its_own(tiny, tmp_path):
     setup.run_dir.prepare(setup.raw, resume=False).release()  # the run would hold its lock until it ends
     assert worker_args(setup, "auto", resume=False, quiet=False)[0] == str(setup.run_dir.spec)
     assert sorted(p.name for p in setup.run_dir.root.iterdir()) == ["spec.json"]
+
+
+def test_more_processes_than_the_machine_or_the_batch_hold_is_refused_before_any_starts(tiny, tmp_path):
+    """`--nproc 99999999999999999999` on CPU started torchrun with that many workers and hung."""
+    import os
+
+    from click.testing import CliRunner
+
+    from archc.cli import main
+    from archc.train.api import CPU_RANKS_PER_CORE
+
+    cores = os.cpu_count() or 1
+    for nproc, first in [("99999999999999999999", f"error: --nproc: expected at most {CPU_RANKS_PER_CORE * cores} "
+                          f"processes on this machine's {cores} cores ({CPU_RANKS_PER_CORE} per core), received "
+                          "99999999999999999999"),
+                         ("3", "error: --nproc: expected at most batch_size = 2 processes (each takes a share of the "
+                          "global batch), received 3")]:
+        r = CliRunner().invoke(main, ["train", str(tiny), "--device", "cpu", "--batch-size", "2", "--nproc", nproc,
+                                      "--out", str(tmp_path / "run")])
+        assert (r.exit_code, r.stderr.splitlines()[:1]) == (1, [first]), r.output
+        assert not (tmp_path / "run").exists()
