@@ -35,7 +35,7 @@ def test_an_export_failure_is_found_before_any_training(tiny, tmp_path, monkeypa
     monkeypatch.setattr(onnx_export, "parity", refuse)
     with pytest.raises(ExportError) as info:
         run(tiny, out=tmp_path / "run", quiet=True)
-    assert "found by exporting the initialized model before training" in info.value.hint
+    assert "found by exporting the model before training" in info.value.hint
     assert not (tmp_path / "run").exists()  # no folder claimed, no step taken, nothing to lose
 
 
