@@ -51,6 +51,8 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 STATS_MISSING = ("mean", "median")  # numeric (and boolean) only
+ROW_PREFIX = "archc_row"  # the ONNX values of a model that takes a row are archc_row/<column>/<step>: no column's
+                          # name may start with it (archc.export.tabular)
 
 
 def is_missing(cell: Any) -> bool:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, Fitted, Table
+from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, ROW_PREFIX, TRUE_TOKENS, Fitted, Table
 from archc.errors import ExportError
 from archc.runtime.tabular import ENCODED_KEY, feeds
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3            # LabelEncoder-2 (strings to int64 / float), run by every ONNX Runtime archc supports
-PREFIX = "archc_row"    # names of the preprocessing nodes and values: archc_row/<column>/<step>
+PREFIX = ROW_PREFIX     # names of the preprocessing nodes and values: archc_row/<column>/<step>
 ENCODED = f"{PREFIX}/encoded"  # the encoded row, float32 [batch, Table.width()]: what the core model reads
 ATOL = 1e-5             # wrapped model on raw cells vs Table.encode + the core model (both ONNX Runtime)
 DTYPES = {"numeric": "float64", "categorical": "str", "boolean": "str"}  # each column's input, numpy names
@@ -270,12 +270,17 @@ def _renamed(name: str) -> str:
 def _free_names(core: "onnx.ModelProto", table: Table) -> None:
     """Rename the core's values that a column input takes (or that start with PREFIX); a graph output cannot be."""
     outputs = {o.name for o in core.graph.output}
+    others = {i.name for i in core.graph.input} - {table.input}
     taken = set(table.names())
-    clash = sorted(taken & outputs)
-    if clash:
-        raise ExportError(f"column {clash[0]!r}: expected column names other than the model's outputs "
-                          f"{sorted(outputs)}, received one named like an output",
-                          hint="rename the output ([outputs] or the layer's id) or the column in the CSV")
+    for clash, what in ((taken & outputs, "outputs"), (taken & others, "other inputs")):
+        if clash:  # validate refuses these (archc.graph.tabular.clashes): a table from elsewhere may not be checked
+            raise ExportError(f"column {sorted(clash)[0]!r}: expected column names other than the model's {what} "
+                              f"{sorted(outputs if what == 'outputs' else others)}, received one named like one",
+                              hint="rename it or the column, in the spec and the CSV header")
+    reserved = sorted(n for n in taken if n.startswith(PREFIX + "/"))
+    if reserved:
+        raise ExportError(f"column {reserved[0]!r}: expected column names that do not start with '{PREFIX}/' (the "
+                          f"preprocessing values' names), received one that does")
     g = core.graph
     names = {v for n in g.node for v in (*n.input, *n.output)} | {t.name for t in g.initializer} \
         | {i.name for i in g.input} | {v.name for v in g.value_info}

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.graph.tabular import front, row_type
+from archc.graph.tabular import clashes, front, row_type
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
 from archc.language.columns import tabular
@@ -62,6 +62,7 @@ class Expander:
             self.errors.append(_output_is_input(name, last, f"layers[{len(spec.layers) - 1}]"))
         elif not spec.outputs and last not in (None, BROKEN):
             outputs[_public_name(last, scope)] = last
+        self.errors += clashes(tables, list(inputs), list(outputs))
         raise_all(self.errors)
         sizes = {**spec.axes}
         vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}

@@ -40,9 +40,10 @@ def check_export(setup: Setup, extra: dict[str, Any]) -> None:
             raise e.located(setup.file)
 
 
-def trained_like(module: Any, setup: Setup) -> None:
+def trained_like(module: Any, setup: Setup) -> bool:
     """Scale `module`'s weight matrices (parameters of rank >= 2) by TRAINED_SCALE, a power of two: exact, and undone
-    exactly where the scaled model's outputs would not be finite (a deep stack without normalization)."""
+    exactly where the scaled model's outputs would not be finite (a deep stack without normalization); whether the
+    scale was kept."""
     import torch
 
     from archc.export.onnx import example_inputs
@@ -55,6 +56,7 @@ def trained_like(module: Any, setup: Setup) -> None:
         feeds = example_inputs(setup.graph, 1, setup.graph.sizes)
         out = module(*(torch.from_numpy(v) for v in feeds.values()))
         if all(bool(torch.isfinite(o).all()) for o in ([out] if isinstance(out, torch.Tensor) else out)):
-            return
+            return True
         for p in weights:
             p.div_(TRAINED_SCALE)
+    return False
