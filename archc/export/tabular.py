@@ -12,8 +12,12 @@ In the graph, in the table's layout order (one Concat at the end):
 
 - numeric: missing -> the fitted fill (`Where(IsNaN(x), fill, x)`), then `(v - mean) / std` when scaled, in
   float64, then Cast to float32;
-- boolean: ai.onnx.ml LabelEncoder of the true / false / missing tokens to 1, 0 and the fill, then scaled (in
-  float64, as numeric);
+- boolean: ai.onnx.ml LabelEncoder of the true / false / missing tokens to an index into float64 [0, 1, NaN,
+  fill] (Gather), then scaled and cast as numeric;
+- categorical: LabelEncoder of the categories to their index (the missing tokens to the fill's own index), then
+  `Equal` against 0..slots-1 (one-hot: an index outside gives all zeros) or the index as one float (embedding:
+  an unknown category gives the reserved index `slots()`);
+- indicator: 1.0 where the cell was missing (IsNaN, or a LabelEncoder of the missing tokens), else 0.0.
 
 Precision: the graph computes what the reference computes. `Table.encode` parses a numeric cell to a float64, takes
 `(v - mean) / std` in float64 with the fitted float64 statistics and rounds the result once to float32; so does the
@@ -21,10 +25,6 @@ graph (a float64 input, float64 constants, one Cast at the end), and the encoded
 input could not: a cell of ~2008 (a year) carries 1.2e-4 of float32 spacing, and a float32 mean another, which
 standardizing by a std below 1 magnifies past the parity tolerance (and a column of timestamps around 1.7e9 with a
 spread of minutes would lose its information altogether).
-- categorical: LabelEncoder of the categories to their index (the missing tokens to the fill's own index), then
-  `Equal` against 0..slots-1 (one-hot: an index outside gives all zeros) or the index as one float (embedding:
-  an unknown category gives the reserved index `slots()`);
-- indicator: 1.0 where the cell was missing (IsNaN, or a LabelEncoder of the missing tokens), else 0.0.
 
 Case: the reference takes missing and boolean tokens in any case (`NA`, `na`, `Null`, `TRUE`). StringNormalizer
 would lower-case in the graph, but ONNX Runtime builds it on a C++ locale (en_US.UTF-8 by default) that minimal

@@ -276,8 +276,8 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
         dist.init(device)
         try:
             learner, data = build(setup, dist, device, resume_run)
-            if dist.main and not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it
-                check_export(setup, data_metadata(learner.objective, data, setup))  # before the folder is claimed
+            if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
+                check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
