@@ -18,7 +18,8 @@ def check_export(setup: Setup, extra: dict[str, Any]) -> None:
     scaled to trained-like sizes (`--init`'s weights as they are), into a temporary folder removed at once.
 
     What the final export adds and this leaves out cannot end a run: the optimizer keeps the plain graph when its
-    candidate fails, and a failed KV-cache export is a note. The file is not kept: an untrained model.onnx in the
+    candidate fails (it runs here only in front of a row front, which wraps the graph it chose: cheap for a
+    tabular model), and a failed KV-cache export is a note. The file is not kept: an untrained model.onnx in the
     run folder could be taken for the trained one."""
     import torch
 
@@ -32,11 +33,12 @@ def check_export(setup: Setup, extra: dict[str, Any]) -> None:
         else:
             trained_like(module, setup)
         try:
-            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, extra_metadata=extra)
+            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, extra_metadata=extra,
+                   optimize=setup.optimize and "columns" in extra)
         except ArchcError as e:
-            e.hint = "; ".join(h for h in (e.hint, "found by exporting the model before training (weights scaled "
-                                           "to trained sizes, the data's fitted columns and target scale): the "
-                                           "run would have ended here") if h)
+            e.hint = "; ".join(h for h in (e.hint, "found by exporting the model before training (trained-size "
+                                           "weights, the data's fitted columns and target scale): the run would "
+                                           "have ended here") if h)
             raise e.located(setup.file)
 
 
