@@ -54,6 +54,10 @@ class Expander:
                                              hint=_known(name, scope)))
             elif scope[name] in inputs:
                 self.errors.append(_output_is_input(name, scope[name], f"outputs[{i}]"))
+            elif name in outputs:  # one ONNX output per name: a second would be dropped without a word
+                first = spec.outputs.index(name)  # type: ignore[union-attr]
+                self.errors.append(SpecError(f"expected each output once, received {name!r} again (outputs[{first}])",
+                                             where=f"outputs[{i}]", hint="remove the repeated name"))
             else:
                 outputs[name] = scope[name]
         if not spec.outputs and last in inputs:  # the last layers were left out (repeat = 0, when = false)

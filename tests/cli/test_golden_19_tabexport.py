@@ -1,6 +1,6 @@
 """Golden messages for issue 19's "a run that ends without its model" class: names the model that takes a row
 cannot hold (one ONNX input per column, beside the model's other inputs and outputs) are validate errors located at
-inputs.NAME.columns.COL, found before any training; the CLI's exact first line of stderr and exit 1. Paths are
+inputs.NAME.columns.COL, found before any training, and an output named twice; the CLI's exact first line of stderr and exit 1. Paths are
 written as TMP/... (The large-mean columns that failed the final parity check now train and export:
 tests/train/test_large_mean_columns.py.)"""
 from __future__ import annotations
@@ -90,6 +90,13 @@ def validate_one_column_in_two_tabular_inputs(tmp):
       "'archc_row/encoded'")
 def validate_a_column_in_the_preprocessing_namespace(tmp):
     return ["validate", _spec(tmp, {"row": {"columns": {"mass": "numeric", "archc_row/encoded": "numeric"}}})]
+
+
+@case("error: TMP/s.json: outputs[1]: expected each output once, received 'logits' again (outputs[0]) (remove the "
+      "repeated name)")
+def validate_an_output_listed_twice(tmp):
+    """On main: one ONNX output, the second name dropped without a word."""
+    return ["validate", _spec(tmp, {"row": {"columns": {"mass": "numeric"}}}, outputs=["logits", "logits"])]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
