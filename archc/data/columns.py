@@ -57,6 +57,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # a feature's magnitude limit: th
 # float() also takes '1_000' and other scripts' digits ('١٢'), which no CSV writer means as a number.
 _NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+(?:[eE][+-]?[0-9]+)?")
+ROW_PREFIX = "archc_row"  # the ONNX values of a model that takes a row are archc_row/<column>/<step>: no column's
+                          # name may start with it (archc.export.tabular)
 
 
 def is_missing(cell: Any) -> bool:

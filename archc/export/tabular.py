@@ -4,18 +4,27 @@ The core model reads the encoded row, float32 [batch, Table.width()], under the 
 it ONE NAMED INPUT PER COLUMN instead, as skl2onnx does for a ColumnTransformer (FloatTensorType / StringTensorType
 [None, 1] per column), so a bare ONNX Runtime client scores a row by column name:
 
-- numeric: float32 [batch, 1]; NaN is a missing cell.
+- numeric: float64 [batch, 1] (double); NaN is a missing cell.
 - categorical and boolean: string [batch, 1], the cell's text with surrounding blanks stripped (as Python's
   `str.strip()`, and as archc's CSV reader gives them: the graph compares whole strings and cannot strip).
 
 In the graph, in the table's layout order (one Concat at the end):
 
-- numeric: missing -> the fitted fill (`Where(IsNaN(x), fill, x)`), then `(v - mean) / std` when scaled;
-- boolean: ai.onnx.ml LabelEncoder of the true / false / missing tokens to 1, 0 and the fill, then scaled;
+- numeric: missing -> the fitted fill (`Where(IsNaN(x), fill, x)`), then `(v - mean) / std` when scaled, in
+  float64, then Cast to float32;
+- boolean: ai.onnx.ml LabelEncoder of the true / false / missing tokens to an index into float64 [0, 1, NaN,
+  fill] (Gather), then scaled and cast as numeric;
 - categorical: LabelEncoder of the categories to their index (the missing tokens to the fill's own index), then
   `Equal` against 0..slots-1 (one-hot: an index outside gives all zeros) or the index as one float (embedding:
   an unknown category gives the reserved index `slots()`);
 - indicator: 1.0 where the cell was missing (IsNaN, or a LabelEncoder of the missing tokens), else 0.0.
+
+Precision: the graph computes what the reference computes. `Table.encode` parses a numeric cell to a float64, takes
+`(v - mean) / std` in float64 with the fitted float64 statistics and rounds the result once to float32; so does the
+graph (a float64 input, float64 constants, one Cast at the end), and the encoded rows agree bit for bit. A float32
+input could not: a cell of ~2008 (a year) carries 1.2e-4 of float32 spacing, and a float32 mean another, which
+standardizing by a std below 1 magnifies past the parity tolerance (and a column of timestamps around 1.7e9 with a
+spread of minutes would lose its information altogether).
 
 Case: the reference takes missing and boolean tokens in any case (`NA`, `na`, `Null`, `TRUE`). StringNormalizer
 would lower-case in the graph, but ONNX Runtime builds it on a C++ locale (en_US.UTF-8 by default) that minimal
@@ -37,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, Fitted, Table
+from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, ROW_PREFIX, TRUE_TOKENS, Fitted, Table
 from archc.errors import ExportError
 from archc.runtime.tabular import ENCODED_KEY, feeds
 
@@ -46,10 +55,10 @@ if TYPE_CHECKING:
 
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3            # LabelEncoder-2 (strings to int64 / float), run by every ONNX Runtime archc supports
-PREFIX = "archc_row"    # names of the preprocessing nodes and values: archc_row/<column>/<step>
+PREFIX = ROW_PREFIX     # names of the preprocessing nodes and values: archc_row/<column>/<step>
 ENCODED = f"{PREFIX}/encoded"  # the encoded row, float32 [batch, Table.width()]: what the core model reads
 ATOL = 1e-5             # wrapped model on raw cells vs Table.encode + the core model (both ONNX Runtime)
-DTYPES = {"numeric": "float32", "categorical": "str", "boolean": "str"}  # each column's input, numpy names
+DTYPES = {"numeric": "float64", "categorical": "str", "boolean": "str"}  # each column's input, numpy names
 
 
 def spellings(tokens: Sequence[str]) -> list[str]:
@@ -99,20 +108,21 @@ class _Nodes:
 
 
 def _scaled(n: _Nodes, f: Fitted, v: str) -> str:
-    """`(v - mean) / std` when the column is scaled (float32 constants), else v."""
-    if not f.column.scaled():
-        return v
-    mean = n.const(f.name, "mean", np.array(f.mean, dtype=np.float32))
-    std = n.const(f.name, "std", np.array(f.std, dtype=np.float32))
-    return n.add(f.name, "scaled", "Div", [n.add(f.name, "centred", "Sub", [v, mean]), std])
+    """The column's float32 value of its float64 value v: `(v - mean) / std` in float64 when the column is scaled,
+    with the fitted statistics as float64 constants (what Table.encode computes), then one rounding to float32."""
+    if f.column.scaled():
+        mean = n.const(f.name, "mean", np.array(f.mean, dtype=np.float64))
+        std = n.const(f.name, "std", np.array(f.std, dtype=np.float64))
+        v = n.add(f.name, "scaled", "Div", [n.add(f.name, "centred", "Sub", [v, mean]), std])
+    return n.add(f.name, "value", "Cast", [v], to=1)  # 1: FLOAT
 
 
 def _numeric(n: _Nodes, f: Fitted) -> list[str]:
-    """[value] or [value, indicator] of a numeric column (float32 [N, 1] input, NaN missing)."""
+    """[value] or [value, indicator] of a numeric column (float64 [N, 1] input, NaN missing)."""
     nan = n.add(f.name, "is_missing", "IsNaN", [f.name])
     v = f.name
     if f.fill is not None:
-        fill = n.const(f.name, "fill", np.array(float(f.fill), dtype=np.float32))
+        fill = n.const(f.name, "fill", np.array(float(f.fill), dtype=np.float64))
         v = n.add(f.name, "imputed", "Where", [nan, fill, f.name])
     out = [_scaled(n, f, v)]
     if f.column.indicator:
@@ -129,13 +139,18 @@ def _indicator(n: _Nodes, f: Fitted) -> list[str]:
 
 
 def _boolean(n: _Nodes, f: Fitted) -> list[str]:
-    """[value] or [value, indicator] of a boolean column: the tokens to 1 / 0, missing to the fill, else NaN."""
+    """[value] or [value, indicator] of a boolean column: the tokens to 1 / 0, missing to the fill, else NaN (a
+    LabelEncoder to an index into float64 [0, 1, NaN, fill], so the fill keeps its float64 digits, as in the
+    reference), scaled like a numeric column."""
     true, false = spellings(sorted(TRUE_TOKENS)), spellings(sorted(FALSE_TOKENS))
-    keys, values = true + false, [1.0] * len(true) + [0.0] * len(false)
+    keys, values = true + false, [1] * len(true) + [0] * len(false)
+    table = [0.0, 1.0, float("nan")]
     if f.fill is not None:
         missing = spellings(sorted(MISSING_TOKENS))
-        keys, values = keys + missing, values + [float(f.fill)] * len(missing)
-    v = n.labels(f.name, "value", f.name, keys, values, float("nan"))
+        keys, values = keys + missing, values + [3] * len(missing)
+        table.append(float(f.fill))
+    index = n.labels(f.name, "index", f.name, keys, values, 2)
+    v = n.add(f.name, "number", "Gather", [n.const(f.name, "numbers", np.array(table, dtype=np.float64)), index])
     return [_scaled(n, f, v)] + _indicator(n, f)
 
 
@@ -183,7 +198,7 @@ def preprocessing(table: Table, output: str) -> tuple[list["onnx.ValueInfoProto"
     for f in table.columns:
         parts += ENCODERS[f.column.type](n, f)
     n.nodes.append(helper.make_node("Concat", parts, [output], name=f"{PREFIX}/concat", axis=1))
-    kinds = {"numeric": TensorProto.FLOAT, "categorical": TensorProto.STRING, "boolean": TensorProto.STRING}
+    kinds = {"numeric": TensorProto.DOUBLE, "categorical": TensorProto.STRING, "boolean": TensorProto.STRING}
     inputs = [helper.make_tensor_value_info(f.name, kinds[f.column.type], ["batch", 1]) for f in table.columns]
     return inputs, n.nodes
 
@@ -255,12 +270,17 @@ def _renamed(name: str) -> str:
 def _free_names(core: "onnx.ModelProto", table: Table) -> None:
     """Rename the core's values that a column input takes (or that start with PREFIX); a graph output cannot be."""
     outputs = {o.name for o in core.graph.output}
+    others = {i.name for i in core.graph.input} - {table.input}
     taken = set(table.names())
-    clash = sorted(taken & outputs)
-    if clash:
-        raise ExportError(f"column {clash[0]!r}: expected column names other than the model's outputs "
-                          f"{sorted(outputs)}, received one named like an output",
-                          hint="rename the output ([outputs] or the layer's id) or the column in the CSV")
+    for clash, what in ((taken & outputs, "outputs"), (taken & others, "other inputs")):
+        if clash:  # validate refuses these (archc.graph.tabular.clashes): a table from elsewhere may not be checked
+            raise ExportError(f"column {sorted(clash)[0]!r}: expected column names other than the model's {what} "
+                              f"{sorted(outputs if what == 'outputs' else others)}, received one named like one",
+                              hint="rename it or the column, in the spec and the CSV header")
+    reserved = sorted(n for n in taken if n.startswith(PREFIX + "/"))
+    if reserved:
+        raise ExportError(f"column {reserved[0]!r}: expected column names that do not start with '{PREFIX}/' (the "
+                          f"preprocessing values' names), received one that does")
     g = core.graph
     names = {v for n in g.node for v in (*n.input, *n.output)} | {t.name for t in g.initializer} \
         | {i.name for i in g.input} | {v.name for v in g.value_info}

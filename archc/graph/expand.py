@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from archc.errors import ArchcError, SpecError, describe, raise_all
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.graph.tabular import front, row_type
+from archc.graph.tabular import clashes, front, row_type
 from archc.ops import REGISTRY, activation_names
 from archc.ops.base import BATCH, Op, TensorType
 from archc.language.columns import tabular
@@ -54,6 +54,10 @@ class Expander:
                                              hint=_known(name, scope)))
             elif scope[name] in inputs:
                 self.errors.append(_output_is_input(name, scope[name], f"outputs[{i}]"))
+            elif name in outputs:  # one ONNX output per name: a second would be dropped without a word
+                first = spec.outputs.index(name)  # type: ignore[union-attr]
+                self.errors.append(SpecError(f"expected each output once, received {name!r} again (outputs[{first}])",
+                                             where=f"outputs[{i}]", hint="remove the repeated name"))
             else:
                 outputs[name] = scope[name]
         if not spec.outputs and last in inputs:  # the last layers were left out (repeat = 0, when = false)
@@ -62,6 +66,7 @@ class Expander:
             self.errors.append(_output_is_input(name, last, f"layers[{len(spec.layers) - 1}]"))
         elif not spec.outputs and last not in (None, BROKEN):
             outputs[_public_name(last, scope)] = last
+        self.errors += clashes(tables, list(inputs), list(outputs))
         raise_all(self.errors)
         sizes = {**spec.axes}
         vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}

@@ -76,11 +76,17 @@ def _form(name: str, inp: Input) -> list[ArchcError]:
 
 
 def _name(col: str) -> list[str]:
-    """A column name as a CSV header cell reads (stripped): non-empty, no surrounding blanks."""
+    """A column name as a CSV header cell reads (stripped): non-empty, no surrounding blanks, and not in the
+    namespace of the preprocessing values of a model that takes a row (archc_row/...)."""
+    from archc.data.columns import ROW_PREFIX
+
     if not col.strip():
         return ["expected a column name, received an empty one"]
     if col != col.strip():
         return [f"expected a column name without surrounding blanks (as a CSV header cell reads), received {col!r}"]
+    if col.startswith(ROW_PREFIX + "/"):
+        return [f"expected a column name that does not start with '{ROW_PREFIX}/' (the exported model's "
+                f"preprocessing values are named {ROW_PREFIX}/<column>/<step>), received {col!r}"]
     return []
 
 

@@ -41,14 +41,15 @@ def takes_a_row(model: Any) -> bool:
 
 
 def feeds(table: Table, cells: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
-    """Raw cells by column name -> the inputs of a model that takes a row: numeric float32 [N, 1] (missing: NaN),
+    """Raw cells by column name -> the inputs of a model that takes a row: numeric float64 [N, 1] (missing: NaN; a
+    model exported before its numeric inputs were float64 gets them cast by Model.check),
     the others their text with surrounding blanks stripped, object [N, 1] (ONNX Runtime's strings). Cells the
     reference refuses are not checked here (Table.encode does)."""
     out: dict[str, np.ndarray] = {}
     for f in table.columns:
         column = list(cells[f.name])
         if f.column.type == "numeric":
-            out[f.name] = np.array([_float(v) for v in column], dtype=np.float32).reshape(len(column), 1)
+            out[f.name] = np.array([_float(v) for v in column], dtype=np.float64).reshape(len(column), 1)
         else:
             text = ["" if is_missing(v) and not isinstance(v, str) else str(v).strip() for v in column]
             out[f.name] = np.array(text, dtype=object).reshape(len(column), 1)

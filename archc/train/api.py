@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from archc.errors import ArchcError, InputError
+from archc.errors import InputError
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
@@ -39,9 +38,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     setup.optimize = optimize
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
-        setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the export check
+        setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read
         check_inputs(setup, spec_path, init, init_map)
-        check_export(setup)
     if nproc > 1 and not dist.active:
         return _launch(setup, device, resume, nproc, quiet, force)
     from archc.train.loop import train
@@ -64,30 +62,6 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False)
 
 
-def check_export(setup: Setup) -> None:
-    """Export the initialized model as the run will end (the same export and parity check, into a temporary
-    folder removed at once), so an export failure is reported before any training time is spent.
-
-    The file is not kept: the run folder is claimed only after the data are checked, and an untrained model.onnx
-    in it could be taken for the trained one."""
-    import torch
-
-    from archc.export import export
-    from archc.lower import lower
-
-    import archc.tempfiles as tempfiles
-
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="archc-export-check-") as tmp, \
-            tempfiles.tracked(tmp):  # a SIGTERM or SIGINT removes it too
-        module = lower(setup.graph, seed=setup.spec.train.seed)
-        try:
-            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module)
-        except ArchcError as e:
-            e.hint = "; ".join(h for h in (e.hint, "found by exporting the initialized model before training: "
-                                           "the run would have ended here") if h)
-            raise e.located(setup.file)
-
-
 CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)
 
 
@@ -96,8 +70,9 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
     torchrun on its spec.json (the spec as used: every override already applied) and read rank 0's result."""
     import torch
 
-    from archc.train.dataset import load_checked
     from archc.train.devices import pick_device
+    from archc.train.export_check import check_export
+    from archc.train.loop import data_metadata, load_for
     from archc.train.distributed import launch
     from archc.tasks import objective_for
 
@@ -112,7 +87,9 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
                          f"batch), received {nproc}", where="--nproc")
     run_dir = setup.run_dir
     run_dir.check(resume, force)
-    load_checked(setup, objective_for(setup.spec, setup.graph))
+    objective = objective_for(setup.spec, setup.graph)
+    data = load_for(setup, objective, torch.device("cpu"), resume)
+    check_export(setup, data_metadata(objective, data, setup))
     claim = run_dir.prepare(setup.raw, resume, force)
     try:  # the workers see our pid in the lock and do not lock again
         launch(nproc, worker_args(setup, device, claim.resuming, quiet), {LOCK_ENV: str(os.getpid())})

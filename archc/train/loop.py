@@ -7,6 +7,7 @@ of one spec, seed and data end with bit-identical weights, and so does a run kil
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.train.devices import deterministic, pick_device
 from archc.train.distributed import Dist
+from archc.train.export_check import check_export
 from archc.train.learner import Learner
 from archc.tasks import objective_for
 from archc.train.optim import schedule_of
 from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
-from archc.train.run_dir import RunDir, RunResult
+from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples
 from archc.train.state import State, Tally, resume, save
 
@@ -37,13 +39,18 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
     encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
-    data = load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale)
+    data = load_for(setup, objective, device, resume)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
         setup.init.load(learner.model)
     return learner, data
+
+
+def load_for(setup: Setup, objective: Any, device: torch.device, resume: bool = False) -> Data:
+    """The run's data on `device`; resuming, encoded and scaled as the run recorded them (not fitted again)."""
+    scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
+    return load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale)
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
@@ -269,6 +276,8 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
         dist.init(device)
         try:
             learner, data = build(setup, dist, device, resume_run)
+            if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
+                check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:

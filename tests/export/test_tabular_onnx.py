@@ -77,6 +77,7 @@ COLUMNS = {
     "boolean most_frequent + indicator": Column("b", "boolean", missing="most_frequent", indicator=True),
     "boolean constant, scaled": Column("b", "boolean", missing="constant", fill="yes", scale=True),
     "boolean error": Column("b", "boolean"),
+    "boolean mean (a fill between 0 and 1), scaled": Column("b", "boolean", missing="mean", scale=True),
     "onehot listed, ignore": Column("c", "categorical", categories=("Biscoe", "Dream"), unknown="ignore",
                                     missing="most_frequent"),
     "onehot learned, most_frequent + indicator": Column("c", "categorical", max_categories=4,
@@ -96,14 +97,15 @@ COLUMNS = {
 
 @pytest.mark.parametrize("case", list(COLUMNS))
 def test_each_column_rule_matches_table_encode(case):
-    """The graph's encoded row equals Table.encode on cells with missing tokens in many cases, every category, an
-    unseen one and every boolean spelling (where the column accepts them); the checker passes it in full."""
+    """The graph's encoded row equals Table.encode, bit for bit (float64 arithmetic, one rounding to float32 in
+    both), on cells with missing tokens in many cases, every category, an unseen one and every boolean spelling
+    (where the column accepts them); the checker passes it in full."""
     table = fitted(COLUMNS[case])
     wrapped = tabular.wrap(identity(table.width()), table)
     onnx.checker.check_model(wrapped, full_check=True)
     cells = tabular.sample_cells(table, rows=200, seed=3)
     (got,) = run(wrapped, tabular.feeds(table, cells))
-    np.testing.assert_allclose(got, table.encode(cells), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(got, table.encode(cells))
     assert got.shape == (len(cells[table.names()[0]]), table.width()) and len(got) >= 200
 
 
@@ -118,6 +120,34 @@ def test_every_column_kind_together_in_layout_order_through_a_network():
     (ref,) = run(core, {"row": table.encode(cells)})
     assert worst <= 1e-5 * np.abs(ref).max()  # float32 rounding: the logits reach ~50 here
     assert {v for c in cells.values() for v in c} >= {"NA", "", "?", tabular.UNSEEN, "TRUE", "nO"}
+
+
+def test_columns_of_a_large_mean_keep_their_digits():
+    """A year (~2008, std ~0.8), a mass (~4200) and a timestamp (~1.7e9, std ~100 s): float32 cells and float32
+    statistics would differ from Table.encode by ~1e-4 in the encoded year (the parity failure of a penguins run)
+    and lose the timestamp's spread altogether; the graph standardizes in float64 as the reference does, so the
+    encoded rows are identical and a trained-size network over them matches within the tolerance."""
+    rng = np.random.default_rng(1)
+    cols = [Column("year", "numeric", missing="mean"), Column("mass", "numeric", missing="median", indicator=True),
+            Column("seen", "numeric")]
+    train = {"year": [str(v) for v in rng.integers(2007, 2010, N)],
+             "mass": [f"{v:.0f}" if i % 9 else "NA" for i, v in enumerate(rng.normal(4200, 800, N))],
+             "seen": [f"{v:.3f}" for v in 1.7e9 + rng.normal(0, 100, N)]}
+    table = fit("row", cols, train)
+    cells = tabular.sample_cells(table, rows=500, seed=5)
+    (got,) = run(tabular.wrap(identity(table.width()), table), tabular.feeds(table, cells))
+    ref = table.encode(cells)
+    np.testing.assert_array_equal(got, ref)
+    assert np.std(ref[:, 3]) > 0.5  # the timestamps' spread survived standardizing
+    year, kept = tabular.feeds(table, cells)["year"][:, 0], table.columns[0]
+    f32 = (year.astype(np.float32) - np.float32(kept.mean)) / np.float32(kept.std)
+    present = ~np.isnan(year)  # what float32 arithmetic would have given: beyond 1e-5 * |row|
+    assert np.abs(f32[present] - ref[present, 0]).max() > 4e-5
+    core = mlp(table.width())
+    for init in core.graph.initializer:  # trained-size weights amplify any difference in the row
+        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 8, init.name))
+    worst, _ = tabular.check(tabular.wrap(core, table), core.SerializeToString(), table, rows=500)
+    assert worst == 0.0
 
 
 def test_spellings_are_exactly_python_lower():
@@ -139,7 +169,7 @@ def test_what_the_graph_does_with_cells_the_reference_refuses():
     assert got.tolist() == [[3.0], [3.0]]
     num = fitted(Column("x", "numeric"), Column("b", "boolean"))
     (got,) = run(tabular.wrap(identity(num.width()), num),
-                 {"x": np.array([[np.nan]], np.float32), "b": np.array([["maybe"]], object)})
+                 {"x": np.array([[np.nan]], np.float64), "b": np.array([["maybe"]], object)})
     assert np.isnan(got).all()
 
 
@@ -152,7 +182,7 @@ def test_categories_are_case_sensitive_tokens_are_not():
 
 
 def test_metadata_inputs_and_columns():
-    """One input per column, named as the column, float32 or string [batch, 1]; archc.inputs lists them with their
+    """One input per column, named as the column, float64 or string [batch, 1]; archc.inputs lists them with their
     types, archc.columns is the table, the core's own archc.* entries stay."""
     table = fitted(Column("bill", "numeric", missing="median"), Column("island", "categorical", max_categories=3,
                                                                        unknown="ignore"),
@@ -160,11 +190,11 @@ def test_metadata_inputs_and_columns():
     wrapped = tabular.wrap(identity(table.width()), table)
     sess = ort.InferenceSession(wrapped.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type, i.shape) for i in sess.get_inputs()] == [
-        ("bill", "tensor(float)", ["batch", 1]), ("island", "tensor(string)", ["batch", 1]),
+        ("bill", "tensor(double)", ["batch", 1]), ("island", "tensor(string)", ["batch", 1]),
         ("alive", "tensor(string)", ["batch", 1])]
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["archc.inputs"]) == {
-        "bill": {"shape": ["batch", 1], "dtype": "float32", "column": "numeric"},
+        "bill": {"shape": ["batch", 1], "dtype": "float64", "column": "numeric"},
         "island": {"shape": ["batch", 1], "dtype": "str", "column": "categorical"},
         "alive": {"shape": ["batch", 1], "dtype": "str", "column": "boolean"}}
     assert Table.from_json(json.loads(meta["archc.columns"])) == table

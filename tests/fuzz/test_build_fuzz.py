@@ -5,7 +5,9 @@ mutated (attributes, layer order, repeats, axes, input shapes or columns, wiring
 validates is lowered (the pipeline's torch pass), its parameter count compared with validate's, run on the
 exporter's example inputs at the traced sizes and at the parity check's other sizes (every node's output shape and
 dtype against validate's), and, for a subset (all of them in the long profile), exported to ONNX and checked
-against ONNX Runtime. A mutant that does not validate must fail with located errors only.
+against ONNX Runtime; an exported tabular mutant is also wrapped to take a row, its columns fitted on numbers
+around a large mean (a year, a mass, a timestamp), and checked against Table.encode; columns are renamed like the
+spec's other names too. A mutant that does not validate must fail with located errors only.
 
 Profiles: CI (default) runs PER_BASE mutants per starting point and exports one in EXPORT_EVERY;
 ARCHC_FUZZ=long (`make fuzz`) runs enough for >= 10,000 mutants and exports every one that validates.
@@ -145,7 +147,8 @@ def mutate(spec: dict, data: st.DataObject) -> str:
             path, v = data.draw(st.sampled_from(ints))
             _set(spec, path, data.draw(st.sampled_from(_near(v, path[-1]))))
     elif kind == "input" and any("columns" in i for i in spec["inputs"].values()):
-        _mutate_columns(next(i["columns"] for i in spec["inputs"].values() if "columns" in i), data)
+        name = next(n for n, i in spec["inputs"].items() if "columns" in i)
+        _mutate_columns(spec["inputs"][name]["columns"], data, [*_ids(spec), f"{name}.columns"])
     elif kind == "input":
         name = data.draw(st.sampled_from(sorted(spec["inputs"])))
         shape = list(spec["inputs"][name].get("shape", []))
@@ -180,11 +183,17 @@ def mutate(spec: dict, data: st.DataObject) -> str:
     return kind
 
 
-def _mutate_columns(columns: dict, data: st.DataObject) -> None:
-    """One column changed: its encoding, its indicator, its type, or gone."""
+def _mutate_columns(columns: dict, data: st.DataObject, names: list[str]) -> None:
+    """One column changed: its encoding, its indicator, its type, gone, or renamed like a name the spec or the
+    exported model that takes a row uses (`names`: inputs, layer ids, the embedding front; its preprocessing's)."""
     name = data.draw(st.sampled_from(sorted(columns)))
     col = columns[name] if isinstance(columns[name], dict) else {"type": columns[name]}
-    how = data.draw(st.sampled_from(["encode", "indicator", "type", "drop"]))
+    how = data.draw(st.sampled_from(["encode", "indicator", "type", "drop", "rename"]))
+    if how == "rename":
+        new = data.draw(st.sampled_from([*names, "archc_row/encoded", f"archc_row/{name}/value", "batch"]))
+        if new not in columns:
+            columns[new] = columns.pop(name)
+        return
     if how == "encode":
         embed = col.get("encode") != "embedding"
         col.update({"encode": "embedding", "dim": data.draw(st.integers(1, 4))} if embed else {"encode": "onehot"})
@@ -300,8 +309,34 @@ def check_run(module, graph, batch: int, sizes: dict[str, int], seed: int) -> No
             f"torch gives {list(got.shape)} {got.dtype}")
 
 
-def verdict(spec: dict, exported: bool, tmp: Path) -> str:
-    """'invalid' (located errors), 'big' (skipped), or 'built'/'exported' after every check; asserts otherwise."""
+LARGE_MEANS = (0.0, 2008.0, 4200.0, 1.7e9)  # numeric columns of a tabular mutant: a year, a body mass, a timestamp
+
+
+def takes_a_row(c, mean: float) -> None:
+    """An exported tabular mutant, wrapped to take a row as training would wrap it: the columns fitted on cells
+    whose numbers lie around `mean` (spread 1), checked against Table.encode + the core (ExportError otherwise)."""
+    import onnx
+
+    from archc.data.columns import fit
+    from archc.export.tabular import takes_a_row as wrap_and_check
+
+    for name, columns in c.graph.columns.items():
+        cells: dict[str, list[str]] = {}
+        for col in columns:
+            if col.type == "numeric":
+                cells[col.name] = [f"{mean + (i % 7) * 0.37 - 1.1:.3f}" for i in range(40)]
+            elif col.type == "boolean":
+                cells[col.name] = [["yes", "no", "TRUE", "0"][i % 4] for i in range(40)]
+            else:
+                cats = list(col.categories or [f"k{j}" for j in range(col.max_categories or 1)])
+                cells[col.name] = [cats[i % len(cats)] for i in range(40)]
+        blob = Path(c.report.path).read_bytes()
+        wrap_and_check(onnx.load_from_string(blob), blob, fit(name, list(columns), cells))
+
+
+def verdict(spec: dict, exported: bool, tmp: Path, mean: float = 0.0) -> str:
+    """'invalid' (located errors), 'big' (skipped), or 'built'/'exported' after every check; asserts otherwise.
+    A tabular mutant that is exported is also wrapped to take a row (numbers around `mean`) and checked."""
     c = compiled_from(spec, options=BuildOptions(output=tmp / "m.onnx"))
     try:
         run(c, PASSES)
@@ -333,6 +368,7 @@ def verdict(spec: dict, exported: bool, tmp: Path) -> str:
         return "built"
     run(c, [("export", export)])
     assert c.report is not None and {ch["batch"] for ch in c.report.checks} == {1, 3}
+    takes_a_row(c, mean)
     return "exported"
 
 
@@ -361,13 +397,14 @@ def test_mutants_that_validate_build_run_and_export(base: str, tmp_path) -> None
     start = time.perf_counter()
 
     @FUZZ
-    @given(n=st.integers(1, 3), export_it=st.integers(0, EXPORT_EVERY - 1), data=st.data())
-    def one(n: int, export_it: int, data: st.DataObject) -> None:
+    @given(n=st.integers(1, 3), export_it=st.integers(0, EXPORT_EVERY - 1), mean=st.sampled_from(LARGE_MEANS),
+           data=st.data())
+    def one(n: int, export_it: int, mean: float, data: st.DataObject) -> None:
         spec = copy.deepcopy(BASES[base])
         for _ in range(n):
             mutate(spec, data)
         counts["mutants"] += 1
-        counts[verdict(spec, export_it == 0, tmp_path)] += 1
+        counts[verdict(spec, export_it == 0, tmp_path, mean)] += 1
 
     one()
     _tally(base, counts | {"seconds": round(time.perf_counter() - start, 2)})

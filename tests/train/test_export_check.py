@@ -35,7 +35,7 @@ def test_an_export_failure_is_found_before_any_training(tiny, tmp_path, monkeypa
     monkeypatch.setattr(onnx_export, "parity", refuse)
     with pytest.raises(ExportError) as info:
         run(tiny, out=tmp_path / "run", quiet=True)
-    assert "found by exporting the initialized model before training" in info.value.hint
+    assert "found by exporting the model before training" in info.value.hint
     assert not (tmp_path / "run").exists()  # no folder claimed, no step taken, nothing to lose
 
 
@@ -129,3 +129,28 @@ def test_ids_beyond_the_table_an_input_feeds_are_a_data_error(tmp_path):
     assert str(info.value).startswith("data ") and "expected ids of input 'x' in 0..9 (its vocab, within the " \
                                                   "tables it indexes), received 19" in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_trained_size_weights_stay_finite(tmp_path):
+    """The check's weights are the seed's weight matrices x4 (exact: a power of two), biases as they are; where that
+    would overflow (150 plain linear layers: 2.3^150), the seed's weights unchanged."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+    from archc.train.export_check import TRAINED_SCALE, trained_like
+
+    def spec(repeat: int) -> dict:
+        return {"archc": 1, "model": {"name": "deep"}, "inputs": {"x": {"shape": [8]}},
+                "blocks": {"b": {"layers": [{"op": "linear", "out_features": 8}]}},
+                "layers": [{"use": "b", "repeat": repeat}]}
+
+    for repeat, scaled in ((3, True), (150, False)):
+        graph = compile_spec(spec(repeat)).graph
+        module, initial = lower(graph, seed=0), lower(graph, seed=0).state_dict()
+        assert trained_like(module, SimpleNamespace(graph=graph)) is scaled
+        for name, value in module.state_dict().items():
+            factor = TRAINED_SCALE if scaled and value.ndim >= 2 else 1.0
+            assert torch.equal(value, initial[name] * factor), (repeat, name)

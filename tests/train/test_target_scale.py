@@ -230,5 +230,5 @@ def test_a_tabular_regressor_takes_a_row_and_answers_in_the_targets_units(tmp_pa
     result = run(spec, out=tmp_path / "run", quiet=True)
     assert result.test["mae"] < 0.1 * SLOPE
     session = ort.InferenceSession(result.paths["onnx"], providers=["CPUExecutionProvider"])
-    got = session.run(None, {"size": np.array([[0.0], [1.0]], np.float32), "color": np.array([["red"], ["blue"]])})
+    got = session.run(None, {"size": np.array([[0.0], [1.0]], np.float64), "color": np.array([["red"], ["blue"]])})
     np.testing.assert_allclose(got[0][:, 0], [MEAN + 300, MEAN + SLOPE], rtol=0.1)
