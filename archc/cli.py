@@ -586,8 +586,8 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
     from archc.ops.base import ID_PATTERN
 
     if not re.fullmatch(ID_PATTERN, input_name):  # it names [inputs.NAME] in the table printed
-        raise InputError(f"expected a spec input name (a letter or _, then letters, digits or _), received "
-                         f"{input_name!r}", where="--input")
+        raise InputError(f"expected an input name of letters, digits and _ that does not start with a digit, "
+                         f"received {input_name!r}", where="--input")
     scheme = file.partition(":")[0]
     if scheme in REGISTRY and scheme != "csv" and not Path(file).exists():
         raise click.UsageError(f"expected a CSV file, received the {scheme}: source {file!r}")

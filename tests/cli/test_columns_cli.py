@@ -74,9 +74,9 @@ def test_every_type(tmp_path):
                      ["a", "b"][i % 2]])                             # the target
     path = tmp_path / "all kinds.csv"
     path.write_text("x,flag,colour,city,id,level,empty,label\n" + "\n".join(",".join(r) for r in rows) + "\n")
-    r = run("columns", path, "--max-categories", "10", "--input", "my row")
+    r = run("columns", path, "--max-categories", "10", "--input", "my_row")
     assert r.exit_code == 0, r.output
-    cols = {c.name: c for c in declared(r.output, "my row")}
+    cols = {c.name: c for c in declared(r.output, "my_row")}
     assert cols["x"] == Column("x", "numeric", missing="median")
     assert cols["flag"] == Column("flag", "boolean", missing="most_frequent")
     assert cols["colour"] == Column("colour", "categorical", categories=("blue", "green", "red"))
