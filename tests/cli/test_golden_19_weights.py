@@ -150,11 +150,14 @@ def finite_weights_whose_outputs_overflow(tmp):
     return ["build", tmp / "s.json", "--weights", tmp / "w.safetensors", "-o", tmp / "m.onnx"]
 
 
-@case("error: train: training diverged: the train loss at step 1 (epoch 1) is nan; nothing was saved (before any "
-      "update: the starting weights or the data overflow float32 (an --init checkpoint's magnitudes, the spec's "
-      "init, or huge input values), not the learning rate)")
+@case("error: TMP/s.json: layers[1] (out): output 'out' at batch 1: expected finite values from torch on the example "
+      "inputs, received 3 nan or inf of 3 (weights or activations beyond float32's range (large weights, an "
+      "overflowing exp or pow), or a nan the model computes (log or sqrt of a negative); found by exporting the model "
+      "before training (trained-size weights, the data's fitted columns and target scale): the run would have ended "
+      "here)")
 def finite_init_whose_loss_overflows(tmp):
-    """Finite weights (1e30) whose first loss is not: it said "lower the learning rate" before any update."""
+    """Finite weights (1e30) whose outputs are not: it said "lower the learning rate" after the first step; the
+    export check before training (on the --init weights) now names the output, before any step."""
     rng = np.random.default_rng(0)
     np.savez(tmp / "d.npz", x=rng.standard_normal((40, 4)).astype(np.float32), y=np.arange(40) % 3)
     spec = SPEC | {"task": {"kind": "classification"}, "train": {"epochs": 1, "batch_size": 8},
