@@ -308,6 +308,7 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
     lay = layout(graph, module)
     lay.model_sha256 = file_sha256(main)
     decoder = cached_decoder(module, graph)
+    from archc.export.optimize import within_budget
     from archc.util import publish, temp_beside
 
     try:
@@ -324,12 +325,14 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             model.producer_name, model.producer_version = base.producer_name, base.producer_version
             model.graph.name = base.graph.name + "_kv"
             model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
+            base = None  # the main model's weights: not held through the checks
             onnx.helper.set_model_props(model, meta)
+            decision = within_budget(model, optimize) if optimize else None  # past it: no copy is made
             onnx.save_model(model, tmp)
+            model = None
             onnx.checker.check_model(tmp, full_check=False)
             worst, tol, steps = step_parity(module, graph, lay, tmp)
-            decision = None
-            if optimize:
+            if optimize and decision is None:
                 decision, checked = _optimize(module, graph, lay, tmp, optimize)
                 worst, tol, steps = checked or (worst, tol, steps)
             publish(tmp, out)

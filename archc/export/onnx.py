@@ -381,6 +381,10 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
         if optimize and large:
             decision = _too_large(model)
+        elif optimize:  # past the optimizer's budget: the decision goes in before the one serialization
+            from archc.export.optimize import within_budget
+
+            decision = within_budget(model, optimize)
         table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
@@ -397,7 +401,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
         rewrite = False  # the file's bytes changed after the checked blob's write began
-        if optimize and not large:
+        if optimize and not large and decision is None:
             with phases("optimize"):
                 choice = _optimized(module, graph, blob, optimize)  # type: ignore[arg-type]
             decision, blob, rewrite = choice.decision, choice.blob, True

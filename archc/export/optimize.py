@@ -154,6 +154,13 @@ def with_decision(model: "onnx.ModelProto", decision: Decision) -> bytes:
     return model.SerializeToString()
 
 
+def within_budget(model: "onnx.ModelProto", optimize: bool | str) -> Decision | None:
+    """None where the optimizer may run on `model`; else the decision to skip it, set in `model`'s metadata (in
+    place, before the caller serializes it: no copy of the weights is made for a model past the budget)."""
+    why = over_budget(model) if optimize != ALWAYS else None
+    return skipped(model, why) if why is not None else None
+
+
 def skipped(model: "onnx.ModelProto", why: str) -> Decision:
     """A decision not to run the optimizer on `model`, set in its metadata."""
     decision = Decision(TOOL, len(model.graph.node), None, False, why)
