@@ -140,7 +140,9 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     details = (f"Specs are JSON files (nested `repeat` blocks, {WIDTH}-wide linear layers with `act = \"relu\"`; one "
                "node per linear layer). 'validate' is `compile_spec(file)` (load, check, expand, infer); 'lower' the "
                "`lower` pass (torch modules, fx graph, parameter init); 'export' the `export` pass (torch.onnx, "
-               "onnx.checker, ONNX Runtime parity at two batch sizes); 'build' = lower + export, as `archc build`. "
+               "onnx.checker, ONNX Runtime parity at two batch sizes, and the optimizer's decision with its defaults: "
+               "onnxslim within its budget of 5,000 nodes, skipped past it); 'build' = lower + export, as "
+               "`archc build`. "
                f"Rounds (validate / build): {rounds['validate']} / {rounds['build']}; sizes alternate order; "
                "`gc.collect()` (untimed) before each call.\n\n" + EXPORT_NOTE)
     return rows, details
