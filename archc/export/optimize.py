@@ -16,9 +16,9 @@ What decides, in order (never a timing: a wall-clock race made two builds of one
    constants (10 of 11 s at 2,000 nodes, over 11 minutes at 20,000) and removes no node;
 3. the simplified graph is kept when it has fewer compute nodes (nodes other than `Constant`, which ONNX
    Runtime turns into initializers when it loads a file either way) and at most 1% (or 4 KiB) more bytes of
-   constants (a folded transpose of a tied weight would store it twice), and it passes the caller's check (onnx.checker and parity
-   against torch, at both parity sizes). Any failure of the tool or of that check keeps the plain graph with a
-   note, never an error.
+   constants (a folded transpose of a tied weight would store it twice), and it passes the caller's check
+   (onnx.checker and parity against torch, at both parity sizes). Any failure of the tool or of that check keeps
+   the plain graph with a note, never an error.
 """
 from __future__ import annotations
 
