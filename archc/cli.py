@@ -126,9 +126,19 @@ def output_file(path: Path | None) -> Path | None:
 SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 WEIGHTS = click.option("--weights", type=click.Path(path_type=Path), default=None,
                        help="Load this safetensors checkpoint into the model (strict: every tensor filled and used).")
-NO_OPTIMIZE = click.option("--no-optimize", is_flag=True,
-                           help="Write the plain exported graph: no onnxslim simplification (by default it is kept "
-                                "where measured faster, metadata archc.optimized).")
+OPTIMIZE = click.option("--optimize/--no-optimize", "optimize", default=None,
+                        help="--no-optimize: write the plain exported graph (no onnxslim); --optimize: run onnxslim "
+                             "even past its size budget. Default: within the budget, kept where it removes compute "
+                             "nodes (metadata archc.optimized).")
+
+
+def optimize_mode(flag: bool | None) -> bool | str:
+    """--optimize/--no-optimize/neither as export()'s `optimize`: "always", False, True (within the budget)."""
+    from archc.export.optimize import ALWAYS
+
+    return True if flag is None else ALWAYS if flag else False
+
+
 MAP = click.option("--map", "map_path", type=click.Path(path_type=Path), default=None,
                    help="Weights mapping (TOML) from the checkpoint's names to the spec's (default: the spec's own).")
 
@@ -188,10 +198,10 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
               help="Stop after this pass (debugging).")
 @WEIGHTS
 @MAP
-@NO_OPTIMIZE
+@OPTIMIZE
 @command
 def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
-          weights: Path | None, map_path: Path | None, no_optimize: bool) -> None:
+          weights: Path | None, map_path: Path | None, optimize: bool | None) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
     import time
 
@@ -200,7 +210,8 @@ def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code:
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
     options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter,
-                           metadata={"weights": init.describe()} if init is not None else {}, optimize=not no_optimize)
+                           metadata={"weights": init.describe()} if init is not None else {},
+                           optimize=optimize_mode(optimize))
     c = compiled_from(spec, options=options)
     order = names(BUILD_PASSES)
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
@@ -478,9 +489,10 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
                    "RUN_DIR/model-STEM.onnx for a file).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
-@NO_OPTIMIZE
+@OPTIMIZE
 @command
-def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str, no_optimize: bool) -> None:
+def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str,
+                   optimize: bool | None) -> None:
     """Export a checkpoint of the training run in RUN_DIR (an `archc train --out` folder) to ONNX, with the
     parity check and metadata of the run's own model.onnx."""
     import time
@@ -488,7 +500,7 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
     from archc.train.api import export_run
 
     start = time.perf_counter()
-    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=not no_optimize)
+    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=optimize_mode(optimize))
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes) from the {checkpoint} weights")
     _print_export(report, start)
 

@@ -19,7 +19,7 @@ class BuildOptions:
     output: Path | None = None            # the ONNX file (default: <model name>.onnx)
     exporter: str = "torchscript"
     metadata: dict[str, Any] = field(default_factory=dict)  # extra archc.* metadata (e.g. training results)
-    optimize: bool = True                 # simplify the exported graphs where faster (archc.export.optimize)
+    optimize: bool | str = True           # simplify the exported graphs (archc.export.optimize; "always": past its budget)
 
 
 @dataclass

@@ -62,7 +62,7 @@ def measure(sizes: tuple[int, ...], rounds: dict[str, dict[int, int]]) -> dict[s
     warm = run_passes(compiled_from(spec(10), options=BuildOptions(output=common.workdir() / "warm.onnx")), PASSES)
     run_passes(warm, [("lower", lower), ("export", export)])  # imports and first-call costs, untimed
     t: dict[str, dict[int, list[float]]] = {s: {n: [] for n in sizes} for s in ("validate", "lower", "export",
-                                                                                 "torch.onnx")}
+                                                                                 "torch.onnx", "optimize")}
     for r in range(max(max(v.values()) for v in rounds.values())):
         for n in (sizes if r % 2 == 0 else sizes[::-1]):
             if r < rounds["validate"][n]:
@@ -74,6 +74,7 @@ def measure(sizes: tuple[int, ...], rounds: dict[str, dict[int, int]]) -> dict[s
                 if n <= EXPORT_MAX:
                     t["export"][n].append(_timed(lambda: run_passes(c, [("export", export)])))
                     t["torch.onnx"][n].append(c.report.seconds)  # exporter + onnx.checker; the rest is parity
+                    t["optimize"][n].append(c.report.phases.get("optimize", 0.0))  # and the optimizer
                 del c
     return t
 
@@ -115,7 +116,8 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
             note = f"{sec / n * 1e6:.0f} µs/node"
             if stage in ("export", "build"):
                 note += (f"; torch.onnx + checker {m['torch.onnx'][n]:.2f} s, ORT parity "
-                         f"{m['export'][n] - m['torch.onnx'][n]:.2f} s" + (
+                         f"{m['export'][n] - m['torch.onnx'][n] - m['optimize'][n]:.2f} s, optimizer "
+                         f"{m['optimize'][n]:.2f} s" + (
                              f", lower {m['lower'][n]:.2f} s" if stage == "build" else ""))
             first = stage == "validate" and n == 1000
             rows.append(common.row(FIGURE, f"{stage} {n} layers (absolute)", sec, 1.0 if first else None, unit="s",
@@ -140,7 +142,9 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     details = (f"Specs are JSON files (nested `repeat` blocks, {WIDTH}-wide linear layers with `act = \"relu\"`; one "
                "node per linear layer). 'validate' is `compile_spec(file)` (load, check, expand, infer); 'lower' the "
                "`lower` pass (torch modules, fx graph, parameter init); 'export' the `export` pass (torch.onnx, "
-               "onnx.checker, ONNX Runtime parity at two batch sizes); 'build' = lower + export, as `archc build`. "
+               "onnx.checker, ONNX Runtime parity at two batch sizes, and the optimizer's decision with its defaults: "
+               "onnxslim within its budget of 5,000 nodes, skipped past it); 'build' = lower + export, as "
+               "`archc build`. "
                f"Rounds (validate / build): {rounds['validate']} / {rounds['build']}; sizes alternate order; "
                "`gc.collect()` (untimed) before each call.\n\n" + EXPORT_NOTE)
     return rows, details

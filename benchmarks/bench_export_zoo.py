@@ -1,9 +1,14 @@
-"""Figure 11: export time and peak memory of every zoo spec (specs/zoo/), as `archc build` runs it.
+"""Figure 11: what `archc build` costs for every zoo spec (specs/zoo/), end to end, as a user runs it.
 
-Each spec is compiled, lowered and exported in a fresh process (so its peak resident memory is its own; `a` is the
-export() call incl. parity, `b` the process's peak RSS in GiB). Goal: GPT-2 small under 5 s on 2 cores.
+Each spec is built by the `archc build SPEC -o FILE` command with its default options, in a fresh process: `a` is
+the command's wall time (Python start-up, imports, compile, lower, export with its parity check, the optimizer's
+decision, the KV-cache file of a language model, writing), `b` the process's peak resident memory in GiB (from
+wait4, as /usr/bin/time -v reports it). The note names the parts the command prints itself (its export line:
+torch.onnx and onnx.checker; its total) and the optimizer's decision. GPT-2 is built with --no-optimize too;
+its goal is issue 19's: the default build costs at most 1.2x the time and memory of --no-optimize.
 
-Run as a script it profiles where the time goes, phase by phase, before and after issue 12:
+Run as a script it profiles where the export function alone (no start-up, compile, optimizer or KV-cache file)
+spends its time, phase by phase, before and after issue 12:
 
     .venv/bin/python benchmarks/bench_export_zoo.py [--specs gpt2,bert] [--rounds 3] [--before REV] [--dynamo]
 
@@ -19,7 +24,8 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import resource
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,58 +40,85 @@ import common  # noqa: E402
 
 FIGURE = 11
 KEY = "export_zoo"
-TITLE = "Export time and peak memory per zoo spec"
-A, B = "export() incl. parity (s)", "process peak RSS (GiB)"
-GOAL_GPT2 = 5.0
+TITLE = "`archc build` end to end per zoo spec: wall time and peak memory"
+A, B = "`archc build` wall (s)", "its peak RSS (GiB)"
+GOAL_RATIO = 1.2       # the default build against --no-optimize, time and memory (GPT-2 small)
+RATIO_ROUNDS = 4       # runs of each, alternating A B B A ...: on a shared machine single runs differ by 1.3x
 QUICK_SPEC = ROOT / "specs" / "digit_classifier.toml"
+ARCHC = Path(sys.executable).with_name("archc")
 
 
 def zoo_specs() -> list[Path]:
     return sorted(p for p in (ROOT / "specs" / "zoo").glob("*.toml") if not p.name.endswith(".weights.toml"))
 
 
+def build_cost(path: Path, *flags: str) -> dict:
+    """`archc build SPEC -o FILE [flags]` in a fresh process: wall seconds, peak RSS (GiB), its output."""
+    out = Path(tempfile.mkdtemp())
+    cmd = [str(ARCHC) if ARCHC.exists() else "archc", "build", str(path), "-o", str(out / "m.onnx"), *flags]
+    with open(out / "log", "w+") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
+    for f in out.iterdir():
+        f.unlink()
+    out.rmdir()
+    return {"wall_s": wall, "peak_gib": usage.ru_maxrss * 1024 / 2**30, "rc": proc.returncode, "output": text}
+
+
+def summary(output: str) -> str:
+    """The parts the command names in its output: its export line, total, and the optimizer's decision."""
+    parts = []
+    m = re.search(r"export \((\w+)\): ([\d.]+) s; total ([\d.]+) s", output)
+    if m:
+        parts.append(f"torch.onnx + checker {m.group(2)} s, command's own total {m.group(3)} s")
+    for line in output.splitlines():
+        if line.startswith("optimized model "):
+            parts.append("onnxslim: " + line.split(": ", 1)[1])
+        elif line.startswith("note: graph optimization of the model"):
+            parts.append("onnxslim " + line.split(") ", 1)[1].split(" (--optimize")[0])
+    return "; ".join(parts)
+
+
+def paired(path: Path, rounds: int) -> tuple[dict, dict]:
+    """The default build and --no-optimize, alternating (A B, B A, ...): (default, plain) with the medians of
+    their wall times and peak RSS, and the default build's output."""
+    runs: dict[str, list[dict]] = {"default": [], "plain": []}
+    for r in range(rounds):
+        for side in ("default", "plain") if r % 2 == 0 else ("plain", "default"):
+            runs[side].append(build_cost(path, *(["--no-optimize"] if side == "plain" else [])))
+    med = {side: {"wall_s": statistics.median(x["wall_s"] for x in v),
+                  "peak_gib": statistics.median(x["peak_gib"] for x in v),
+                  "rc": max(x["rc"] for x in v), "output": v[0]["output"]} for side, v in runs.items()}
+    return med["default"], med["plain"]
+
+
 def run(quick: bool = False) -> tuple[list[dict], str]:
     rows = []
     for path in [QUICK_SPEC] if quick else zoo_specs():
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
-                              timeout=900)
-        if proc.returncode != 0:
-            rows.append(common.skipped(FIGURE, path.stem, (proc.stderr.strip().splitlines() or ["?"])[-1][:160]))
+        r, plain = paired(path, RATIO_ROUNDS) if path.stem == "gpt2" else (build_cost(path), None)
+        if r["rc"] != 0:
+            rows.append(common.skipped(FIGURE, path.stem, (r["output"].strip().splitlines() or ["?"])[-1][:160]))
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        goal = f"<= {GOAL_GPT2:g} s" if path.stem == "gpt2" else ""
-        rows.append(common.row(FIGURE, path.stem, r["export_s"], r["peak_gib"], goal=goal, ratio=None, unit="s",
-                               met=common.at_most(r["export_s"], GOAL_GPT2) if goal else None,
-                               note=f"{r['params']:,} params; axes {r['sizes']}; compile {r['compile_s']:.2f} s, "
-                                    f"lower {r['lower_s']:.2f} s; {r['mb']:,.0f} MB; phases "
-                                    + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())))
-    details = ("One fresh process per spec: compile, lower (seeded), export with parity at two batch sizes; the "
-               "export is the second of two in the process (the first pays torch.onnx's imports). Phase profile "
-               "before/after issue 12: `python benchmarks/bench_export_zoo.py` (see the module docstring).")
+        goal, met, note = "", None, summary(r["output"])
+        if plain is not None:
+            time_x, mem_x = r["wall_s"] / plain["wall_s"], r["peak_gib"] / plain["peak_gib"]
+            goal = f"default / --no-optimize <= {GOAL_RATIO:g} (time, memory)"
+            met = bool(time_x <= GOAL_RATIO and mem_x <= GOAL_RATIO)
+            note += (f"; medians of {RATIO_ROUNDS} alternating runs each; --no-optimize {plain['wall_s']:.1f} s, "
+                     f"{plain['peak_gib']:.2f} GiB: ratio time {time_x:.2f}, memory {mem_x:.2f}")
+        rows.append(common.row(FIGURE, path.stem, r["wall_s"], r["peak_gib"], goal=goal, ratio=None, unit="",
+                               met=met, note=note))
+    details = ("One fresh `archc build SPEC -o FILE` process per spec, default options, as a user runs it: wall "
+               "time from start to exit, peak RSS from wait4 (the process's maximum resident set). GPT-2: the "
+               f"default build and --no-optimize alternate, {RATIO_ROUNDS} runs each, medians. Phase profile of the "
+               "export function alone, before/after issue 12: `python benchmarks/bench_export_zoo.py` (see the "
+               "module docstring).")
     return rows, details
-
-
-def child(path: Path) -> None:
-    """One spec's figures, as a JSON line on stdout."""
-    from archc.export import export
-    from archc.lower import lower
-    from archc.pipeline import compile_spec
-
-    out = Path(tempfile.mkdtemp())
-    t = time.perf_counter()
-    compiled = compile_spec(path)
-    t_compile = time.perf_counter() - t
-    t = time.perf_counter()
-    module = lower(compiled.graph, seed=0).eval()
-    t_lower = time.perf_counter() - t
-    export(compiled, out / "warm.onnx", module=module)
-    t = time.perf_counter()
-    report = export(compiled, out / "m.onnx", module=module)
-    took = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
-    print(json.dumps({"export_s": took, "peak_gib": peak, "params": compiled.graph.total_params,
-                      "sizes": compiled.graph.sizes, "compile_s": t_compile, "lower_s": t_lower,
-                      "mb": report.bytes / 1e6, "phases": report.phases}))
 
 
 def load_before(rev: str):
@@ -138,10 +171,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default="8eeee4d")
     ap.add_argument("--dynamo", action="store_true")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        return child(Path(args.child))
     from archc.export import export
     from archc.lower import lower
     from archc.pipeline import compile_spec

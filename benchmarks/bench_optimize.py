@@ -2,9 +2,9 @@
 
 Each spec is built with its initialized weights (seed 0). `plain` is the export as written with --no-optimize;
 `optimized` is onnxslim's graph of it with archc's names, signature and metadata put back (the graph an export
-keeps when it is faster). Both run on ONNX Runtime's CPU provider with `archc infer`'s session options, interleaved
+keeps where it removes compute nodes within the budget, archc.export.optimize). Both run on ONNX Runtime's CPU provider with `archc infer`'s session options, interleaved
 in one process; rows at batch 1 and 64 (whole-graph models: one row at the spec's graph size). The note has the
-node counts, what `archc build` decided for this spec (its own short timing, archc.optimized), torch eager at
+node counts, what `archc build` decided for this spec (graph criteria, archc.optimized), torch eager at
 batch 1 and ORT/torch for both graphs. The gpt_stdlib row carries the issue's goal, ORT/torch <= 0.5 at batch 1;
 its details list where ORT spends the time (ORT's profiler, by op type).
 """
@@ -46,7 +46,7 @@ def graphs(built) -> tuple[bytes, bytes, int, int]:
 
 
 def decided(built) -> dict:
-    """What an export with optimization decides for this spec (its own short timing): archc.optimized."""
+    """What an export with optimization decides for this spec (by the graphs alone): archc.optimized."""
     from archc.export import export
 
     report = export(built.compiled, common.workdir() / f"{built.name}.decided.onnx", module=built.module,

@@ -290,10 +290,10 @@ def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) 
 
 
 def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathLike,
-                 optimize: bool = False) -> CacheReport | Refusal:
+                 optimize: bool | str = False) -> CacheReport | Refusal:
     """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist), or say why not.
     `optimize`: simplified as the main export is (archc.export.optimize), checked step by step again, and kept
-    where a decode step is faster.
+    on the same graph criteria.
 
     A stale cache file of an earlier export is removed first, so a refused or failed export leaves none."""
     import onnx
@@ -308,6 +308,7 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
     lay = layout(graph, module)
     lay.model_sha256 = file_sha256(main)
     decoder = cached_decoder(module, graph)
+    from archc.export.optimize import within_budget
     from archc.util import publish, temp_beside
 
     try:
@@ -324,13 +325,15 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             model.producer_name, model.producer_version = base.producer_name, base.producer_version
             model.graph.name = base.graph.name + "_kv"
             model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
+            base = None  # the main model's weights: not held through the checks
             onnx.helper.set_model_props(model, meta)
+            decision = within_budget(model, optimize) if optimize else None  # past it: no copy is made
             onnx.save_model(model, tmp)
+            model = None
             onnx.checker.check_model(tmp, full_check=False)
             worst, tol, steps = step_parity(module, graph, lay, tmp)
-            decision = None
-            if optimize:
-                decision, checked = _optimize(module, graph, lay, tmp)
+            if optimize and decision is None:
+                decision, checked = _optimize(module, graph, lay, tmp, optimize)
                 worst, tol, steps = checked or (worst, tol, steps)
             publish(tmp, out)
     except onnx.checker.ValidationError as e:
@@ -338,10 +341,7 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
     return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision)
 
 
-DECODE_PAST = 32  # the past length a decode step is timed at (less where a position table is shorter)
-
-
-def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str) -> tuple[Any, Any]:
+def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str, optimize: bool | str) -> tuple[Any, Any]:
     """Simplify the checked cache model at `tmp` (rewritten in place as decided) and check the result step by
     step; the optimizer's decision, and the step check's figures when the optimized graph is kept."""
     import onnx
@@ -352,17 +352,14 @@ def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str) -> tuple[An
         onnx.checker.check_model(blob, full_check=False)
         return step_parity(module, graph, lay, blob)
 
-    past = min(DECODE_PAST, (lay.max_positions or DECODE_PAST + 1) - 1)
-    feeds = {lay.input: np.zeros((1, 1), np.int64)}
-    feeds |= {k: np.zeros(v.shape[:2] + (past,) + v.shape[3:], np.float32) for k, v in empty_past(lay, 1).items()}
     with open(tmp, "rb") as f:
-        choice = choose(f.read(), feeds, check)
+        choice = choose(f.read(), check, optimize)
     with open(tmp, "wb") as f:
         f.write(choice.blob)
     return choice.decision, choice.checked
 
 
-def add_cache(report: Any, compiled: Any, module: Any, optimize: bool = False) -> Any:
+def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = False) -> Any:
     """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
     file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
     cached; other task kinds get None. Returns `report`.

@@ -262,13 +262,14 @@ def _where(graph: Graph, output: str) -> str:
 
 
 def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
-           extra_metadata: dict[str, Any] | None = None, optimize: bool = False) -> ExportReport:
+           extra_metadata: dict[str, Any] | None = None, optimize: bool | str = False) -> ExportReport:
     """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
     onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place. A
     `target_scale` entry of `extra_metadata` (standardized targets) ends the exported graph with the affine that
     restores the targets' units (archc.export.restore), checked with the rest.
-    `optimize`: then simplify the checked graph (archc.export.optimize), check that too, and write it instead
-    where it is faster; the decision goes to metadata archc.optimized and ExportReport.optimized.
+    `optimize`: then simplify the checked graph (archc.export.optimize) within its budget ("always": past it),
+    check that too, and write it instead where it has fewer compute nodes; the decision goes to metadata
+    archc.optimized and ExportReport.optimized.
 
     Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
@@ -314,7 +315,7 @@ def _torch_threads(n: int | None):
 
 
 def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
-            extra_metadata: dict[str, Any] | None, optimize: bool) -> ExportReport:
+            extra_metadata: dict[str, Any] | None, optimize: bool | str) -> ExportReport:
     """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
     import onnx
 
@@ -333,6 +334,10 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
         if optimize and large:
             decision = _too_large(model)
+        elif optimize:  # past the optimizer's budget: the decision goes in before the one serialization
+            from archc.export.optimize import within_budget
+
+            decision = within_budget(model, optimize)
         table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
@@ -349,9 +354,9 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         seconds = time.perf_counter() - start
         worst, tol, checks = parity(module, graph, blob, phases)
         rewrite = False  # the file's bytes changed after the checked blob's write began
-        if optimize and not large:
+        if optimize and not large and decision is None:
             with phases("optimize"):
-                choice = _optimized(module, graph, blob)  # type: ignore[arg-type]
+                choice = _optimized(module, graph, blob, optimize)  # type: ignore[arg-type]
             decision, blob, rewrite = choice.decision, choice.blob, True
             if choice.checked is not None:
                 worst, tol, checks = choice.checked
@@ -382,9 +387,10 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
                         row if table is not None else None)
 
 
-def _optimized(module, graph: Graph, blob: bytes) -> "Choice":
-    """The optimizer's choice for the checked model `blob`: its graph simplified, checked as the export was
-    (onnx.checker, then parity at both sizes and the same tolerance), timed at batch 1 against the plain one."""
+def _optimized(module, graph: Graph, blob: bytes, optimize: bool | str) -> "Choice":
+    """The optimizer's choice for the checked model `blob` (archc.export.optimize.choose): its graph simplified
+    where the budget allows, checked as the export was (onnx.checker, then parity at both sizes and the same
+    tolerance)."""
     import onnx
 
     from archc.export.optimize import choose
@@ -393,7 +399,7 @@ def _optimized(module, graph: Graph, blob: bytes) -> "Choice":
         onnx.checker.check_model(candidate, full_check=False)
         return parity(module, graph, candidate)
 
-    return choose(blob, example_inputs(graph, 1, graph.sizes), check)
+    return choose(blob, check, optimize)
 
 
 def _too_large(model: "onnx.ModelProto") -> "Decision":

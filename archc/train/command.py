@@ -34,8 +34,8 @@ from archc.clihelp import SEED, Number, SourceOption
 @click.option("--map", "init_map", type=click.Path(path_type=Path), default=None,
               help="Weights mapping (TOML) from --init's names to the spec's (default: the spec's own).")
 @click.option("--no-optimize", is_flag=True,
-              help="Write the plain exported graph: no onnxslim simplification (by default it is kept where measured "
-                   "faster, metadata archc.optimized).")
+              help="Write the plain exported graph: no onnxslim simplification (by default it runs within its "
+                   "size budget and is kept where it removes compute nodes, metadata archc.optimized).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
