@@ -1,9 +1,10 @@
 """The model and what updates it: optimizer, learning-rate schedule, grad scaler and autocast, one step at a time."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -136,8 +137,16 @@ class Learner:
             raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after step {step}", step - 1)
 
     @torch.no_grad()
-    def evaluate(self, split: Examples, dist: Dist | None = None) -> tuple[float, float, int]:
-        """Mean loss and metric over a split: sharded over the ranks of `dist` and summed, or whole (None)."""
+    def evaluate(self, split: Examples, dist: Dist | None = None, exact: bool = False) -> tuple[float, float, int]:
+        """Mean loss and metric over a split: sharded over the ranks of `dist` and summed, or whole (None). `exact`:
+        in float32 (no autocast, no TF32), as the exported model computes, so the figure is the model.onnx's."""
+        if exact:
+            with float32_only(self.device):
+                amp, self.amp = self.amp, None
+                try:
+                    return self.evaluate(split, dist)
+                finally:
+                    self.amp = amp
         self.model.eval()
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -162,3 +171,17 @@ class Learner:
         self.scheduler.load_state_dict(scalars["scheduler"] | {"lr_lambdas": [None] * len(self.optimizer.param_groups)})
         if self.scaler is not None and scalars.get("scaler"):
             self.scaler.load_state_dict(scalars["scaler"])
+
+
+@contextlib.contextmanager
+def float32_only(device: torch.device) -> Iterator[None]:
+    """CUDA's TF32 matmuls and convolutions off (their 10-bit mantissas are not float32's) for the block."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -145,9 +145,10 @@ def fit(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, 
 # --- after training (rank 0) ------------------------------------------------------------------------------------
 
 def evaluate_test(learner: Learner, test: Examples[Any], best: Path) -> dict[str, float]:
-    """The best weights (loaded into the learner's model) on the whole test split; {} without one."""
+    """The best weights (loaded into the learner's model) on the whole test split, in float32 (a figure the exported
+    model.onnx reproduces, whatever autocast trained it); {} without one."""
     ckpt.load_weights(best, learner.model)
-    loss, metric, n = learner.evaluate(test)
+    loss, metric, n = learner.evaluate(test, exact=True)
     if not n:
         return {}
     return {"loss": loss, learner.objective.metric: metric, "examples": n} | learner.objective.summary(loss, metric)
