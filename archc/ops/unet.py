@@ -25,7 +25,8 @@ class ConvTranspose2d(Op):
     stride: IntOrList = Field(1, description="upsampling factor: an int or [s_h, s_w]")
     padding: NonNegInt | list[NonNegInt] = Field(0, description="rows/columns cropped from each side of the output")
     output_padding: NonNegInt | list[NonNegInt] = Field(
-        0, description="extra rows/columns on one side (to reach even sizes); < stride or < dilation")
+        0, description="extra rows/columns on one side (to reach even sizes); < stride (ONNX Runtime's rule: torch "
+                       "also takes < dilation, which the exported model cannot run)")
     dilation: IntOrList = Field(1, description="spacing between kernel taps")
     groups: PosInt = Field(1, description="channel groups (in and out channels divisible by it)")
     bias: bool = Field(True, description="learn an additive bias")
@@ -51,8 +52,10 @@ class ConvTranspose2d(Op):
         k, s, p, op, d = self._geometry()
         spatial = []
         for i in range(2):
-            expect(op[i] < max(s[i], d[i]), "output_padding smaller than stride or dilation",
-                   f"output_padding {self.output_padding} with stride {self.stride}, dilation {self.dilation}")
+            # torch takes output_padding < max(stride, dilation); ONNX Runtime refuses it at stride 1 ("output_padding
+            # (1) may be too large for stride (1)"): the exported model must run, so the rule is ORT's
+            expect(op[i] < s[i], "output_padding smaller than stride (as ONNX Runtime requires)",
+                   f"output_padding {self.output_padding} with stride {self.stride}")
             n = concrete(x.shape[2 + i], f"spatial axis {2 + i}")
             out = (n - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
             expect(out >= 1, f"a positive output size on spatial axis {2 + i}",

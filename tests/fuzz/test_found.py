@@ -104,3 +104,26 @@ def test_a_step_the_tracer_shares_between_layers_is_not_named_as_a_layer_output(
     model = onnx.load(tmp_path / "m.onnx")
     assert {v.name for v in model.graph.value_info} <= {n.id for n in c.graph.nodes}
     assert "node" not in {v.name for v in model.graph.value_info}  # the dead layers' outputs were never exported
+
+
+def test_conv_transpose_output_padding_beyond_the_stride_is_a_located_error(tmp_path):
+    """torch takes output_padding < max(stride, dilation); ONNX Runtime refuses output_padding >= stride ('may be too
+    large for stride (1)'): it validated, then the export's parity check failed. Found by the long fuzz profile."""
+    import io
+
+    import onnxruntime as ort
+
+    layer = {"id": "up", "op": "conv_transpose2d", "out_channels": 2, "kernel_size": 3, "dilation": 2,
+             "output_padding": [1, 0]}
+    with pytest.raises(ArchcError, match=r"layers\[0\] \(up\): conv_transpose2d: expected output_padding smaller "
+                                         r"than stride \(as ONNX Runtime requires\)"):
+        compile_spec(_spec({"x": {"shape": [2, 4, 4]}}, [layer]))
+    module, x, f = torch.nn.ConvTranspose2d(2, 2, 3, dilation=2, output_padding=(1, 0)), torch.randn(1, 2, 4, 4), \
+        io.BytesIO()
+    torch.onnx.export(module, (x,), f, dynamo=False)  # torch runs it ...
+    sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="output_padding"):  # ... ONNX Runtime does not
+        sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    layer |= {"stride": 2}  # below the stride: both run it
+    run(compiled_from(_spec({"x": {"shape": [2, 4, 4]}}, [layer]), options=BuildOptions(output=tmp_path / "m.onnx")),
+        BUILD_PASSES)
