@@ -21,6 +21,15 @@ BROKEN = "<broken>"  # stands for the output of a layer that failed, so its depe
 # ONNX Runtime's session set-up grow faster than linearly (10,000 nodes ~40 s on 2 cores, 100,000 most of an hour;
 # benchmarks figure 5). Real architectures are far below it (GPT-2 small: 113 nodes; SmolLM-135M, the zoo's largest: 183).
 MAX_NODES = 20_000
+# The most layer entries expansion may visit (every repeat of every block's layers, nodes or not): layers left out by
+# `when` and uses with repeat = 0 make no node, so MAX_NODES alone would let nested repeats of them run for hours
+# (10,000 ** 3 visits); a visit costs microseconds, so this bound is about a second.
+MAX_VISITS = 10 * MAX_NODES
+RESERVED = ("i", "repeat")  # the parameters every block instance is given: its repeat index and count
+
+
+class _TooLarge(SpecError):
+    """The expansion outgrew MAX_NODES or MAX_VISITS: reported once, where it happened, and nothing after it."""
 
 
 class Expander:
@@ -30,6 +39,7 @@ class Expander:
         self.spec = spec
         self.nodes: list[Node] = []
         self.errors: list[ArchcError] = []
+        self.visits = 0
 
     def run(self) -> Graph:
         spec = self.spec
@@ -76,6 +86,8 @@ class Expander:
         """[params] in order: a value may refer to the parameters above it (`b = "${a * 2}"`); a reference that
         fails is reported at params.NAME, not at each layer that uses it."""
         params: dict[str, Any] = {}
+        if self.spec.blocks:
+            _not_reserved(self.spec.params, "params", "inside a block")
         for key, value in self.spec.params.items():
             try:
                 params[key] = substitute(value, params)
@@ -94,6 +106,11 @@ class Expander:
         local_where: dict[str, str] = {}
         for i, raw in enumerate(raws):
             where = f"{path}[{i}]{layer_label(raw)}{context}"
+            self.visits += 1
+            if self.visits > MAX_VISITS:
+                raise _TooLarge(f"expected at most {MAX_VISITS:,} layer instances after expansion (nodes or layers "
+                                "left out), received more", where=where,
+                                hint="check `repeat` counts of nested blocks")
             n_errors = len(self.errors)
             try:
                 if not isinstance(raw, dict):
@@ -104,6 +121,8 @@ class Expander:
                     layer = {k: v for k, v in raw.items() if k != "when"} if "when" in raw else raw
                     local, out = (self.use if "use" in raw else self.layer)(
                         layer, i, where, prefix, params, scope, prev, declared, stack)
+            except _TooLarge:
+                raise  # the whole expansion stops: going on with the next layer would only repeat it
             except ArchcError as e:
                 if not e.where:
                     e.where = where
@@ -128,7 +147,7 @@ class Expander:
                 scope[local] = out
             prev = out
             if len(self.nodes) > MAX_NODES:
-                raise SpecError(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
+                raise _TooLarge(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
                                 where=where, hint="check `repeat` counts: archc builds and exports up to this many")
         return prev
 
@@ -313,6 +332,7 @@ class Expander:
             hint = close_matches(name, set(block.params)) or (
                 "its parameters: " + (", ".join(block.params) or "none"))
             raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=at(where, ".with"), hint=hint)
+        _not_reserved(block.params, f"blocks.{u.use}.params", "in this block")
         merged = dict(self.params)
         for key, value in block.params.items():
             try:
@@ -326,8 +346,18 @@ class Expander:
                                 f"received {len(value)}", where=at(where, f".with.{key}"),
                                 hint="a list in `with` gives each repeat its own value")
         merged.update(u.with_)
-        merged["repeat"] = u.repeat
+        merged["repeat"] = u.repeat  # RESERVED
         return merged
+
+
+def _not_reserved(params: dict[str, Any], path: str, where: str) -> None:
+    """`$i` and `$repeat` are a block's repeat index and count: a parameter of that name would be replaced by them
+    without a word (its value, or a `with` value, never used)."""
+    for name in RESERVED:
+        if name in params:
+            raise SpecError(f"expected a parameter name other than '{name}', received '{name}'", where=f"{path}.{name}",
+                            hint=f"'${name}' {where} is the repeat {'index' if name == 'i' else 'count'}: "
+                                 "rename the parameter")
 
 
 def _output_is_input(name: str, source: str, where: str) -> SpecError:

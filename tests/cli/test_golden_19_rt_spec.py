@@ -1,0 +1,75 @@
+"""Golden messages for issue 19's red team on the spec language and the compiler: the CLI on each bad case, the
+exact first line of stderr and exit 1. Paths are written as TMP/...
+
+Each case passed validate (or hung, or crashed) on the main of 2026-12-04 17:30."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from click.testing import CliRunner
+
+from archc.cli import main
+
+HEAD = 'archc = 1\n[model]\nname = "g"\n[inputs.x]\nshape = [4]\n'
+
+Case = Callable[..., list]
+CASES: dict[str, tuple[Case, str]] = {}
+
+
+def case(expected: str):
+    def add(fn: Case) -> Case:
+        CASES[fn.__name__] = (fn, expected)
+        return fn
+    return add
+
+
+def _toml(path: Path, text: str) -> Path:
+    path.write_text(HEAD + text)
+    return path
+
+
+# ---- expansion that is bounded -------------------------------------------------------------------------------------
+@case("error: TMP/s.toml: blocks.a.layers[0] in blocks.b.layers[0] repeat 9978 in blocks.c.layers[0] repeat 19 in "
+      "layers[0] repeat 0: expected at most 200,000 layer instances after expansion (nodes or layers left out), "
+      "received more (check `repeat` counts of nested blocks)")
+def nested_repeats_of_left_out_layers(tmp, mp):
+    """No node is made (every layer is left out), so the node bound never fired: 10,000 ** 3 visits hung."""
+    return ["validate", _toml(tmp / "s.toml", '[blocks.a]\nlayers = [{ op = "relu", when = false }]\n'
+                                                '[blocks.b]\nlayers = [{ use = "a", repeat = 10000 }]\n'
+                                                '[blocks.c]\nlayers = [{ use = "b", repeat = 10000 }]\n'
+                                                '[[layers]]\nuse = "c"\nrepeat = 10000\n'
+                                                '[[layers]]\nop = "linear"\nout_features = 3\n')]
+
+
+# ---- names that collide --------------------------------------------------------------------------------------------
+@case("error: TMP/s.toml: blocks.b.params.repeat: expected a parameter name other than 'repeat', received 'repeat' "
+      "('$repeat' in this block is the repeat count: rename the parameter)")
+def block_parameter_named_repeat(tmp, mp):
+    """The block's `repeat = 3` (and a `with` value for it) was replaced by the use's repeat count without a word."""
+    return ["validate", _toml(tmp / "s.toml", '[blocks.b]\nparams = { repeat = 3 }\n'
+                                                'layers = [{ op = "linear", out_features = "$repeat" }]\n'
+                                                '[[layers]]\nuse = "b"\nrepeat = 2\n')]
+
+
+@case("error: TMP/s.toml: params.i: expected a parameter name other than 'i', received 'i' ('$i' inside a block is "
+      "the repeat index: rename the parameter)")
+def global_parameter_named_i_with_blocks(tmp, mp):
+    """Inside the block `$i` read the repeat index (0), not the global 7: a linear of 0 features... or of 1."""
+    return ["validate", _toml(tmp / "s.toml", '[params]\ni = 7\n[blocks.b]\n'
+                                                'layers = [{ op = "linear", out_features = "${i + 1}" }]\n'
+                                                '[[layers]]\nuse = "b"\n')]
+
+
+def _normal(text: str, tmp: Path) -> str:
+    return text.replace(str(tmp), "TMP")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_first_line_of_stderr_and_exit_code(name, tmp_path, monkeypatch):
+    fn, expected = CASES[name]
+    args = [str(a) for a in fn(tmp_path, monkeypatch)]
+    r = CliRunner().invoke(main, args)
+    first = _normal(r.stderr.splitlines()[0] if r.stderr else "", tmp_path)
+    assert (r.exit_code, first) == (1, expected), r.output
