@@ -8,7 +8,7 @@ from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.ops.base import TensorType
+from archc.ops.base import Dim, Op, TensorType
 from archc.ops.sequence import size_of
 from archc.language.errors import at
 from archc.language.model import Spec
@@ -152,14 +152,13 @@ def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -
                         f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
                         where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
                                              "parameters; reduce layer sizes")
-    # every node's output type, counted (with whether an `act` adds a second tensor): one walk over the nodes
-    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out)
+    tensors, users = node_tensors(graph)
     acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
     if acts * batch_size > limit:
         raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
                         f"{human_bytes(acts)} per example x batch {batch_size} = {human_bytes(acts * batch_size)}",
                         where="train.batch_size", hint="reduce the batch size or the layer sizes")
-    check_export_memory(graph, limit, given, weights, tensors)
+    check_export_memory(graph, limit, given, weights, tensors, users)
 
 
 # What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the
@@ -171,10 +170,27 @@ def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -
 EXPORT_WEIGHT_COPIES = 6
 COMPARED_OUTPUT_COPIES = 7
 EXPORT_OVERHEAD = 256 * 2**20
+# An op's scratch (Op.scratch: attention's scores) as ONNX Runtime and torch's trace hold it: the scores, their
+# softmax and a scaled or masked copy (attention at seq 2048 x 16 heads: `archc build` peaked at 2.5 GB where the
+# scores at batch 3 are 0.8 GB and everything else counted 0.3 GB). One node's scratch is live at a time.
+SCRATCH_COPIES = 3
+
+
+def node_tensors(graph: Graph) -> tuple[Counter, list[Node]]:
+    """Every node's output type, counted (with whether an `act` adds a second tensor), and the nodes that hold a
+    scratch tensor (Op.scratch): one walk over the nodes."""
+    tensors: Counter = Counter()
+    users = []
+    for n in graph.nodes:
+        if n.out:
+            tensors[(n.out, n.act is not None)] += 1
+            if type(n.op).scratch is not Op.scratch:
+                users.append(n)
+    return tensors, users
 
 
 def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool = True,
-                 weights: int | None = None, tensors: Counter | None = None) -> int:
+                 weights: int | None = None, tensors: Counter | None = None, users: list[Node] | None = None) -> int:
     """Bytes the export's run at this batch and these axis sizes holds at most: inputs, every node's output (and its
     `act`'s), the weights' copies and, when `compared` (a parity check), the outputs' comparison copies.
     `weights` (bytes) and `tensors` (check_memory's count of node outputs) save walking the nodes again."""
@@ -186,18 +202,30 @@ def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool
         return n
 
     weights = graph.total_params * 4 if weights is None else weights
-    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out) if tensors is None else tensors
+    if tensors is None or users is None:
+        tensors, users = node_tensors(graph)
     acts = sum(size(t) * (2 if act else 1) * k for (t, act), k in tensors.items())
     outs = sum(size(graph.type_of(v)) for v in graph.outputs.values()) * COMPARED_OUTPUT_COPIES * compared
     return (EXPORT_OVERHEAD + weights * EXPORT_WEIGHT_COPIES + sum(size(t) for t in graph.inputs.values()) + acts
-            + outs)
+            + outs + scratch_bytes(graph, users, batch, sizes))
 
 
-def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter) -> None:
+def scratch_bytes(graph: Graph, users: list[Node], batch: int, sizes: dict[str, int]) -> int:
+    """The largest scratch (Op.scratch) of `users` at this batch and these axis sizes, in float32 copies held."""
+    def dim(d: Dim) -> int:
+        s = size_of(d, sizes)
+        return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
+
+    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], dim) for n in users), default=0)
+    return most * batch * 4 * SCRATCH_COPIES
+
+
+def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter,
+                        users: list[Node]) -> None:
     """Refuse axis sizes at which `archc build` (or train's export) could not trace and check the model in memory:
     the export runs it at a batch of 2 at the typical sizes and at batches 1 and 3 near them (graph.bounds)."""
     for batch, sizes, what in export_runs(graph):
-        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors)
+        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors, users)
         if need <= limit:
             continue
         shown = "".join(f", {k} {v:,}" for k, v in sizes.items())
