@@ -73,6 +73,10 @@ def check_spec(raw: dict[str, Any]) -> Spec:
         raise_all(list(from_validation(e, Spec)))
         raise  # unreachable: from_validation reports at least one error
     raise_all(check_columns(spec))  # shape or columns, and every declared column's consistency
+    d = spec.data
+    if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
+        raise SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + {d.test_fraction}",
+                        where="data", hint="leave some examples for training")
     return spec
 
 

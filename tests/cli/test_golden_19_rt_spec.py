@@ -62,6 +62,15 @@ def global_parameter_named_i_with_blocks(tmp, mp):
                                                 '[[layers]]\nuse = "b"\n')]
 
 
+# ---- [data] and [train] that train refused ----------------------------------------------------------------------
+@case("error: TMP/s.toml: data: expected val_fraction + test_fraction < 1, received 0.6 + 0.5 (leave some examples "
+      "for training)")
+def held_out_fractions_over_one(tmp, mp):
+    """Each fraction is in [0, 1), so validate passed; `archc train` refused the sum once it had loaded the data."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[data]\n'
+                                                'source = "sklearn:iris"\nval_fraction = 0.6\ntest_fraction = 0.5\n')]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
