@@ -27,6 +27,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     collector = Collector(graph)
     types: dict[str, TensorType | None] = dict(graph.inputs)
     errors: list[ArchcError] = []
+    batch_stats: Node | None = None  # the first node that cannot train on a batch of one example
     for node in graph.nodes:
         ins = [types.get(i) for i in node.inputs]
         if any(t is None for t in ins):  # an input failed already: one report per problem
@@ -35,6 +36,8 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
         try:
             infer_node(graph, node, ins, sizes)  # type: ignore[arg-type]
             collector.add(node, ins)  # type: ignore[arg-type]
+            if batch_stats is None and node.op.batch_statistics(ins):  # type: ignore[arg-type]
+                batch_stats = node
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
             on_act = node.act is not None and e.where == "act"
@@ -50,6 +53,10 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     raise_all(errors)
     raise_all(check_bounds(graph, given))
     if spec is not None:
+        if spec.train.batch_size == 1 and batch_stats is not None:
+            raise SpecError(f"expected a batch size of at least 2 with {batch_stats.op.name()} at {batch_stats.where} "
+                            "(it normalizes each channel over the batch), received 1", where="train.batch_size",
+                            hint="raise the batch size, or use layernorm, which normalizes each example")
         check_task(graph, spec)
         check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)

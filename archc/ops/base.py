@@ -185,6 +185,11 @@ class Op(BaseModel):
         export's memory: ONNX Runtime materializes it."""
         return 0
 
+    def batch_statistics(self, ins: list[TensorType]) -> bool:
+        """Whether training normalizes over the batch with one value per channel per example (batchnorm on
+        [batch, C]): a batch of one has nothing to normalize over, so validate refuses train.batch_size = 1."""
+        return False
+
     def to_torch(self, ins: list[TensorType]) -> "nn.Module":
         """The torch module computing this op (imports torch lazily)."""
         raise NotImplementedError

@@ -71,6 +71,35 @@ def held_out_fractions_over_one(tmp, mp):
                                                 'source = "sklearn:iris"\nval_fraction = 0.6\ntest_fraction = 0.5\n')]
 
 
+@case("error: TMP/s.toml: train.batch_size: expected a batch size of at least 2 with batchnorm at layers[1] (it "
+      "normalizes each channel over the batch), received 1 (raise the batch size, or use layernorm, which normalizes "
+      "each example)")
+def batchnorm_at_batch_size_one(tmp, mp):
+    """`archc train` stopped at its first step with exit 3 (torch: "Expected more than 1 value per channel")."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 8\n[[layers]]\n'
+                                                'op = "batchnorm"\n[[layers]]\nop = "linear"\nout_features = 3\n'
+                                                '[train]\nbatch_size = 1\n')]
+
+
+def test_batchnorm_trains_on_a_last_batch_of_one():
+    """105 training rows at batch 104 leave a last batch of one: it normalizes with the running statistics (and
+    leaves them), where torch's BatchNorm raised and `archc train` exited 3 mid-epoch."""
+    torch = pytest.importorskip("torch")
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+    spec = {"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
+            "layers": [{"op": "linear", "out_features": 8}, {"op": "batchnorm"}, {"op": "linear", "out_features": 3}]}
+    module = lower(compile_spec(spec).graph)
+    module.train()
+    bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    before = bn.running_mean.clone()
+    out = module(torch.randn(1, 4))
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+    assert torch.equal(bn.running_mean, before)
+    module(torch.randn(5, 4))  # a batch of several updates them as torch does
+    assert not torch.equal(bn.running_mean, before)
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
