@@ -8,10 +8,11 @@ from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.ops.base import Dim, Op, TensorType
+from archc.ops.base import BATCH, Dim, Op, TensorType
 from archc.ops.sequence import size_of
 from archc.language.errors import at
 from archc.language.model import Spec
+from archc.tasks import REGISTRY as TASKS
 from archc.tasks.base import task_class, task_output
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
@@ -110,8 +111,24 @@ def check_task(graph: Graph, spec: Spec) -> None:
     (no [task], [train] or [data]) declares no task: only its task output must exist."""
     if {"task", "train", "data"} & spec.model_fields_set:
         task_class(spec.task.kind).validate(graph, spec)
+        if {"train", "data"} & spec.model_fields_set and not TASKS[spec.task.kind].own_inputs:
+            check_single_input(graph)
     else:
         task_output(graph, spec)
+
+
+def check_single_input(graph: Graph, file: str = "") -> None:
+    """Task kinds without their own inputs train one input with a batch axis (validate checks it for a spec with
+    [train] or [data], `archc train` for any)."""
+    own = tuple(kind for kind, task in TASKS.items() if task.own_inputs)
+    if len(graph.inputs) != 1:
+        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
+                        f"({', '.join(graph.inputs)})", where="inputs", file=file,
+                        hint=f"task kinds {', '.join(own)} feed several inputs")
+    only = next(iter(graph.inputs.values()))
+    if not only.shape or only.shape[0] != BATCH:
+        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
+                        file=file, hint=f"task kinds {', '.join(own)} feed their own inputs (e.g. whole graphs)")
 
 
 def memory_limit() -> int:

@@ -100,6 +100,15 @@ def test_batchnorm_trains_on_a_last_batch_of_one():
     assert not torch.equal(bn.running_mean, before)
 
 
+@case("error: TMP/s.toml: inputs: training needs a single-input spec for now, received 2 inputs (x, y) (task kinds "
+      "diffusion, node_classification, graph_classification feed several inputs)")
+def two_inputs_with_data_for_a_one_input_kind(tmp, mp):
+    """A classification spec with [data] and two inputs validated; `archc train` refused it."""
+    return ["validate", _toml(tmp / "s.toml", '[inputs.y]\nshape = [4]\n[[layers]]\nop = "add"\n'
+                                                'from = ["x", "y"]\n[[layers]]\nop = "linear"\nout_features = 3\n'
+                                                '[data]\nsource = "sklearn:iris"\n')]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
