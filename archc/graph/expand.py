@@ -25,6 +25,7 @@ MAX_NODES = 20_000
 # `when` and uses with repeat = 0 make no node, so MAX_NODES alone would let nested repeats of them run for hours
 # (10,000 ** 3 visits); a visit costs microseconds, so this bound is about a second.
 MAX_VISITS = 10 * MAX_NODES
+MAX_BLOCK_DEPTH = 32  # uses inside uses: real specs nest a few deep; a chain of hundreds ran out of Python's stack
 RESERVED = ("i", "repeat")  # the parameters every block instance is given: its repeat index and count
 
 
@@ -297,6 +298,10 @@ class Expander:
             raise SpecError(f"unknown block '{u.use}'", where=at(where, ".use"), hint=hint)
         if u.use in stack:
             raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=at(where, ".use"))
+        if len(stack) >= MAX_BLOCK_DEPTH:
+            raise SpecError(f"expected blocks nested at most {MAX_BLOCK_DEPTH} deep, received deeper: "
+                            f"{' -> '.join(stack[:3])} -> ... -> {' -> '.join(stack[-2:] + (u.use,))}",
+                            where=at(where, ".use"), hint="a block may use another; flatten some levels")
         local = u.id or _generated(f"{u.use}_{i}", declared, scope)
         inputs = self.resolve(u.from_, i, scope, prev, declared, where.split("[")[0])
         if len(inputs) != len(block.inputs):

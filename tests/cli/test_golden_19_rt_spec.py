@@ -4,6 +4,7 @@ exact first line of stderr and exit 1. Paths are written as TMP/...
 Each case passed validate (or hung, or crashed) on the main of 2026-12-04 17:30."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,17 @@ def nested_repeats_of_left_out_layers(tmp, mp):
                                                 '[blocks.c]\nlayers = [{ use = "b", repeat = 10000 }]\n'
                                                 '[[layers]]\nuse = "c"\nrepeat = 10000\n'
                                                 '[[layers]]\nop = "linear"\nout_features = 3\n')]
+
+
+@case("error: TMP/s.json: blocks.b8.layers[0].use" + "".join(f" in blocks.b{i}.layers[0]" for i in range(9, 40))
+      + " in layers[0]: expected blocks nested at most 32 deep, received deeper: b39 -> b38 -> b37 -> ... -> b9 -> "
+        "b8 -> b7 (a block may use another; flatten some levels)")
+def blocks_nested_past_the_stack(tmp, mp):
+    """A chain of 40 blocks each using the one before; 1,000 ran out of Python's stack (exit 3, RecursionError)."""
+    blocks = {f"b{i}": {"layers": [{"op": "relu"}] if i == 0 else [{"use": f"b{i - 1}"}]} for i in range(40)}
+    (tmp / "s.json").write_text(json.dumps({"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
+                                            "blocks": blocks, "layers": [{"use": "b39"}]}))
+    return ["validate", tmp / "s.json"]
 
 
 # ---- names that collide --------------------------------------------------------------------------------------------
@@ -133,3 +145,12 @@ def test_first_line_of_stderr_and_exit_code(name, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args)
     first = _normal(r.stderr.splitlines()[0] if r.stderr else "", tmp_path)
     assert (r.exit_code, first) == (1, expected), r.output
+
+
+def test_a_thousand_nested_blocks_is_a_user_error(tmp_path):
+    """1,000 blocks each using the one before: exit 3 (RecursionError) on the main of 2026-12-04, exit 1 now."""
+    blocks = {f"b{i}": {"layers": [{"op": "relu"}] if i == 0 else [{"use": f"b{i - 1}"}]} for i in range(1000)}
+    (tmp_path / "s.json").write_text(json.dumps({"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
+                                                 "blocks": blocks, "layers": [{"use": "b999"}]}))
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "s.json")])
+    assert r.exit_code == 1 and "expected blocks nested at most 32 deep" in r.stderr, r.output
