@@ -69,12 +69,16 @@ def check_inputs_read(graph: Graph) -> None:
     that feeds no output) from the ONNX graph, which then refuses the feed every caller gives (`archc infer`, the
     parity check): a wiring mistake, found last so that other errors come first."""
     live = set(graph.outputs.values())
+    readers_of: dict[str, list[str]] = {name: [] for name in graph.inputs}  # one walk: not one per input
     for node in reversed(graph.nodes):  # nodes are in topological order: what the outputs depend on
         if node.id in live:
             live.update(node.inputs)
+        for i in dict.fromkeys(node.inputs):
+            if i in readers_of:
+                readers_of[i].append(node.id)
     errors: list[ArchcError] = []
     for name in graph.inputs:
-        readers = [n.id for n in graph.nodes if name in n.inputs]
+        readers = readers_of[name][::-1]
         if not readers:
             errors.append(SpecError(f"input '{name}' is read by no layer", where=f"inputs.{name}",
                                     hint=f"wire it with from = \"{name}\", or remove it"))
