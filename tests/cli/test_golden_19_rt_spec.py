@@ -55,6 +55,17 @@ def blocks_nested_past_the_stack(tmp, mp):
     return ["validate", tmp / "s.json"]
 
 
+@case("error: TMP/s.json: layers[39]: slice: expected an axis derived from a symbolic one by at most a few slices (a "
+      "name of at most 200 characters), received 'seq[-3:][-3:][-3:][-3:][-3:][-3:][-3:][-…' (203 characters) (input: "
+      "slice_38 [batch, seq" + "[-3:]" * 39 + ", 4]) (slice a fixed-size axis, or fewer times in a row)")
+def negative_slices_chained(tmp, mp):
+    """Each slice's axis name nests the one before ('seq[-3:][-3:]…'), read back recursively: 1,000 of them ran out
+    of Python's stack (exit 3); 300 took seconds (each read was linear in the chain, once per limit per candidate)."""
+    (tmp / "s.json").write_text(json.dumps({"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": ["seq", 4]}},
+                                            "layers": [{"op": "slice", "start": -3}] * 40}))
+    return ["validate", tmp / "s.json"]
+
+
 # ---- names that collide --------------------------------------------------------------------------------------------
 @case("error: TMP/s.toml: blocks.b.params.repeat: expected a parameter name other than 'repeat', received 'repeat' "
       "('$repeat' in this block is the repeat count: rename the parameter)")
@@ -181,3 +192,14 @@ def test_validate_walks_the_nodes_a_constant_number_of_times_whatever_the_inputs
         return CountingList.walks
 
     assert walks(3) == walks(30)
+
+
+def test_three_thousand_chained_slices_validate_in_linear_time():
+    """x[:, 1:] 3,000 times: the axis is 'seq-3000' (it was 'seq-1-1-…-1', read back recursively: exit 3 on the main
+    of 2026-12-04, and 300 slices took 5 s), and each candidate size is checked against one range, not every slice
+    (17 s of a profile at 3,000)."""
+    from archc.pipeline import compile_spec
+    spec = {"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": ["seq", 4]}}, "axes": {"seq": 5000},
+            "layers": [{"op": "slice", "start": 1}] * 3000}
+    graph = compile_spec(spec).graph
+    assert graph.nodes[-1].out.shape == ("batch", "seq-3000", 4)
