@@ -88,9 +88,8 @@ def slice_length(n: Dim, start: int, end: int | None) -> Dim:
     """The length of x[start:end] along an axis of size n.
 
     A symbolic axis gives a fixed length when both bounds are non-negative (n is assumed long enough), else
-    a derived symbolic name: 'seq-1' for [1:] or [:-1] (so x[:, 1:] and y[:, :-1] of one 'seq' match; 'seq-1' cut by 2 is
-    'seq-3'), and
-    'seq[-3:]' for a negative start.
+    a derived symbolic name: 'seq-1' for [1:] or [:-1] (so x[:, 1:] and y[:, :-1] of one 'seq' match; 'seq-1'
+    cut by 2 is 'seq-3'), and 'seq[-3:]' for a negative start.
     """
     if isinstance(n, int):
         length = len(range(n)[start:end])

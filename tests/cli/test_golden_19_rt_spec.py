@@ -55,9 +55,9 @@ def blocks_nested_past_the_stack(tmp, mp):
     return ["validate", tmp / "s.json"]
 
 
-@case("error: TMP/s.json: layers[39]: slice: expected an axis derived from a symbolic one by at most a few slices (a "
-      "name of at most 200 characters), received 'seq[-3:][-3:][-3:][-3:][-3:][-3:][-3:][-…' (203 characters) (input: "
-      "slice_38 [batch, seq" + "[-3:]" * 39 + ", 4]) (slice a fixed-size axis, or fewer times in a row)")
+@case("error: TMP/s.json: layers[39]: slice: expected an axis derived from a symbolic one by at most a few slices "
+      "(a name of at most 200 characters), received 'seq[-3:][-3:][-3:][-3:][-3:][-3:][-3:][-…' (203 characters) "
+      "(input: slice_38 [batch, seq" + "[-3:]" * 39 + ", 4]) (slice a fixed-size axis, or fewer times in a row)")
 def negative_slices_chained(tmp, mp):
     """Each slice's axis name nests the one before ('seq[-3:][-3:]…'), read back recursively: 1,000 of them ran out
     of Python's stack (exit 3); 300 took seconds (each read was linear in the chain, once per limit per candidate)."""
