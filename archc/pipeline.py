@@ -24,6 +24,7 @@ from archc.language.columns import check as check_columns
 from archc.language.errors import from_validation, layer_label
 from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
+from archc.ops.base import BATCH
 
 Pass = Callable[[Compiled], None]
 
@@ -73,11 +74,21 @@ def check_spec(raw: dict[str, Any]) -> Spec:
         raise_all(list(from_validation(e, Spec)))
         raise  # unreachable: from_validation reports at least one error
     raise_all(check_columns(spec))  # shape or columns, and every declared column's consistency
+    raise_all([SpecError(f"expected a symbolic axis named other than '{BATCH}', received '{BATCH}'",
+                         where=f"inputs.{name}.shape[{i}]" if i >= 0 else f"axes.{BATCH}",
+                         hint=f"'{BATCH}' is every input's implicit first axis (the examples): rename this one")
+               for name, i in _batch_named(spec)])
     d = spec.data
     if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
         raise SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + {d.test_fraction}",
                         where="data", hint="leave some examples for training")
     return spec
+
+
+def _batch_named(spec: Spec) -> list[tuple[str, int]]:
+    """(input, shape index) of each per-example axis named like the batch axis, and ('', -1) for an [axes] entry."""
+    found = [(name, i) for name, inp in spec.inputs.items() for i, d in enumerate(inp.shape or ()) if d == BATCH]
+    return found + ([("", -1)] if BATCH in spec.axes else [])
 
 
 # ---- the passes ---------------------------------------------------------------------------------------------

@@ -122,7 +122,9 @@ class Expander:
                     layer = {k: v for k, v in raw.items() if k != "when"} if "when" in raw else raw
                     local, out = (self.use if "use" in raw else self.layer)(
                         layer, i, where, prefix, params, scope, prev, declared, stack)
-            except _TooLarge:
+            except _TooLarge as e:
+                if not context:  # reported at the top-level layer whose expansion grew too large
+                    e.where = where
                 raise  # the whole expansion stops: going on with the next layer would only repeat it
             except ArchcError as e:
                 if not e.where:

@@ -23,12 +23,14 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
     """Fill in every node's output type, parameters and FLOPs, and collect what the nodes index; ShapeErrors
     are located at spec paths. Then [axes] sizes and input vocabularies are checked against those bounds."""
     given = dict(graph.sizes)  # the spec's [axes]; the others get a default (inside the bounds)
-    sizes = {**_symbols(graph), **graph.sizes}
+    symbols = _symbols(graph)
+    sizes = {**symbols, **graph.sizes}
     graph.sizes = sizes
     collector = Collector(graph)
     types: dict[str, TensorType | None] = dict(graph.inputs)
     errors: list[ArchcError] = []
     batch_stats: Node | None = None  # the first node that cannot train on a batch of one example
+    named = {base_axis(d) for d in symbols}  # symbols of the inputs and vocabularies; the nodes add theirs (a pool's)
     for node in graph.nodes:
         ins = [types.get(i) for i in node.inputs]
         if any(t is None for t in ins):  # an input failed already: one report per problem
@@ -39,6 +41,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             collector.add(node, ins)  # type: ignore[arg-type]
             if batch_stats is None and node.op.batch_statistics(ins):  # type: ignore[arg-type]
                 batch_stats = node
+            named.update(d for d in node.out.shape if isinstance(d, str) and d not in named)  # type: ignore[union-attr]
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
             on_act = node.act is not None and e.where == "act"
@@ -52,6 +55,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             raise InternalError(e, node.where, node.op.name()) from e
         types[node.id] = node.out
     raise_all(errors)
+    raise_all([_unused_axis(name, named) for name in given if name not in named])
     raise_all(check_bounds(graph, given))
     if spec is not None:
         if spec.train.batch_size == 1 and batch_stats is not None:
@@ -62,6 +66,15 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
         check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)
     return graph
+
+
+def _unused_axis(name: str, named: set[str]) -> SpecError:
+    """An [axes] entry no input or layer has: a misspelt symbol would leave the real one at its default size."""
+    from archc.language.errors import close_matches  # as expand does: spec.errors imports the op registry
+    symbols = sorted({base_axis(d) for d in named} - {BATCH})
+    return SpecError(f"expected a symbolic axis of an input or a layer, received '{name}', which none has",
+                     where=f"axes.{name}", hint=close_matches(name, set(symbols)) or
+                     f"symbolic axes: {', '.join(symbols) or 'none'}")
 
 
 def check_inputs_read(graph: Graph) -> None:
