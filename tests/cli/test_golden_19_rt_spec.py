@@ -150,6 +150,23 @@ def two_inputs_with_data_for_a_one_input_kind(tmp, mp):
                                                 '[data]\nsource = "sklearn:iris"\n')]
 
 
+LM = ('archc = 1\n[model]\nname = "g"\n[inputs.tokens]\nshape = ["seq"]\ndtype = "int64"\nvocab = 256\n'
+      '[task]\nkind = "language_model"\n[[layers]]\nop = "embedding"\nnum_embeddings = 256\nembedding_dim = 8\n'
+      '[[layers]]\nid = "pos"\nop = "pos_embedding"\nmax_len = 16\n[[layers]]\nop = "linear"\nout_features = 256\n'
+      '[train]\nepochs = 1\n[data]\nsource = "text:notes.txt?context=40"\n')
+
+
+@case("error: data text:notes.txt?context=40: expected examples whose axis 'seq' (the spec's input 'tokens') is "
+      "1..16 (layers[1] (pos): max_len = 16, the position table's rows), received 40 (give the data windows of at "
+      "most 16)")
+def text_windows_longer_than_the_position_table(tmp, mp):
+    """Windows of 40 tokens into a table of 16 positions: `archc train` exited 3 in its first step (torch: "The size
+    of tensor a (40) must match the size of tensor b (16)")."""
+    (tmp / "notes.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    (tmp / "s.toml").write_text(LM)
+    return ["train", tmp / "s.toml", "--out", tmp / "run"]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
