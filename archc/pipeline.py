@@ -9,6 +9,7 @@ pass (`--stop-after`) and locates every error: user errors carry the file, bugs 
 from __future__ import annotations
 
 import gc
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -78,11 +79,35 @@ def check_spec(raw: dict[str, Any]) -> Spec:
                          where=f"inputs.{name}.shape[{i}]" if i >= 0 else f"axes.{BATCH}",
                          hint=f"'{BATCH}' is every input's implicit first axis (the examples): rename this one")
                for name, i in _batch_named(spec)])
+    raise_all(_recipe_errors(spec))
     d = spec.data
     if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
         raise SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + {d.test_fraction}",
                         where="data", hint="leave some examples for training")
     return spec
+
+
+def _recipe_errors(spec: Spec) -> list[SpecError]:
+    """[train] settings that train would refuse, or that the chosen optimizer, schedule or monitor would ignore."""
+    t, errors = spec.train, []
+    opt = t.optimizer
+    if opt.name == "sgd" and opt.nesterov and opt.momentum == 0:  # torch's SGD refuses it (train did, at its start)
+        errors.append(SpecError("expected momentum > 0 with nesterov = true, received momentum 0",
+                                where="train.optimizer.nesterov"))
+    for key in sorted(opt.model_fields_set & ({"momentum", "nesterov"} if opt.name != "sgd" else {"betas"})):
+        errors.append(SpecError(f"expected no {key} for optimizer '{opt.name}' (it has none), received "
+                                f"{json.dumps(getattr(opt, key))}", where=f"train.optimizer.{key}",
+                                hint="momentum and nesterov are sgd's; betas are adam's and adamw's"))
+    if not isinstance(t.schedule, str):
+        for key in sorted(t.schedule.model_fields_set & ({"step_size", "gamma"} if t.schedule.name != "step" else set())):
+            errors.append(SpecError(f"expected no {key} for schedule '{t.schedule.name}', received "
+                                    f"{json.dumps(getattr(t.schedule, key))}", where=f"train.schedule.{key}",
+                                    hint="step_size and gamma are the 'step' schedule's"))
+    if t.early_stopping is not None and t.monitor == "last":
+        errors.append(SpecError(f"expected no early_stopping with monitor = \"last\" (it never stops early), received "
+                                f"{t.early_stopping}", where="train.early_stopping",
+                                hint='monitor "metric" or "loss" to stop early'))
+    return errors
 
 
 def _batch_named(spec: Spec) -> list[tuple[str, int]]:

@@ -167,6 +167,50 @@ def text_windows_longer_than_the_position_table(tmp, mp):
     return ["train", tmp / "s.toml", "--out", tmp / "run"]
 
 
+@case("error: TMP/s.toml: train.optimizer.nesterov: expected momentum > 0 with nesterov = true, received momentum 0")
+def nesterov_without_momentum(tmp, mp):
+    """Validate passed; `archc train` refused it when it built the optimizer."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[train]\n'
+                                                'optimizer = { name = "sgd", nesterov = true }\n')]
+
+
+@case("error: TMP/s.toml: train.optimizer.momentum: expected no momentum for optimizer 'adamw' (it has none), "
+      "received 0.9 (momentum and nesterov are sgd's; betas are adam's and adamw's)")
+def momentum_for_adamw(tmp, mp):
+    """AdamW has no momentum: the setting was dropped without a word."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[train]\n'
+                                                'optimizer = { momentum = 0.9 }\n')]
+
+
+@case("error: TMP/s.toml: train.schedule.gamma: expected no gamma for schedule 'cosine', received 0.5 (step_size "
+      "and gamma are the 'step' schedule's)")
+def step_settings_for_cosine(tmp, mp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[train]\n'
+                                                'schedule = { name = "cosine", gamma = 0.5 }\n')]
+
+
+@case('error: TMP/s.toml: train.early_stopping: expected no early_stopping with monitor = "last" (it never stops '
+      'early), received 3 (monitor "metric" or "loss" to stop early)')
+def early_stopping_with_monitor_last(tmp, mp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[train]\n'
+                                                'early_stopping = 3\nmonitor = "last"\n')]
+
+
+@case("error: TMP/s.toml: train.label_smoothing: expected label_smoothing = 0 for regression (only classification, "
+      "language_model, node_classification, graph_classification, multilabel smooth their labels), received 0.2")
+def label_smoothing_for_regression(tmp, mp):
+    """Regression's loss never reads it: the setting was dropped without a word."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 1\n[task]\n'
+                                                'kind = "regression"\n[train]\nlabel_smoothing = 0.2\n')]
+
+
+@case("error: TMP/s.toml: train.diffusion: expected no [train] diffusion for classification (only diffusion reads "
+      "it), received one (set [task] kind, or remove it)")
+def diffusion_recipe_for_classification(tmp, mp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[train]\n'
+                                                'diffusion = { steps = 10 }\n')]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
