@@ -56,6 +56,13 @@ class Expander:
                 self.nodes.append(node)
                 scope[name] = node.id
         prev = scope[next(iter(inputs))] if len(inputs) == 1 else None
+        for name, block in spec.blocks.items():  # one name per input: a repeated one dropped an input silently
+            seen = set()
+            for j, bname in enumerate(block.inputs):
+                if bname in seen:
+                    raise SpecError(f"expected distinct input names, received '{bname}' again",
+                                    where=f"blocks.{name}.inputs[{j}]", hint="each input of the block needs its name")
+                seen.add(bname)
         self.params = self.global_params()
         last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}

@@ -66,6 +66,16 @@ def negative_slices_chained(tmp, mp):
 
 
 # ---- names that collide --------------------------------------------------------------------------------------------
+@case("error: TMP/s.toml: blocks.blk.inputs[1]: expected distinct input names, received 'x' again (each input of the "
+      "block needs its name)")
+def block_inputs_repeated(tmp, mp):
+    """inputs = ["x", "x"] from ["x", "y"]: the block read y twice and never x, without a word."""
+    return ["validate", _toml(tmp / "s.toml", '[inputs.y]\nshape = [4]\n[blocks.blk]\ninputs = ["x", "x"]\n'
+                                                'layers = [{ op = "add", from = ["x", "x"] }]\n[[layers]]\nid = "b"\n'
+                                                'use = "blk"\nfrom = ["x", "y"]\n[[layers]]\nop = "concat"\n'
+                                                'from = ["b", "x"]\n')]
+
+
 @case("error: TMP/s.toml: blocks.b.params.repeat: expected a parameter name other than 'repeat', received 'repeat' "
       "('$repeat' in this block is the repeat count: rename the parameter)")
 def block_parameter_named_repeat(tmp, mp):
