@@ -263,6 +263,13 @@ class Expander:
         if op.act is None:
             return None
         table = op.act if isinstance(op.act, dict) else {"op": op.act}
+        if "when" in table:  # as a layer's: the activation is left out where it is false (it was applied regardless)
+            if not isinstance(table["when"], bool):
+                raise SpecError(f"expected true or false, received {describe(table['when'])}",
+                                where=at(where, ".act.when"), hint='when = "${i == 0}" keeps it in the first repeat only')
+            if not table["when"]:
+                return None
+            table = {k: v for k, v in table.items() if k != "when"}
         name = table.get("op")
         cls = REGISTRY.get(name) if isinstance(name, str) else None
         if cls is None or not cls.is_activation:

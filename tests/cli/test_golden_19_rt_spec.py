@@ -65,6 +65,14 @@ def negative_slices_chained(tmp, mp):
     return ["validate", tmp / "s.json"]
 
 
+@case("error: TMP/s.toml: layers[0].act.when: expected true or false, received 'yes' (when = \"${i == 0}\" keeps it "
+      "in the first repeat only)")
+def activation_when_not_a_boolean(tmp, mp):
+    """An act table's `when` was accepted and never read: the activation was applied whatever it said."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n'
+                                                'act = { op = "relu", when = "yes" }\n')]
+
+
 # ---- names that collide --------------------------------------------------------------------------------------------
 @case("error: TMP/s.toml: blocks.blk.inputs[1]: expected distinct input names, received 'x' again (each input of the "
       "block needs its name)")
@@ -292,3 +300,15 @@ def test_three_thousand_chained_slices_validate_in_linear_time():
             "layers": [{"op": "slice", "start": 1}] * 3000}
     graph = compile_spec(spec).graph
     assert graph.nodes[-1].out.shape == ("batch", "seq-3000", 4)
+
+
+def test_an_activation_when_false_is_left_out():
+    """`act = { op = "relu", when = "${i == 0}" }` in a block: the first repeat has the relu, the second not (on the
+    main of 2026-12-04 both had it: `when` in an act table was read by no one)."""
+    from archc.pipeline import compile_spec
+    spec = {"archc": 1, "model": {"name": "g"}, "inputs": {"x": {"shape": [4]}},
+            "blocks": {"b": {"layers": [{"id": "fc", "op": "linear", "out_features": 4,
+                                         "act": {"op": "relu", "when": "${i == 0}"}}]}},
+            "layers": [{"id": "s", "use": "b", "repeat": 2}]}
+    acts = {n.id: n.act for n in compile_spec(spec).graph.nodes}
+    assert acts["s.0.fc"] is not None and acts["s.0.fc"].name() == "relu" and acts["s.1.fc"] is None
