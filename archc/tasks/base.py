@@ -155,6 +155,9 @@ class Task:
             if out.dtype != "float32":
                 raise SpecError(f"expected output '{name}' to be float32 values for {cls.kind}, received "
                                 f"{out.dtype} {out.show()}", where="task.kind")
+            if spec.task.labels is not None:  # nothing would read them: `archc infer` showed the output's own name
+                raise SpecError(f"expected no labels for {cls.kind} (the output '{name}' holds values, not scores), "
+                                f"received {len(spec.task.labels)}", where="task.labels")
             return
         rank = len(cls.output_axes)
         if out.dtype != "float32" or out.rank != rank or not isinstance(out.shape[rank - 1], int):

@@ -229,6 +229,14 @@ def diffusion_recipe_for_classification(tmp, mp):
                                                 'diffusion = { steps = 10 }\n')]
 
 
+@case("error: TMP/s.toml: task.labels: expected no labels for regression (the output 'linear_0' holds values, not "
+      "scores), received 1")
+def labels_for_regression(tmp, mp):
+    """Nothing read them: `archc infer` showed the output's own name over the values."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 1\n[task]\n'
+                                                'kind = "regression"\nlabels = ["price"]\n')]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
