@@ -130,6 +130,11 @@ def check_task(graph: Graph, spec: Spec) -> None:
         task_class(spec.task.kind).validate(graph, spec)
         if {"train", "data"} & spec.model_fields_set and not TASKS[spec.task.kind].own_inputs:
             check_single_input(graph)
+            (name, only), = graph.inputs.items()
+            if spec.data is not None and spec.data.normalize and only.dtype != "float32":
+                raise SpecError(f"expected normalize = false for the {only.dtype} input '{name}' (it standardizes "
+                                "float features), received true", where="data.normalize",
+                                hint="token or class ids are not normalized")
     else:
         task_output(graph, spec)
 

@@ -237,6 +237,15 @@ def labels_for_regression(tmp, mp):
                                                 'kind = "regression"\nlabels = ["price"]\n')]
 
 
+@case("error: TMP/s.toml: data.normalize: expected normalize = false for the int64 input 'tokens' (it standardizes "
+      "float features), received true (token or class ids are not normalized)")
+def normalize_token_ids(tmp, mp):
+    """Validate passed; `archc train` refused it after loading the data, naming nothing ("error: expected float
+    features to normalize, received int64 (token ids?)")."""
+    (tmp / "s.toml").write_text(LM.replace('[data]\n', '[data]\nnormalize = true\n'))
+    return ["validate", tmp / "s.toml"]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
