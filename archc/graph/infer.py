@@ -128,6 +128,8 @@ def check_task(graph: Graph, spec: Spec) -> None:
     (no [task], [train] or [data]) declares no task: only its task output must exist."""
     if {"task", "train", "data"} & spec.model_fields_set:
         task_class(spec.task.kind).validate(graph, spec)
+        if spec.data is not None:
+            check_source(spec, graph)
         if {"train", "data"} & spec.model_fields_set and not TASKS[spec.task.kind].own_inputs:
             check_single_input(graph)
             (name, only), = graph.inputs.items()
@@ -137,6 +139,20 @@ def check_task(graph: Graph, spec: Spec) -> None:
                                 hint="token or class ids are not normalized")
     else:
         task_output(graph, spec)
+
+
+def check_source(spec: Spec, graph: Graph) -> None:
+    """The [data] source as `archc train` would load it, without reading anything: the scheme, its options (the
+    `target` included), the named argument, the task it feeds and, for a tabular input, a columns reader."""
+    from archc.data.sources import checked  # here: archc.data imports numpy, which other specs never need
+    data = spec.data
+    assert data is not None
+    try:
+        checked(data.source, task=TASKS[spec.task.kind].data_task, target=data.target,
+                tabular=next(iter(graph.columns), None))
+    except ArchcError as e:
+        raise SpecError(e.message if not e.where or e.where in (data.source, "data") else f"{e.where}: {e.message}",
+                        where="data.source", hint=e.hint) from None
 
 
 def check_single_input(graph: Graph, file: str = "") -> None:

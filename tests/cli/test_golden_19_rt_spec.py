@@ -246,6 +246,21 @@ def normalize_token_ids(tmp, mp):
     return ["validate", tmp / "s.toml"]
 
 
+@case("error: TMP/s.toml: data.source: expected one of digits, iris, wine, breast_cancer, diabetes, received 'irsi' "
+      "(did you mean iris?)")
+def data_source_misspelt(tmp, mp):
+    """Validate passed any [data] source; `archc train` refused it (scheme, name, options, task) when it loaded it."""
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[data]\n'
+                                                'source = "sklearn:irsi"\n')]
+
+
+@case("error: TMP/s.toml: data.source: expected no options (sklearn: sources take none), received target='species' "
+      "(unknown option 'target') (target is an option of csv: sources)")
+def data_target_for_a_source_without_columns(tmp, mp):
+    return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[data]\n'
+                                                'source = "sklearn:iris"\ntarget = "species"\n')]
+
+
 # ---- memory estimates that cover what the build holds ---------------------------------------------------------------
 @case("error: TMP/s.toml: axes.seq: expected the export's checks to fit in memory (1.9 GiB), received 2.5 GiB for the "
       "export's parity check at batch 3, seq 2,051 (inputs, activations, weights, outputs compared) (lower [axes] seq: "
