@@ -135,7 +135,8 @@ def expand(c: Compiled) -> None:
 
 def infer(c: Compiled) -> None:
     """Every node's type, parameters and FLOPs; then the task's and memory's whole-model checks."""
-    infer_graph(c.graph, c.spec)  # type: ignore[arg-type]
+    root = Path(c.source).parent if isinstance(c.source, (str, Path)) else None  # relative data paths' folder
+    infer_graph(c.graph, c.spec, root)  # type: ignore[arg-type]
 
 
 def lower(c: Compiled) -> None:

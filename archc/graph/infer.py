@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections import Counter
 
 from archc.errors import ArchcError, SpecError, raise_all
@@ -19,7 +20,7 @@ DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated a
 BYTES = {"float32": 4, "int64": 8}
 
 
-def infer(graph: Graph, spec: Spec | None = None) -> Graph:
+def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> Graph:
     """Fill in every node's output type, parameters and FLOPs, and collect what the nodes index; ShapeErrors
     are located at spec paths. Then [axes] sizes and input vocabularies are checked against those bounds."""
     given = dict(graph.sizes)  # the spec's [axes]; the others get a default (inside the bounds)
@@ -62,7 +63,7 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             raise SpecError(f"expected a batch size of at least 2 with {batch_stats.op.name()} at {batch_stats.where} "
                             "(it normalizes each channel over the batch), received 1", where="train.batch_size",
                             hint="raise the batch size, or use layernorm, which normalizes each example")
-        check_task(graph, spec)
+        check_task(graph, spec, root)
         check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)
     return graph
@@ -123,13 +124,13 @@ def _symbols(graph: Graph) -> dict[str, int]:
     return {d: DEFAULT_AXIS_SIZE for d in names}
 
 
-def check_task(graph: Graph, spec: Spec) -> None:
+def check_task(graph: Graph, spec: Spec, root: Path | None = None) -> None:
     """The rule of the spec's task kind (archc.tasks), the one `archc train` applies too. A bare architecture
     (no [task], [train] or [data]) declares no task: only its task output must exist."""
     if {"task", "train", "data"} & spec.model_fields_set:
         task_class(spec.task.kind).validate(graph, spec)
         if spec.data is not None:
-            check_source(spec, graph)
+            check_source(spec, graph, root)
         if {"train", "data"} & spec.model_fields_set and not TASKS[spec.task.kind].own_inputs:
             check_single_input(graph)
             (name, only), = graph.inputs.items()
@@ -141,7 +142,7 @@ def check_task(graph: Graph, spec: Spec) -> None:
         task_output(graph, spec)
 
 
-def check_source(spec: Spec, graph: Graph) -> None:
+def check_source(spec: Spec, graph: Graph, root: Path | None = None) -> None:
     """The [data] source as `archc train` would load it, without reading anything: the scheme, its options (the
     `target` included), the named argument, the task it feeds and, for a tabular input, a columns reader."""
     from archc.data.sources import checked  # here: archc.data imports numpy, which other specs never need
@@ -149,7 +150,7 @@ def check_source(spec: Spec, graph: Graph) -> None:
     assert data is not None
     try:
         checked(data.source, task=TASKS[spec.task.kind].data_task, target=data.target,
-                tabular=next(iter(graph.columns), None))
+                tabular=next(iter(graph.columns), None), root=root)
     except ArchcError as e:
         raise SpecError(e.message if not e.where or e.where in (data.source, "data") else f"{e.where}: {e.message}",
                         where="data.source", hint=e.hint) from None
