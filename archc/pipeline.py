@@ -9,6 +9,7 @@ pass (`--stop-after`) and locates every error: user errors carry the file, bugs 
 from __future__ import annotations
 
 import gc
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -24,6 +25,7 @@ from archc.language.columns import check as check_columns
 from archc.language.errors import from_validation, layer_label
 from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
+from archc.ops.base import BATCH
 
 Pass = Callable[[Compiled], None]
 
@@ -73,7 +75,45 @@ def check_spec(raw: dict[str, Any]) -> Spec:
         raise_all(list(from_validation(e, Spec)))
         raise  # unreachable: from_validation reports at least one error
     raise_all(check_columns(spec))  # shape or columns, and every declared column's consistency
+    raise_all([SpecError(f"expected a symbolic axis named other than '{BATCH}', received '{BATCH}'",
+                         where=f"inputs.{name}.shape[{i}]" if i >= 0 else f"axes.{BATCH}",
+                         hint=f"'{BATCH}' is every input's implicit first axis (the examples): rename this one")
+               for name, i in _batch_named(spec)])
+    raise_all(_recipe_errors(spec))
+    d = spec.data
+    if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
+        raise SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + {d.test_fraction}",
+                        where="data", hint="leave some examples for training")
     return spec
+
+
+def _recipe_errors(spec: Spec) -> list[SpecError]:
+    """[train] settings that train would refuse, or that the chosen optimizer, schedule or monitor would ignore."""
+    t, errors = spec.train, []
+    opt = t.optimizer
+    if opt.name == "sgd" and opt.nesterov and opt.momentum == 0:  # torch's SGD refuses it (train did, at its start)
+        errors.append(SpecError("expected momentum > 0 with nesterov = true, received momentum 0",
+                                where="train.optimizer.nesterov"))
+    for key in sorted(opt.model_fields_set & ({"momentum", "nesterov"} if opt.name != "sgd" else {"betas"})):
+        errors.append(SpecError(f"expected no {key} for optimizer '{opt.name}' (it has none), received "
+                                f"{json.dumps(getattr(opt, key))}", where=f"train.optimizer.{key}",
+                                hint="momentum and nesterov are sgd's; betas are adam's and adamw's"))
+    if not isinstance(t.schedule, str):
+        for key in sorted(t.schedule.model_fields_set & ({"step_size", "gamma"} if t.schedule.name != "step" else set())):
+            errors.append(SpecError(f"expected no {key} for schedule '{t.schedule.name}', received "
+                                    f"{json.dumps(getattr(t.schedule, key))}", where=f"train.schedule.{key}",
+                                    hint="step_size and gamma are the 'step' schedule's"))
+    if t.early_stopping is not None and t.monitor == "last":
+        errors.append(SpecError(f"expected no early_stopping with monitor = \"last\" (it never stops early), received "
+                                f"{t.early_stopping}", where="train.early_stopping",
+                                hint='monitor "metric" or "loss" to stop early'))
+    return errors
+
+
+def _batch_named(spec: Spec) -> list[tuple[str, int]]:
+    """(input, shape index) of each per-example axis named like the batch axis, and ('', -1) for an [axes] entry."""
+    found = [(name, i) for name, inp in spec.inputs.items() for i, d in enumerate(inp.shape or ()) if d == BATCH]
+    return found + ([("", -1)] if BATCH in spec.axes else [])
 
 
 # ---- the passes ---------------------------------------------------------------------------------------------
@@ -95,7 +135,8 @@ def expand(c: Compiled) -> None:
 
 def infer(c: Compiled) -> None:
     """Every node's type, parameters and FLOPs; then the task's and memory's whole-model checks."""
-    infer_graph(c.graph, c.spec)  # type: ignore[arg-type]
+    root = Path(c.source).parent if isinstance(c.source, (str, Path)) else None  # relative data paths' folder
+    infer_graph(c.graph, c.spec, root)  # type: ignore[arg-type]
 
 
 def lower(c: Compiled) -> None:

@@ -24,30 +24,35 @@ def load(source: str, *, task: str | None = None, val_fraction: float = 0.1, tes
     `root`. Options come after '?' in the source or as keywords (None: not given), and must be the source's;
     `defaults` fill options the source declares and nobody set (e.g. context from the model's input). `columns`:
     read the declared columns of a tabular input by name (sources whose load takes columns: csv:)."""
-    cls, arg, query = parse(source, root)
-    if columns is not None and "columns" not in cls.wants():
-        readers = [f"{s}:" for s, c in REGISTRY.items() if "columns" in c.wants()]
-        raise DataError(f"expected a source that reads columns by name ({', '.join(readers)}) for the tabular input "
-                        f"{columns.input!r}, received a {cls.scheme}: source", where=source,
-                        hint=f"a [inputs.{columns.input}.columns] input reads a CSV file: --data csv:FILE")
-    if task is not None and task not in cls.tasks:
-        raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} (what {cls.scheme}: sources feed), "
-                        f"received {task!r}", where=source)
+    cls, arg, opts = checked(source, task=task, tabular=columns.input if columns is not None else None, root=root,
+                             defaults=defaults, **options)
     check_fractions(val_fraction, test_fraction, source)
-    opts = make_options(cls, source, query, {k: v for k, v in options.items() if v is not None}, defaults or {})
-    if arg in cls.names:
-        argument: Any = arg
-    elif cls.takes_path:
-        argument = resolve(arg, root)
-    elif cls.names:
-        close = difflib.get_close_matches(arg, cls.names, n=3)
-        raise DataError(f"expected one of {', '.join(cls.names)}, received {arg!r}", where=source,
-                        hint=f"did you mean {', '.join(close)}?" if close else "")
-    else:
-        argument = arg
+    argument: Any = resolve(arg, root) if cls.takes_path and arg not in cls.names else arg
     given = {"task": task, "options": opts, "columns": columns}
     return cls(source).load(argument, Splits(val_fraction, test_fraction, seed),
                             **{k: v for k, v in given.items() if k in cls.wants()})
+
+
+def checked(source: str, *, task: str | None = None, tabular: str | None = None, root: str | Path | None = None,
+            defaults: Mapping[str, Any] | None = None, **options: Any) -> tuple[type[Source], str, SourceOptions]:
+    """The source's class, argument and typed options, with what `load` checks before reading anything: the scheme,
+    a columns reader for a `tabular` input (its name), the task, the options and a named argument ('sklearn:iris').
+    `archc validate` runs it on the spec's [data] source (nothing is read)."""
+    cls, arg, query = parse(source, root)
+    if tabular is not None and "columns" not in cls.wants():
+        readers = [f"{s}:" for s, c in REGISTRY.items() if "columns" in c.wants()]
+        raise DataError(f"expected a source that reads columns by name ({', '.join(readers)}) for the tabular input "
+                        f"{tabular!r}, received a {cls.scheme}: source", where=source,
+                        hint=f"a [inputs.{tabular}.columns] input reads a CSV file: --data csv:FILE")
+    if task is not None and task not in cls.tasks:
+        raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} (what {cls.scheme}: sources feed), "
+                        f"received {task!r}", where=source)
+    opts = make_options(cls, source, query, {k: v for k, v in options.items() if v is not None}, defaults or {})
+    if arg not in cls.names and not cls.takes_path and cls.names:
+        close = difflib.get_close_matches(arg, cls.names, n=3)
+        raise DataError(f"expected one of {', '.join(cls.names)}, received {arg!r}", where=source,
+                        hint=f"did you mean {', '.join(close)}?" if close else "")
+    return cls, arg, opts
 
 
 def parse(source: str, root: str | Path | None = None) -> tuple[type[Source], str, dict[str, str]]:

@@ -118,11 +118,36 @@ def _range(lim: Limit) -> str:
 
 def fits(graph: Graph, base: str, value: int) -> bool:
     """Whether symbol `base` at this size meets every limit on it (derived axes such as 'seq-1' included)."""
-    sizes = {**graph.sizes, base: value}
     if value < 1:
         return False
-    return all(s is None or lim.allows(s)
-               for lim in graph.axis_limits.get(base, ()) for s in [size_of(lim.axis, sizes)])
+    low, high, others = _allowed(graph, base)
+    if value < low or (high is not None and value > high):
+        return False
+    sizes = {**graph.sizes, base: value}
+    return all(s is None or lim.allows(s) for lim in others for s in [size_of(lim.axis, sizes)])
+
+
+def _allowed(graph: Graph, base: str) -> tuple[int, int | None, list[Limit]]:
+    """The sizes of `base` its limits allow: one range for the limits on `base` or on `base` less a constant
+    ('seq-3'), and the other limits (negative-start slices, 'seq[-3:]'), distinct ones once each. Kept on the graph
+    until a limit is added."""
+    limits = graph.axis_limits.get(base, [])
+    hit = graph._fits.get(base)
+    if hit is not None and hit[0] is limits and hit[1] == len(limits):
+        return hit[2]
+    probe, low, high, others = 10**15, 1, None, {}
+    for lim in limits:
+        size = size_of(lim.axis, {base: probe}) if "[" not in lim.axis else None
+        if size is None:
+            others.setdefault((lim.axis, lim.low, lim.high if isinstance(lim.high, int) else None), lim)
+            continue
+        cut = probe - size  # the limit on base - cut, as a limit on base
+        low = max(low, lim.low + cut)
+        if isinstance(lim.high, int):
+            high = lim.high + cut if high is None else min(high, lim.high + cut)
+    summary = (low, high, list(others.values()))
+    graph._fits[base] = (limits, len(limits), summary)
+    return summary
 
 
 def candidates(limits: list[Limit], around: int) -> list[int]:

@@ -21,6 +21,16 @@ BROKEN = "<broken>"  # stands for the output of a layer that failed, so its depe
 # ONNX Runtime's session set-up grow faster than linearly (10,000 nodes ~40 s on 2 cores, 100,000 most of an hour;
 # benchmarks figure 5). Real architectures are far below it (GPT-2 small: 113 nodes; SmolLM-135M, the zoo's largest: 183).
 MAX_NODES = 20_000
+# The most layer entries expansion may visit (every repeat of every block's layers, nodes or not): layers left out by
+# `when` and uses with repeat = 0 make no node, so MAX_NODES alone would let nested repeats of them run for hours
+# (10,000 ** 3 visits); a visit costs microseconds, so this bound is about a second.
+MAX_VISITS = 10 * MAX_NODES
+MAX_BLOCK_DEPTH = 32  # uses inside uses: real specs nest a few deep; a chain of hundreds ran out of Python's stack
+RESERVED = ("i", "repeat")  # the parameters every block instance is given: its repeat index and count
+
+
+class _TooLarge(SpecError):
+    """The expansion outgrew MAX_NODES or MAX_VISITS: reported once, where it happened, and nothing after it."""
 
 
 class Expander:
@@ -30,6 +40,7 @@ class Expander:
         self.spec = spec
         self.nodes: list[Node] = []
         self.errors: list[ArchcError] = []
+        self.visits = 0
 
     def run(self) -> Graph:
         spec = self.spec
@@ -45,6 +56,13 @@ class Expander:
                 self.nodes.append(node)
                 scope[name] = node.id
         prev = scope[next(iter(inputs))] if len(inputs) == 1 else None
+        for name, block in spec.blocks.items():  # one name per input: a repeated one dropped an input silently
+            seen = set()
+            for j, bname in enumerate(block.inputs):
+                if bname in seen:
+                    raise SpecError(f"expected distinct input names, received '{bname}' again",
+                                    where=f"blocks.{name}.inputs[{j}]", hint="each input of the block needs its name")
+                seen.add(bname)
         self.params = self.global_params()
         last = self.layers(spec.layers, "layers", "", dict(self.params), scope, prev, "", ())
         outputs: dict[str, str] = {}
@@ -76,6 +94,8 @@ class Expander:
         """[params] in order: a value may refer to the parameters above it (`b = "${a * 2}"`); a reference that
         fails is reported at params.NAME, not at each layer that uses it."""
         params: dict[str, Any] = {}
+        if self.spec.blocks:
+            _not_reserved(self.spec.params, "params", "inside a block")
         for key, value in self.spec.params.items():
             try:
                 params[key] = substitute(value, params)
@@ -94,6 +114,11 @@ class Expander:
         local_where: dict[str, str] = {}
         for i, raw in enumerate(raws):
             where = f"{path}[{i}]{layer_label(raw)}{context}"
+            self.visits += 1
+            if self.visits > MAX_VISITS:
+                raise _TooLarge(f"expected at most {MAX_VISITS:,} layer instances after expansion (nodes or layers "
+                                "left out), received more", where=where,
+                                hint="check `repeat` counts of nested blocks")
             n_errors = len(self.errors)
             try:
                 if not isinstance(raw, dict):
@@ -104,6 +129,10 @@ class Expander:
                     layer = {k: v for k, v in raw.items() if k != "when"} if "when" in raw else raw
                     local, out = (self.use if "use" in raw else self.layer)(
                         layer, i, where, prefix, params, scope, prev, declared, stack)
+            except _TooLarge as e:
+                if not context:  # reported at the top-level layer whose expansion grew too large
+                    e.where = where
+                raise  # the whole expansion stops: going on with the next layer would only repeat it
             except ArchcError as e:
                 if not e.where:
                     e.where = where
@@ -128,7 +157,7 @@ class Expander:
                 scope[local] = out
             prev = out
             if len(self.nodes) > MAX_NODES:
-                raise SpecError(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
+                raise _TooLarge(f"expected at most {MAX_NODES:,} nodes after expansion, received more",
                                 where=where, hint="check `repeat` counts: archc builds and exports up to this many")
         return prev
 
@@ -234,6 +263,13 @@ class Expander:
         if op.act is None:
             return None
         table = op.act if isinstance(op.act, dict) else {"op": op.act}
+        if "when" in table:  # as a layer's: the activation is left out where it is false (it was applied regardless)
+            if not isinstance(table["when"], bool):
+                raise SpecError(f"expected true or false, received {describe(table['when'])}",
+                                where=at(where, ".act.when"), hint='when = "${i == 0}" keeps it in the first repeat only')
+            if not table["when"]:
+                return None
+            table = {k: v for k, v in table.items() if k != "when"}
         name = table.get("op")
         cls = REGISTRY.get(name) if isinstance(name, str) else None
         if cls is None or not cls.is_activation:
@@ -278,6 +314,10 @@ class Expander:
             raise SpecError(f"unknown block '{u.use}'", where=at(where, ".use"), hint=hint)
         if u.use in stack:
             raise SpecError(f"block '{u.use}' uses itself: {' -> '.join(stack + (u.use,))}", where=at(where, ".use"))
+        if len(stack) >= MAX_BLOCK_DEPTH:
+            raise SpecError(f"expected blocks nested at most {MAX_BLOCK_DEPTH} deep, received deeper: "
+                            f"{' -> '.join(stack[:3])} -> ... -> {' -> '.join(stack[-2:] + (u.use,))}",
+                            where=at(where, ".use"), hint="a block may use another; flatten some levels")
         local = u.id or _generated(f"{u.use}_{i}", declared, scope)
         inputs = self.resolve(u.from_, i, scope, prev, declared, where.split("[")[0])
         if len(inputs) != len(block.inputs):
@@ -313,6 +353,7 @@ class Expander:
             hint = close_matches(name, set(block.params)) or (
                 "its parameters: " + (", ".join(block.params) or "none"))
             raise SpecError(f"unknown parameter '{name}' for block '{u.use}'", where=at(where, ".with"), hint=hint)
+        _not_reserved(block.params, f"blocks.{u.use}.params", "in this block")
         merged = dict(self.params)
         for key, value in block.params.items():
             try:
@@ -326,8 +367,18 @@ class Expander:
                                 f"received {len(value)}", where=at(where, f".with.{key}"),
                                 hint="a list in `with` gives each repeat its own value")
         merged.update(u.with_)
-        merged["repeat"] = u.repeat
+        merged["repeat"] = u.repeat  # RESERVED
         return merged
+
+
+def _not_reserved(params: dict[str, Any], path: str, where: str) -> None:
+    """`$i` and `$repeat` are a block's repeat index and count: a parameter of that name would be replaced by them
+    without a word (its value, or a `with` value, never used)."""
+    for name in RESERVED:
+        if name in params:
+            raise SpecError(f"expected a parameter name other than '{name}', received '{name}'", where=f"{path}.{name}",
+                            hint=f"'${name}' {where} is the repeat {'index' if name == 'i' else 'count'}: "
+                                 "rename the parameter")
 
 
 def _output_is_input(name: str, source: str, where: str) -> SpecError:

@@ -2,31 +2,36 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections import Counter
 
 from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.ops.base import TensorType
+from archc.ops.base import BATCH, Dim, Op, TensorType
 from archc.ops.sequence import size_of
 from archc.language.errors import at
 from archc.language.model import Spec
+from archc.tasks import REGISTRY as TASKS
 from archc.tasks.base import task_class, task_output
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
 BYTES = {"float32": 4, "int64": 8}
 
 
-def infer(graph: Graph, spec: Spec | None = None) -> Graph:
+def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> Graph:
     """Fill in every node's output type, parameters and FLOPs, and collect what the nodes index; ShapeErrors
     are located at spec paths. Then [axes] sizes and input vocabularies are checked against those bounds."""
     given = dict(graph.sizes)  # the spec's [axes]; the others get a default (inside the bounds)
-    sizes = {**_symbols(graph), **graph.sizes}
+    symbols = _symbols(graph)
+    sizes = {**symbols, **graph.sizes}
     graph.sizes = sizes
     collector = Collector(graph)
     types: dict[str, TensorType | None] = dict(graph.inputs)
     errors: list[ArchcError] = []
+    batch_stats: Node | None = None  # the first node that cannot train on a batch of one example
+    named = {base_axis(d) for d in symbols}  # symbols of the inputs and vocabularies; the nodes add theirs (a pool's)
     for node in graph.nodes:
         ins = [types.get(i) for i in node.inputs]
         if any(t is None for t in ins):  # an input failed already: one report per problem
@@ -35,6 +40,9 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
         try:
             infer_node(graph, node, ins, sizes)  # type: ignore[arg-type]
             collector.add(node, ins)  # type: ignore[arg-type]
+            if batch_stats is None and node.op.batch_statistics(ins):  # type: ignore[arg-type]
+                batch_stats = node
+            named.update(d for d in node.out.shape if isinstance(d, str) and d not in named)  # type: ignore[union-attr]
         except ArchcError as e:
             received = ", ".join(f"{src} {t.show()}" for src, t in zip(node.inputs, ins))  # type: ignore[union-attr]
             on_act = node.act is not None and e.where == "act"
@@ -48,12 +56,26 @@ def infer(graph: Graph, spec: Spec | None = None) -> Graph:
             raise InternalError(e, node.where, node.op.name()) from e
         types[node.id] = node.out
     raise_all(errors)
+    raise_all([_unused_axis(name, named) for name in given if name not in named])
     raise_all(check_bounds(graph, given))
     if spec is not None:
-        check_task(graph, spec)
+        if spec.train.batch_size == 1 and batch_stats is not None:
+            raise SpecError(f"expected a batch size of at least 2 with {batch_stats.op.name()} at {batch_stats.where} "
+                            "(it normalizes each channel over the batch), received 1", where="train.batch_size",
+                            hint="raise the batch size, or use layernorm, which normalizes each example")
+        check_task(graph, spec, root)
         check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)
     return graph
+
+
+def _unused_axis(name: str, named: set[str]) -> SpecError:
+    """An [axes] entry no input or layer has: a misspelt symbol would leave the real one at its default size."""
+    from archc.language.errors import close_matches  # as expand does: spec.errors imports the op registry
+    symbols = sorted({base_axis(d) for d in named} - {BATCH})
+    return SpecError(f"expected a symbolic axis of an input or a layer, received '{name}', which none has",
+                     where=f"axes.{name}", hint=close_matches(name, set(symbols)) or
+                     f"symbolic axes: {', '.join(symbols) or 'none'}")
 
 
 def check_inputs_read(graph: Graph) -> None:
@@ -61,12 +83,16 @@ def check_inputs_read(graph: Graph) -> None:
     that feeds no output) from the ONNX graph, which then refuses the feed every caller gives (`archc infer`, the
     parity check): a wiring mistake, found last so that other errors come first."""
     live = set(graph.outputs.values())
+    readers_of: dict[str, list[str]] = {name: [] for name in graph.inputs}  # one walk: not one per input
     for node in reversed(graph.nodes):  # nodes are in topological order: what the outputs depend on
         if node.id in live:
             live.update(node.inputs)
+        for i in dict.fromkeys(node.inputs):
+            if i in readers_of:
+                readers_of[i].append(node.id)
     errors: list[ArchcError] = []
     for name in graph.inputs:
-        readers = [n.id for n in graph.nodes if name in n.inputs]
+        readers = readers_of[name][::-1]
         if not readers:
             errors.append(SpecError(f"input '{name}' is read by no layer", where=f"inputs.{name}",
                                     hint=f"wire it with from = \"{name}\", or remove it"))
@@ -98,13 +124,50 @@ def _symbols(graph: Graph) -> dict[str, int]:
     return {d: DEFAULT_AXIS_SIZE for d in names}
 
 
-def check_task(graph: Graph, spec: Spec) -> None:
+def check_task(graph: Graph, spec: Spec, root: Path | None = None) -> None:
     """The rule of the spec's task kind (archc.tasks), the one `archc train` applies too. A bare architecture
     (no [task], [train] or [data]) declares no task: only its task output must exist."""
     if {"task", "train", "data"} & spec.model_fields_set:
         task_class(spec.task.kind).validate(graph, spec)
+        if spec.data is not None:
+            check_source(spec, graph, root)
+        if {"train", "data"} & spec.model_fields_set and not TASKS[spec.task.kind].own_inputs:
+            check_single_input(graph)
+            (name, only), = graph.inputs.items()
+            if spec.data is not None and spec.data.normalize and only.dtype != "float32":
+                raise SpecError(f"expected normalize = false for the {only.dtype} input '{name}' (it standardizes "
+                                "float features), received true", where="data.normalize",
+                                hint="token or class ids are not normalized")
     else:
         task_output(graph, spec)
+
+
+def check_source(spec: Spec, graph: Graph, root: Path | None = None) -> None:
+    """The [data] source as `archc train` would load it, without reading anything: the scheme, its options (the
+    `target` included), the named argument, the task it feeds and, for a tabular input, a columns reader."""
+    from archc.data.sources import checked  # here: archc.data imports numpy, which other specs never need
+    data = spec.data
+    assert data is not None
+    try:
+        checked(data.source, task=TASKS[spec.task.kind].data_task, target=data.target,
+                tabular=next(iter(graph.columns), None), root=root)
+    except ArchcError as e:
+        raise SpecError(e.message if not e.where or e.where in (data.source, "data") else f"{e.where}: {e.message}",
+                        where="data.source", hint=e.hint) from None
+
+
+def check_single_input(graph: Graph, file: str = "") -> None:
+    """Task kinds without their own inputs train one input with a batch axis (validate checks it for a spec with
+    [train] or [data], `archc train` for any)."""
+    own = tuple(kind for kind, task in TASKS.items() if task.own_inputs)
+    if len(graph.inputs) != 1:
+        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
+                        f"({', '.join(graph.inputs)})", where="inputs", file=file,
+                        hint=f"task kinds {', '.join(own)} feed several inputs")
+    only = next(iter(graph.inputs.values()))
+    if not only.shape or only.shape[0] != BATCH:
+        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
+                        file=file, hint=f"task kinds {', '.join(own)} feed their own inputs (e.g. whole graphs)")
 
 
 def memory_limit() -> int:
@@ -152,14 +215,13 @@ def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -
                         f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
                         where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
                                              "parameters; reduce layer sizes")
-    # every node's output type, counted (with whether an `act` adds a second tensor): one walk over the nodes
-    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out)
+    tensors, users = node_tensors(graph)
     acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
     if acts * batch_size > limit:
         raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
                         f"{human_bytes(acts)} per example x batch {batch_size} = {human_bytes(acts * batch_size)}",
                         where="train.batch_size", hint="reduce the batch size or the layer sizes")
-    check_export_memory(graph, limit, given, weights, tensors)
+    check_export_memory(graph, limit, given, weights, tensors, users)
 
 
 # What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the
@@ -171,10 +233,27 @@ def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -
 EXPORT_WEIGHT_COPIES = 6
 COMPARED_OUTPUT_COPIES = 7
 EXPORT_OVERHEAD = 256 * 2**20
+# An op's scratch (Op.scratch: attention's scores) as ONNX Runtime and torch's trace hold it: the scores, their
+# softmax and a scaled or masked copy (attention at seq 2048 x 16 heads: `archc build` peaked at 2.5 GB where the
+# scores at batch 3 are 0.8 GB and everything else counted 0.3 GB). One node's scratch is live at a time.
+SCRATCH_COPIES = 3
+
+
+def node_tensors(graph: Graph) -> tuple[Counter, list[Node]]:
+    """Every node's output type, counted (with whether an `act` adds a second tensor), and the nodes that hold a
+    scratch tensor (Op.scratch): one walk over the nodes."""
+    tensors: Counter = Counter()
+    users = []
+    for n in graph.nodes:
+        if n.out:
+            tensors[(n.out, n.act is not None)] += 1
+            if type(n.op).scratch is not Op.scratch:
+                users.append(n)
+    return tensors, users
 
 
 def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool = True,
-                 weights: int | None = None, tensors: Counter | None = None) -> int:
+                 weights: int | None = None, tensors: Counter | None = None, users: list[Node] | None = None) -> int:
     """Bytes the export's run at this batch and these axis sizes holds at most: inputs, every node's output (and its
     `act`'s), the weights' copies and, when `compared` (a parity check), the outputs' comparison copies.
     `weights` (bytes) and `tensors` (check_memory's count of node outputs) save walking the nodes again."""
@@ -186,18 +265,30 @@ def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool
         return n
 
     weights = graph.total_params * 4 if weights is None else weights
-    tensors = Counter((n.out, n.act is not None) for n in graph.nodes if n.out) if tensors is None else tensors
+    if tensors is None or users is None:
+        tensors, users = node_tensors(graph)
     acts = sum(size(t) * (2 if act else 1) * k for (t, act), k in tensors.items())
     outs = sum(size(graph.type_of(v)) for v in graph.outputs.values()) * COMPARED_OUTPUT_COPIES * compared
     return (EXPORT_OVERHEAD + weights * EXPORT_WEIGHT_COPIES + sum(size(t) for t in graph.inputs.values()) + acts
-            + outs)
+            + outs + scratch_bytes(graph, users, batch, sizes))
 
 
-def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter) -> None:
+def scratch_bytes(graph: Graph, users: list[Node], batch: int, sizes: dict[str, int]) -> int:
+    """The largest scratch (Op.scratch) of `users` at this batch and these axis sizes, in float32 copies held."""
+    def dim(d: Dim) -> int:
+        s = size_of(d, sizes)
+        return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
+
+    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], dim) for n in users), default=0)
+    return most * batch * 4 * SCRATCH_COPIES
+
+
+def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter,
+                        users: list[Node]) -> None:
     """Refuse axis sizes at which `archc build` (or train's export) could not trace and check the model in memory:
     the export runs it at a batch of 2 at the typical sizes and at batches 1 and 3 near them (graph.bounds)."""
     for batch, sizes, what in export_runs(graph):
-        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors)
+        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors, users)
         if need <= limit:
             continue
         shown = "".join(f", {k} {v:,}" for k, v in sizes.items())

@@ -102,6 +102,10 @@ class Attention(Op):
     def kv_heads(self) -> int:
         return self.num_kv_heads or self.num_heads
 
+    def scratch(self, ins, size):
+        x, memory, _ = self._roles(ins)
+        return self.num_heads * size(x.shape[1]) * size((memory or x).shape[1])  # the scores (B, H, T, S)
+
     def param_shapes(self, ins):
         x, memory, _ = self._roles(ins)
         d, kd = x.shape[2], (memory or x).shape[2]

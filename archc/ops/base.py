@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -178,6 +178,17 @@ class Op(BaseModel):
     def flops(self, ins: list[TensorType], out: TensorType, sizes: dict[str, int]) -> int:
         """FLOPs per example (a multiply-add counts 2); default: one per output element."""
         return out.numel(sizes)
+
+    def scratch(self, ins: list[TensorType], size: Callable[[Dim], int]) -> int:
+        """Elements per example of the largest tensor this op holds while it runs besides its output (attention's
+        scores: heads x T x S); `size` gives a dimension's size at the run's axis sizes. Validate counts it in the
+        export's memory: ONNX Runtime materializes it."""
+        return 0
+
+    def batch_statistics(self, ins: list[TensorType]) -> bool:
+        """Whether training normalizes over the batch with one value per channel per example (batchnorm on
+        [batch, C]): a batch of one has nothing to normalize over, so validate refuses train.batch_size = 1."""
+        return False
 
     def to_torch(self, ins: list[TensorType]) -> "nn.Module":
         """The torch module computing this op (imports torch lazily)."""

@@ -33,12 +33,15 @@ class BatchNorm(Op):
         c = ins[0].shape[1]
         return {"weight": (c,), "bias": (c,)} if self.affine else {}
 
+    def batch_statistics(self, ins):
+        return all(d == 1 for d in ins[0].shape[2:])  # no positions (or all of size 1) to normalize over
+
     def flops(self, ins, out, sizes):
         return 2 * out.numel(sizes)
 
     def to_torch(self, ins):
-        from torch import nn
-        cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[ins[0].rank]
+        from archc.nn.norm import BatchNorm1d, BatchNorm2d, BatchNorm3d
+        cls = {2: BatchNorm1d, 3: BatchNorm1d, 4: BatchNorm2d, 5: BatchNorm3d}[ins[0].rank]
         return cls(ins[0].shape[1], eps=self.eps, momentum=self.momentum, affine=self.affine)
 
 

@@ -88,8 +88,8 @@ def slice_length(n: Dim, start: int, end: int | None) -> Dim:
     """The length of x[start:end] along an axis of size n.
 
     A symbolic axis gives a fixed length when both bounds are non-negative (n is assumed long enough), else
-    a derived symbolic name: 'seq-1' for [1:] or [:-1] (so x[:, 1:] and y[:, :-1] of one 'seq' match), and
-    'seq[-3:]' for a negative start.
+    a derived symbolic name: 'seq-1' for [1:] or [:-1] (so x[:, 1:] and y[:, :-1] of one 'seq' match; 'seq-1'
+    cut by 2 is 'seq-3'), and 'seq[-3:]' for a negative start.
     """
     if isinstance(n, int):
         length = len(range(n)[start:end])
@@ -100,8 +100,21 @@ def slice_length(n: Dim, start: int, end: int | None) -> Dim:
         return end - start
     if start >= 0:  # end is None or negative: n minus what is cut from both ends
         cut = start + (-end if end is not None else 0)
-        return n if cut == 0 else f"{n}-{cut}"
-    return f"{n}[{start}:{'' if end is None else end}]"
+        before = re.fullmatch(r"([^-]+)-(\d+)", n)  # 'seq-1' cut again is 'seq-2', not 'seq-1-1': a chain of slices
+        if before and cut:                          # keeps a short name (its size_of was quadratic in the chain)
+            return f"{before.group(1)}-{int(before.group(2)) + cut}"
+        return _derived(n if cut == 0 else f"{n}-{cut}")
+    return _derived(f"{n}[{start}:{'' if end is None else end}]")
+
+
+MAX_DERIVED = 200  # characters of a derived axis name: size_of reads one recursively, a level per slice
+
+
+def _derived(name: str) -> str:
+    expect(len(name) <= MAX_DERIVED, f"an axis derived from a symbolic one by at most a few slices (a name of at most "
+                                     f"{MAX_DERIVED} characters)", f"'{name[:40]}…' ({len(name):,} characters)",
+           hint="slice a fixed-size axis, or fewer times in a row")
+    return name
 
 
 def slice_range(start: int, end: int | None) -> tuple[int, int | None]:

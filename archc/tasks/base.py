@@ -105,6 +105,8 @@ class Task:
     noun: ClassVar[str] = "model"     # what its models are called in messages ("a language model")
     default: ClassVar[bool] = False   # the kind of a spec without [task] (exactly one class sets it itself)
     scales_targets: ClassVar[bool] = False  # standardizes its targets in training ([data] scale_target, `standardize`)
+    smooths_labels: ClassVar[bool] = False  # its loss reads [train] label_smoothing (elsewhere it would be ignored)
+    diffusion_recipe: ClassVar[bool] = False  # it reads [train] diffusion (the noise schedule)
     # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
     columns: ClassVar[tuple[tuple[str, Callable[[Any], str]], ...] | None] = None
 
@@ -117,6 +119,7 @@ class Task:
         if loss is not None and loss not in cls.losses:
             raise SpecError(f"expected a loss for {cls.kind} ({', '.join(cls.losses)}), received '{loss}'",
                             where="train.loss")
+        cls.check_recipe(spec)
         cls.check_inputs(graph, spec)
         cls.check_output(name, graph.type_of(graph.outputs[name]), spec)
         data = spec.data
@@ -124,6 +127,16 @@ class Task:
             kinds = ", ".join(kind for kind, c in REGISTRY.items() if c.scales_targets)
             raise SpecError(f"expected scale_target unset or false for {cls.kind} (only {kinds} scales its targets), "
                             "received true", where="data.scale_target")
+
+    @classmethod
+    def check_recipe(cls, spec: SpecLike) -> None:
+        """[train] settings this kind would ignore without a word are errors."""
+        if spec.train.label_smoothing > 0 and not cls.smooths_labels:
+            raise SpecError(f"expected label_smoothing = 0 for {cls.kind} (only {_kinds('smooths_labels')} smooth "
+                            f"their labels), received {spec.train.label_smoothing}", where="train.label_smoothing")
+        if spec.train.diffusion is not None and not cls.diffusion_recipe:
+            raise SpecError(f"expected no [train] diffusion for {cls.kind} (only {_kinds('diffusion_recipe')} reads "
+                            "it), received one", where="train.diffusion", hint="set [task] kind, or remove it")
 
     @classmethod
     def describe(cls, graph: "Graph", spec: SpecLike) -> str:
@@ -142,6 +155,9 @@ class Task:
             if out.dtype != "float32":
                 raise SpecError(f"expected output '{name}' to be float32 values for {cls.kind}, received "
                                 f"{out.dtype} {out.show()}", where="task.kind")
+            if spec.task.labels is not None:  # nothing would read them: `archc infer` showed the output's own name
+                raise SpecError(f"expected no labels for {cls.kind} (the output '{name}' holds values, not scores), "
+                                f"received {len(spec.task.labels)}", where="task.labels")
             return
         rank = len(cls.output_axes)
         if out.dtype != "float32" or out.rank != rank or not isinstance(out.shape[rank - 1], int):
@@ -323,6 +339,11 @@ class Task:
 
 
 REGISTRY: dict[str, type[Task]] = {}
+
+
+def _kinds(flag: str) -> str:
+    """The registered kinds whose class sets `flag` ('smooths_labels'), for messages."""
+    return ", ".join(kind for kind, c in REGISTRY.items() if getattr(c, flag))
 
 
 def register(cls: type[Task]) -> type[Task]:

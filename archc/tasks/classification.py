@@ -59,6 +59,7 @@ class Classification(Task):
     """Cross-entropy with label smoothing over [batch, classes] outputs; metric: accuracy."""
 
     kind = "classification"
+    smooths_labels = True
     data_task = CLASSES
     metric = "accuracy"
     higher_is_better = True

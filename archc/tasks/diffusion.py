@@ -26,6 +26,7 @@ class Diffusion(Task):
     """
 
     kind = "diffusion"
+    diffusion_recipe = True
     data_task = None  # images with any labels (ignored)
     metric = "mse"
     higher_is_better = False

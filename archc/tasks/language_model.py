@@ -27,6 +27,7 @@ class LanguageModel(Task):
     """
 
     kind = "language_model"
+    smooths_labels = True
     data_task = TOKENS
     metric = "bpb"
     higher_is_better = False

@@ -37,6 +37,7 @@ class Multilabel(Task):
     metric: label accuracy (the mean over labels of right on/off calls)."""
 
     kind = "multilabel"
+    smooths_labels = True
     data_task = TARGETS  # float targets of any width, from the loader's point of view (here 0/1 vectors)
     metric = "label_accuracy"
     higher_is_better = True

@@ -10,6 +10,8 @@ import torch
 from archc.data import Dataset, Split, check_shape, load, normalization
 from archc.errors import DataError
 from archc.export.restore import KEY as TARGET_SCALE
+from archc.graph.bounds import fits, interval
+from archc.graph.ir import Graph
 from archc.tasks import Task
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
@@ -87,6 +89,26 @@ def recorded_scale(run_dir: Any) -> dict:
     return scale
 
 
+def check_axes(dataset: Dataset, graph: Graph, name: str) -> None:
+    """The examples' sizes of the input's symbolic axes inside the bounds its layers put on them (a position
+    table's rows: a text window or an npz sequence longer than max_len failed in the first step, exit 3), and one
+    size per symbol."""
+    seen: dict[str, int] = {}
+    for axis, size in zip(graph.inputs[name].features, dataset.example_shape):
+        if not isinstance(axis, str):
+            continue
+        if seen.setdefault(axis, size) != size:
+            raise DataError(f"expected one size for axis '{axis}' of the spec's input '{name}', received {seen[axis]} "
+                            f"and {size}", where=f"data {dataset.name}")
+        if not fits(graph, axis, size):
+            low, high = interval(graph, axis)
+            why = "; ".join(f"{lim.where}: {lim.why}" for lim in graph.axis_limits.get(axis, ()))
+            want = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise DataError(f"expected examples whose axis '{axis}' (the spec's input '{name}') is {want} ({why}), "
+                            f"received {size}", where=f"data {dataset.name}",
+                            hint=f"give the data windows of at most {high}" if high is not None else "")
+
+
 def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training. A tabular
     input's columns are read by name and fitted on the training split (or encoded with `fitted`)."""
@@ -101,6 +123,7 @@ def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
         expected = setup.graph.inputs[name]
         check_shape(dataset, expected.features, name)
+        check_axes(dataset, setup.graph, name)
         got = "int64" if dataset.train.x.dtype.kind in "iu" else "float32"
         if got != expected.dtype:
             raise DataError(f"expected {expected.dtype} examples (the spec's input '{name}'), received {got}",

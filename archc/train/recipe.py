@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from archc.errors import DataError, SpecError
+from archc.graph.infer import check_single_input
 from archc.graph.ir import Graph
-from archc.ops.base import BATCH
 from archc.pipeline import Compiled, compile_spec
 from archc.language.model import Spec
 from archc.tasks import REGISTRY
@@ -16,7 +16,6 @@ from archc.train.run_dir import RunDir
 
 # Task kinds whose objective builds the model's inputs itself (a noised image and its timestep, or whole graphs
 # without a batch axis); the others train a single batched input.
-OWN_INPUTS = tuple(kind for kind, task in REGISTRY.items() if task.own_inputs)
 
 
 @dataclass
@@ -91,18 +90,6 @@ def data_root(source: str, spec_dir: Path) -> Path | None:
     return None
 
 
-def _check_single_input(graph: Graph, file: str) -> None:
-    """Task kinds without their own inputs train one input with a batch axis."""
-    if len(graph.inputs) != 1:
-        raise SpecError(f"training needs a single-input spec for now, received {len(graph.inputs)} inputs "
-                        f"({', '.join(graph.inputs)})", where="inputs", file=file,
-                        hint=f"task kinds {', '.join(OWN_INPUTS)} feed several inputs")
-    only = next(iter(graph.inputs.values()))
-    if not only.shape or only.shape[0] != BATCH:
-        raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
-                        file=file, hint=f"task kinds {', '.join(OWN_INPUTS)} feed their own inputs (e.g. whole graphs)")
-
-
 def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | None,
             root_given: str | Path | None = None) -> Setup:
     """Compile the spec as used, check it can be trained, and decide the run folder and the data root
@@ -114,7 +101,7 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
     graph = compiled.graph
     assert compiled.spec is not None and graph is not None
     if not REGISTRY[compiled.spec.task.kind].own_inputs:
-        _check_single_input(graph, file)
+        check_single_input(graph, file)
     if compiled.spec.data is None:
         raise DataError("no training data: expected a [data] source in the spec or --data SOURCE",
                         where="data", hint="e.g. --data sklearn:digits", file=file)

@@ -93,7 +93,8 @@ def test_bounds_no_size_meets_are_one_error():
 
 
 def graph(vocab: int | str, nodes: int | str = "nodes") -> dict:
-    return {"archc": 1, "model": {"name": "g"}, "axes": {"nodes": 30, "edges": 90},
+    axes = {"nodes": 30, "edges": 90} if nodes == "nodes" or vocab == "nodes" else {"edges": 90}  # [axes] sizes
+    return {"archc": 1, "model": {"name": "g"}, "axes": axes,  # only the axes the spec has
             "inputs": {"x": {"shape": [nodes, 4], "batched": False},
                        "edge_index": {"shape": [2, "edges"], "dtype": "int64", "vocab": vocab, "batched": False}},
             "layers": [{"op": "gcn_conv", "from": ["x", "edge_index"], "out_features": 3}]}
