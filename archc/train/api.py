@@ -59,7 +59,8 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     data = setup.spec.data.source if setup.spec.data is not None else None
     spec = None if isinstance(spec_path, dict) or Path(spec_path).resolve() == run_dir.spec.resolve() else spec_path
     check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": paths_read(data, setup.data_root)},
-                 {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False)
+                 {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
+                 run_files=False)
 
 
 CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)

@@ -75,6 +75,8 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
         raise InputError(f"--resume: expected --nproc {sc.get('world')} as in the interrupted run, received "
                          f"{dist.world}", where="--nproc")
     ckpt.restore(saved, learner.model, learner.optimizer)
+    if sc.get("best_epoch") is not None:  # the test split and the export read it at the end: checked before epoch 1
+        ckpt.check_weights(run_dir.best, learner.model)
     learner.load_scalars(sc)
     mine = saved.group(f"rank.{dist.rank}.")
     ckpt.set_torch_rng(mine["rng"], learner.device)
