@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from archc.errors import InputError
+from archc.errors import InputError, ModelError
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
@@ -172,11 +172,32 @@ def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[st
     return summary
 
 
+def _checked_export(run: RunDir) -> dict[str, Any]:
+    """export.json, checked as the model's metadata will be read (the fitted columns, the target scale, the
+    preprocessing of the spec's inputs): a corrupt file is an error naming it, not a model.onnx that fails later."""
+    from archc.pipeline import compile_spec
+    from archc.runtime.session import checked_preprocess
+    from archc.train.dataset import recorded_scale, recorded_table
+
+    metadata = run.read_json("export")
+    recorded_table(run)
+    recorded_scale(run)
+    inputs = compile_spec(run.spec).graph.inputs  # type: ignore[union-attr]
+    file = str(run.path("export"))
+    for name, entry in checked_preprocess(metadata.get("preprocess"), list(inputs), "preprocess", file).items():
+        channels = inputs[name].features[:1]  # axis 1, after the batch: what `archc infer` broadcasts a list over
+        for key, v in entry.items():
+            if isinstance(v, list) and len(v) > 1 and tuple(channels) != (len(v),):
+                raise ModelError(f"{name}.{key}: expected one value per channel of {inputs[name].show()}, "
+                                 f"received {len(v)}", where="preprocess", file=file)
+    return metadata
+
+
 def _data_metadata(run: RunDir) -> dict[str, Any]:
     """The data's part of the metadata (preprocessing, tokenizer) the run recorded as it started; for a run of an
     archc before that record, read from its data again as training read them (same source and split seed)."""
     if run.path("export").exists():
-        return run.read_json("export")
+        return _checked_export(run)
     import torch
 
     from archc.export.restore import KEY as TARGET_SCALE

@@ -161,6 +161,48 @@ def build_over_the_runs_metrics(tmp, made):
     return ["build", made.spec, "-o", run / "metrics.jsonl", "--no-optimize"]
 
 
+# silently wrong, or exit 3 later: a corrupt export.json made a model.onnx whose preprocessing infer skips or trips on
+def _export_json(run: Path, preprocess) -> None:
+    metadata = json.loads((run / "export.json").read_text())
+    (run / "export.json").write_text(json.dumps(metadata | {"preprocess": preprocess}))
+
+
+@case("error: TMP/run/export.json: preprocess: expected the statistics of the model's inputs (x), received 'img'")
+def export_with_preprocessing_of_no_input(tmp, made):
+    run = _run(tmp, made)
+    _export_json(run, {"img": {"mean": 0.5, "std": 2.0}})  # infer would skip it: raw inputs, wrong predictions
+    return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
+
+
+@case("error: TMP/run/export.json: preprocess: x.std: expected a finite number or a non-empty list of them, "
+      "received 'a'")
+def export_with_preprocessing_that_is_text(tmp, made):
+    run = _run(tmp, made)
+    _export_json(run, {"x": {"mean": 0.5, "std": "a"}})
+    return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
+
+
+@case("error: TMP/run/export.json: preprocess: x.mean: expected one value per channel of [batch, 4], received 2")
+def export_with_preprocessing_of_other_channels(tmp, made):
+    run = _run(tmp, made)
+    _export_json(run, {"x": {"mean": [0.5, 1.0], "std": [1.0, 2.0]}})
+    return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
+
+
+@case("error: TMP/m.onnx: metadata 'archc.preprocess': x.std: expected a finite number or a non-empty list of them, "
+      "received 'a'")
+def infer_a_model_whose_preprocessing_is_text(tmp, made):
+    import onnx
+
+    model = onnx.load(made.run / "model.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    props["archc.preprocess"] = json.dumps({"x": {"mean": 0.5, "std": "a"}})  # was exit 3 (a ValueError) at the run
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, tmp / "m.onnx")
+    np.save(tmp / "x.npy", np.zeros((2, 4), np.float32))
+    return ["infer", tmp / "m.onnx", "--input", tmp / "x.npy"]
+
+
 def _snapshot(folder: Path) -> dict:
     return {p: (p.read_bytes() if p.is_file() else "dir") for p in folder.rglob("*")}
 
