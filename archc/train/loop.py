@@ -300,8 +300,8 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
     tally = Tally(learner.device)
     state = State(setup.sha256, dist.world)
     if resuming:
-        state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
         steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+        state = resume(setup.run_dir, learner, tally, dist, setup.sha256, steps)
         progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
                              f"(global step {state.step})")
     if dist.active:

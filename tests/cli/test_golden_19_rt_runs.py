@@ -138,6 +138,62 @@ def resume_with_best_weights_of_another_model(tmp, made):
     return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
 
 
+# exit 3, or silently wrong: a train_state whose scalars or tensors archc did not write, met while restoring it
+def _edit_state(run: Path, scalars=None, tensors=None) -> None:
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+
+    path = run / "train_state.safetensors"
+    with safe_open(str(path), "np") as f:
+        arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    body = json.loads(meta["archc.train_state"])
+    scalars and scalars(body)
+    tensors and tensors(arrays)
+    save_file(arrays, str(path), metadata={"archc.train_state": json.dumps(body)})
+
+
+STATE = "error: TMP/run/train_state.safetensors: expected the training state archc wrote, received one that does not "
+
+
+@case(STATE + "restore (KeyError: 'state') (start the run again without --resume (--force moves it aside))")
+def resume_a_state_whose_optimizer_is_empty(tmp, made):
+    run = _run(tmp, made, unfinished=True)
+    _edit_state(run, scalars=lambda body: body.update(optimizer={}))
+    return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
+
+
+@case(STATE + "restore (ValueError: history: expected one row per epoch completed (1), received 'x') (start the run "
+      "again without --resume (--force moves it aside))")
+def resume_a_state_whose_history_is_text(tmp, made):
+    run = _run(tmp, made, unfinished=True)
+    _edit_state(run, scalars=lambda body: body.update(history="x"))
+    return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
+
+
+@case(STATE + "restore (ValueError: optim.0.exp_avg: expected the shape [3, 4] of parameter 0, received [3]) (start "
+      "the run again without --resume (--force moves it aside))")
+def resume_a_state_whose_adam_moments_have_another_shape(tmp, made):
+    run = _run(tmp, made, unfinished=True)  # torch's load_state_dict takes it: the step would broadcast [3]
+    _edit_state(run, tensors=lambda t: t.update({"optim.0.exp_avg": np.zeros(3, np.float32)}))
+    return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
+
+
+@case(STATE + "restore (ValueError: rank.0.rng: expected this rank's rng state, received none) (start the run again "
+      "without --resume (--force moves it aside))")
+def resume_a_state_without_its_rng(tmp, made):
+    run = _run(tmp, made, unfinished=True)
+    _edit_state(run, tensors=lambda t: t.pop("rank.0.rng"))
+    return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
+
+
+@case(STATE + "restore (ValueError: model.fc1.weight: expected finite weights, received nan or inf) (start the run "
+      "again without --resume (--force moves it aside))")
+def resume_a_state_with_nan_weights(tmp, made):
+    run = _run(tmp, made, unfinished=True)
+    _edit_state(run, tensors=lambda t: t["model.fc1.weight"].fill(np.nan))
+    return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
+
+
 # user files lost: another command's output replaced a run's own file
 @case("error: --output: expected a file that is none of a run's own files, received 'TMP/run/train_state.safetensors', "
       "the train_state.safetensors of the run in 'TMP/run' (writing it would replace the run's file: name another "
