@@ -145,12 +145,27 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     compiled = compile_spec(run.spec)
     with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
         module = lower(compiled.graph, seed=0)
-    load_weights(weights, module)
+    meta = load_weights(weights, module)
+    if checkpoint in CHECKPOINTS:
+        _check_trained_spec(run, compiled.sha256, meta)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
     report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run),
                     optimize=optimize)
     return add_cache(report, compiled, module, optimize)
+
+
+def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:
+    """The run's own weights (best, last) were trained with the run's spec.json: the hash the weights file, or else
+    the run's state, recorded is the spec's. A spec.json replaced since (another run's, an edited one whose shapes
+    still fit) would export these weights into another model without a word."""
+    recorded = meta.get("spec_sha256")
+    if recorded is None and run.state_json.is_file():  # best.safetensors of an archc that did not record it
+        recorded = run.read_json("train_state_json").get("spec_sha256")
+    if recorded is not None and recorded != sha256:
+        raise ModelError(f"expected the spec the run trained (hash {str(recorded)[:12]}…, as the run "
+                         f"recorded it), received a spec.json whose hash is {sha256[:12]}…", file=str(run.spec),
+                         hint="put back the run's own spec.json, or export a weights file with --checkpoint FILE")
 
 
 def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:

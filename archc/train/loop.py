@@ -118,7 +118,8 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     if best:
         state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
         if dist.main:  # before the state that records it: a crash in between redoes the epoch
-            ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step})
+            ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step,
+                                                                 "spec_sha256": state.spec_sha256})
     else:
         state.bad_epochs += 1
     state.history.append(row)

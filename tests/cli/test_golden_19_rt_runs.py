@@ -5,6 +5,7 @@ where a file belongs, its best weights missing or foreign). Paths are written as
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -194,6 +195,18 @@ def resume_a_state_with_nan_weights(tmp, made):
     return ["train", made.spec2, "--out", run, "--resume", "--quiet"]
 
 
+# silently wrong weights: a run's spec.json replaced by one whose shapes still fit exported its weights as another model
+@case("error: TMP/run/spec.json: expected the spec the run trained (hash HASH…, as the run recorded it), received a "
+      "spec.json whose hash is HASH… (put back the run's own spec.json, or export a weights file with --checkpoint "
+      "FILE)")
+def export_a_run_whose_spec_was_replaced(tmp, made):
+    run = _run(tmp, made)
+    spec = json.loads((run / "spec.json").read_text())
+    spec["layers"][0]["act"] = "gelu"  # same parameters, another function
+    (run / "spec.json").write_text(json.dumps(spec))
+    return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
+
+
 # user files lost: another command's output replaced a run's own file
 @case("error: --output: expected a file that is none of a run's own files, received 'TMP/run/train_state.safetensors', "
       "the train_state.safetensors of the run in 'TMP/run' (writing it would replace the run's file: name another "
@@ -270,6 +283,7 @@ def test_first_line_of_stderr_and_exit_code(name, tmp_path, made):
     before = _snapshot(tmp_path)
     r = CliRunner().invoke(main, args)
     first = (r.stderr.splitlines()[0] if r.stderr else "").replace(str(tmp_path), "TMP")
+    first = re.sub(r"(hash (?:is )?)[0-9a-f]{12}…", r"\1HASH…", first)
     assert (r.exit_code, first) == (1, expected), r.output
     after = _snapshot(tmp_path)
     for p in (tmp_path / "run" / "spec.json", tmp_path / "run" / "export.json"):  # rewritten as used: same content
