@@ -85,7 +85,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _within(path: Path, folder: Path) -> bool:
+def within(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies under it (resolved: links and `..` followed)."""
     try:
         p, f = path.resolve(), folder.resolve()
@@ -110,14 +110,14 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
                 raise InputError(f"expected a file that is none of the command's inputs, received {str(out)!r}, "
                                  f"which is {_name(what, src)}", where=flag,
                                  hint="writing it would replace what the command reads: name another file")
-            if src.is_dir() and out.exists() and _within(out, src):
+            if src.is_dir() and out.exists() and within(out, src):
                 raise InputError(f"expected a file outside the folders the command reads, received {str(out)!r}, "
                                  f"a file in {_name(what, src)}", where=flag,
                                  hint="it may be one of the inputs: name a file elsewhere")
         if run_files:
             _refuse_run_file(out, flag)
         for other, folder in moved:
-            if _within(out, folder):
+            if within(out, folder):
                 raise InputError(f"expected a file outside {other} {str(folder)!r}, which --force moves aside, "
                                  f"received {str(out)!r}", where=flag, hint="name a file elsewhere")
         if locks:
@@ -125,7 +125,7 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
             _refuse_held(parent, flag, f"{str(out)!r}: its folder {str(parent)!r}")
     for flag, folder in ((f, p) for f, v in folders.items() for p in _paths(v)):
         for what, src in reads:
-            if _within(src, folder):
+            if within(src, folder):
                 raise InputError(f"expected a folder that holds none of the command's inputs, received "
                                  f"{str(folder)!r}, which holds {_name(what, src)}", where=flag,
                                  hint="choose another folder")

@@ -53,12 +53,18 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     """No file the run reads is one it writes, replaces or moves aside (the run's spec.json may be the spec: it
     is read before being rewritten as used); the folder's lock is the run's own (RunDir.lock)."""
     from archc.data.sources import paths_read
-    from archc.outputs import check_writes
+    from archc.outputs import within, check_writes
 
     run_dir = setup.run_dir
     data = setup.spec.data.source if setup.spec.data is not None else None
     spec = None if isinstance(spec_path, dict) or Path(spec_path).resolve() == run_dir.spec.resolve() else spec_path
-    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": paths_read(data, setup.data_root)},
+    read = paths_read(data, setup.data_root)
+    for folder in (p for p in read if p.is_dir()):  # the run's files would join its data (images: a class)
+        if within(run_dir.root, folder):
+            raise InputError(f"expected a run folder outside the data folder {str(folder)!r}, received "
+                             f"{str(run_dir.root)!r}", where="--out", hint="the run re-reads its data (resuming, "
+                             "and for the test report at its end): its files would join them; choose another --out")
+    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": read},
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
                  run_files=False)
 

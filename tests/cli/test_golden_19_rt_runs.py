@@ -207,6 +207,21 @@ def export_a_run_whose_spec_was_replaced(tmp, made):
     return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
 
 
+# a run that ends without its model: --out inside an images folder became a class of the data the report re-reads
+@case("error: --out: expected a run folder outside the data folder 'TMP/imgs', received 'TMP/imgs/run' (the run "
+      "re-reads its data (resuming, and for the test report at its end): its files would join them; choose another "
+      "--out)")
+def train_into_the_image_folder_it_reads(tmp, made):
+    for c in ("a", "b"):
+        (tmp / "imgs" / c).mkdir(parents=True)
+        for i in range(10):
+            np.save(tmp / "imgs" / c / f"{i}.npy", np.full((1, 2, 2), i + (c == "b"), np.float32))
+    spec = SPEC | {"inputs": {"x": {"shape": [1, 2, 2]}},
+                   "layers": [{"op": "flatten"}, {"id": "fc1", "op": "linear", "out_features": 2}]}
+    (tmp / "im.json").write_text(json.dumps(spec))
+    return ["train", tmp / "im.json", "--data", f"images:{tmp / 'imgs'}", "--out", tmp / "imgs" / "run", "--quiet"]
+
+
 # user files lost: another command's output replaced a run's own file
 @case("error: --output: expected a file that is none of a run's own files, received 'TMP/run/train_state.safetensors', "
       "the train_state.safetensors of the run in 'TMP/run' (writing it would replace the run's file: name another "
