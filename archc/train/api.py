@@ -203,8 +203,9 @@ def _checked_export(run: RunDir) -> dict[str, Any]:
     metadata = run.read_json("export")
     recorded_table(run)
     recorded_scale(run)
-    inputs = compile_spec(run.spec).graph.inputs  # type: ignore[union-attr]
-    file = str(run.path("export"))
+    compiled = compile_spec(run.spec)
+    inputs, file = compiled.graph.inputs, str(run.path("export"))  # type: ignore[union-attr]
+    _check_labels(metadata.get("labels"), compiled, file)
     for name, entry in checked_preprocess(metadata.get("preprocess"), list(inputs), "preprocess", file).items():
         channels = inputs[name].features[:1]  # axis 1, after the batch: what `archc infer` broadcasts a list over
         for key, v in entry.items():
@@ -212,6 +213,26 @@ def _checked_export(run: RunDir) -> dict[str, Any]:
                 raise ModelError(f"{name}.{key}: expected one value per channel of {inputs[name].show()}, "
                                  f"received {len(v)}", where="preprocess", file=file)
     return metadata
+
+
+def _check_labels(labels: Any, compiled: Any, file: str) -> None:
+    """The class names become archc.task's labels, which `archc infer` prints and scores by: null, or distinct
+    names, one per score of the task's output (a text "abc" would name three classes a, b, c)."""
+    from archc.tasks import REGISTRY
+    from archc.tasks.base import task_output
+
+    if labels is None:
+        return
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)) or \
+            len(set(labels)) != len(labels):
+        raise ModelError(f"expected null or a list of distinct class names, received {labels!r:.80}",
+                         where="labels", file=file)
+    spec, graph = compiled.spec, compiled.graph
+    if REGISTRY[spec.task.kind].scores:
+        last = graph.type_of(graph.outputs[task_output(graph, spec)]).shape[-1]
+        if isinstance(last, int) and last != len(labels):
+            raise ModelError(f"expected one class name per score of the output ({last}), received {len(labels)}",
+                             where="labels", file=file)
 
 
 def _data_metadata(run: RunDir) -> dict[str, Any]:

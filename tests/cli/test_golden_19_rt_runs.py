@@ -273,6 +273,14 @@ def export_with_preprocessing_of_other_channels(tmp, made):
     return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
 
 
+@case("error: TMP/run/export.json: labels: expected null or a list of distinct class names, received 'abc'")
+def export_with_labels_that_are_text(tmp, made):
+    run = _run(tmp, made)  # the model would have printed classes a, b and c
+    metadata = json.loads((run / "export.json").read_text())
+    (run / "export.json").write_text(json.dumps(metadata | {"labels": "abc"}))
+    return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
+
+
 @case("error: TMP/m.onnx: metadata 'archc.preprocess': x.std: expected a finite number or a non-empty list of them, "
       "received 'a'")
 def infer_a_model_whose_preprocessing_is_text(tmp, made):
