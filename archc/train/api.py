@@ -169,9 +169,10 @@ def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:
     if recorded is None and run.state_json.is_file():  # best.safetensors of an archc that did not record it
         recorded = run.read_json("train_state_json").get("spec_sha256")
     if recorded is not None and recorded != sha256:
+        spec = RunDir.FILES["spec"]
         raise ModelError(f"expected the spec the run trained (hash {str(recorded)[:12]}…, as the run "
-                         f"recorded it), received a spec.json whose hash is {sha256[:12]}…", file=str(run.spec),
-                         hint="put back the run's own spec.json, or export a weights file with --checkpoint FILE")
+                         f"recorded it), received a {spec} whose hash is {sha256[:12]}…", file=str(run.spec),
+                         hint=f"put back the run's own {spec}, or export a weights file with --checkpoint FILE")
 
 
 def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:

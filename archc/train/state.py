@@ -79,7 +79,7 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
                          f"{dist.world}", where="--nproc")
     try:
         state = State(**{f.name: sc[f.name] for f in fields(State) if f.name in sc})  # older states lack best_loss
-        _check_state(state, steps)
+        _check_state(state, steps, "history" in sc)
         _check_tensors(saved, learner, dist)
         ckpt.restore(saved, learner.model, learner.optimizer)
         learner.load_scalars(sc)
@@ -102,8 +102,9 @@ def _count(value: object, what: str, low: int = 0, high: float = float("inf")) -
         raise ValueError(f"{what}: expected an integer {bounds}, received {value!r:.60}")
 
 
-def _check_state(state: State, steps: int | None) -> None:
-    """The position's scalars: integers in range, numbers or null, a history of one row (a table) per epoch."""
+def _check_state(state: State, steps: int | None, has_history: bool = True) -> None:
+    """The position's scalars: integers in range, numbers or null, a history of one row (a table) per epoch (when
+    the state has one)."""
     _count(state.epoch, "epoch")
     _count(state.step, "step")
     _count(state.bad_epochs, "bad_epochs")
@@ -116,7 +117,7 @@ def _check_state(state: State, steps: int | None) -> None:
             raise ValueError(f"{name}: expected a number or null, received {v!r:.60}")
     if not isinstance(state.stopped_early, bool):
         raise ValueError(f"stopped_early: expected true or false, received {state.stopped_early!r:.60}")
-    if not (isinstance(state.history, list) and len(state.history) == state.epoch
+    if has_history and not (isinstance(state.history, list) and len(state.history) == state.epoch
             and all(isinstance(row, dict) and row.get("epoch") == i + 1 for i, row in enumerate(state.history))):
         raise ValueError(f"history: expected one row per epoch completed ({state.epoch}), received "
                          f"{state.history!r:.60}")
