@@ -85,7 +85,7 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def _within(path: Path, folder: Path) -> bool:
+def within(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies under it (resolved: links and `..` followed)."""
     try:
         p, f = path.resolve(), folder.resolve()
@@ -95,11 +95,13 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
-                 folders: Mapping[str, Paths] = {}, moving: bool = False, locks: bool = True) -> None:
+                 folders: Mapping[str, Paths] = {}, moving: bool = False, locks: bool = True,
+                 run_files: bool = True) -> None:
     """Before anything is written: InputError when an output would replace or move what the command reads, or
     write where a live run writes. `inputs`: option -> the paths it reads (files or folders; missing ones are
     skipped); `files`: option -> the files it writes (side files included); `folders`: option -> folders it
-    fills, which `moving` (--force) may move aside whole; `locks`: also refuse folders held by a live run."""
+    fills, which `moving` (--force) may move aside whole; `locks`: also refuse folders held by a live run;
+    `run_files`: also refuse replacing a run folder's own files (False: the run writing its folder)."""
     reads = [(flag, p) for flag, v in inputs.items() for p in _paths(v) if p.exists()]
     moved = [(f, p) for f, v in folders.items() for p in _paths(v) if moving and p.is_dir() and any(p.iterdir())]
     for flag, out in ((f, p) for f, v in files.items() for p in _paths(v)):
@@ -108,12 +110,14 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
                 raise InputError(f"expected a file that is none of the command's inputs, received {str(out)!r}, "
                                  f"which is {_name(what, src)}", where=flag,
                                  hint="writing it would replace what the command reads: name another file")
-            if src.is_dir() and out.exists() and _within(out, src):
+            if src.is_dir() and out.exists() and within(out, src):
                 raise InputError(f"expected a file outside the folders the command reads, received {str(out)!r}, "
                                  f"a file in {_name(what, src)}", where=flag,
                                  hint="it may be one of the inputs: name a file elsewhere")
+        if run_files:
+            _refuse_run_file(out, flag)
         for other, folder in moved:
-            if _within(out, folder):
+            if within(out, folder):
                 raise InputError(f"expected a file outside {other} {str(folder)!r}, which --force moves aside, "
                                  f"received {str(out)!r}", where=flag, hint="name a file elsewhere")
         if locks:
@@ -121,7 +125,7 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
             _refuse_held(parent, flag, f"{str(out)!r}: its folder {str(parent)!r}")
     for flag, folder in ((f, p) for f, v in folders.items() for p in _paths(v)):
         for what, src in reads:
-            if _within(src, folder):
+            if within(src, folder):
                 raise InputError(f"expected a folder that holds none of the command's inputs, received "
                                  f"{str(folder)!r}, which holds {_name(what, src)}", where=flag,
                                  hint="choose another folder")
@@ -131,6 +135,21 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
                 for sub, _, names in os.walk(folder):  # moving the folder moves every run folder inside it
                     if LOCK in names and Path(sub) != folder:
                         _refuse_held(Path(sub), flag, f"{str(folder)!r} holds {sub!r}, which")
+
+
+def _refuse_run_file(out: Path, flag: str) -> None:
+    """InputError when `out` is one of a run folder's own files (its state, weights, metrics, result, spec...):
+    only its models (model*.onnx) and test report may be written there by another command."""
+    from archc.train.run_dir import RunDir  # torch-free
+
+    run = RunDir(out.parent if str(out.parent) else Path("."))
+    if not (run.spec.is_file() and (run.state.exists() or run.result.exists())):
+        return  # not a run folder
+    kept = {run.FILES[role] for role in ("onnx", "report", "report_png")}
+    if out.name in set(run.FILES.values()) - kept and os.path.lexists(out):
+        raise InputError(f"expected a file that is none of a run's own files, received {str(out)!r}, the "
+                         f"{out.name} of the run in {str(run.root)!r}", where=flag,
+                         hint="writing it would replace the run's file: name another file")
 
 
 def _name(flag: str, path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,39 @@ def _json_meta(meta: dict[str, str], key: str) -> Any:
                          "deeply") from None
 
 
+def checked_preprocess(value: Any, inputs: list[str], where: str, file: str = "") -> dict[str, dict]:
+    """The `(x - mean) / std` statistics by input name ({} for None), checked whole before any is applied: a table of
+    the model's inputs, each {mean, std} of a finite number or a non-empty list of them (one per channel, equal
+    lengths), std non-zero. ModelError naming `where` otherwise: an unknown name would be skipped silently, a nan
+    or a string would surface as a crash or as wrong predictions."""
+    if value is None:
+        return {}
+
+    def bad(what: str, received: Any) -> ModelError:
+        return ModelError(f"{what}, received {received!r:.120}", where=where, file=file)
+
+    if not isinstance(value, dict):
+        raise bad("expected a table {input: {mean, std}}", value)
+    for name, entry in value.items():
+        if name not in inputs:
+            raise bad(f"expected the statistics of the model's inputs ({', '.join(inputs)})", name)
+        if not isinstance(entry, dict) or not entry or set(entry) - {"mean", "std"}:
+            raise bad(f"{name}: expected a table {{mean, std}}", entry)
+        sizes = set()
+        for key, v in entry.items():
+            items = v if isinstance(v, list) else [v]
+            if not items or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                    for x in items):
+                raise bad(f"{name}.{key}: expected a finite number or a non-empty list of them", v)
+            if key == "std" and any(x == 0 for x in items):
+                raise bad(f"{name}.std: expected non-zero numbers", v)
+            if isinstance(v, list) and len(v) > 1:
+                sizes.add(len(v))
+        if len(sizes) > 1:
+            raise bad(f"{name}: expected mean and std of one length (one per channel)", entry)
+    return value
+
+
 def _graph_sig(arg: Any) -> TensorSig:
     """A TensorSig from an ORT NodeArg (foreign models, or names missing from archc metadata)."""
     inner = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
@@ -157,7 +191,8 @@ class Model:
                                if isinstance(v, dict) and v.get("column") == "numeric"}
         self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, "archc.outputs"))
         pre = _json_meta(self.metadata, "archc.preprocess")
-        self.preprocess: dict[str, dict] = pre if isinstance(pre, dict) else {}
+        self.preprocess: dict[str, dict] = checked_preprocess(pre, list(self.inputs), "metadata 'archc.preprocess'",
+                                                               file=path)
         bounds = _json_meta(self.metadata, "archc.bounds")  # what the layers index: axis ranges, input vocab
         self.bounds: dict[str, dict] = bounds if isinstance(bounds, dict) else {}
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged

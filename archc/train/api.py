@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from archc.errors import InputError
+from archc.errors import InputError, ModelError
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
@@ -53,13 +53,20 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     """No file the run reads is one it writes, replaces or moves aside (the run's spec.json may be the spec: it
     is read before being rewritten as used); the folder's lock is the run's own (RunDir.lock)."""
     from archc.data.sources import paths_read
-    from archc.outputs import check_writes
+    from archc.outputs import within, check_writes
 
     run_dir = setup.run_dir
     data = setup.spec.data.source if setup.spec.data is not None else None
     spec = None if isinstance(spec_path, dict) or Path(spec_path).resolve() == run_dir.spec.resolve() else spec_path
-    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": paths_read(data, setup.data_root)},
-                 {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False)
+    read = paths_read(data, setup.data_root)
+    for folder in (p for p in read if p.is_dir()):  # the run's files would join its data (images: a class)
+        if within(run_dir.root, folder):
+            raise InputError(f"expected a run folder outside the data folder {str(folder)!r}, received "
+                             f"{str(run_dir.root)!r}", where="--out", hint="the run re-reads its data (resuming, "
+                             "and for the test report at its end): its files would join them; choose another --out")
+    check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": read},
+                 {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
+                 run_files=False)
 
 
 CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)
@@ -144,12 +151,28 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     compiled = compile_spec(run.spec)
     with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
         module = lower(compiled.graph, seed=0)
-    load_weights(weights, module)
+    meta = load_weights(weights, module)
+    if checkpoint in CHECKPOINTS:
+        _check_trained_spec(run, compiled.sha256, meta)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
     report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run),
                     optimize=optimize)
     return add_cache(report, compiled, module, optimize)
+
+
+def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:
+    """The run's own weights (best, last) were trained with the run's spec.json: the hash the weights file, or else
+    the run's state, recorded is the spec's. A spec.json replaced since (another run's, an edited one whose shapes
+    still fit) would export these weights into another model without a word."""
+    recorded = meta.get("spec_sha256")
+    if recorded is None and run.state_json.is_file():  # best.safetensors of an archc that did not record it
+        recorded = run.read_json("train_state_json").get("spec_sha256")
+    if recorded is not None and recorded != sha256:
+        spec = RunDir.FILES["spec"]
+        raise ModelError(f"expected the spec the run trained (hash {str(recorded)[:12]}…, as the run "
+                         f"recorded it), received a {spec} whose hash is {sha256[:12]}…", file=str(run.spec),
+                         hint=f"put back the run's own {spec}, or export a weights file with --checkpoint FILE")
 
 
 def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[str, Any]:
@@ -171,11 +194,53 @@ def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[st
     return summary
 
 
+def _checked_export(run: RunDir) -> dict[str, Any]:
+    """export.json, checked as the model's metadata will be read (the fitted columns, the target scale, the
+    preprocessing of the spec's inputs): a corrupt file is an error naming it, not a model.onnx that fails later."""
+    from archc.pipeline import compile_spec
+    from archc.runtime.session import checked_preprocess
+    from archc.train.dataset import recorded_scale, recorded_table
+
+    metadata = run.read_json("export")
+    recorded_table(run)
+    recorded_scale(run)
+    compiled = compile_spec(run.spec)
+    inputs, file = compiled.graph.inputs, str(run.path("export"))  # type: ignore[union-attr]
+    _check_labels(metadata.get("labels"), compiled, file)
+    for name, entry in checked_preprocess(metadata.get("preprocess"), list(inputs), "preprocess", file).items():
+        channels = inputs[name].features[:1]  # axis 1, after the batch: what `archc infer` broadcasts a list over
+        for key, v in entry.items():
+            if isinstance(v, list) and len(v) > 1 and tuple(channels) != (len(v),):
+                raise ModelError(f"{name}.{key}: expected one value per channel of {inputs[name].show()}, "
+                                 f"received {len(v)}", where="preprocess", file=file)
+    return metadata
+
+
+def _check_labels(labels: Any, compiled: Any, file: str) -> None:
+    """The class names become archc.task's labels, which `archc infer` prints and scores by: null, or distinct
+    names, one per score of the task's output (a text "abc" would name three classes a, b, c)."""
+    from archc.tasks import REGISTRY
+    from archc.tasks.base import task_output
+
+    if labels is None:
+        return
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)) or \
+            len(set(labels)) != len(labels):
+        raise ModelError(f"expected null or a list of distinct class names, received {labels!r:.80}",
+                         where="labels", file=file)
+    spec, graph = compiled.spec, compiled.graph
+    if REGISTRY[spec.task.kind].scores:
+        last = graph.type_of(graph.outputs[task_output(graph, spec)]).shape[-1]
+        if isinstance(last, int) and last != len(labels):
+            raise ModelError(f"expected one class name per score of the output ({last}), received {len(labels)}",
+                             where="labels", file=file)
+
+
 def _data_metadata(run: RunDir) -> dict[str, Any]:
     """The data's part of the metadata (preprocessing, tokenizer) the run recorded as it started; for a run of an
     archc before that record, read from its data again as training read them (same source and split seed)."""
     if run.path("export").exists():
-        return run.read_json("export")
+        return _checked_export(run)
     import torch
 
     from archc.export.restore import KEY as TARGET_SCALE

@@ -68,7 +68,22 @@ def load_weights(path: str | Path, model: torch.nn.Module) -> dict[str, str]:
     return meta
 
 
-def _load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+def check_weights(path: str | Path, model: torch.nn.Module) -> None:
+    """ModelError unless `load_weights(path, model)` would succeed (readable, the model's keys, shapes and kinds
+    of dtype, finite); `model` is left as it is. A resumed run checks its best weights so, before training: the
+    test split and the export load them at its end."""
+    from archc.weights import check_finite, read_header
+
+    if not Path(path).is_file():
+        raise ModelError("expected the best epoch's weights the run recorded, received no such file",
+                         file=str(path), hint="start the run again without --resume (--force moves it aside)")
+    tensors, _ = read_file(path)
+    infos = read_header(path)
+    check_finite(path, infos, list(infos))
+    _mismatch(model, tensors, str(path))
+
+
+def _mismatch(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     own = model.state_dict()
     bad = sorted(set(own) ^ set(tensors)) + [k for k in own if k in tensors and own[k].shape != tensors[k].shape]
     bad += [f"{k} ({str(tensors[k].dtype).removeprefix('torch.')} for the model's "  # load_state_dict would cast
@@ -77,6 +92,10 @@ def _load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: 
     if bad:
         raise ModelError(f"expected the weights of this spec's model, received a checkpoint that differs at "
                          f"{', '.join(bad[:5])}", where=where)
+
+
+def _load_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    _mismatch(model, tensors, where)
     model.load_state_dict(tensors)
 
 

@@ -118,7 +118,8 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     if best:
         state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
         if dist.main:  # before the state that records it: a crash in between redoes the epoch
-            ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step})
+            ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step,
+                                                                 "spec_sha256": state.spec_sha256})
     else:
         state.bad_epochs += 1
     state.history.append(row)
@@ -300,8 +301,8 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
     tally = Tally(learner.device)
     state = State(setup.sha256, dist.world)
     if resuming:
-        state = resume(setup.run_dir, learner, tally, dist, setup.sha256)
         steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+        state = resume(setup.run_dir, learner, tally, dist, setup.sha256, steps)
         progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
                              f"(global step {state.step})")
     if dist.active:

@@ -129,18 +129,51 @@ class RunDir:
         return self.root / self.LOCK
 
     def check(self, resume: bool, force: bool = False) -> None:
-        """Read-only, before any data is read: a fresh run never replaces a finished or unfinished run unless
-        --force moves it aside."""
-        if resume or force:
-            return
+        """Read-only, before any data is read: a fresh run never replaces a finished or unfinished run, nor a
+        file a run killed before its first checkpoint could not have left, unless --force moves it aside; a
+        resumed run finds every file it writes writable (not a folder), so it cannot train and then fail."""
         where, root = "--out", str(self.root)
+        if resume and self.state.exists():
+            blocked = [p for p in self.present() if not p.is_file()]
+            if blocked:
+                raise InputError(f"expected the run's files in {root!r}, received a folder (or other non-file) "
+                                 f"at {str(blocked[0])!r}, where the run writes its {blocked[0].name}",
+                                 where=where, hint="move it away, then --resume again")
+            return
+        if force:
+            return
         choices = f"choose another --out, or pass --force to move its files to {str(self.aside())!r} first"
         if self.result.exists():
+            if resume:  # its state was removed: nothing to continue, and a fresh start would bury the result
+                raise InputError(f"{root!r} holds a finished run ({self.FILES['result']}) without its "
+                                 f"{self.FILES['train_state']}: --resume has nothing to continue", where=where,
+                                 hint=choices)
             raise InputError(f"{root!r} holds a finished run ({self.FILES['result']})", where=where,
                              hint=f"{choices}, or --resume to re-export it")
         if self.state.exists():
             raise InputError(f"{root!r} holds an unfinished run", where=where,
                              hint=f"pass --resume to continue it, or {choices}")
+        foreign = self.foreign()
+        if foreign:
+            raise InputError(f"{root!r} holds {', '.join(repr(p.name) for p in foreign[:4])}, which no "
+                             f"interrupted run of archc train leaves", where=where, hint=choices)
+
+    # What a run killed before its first checkpoint (train_state) leaves: prepare clears them. Anything else of
+    # archc's names in a folder without a state or result was put there by a user or another command.
+    LEFTOVERS = ("spec", "export", "best")
+
+    def present(self) -> list[Path]:
+        """The artifacts that exist (files, or anything else at their names)."""
+        return [self.path(role) for role in self.FILES if os.path.lexists(self.path(role))]
+
+    def foreign(self) -> list[Path]:
+        """In a folder without a state or result: the artifact names that a killed run cannot have left (any, when
+        spec.json, which a run writes first, is missing; any that is not a plain file)."""
+        if self.state.exists() or self.result.exists():
+            return []
+        left = self.LEFTOVERS if self.spec.is_file() else ()
+        return [self.path(role) for role in self.FILES if os.path.lexists(self.path(role))
+                and (role not in left or not self.path(role).is_file() or self.path(role).is_symlink())]
 
     def aside(self) -> Path:
         """The first free DIR.old-N: where --force moves an earlier run's files (nothing is deleted)."""
@@ -151,9 +184,9 @@ class RunDir:
 
     def move_aside(self) -> Path | None:
         """--force: the earlier run's files (archc's own, by name) into DIR.old-N, which is a run folder itself."""
-        if not (self.state.exists() or self.result.exists()):
+        if not (self.state.exists() or self.result.exists() or self.foreign()):
             return None
-        present = [self.path(role) for role in self.FILES if self.path(role).exists()]
+        present = self.present()
         old = self.aside()
         old.mkdir(parents=True)
         for path in present:

@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from archc.errors import InputError, SpecError
+from archc.errors import InputError, ModelError, SpecError
 import archc.train.checkpoint as ckpt
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -64,8 +64,11 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
                         [{"rng": g, "acc": a} for g, a in zip(rngs, sums)])
 
 
-def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha256: str) -> State:
-    """Continue from train_state.safetensors: same spec and world size, then every piece of state."""
+def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha256: str,
+           steps: int | None = None) -> State:
+    """Continue from train_state.safetensors: same spec and world size, then every piece of state. A state that
+    does not restore (a corrupt or foreign file: scalars of the wrong type or range, tensors missing, of another
+    shape or not finite) is a ModelError naming the file, before any step. `steps`: batches per epoch."""
     saved = ckpt.load_state(run_dir)
     sc = saved.scalars
     if sc.get("spec_sha256") != spec_sha256:
@@ -74,9 +77,69 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     if sc.get("world") != dist.world:
         raise InputError(f"--resume: expected --nproc {sc.get('world')} as in the interrupted run, received "
                          f"{dist.world}", where="--nproc")
-    ckpt.restore(saved, learner.model, learner.optimizer)
-    learner.load_scalars(sc)
-    mine = saved.group(f"rank.{dist.rank}.")
-    ckpt.set_torch_rng(mine["rng"], learner.device)
-    tally.sums.copy_(mine["acc"].to(learner.device))
-    return State(**{f.name: sc[f.name] for f in fields(State) if f.name in sc})  # older states lack best_loss
+    try:
+        state = State(**{f.name: sc[f.name] for f in fields(State) if f.name in sc})  # older states lack best_loss
+        _check_state(state, steps, "history" in sc)
+        _check_tensors(saved, learner, dist)
+        ckpt.restore(saved, learner.model, learner.optimizer)
+        learner.load_scalars(sc)
+        mine = saved.group(f"rank.{dist.rank}.")
+        ckpt.set_torch_rng(mine["rng"], learner.device)
+        tally.sums.copy_(mine["acc"].to(learner.device))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ModelError(f"expected the training state archc wrote, received one that does not restore "
+                         f"({type(e).__name__}: {first})", file=saved.source,
+                         hint="start the run again without --resume (--force moves it aside)") from None
+    if state.best_epoch is not None:  # the test split and the export read it at the end: checked before epoch 1
+        ckpt.check_weights(run_dir.best, learner.model)
+    return state
+
+
+def _count(value: object, what: str, low: int = 0, high: float = float("inf")) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        bounds = f"in [{low}, {high}]" if high != float("inf") else f"of at least {low}"
+        raise ValueError(f"{what}: expected an integer {bounds}, received {value!r:.60}")
+
+
+def _check_state(state: State, steps: int | None, has_history: bool = True) -> None:
+    """The position's scalars: integers in range, numbers or null, a history of one row (a table) per epoch (when
+    the state has one)."""
+    _count(state.epoch, "epoch")
+    _count(state.step, "step")
+    _count(state.bad_epochs, "bad_epochs")
+    _count(state.step_in_epoch, "step_in_epoch", high=steps - 1 if steps else float("inf"))
+    if state.best_epoch is not None:
+        _count(state.best_epoch, "best_epoch", 1, state.epoch)
+    for name in ("best_value", "best_loss"):
+        v = getattr(state, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{name}: expected a number or null, received {v!r:.60}")
+    if not isinstance(state.stopped_early, bool):
+        raise ValueError(f"stopped_early: expected true or false, received {state.stopped_early!r:.60}")
+    if has_history and not (isinstance(state.history, list) and len(state.history) == state.epoch
+            and all(isinstance(row, dict) and row.get("epoch") == i + 1 for i, row in enumerate(state.history))):
+        raise ValueError(f"history: expected one row per epoch completed ({state.epoch}), received "
+                         f"{state.history!r:.60}")
+
+
+def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
+    """The optimizer's tensors have the shapes of the parameters they follow (torch's load_state_dict does not
+    check: a foreign one would broadcast, or fail at the first step); the weights are finite; this rank's RNG and
+    sums are there."""
+    params = [p for group in learner.optimizer.param_groups for p in group["params"]]
+    for name, t in saved.tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            shape = tuple(params[int(idx)].shape)
+            if t.dim() and tuple(t.shape) != shape:
+                raise ValueError(f"{name}: expected the shape {list(shape)} of parameter {idx}, received "
+                                 f"{list(t.shape)}")
+        elif name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: expected finite weights, received nan or inf")
+    for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, 3)}.items():
+        t = saved.tensors.get(f"rank.{dist.rank}.{key}")
+        if t is None or t.dtype != dtype or t.dim() != 1 or (key == "acc" and len(t) != n) or \
+                (key == "rng" and (len(t) < n or len(t) < 8 + int(t[:8].view(torch.int64)[0]))):
+            raise ValueError(f"rank.{dist.rank}.{key}: expected this rank's {key} state, received "
+                             f"{'none' if t is None else f'{t.dtype} {list(t.shape)}'}")
