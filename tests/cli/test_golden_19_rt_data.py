@@ -1,0 +1,62 @@
+"""Golden messages for issue 19's red team on data sources and inference inputs: inputs whose values, not their
+syntax, are out of bounds (class labels too large to number), column-oriented records for a model that takes a
+row. Each case: the exact first line of stderr and exit 1. Paths are written as TMP/...
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from archc.cli import main
+
+Case = Callable[..., list]
+CASES: dict[str, tuple[Case, str]] = {}
+
+
+def case(expected: str):
+    def add(fn: Case) -> Case:
+        CASES[fn.__name__] = (fn, expected)
+        return fn
+    return add
+
+
+def _spec(tmp: Path, source: str) -> Path:
+    """A 2-feature classifier trained for one epoch on `source`."""
+    spec = {"archc": 1, "model": {"name": "t"}, "inputs": {"x": {"shape": [2]}}, "task": {"kind": "classification"},
+            "layers": [{"op": "linear", "out_features": 2}], "train": {"epochs": 1, "batch_size": 4},
+            "data": {"source": source}}
+    (tmp / "s.json").write_text(json.dumps(spec))
+    return tmp / "s.json"
+
+
+# ---- bounded: a numbered class label is not a list length ----------------------------------------------------------
+@case("error: npz:TMP/y.npz: expected class labels below 1,048,576 (a numbered label is its class's output "
+      "position), received 1000000000000 (number the classes 0..K-1, or store the labels as text to name the classes)")
+def npz_class_label_of_a_trillion(tmp):
+    np.savez(tmp / "y.npz", x=np.zeros((20, 2), np.float32), y=np.array([0, 10**12] * 10))
+    return ["train", _spec(tmp, f"npz:{tmp / 'y.npz'}"), "--out", tmp / "run"]
+
+
+@case("error: npz:TMP/u.npz: expected class labels below 1,048,576 (a numbered label is its class's output "
+      "position), received 18446744073709551615 (number the classes 0..K-1, or store the labels as text to name the "
+      "classes)")
+def npz_uint64_class_label_does_not_wrap(tmp):
+    np.savez(tmp / "u.npz", x=np.zeros((20, 2), np.float32), y=np.array([0, 2**64 - 1] * 10, dtype=np.uint64))
+    return ["train", _spec(tmp, f"npz:{tmp / 'u.npz'}"), "--out", tmp / "run"]
+
+
+def _normal(text: str, tmp: Path) -> str:
+    return text.replace(str(tmp), "TMP")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_first_line_of_stderr_and_exit_code(name, tmp_path):
+    fn, expected = CASES[name]
+    r = CliRunner().invoke(main, [str(a) for a in fn(tmp_path)])
+    first = _normal(r.stderr.splitlines()[0] if r.stderr else "", tmp_path)
+    assert (r.exit_code, first) == (1, expected), r.output
