@@ -50,6 +50,36 @@ def npz_uint64_class_label_does_not_wrap(tmp):
     return ["train", _spec(tmp, f"npz:{tmp / 'u.npz'}"), "--out", tmp / "run"]
 
 
+def _plain_model(tmp: Path) -> Path:
+    """An untrained 3-feature, 2-class classifier that records no labels (scored by index)."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    compiled = compile_spec({"archc": 1, "model": {"name": "p"}, "inputs": {"x": {"shape": [3]}},
+                             "task": {"kind": "classification"}, "layers": [{"op": "linear", "out_features": 2}]})
+    export(compiled, tmp / "p.onnx", module=lower(compiled.graph, seed=0))
+    return tmp / "p.onnx"
+
+
+def _five_classes(tmp: Path) -> str:
+    np.savez(tmp / "d5.npz", x=np.zeros((40, 3), np.float32), y=np.arange(40) % 5)
+    return f"npz:{tmp / 'd5.npz'}"
+
+
+# ---- a class no output predicts: named, not an IndexError in the report or an accuracy that cannot be reached ------
+@case("error: npz:TMP/d5.npz: expected at most 2 classes (the model's output has 2 scores and records no labels), "
+      "received 5 in the data: '2', '3', '4' beyond them (score it on data of the model's classes only)")
+def infer_report_with_more_classes_than_outputs(tmp):
+    return ["infer", _plain_model(tmp), "--input", _five_classes(tmp), "--report", tmp / "rep"]
+
+
+@case("error: npz:TMP/d5.npz: expected at most 2 classes (the model's output has 2 scores and records no labels), "
+      "received 5 in the data: '2', '3', '4' beyond them (score it on data of the model's classes only)")
+def quantize_scored_on_more_classes_than_outputs(tmp):
+    return ["quantize", _plain_model(tmp), "--data", _five_classes(tmp), "--fp16", "-o", tmp / "p16.onnx"]
+
+
 def _normal(text: str, tmp: Path) -> str:
     return text.replace(str(tmp), "TMP")
 
