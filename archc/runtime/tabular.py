@@ -84,13 +84,16 @@ JSON_ROWS = (".json", ".jsonl", ".ndjson")  # a list of objects, or one object p
 
 
 def json_rows(path: Path) -> RawTable | None:
-    """JSON records as a CSV's rows: each object's keys are column names (keys in any order; an absent key or null
-    is a missing cell), numbers and true/false written as a CSV would hold them; rows are numbered from 1 (JSON
-    lines: the line). None for a .json file that is not a list of objects (read by input name, as before)."""
+    """JSON records (or an object of columns, {name: [value per row]}) as a CSV's rows: each object's keys are
+    column names (keys in any order; an absent key or null is a missing cell), numbers and true/false written as a
+    CSV would hold them; rows are numbered from 1 (JSON lines: the line). None for a .json file that is neither
+    (read by input name, as before)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
             data = json.loads(text)
+            if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+                data = _columns_as_records(data, path)  # {column: [one value per row]}: the same rows
             if not (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)):
                 return None
             records = list(enumerate(data, start=1))
@@ -119,6 +122,18 @@ def json_rows(path: Path) -> RawTable | None:
         for c in columns:
             cells[c].append(_cell_text(rec.get(c), line, c, path))
     return RawTable(list(columns), cells, [line for line, _ in records], "json")
+
+
+def _columns_as_records(data: dict[str, list], path: Path) -> list[dict[str, Any]]:
+    """A JSON object of columns, {name: [value per row]}, as the list of records it stands for; columns of
+    different lengths are an InputError naming them."""
+    lengths = {k: len(v) for k, v in data.items()}
+    first = next(iter(lengths))
+    other = next((k for k, n in lengths.items() if n != lengths[first]), None)
+    if other is not None:
+        raise InputError(f"column {other!r}: expected {lengths[first]} values (one per row, as column {first!r} "
+                         f"has), received {lengths[other]}", file=str(path))
+    return [{k: v[i] for k, v in data.items()} for i in range(lengths[first])]
 
 
 def _cell_text(value: Any, line: int, column: str, path: Path) -> str:

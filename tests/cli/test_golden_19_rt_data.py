@@ -80,6 +80,39 @@ def quantize_scored_on_more_classes_than_outputs(tmp):
     return ["quantize", _plain_model(tmp), "--data", _five_classes(tmp), "--fp16", "-o", tmp / "p16.onnx"]
 
 
+def _tab_model(tmp: Path) -> Path:
+    """An untrained model that takes a row of columns a (numeric) and b (categorical x/y/z)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_golden_19_csv import _models
+
+    return _models(tmp)[0]
+
+
+# ---- an object of columns for a model that takes a row: its rows, not a shape message -------------------------------
+@case("error: TMP/c.json: column 'b': expected 2 values (one per row, as column 'a' has), received 1")
+def json_object_of_columns_of_different_lengths(tmp):
+    (tmp / "c.json").write_text(json.dumps({"a": [1, 2], "b": ["x"]}))
+    return ["infer", _tab_model(tmp), "--input", tmp / "c.json"]
+
+
+def test_json_object_of_columns_predicts_as_its_records(tmp_path):
+    """{"b": [...], "a": [...]} (any key order, cells as in records) gives the predictions of the same rows as a list
+    of records and as a CSV; on main it was refused with "input 'a': expected shape [batch, 1]"."""
+    tab = _tab_model(tmp_path)
+    (tmp_path / "r.csv").write_text("b,a\nx,0.25\nz,3\ny,-1.5\n")
+    (tmp_path / "r.json").write_text(json.dumps([{"a": 0.25, "b": "x"}, {"a": 3, "b": "z"}, {"a": -1.5, "b": "y"}]))
+    (tmp_path / "c.json").write_text(json.dumps({"b": ["x", "z", "y"], "a": [0.25, 3, -1.5]}))
+    outs = []
+    for name in ("r.csv", "r.json", "c.json"):
+        r = CliRunner().invoke(main, ["infer", str(tab), "--input", str(tmp_path / name), "--json"])
+        assert r.exit_code == 0, r.output
+        outs.append(json.dumps(json.loads(r.stdout)["records"], sort_keys=True))
+    assert outs[0] == outs[1] == outs[2]
+    assert len(json.loads(outs[0])) == 3
+
+
 def _normal(text: str, tmp: Path) -> str:
     return text.replace(str(tmp), "TMP")
 
