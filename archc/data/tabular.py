@@ -30,6 +30,7 @@ from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, decimal_comma, fit, is_missing, number,
                                 number_problem)
 from archc.data.dataset import Dataset, Split, finish
+from archc.util import why_not_a_file
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
@@ -163,7 +164,7 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
     """A CSV read by column name (every row must have the header's cell count); see Dialect for the options."""
     dialect = dialect or Dialect()
     if not path.is_file():
-        raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
+        raise DataError(f"expected a CSV file, received {str(path)!r}{why_not_a_file(path)}", where=name)
     records, lines = _records(path, name, dialect)
     if not records:
         raise DataError("expected a header row, received an empty file" if dialect.header else

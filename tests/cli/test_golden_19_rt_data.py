@@ -50,6 +50,19 @@ def npz_uint64_class_label_does_not_wrap(tmp):
     return ["train", _spec(tmp, f"npz:{tmp / 'u.npz'}"), "--out", tmp / "run"]
 
 
+# ---- a folder named as a data file: said so, not "which does not exist" -------------------------------------------
+@case("error: csv:TMP/d.csv: expected a CSV file, received 'TMP/d.csv', which is a folder")
+def csv_source_that_is_a_folder(tmp):
+    (tmp / "d.csv").mkdir()
+    return ["columns", tmp / "d.csv"]
+
+
+@case("error: npz:TMP/d.npz: expected an .npz file, received 'TMP/d.npz', which is a folder")
+def npz_source_that_is_a_folder(tmp):
+    (tmp / "d.npz").mkdir()
+    return ["train", _spec(tmp, f"npz:{tmp / 'd.npz'}"), "--out", tmp / "run"]
+
+
 def _plain_model(tmp: Path) -> Path:
     """An untrained 3-feature, 2-class classifier that records no labels (scored by index)."""
     from archc.export import export
