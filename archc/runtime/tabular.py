@@ -187,6 +187,11 @@ def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: st
     _require(table, raw.columns, name, "keys of the file's records" if raw.layout == "json" else "file's header")
     encoded = table.encode(raw.cells, where=name, lines=raw.lines)  # refuses what the graph cannot: row, column
     inputs = feeds(table, raw.cells) if takes_a_row(model) else {table.input: encoded}
+    if target is not None and target not in raw.columns:  # named by --target: not silently left unscored
+        close = difflib.get_close_matches(target, raw.columns, n=1)
+        raise InputError(f"--target {target!r}: expected a column of the file to score against, received columns "
+                         f"{_names(raw.columns)}", file=name,
+                         hint=f"did you mean {close[0]!r}?" if close else "leave --target out to predict only")
     target = target or table.target
     what = what or f"{name}, {len(raw)} rows"
     if target is None or target not in raw.columns:

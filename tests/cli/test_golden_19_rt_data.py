@@ -110,6 +110,13 @@ def json_object_of_columns_of_different_lengths(tmp):
     return ["infer", _tab_model(tmp), "--input", tmp / "c.json"]
 
 
+@case("error: TMP/t.csv: --target 'zz': expected a column of the file to score against, received columns a, b, c "
+      "(leave --target out to predict only)")
+def infer_csv_target_named_but_absent(tmp):
+    (tmp / "t.csv").write_text("a,b,c\n0.5,x,1\n1.5,y,0\n")
+    return ["infer", _tab_model(tmp), "--input", tmp / "t.csv", "--target", "zz"]
+
+
 def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     """{"b": [...], "a": [...]} (any key order, cells as in records) gives the predictions of the same rows as a list
     of records and as a CSV; on main it was refused with "input 'a': expected shape [batch, 1]"."""
