@@ -133,6 +133,21 @@ def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     assert len(json.loads(outs[0])) == 3
 
 
+def test_columns_says_which_numeric_cells_training_refuses(tmp_path):
+    """`archc columns` declares a column of numbers holding 'inf' or '1e39' numeric, as before, and says on stderr
+    (and in the column's comment) which cell training will refuse; a clean column gets no note."""
+    (tmp_path / "n.csv").write_text("a,b,c,d\n1,2,0.5,x\ninf,1e39,1.5,y\n3,4,2.5,x\n")
+    r = CliRunner().invoke(main, ["columns", str(tmp_path / "n.csv")])
+    assert r.exit_code == 0, r.output
+    notes = _normal(r.stderr, tmp_path).splitlines()
+    assert notes == [
+        "note: csv:TMP/n.csv: column 'a' holds 'inf', not a finite number: training refuses it (clean those cells, "
+        "or empty them for the column's missing rule)",
+        "note: csv:TMP/n.csv: column 'b' holds '1e39', not a number within float32's range (magnitude at most "
+        "3.403e+38): training refuses it (clean those cells, or empty them for the column's missing rule)"]
+    assert "c = \"numeric\"  # 3 values\n" in r.stdout
+
+
 def _normal(text: str, tmp: Path) -> str:
     return text.replace(str(tmp), "TMP")
 
