@@ -369,6 +369,11 @@ def target_column(header: list[str], target: str | None, name: str) -> str:
                     hint=f"did you mean {close[0]!r}?" if close else "")
 
 
+def class_name(value: float) -> str:
+    """The name of a numeric class (a finite value): canonical, so '1.0', '1' and '+1' are one class, '1'."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def target_values(cells: list[str], column: str, lines: list[int], task: str | None,
             name: str) -> tuple[np.ndarray, list[str] | None, str]:
     """Decide the task and encode the target column (classes: the column's own values)."""
@@ -405,7 +410,7 @@ def target_values(cells: list[str], column: str, lines: list[int], task: str | N
     if numeric:
         # Numeric classes sort by value ("2" before "10") and are named canonically ("1.0" → "1").
         distinct = np.unique(values)
-        names = [str(int(v)) if v == int(v) else repr(float(v)) for v in distinct]
+        names = [class_name(float(v)) for v in distinct]
         return np.searchsorted(distinct, values).astype(np.int64), names, task
     names = sorted(set(cells))
     lookup = {n: i for i, n in enumerate(names)}

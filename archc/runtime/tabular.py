@@ -233,8 +233,15 @@ def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: s
         return out
     from archc.data.classes import match, show
 
+    from archc.data.tabular import class_name
+
     labels = [str(label) for label in (model.task or {}).get("labels") or []]
-    values = sorted({c for c, ok in zip(cells, present) if ok})
+    given = [c for c, ok in zip(cells, present) if ok]
+    parsed = [number(c) for c in given]
+    name_of = {c: c for c in given}  # a class's name as training names it: numbers canonical ('1.0' is '1')
+    if parsed and all(v is not None and math.isfinite(v) for v in parsed):
+        name_of = {c: class_name(v) for c, v in zip(given, parsed)}  # type: ignore[arg-type]
+    values = sorted(set(name_of.values()))
     found = match(values, labels) if labels else None
     if found is None or found.unknown:
         seen = show(found.unknown) if found is not None else show(values)
@@ -242,7 +249,7 @@ def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: s
                          f"received {seen}, which the model never saw", file=name,
                          hint="score it on data of the model's classes only, or drop the target column")
     position = dict(zip(values, found.positions.tolist()))
-    return np.array([position[c] if ok else -1 for c, ok in zip(cells, present)], dtype=np.int64)
+    return np.array([position[name_of[c]] if ok else -1 for c, ok in zip(cells, present)], dtype=np.int64)
 
 
 def scored(outputs: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

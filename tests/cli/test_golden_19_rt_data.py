@@ -133,6 +133,23 @@ def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     assert len(json.loads(outs[0])) == 3
 
 
+def test_numeric_class_cells_score_as_training_names_them(tmp_path):
+    """Training names numeric classes canonically ('1.0', '+1' and '1e0' are class '1'); scoring a tabular model's
+    CSV file names them the same way (on main, '1.0' was "a class the model never saw", so a run trained on such a
+    column stopped at its final scoring)."""
+    tab = _tab_model(tmp_path)
+    (tmp_path / "p.csv").write_text("a,b,c\n0.5,x,1\n1.5,y,0\n2,z,1\n-1,x,0\n")
+    (tmp_path / "w.csv").write_text("a,b,c\n0.5,x,1.0\n1.5,y,0.0\n2,z,+1\n-1,x,0e3\n")
+    outs = []
+    for name in ("p.csv", "w.csv"):
+        r = CliRunner().invoke(main, ["infer", str(tab), "--input", str(tmp_path / name), "--json"])
+        assert r.exit_code == 0, r.output
+        result = json.loads(r.stdout)
+        outs.append(([rec["true"] for rec in result["records"]], result["metrics"]))
+    assert outs[0] == outs[1]
+    assert outs[0][0] == ["1", "0", "1", "0"]
+
+
 def test_columns_says_which_numeric_cells_training_refuses(tmp_path):
     """`archc columns` declares a column of numbers holding 'inf' or '1e39' numeric, as before, and says on stderr
     (and in the column's comment) which cell training will refuse; a clean column gets no note."""
