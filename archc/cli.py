@@ -617,6 +617,9 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
         click.echo(f"note: {source}: {which} numbers with a decimal comma ({comma[0].decimal_comma!r}), left out: if "
                    f"the comma is the decimal mark, read them as numbers with "
                    f"'csv:{arg}?{reading + '&' if reading else ''}decimal=,'", err=True)
+    for s in (s for s in surveyed if s.refused):  # declared, but training would stop at these cells
+        click.echo(f"note: {source}: column {s.name!r} holds {s.refused}: training refuses it (clean those cells, "
+                   f"or empty them for the column's missing rule)", err=True)
     click.echo(toml_block(Path(arg), raw, name, input_name, surveyed, f"csv:{arg}" + (f"?{reading}" if reading
                                                                                      else "")), nl=False)
 

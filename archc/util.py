@@ -119,3 +119,11 @@ def load_arrays(path: str | os.PathLike):
 
     check_array_file(path)
     return np.load(path, allow_pickle=False)
+
+
+def why_not_a_file(path: Path) -> str:
+    """', which does not exist' or ', which is a folder' (a special file: ', which is not a regular file'): why
+    a path named as a file cannot be read as one, for messages."""
+    if not path.exists():
+        return ", which does not exist"
+    return ", which is a folder" if path.is_dir() else ", which is not a regular file"

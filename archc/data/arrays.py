@@ -10,6 +10,9 @@ from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
 
 
+MAX_CLASS_ID = 1 << 20  # numbered class labels 0..max: more classes than any output archc builds is a mistake
+
+
 def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
     """Map raw labels to 0..K-1: strings sort by text, integer-valued numbers keep their values as 0..max."""
     if y.dtype.kind in "USO":
@@ -19,11 +22,17 @@ def classes_from_labels(y: np.ndarray, where: str) -> tuple[np.ndarray, list[str
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             bad = y[~(np.isfinite(y) & (y == np.round(y)))][0]
-            raise DataError(f"expected integer class labels, received {bad!r}", where=where,
+            raise DataError(f"expected integer class labels, received {bad.item()!r}", where=where,
                             hint=f"use task='{TARGETS}' for continuous targets")
+    if y.size and y.dtype.kind in "iuf":  # checked before the cast: a uint64 or float beyond int64 wraps
+        low, high = y.min(), y.max()
+        if low < 0:
+            raise DataError(f"expected class labels >= 0, received {low.item()!r}", where=where)
+        if high >= MAX_CLASS_ID:  # numbered classes are 0..max: the names list is max + 1 long
+            raise DataError(f"expected class labels below {MAX_CLASS_ID:,} (a numbered label is its class's "
+                            f"output position), received {high.item()!r}", where=where,
+                            hint="number the classes 0..K-1, or store the labels as text to name the classes")
     y = y.astype(np.int64)
-    if y.size and y.min() < 0:
-        raise DataError(f"expected class labels >= 0, received {int(y.min())}", where=where)
     return y, [str(i) for i in range(int(y.max()) + 1 if y.size else 0)]
 
 

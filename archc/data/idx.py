@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -33,30 +34,47 @@ def find(folder: Path, prefix: str, kind: str, ndim: int) -> Path | None:
 
 
 def read_idx(path: Path, magic: int, where: str) -> np.ndarray:
-    """Read one IDX file of unsigned bytes, checking magic number and size against the header."""
+    """Read one IDX file of unsigned bytes, checking magic number and size against the header; streamed, so a
+    header declaring more (or less) data than the file holds is refused having read at most what it declares."""
+    gz = path.suffix == ".gz"
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            head = f.read(4)
+            (got,) = struct.unpack(">I", head) if len(head) == 4 else (None,)
+            if got is None:
+                raise DataError(f"{path.name}: expected an IDX header, received only {len(head)} bytes", where=where)
+            if got != magic:
+                raise DataError(f"{path.name}: expected IDX magic number 0x{magic:08X}, received 0x{got:08X}",
+                                where=where, hint="is this an MNIST-format file, and the right one (images vs "
+                                                  "labels)?")
+            ndim = magic & 0xFF
+            header = 4 + 4 * ndim
+            rest = f.read(4 * ndim)
+            if len(rest) < 4 * ndim:
+                raise DataError(f"{path.name}: expected a {header}-byte header, received a {4 + len(rest)}-byte "
+                                f"file", where=where)
+            dims = struct.unpack(f">{ndim}I", rest)
+            expected = math.prod(dims)  # Python ints: 2^32-sized dims do not wrap
+            if not gz and path.stat().st_size - header < expected:  # refused before reading (or allocating) it
+                got_bytes = path.stat().st_size - header
+                raise DataError(f"{path.name}: expected {expected:,} data bytes for shape {list(dims)}, received "
+                                f"{got_bytes:,} (file truncated)", where=where)
+            chunks, total = [], 0
+            while total <= expected:  # one byte past the declared size tells "too long"
+                chunk = f.read(min(1 << 24, expected + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path.name}: expected a readable{' gzip' if path.suffix == '.gz' else ''} IDX file, "
+        raise DataError(f"{path.name}: expected a readable{' gzip' if gz else ''} IDX file, "
                         f"received one that fails to read ({e})", where=where) from None
-    if len(raw) < 4:
-        raise DataError(f"{path.name}: expected an IDX header, received only {len(raw)} bytes", where=where)
-    (got,) = struct.unpack(">I", raw[:4])
-    if got != magic:
-        raise DataError(f"{path.name}: expected IDX magic number 0x{magic:08X}, received 0x{got:08X}", where=where,
-                        hint="is this an MNIST-format file, and the right one (images vs labels)?")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path.name}: expected a {header}-byte header, received a {len(raw)}-byte file",
-                        where=where)
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header != expected:
-        state = "truncated" if len(raw) - header < expected else "too long"
-        raise DataError(f"{path.name}: expected {expected} data bytes for shape {list(dims)}, received "
-                        f"{len(raw) - header} (file {state})", where=where)
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if total != expected:
+        state = "truncated" if total < expected else "too long"
+        shown = f"{total:,}" if total < expected else f"more than {expected:,}"
+        raise DataError(f"{path.name}: expected {expected:,} data bytes for shape {list(dims)}, received {shown} "
+                        f"(file {state})", where=where)
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(dims)
 
 
 def _pair(folder: Path, prefix: str, where: str) -> tuple[np.ndarray, np.ndarray] | None:

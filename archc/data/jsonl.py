@@ -13,6 +13,7 @@ from archc.data.arrays import from_arrays, labels_for_task
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset
+from archc.util import why_not_a_file
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
@@ -36,7 +37,7 @@ class JsonLines(Source):
     def load(self, arg: Path, splits: Splits, task: str | None, options: JsonlOptions) -> Dataset:
         """Features as float32 [N, *shape]; text or integer labels are classes, floats regression targets."""
         if not arg.is_file():
-            raise DataError(f"expected a JSON Lines file, received {str(arg)!r}, which does not exist",
+            raise DataError(f"expected a JSON Lines file, received {str(arg)!r}{why_not_a_file(arg)}",
                             where=self.name)
         rows = _read_objects(arg, self.name)
         xs, ys, first = [], [], None

@@ -10,7 +10,7 @@ from archc.data.arrays import as_features, from_arrays, labels_for_task
 from archc.data.base import Example, Source, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.errors import DataError
-from archc.util import load_arrays
+from archc.util import load_arrays, why_not_a_file
 from archc.labels import CLASSES, TARGETS
 
 
@@ -28,7 +28,7 @@ class NpzArrays(Source):
         """Integer or string y: classification; float y: regression (unless `task` says otherwise)."""
         name = self.name
         if not arg.is_file():
-            raise DataError(f"expected an .npz file, received {str(arg)!r}, which does not exist", where=name)
+            raise DataError(f"expected an .npz file, received {str(arg)!r}{why_not_a_file(arg)}", where=name)
         try:
             with load_arrays(arg) as z:
                 arrays = {k: z[k] for k in z.files}

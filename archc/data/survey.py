@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from archc.data.columns import FALSE_TOKENS, TRUE_TOKENS, Column, decimal_comma, is_missing
+from archc.data.columns import (FALSE_TOKENS, TRUE_TOKENS, Column, decimal_comma, is_missing, number,
+                                number_problem)
 from archc.data.tabular import MAX_CLASSES, RawTable, is_number
 from archc.labels import CLASSES, TARGETS
 
@@ -37,6 +38,7 @@ class Surveyed:
     distinct: int
     note: str
     decimal_comma: str = ""  # a cell of a column of numbers written with a decimal comma ('3,45'), left out
+    refused: str = ""        # a numeric column's first cell that training refuses ('inf', '1e39'), and why
 
 
 def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGORIES) -> Surveyed:
@@ -55,7 +57,11 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
         if all(float(v).is_integer() for v in values) and 2 < distinct <= min(FEW_INTEGERS, max_categories):
             cats = ", ".join(json.dumps(v) for v in values)
             note += f"; integers: could be {{ type = \"categorical\", categories = [{cats}] }}"
-        return Surveyed(name, Column(name, "numeric", missing=rule), missing, distinct, note)
+        bad = next((c for c in counts if number_problem(number(c) or 0.0)), "")
+        refused = f"{bad!r}, not {number_problem(number(bad) or 0.0)}" if bad else ""
+        if refused:
+            note += f"; {refused}: training refuses it (clean those cells, or empty them for the missing rule)"
+        return Surveyed(name, Column(name, "numeric", missing=rule), missing, distinct, note, refused=refused)
     if all(decimal_comma(c) or is_number(c) for c in present):
         example = next(c for c in present if decimal_comma(c))
         return Surveyed(name, None, missing, distinct, f"{counted}: numbers with a decimal comma such as "

@@ -30,6 +30,7 @@ from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, decimal_comma, fit, is_missing, number,
                                 number_problem)
 from archc.data.dataset import Dataset, Split, finish
+from archc.util import why_not_a_file
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
@@ -163,7 +164,7 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
     """A CSV read by column name (every row must have the header's cell count); see Dialect for the options."""
     dialect = dialect or Dialect()
     if not path.is_file():
-        raise DataError(f"expected a CSV file, received {str(path)!r}, which does not exist", where=name)
+        raise DataError(f"expected a CSV file, received {str(path)!r}{why_not_a_file(path)}", where=name)
     records, lines = _records(path, name, dialect)
     if not records:
         raise DataError("expected a header row, received an empty file" if dialect.header else
@@ -368,6 +369,11 @@ def target_column(header: list[str], target: str | None, name: str) -> str:
                     hint=f"did you mean {close[0]!r}?" if close else "")
 
 
+def class_name(value: float) -> str:
+    """The name of a numeric class (a finite value): canonical, so '1.0', '1' and '+1' are one class, '1'."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def target_values(cells: list[str], column: str, lines: list[int], task: str | None,
             name: str) -> tuple[np.ndarray, list[str] | None, str]:
     """Decide the task and encode the target column (classes: the column's own values)."""
@@ -404,7 +410,7 @@ def target_values(cells: list[str], column: str, lines: list[int], task: str | N
     if numeric:
         # Numeric classes sort by value ("2" before "10") and are named canonically ("1.0" → "1").
         distinct = np.unique(values)
-        names = [str(int(v)) if v == int(v) else repr(float(v)) for v in distinct]
+        names = [class_name(float(v)) for v in distinct]
         return np.searchsorted(distinct, values).astype(np.int64), names, task
     names = sorted(set(cells))
     lookup = {n: i for i, n in enumerate(names)}

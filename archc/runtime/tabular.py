@@ -84,13 +84,16 @@ JSON_ROWS = (".json", ".jsonl", ".ndjson")  # a list of objects, or one object p
 
 
 def json_rows(path: Path) -> RawTable | None:
-    """JSON records as a CSV's rows: each object's keys are column names (keys in any order; an absent key or null
-    is a missing cell), numbers and true/false written as a CSV would hold them; rows are numbered from 1 (JSON
-    lines: the line). None for a .json file that is not a list of objects (read by input name, as before)."""
+    """JSON records (or an object of columns, {name: [value per row]}) as a CSV's rows: each object's keys are
+    column names (keys in any order; an absent key or null is a missing cell), numbers and true/false written as a
+    CSV would hold them; rows are numbered from 1 (JSON lines: the line). None for a .json file that is neither
+    (read by input name, as before)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
             data = json.loads(text)
+            if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+                data = _columns_as_records(data, path)  # {column: [one value per row]}: the same rows
             if not (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)):
                 return None
             records = list(enumerate(data, start=1))
@@ -119,6 +122,18 @@ def json_rows(path: Path) -> RawTable | None:
         for c in columns:
             cells[c].append(_cell_text(rec.get(c), line, c, path))
     return RawTable(list(columns), cells, [line for line, _ in records], "json")
+
+
+def _columns_as_records(data: dict[str, list], path: Path) -> list[dict[str, Any]]:
+    """A JSON object of columns, {name: [value per row]}, as the list of records it stands for; columns of
+    different lengths are an InputError naming them."""
+    lengths = {k: len(v) for k, v in data.items()}
+    first = next(iter(lengths))
+    other = next((k for k, n in lengths.items() if n != lengths[first]), None)
+    if other is not None:
+        raise InputError(f"column {other!r}: expected {lengths[first]} values (one per row, as column {first!r} "
+                         f"has), received {lengths[other]}", file=str(path))
+    return [{k: v[i] for k, v in data.items()} for i in range(lengths[first])]
 
 
 def _cell_text(value: Any, line: int, column: str, path: Path) -> str:
@@ -172,6 +187,11 @@ def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: st
     _require(table, raw.columns, name, "keys of the file's records" if raw.layout == "json" else "file's header")
     encoded = table.encode(raw.cells, where=name, lines=raw.lines)  # refuses what the graph cannot: row, column
     inputs = feeds(table, raw.cells) if takes_a_row(model) else {table.input: encoded}
+    if target is not None and target not in raw.columns:  # named by --target: not silently left unscored
+        close = difflib.get_close_matches(target, raw.columns, n=1)
+        raise InputError(f"--target {target!r}: expected a column of the file to score against, received columns "
+                         f"{_names(raw.columns)}", file=name,
+                         hint=f"did you mean {close[0]!r}?" if close else "leave --target out to predict only")
     target = target or table.target
     what = what or f"{name}, {len(raw)} rows"
     if target is None or target not in raw.columns:
@@ -213,8 +233,15 @@ def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: s
         return out
     from archc.data.classes import match, show
 
+    from archc.data.tabular import class_name
+
     labels = [str(label) for label in (model.task or {}).get("labels") or []]
-    values = sorted({c for c, ok in zip(cells, present) if ok})
+    given = [c for c, ok in zip(cells, present) if ok]
+    parsed = [number(c) for c in given]
+    name_of = {c: c for c in given}  # a class's name as training names it: numbers canonical ('1.0' is '1')
+    if parsed and all(v is not None and math.isfinite(v) for v in parsed):
+        name_of = {c: class_name(v) for c, v in zip(given, parsed)}  # type: ignore[arg-type]
+    values = sorted(set(name_of.values()))
     found = match(values, labels) if labels else None
     if found is None or found.unknown:
         seen = show(found.unknown) if found is not None else show(values)
@@ -222,7 +249,7 @@ def _labels(model: Any, cells: list[str], lines: list[int], target: str, name: s
                          f"received {seen}, which the model never saw", file=name,
                          hint="score it on data of the model's classes only, or drop the target column")
     position = dict(zip(values, found.positions.tolist()))
-    return np.array([position[c] if ok else -1 for c, ok in zip(cells, present)], dtype=np.int64)
+    return np.array([position[name_of[c]] if ok else -1 for c, ok in zip(cells, present)], dtype=np.int64)
 
 
 def scored(outputs: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -109,6 +109,13 @@ class Classification(Task):
         from archc.data.classes import match, reindex, show
 
         labels = [str(label) for label in (model.task or {}).get("labels") or []]
+        if not labels and ds.classes is not None:
+            width = _score_width(model)  # scored by index: a class id past the scores is one no output predicts
+            if width is not None and len(ds.classes) > width:
+                raise InputError(f"expected at most {width} classes (the model's output has {width} scores and "
+                                 f"records no labels), received {len(ds.classes)} in the data: "
+                                 f"{show(ds.classes[width:])} beyond them", where=source,
+                                 hint="score it on data of the model's classes only")
         if not labels or ds.classes is None:
             return ds
         found = match(ds.classes, labels)
@@ -186,3 +193,11 @@ class Classification(Task):
 
     def metric_sum(self, out, y):
         return (out.argmax(dim=1) == y).sum()
+
+
+def _score_width(model: "Model") -> int | None:
+    """How many classes the model's score output has (its last axis), None where not fixed."""
+    sigs = list(model.outputs.values())
+    sig = next((o for o in sigs if o.kind in ("logits", "probs", "log_probs")), sigs[0] if sigs else None)
+    width = sig.shape[-1] if sig is not None and sig.shape else None
+    return width if isinstance(width, int) and width > 0 else None
