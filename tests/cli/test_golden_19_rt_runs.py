@@ -222,6 +222,14 @@ def train_into_the_image_folder_it_reads(tmp, made):
     return ["train", tmp / "im.json", "--data", f"images:{tmp / 'imgs'}", "--out", tmp / "imgs" / "run", "--quiet"]
 
 
+# a message that names no cause: an empty weights file "declared a header of -1 bytes"
+@case("error: TMP/empty.safetensors: expected a safetensors file, received a file of 0 bytes, shorter than the 8 "
+      "bytes of a header's length (archc reads safetensors only (never pickle): save with safetensors' save_file)")
+def init_from_an_empty_file(tmp, made):
+    (tmp / "empty.safetensors").write_bytes(b"")
+    return ["train", made.spec, "--init", tmp / "empty.safetensors", "--out", tmp / "out", "--quiet"]
+
+
 # user files lost: another command's output replaced a run's own file
 @case("error: --output: expected a file that is none of a run's own files, received 'TMP/run/train_state.safetensors', "
       "the train_state.safetensors of the run in 'TMP/run' (writing it would replace the run's file: name another "
