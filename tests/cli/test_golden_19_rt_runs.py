@@ -303,6 +303,20 @@ def infer_a_model_whose_preprocessing_is_text(tmp, made):
     return ["infer", tmp / "m.onnx", "--input", tmp / "x.npy"]
 
 
+@case("error: TMP/m.onnx: metadata 'archc.task': labels: expected null or a list of distinct class names, received "
+      "['a', 'a', 'b']")
+def infer_a_model_whose_labels_repeat(tmp, made):
+    import onnx
+
+    model = onnx.load(made.run / "model.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    props["archc.task"] = json.dumps({"kind": "classification", "labels": ["a", "a", "b"]})  # two classes printed "a"
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, tmp / "m.onnx")
+    np.save(tmp / "x.npy", np.zeros((2, 4), np.float32))
+    return ["infer", tmp / "m.onnx", "--input", tmp / "x.npy"]
+
+
 def _snapshot(folder: Path) -> dict:
     return {p: (p.read_bytes() if p.is_file() else "dir") for p in folder.rglob("*")}
 
