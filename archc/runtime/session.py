@@ -183,6 +183,11 @@ class Model:
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map or {})
         task = _json_meta(self.metadata, "archc.task")
         self.task: dict | None = task if isinstance(task, dict) else None
+        labels = (self.task or {}).get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+                                       and len(set(labels)) == len(labels)):  # a text "abc" named classes a, b, c
+            raise ModelError(f"labels: expected null or a list of distinct class names, received {labels!r:.80}",
+                             where="metadata 'archc.task'", file=path)
         described = _json_meta(self.metadata, "archc.inputs")
         self.inputs = _sigs(session.get_inputs(), described)
         # A numeric column of a model that takes a row (archc.export.tabular): NaN is a missing cell, which the

@@ -70,6 +70,8 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
                     raise ModelError("expected a safetensors file, received a JSON file", file=str(path),
                                      hint="a sharded checkpoint (model.safetensors.index.json) loads as one file: "
                                           "save its shards' tensors together with safetensors' save_file")
+                if n < 0:  # fewer than the 8 bytes that give the header's length (an empty file)
+                    raise _bad(path, f"a file of {size:,} bytes, shorter than the 8 bytes of a header's length")
                 raise _bad(path, f"a file of {size:,} bytes whose first 8 bytes declare a header of {n:,} bytes")
             text = f.read(n)
     except OSError as e:

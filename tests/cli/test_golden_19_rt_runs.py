@@ -222,6 +222,14 @@ def train_into_the_image_folder_it_reads(tmp, made):
     return ["train", tmp / "im.json", "--data", f"images:{tmp / 'imgs'}", "--out", tmp / "imgs" / "run", "--quiet"]
 
 
+# a message that names no cause: an empty weights file "declared a header of -1 bytes"
+@case("error: TMP/empty.safetensors: expected a safetensors file, received a file of 0 bytes, shorter than the 8 "
+      "bytes of a header's length (archc reads safetensors only (never pickle): save with safetensors' save_file)")
+def init_from_an_empty_file(tmp, made):
+    (tmp / "empty.safetensors").write_bytes(b"")
+    return ["train", made.spec, "--init", tmp / "empty.safetensors", "--out", tmp / "out", "--quiet"]
+
+
 # user files lost: another command's output replaced a run's own file
 @case("error: --output: expected a file that is none of a run's own files, received 'TMP/run/train_state.safetensors', "
       "the train_state.safetensors of the run in 'TMP/run' (writing it would replace the run's file: name another "
@@ -289,6 +297,20 @@ def infer_a_model_whose_preprocessing_is_text(tmp, made):
     model = onnx.load(made.run / "model.onnx")
     props = {p.key: p.value for p in model.metadata_props}
     props["archc.preprocess"] = json.dumps({"x": {"mean": 0.5, "std": "a"}})  # was exit 3 (a ValueError) at the run
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, tmp / "m.onnx")
+    np.save(tmp / "x.npy", np.zeros((2, 4), np.float32))
+    return ["infer", tmp / "m.onnx", "--input", tmp / "x.npy"]
+
+
+@case("error: TMP/m.onnx: metadata 'archc.task': labels: expected null or a list of distinct class names, received "
+      "['a', 'a', 'b']")
+def infer_a_model_whose_labels_repeat(tmp, made):
+    import onnx
+
+    model = onnx.load(made.run / "model.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    props["archc.task"] = json.dumps({"kind": "classification", "labels": ["a", "a", "b"]})  # two classes printed "a"
     onnx.helper.set_model_props(model, props)
     onnx.save(model, tmp / "m.onnx")
     np.save(tmp / "x.npy", np.zeros((2, 4), np.float32))

@@ -33,7 +33,7 @@ def test_header_of_a_real_file(tmp_path):
 
 
 @pytest.mark.parametrize("make, says", [
-    (lambda p: p.write_bytes(b"\x00\x01"), "first 8 bytes declare"),
+    (lambda p: p.write_bytes(b"\x00\x01"), "shorter than the 8 bytes of a header's length"),
     (lambda p: p.write_bytes(struct.pack("<Q", 10**12) + b"{}"), "header of 1,000,000,000,000 bytes"),
     (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"{]]]"), "not JSON"),
     (lambda p: _raw(p, {"w": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 4_000_000]}}, b"\0" * 16),
