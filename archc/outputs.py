@@ -15,6 +15,15 @@ from typing import Iterable, Mapping, Union
 
 from archc.errors import InputError
 
+# A run folder's files by role (archc.train.run_dir.RunDir.FILES), in the order a fresh run deletes them: the state
+# before the result, so a rank that looks meanwhile never sees "a state without a result" (an unfinished run) where
+# there was a finished one. spec.json is not deleted but replaced atomically, so a --nproc worker reading it while
+# rank 0 prepares the folder always finds it.
+RUN_FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
+             "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
+             "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
+             "spec": "spec.json", "report": "report.json", "report_png": "report.png"}
+
 LOCK = ".archc.lock"      # the run folder's lock file (archc.train.run_dir writes it)
 MAX_PID = 2**31 - 1       # pid_t is a C int: a larger number cannot be a process id (os.kill overflows on it)
 FRESH_SECONDS = 10        # an empty lock this young belongs to a run that is still writing its pid
@@ -140,15 +149,14 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
 def _refuse_run_file(out: Path, flag: str) -> None:
     """InputError when `out` is one of a run folder's own files (its state, weights, metrics, result, spec...):
     only its models (model*.onnx) and test report may be written there by another command."""
-    from archc.train.run_dir import RunDir  # torch-free
-
-    run = RunDir(out.parent if str(out.parent) else Path("."))
-    if not (run.spec.is_file() and (run.state.exists() or run.result.exists())):
+    root = out.parent if str(out.parent) else Path(".")
+    if not ((root / RUN_FILES["spec"]).is_file() and any(os.path.exists(root / RUN_FILES[role])
+                                                          for role in ("train_state", "result"))):
         return  # not a run folder
-    kept = {run.FILES[role] for role in ("onnx", "report", "report_png")}
-    if out.name in set(run.FILES.values()) - kept and os.path.lexists(out):
+    kept = {RUN_FILES[role] for role in ("onnx", "report", "report_png")}
+    if out.name in set(RUN_FILES.values()) - kept and os.path.lexists(out):
         raise InputError(f"expected a file that is none of a run's own files, received {str(out)!r}, the "
-                         f"{out.name} of the run in {str(run.root)!r}", where=flag,
+                         f"{out.name} of the run in {str(root)!r}", where=flag,
                          hint="writing it would replace the run's file: name another file")
 
 

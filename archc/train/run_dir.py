@@ -27,7 +27,7 @@ from typing import Any
 
 from archc import strict_json
 from archc.errors import InputError, ModelError
-from archc.outputs import LOCK, holder, read_lock
+from archc.outputs import LOCK, RUN_FILES, holder, read_lock
 from archc.util import write_text_atomic
 
 # The launcher of --nproc holds the lock for its workers: it passes its pid here, and rank 0 does not lock again.
@@ -69,14 +69,9 @@ class RunDir:
 
     root: Path
 
-    # The artifacts by role (RunResult.paths keys), in the order a fresh run deletes them: the state before the
-    # result, so a rank that looks meanwhile never sees "a state without a result" (an unfinished run) where
-    # there was a finished one. spec.json is not deleted but replaced atomically, so a --nproc worker reading it
-    # while rank 0 prepares the folder always finds it.
-    FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
-             "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
-             "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
-             "spec": "spec.json", "report": "report.json", "report_png": "report.png"}
+    # The artifacts by role (RunResult.paths keys), in the order a fresh run deletes them: archc.outputs holds the
+    # table (its check that no other command replaces them reads it without importing archc.train)
+    FILES = RUN_FILES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
