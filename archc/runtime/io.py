@@ -128,6 +128,12 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         header = rows.pop(0)[1]
     if not rows:
         raise _err(p, "expected at least one data row, received none")
+    reordered = False
+    if header is not None:
+        kept = rows
+        rows = _by_name(p, header, rows, _features(model))
+        if rows is not kept:  # cells now in the model's feature order: name them, not the file's position
+            reordered, header = True, list(_features(model) or [])
     width = len(rows[0][1])
     kind = np.dtype(sig.dtype).kind if sig.dtype in np.sctypeDict else ""
     biggest = float(np.finfo(sig.dtype).max) if kind == "f" else math.inf
@@ -139,7 +145,8 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         for col, cell in enumerate(row, start=1):
             v = _number(cell)
             if v is None or abs(v) > biggest:
-                label = f"column {col}" + (f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
+                label = f"column {header[col - 1]!r}" if reordered else f"column {col}" + (
+                    f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
                 want = "a number" if v is None else f"a number within {sig.dtype}'s range (magnitude at most " \
                                                        f"{biggest:.4g})"
                 raise _err(p, f"row {line}, {label}: expected {want}, received {cell.strip()!r}")
@@ -148,6 +155,41 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     ints = all(isinstance(v, int) for r in values for v in r)
     arr = np.asarray(values, dtype=np.int64 if ints else np.float64)
     return {sig.name: arr.reshape((len(values),) + _example_shape(p, sig, width))}
+
+
+def _features(model: Model) -> list[str] | None:
+    """The feature columns a model trained on a csv: source records (archc.features), in its input's order."""
+    try:
+        names = json.loads(model.metadata.get("archc.features") or "null")
+    except ValueError:
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) and names else None
+
+
+def _by_name(p: Path, header: list[str], rows: list[tuple[int, list[str]]],
+             features: list[str] | None) -> list[tuple[int, list[str]]]:
+    """A CSV's rows with their cells in the order of the model's recorded feature columns, matched by header name
+    (any order; other columns, such as the target, ignored); as they are for a model that records none."""
+    names = [h.strip() for h in header]
+    if features is None or names == features:
+        return rows
+    at: dict[str, int] = {}
+    for i, n in enumerate(names):
+        at.setdefault(n, i)
+    absent = [f for f in features if f not in at]
+    if absent:
+        shown = ", ".join(absent[:20]) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
+        listed = ", ".join(features[:20]) + (", ..." if len(features) > 20 else "")
+        raise _err(p, f"column {absent[0]!r}: expected the model's feature columns in the header ({listed}), "
+                      f"missing {shown}",
+                   hint="columns are matched by name, in any order; a file without a header is read by position")
+    order = [at[f] for f in features]
+    out = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise _err(p, f"row {line}: expected {len(header)} values (as in the header), received {len(row)}")
+        out.append((line, [row[i] for i in order]))
+    return out
 
 
 def _example_shape(p: Path, sig, width: int) -> tuple[int, ...]:

@@ -187,6 +187,61 @@ def test_columns_says_which_numeric_cells_training_refuses(tmp_path):
     assert "c = \"numeric\"  # 3 values\n" in r.stdout
 
 
+def _featured_model(tmp: Path) -> Path:
+    """An untrained 2-feature classifier recording the feature columns it was trained on: alpha, beta."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    compiled = compile_spec({"archc": 1, "model": {"name": "f"}, "inputs": {"x": {"shape": [2]}},
+                             "task": {"kind": "classification"}, "layers": [{"op": "linear", "out_features": 2}]})
+    export(compiled, tmp / "f.onnx", module=lower(compiled.graph, seed=0),
+           extra_metadata={"features": ["alpha", "beta"]})
+    return tmp / "f.onnx"
+
+
+# ---- a plain model trained on csv: columns reads an infer CSV's header by name -------------------------------------
+@case("error: TMP/g.csv: column 'beta': expected the model's feature columns in the header (alpha, beta), missing "
+      "beta (columns are matched by name, in any order; a file without a header is read by position)")
+def infer_csv_header_without_a_feature_column(tmp):
+    (tmp / "g.csv").write_text("alpha,gamma\n1,2\n")
+    return ["infer", _featured_model(tmp), "--input", tmp / "g.csv"]
+
+
+def test_infer_csv_columns_matched_by_header_name(tmp_path):
+    """A header in another order (and with the target column) predicts as the training order; on main the cells
+    were fed by position (beta as alpha: silently other predictions)."""
+    model = _featured_model(tmp_path)
+    rows = [(0.5, 7.0), (-2.0, 0.25), (3.0, -1.0)]
+    (tmp_path / "same.csv").write_text("alpha,beta\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    (tmp_path / "rev.csv").write_text("beta,alpha\n" + "".join(f"{b},{a}\n" for a, b in rows))
+    (tmp_path / "tgt.csv").write_text("label,beta,alpha\n" + "".join(f"1,{b},{a}\n" for a, b in rows))
+    (tmp_path / "bare.csv").write_text("".join(f"{a},{b}\n" for a, b in rows))
+    outs = []
+    for name in ("same", "rev", "tgt", "bare"):
+        r = CliRunner().invoke(main, ["infer", str(model), "--input", str(tmp_path / f"{name}.csv"),
+                                      "-o", str(tmp_path / f"{name}.npy")])
+        assert r.exit_code == 0, r.output
+        outs.append(np.load(tmp_path / f"{name}.npy"))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_training_on_csv_columns_records_them(tmp_path):
+    """`archc train` on a csv: source of plain feature columns records them (archc.features) in model.onnx."""
+    import onnx
+
+    (tmp_path / "d.csv").write_text("beta,alpha,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    spec = {"archc": 1, "model": {"name": "t"}, "inputs": {"x": {"shape": [2]}}, "task": {"kind": "classification"},
+            "layers": [{"op": "linear", "out_features": 2}], "train": {"epochs": 1, "batch_size": 8},
+            "data": {"source": "csv:d.csv", "target": "label"}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "s.json"), "--out", str(tmp_path / "run"), "-q",
+                                  "--no-optimize", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "run" / "model.onnx")).metadata_props}
+    assert json.loads(meta["archc.features"]) == ["beta", "alpha"]
+
+
 def _normal(text: str, tmp: Path) -> str:
     return text.replace(str(tmp), "TMP")
 
