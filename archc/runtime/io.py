@@ -160,7 +160,7 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
 def _features(model: Model) -> list[str] | None:
     """The feature columns a model trained on a csv: source records (archc.features), in its input's order."""
     try:
-        names = json.loads(model.metadata.get("archc.features") or "null")
+        names = json.loads((getattr(model, "metadata", None) or {}).get("archc.features") or "null")
     except ValueError:
         return None
     return names if isinstance(names, list) and all(isinstance(n, str) for n in names) and names else None
