@@ -120,20 +120,28 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     names = list(model.inputs)
     _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
     sig = model.inputs[names[0]]
+    from archc.data.tabular import _recognise_delimiter
+
     with p.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is accepted, as in training
-        rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
-    # A first row where no cell is a number is a header (column names), not data.
+        text = f.read()
+    delimiter = _recognise_delimiter(text)  # as training reads a csv: file: a tab, ';' or '|' without a comma
+    rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), start=1)
+            if any(c.strip() for c in r)]
+    # A first row where no cell is a number is a header (column names), not data; so is one naming every feature
+    # column the model records (pandas' default names are numbers: '0', '1').
     header: list[str] | None = None
-    if rows and all(_number(c) is None for c in rows[0][1]):
+    features = _features(model)
+    if rows and (all(_number(c) is None for c in rows[0][1])
+                 or (features is not None and set(features) <= {c.strip() for c in rows[0][1]})):
         header = rows.pop(0)[1]
     if not rows:
         raise _err(p, "expected at least one data row, received none")
     reordered = False
     if header is not None:
         kept = rows
-        rows = _by_name(p, header, rows, _features(model))
+        rows = _by_name(p, header, rows, features)
         if rows is not kept:  # cells now in the model's feature order: name them, not the file's position
-            reordered, header = True, list(_features(model) or [])
+            reordered, header = True, list(features or [])
     width = len(rows[0][1])
     kind = np.dtype(sig.dtype).kind if sig.dtype in np.sctypeDict else ""
     biggest = float(np.finfo(sig.dtype).max) if kind == "f" else math.inf

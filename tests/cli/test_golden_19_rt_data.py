@@ -187,8 +187,8 @@ def test_columns_says_which_numeric_cells_training_refuses(tmp_path):
     assert "c = \"numeric\"  # 3 values\n" in r.stdout
 
 
-def _featured_model(tmp: Path) -> Path:
-    """An untrained 2-feature classifier recording the feature columns it was trained on: alpha, beta."""
+def _featured_model(tmp: Path, names: tuple[str, str] = ("alpha", "beta")) -> Path:
+    """An untrained 2-feature classifier recording the feature columns it was trained on (alpha, beta)."""
     from archc.export import export
     from archc.lower import lower
     from archc.pipeline import compile_spec
@@ -196,7 +196,7 @@ def _featured_model(tmp: Path) -> Path:
     compiled = compile_spec({"archc": 1, "model": {"name": "f"}, "inputs": {"x": {"shape": [2]}},
                              "task": {"kind": "classification"}, "layers": [{"op": "linear", "out_features": 2}]})
     export(compiled, tmp / "f.onnx", module=lower(compiled.graph, seed=0),
-           extra_metadata={"features": ["alpha", "beta"]})
+           extra_metadata={"features": list(names)})
     return tmp / "f.onnx"
 
 
@@ -223,6 +223,24 @@ def test_infer_csv_columns_matched_by_header_name(tmp_path):
                                       "-o", str(tmp_path / f"{name}.npy")])
         assert r.exit_code == 0, r.output
         outs.append(np.load(tmp_path / f"{name}.npy"))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_infer_csv_delimiter_and_numbered_header_read_as_training_reads_them(tmp_path):
+    """A ';' file (no comma on its first line) reads as training's csv: reader does, and a header of numbers that
+    names the recorded feature columns ('0', '1': pandas' defaults) is a header, not a row; on main the first was
+    refused ("expected at least one data row") and the second predicted one example too many."""
+    model = _featured_model(tmp_path, ("0", "1"))
+    (tmp_path / "c.csv").write_text("0.5,7\n-2,0.25\n")
+    (tmp_path / "s.csv").write_text("0.5;7\n-2;0.25\n")
+    (tmp_path / "h.csv").write_text("1,0\n7,0.5\n0.25,-2\n")
+    outs = []
+    for name in ("c", "s", "h"):
+        r = CliRunner().invoke(main, ["infer", str(model), "--input", str(tmp_path / f"{name}.csv"),
+                                      "-o", str(tmp_path / f"{name}.npy")])
+        assert r.exit_code == 0, r.output
+        outs.append(np.load(tmp_path / f"{name}.npy"))
+    assert outs[0].shape[0] == 2
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
