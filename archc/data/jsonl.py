@@ -98,7 +98,7 @@ def _field(obj: dict[str, Any], key: str, option: str, line: int, name: str) -> 
     if key not in obj:
         close = difflib.get_close_matches(key, list(obj), n=1)
         raise DataError(f"line {line}: expected a field {key!r}, received fields {sorted(obj)}", where=name,
-                        hint=(f"did you mean {close[0]!r}? " if close else "") + f"(?{option}=FIELD names it)")
+                        hint=(f"did you mean {close[0]!r}? " if close else "") + f"the option ?{option}=FIELD names it")
     return obj[key]
 
 

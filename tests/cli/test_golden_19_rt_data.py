@@ -85,6 +85,14 @@ def idx_file_longer_than_its_header(tmp):
     return ["train", _spec(tmp, _idx(tmp, (10, 4, 4), bytes(1000))), "--out", tmp / "run"]
 
 
+# ---- one pair of parentheses around a hint -----------------------------------------------------------------------
+@case("error: jsonl:TMP/r.jsonl: line 1: expected a field 'x', received fields ['features', 'label'] (the option "
+      "?features=FIELD names it)")
+def jsonl_without_the_features_field(tmp):
+    (tmp / "r.jsonl").write_text('{"features": [1, 2], "label": 0}\n')
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'r.jsonl'}"), "--out", tmp / "run"]
+
+
 def _plain_model(tmp: Path) -> Path:
     """An untrained 3-feature, 2-class classifier that records no labels (scored by index)."""
     from archc.export import export
