@@ -62,7 +62,10 @@ def _need_single(p: Path, names: list[str], what: str, hint: str) -> None:
 def _read_json(p: Path, model: Model) -> dict[str, Any]:
     """A nested list (single input), {name: nested list}, or [{name: ...}, ...] per example."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))  # a BOM is accepted, as by every reader
+        data = json.loads(p.read_text(encoding="utf-8-sig"),  # a BOM is accepted, as by every reader
+                          object_pairs_hook=strict_json.distinct_keys)
+    except strict_json.DuplicateKey as exc:
+        raise _err(p, str(exc)) from None
     except json.JSONDecodeError as exc:
         raise _err(p, f"expected valid JSON, received a syntax error at line {exc.lineno}, "
                       f"column {exc.colno}: {exc.msg}") from None

@@ -147,6 +147,19 @@ def infer_csv_target_named_but_absent(tmp):
     return ["infer", _tab_model(tmp), "--input", tmp / "t.csv", "--target", "zz"]
 
 
+# ---- a JSON key written twice: refused, not the last silently kept -------------------------------------------------
+@case("error: TMP/d.json: expected distinct keys in a JSON object, received 'x' twice")
+def infer_json_with_a_duplicate_input_key(tmp):
+    (tmp / "d.json").write_text('{"x": [[1, 2, 3]], "x": [[4, 5, 6]]}')
+    return ["infer", _plain_model(tmp), "--input", tmp / "d.json"]
+
+
+@case("error: TMP/d.jsonl: line 2: expected distinct keys in a JSON object, received 'b' twice")
+def infer_jsonl_record_with_a_duplicate_column(tmp):
+    (tmp / "d.jsonl").write_text('{"a": 1, "b": "x"}\n{"b": "y", "a": 3, "b": "z"}\n')
+    return ["infer", _tab_model(tmp), "--input", tmp / "d.jsonl"]
+
+
 def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     """{"b": [...], "a": [...]} (any key order, cells as in records) gives the predictions of the same rows as a list
     of records and as a CSV; on main it was refused with "input 'a': expected shape [batch, 1]"."""
