@@ -93,6 +93,21 @@ def jsonl_without_the_features_field(tmp):
     return ["train", _spec(tmp, f"jsonl:{tmp / 'r.jsonl'}"), "--out", tmp / "run"]
 
 
+# ---- jsonl: total (an integer of 5,000 digits was a ValueError, exit 3) and no key silently kept twice ------------
+@case("error: jsonl:TMP/b.jsonl: line 1: expected JSON values archc can read, received one that fails (Exceeds the "
+      "limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() "
+      "to increase the limit)")
+def jsonl_label_of_5000_digits(tmp):
+    (tmp / "b.jsonl").write_text('{"x": [1, 2], "y": ' + "9" * 5000 + "}\n")
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'b.jsonl'}"), "--out", tmp / "run"]
+
+
+@case("error: jsonl:TMP/d.jsonl: line 2: expected distinct keys in a JSON object, received 'y' twice")
+def jsonl_source_with_a_duplicate_field(tmp):
+    (tmp / "d.jsonl").write_text('{"x": [1, 2], "y": 0}\n{"x": [3, 4], "y": 1, "y": 0}\n')
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'd.jsonl'}"), "--out", tmp / "run"]
+
+
 def _plain_model(tmp: Path) -> Path:
     """An untrained 3-feature, 2-class classifier that records no labels (scored by index)."""
     from archc.export import export
