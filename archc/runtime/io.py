@@ -155,11 +155,15 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         parsed = []
         for col, cell in enumerate(row, start=1):
             v = _number(cell)
-            if v is None or abs(v) > biggest:
+            whole = kind in "iu" and v is not None and not isinstance(v, int)  # an integer input: ids, counts
+            if v is None or abs(v) > biggest or whole:
                 label = f"column {header[col - 1]!r}" if reordered else f"column {col}" + (
                     f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
                 want = "a number" if v is None else f"a number within {sig.dtype}'s range (magnitude at most " \
                                                        f"{biggest:.4g})"
+                if whole:
+                    want = f"a whole number within int64's range, without a fraction or exponent (the input " \
+                           f"{sig.name!r} is {sig.dtype})"
                 raise _err(p, f"row {line}, {label}: expected {want}, received {cell.strip()!r}")
             parsed.append(v)
         values.append(parsed)

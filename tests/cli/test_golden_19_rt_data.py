@@ -175,6 +175,29 @@ def infer_jsonl_record_with_a_duplicate_column(tmp):
     return ["infer", _tab_model(tmp), "--input", tmp / "d.jsonl"]
 
 
+def _ids_model(tmp: Path) -> Path:
+    """An untrained classifier of 3 int64 token ids (vocab 10)."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    compiled = compile_spec({"archc": 1, "model": {"name": "e"},
+                             "inputs": {"ids": {"shape": [3], "dtype": "int64", "vocab": 10}},
+                             "task": {"kind": "classification"},
+                             "layers": [{"op": "embedding", "num_embeddings": 10, "embedding_dim": 4},
+                                        {"op": "flatten"}, {"op": "linear", "out_features": 2}]})
+    export(compiled, tmp / "e.onnx", module=lower(compiled.graph, seed=0))
+    return tmp / "e.onnx"
+
+
+# ---- an integer input's CSV cell: named by row and column (was "refusing to cast floating-point values") ----------
+@case("error: TMP/i.csv: row 2, column 3: expected a whole number within int64's range, without a fraction or "
+      "exponent (the input 'ids' is int64), received '99999999999999999999'")
+def infer_csv_id_beyond_int64(tmp):
+    (tmp / "i.csv").write_text("1,2,3\n1,2,99999999999999999999\n")
+    return ["infer", _ids_model(tmp), "--input", tmp / "i.csv"]
+
+
 def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     """{"b": [...], "a": [...]} (any key order, cells as in records) gives the predictions of the same rows as a list
     of records and as a CSV; on main it was refused with "input 'a': expected shape [batch, 1]"."""
