@@ -27,3 +27,17 @@ def finite(value: Any) -> Any:
 def dumps(value: Any, indent: int | None = None) -> str:
     """Strict JSON text of `value` (see finite)."""
     return json.dumps(finite(value), indent=indent, allow_nan=False)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (json keeps the last silently); the message names the key."""
+
+
+def distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: the object, or DuplicateKey naming a key written twice."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(f"expected distinct keys in a JSON object, received {k!r} twice")
+        out[k] = v
+    return out

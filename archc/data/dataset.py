@@ -42,6 +42,9 @@ class Dataset:
     table: "Table | None" = field(default=None, kw_only=True)
     # What the loader did that the user should hear of (files skipped, images converted); printed by train and infer.
     notes: list[str] = field(default_factory=list, kw_only=True)
+    # A csv: source's feature columns, by name, in x's order (the ONNX's archc.features: infer matches a CSV's
+    # header to them by name); None for every other source.
+    features: list[str] | None = field(default=None, kw_only=True)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, where: str) -> None:

@@ -13,6 +13,7 @@ from archc.data.arrays import from_arrays, labels_for_task
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset
+from archc.strict_json import DuplicateKey, distinct_keys
 from archc.util import why_not_a_file
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
@@ -80,9 +81,13 @@ def _read_objects(path: Path, name: str) -> list[tuple[int, dict[str, Any]]]:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=distinct_keys)
         except json.JSONDecodeError as e:
             raise DataError(f"line {line}: expected a JSON object, received text that does not parse ({e.msg})",
+                            where=name) from None
+        except ValueError as e:  # a key written twice, or an integer of more digits than Python converts
+            raise DataError(f"line {line}: {e}" if isinstance(e, DuplicateKey) else
+                            f"line {line}: expected JSON values archc can read, received one that fails ({e})",
                             where=name) from None
         except RecursionError:  # json's parser recurses once per nesting level
             raise DataError(f"line {line}: expected a JSON object of reasonable nesting depth, received one "
@@ -98,7 +103,7 @@ def _field(obj: dict[str, Any], key: str, option: str, line: int, name: str) -> 
     if key not in obj:
         close = difflib.get_close_matches(key, list(obj), n=1)
         raise DataError(f"line {line}: expected a field {key!r}, received fields {sorted(obj)}", where=name,
-                        hint=(f"did you mean {close[0]!r}? " if close else "") + f"(?{option}=FIELD names it)")
+                        hint=(f"did you mean {close[0]!r}? " if close else "") + f"the option ?{option}=FIELD names it")
     return obj[key]
 
 

@@ -292,7 +292,8 @@ class CsvTable(Source):
         feats = [_column_floats(raw.cells[c], c, raw.lines, name,
                                 lambda c: _declare_hint(arg, raw, target, options.target is None, c))
                  for c in raw.columns if c != target]
-        return from_arrays(name, np.stack(feats, axis=1), y, classes=classes, task=task, splits=splits)
+        ds = from_arrays(name, np.stack(feats, axis=1), y, classes=classes, task=task, splits=splits)
+        return dataclasses.replace(ds, features=[c for c in raw.columns if c != target])
 
     @classmethod
     def claims(cls, path: Path) -> bool:

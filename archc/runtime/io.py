@@ -62,7 +62,10 @@ def _need_single(p: Path, names: list[str], what: str, hint: str) -> None:
 def _read_json(p: Path, model: Model) -> dict[str, Any]:
     """A nested list (single input), {name: nested list}, or [{name: ...}, ...] per example."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8-sig"))  # a BOM is accepted, as by every reader
+        data = json.loads(p.read_text(encoding="utf-8-sig"),  # a BOM is accepted, as by every reader
+                          object_pairs_hook=strict_json.distinct_keys)
+    except strict_json.DuplicateKey as exc:
+        raise _err(p, str(exc)) from None
     except json.JSONDecodeError as exc:
         raise _err(p, f"expected valid JSON, received a syntax error at line {exc.lineno}, "
                       f"column {exc.colno}: {exc.msg}") from None
@@ -120,14 +123,28 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     names = list(model.inputs)
     _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
     sig = model.inputs[names[0]]
+    from archc.data.tabular import _recognise_delimiter
+
     with p.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is accepted, as in training
-        rows = [(i, r) for i, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
-    # A first row where no cell is a number is a header (column names), not data.
+        text = f.read()
+    delimiter = _recognise_delimiter(text)  # as training reads a csv: file: a tab, ';' or '|' without a comma
+    rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), start=1)
+            if any(c.strip() for c in r)]
+    # A first row where no cell is a number is a header (column names), not data; so is one naming every feature
+    # column the model records (pandas' default names are numbers: '0', '1').
     header: list[str] | None = None
-    if rows and all(_number(c) is None for c in rows[0][1]):
+    features = _features(model)
+    if rows and (all(_number(c) is None for c in rows[0][1])
+                 or (features is not None and set(features) <= {c.strip() for c in rows[0][1]})):
         header = rows.pop(0)[1]
     if not rows:
         raise _err(p, "expected at least one data row, received none")
+    reordered = False
+    if header is not None:
+        kept = rows
+        rows = _by_name(p, header, rows, features)
+        if rows is not kept:  # cells now in the model's feature order: name them, not the file's position
+            reordered, header = True, list(features or [])
     width = len(rows[0][1])
     kind = np.dtype(sig.dtype).kind if sig.dtype in np.sctypeDict else ""
     biggest = float(np.finfo(sig.dtype).max) if kind == "f" else math.inf
@@ -138,16 +155,56 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         parsed = []
         for col, cell in enumerate(row, start=1):
             v = _number(cell)
-            if v is None or abs(v) > biggest:
-                label = f"column {col}" + (f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
+            whole = kind in "iu" and v is not None and not isinstance(v, int)  # an integer input: ids, counts
+            if v is None or abs(v) > biggest or whole:
+                label = f"column {header[col - 1]!r}" if reordered else f"column {col}" + (
+                    f" ({header[col - 1].strip()!r})" if header and col <= len(header) else "")
                 want = "a number" if v is None else f"a number within {sig.dtype}'s range (magnitude at most " \
                                                        f"{biggest:.4g})"
+                if whole:
+                    want = f"a whole number within int64's range, without a fraction or exponent (the input " \
+                           f"{sig.name!r} is {sig.dtype})"
                 raise _err(p, f"row {line}, {label}: expected {want}, received {cell.strip()!r}")
             parsed.append(v)
         values.append(parsed)
     ints = all(isinstance(v, int) for r in values for v in r)
     arr = np.asarray(values, dtype=np.int64 if ints else np.float64)
     return {sig.name: arr.reshape((len(values),) + _example_shape(p, sig, width))}
+
+
+def _features(model: Model) -> list[str] | None:
+    """The feature columns a model trained on a csv: source records (archc.features), in its input's order."""
+    try:
+        names = json.loads((getattr(model, "metadata", None) or {}).get("archc.features") or "null")
+    except ValueError:
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) and names else None
+
+
+def _by_name(p: Path, header: list[str], rows: list[tuple[int, list[str]]],
+             features: list[str] | None) -> list[tuple[int, list[str]]]:
+    """A CSV's rows with their cells in the order of the model's recorded feature columns, matched by header name
+    (any order; other columns, such as the target, ignored); as they are for a model that records none."""
+    names = [h.strip() for h in header]
+    if features is None or names == features:
+        return rows
+    at: dict[str, int] = {}
+    for i, n in enumerate(names):
+        at.setdefault(n, i)
+    absent = [f for f in features if f not in at]
+    if absent:
+        shown = ", ".join(absent[:20]) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
+        listed = ", ".join(features[:20]) + (", ..." if len(features) > 20 else "")
+        raise _err(p, f"column {absent[0]!r}: expected the model's feature columns in the header ({listed}), "
+                      f"missing {shown}",
+                   hint="columns are matched by name, in any order; a file without a header is read by position")
+    order = [at[f] for f in features]
+    out = []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise _err(p, f"row {line}: expected {len(header)} values (as in the header), received {len(row)}")
+        out.append((line, [row[i] for i in order]))
+    return out
 
 
 def _example_shape(p: Path, sig, width: int) -> tuple[int, ...]:

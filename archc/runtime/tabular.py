@@ -16,6 +16,7 @@ from archc.data.columns import Table, is_missing, number
 from archc.data.tabular import RawTable
 from archc.errors import InputError
 from archc.labels import CLASSES
+from archc.strict_json import DuplicateKey, distinct_keys
 from archc.tasks.base import Labelled, for_model
 
 ENCODED_KEY = "archc.encoded_input"   # a model that takes a row (archc.export.tabular) records what its core reads
@@ -91,17 +92,24 @@ def json_rows(path: Path) -> RawTable | None:
     try:
         text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=distinct_keys)
             if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
                 data = _columns_as_records(data, path)  # {column: [one value per row]}: the same rows
             if not (isinstance(data, list) and data and all(isinstance(r, dict) for r in data)):
                 return None
             records = list(enumerate(data, start=1))
         else:
-            records = [(i, json.loads(line)) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+            records = []
+            for i, line in enumerate(text.splitlines(), start=1):
+                try:
+                    records.extend([(i, json.loads(line, object_pairs_hook=distinct_keys))] if line.strip() else [])
+                except DuplicateKey as e:
+                    raise InputError(f"line {i}: {e}", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"expected a readable UTF-8 JSON file, received one that fails to read ({e})",
                          file=str(path)) from None
+    except DuplicateKey as e:
+        raise InputError(str(e), file=str(path)) from None
     except ValueError as e:  # a JSONDecodeError, or an integer of more digits than Python converts
         if not isinstance(e, json.JSONDecodeError):
             raise InputError(f"expected JSON values archc can read, received one that fails ({e})",

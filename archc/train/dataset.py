@@ -174,6 +174,7 @@ class Data:
     labels: list[str] | None = None  # the model's class names in output order (data's or [task] labels)
     table: "Table | None" = None     # a tabular input's fitted columns (the ONNX's archc.columns)
     target_scale: dict | None = None  # {output: {mean, std}} the targets were standardized with (Task.standardize)
+    features: list[str] | None = None  # a csv: source's feature column names in input order (archc.features)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
@@ -202,4 +203,4 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     else:
         target_scale = objective.standardize(dataset.train) if d.scale_target is not False else None
     return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, getattr(dataset, "table", None),
-                target_scale)
+                target_scale, getattr(dataset, "features", None))

@@ -214,6 +214,8 @@ def data_metadata(objective: Any, data: Data, setup: Setup) -> dict[str, Any]:
         extra["preprocess"] = data.preprocess
     if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
         extra[TARGET_SCALE] = data.target_scale
+    if data.features:  # archc.features: a csv: source's feature columns, which infer matches a header to by name
+        extra["features"] = data.features
     if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
         extra["columns"] = data.table.to_json()
     return extra | objective.metadata()

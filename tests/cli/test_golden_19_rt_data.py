@@ -85,6 +85,29 @@ def idx_file_longer_than_its_header(tmp):
     return ["train", _spec(tmp, _idx(tmp, (10, 4, 4), bytes(1000))), "--out", tmp / "run"]
 
 
+# ---- one pair of parentheses around a hint -----------------------------------------------------------------------
+@case("error: jsonl:TMP/r.jsonl: line 1: expected a field 'x', received fields ['features', 'label'] (the option "
+      "?features=FIELD names it)")
+def jsonl_without_the_features_field(tmp):
+    (tmp / "r.jsonl").write_text('{"features": [1, 2], "label": 0}\n')
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'r.jsonl'}"), "--out", tmp / "run"]
+
+
+# ---- jsonl: total (an integer of 5,000 digits was a ValueError, exit 3) and no key silently kept twice ------------
+@case("error: jsonl:TMP/b.jsonl: line 1: expected JSON values archc can read, received one that fails (Exceeds the "
+      "limit (4300 digits) for integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() "
+      "to increase the limit)")
+def jsonl_label_of_5000_digits(tmp):
+    (tmp / "b.jsonl").write_text('{"x": [1, 2], "y": ' + "9" * 5000 + "}\n")
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'b.jsonl'}"), "--out", tmp / "run"]
+
+
+@case("error: jsonl:TMP/d.jsonl: line 2: expected distinct keys in a JSON object, received 'y' twice")
+def jsonl_source_with_a_duplicate_field(tmp):
+    (tmp / "d.jsonl").write_text('{"x": [1, 2], "y": 0}\n{"x": [3, 4], "y": 1, "y": 0}\n')
+    return ["train", _spec(tmp, f"jsonl:{tmp / 'd.jsonl'}"), "--out", tmp / "run"]
+
+
 def _plain_model(tmp: Path) -> Path:
     """An untrained 3-feature, 2-class classifier that records no labels (scored by index)."""
     from archc.export import export
@@ -139,6 +162,42 @@ def infer_csv_target_named_but_absent(tmp):
     return ["infer", _tab_model(tmp), "--input", tmp / "t.csv", "--target", "zz"]
 
 
+# ---- a JSON key written twice: refused, not the last silently kept -------------------------------------------------
+@case("error: TMP/d.json: expected distinct keys in a JSON object, received 'x' twice")
+def infer_json_with_a_duplicate_input_key(tmp):
+    (tmp / "d.json").write_text('{"x": [[1, 2, 3]], "x": [[4, 5, 6]]}')
+    return ["infer", _plain_model(tmp), "--input", tmp / "d.json"]
+
+
+@case("error: TMP/d.jsonl: line 2: expected distinct keys in a JSON object, received 'b' twice")
+def infer_jsonl_record_with_a_duplicate_column(tmp):
+    (tmp / "d.jsonl").write_text('{"a": 1, "b": "x"}\n{"b": "y", "a": 3, "b": "z"}\n')
+    return ["infer", _tab_model(tmp), "--input", tmp / "d.jsonl"]
+
+
+def _ids_model(tmp: Path) -> Path:
+    """An untrained classifier of 3 int64 token ids (vocab 10)."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    compiled = compile_spec({"archc": 1, "model": {"name": "e"},
+                             "inputs": {"ids": {"shape": [3], "dtype": "int64", "vocab": 10}},
+                             "task": {"kind": "classification"},
+                             "layers": [{"op": "embedding", "num_embeddings": 10, "embedding_dim": 4},
+                                        {"op": "flatten"}, {"op": "linear", "out_features": 2}]})
+    export(compiled, tmp / "e.onnx", module=lower(compiled.graph, seed=0))
+    return tmp / "e.onnx"
+
+
+# ---- an integer input's CSV cell: named by row and column (was "refusing to cast floating-point values") ----------
+@case("error: TMP/i.csv: row 2, column 3: expected a whole number within int64's range, without a fraction or "
+      "exponent (the input 'ids' is int64), received '99999999999999999999'")
+def infer_csv_id_beyond_int64(tmp):
+    (tmp / "i.csv").write_text("1,2,3\n1,2,99999999999999999999\n")
+    return ["infer", _ids_model(tmp), "--input", tmp / "i.csv"]
+
+
 def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     """{"b": [...], "a": [...]} (any key order, cells as in records) gives the predictions of the same rows as a list
     of records and as a CSV; on main it was refused with "input 'a': expected shape [batch, 1]"."""
@@ -185,6 +244,79 @@ def test_columns_says_which_numeric_cells_training_refuses(tmp_path):
         "note: csv:TMP/n.csv: column 'b' holds '1e39', not a number within float32's range (magnitude at most "
         "3.403e+38): training refuses it (clean those cells, or empty them for the column's missing rule)"]
     assert "c = \"numeric\"  # 3 values\n" in r.stdout
+
+
+def _featured_model(tmp: Path, names: tuple[str, str] = ("alpha", "beta")) -> Path:
+    """An untrained 2-feature classifier recording the feature columns it was trained on (alpha, beta)."""
+    from archc.export import export
+    from archc.lower import lower
+    from archc.pipeline import compile_spec
+
+    compiled = compile_spec({"archc": 1, "model": {"name": "f"}, "inputs": {"x": {"shape": [2]}},
+                             "task": {"kind": "classification"}, "layers": [{"op": "linear", "out_features": 2}]})
+    export(compiled, tmp / "f.onnx", module=lower(compiled.graph, seed=0),
+           extra_metadata={"features": list(names)})
+    return tmp / "f.onnx"
+
+
+# ---- a plain model trained on csv: columns reads an infer CSV's header by name -------------------------------------
+@case("error: TMP/g.csv: column 'beta': expected the model's feature columns in the header (alpha, beta), missing "
+      "beta (columns are matched by name, in any order; a file without a header is read by position)")
+def infer_csv_header_without_a_feature_column(tmp):
+    (tmp / "g.csv").write_text("alpha,gamma\n1,2\n")
+    return ["infer", _featured_model(tmp), "--input", tmp / "g.csv"]
+
+
+def test_infer_csv_columns_matched_by_header_name(tmp_path):
+    """A header in another order (and with the target column) predicts as the training order; on main the cells
+    were fed by position (beta as alpha: silently other predictions)."""
+    model = _featured_model(tmp_path)
+    rows = [(0.5, 7.0), (-2.0, 0.25), (3.0, -1.0)]
+    (tmp_path / "same.csv").write_text("alpha,beta\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    (tmp_path / "rev.csv").write_text("beta,alpha\n" + "".join(f"{b},{a}\n" for a, b in rows))
+    (tmp_path / "tgt.csv").write_text("label,beta,alpha\n" + "".join(f"1,{b},{a}\n" for a, b in rows))
+    (tmp_path / "bare.csv").write_text("".join(f"{a},{b}\n" for a, b in rows))
+    outs = []
+    for name in ("same", "rev", "tgt", "bare"):
+        r = CliRunner().invoke(main, ["infer", str(model), "--input", str(tmp_path / f"{name}.csv"),
+                                      "-o", str(tmp_path / f"{name}.npy")])
+        assert r.exit_code == 0, r.output
+        outs.append(np.load(tmp_path / f"{name}.npy"))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_infer_csv_delimiter_and_numbered_header_read_as_training_reads_them(tmp_path):
+    """A ';' file (no comma on its first line) reads as training's csv: reader does, and a header of numbers that
+    names the recorded feature columns ('0', '1': pandas' defaults) is a header, not a row; on main the first was
+    refused ("expected at least one data row") and the second predicted one example too many."""
+    model = _featured_model(tmp_path, ("0", "1"))
+    (tmp_path / "c.csv").write_text("0.5,7\n-2,0.25\n")
+    (tmp_path / "s.csv").write_text("0.5;7\n-2;0.25\n")
+    (tmp_path / "h.csv").write_text("1,0\n7,0.5\n0.25,-2\n")
+    outs = []
+    for name in ("c", "s", "h"):
+        r = CliRunner().invoke(main, ["infer", str(model), "--input", str(tmp_path / f"{name}.csv"),
+                                      "-o", str(tmp_path / f"{name}.npy")])
+        assert r.exit_code == 0, r.output
+        outs.append(np.load(tmp_path / f"{name}.npy"))
+    assert outs[0].shape[0] == 2
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_training_on_csv_columns_records_them(tmp_path):
+    """`archc train` on a csv: source of plain feature columns records them (archc.features) in model.onnx."""
+    import onnx
+
+    (tmp_path / "d.csv").write_text("beta,alpha,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    spec = {"archc": 1, "model": {"name": "t"}, "inputs": {"x": {"shape": [2]}}, "task": {"kind": "classification"},
+            "layers": [{"op": "linear", "out_features": 2}], "train": {"epochs": 1, "batch_size": 8},
+            "data": {"source": "csv:d.csv", "target": "label"}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "s.json"), "--out", str(tmp_path / "run"), "-q",
+                                  "--no-optimize", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "run" / "model.onnx")).metadata_props}
+    assert json.loads(meta["archc.features"]) == ["beta", "alpha"]
 
 
 def _normal(text: str, tmp: Path) -> str:

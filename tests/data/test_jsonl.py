@@ -44,7 +44,7 @@ def test_errors_name_the_line_and_field(tmp_path: Path, rows, options, message) 
         load(source, **options)
     assert e.value.where == source
     if "pixel" in e.value.message:
-        assert e.value.hint == "did you mean 'pixel'? (?features=FIELD names it)"
+        assert e.value.hint == "did you mean 'pixel'? the option ?features=FIELD names it"
     with pytest.raises(DataError, match="does not exist"):
         load(f"jsonl:{tmp_path / 'missing.jsonl'}")
 
