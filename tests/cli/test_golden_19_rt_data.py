@@ -64,22 +64,24 @@ def npz_source_that_is_a_folder(tmp):
 
 
 def _idx(tmp: Path, dims: tuple[int, int, int], data: bytes) -> str:
-    """idx:TMP holding train images of header `dims` followed by `data`, and 10 labels."""
+    """idx:TMP/idx holding train images of header `dims` followed by `data`, and 10 labels (a folder of its own:
+    the run folder may not be inside the data's)."""
     import struct
 
-    (tmp / "train-images-idx3-ubyte").write_bytes(struct.pack(">I3I", 0x803, *dims) + data)
-    (tmp / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 10) + bytes(10))
-    return f"idx:{tmp}"
+    (tmp / "idx").mkdir()
+    (tmp / "idx" / "train-images-idx3-ubyte").write_bytes(struct.pack(">I3I", 0x803, *dims) + data)
+    (tmp / "idx" / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 10) + bytes(10))
+    return f"idx:{tmp / 'idx'}"
 
 
 # ---- an IDX header's size in Python ints: no int64 wrap to a negative byte count, refused before reading -----------
-@case("error: idx:TMP: train-images-idx3-ubyte: expected 9,223,372,036,854,775,808 data bytes for shape "
+@case("error: idx:TMP/idx: train-images-idx3-ubyte: expected 9,223,372,036,854,775,808 data bytes for shape "
       "[2147483648, 65536, 65536], received 16 (file truncated)")
 def idx_header_declaring_2_to_the_63_bytes(tmp):
     return ["train", _spec(tmp, _idx(tmp, (2**31, 2**16, 2**16), bytes(16))), "--out", tmp / "run"]
 
 
-@case("error: idx:TMP: train-images-idx3-ubyte: expected 160 data bytes for shape [10, 4, 4], received more than 160 "
+@case("error: idx:TMP/idx: train-images-idx3-ubyte: expected 160 data bytes for shape [10, 4, 4], received more than 160 "
       "(file too long)")
 def idx_file_longer_than_its_header(tmp):
     return ["train", _spec(tmp, _idx(tmp, (10, 4, 4), bytes(1000))), "--out", tmp / "run"]
