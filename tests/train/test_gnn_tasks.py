@@ -107,7 +107,7 @@ def test_infer_on_a_node_classifier_with_an_npz_graph(karate_run, tmp_path):
 
 
 @pytest.mark.parametrize("case, error, message", [
-    ("digits", DataError, "sklearn:digits: expected task .* received .node_classification."),
+    ("digits", SpecError, "data.source: expected task .* received .node_classification."),  # found by validate
     ("features", DataError, r"expected node features \[nodes, 34\]"),
     ("normalize", SpecError, "expected normalize = false for node_classification"),
     ("no-batch", SpecError, "graph_classification expects a batch input"),
