@@ -90,8 +90,8 @@ class Learner:
         if self.compiled:
             self.compile()
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+    def autocast(self, enabled: bool = True) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=enabled and self.amp is not None)
 
     def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, done: int,
              epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,19 +140,12 @@ class Learner:
     def evaluate(self, split: Examples, dist: Dist | None = None, exact: bool = False) -> tuple[float, float, int]:
         """Mean loss and metric over a split: sharded over the ranks of `dist` and summed, or whole (None). `exact`:
         in float32 (no autocast, no TF32), as the exported model computes, so the figure is the model.onnx's."""
-        if exact:
-            with float32_only(self.device):
-                amp, self.amp = self.amp, None
-                try:
-                    return self.evaluate(split, dist)
-                finally:
-                    self.amp = amp
         self.model.eval()
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for chunk in torch.arange(len(split))[rank::world].split(EVAL_BATCH):
             x, y = split.take(chunk)
-            with self.autocast():
+            with self.autocast(enabled=not exact), float32_only(self.device, exact):
                 out, y = self.objective.forward(self.model, x, y, training=False)
                 sums[0] += self.objective.loss(out, y)
             sums[1] += self.objective.metric_sum(out, y)
@@ -174,9 +167,9 @@ class Learner:
 
 
 @contextlib.contextmanager
-def float32_only(device: torch.device) -> Iterator[None]:
-    """CUDA's TF32 matmuls and convolutions off (their 10-bit mantissas are not float32's) for the block."""
-    if device.type != "cuda":
+def float32_only(device: torch.device, on: bool = True) -> Iterator[None]:
+    """CUDA's TF32 matmuls and convolutions off (their 10-bit mantissas are not float32's) for the block (`on`)."""
+    if device.type != "cuda" or not on:
         yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
