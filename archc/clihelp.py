@@ -5,6 +5,8 @@ import math
 
 import click
 
+from archc.language.model import MAX_SEED
+
 
 class SourceOption(click.Option):
     """An option that takes a data source: its help ends with every registered source (`archc.data`), listed
@@ -22,7 +24,7 @@ class SourceOption(click.Option):
 
 # --seed: what numpy's generators (>= 0) and torch's manual_seed (< 2**64) both take; the spec's seeds are the same
 # (archc.language.model.MAX_SEED), so `--seed -1` is a usage error, not an internal one inside numpy
-SEED = click.IntRange(0, 2**63 - 1)
+SEED = click.IntRange(0, MAX_SEED)
 
 
 class OptionValueError(click.BadParameter):

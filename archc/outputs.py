@@ -130,7 +130,7 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
                 raise InputError(f"expected a file outside {other} {str(folder)!r}, which --force moves aside, "
                                  f"received {str(out)!r}", where=flag, hint="name a file elsewhere")
         if locks:
-            parent = out.parent if str(out.parent) else Path(".")
+            parent = out.parent
             _refuse_held(parent, flag, f"{str(out)!r}: its folder {str(parent)!r}")
     for flag, folder in ((f, p) for f, v in folders.items() for p in _paths(v)):
         for what, src in reads:
@@ -149,7 +149,7 @@ def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},
 def _refuse_run_file(out: Path, flag: str) -> None:
     """InputError when `out` is one of a run folder's own files (its state, weights, metrics, result, spec...):
     only its models (model*.onnx) and test report may be written there by another command."""
-    root = out.parent if str(out.parent) else Path(".")
+    root = out.parent
     if not ((root / RUN_FILES["spec"]).is_file() and any(os.path.exists(root / RUN_FILES[role])
                                                           for role in ("train_state", "result"))):
         return  # not a run folder

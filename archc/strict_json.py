@@ -30,7 +30,11 @@ def dumps(value: Any, indent: int | None = None) -> str:
 
 
 class DuplicateKey(ValueError):
-    """A JSON object names one key twice (json keeps the last silently); the message names the key."""
+    """A JSON object names one key twice (json keeps the last silently); the message names the key (`key`)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"expected distinct keys in a JSON object, received {key!r} twice")
+        self.key = key
 
 
 def distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -38,6 +42,6 @@ def distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise DuplicateKey(f"expected distinct keys in a JSON object, received {k!r} twice")
+            raise DuplicateKey(k)
         out[k] = v
     return out

@@ -29,17 +29,13 @@ def _name(path: Path) -> str:
     return f".{path.name}.{os.getpid()}_{secrets.token_hex(4)}.tmp"
 
 
-def _folder(path: Path) -> Path:
-    return path.parent if str(path.parent) else Path(".")
-
-
 def make(path: str | os.PathLike, folder: bool = False) -> str:
     """Create (and track) a new temporary file, or folder, beside `path`; returns its name. Leftovers of dead
     writers of `path` are removed first. OSError as os.open/os.mkdir raise it (the caller names `path`)."""
     p = Path(path)
     sweep(p)
     for _ in range(100):
-        tmp = str(_folder(p) / _name(p))
+        tmp = str(p.parent / _name(p))
         track(tmp)  # tracked before it exists: a signal right after the create still finds it
         try:
             if folder:
@@ -110,7 +106,7 @@ def sweep(path: Path) -> list[str]:
     """Remove the temporaries of `path` left by writers that no longer run (killed by SIGKILL); their names."""
     from archc.outputs import alive
 
-    folder, prefix = _folder(path), f".{path.name}"
+    folder, prefix = path.parent, f".{path.name}"
     removed: list[str] = []
     if (str(folder), path.name) in _swept:
         return removed

@@ -24,23 +24,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
     An OSError (read-only or full disk, no permission) is re-raised naming `path`, not the temporary file,
     so the CLI reports it as a user error about the file the user asked for."""
-    p = Path(path)
-    tmp = ""
-    try:
-        tmp = tempfiles.make(p)  # removed by a SIGTERM or SIGINT as well (archc.tempfiles)
+    with temp_beside(path) as tmp:  # removed by a SIGTERM or SIGINT as well (archc.tempfiles)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        default_mode(tmp)
-        os.replace(tmp, p)
-        tempfiles.forget(tmp)
-    except BaseException as e:
-        if tmp:
-            tempfiles.remove(tmp)
-        if isinstance(e, OSError):
-            raise write_error(e, p) from e
-        raise
+        publish(tmp, path)
 
 
 @contextlib.contextmanager

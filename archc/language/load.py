@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from archc.errors import SpecError, describe
+from archc.strict_json import DuplicateKey, distinct_keys
 
 MAX_BYTES = 16 * 1024 * 1024  # a spec is a small text file; refuse anything huge before parsing it
 
@@ -14,9 +15,13 @@ MAX_BYTES = 16 * 1024 * 1024  # a spec is a small text file; refuse anything hug
 def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
     """Parse TOML or JSON text into a dict; parse errors say line and column."""
     try:
-        data = tomllib.loads(text) if fmt == "toml" else json.loads(text, object_pairs_hook=_distinct_keys)
+        data = tomllib.loads(text) if fmt == "toml" else json.loads(text, object_pairs_hook=distinct_keys)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"not valid TOML: {e}", file=name) from None
+    except DuplicateKey as e:  # json keeps the last of two equal keys without a word: a layer attribute or a
+        # declared column would be dropped (TOML refuses a repeated key itself)
+        raise SpecError(f"expected distinct keys in each JSON object, received {e.key!r} twice",
+                        hint="JSON would keep only the last; TOML refuses a repeated key too") from None
     except json.JSONDecodeError as e:
         raise SpecError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}", file=name) from None
     except ValueError:  # Python refuses to parse integers of over 4300 digits
@@ -30,18 +35,6 @@ def load_text(text: str, fmt: str, name: str) -> dict[str, Any]:
         raise SpecError(f"expected a table (object) at the top level, received {kind.get(type(data), 'null')}",
                         file=name)
     return without_schema_key(data, name)
-
-
-def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are distinct: Python's JSON keeps the last of two equal keys without a word, which
-    would drop a layer attribute or a declared column (TOML refuses them itself)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise SpecError(f"expected distinct keys in each JSON object, received {key!r} twice",
-                            hint="JSON would keep only the last; TOML refuses a repeated key too")
-        out[key] = value
-    return out
 
 
 def without_schema_key(data: dict[str, Any], name: str) -> dict[str, Any]:
