@@ -73,7 +73,7 @@ def is_missing(cell: Any) -> bool:
 def number(cell: Any) -> float | None:
     """A cell's value when it is a number (an int or float, or text in the CSV number grammar, surrounding blanks
     ignored), else None. Total: never raises. An integer beyond float64 reads as 1e308 (out of float32's range)."""
-    if type(cell) is str:  # the common case (a CSV's cells) first
+    if isinstance(cell, str):  # the common case (a CSV's cells) first; np.str_ too
         text = cell.strip()
         return float(text) if _NUMBER.fullmatch(text) else None
     if isinstance(cell, (bool, np.bool_)):
@@ -82,10 +82,7 @@ def number(cell: Any) -> float | None:
         return float(cell) if abs(int(cell)) < 10**308 else (1e308 if cell > 0 else -1e308)
     if isinstance(cell, (float, np.floating)):
         return float(cell)
-    if not isinstance(cell, str):
-        return None
-    text = cell.strip()
-    return float(text) if _NUMBER.fullmatch(text) else None
+    return None
 
 
 def number_problem(value: float) -> str | None:

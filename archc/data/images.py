@@ -193,6 +193,7 @@ def image_files(folder: Path, conversions: Conversions, prefix: str = "") -> lis
 
 
 MAX_SIDE = 65_535  # PNG and JPEG store a side in 16 bits (JPEG) or more; beyond it a size is a typo, never an image
+_SIDE = re.compile(r"[0-9]+")  # ASCII digits ('²'.isdigit() is True, int('²') fails)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -200,8 +201,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     h, sep, w = text.lower().partition("x")
-    digits = re.compile(r"[0-9]+")  # ASCII ('²'.isdigit() is True, int('²') fails)
-    if not (sep and digits.fullmatch(h) and digits.fullmatch(w) and 0 < int(h) <= MAX_SIDE and 0 < int(w) <= MAX_SIDE):
+    if not (sep and _SIDE.fullmatch(h) and _SIDE.fullmatch(w) and 0 < int(h) <= MAX_SIDE and 0 < int(w) <= MAX_SIDE):
         raise ValueError(f"expected HEIGHTxWIDTH such as 28x28, each side 1..{MAX_SIDE}, received {text!r}")
     return int(h), int(w)
 

@@ -57,8 +57,8 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
         if all(float(v).is_integer() for v in values) and 2 < distinct <= min(FEW_INTEGERS, max_categories):
             cats = ", ".join(json.dumps(v) for v in values)
             note += f"; integers: could be {{ type = \"categorical\", categories = [{cats}] }}"
-        bad = next((c for c in counts if number_problem(number(c) or 0.0)), "")
-        refused = f"{bad!r}, not {number_problem(number(bad) or 0.0)}" if bad else ""
+        refused = next((f"{c!r}, not {problem}" for c in counts if (problem := number_problem(number(c) or 0.0))),
+                       "")
         if refused:
             note += f"; {refused}: training refuses it (clean those cells, or empty them for the missing rule)"
         return Surveyed(name, Column(name, "numeric", missing=rule), missing, distinct, note, refused=refused)

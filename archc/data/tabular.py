@@ -75,7 +75,7 @@ class RawTable:
         return len(self.lines)
 
 
-def _recognise_delimiter(text: str) -> str:
+def recognise_delimiter(text: str) -> str:
     """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
     sample = [ln for ln in itertools.islice(io.StringIO(text), SAMPLE_LINES) if ln.strip()]
     if not sample or "," in sample[0]:
@@ -99,7 +99,7 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
             raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
                             where=name)
         # With decimal=',' and a comma delimiter, only quoted cells ("3,45") can hold a decimal comma.
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or _recognise_delimiter(text))
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or recognise_delimiter(text))
         records, lines = [], []
         for row in reader:
             if not row or all(not c.strip() for c in row):

@@ -123,11 +123,11 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
     names = list(model.inputs)
     _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
     sig = model.inputs[names[0]]
-    from archc.data.tabular import _recognise_delimiter
+    from archc.data.tabular import recognise_delimiter
 
     with p.open(newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is accepted, as in training
         text = f.read()
-    delimiter = _recognise_delimiter(text)  # as training reads a csv: file: a tab, ';' or '|' without a comma
+    delimiter = recognise_delimiter(text)  # as training reads a csv: file: a tab, ';' or '|' without a comma
     rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), start=1)
             if any(c.strip() for c in r)]
     # A first row where no cell is a number is a header (column names), not data; so is one naming every feature
