@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from archc.errors import ModelError
+from archc.strict_json import DuplicateKey, distinct_keys
 
 MAX_HEADER = 100_000_000  # bytes of JSON header; safetensors itself refuses more
 ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -77,9 +78,9 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
     except OSError as e:
         raise ModelError(f"cannot read: {e.strerror or e}", file=str(path)) from None
     try:
-        header = json.loads(text, object_pairs_hook=_unique)
-    except _Duplicate as e:  # json keeps the last of two equal keys: which data is "the" tensor is a guess
-        raise _bad(path, f"a header that declares {str(e)!r} twice") from None
+        header = json.loads(text, object_pairs_hook=distinct_keys)
+    except DuplicateKey as e:  # json keeps the last of two equal keys: which data is "the" tensor is a guess
+        raise _bad(path, f"a header that declares {e.key[:200]!r} twice") from None
     except (ValueError, RecursionError):
         raise _bad(path, "a header that is not JSON") from None
     if not isinstance(header, dict):
@@ -87,17 +88,6 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
     return _tensors(path, header, size - 8 - n, 8 + n)
 
 
-class _Duplicate(Exception):
-    pass
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key[:200])
-        out[key] = value
-    return out
 
 
 def _tensors(path: Path, header: dict[str, Any], data_bytes: int, data_start: int) -> dict[str, TensorInfo]:
