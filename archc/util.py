@@ -11,6 +11,8 @@ from typing import BinaryIO, Iterator
 
 import archc.tempfiles as tempfiles
 
+FLOAT32_MAX = 3.4028234663852886e38  # float32's largest finite value: op attributes and data become float32
+
 
 def default_mode(path: str | os.PathLike) -> None:
     """Give a temporary file the permissions a plain open() would (mkstemp makes it 0600)."""

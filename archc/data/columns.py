@@ -41,6 +41,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from archc.errors import DataError, describe
+from archc.util import FLOAT32_MAX
 
 ColumnType = Literal["numeric", "categorical", "boolean"]
 MissingRule = Literal["error", "mean", "median", "most_frequent", "constant"]
@@ -52,7 +53,6 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 STATS_MISSING = ("mean", "median")  # numeric (and boolean) only
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # a feature's magnitude limit: the model reads float32
 # A number as a CSV writes it: ASCII digits, an optional sign, fraction and exponent, or inf/nan (any case). Python's
 # float() also takes '1_000' and other scripts' digits ('١٢'), which no CSV writer means as a number.
 _NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)

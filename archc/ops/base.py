@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from archc.errors import ShapeError
+from archc.util import FLOAT32_MAX  # an op's float attributes become float32 tensors or constants
 
 if TYPE_CHECKING:  # torch is imported only by lowering, never by validate
     from torch import nn
@@ -18,7 +19,6 @@ BATCH = "batch"                     # the implicit, dynamic first axis of every 
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
-FLOAT32_MAX = 3.4028234663852886e38  # an op's float attributes become float32 tensors or constants in the graph
 
 
 @dataclass(frozen=True)
