@@ -191,9 +191,9 @@ def choose(plain: bytes, check: Callable[[bytes], Any], optimize: bool | str = T
 
     model = onnx.ModelProto.FromString(plain)
     before = len(model.graph.node)
-    why = over_budget(model) if optimize != ALWAYS else None
-    if why is not None:
-        return _plain(model, Decision(TOOL, before, None, False, why))
+    skip = within_budget(model, optimize)
+    if skip is not None:
+        return _plain(model, skip)
     try:
         opt = simplify(model)
     except Exception as e:  # a third-party tool: any failure keeps the plain graph

@@ -62,8 +62,7 @@ def _untied(src: str) -> Iterator[str]:
             onnx.save_model(model, path)
             yield path
     finally:
-        if os.path.exists(path):
-            os.unlink(path)
+        tempfiles.remove(path)
 
 
 def _int8_static(src: str, dst: str, calibration: dict[str, np.ndarray] | None) -> None:

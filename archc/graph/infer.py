@@ -260,8 +260,7 @@ def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool
     def size(t: TensorType) -> int:
         n = (batch if t.batched else 1) * BYTES.get(t.dtype, 4)
         for d in t.features:
-            s = size_of(d, sizes)
-            n *= s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
+            n *= _dim_size(d, sizes)
         return n
 
     weights = graph.total_params * 4 if weights is None else weights
@@ -275,12 +274,15 @@ def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool
 
 def scratch_bytes(graph: Graph, users: list[Node], batch: int, sizes: dict[str, int]) -> int:
     """The largest scratch (Op.scratch) of `users` at this batch and these axis sizes, in float32 copies held."""
-    def dim(d: Dim) -> int:
-        s = size_of(d, sizes)
-        return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
-
-    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], dim) for n in users), default=0)
+    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], lambda d: _dim_size(d, sizes)) for n in users),
+               default=0)
     return most * batch * 4 * SCRATCH_COPIES
+
+
+def _dim_size(d: Dim, sizes: dict[str, int]) -> int:
+    """A dimension's size at these axis sizes (a derived axis such as 'seq-1' included; an unsized symbol: 1)."""
+    s = size_of(d, sizes)
+    return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
 
 
 def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter,

@@ -197,7 +197,7 @@ class Classification(Task):
 
 def _score_width(model: "Model") -> int | None:
     """How many classes the model's score output has (its last axis), None where not fixed."""
-    sigs = list(model.outputs.values())
-    sig = next((o for o in sigs if o.kind in ("logits", "probs", "log_probs")), sigs[0] if sigs else None)
+    name = score_output(model, model.outputs)  # type: ignore[arg-type]  # it reads the names only
+    sig = model.outputs[name] if name is not None else None
     width = sig.shape[-1] if sig is not None and sig.shape else None
     return width if isinstance(width, int) and width > 0 else None

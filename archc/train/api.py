@@ -156,7 +156,7 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
         _check_trained_spec(run, compiled.sha256, meta)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
-    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run),
+    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run, compiled),
                     optimize=optimize)
     return add_cache(report, compiled, module, optimize)
 
@@ -194,17 +194,16 @@ def _summary(run: RunDir, source: str | None, checkpoint: str | None) -> dict[st
     return summary
 
 
-def _checked_export(run: RunDir) -> dict[str, Any]:
+def _checked_export(run: RunDir, compiled: Any) -> dict[str, Any]:
     """export.json, checked as the model's metadata will be read (the fitted columns, the target scale, the
-    preprocessing of the spec's inputs): a corrupt file is an error naming it, not a model.onnx that fails later."""
-    from archc.pipeline import compile_spec
+    preprocessing of the spec's inputs): a corrupt file is an error naming it, not a model.onnx that fails later.
+    `compiled`: the run's spec.json, compiled."""
     from archc.runtime.session import checked_preprocess
     from archc.train.dataset import recorded_scale, recorded_table
 
     metadata = run.read_json("export")
     recorded_table(run)
     recorded_scale(run)
-    compiled = compile_spec(run.spec)
     inputs, file = compiled.graph.inputs, str(run.path("export"))  # type: ignore[union-attr]
     _check_labels(metadata.get("labels"), compiled, file)
     for name, entry in checked_preprocess(metadata.get("preprocess"), list(inputs), "preprocess", file).items():
@@ -236,11 +235,12 @@ def _check_labels(labels: Any, compiled: Any, file: str) -> None:
                              where="labels", file=file)
 
 
-def _data_metadata(run: RunDir) -> dict[str, Any]:
+def _data_metadata(run: RunDir, compiled: Any) -> dict[str, Any]:
     """The data's part of the metadata (preprocessing, tokenizer) the run recorded as it started; for a run of an
-    archc before that record, read from its data again as training read them (same source and split seed)."""
+    archc before that record, read from its data again as training read them (same source and split seed).
+    `compiled`: the run's spec.json, compiled (export_run's own)."""
     if run.path("export").exists():
-        return _checked_export(run)
+        return _checked_export(run, compiled)
     import torch
 
     from archc.export.restore import KEY as TARGET_SCALE

@@ -59,12 +59,8 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 def load_weights(path: str | Path, model: torch.nn.Module) -> dict[str, str]:
     """Load a weights file into `model` (exact keys, shapes and kinds of dtype, finite values); returns its
     metadata."""
-    from archc.weights import check_finite, read_header
-
-    tensors, meta = read_file(path)
-    infos = read_header(path)
-    check_finite(path, infos, list(infos))  # named here, not as a parity check "within nan" after the export
-    _load_into(model, tensors, str(path))
+    tensors, meta = _read_checked(path, model)
+    model.load_state_dict(tensors)
     return meta
 
 
@@ -72,15 +68,21 @@ def check_weights(path: str | Path, model: torch.nn.Module) -> None:
     """ModelError unless `load_weights(path, model)` would succeed (readable, the model's keys, shapes and kinds
     of dtype, finite); `model` is left as it is. A resumed run checks its best weights so, before training: the
     test split and the export load them at its end."""
-    from archc.weights import check_finite, read_header
-
     if not Path(path).is_file():
         raise ModelError("expected the best epoch's weights the run recorded, received no such file",
                          file=str(path), hint="start the run again without --resume (--force moves it aside)")
-    tensors, _ = read_file(path)
+    _read_checked(path, model)
+
+
+def _read_checked(path: str | Path, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The file's tensors and metadata, once they are finite and fit `model` (keys, shapes, kinds of dtype)."""
+    from archc.weights import check_finite, read_header
+
+    tensors, meta = read_file(path)
     infos = read_header(path)
-    check_finite(path, infos, list(infos))
+    check_finite(path, infos, list(infos))  # named here, not as a parity check "within nan" after the export
     _mismatch(model, tensors, str(path))
+    return tensors, meta
 
 
 def _mismatch(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
