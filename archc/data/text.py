@@ -11,21 +11,29 @@ Sources
     Either takes an optional byte cap after ``?``: ``text:stdlib?max_bytes=2000000``,
     ``text:notes/?max_bytes=500000`` (``max_bytes=0`` means no cap). Files are read in sorted path order
     and taken whole until the cap; the file that crosses it is truncated so the corpus is exactly the cap.
-    The option ``context`` (tokens per window, default 256) is set by ``archc train`` from the model's input.
+    The option ``context`` (tokens per window, default 256) is set by ``archc train`` from the model's input;
+    ``cache`` (a folder) keeps the token file there for the next load (``archc train`` passes one beside the
+    run folder, so ``--resume`` reuses it).
 
 Tokens are bytes 0..255 (vocabulary 256). Files are joined with a newline byte.
 
 Held-out splits are made by file: with three files or more, files are shuffled by ``seed`` and dealt
 to test, then val, until each holds about its fraction of the bytes (at least one file for each split
 whose fraction is > 0; the rest is train). With one or two files the joined text is cut by position
-into contiguous train | val | test ranges instead.
+into contiguous train | val | test ranges instead. Both are decided from the files' sizes (each file is read
+once, a chunk at a time, to check it is text) before any token is written.
 
-Each split becomes next-token windows: x int64 [n, context], y int64 [n, context] with y = x shifted by
-one byte, taken with stride = context (non-overlapping) from the split's joined bytes. The raw bytes of
-each split stay available as ``dataset.text[split]`` (uint8), e.g. for ``baselines``.
+The corpus is tokenized once into a token file (archc.data.tokens): each split's tokens contiguous (train | val |
+test), streamed file by file, opened read-only with np.memmap. Each split becomes next-token windows that are views
+of it, nothing copied: x [n, context], y [n, context] in the file's dtype (uint8 for bytes; the training loader
+and the runtime widen them to int64 per batch), y = x shifted by one token, taken with stride = context
+(non-overlapping). The tokens of each split stay available as ``dataset.text[split]`` (a view too), e.g. for
+``baselines``. Memory stays bounded by the read chunk however large the corpus (no cap is needed but stdlib's,
+which is the demo corpus's size).
 """
 from __future__ import annotations
 
+import codecs
 import os
 import sysconfig
 from dataclasses import dataclass, field
@@ -38,6 +46,7 @@ from pydantic import Field
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.data.sources import make_options, parse
+from archc.data.tokens import BYTES, CHUNK, TokenFile, open_tokens
 from archc.errors import DataError
 from archc.labels import TOKENS
 
@@ -49,15 +58,17 @@ STDLIB_SKIP = frozenset({"site-packages", "dist-packages", "test", "tests", "idl
                          "turtledemo", "__pycache__"})
 _SNIFF = 8192  # bytes read first to reject binary files without reading them whole
 TASK = TOKENS
+TOKENIZER = BYTES  # the encode hook: another tokenizer (BPE) is an archc.data.tokens.Tokenizer
 
 
 @dataclass
 class TextDataset(Dataset):
-    """A language-model Dataset plus the raw bytes and file names of each split."""
+    """A language-model Dataset plus the tokens and file names of each split, and the token file they map."""
 
-    text: dict[str, np.ndarray] = field(default_factory=dict)   # split → uint8 bytes (files joined by \n)
+    text: dict[str, np.ndarray] = field(default_factory=dict)   # split → its tokens (bytes: uint8, files joined by \n)
     files: dict[str, list[str]] = field(default_factory=dict)   # split → file names (relative)
     tokenizer: dict = field(default_factory=dict)               # {"kind": "bytes", "vocab_size": 256, "context": N}
+    token_file: Path | None = None                              # the memory-mapped file x, y and text are views of
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------------
@@ -100,53 +111,54 @@ def tree_files(path: Path) -> list[Path]:
     return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
 
 
-def read_text_file(path: Path) -> bytes | None:
-    """The file's bytes when it is UTF-8 text without NUL bytes; None for binary or undecodable files."""
+def text_length(path: Path) -> int | None:
+    """The file's length when it is UTF-8 text without NUL bytes, checked CHUNK bytes at a time (never held whole);
+    None for binary, undecodable or unreadable files."""
+    check = codecs.getincrementaldecoder("utf-8")()
+    total = 0
     try:
         with open(path, "rb") as fh:
-            head = fh.read(_SNIFF)
-            if b"\0" in head:
-                return None
-            data = head + fh.read()
-    except OSError:
+            while block := fh.read(_SNIFF if total == 0 else CHUNK):  # a small first read rejects binaries early
+                if b"\0" in block:
+                    return None
+                check.decode(block)
+                total += len(block)
+            check.decode(b"", final=True)
+    except (OSError, UnicodeDecodeError):
         return None
-    if b"\0" in data:
-        return None
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return data
+    return total
 
 
-def read_corpus(target: Path | str, cap: int | None, name: str) -> list[tuple[str, bytes]]:
-    """[(relative name, bytes)] of the text files of `target` (a path, or "stdlib") in sorted order, at most
-    `cap` bytes (None: no cap)."""
+def corpus_paths(target: Path | str, name: str) -> tuple[Path, list[Path]]:
+    """(base folder, candidate files in sorted order) of `target`: a file, a folder, or "stdlib"."""
     if target == "stdlib":
-        base, paths = stdlib_files()
-    else:
-        base = Path(target)
-        if not base.exists():
-            raise DataError(f"expected a text file or a folder of text files, received {str(base)!r}, "
-                            "which does not exist", where=name, hint="or use text:stdlib")
-        if base.is_file():
-            paths, base = [base], base.parent
-        else:
-            paths = tree_files(base)
-    out: list[tuple[str, bytes]] = []
+        return stdlib_files()
+    base = Path(target)
+    if not base.exists():
+        raise DataError(f"expected a text file or a folder of text files, received {str(base)!r}, "
+                        "which does not exist", where=name, hint="or use text:stdlib")
+    if base.is_file():
+        return base.parent, [base]
+    return base, tree_files(base)
+
+
+def scan_corpus(base: Path, paths: list[Path], cap: int | None, name: str) -> list[tuple[str, Path, int]]:
+    """[(relative name, path, bytes taken)] of the text files among `paths`, in order, at most `cap` bytes in all
+    (None: no cap; the file that crosses it is cut). Reads each file once to check it, holding one chunk."""
+    out: list[tuple[str, Path, int]] = []
     total = 0
     skipped = 0
     for p in paths:
-        data = read_text_file(p)
-        if data is None:
+        length = text_length(p)
+        if length is None:
             skipped += 1
             continue
-        if not data:
+        if not length:
             continue
-        if cap is not None and total + len(data) > cap:
-            data = data[:cap - total]
-        out.append((p.relative_to(base).as_posix(), data))
-        total += len(data)
+        if cap is not None:
+            length = min(length, cap - total)
+        out.append((p.relative_to(base).as_posix(), p, length))
+        total += length
         if cap is not None and total >= cap:
             break
     if not out:
@@ -156,11 +168,6 @@ def read_corpus(target: Path | str, cap: int | None, name: str) -> list[tuple[st
 
 
 # --- splitting and windows -----------------------------------------------------------------------------------
-
-def join(parts: list[bytes]) -> np.ndarray:
-    """Files joined with the separator byte, as uint8."""
-    return np.frombuffer(bytes([SEPARATOR]).join(parts), dtype=np.uint8).copy()
-
 
 def split_by_file(sizes: list[int], fractions: list[float], seed: int) -> list[list[int]]:
     """Deal shuffled file indices to len(fractions) held-out groups by bytes, the rest last (train).
@@ -190,42 +197,46 @@ def split_by_file(sizes: list[int], fractions: list[float], seed: int) -> list[l
 
 
 def windows(data: np.ndarray, context: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Next-token windows of `data`: x = data[s:s+context], y = data[s+1:s+context+1] (int64)."""
+    """Next-token windows of `data`: x = data[s:s+context], y = data[s+1:s+context+1], in data's dtype. With
+    stride = context (the default) both are reshaped views of `data`, no copy: of a token file, pages on disk."""
     data = np.asarray(data)
     stride = context if stride is None else stride
     n = max(0, (len(data) - 1 - context) // stride + 1) if len(data) > context else 0
-    if n == 0:
-        empty = np.zeros((0, context), dtype=np.int64)
-        return empty, empty.copy()
-    if stride == context:
-        x = data[:n * context].reshape(n, context)
-        y = data[1:n * context + 1].reshape(n, context)
-    else:
-        view = np.lib.stride_tricks.sliding_window_view(data, context + 1)[::stride][:n]
-        x, y = view[:, :-1], view[:, 1:]
-    return x.astype(np.int64), y.astype(np.int64)
+    if stride == context or n == 0:
+        return data[:n * context].reshape(n, context), data[1:n * context + 1].reshape(n, context)
+    view = np.lib.stride_tricks.sliding_window_view(data, context + 1)[::stride][:n]
+    return view[:, :-1], view[:, 1:]
 
 
 # --- baselines -----------------------------------------------------------------------------------------------
 
-def baselines(train_bytes: np.ndarray, test_bytes: np.ndarray) -> dict[str, float]:
+def baselines(train_bytes: np.ndarray, test_bytes: np.ndarray, chunk: int = 1 << 22) -> dict[str, float]:
     """Bits per byte on `test_bytes` of add-one-smoothed unigram and bigram byte models fit on `train_bytes`.
 
     unigram: p(b) = (n(b) + 1) / (N + 256). bigram: p(b | a) = (n(a, b) + 1) / (n(a, ·) + 256), counting
     consecutive pairs of the training bytes; the first held-out byte (no predecessor) is scored by the unigram.
+    Counted and scored `chunk` bytes at a time (a token file's memmap is never copied whole, nor widened to int64).
     """
-    train = np.asarray(train_bytes, dtype=np.int64).reshape(-1)
-    test = np.asarray(test_bytes, dtype=np.int64).reshape(-1)
+    train = np.asarray(train_bytes).reshape(-1)
+    test = np.asarray(test_bytes).reshape(-1)
     if test.size == 0:
         raise DataError("expected held-out bytes to score the baselines on, received none", where="baselines")
-    uni = np.bincount(train, minlength=VOCAB_SIZE).astype(np.float64)
-    log_uni = np.log2((uni + 1.0) / (train.size + VOCAB_SIZE))
-    pairs = np.bincount(train[:-1] * VOCAB_SIZE + train[1:], minlength=VOCAB_SIZE * VOCAB_SIZE)
+    uni = np.zeros(VOCAB_SIZE, dtype=np.int64)
+    pairs = np.zeros(VOCAB_SIZE * VOCAB_SIZE, dtype=np.int64)
+    for a in range(0, train.size, chunk):
+        part = train[a:a + chunk + 1].astype(np.int64)  # one byte past the chunk: the pair across its end
+        uni += np.bincount(part[:chunk], minlength=VOCAB_SIZE)
+        pairs += np.bincount(part[:-1] * VOCAB_SIZE + part[1:], minlength=VOCAB_SIZE * VOCAB_SIZE)
+    log_uni = np.log2((uni.astype(np.float64) + 1.0) / (train.size + VOCAB_SIZE))
     pairs = pairs.reshape(VOCAB_SIZE, VOCAB_SIZE).astype(np.float64)
     log_bi = np.log2((pairs + 1.0) / (pairs.sum(axis=1, keepdims=True) + VOCAB_SIZE))
-    unigram = -float(log_uni[test].mean())
-    bigram_bits = log_uni[test[0]] + log_bi[test[:-1], test[1:]].sum()
-    return {"unigram_bpb": unigram, "bigram_bpb": -float(bigram_bits) / test.size}
+    uni_bits = bi_bits = 0.0
+    for a in range(0, test.size, chunk):
+        part = test[a:a + chunk + 1].astype(np.int64)
+        uni_bits += log_uni[part[:chunk]].sum()
+        bi_bits += log_bi[part[:-1], part[1:]].sum()
+    return {"unigram_bpb": -float(uni_bits) / test.size,
+            "bigram_bpb": -float(log_uni[int(test[0])] + bi_bits) / test.size}
 
 
 # --- the source --------------------------------------------------------------------------------------------------
@@ -234,12 +245,15 @@ class TextOptions(SourceOptions):
     max_bytes: int | None = Field(None, ge=0, description=f"read at most this many bytes (0: no cap; "
                                                            f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
     context: int = Field(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
+    cache: str | None = Field(None, title="DIR", description="a folder to keep the token file in, reused while the "
+                                                             "files are unchanged (none: a temporary removed at exit)")
 
 
 @register
 class TextFiles(Source):
     """A text file, a folder of text files (read recursively, held out by file), or `stdlib`, the running
-    Python's standard library: byte tokens (vocabulary 256) cut into next-token windows of `context`."""
+    Python's standard library: byte tokens (vocabulary 256) in a memory-mapped token file, cut into next-token
+    windows of `context`."""
 
     scheme = "text"
     argument = "PATH"
@@ -252,7 +266,12 @@ class TextFiles(Source):
     def load(self, arg: Path | str, splits: Splits, options: TextOptions) -> TextDataset:
         """Next-byte windows split by file (see the module docstring)."""
         cap = options.max_bytes if options.max_bytes is not None or arg != "stdlib" else STDLIB_MAX_BYTES
-        return _windows_dataset(self.name, read_corpus(arg, cap or None, self.name), options.context, splits)
+        base, paths = corpus_paths(arg, self.name)
+        source = {"target": str(arg) if arg == "stdlib" else str(Path(arg).resolve()), "cap": cap or None,
+                  "splits": [splits.val_fraction, splits.test_fraction, splits.seed]}
+        tokens = open_tokens(source, listing(paths), lambda: plan(base, paths, cap or None, splits, self.name),
+                             TOKENIZER, options.cache, self.name)
+        return _windows_dataset(self.name, tokens, options.context)
 
     @classmethod
     def claims(cls, path: Path) -> bool:
@@ -268,22 +287,59 @@ class TextFiles(Source):
         return Example(f"text:{folder / 'notes'}?max_bytes=1000", TASK, (8,), 48, {"context": 8})
 
 
-def _windows_dataset(name: str, corpus: list[tuple[str, bytes]], context: int, splits: Splits) -> TextDataset:
-    """The corpus split by file (or by position with fewer than three files), as next-token windows."""
-    names = [n for n, _ in corpus]
+def listing(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(resolved path, size, modification time in ns) of each candidate file: the token file's key changes with it."""
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:  # gone since the walk: the scan skips it
+            continue
+        out.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def plan(base: Path, paths: list[Path], cap: int | None, splits: Splits, name: str) -> tuple[dict, dict]:
+    """Each split's pieces (file ranges and separators) and file names, decided from the files' checked sizes:
+    with three files or more whole files dealt by `split_by_file`, else the joined text cut by position."""
+    corpus = scan_corpus(base, paths, cap, name)
+    sep = bytes([SEPARATOR])
     if len(corpus) >= 3:
-        test_idx, val_idx, train_idx = split_by_file([len(b) for _, b in corpus],
+        test_idx, val_idx, train_idx = split_by_file([n for _, _, n in corpus],
                                                      [splits.test_fraction, splits.val_fraction], splits.seed)
         groups = {"train": train_idx, "val": val_idx, "test": test_idx}
-        text = {k: join([corpus[i][1] for i in idx]) for k, idx in groups.items()}
-        files = {k: [names[i] for i in idx] for k, idx in groups.items()}
-    else:
-        whole = join([b for _, b in corpus])
-        n_test = int(round(len(whole) * splits.test_fraction))
-        n_val = int(round(len(whole) * splits.val_fraction))
-        cut_val, cut_test = len(whole) - n_val - n_test, len(whole) - n_test
-        text = {"train": whole[:cut_val], "val": whole[cut_val:cut_test], "test": whole[cut_test:]}
-        files = {k: list(names) for k in text}
+        pieces: dict[str, list] = {}
+        for key, idx in groups.items():
+            pieces[key] = [p for k, i in enumerate(idx) for p in ([sep] if k else []) + [(str(corpus[i][1]), 0,
+                                                                                        corpus[i][2])]]
+        files = {k: [corpus[i][0] for i in idx] for k, idx in groups.items()}
+        return pieces, {"files": files}
+    whole: list = [p for k, (_, path, n) in enumerate(corpus) for p in ([sep] if k else []) + [(str(path), 0, n)]]
+    size = sum(n for *_, n in corpus) + len(corpus) - 1
+    n_test = int(round(size * splits.test_fraction))
+    n_val = int(round(size * splits.val_fraction))
+    cuts = {"train": (0, size - n_val - n_test), "val": (size - n_val - n_test, size - n_test),
+            "test": (size - n_test, size)}
+    names = [rel for rel, _, _ in corpus]
+    return {k: cut(whole, a, b) for k, (a, b) in cuts.items()}, {"files": {k: list(names) for k in cuts}}
+
+
+def cut(pieces: list, a: int, b: int) -> list:
+    """The pieces covering bytes a..b of their concatenation."""
+    out: list = []
+    at = 0
+    for piece in pieces:
+        length = len(piece) if isinstance(piece, bytes) else piece[2]
+        lo, hi = max(a, at), min(b, at + length)
+        if lo < hi:
+            out.append(piece[lo - at:hi - at] if isinstance(piece, bytes) else (piece[0], piece[1] + lo - at, hi - lo))
+        at += length
+    return out
+
+
+def _windows_dataset(name: str, tokens: TokenFile, context: int) -> TextDataset:
+    """Next-token windows of each split's region of the token file (views: nothing is copied)."""
+    text = {key: tokens.split(key) for key in ("train", "val", "test")}
     parts: dict[str, Split] = {}
     for key in ("train", "val", "test"):
         data = text[key]
@@ -294,5 +350,5 @@ def _windows_dataset(name: str, corpus: list[tuple[str, bytes]], context: int, s
                                 hint="lower the context, add text, or change the split fractions")
         parts[key] = Split(*windows(data, context))
     return TextDataset(name, parts["train"], parts["val"], parts["test"], None, (context,), TASK,
-                       text=text, files=files,
-                       tokenizer={"kind": "bytes", "vocab_size": VOCAB_SIZE, "context": context})
+                       text=text, files=tokens.meta["files"], token_file=tokens.path,
+                       tokenizer={"kind": TOKENIZER.kind, "vocab_size": TOKENIZER.vocab_size, "context": context})

@@ -81,7 +81,8 @@ class LanguageModel(Task):
         kind = getattr(model.outputs.get(name), "kind", None)
         logp = (np.log(np.clip(values, 1e-12, None)) if kind == "probs" else
                 values.astype(np.float64) if kind == "log_probs" else log_softmax(values))      # (N, T, V)
-        nll = -np.take_along_axis(logp, np.asarray(y)[..., None], axis=-1)[..., 0]               # (N, T)
+        ids = np.asarray(y, dtype=np.int64)          # a text: source's windows are its token file's (uint8 for bytes)
+        nll = -np.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]                          # (N, T)
         mean = float(nll.mean())
         return {"bpb": mean / math.log(2), "perplexity": math.exp(mean) if mean < 700 else math.inf}
 

@@ -20,6 +20,8 @@ from archc.train.splits import Examples
 if TYPE_CHECKING:
     from archc.data.columns import Request, Table
 
+CACHE = ".archc-cache"  # beside the run folder: the sources' prepared data (only those that declare a `cache` option)
+
 
 def context_of(setup: Setup) -> int | None:
     """Tokens per window for text: sources: the size of a [seq] input's axis (fixed, or its [axes] entry)."""
@@ -36,6 +38,12 @@ def image_shape_of(setup: Setup) -> dict[str, Any]:
     from archc.data.images import options_for
 
     return options_for(setup.graph.inputs[setup.input_name].features)
+
+
+def cache_of(setup: Setup) -> str:
+    """Where sources that keep what they prepared (text: token files, archc.data.tokens) keep it: a folder beside
+    the run folder, so `--resume` and the next run on the same data reuse it."""
+    return str(setup.run_dir.root.parent / CACHE)
 
 
 def check_ids(dataset: Dataset, name: str, vocab: int | str | None) -> None:
@@ -111,13 +119,14 @@ def check_axes(dataset: Dataset, graph: Graph, name: str) -> None:
 
 def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -> Dataset:
     """Load the [data] source and check it against the spec's input and the task before training. A tabular
-    input's columns are read by name and fitted on the training split (or encoded with `fitted`)."""
+    input's columns are read by name and fitted on the training split (or encoded with `fitted`). Sources that declare
+    a `cache` option keep what they prepare in `cache_of(setup)` (defaults fill only declared options)."""
     d = setup.spec.data
     assert d is not None
     request = columns_request(setup, fitted)
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
-                   defaults={"context": context_of(setup)} | image_shape_of(setup),
+                   defaults={"context": context_of(setup), "cache": cache_of(setup)} | image_shape_of(setup),
                    **({"columns": request} if request else {}))
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)

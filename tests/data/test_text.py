@@ -30,7 +30,8 @@ def make_tree(root: Path, n: int = 8) -> Path:
 def test_windows_shift_by_one() -> None:
     data = np.arange(23, dtype=np.uint8)
     x, y = windows(data, 5)
-    assert x.dtype == y.dtype == np.int64 and x.shape == y.shape == (4, 5)    # (23 - 1) // 5
+    assert x.dtype == y.dtype == np.uint8 and x.shape == y.shape == (4, 5)    # (23 - 1) // 5: views, data's dtype
+    assert np.shares_memory(x, data) and np.shares_memory(y, data)
     assert np.array_equal(x[:, 1:], y[:, :-1])
     assert np.array_equal(y, x + 1)
     assert np.array_equal(x[:, 0], [0, 5, 10, 15])                            # stride = context
@@ -55,7 +56,7 @@ def test_directory_source(tmp_path: Path) -> None:
         raw = d.text[key]
         assert raw.dtype == np.uint8
         n = (len(raw) - 1) // 16
-        assert split.x.shape == split.y.shape == (n, 16) and split.x.dtype == np.int64
+        assert split.x.shape == split.y.shape == (n, 16) and split.x.dtype == np.uint8   # the token file's
         assert np.array_equal(split.x.reshape(-1), raw[:n * 16])
         assert np.array_equal(split.y.reshape(-1), raw[1:n * 16 + 1])
     # Each split's bytes are its files joined by a newline.
