@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from pydantic import Field
@@ -23,7 +23,7 @@ from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import Request, Table
 from archc.data.dataset import Dataset
-from archc.data.tabular import (_check_features, _column_floats, check_declared, fit_and_encode, target_column,
+from archc.data.tabular import (RawTable, _check_features, _column_floats, check_declared, fit_and_encode, target_column,
                                 target_values)
 from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
@@ -234,3 +234,18 @@ def _encode(pf: _Parquet, declared: list[str], table: Table, idx: np.ndarray) ->
             cells = {c: [part[c][int(r)] for r in rows] for c in declared}
             x[at] = table.encode(cells, where=pf.name, lines=_lines(idx[at]))
     return x
+
+
+def read_rows(arg: Path, name: str) -> tuple[list[str], Callable[[list[str]], RawTable]]:
+    """The file's (or folder's) column names, and a reader of some of them as a RawTable (rows numbered from 1):
+    `archc infer --input parquet:FILE` reads the model's columns and the target this way, as csv: reads a CSV."""
+    pf = _Parquet(_files(arg, name), name)
+
+    def read(columns: list[str]) -> RawTable:
+        cells: dict[str, list] = {c: [] for c in columns}
+        for _, part in pf.read(columns):
+            for c in columns:
+                cells[c].extend(part[c])
+        return RawTable(pf.columns, cells, list(range(1, pf.rows + 1)))
+
+    return pf.columns, read
