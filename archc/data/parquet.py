@@ -23,8 +23,8 @@ from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import Request, Table
 from archc.data.dataset import Dataset
-from archc.data.tabular import (RawTable, _check_features, _column_floats, check_declared, fit_and_encode, target_column,
-                                target_values)
+from archc.data.tabular import (RawTable, _check_features, _column_floats, check_declared, fit_and_encode,
+                                target_column, target_values)
 from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
 from archc.util import why_not_a_file
@@ -125,12 +125,13 @@ class _Parquet:
 
 
 def _cells(array: Any, kind: str | None) -> list:
+    """A column's values as csv: cells: booleans as the text 'True'/'False', decimals as floats, nulls None."""
+    import pyarrow as pa
     values = array.to_pylist()
     if kind == "bool":
         return [None if v is None else ("True" if v else "False") for v in values]
-    if kind == "number" and array.type.id != 0 and not str(array.type).startswith(("int", "uint", "float",
-                                                                                    "double", "halffloat")):
-        return [None if v is None else float(v) for v in values]  # decimals
+    if pa.types.is_decimal(array.type):
+        return [None if v is None else float(v) for v in values]
     return values
 
 

@@ -160,8 +160,9 @@ def _cell_text(value: Any, line: int, column: str, path: Path) -> str:
 
 
 def source_split(model: Any, source: str, split: str, target: str | None = None) -> Labelled | None:
-    """`--input csv:FILE` (or parquet:FILE|DIR) of a model with a fitted table: the rows of `split` as training cut them (the spec's
-    [data] fractions and seed, stratified by the target), by column name; None for another model or source."""
+    """`--input csv:FILE` (or parquet:FILE|DIR) of a model with a fitted table: the rows of `split` as training
+    cut them (the spec's [data] fractions and seed, stratified by the target), by column name; None for another model
+    or source."""
     from archc.data.arrays import split_rows
     from archc.data.base import Splits
     from archc.data.parquet import read_rows
