@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 
@@ -75,9 +75,18 @@ class RawTable:
         return len(self.lines)
 
 
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # a line and its ending, as StringIO(newline="") reads it
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """The text's lines with their endings (\\n, \\r or \\r\\n), one at a time: no copy of the whole text (an
+    io.StringIO holds one, up to four bytes a character: a 1 GB file's worth)."""
+    return (m.group() for m in _LINE.finditer(text))
+
+
 def recognise_delimiter(text: str) -> str:
     """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
-    sample = [ln for ln in itertools.islice(io.StringIO(text), SAMPLE_LINES) if ln.strip()]
+    sample = [ln for ln in itertools.islice(text_lines(text), SAMPLE_LINES) if ln.strip()]
     if not sample or "," in sample[0]:
         return ","
     for d in SNIFFED:
@@ -90,16 +99,17 @@ def recognise_delimiter(text: str) -> str:
 def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], list[int]]:
     """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
     try:
-        f = io.StringIO(_utf8(path.read_bytes(), name), newline="")
+        text = _utf8(path.read_bytes(), name)
+        lines_in = text_lines(text)
         skipped = 0
-        while skipped < dialect.skip and f.readline():  # stops at the end of the file, whatever the count
+        while skipped < dialect.skip and next(lines_in, None) is not None:  # stops at the end, whatever the count
             skipped += 1
-        text = f.read()
         if skipped < dialect.skip:
             raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
                             where=name)
         # With decimal=',' and a comma delimiter, only quoted cells ("3,45") can hold a decimal comma.
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or recognise_delimiter(text))
+        delimiter = dialect.delimiter or recognise_delimiter(text[_offset(text, skipped):])
+        reader = csv.reader(lines_in, delimiter=delimiter)
         records, lines = [], []
         for row in reader:
             if not row or all(not c.strip() for c in row):
@@ -113,6 +123,14 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
     except OSError as e:
         raise DataError(f"expected a readable CSV file, received one that fails to read ({e})", where=name) from None
     return records, lines
+
+
+def _offset(text: str, lines: int) -> int:
+    """Where the text after its first `lines` lines starts."""
+    end = 0
+    for line in itertools.islice(text_lines(text), lines):
+        end += len(line)
+    return end
 
 
 def _utf8(data: bytes, name: str) -> str:
