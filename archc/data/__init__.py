@@ -8,7 +8,7 @@ from archc.data.base import REGISTRY, Example, Source, SourceOptions, Splits, re
 from archc.data.dataset import Dataset, Split, check_shape, normalization
 from archc.data.sources import load
 from archc.data import sklearn_sets, idx, tabular, npz, images, text, gnn  # noqa: F401  (each registers its source)
-from archc.data import jsonl  # noqa: F401
+from archc.data import jsonl, parquet  # noqa: F401
 
 __all__ = ["REGISTRY", "Dataset", "Example", "Source", "SourceOptions", "Split", "Splits", "check_shape", "load",
            "normalization", "register"]

@@ -43,7 +43,8 @@ def checked(source: str, *, task: str | None = None, tabular: str | None = None,
         readers = [f"{s}:" for s, c in REGISTRY.items() if "columns" in c.wants()]
         raise DataError(f"expected a source that reads columns by name ({', '.join(readers)}) for the tabular input "
                         f"{tabular!r}, received a {cls.scheme}: source", where=source,
-                        hint=f"a [inputs.{tabular}.columns] input reads a CSV file: --data csv:FILE")
+                        hint=f"a [inputs.{tabular}.columns] input reads a CSV or Parquet file: --data csv:FILE or "
+                             f"parquet:FILE")
     if task is not None and task not in cls.tasks:
         raise DataError(f"expected task {' or '.join(map(repr, cls.tasks))} (what {cls.scheme}: sources feed), "
                         f"received {task!r}", where=source)

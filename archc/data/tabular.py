@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from pydantic import Field
 
 from archc.data.arrays import from_arrays, split_rows
 from archc.data.base import Example, Source, SourceOptions, Splits, register
-from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, decimal_comma, fit, is_missing, number,
+from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, Table, decimal_comma, fit, is_missing, number,
                                 number_problem)
 from archc.data.dataset import Dataset, Split, finish
 from archc.util import why_not_a_file
@@ -75,9 +75,18 @@ class RawTable:
         return len(self.lines)
 
 
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # a line and its ending, as StringIO(newline="") reads it
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """The text's lines with their endings (\\n, \\r or \\r\\n), one at a time: no copy of the whole text (an
+    io.StringIO holds one, up to four bytes a character: a 1 GB file's worth)."""
+    return (m.group() for m in _LINE.finditer(text))
+
+
 def recognise_delimiter(text: str) -> str:
     """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
-    sample = [ln for ln in itertools.islice(io.StringIO(text), SAMPLE_LINES) if ln.strip()]
+    sample = [ln for ln in itertools.islice(text_lines(text), SAMPLE_LINES) if ln.strip()]
     if not sample or "," in sample[0]:
         return ","
     for d in SNIFFED:
@@ -90,16 +99,17 @@ def recognise_delimiter(text: str) -> str:
 def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], list[int]]:
     """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
     try:
-        f = io.StringIO(_utf8(path.read_bytes(), name), newline="")
+        text = _utf8(path.read_bytes(), name)
+        lines_in = text_lines(text)
         skipped = 0
-        while skipped < dialect.skip and f.readline():  # stops at the end of the file, whatever the count
+        while skipped < dialect.skip and next(lines_in, None) is not None:  # stops at the end, whatever the count
             skipped += 1
-        text = f.read()
         if skipped < dialect.skip:
             raise DataError(f"skip: expected at most the file's {skipped} lines, received ?skip={dialect.skip}",
                             where=name)
         # With decimal=',' and a comma delimiter, only quoted cells ("3,45") can hold a decimal comma.
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter or recognise_delimiter(text))
+        delimiter = dialect.delimiter or recognise_delimiter(text[_offset(text, skipped):])
+        reader = csv.reader(lines_in, delimiter=delimiter)
         records, lines = [], []
         for row in reader:
             if not row or all(not c.strip() for c in row):
@@ -113,6 +123,14 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
     except OSError as e:
         raise DataError(f"expected a readable CSV file, received one that fails to read ({e})", where=name) from None
     return records, lines
+
+
+def _offset(text: str, lines: int) -> int:
+    """Where the text after its first `lines` lines starts."""
+    end = 0
+    for line in itertools.islice(text_lines(text), lines):
+        end += len(line)
+    return end
 
 
 def _utf8(data: bytes, name: str) -> str:
@@ -336,25 +354,44 @@ def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: l
                 splits: Splits, request: Request) -> Dataset:
     """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
     split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's."""
+    declared = check_declared(name, raw.columns, request)
+
+    def cells(idx: np.ndarray) -> tuple[dict[str, list[str]], list[int]]:
+        return {c: [raw.cells[c][i] for i in idx] for c in declared}, [raw.lines[i] for i in idx]
+
+    def encode(table: Table, idx: np.ndarray) -> np.ndarray:
+        part, lines = cells(idx)
+        return table.encode(part, where=name, lines=lines)
+
+    return fit_and_encode(name, target, y, classes, task, splits, request, cells, encode)
+
+
+def check_declared(name: str, available: list[str], request: Request) -> list[str]:
+    """The declared column names, each one of the source's `available` columns (else a DataError with a close
+    match)."""
     declared = _declared(request)
-    absent = [c for c in declared if c not in raw.cells]
+    absent = [c for c in declared if c not in available]
     if absent:
-        close = difflib.get_close_matches(absent[0], raw.columns, n=1)
+        close = difflib.get_close_matches(absent[0], available, n=1)
         raise DataError(f"expected columns {describe(absent)} (declared in the spec's input {request.input!r}), "
-                        f"received columns {describe(raw.columns)}", where=name,
+                        f"received columns {describe(available)}", where=name,
                         hint=f"did you mean {close[0]!r}?" if close else "")
-    train, val, test = split_rows(len(raw), y, task, splits)
+    return declared
 
-    def cells(idx: np.ndarray) -> dict[str, list[str]]:
-        return {c: [raw.cells[c][i] for i in idx] for c in declared}
 
-    def lines(idx: np.ndarray) -> list[int]:
-        return [raw.lines[i] for i in idx]
-
+def fit_and_encode(name: str, target: str, y: np.ndarray, classes: list[str] | None, task: str, splits: Splits,
+                   request: Request, cells: Callable[[np.ndarray], tuple[dict[str, list], list[int]]],
+                   encode: Callable[[Table, np.ndarray], np.ndarray]) -> Dataset:
+    """The Dataset of a tabular source read by column name (csv:, parquet:): split the rows by the target `y`,
+    fit the declared columns on the training split's cells (`cells(idx)`: the declared columns' raw cells and row
+    numbers of rows idx), or take the request's fitted table, and encode each split (`encode(table, idx)`)."""
+    train, val, test = split_rows(len(y), y, task, splits)
     table = request.fitted
     if table is None:
-        table = fit(request.input, request.columns, cells(train), where=name, lines=lines(train), target=target)
-    parts = [Split(table.encode(cells(idx), where=name, lines=lines(idx)), y[idx]) for idx in (train, val, test)]
+        train_cells, train_lines = cells(train)
+        table = fit(request.input, request.columns, train_cells, where=name, lines=train_lines, target=target)
+        del train_cells
+    parts = [Split(encode(table, idx), y[idx]) for idx in (train, val, test)]
     ds = finish(name, *parts, classes, task)
     return dataclasses.replace(ds, table=dataclasses.replace(table, target=target))
 

@@ -160,23 +160,31 @@ def _cell_text(value: Any, line: int, column: str, path: Path) -> str:
 
 
 def source_split(model: Any, source: str, split: str, target: str | None = None) -> Labelled | None:
-    """`--input csv:FILE` of a model with a fitted table: the rows of `split` as training cut them (the spec's
-    [data] fractions and seed, stratified by the target), by column name; None for another model or source."""
+    """`--input csv:FILE` (or parquet:FILE|DIR) of a model with a fitted table: the rows of `split` as training
+    cut them (the spec's [data] fractions and seed, stratified by the target), by column name; None for another model
+    or source."""
     from archc.data.arrays import split_rows
-    from archc.data.base import REGISTRY, Splits
+    from archc.data.base import Splits
+    from archc.data.parquet import read_rows
     from archc.data.sources import make_options, parse
     from archc.data.tabular import read_table, target_column, target_values
     from archc.tasks.base import ALL, data_settings
 
     table = table_of(model)
-    if table is None or not source.startswith("csv:") or Path(source).exists():
+    if table is None or not source.startswith(("csv:", "parquet:")) or Path(source).exists():
         return None
     cls, arg, query = parse(source)
-    options = make_options(REGISTRY["csv"], source, query, {"target": target} if target else {}, {})
+    options = make_options(cls, source, query, {"target": target} if target else {}, {})
     settings = data_settings(model, split, target)  # `all`: nothing held out, every row in the train part
-    raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
-    name = target_column(raw.columns, options.target or settings["target"] or table.target,  # type: ignore
-                          source)
+    if cls.scheme == "parquet":  # only the model's columns and the target are read
+        columns, read = read_rows(Path(arg), source)
+        name = target_column(columns, options.target or settings["target"] or table.target,  # type: ignore
+                             source)
+        raw = read(list(dict.fromkeys([c for c in table.names() if c in columns] + [name])))
+    else:
+        raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
+        name = target_column(raw.columns, options.target or settings["target"] or table.target,  # type: ignore
+                             source)
     y, _, task = target_values(raw.cells[name], name, raw.lines, for_model(model).data_task, source)
     parts = split_rows(len(raw), y, task, Splits(settings["val_fraction"], settings["test_fraction"],
                                                  settings["seed"]))

@@ -189,7 +189,7 @@ def deeply_nested_json_spec(tmp, mp, model):
 
 
 @case("error: nosuch:thing: unknown data scheme 'nosuch': expected one of sklearn:, idx:, csv:, npz:, "
-      'images:, text:, graph:, jsonl:')
+      'images:, text:, graph:, jsonl:, parquet:')
 def unknown_source_scheme(tmp, mp, model):
     return ["infer", model, "--input", "nosuch:thing"]
 

@@ -146,7 +146,8 @@ def test_missing_cells_under_the_error_rule_name_the_file_line():
 
 
 def test_a_source_that_reads_no_columns_refuses_them():
-    with pytest.raises(DataError, match=r"sklearn:iris: expected a source that reads columns by name \(csv:\)"):
+    with pytest.raises(DataError, match=r"sklearn:iris: expected a source that reads columns by name "
+                                        r"\(csv:, parquet:\)"):
         load("sklearn:iris", columns=REQUEST)
 
 
