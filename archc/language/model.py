@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
@@ -157,8 +157,18 @@ class Train(Strict):
 
 
 Prob = Annotated[float, Field(ge=0, le=1)]
-Range = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)]  # [low, high]
-Area = Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2)]  # [low, high]
+
+
+def _ordered(pair: list[float]) -> list[float]:
+    """A [low, high] range: low <= high."""
+    if pair[0] > pair[1]:
+        raise ValueError("[low, high] with low <= high")
+    return pair
+
+
+Range = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+Area = Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2),
+                 AfterValidator(_ordered)]  # a fraction of the image's area
 
 
 class Crop(Strict):
