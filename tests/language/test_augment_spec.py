@@ -19,7 +19,7 @@ op = "flatten"
 op = "linear"
 out_features = 4
 [data]
-source = "images:imgs"
+source = "{source}"
 [data.augment]
 {augment}
 """
@@ -29,7 +29,8 @@ REG = '[task]\nkind = "regression"'
 
 def validate(tmp_path, augment: str, shape="[3, 8, 8]", dtype="float32", task=CLS):
     path = tmp_path / "a.toml"
-    path.write_text(BASE.format(shape=shape, dtype=dtype, task=task, augment=augment))
+    source = "images:imgs" if task == CLS else "npz:a.npz"  # images: sources feed classification only
+    path.write_text(BASE.format(shape=shape, dtype=dtype, task=task, augment=augment, source=source))
     r = CliRunner().invoke(main, ["validate", str(path)])
     return r.exit_code, r.output
 
