@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
@@ -156,6 +156,82 @@ class Train(Strict):
         None, description="task kind diffusion: timesteps and beta schedule (default 1000 steps, cosine)")
 
 
+Prob = Annotated[float, Field(ge=0, le=1)]
+
+
+def _ordered(pair: list[float]) -> list[float]:
+    """A [low, high] range: low <= high."""
+    if pair[0] > pair[1]:
+        raise ValueError("[low, high] with low <= high")
+    return pair
+
+
+Range = Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+Area = Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=2, max_length=2),
+                 AfterValidator(_ordered)]  # a fraction of the image's area
+
+
+class Crop(Strict):
+    """random_resized_crop: a crop of a random area fraction and aspect ratio, resized back to the input's size."""
+
+    scale: Area = [0.08, 1.0]
+    ratio: Range = [3 / 4, 4 / 3]
+
+
+class ColorJitter(Strict):
+    """color_jitter: random brightness, contrast, saturation and hue, applied with probability p."""
+
+    brightness: Annotated[float, Field(ge=0, le=1)] = 0.0
+    contrast: Annotated[float, Field(ge=0, le=1)] = 0.0
+    saturation: Annotated[float, Field(ge=0, le=1)] = 0.0
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    p: Prob = 1.0
+
+
+class Erasing(Strict):
+    """random_erasing: with probability p, a rectangle of a random area fraction and aspect ratio set to 0."""
+
+    p: Prob = 0.25
+    scale: Area = [0.02, 0.33]
+    ratio: Range = [0.3, 3.3]
+
+
+class Augment(Strict):
+    """[data.augment]: random transforms of training batches (training split only; never exported)."""
+
+    random_resized_crop: Crop | None = Field(None, description="random resized crop to the input's size (off)")
+    hflip: Prob = Field(0.0, description="probability of a horizontal flip")
+    vflip: Prob = Field(0.0, description="probability of a vertical flip")
+    rotation: Annotated[float, Field(ge=0, le=180)] = Field(0.0, description="max rotation in degrees, both ways")
+    color_jitter: ColorJitter | None = Field(None, description="colour jitter (off)")
+    policy: Literal["none", "randaugment", "trivialaugment"] = Field("none", description="an automatic policy")
+    policy_n: Annotated[int, Field(ge=1, le=10)] = Field(2, description="RandAugment: ops per image")
+    policy_m: Annotated[int, Field(ge=0, le=30)] = Field(9, description="RandAugment: magnitude, 0..30")
+    random_erasing: Erasing | None = Field(None, description="random erasing (off)")
+    mixup: Annotated[float, Field(ge=0)] = Field(0.0, description="mixup Beta(alpha, alpha); 0 = off")
+    cutmix: Annotated[float, Field(ge=0)] = Field(0.0, description="cutmix Beta(alpha, alpha); 0 = off")
+    mix_prob: Prob = Field(1.0, description="probability a batch is mixed (when mixup or cutmix is on)")
+    switch_prob: Prob = Field(0.5, description="with both on: probability of cutmix instead of mixup")
+
+    def active(self) -> bool:
+        """Whether any transform is on."""
+        return bool(self.random_resized_crop or self.hflip or self.vflip or self.rotation or self.color_jitter
+                    or self.policy != "none" or self.random_erasing or self.mixing())
+
+    def mixing(self) -> bool:
+        """Whether batches are mixed (soft targets)."""
+        return (self.mixup > 0 or self.cutmix > 0) and self.mix_prob > 0
+
+    def spatial(self) -> bool:
+        """Whether any transform needs an image (float [C, H, W] with fixed sizes)."""
+        return self.active()
+
+    def needs_rgb(self) -> bool:
+        """Whether a transform needs 3 channels (kornia's saturation, hue and policies)."""
+        cj = self.color_jitter
+        return self.policy != "none" or bool(cj and (cj.saturation or cj.hue))
+
+
 class Data(Strict):
     """[data]: where training data comes from (no downloads)."""
 
@@ -170,6 +246,7 @@ class Data(Strict):
                                                         "mean/std in training; the exported model restores its "
                                                         "output to the targets' units (default: on for task kinds "
                                                         "that support it: regression)")
+    augment: Augment = Field(default_factory=Augment, description="random transforms of training batches")
 
 
 class Spec(Strict):

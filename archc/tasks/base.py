@@ -107,6 +107,7 @@ class Task:
     scales_targets: ClassVar[bool] = False  # standardizes its targets in training ([data] scale_target, `standardize`)
     smooths_labels: ClassVar[bool] = False  # its loss reads [train] label_smoothing (elsewhere it would be ignored)
     diffusion_recipe: ClassVar[bool] = False  # it reads [train] diffusion (the noise schedule)
+    mixes_labels: ClassVar[bool] = False  # its loss takes soft targets ([data.augment] mixup / cutmix)
     # The table `archc infer` prints: (record key, cell text) columns; None: every key of the records.
     columns: ClassVar[tuple[tuple[str, Callable[[Any], str]], ...] | None] = None
 
@@ -127,6 +128,8 @@ class Task:
             kinds = ", ".join(kind for kind, c in REGISTRY.items() if c.scales_targets)
             raise SpecError(f"expected scale_target unset or false for {cls.kind} (only {kinds} scales its targets), "
                             "received true", where="data.scale_target")
+        if data is not None and data.augment.active():
+            check_augment(cls, spec)
 
     @classmethod
     def check_recipe(cls, spec: SpecLike) -> None:
@@ -486,3 +489,26 @@ def score_output(model: "Model", outputs: dict[str, np.ndarray]) -> str | None:
         if sig is not None and sig.kind in ("logits", "probs", "log_probs"):
             return name
     return next(iter(outputs), None)
+
+
+def check_augment(kind: type, spec: SpecLike) -> None:
+    """[data.augment] needs one float [C, H, W] input of fixed sizes; mixing needs a kind that takes soft
+    targets; saturation, hue and policies need 3 channels (kornia's colour ops work in RGB/HSV)."""
+    aug = spec.data.augment
+    if aug.mixing() and not kind.mixes_labels:
+        raise SpecError(f"expected mixup = 0 and cutmix = 0 for {kind.kind} (only {_kinds('mixes_labels')} take "
+                        f"mixed targets), received mixup = {aug.mixup}, cutmix = {aug.cutmix}",
+                        where="data.augment.mixup" if aug.mixup else "data.augment.cutmix")
+    images = [(name, i) for name, i in spec.inputs.items() if i.columns is None]
+    if len(images) != 1:
+        raise SpecError(f"expected one image input for [data.augment], received {len(images)} inputs "
+                        f"({', '.join(spec.inputs)})", where="data.augment")
+    name, inp = images[0]
+    shape = inp.shape or []
+    if inp.dtype != "float32" or len(shape) != 3 or not all(isinstance(d, int) for d in shape) or not inp.batched:
+        raise SpecError(f"expected a float32 [C, H, W] input of fixed sizes for [data.augment], received inputs.{name} "
+                        f"{inp.dtype} {shape}", where="data.augment", hint="augmentation applies to images only")
+    if aug.needs_rgb() and shape[0] != 3:
+        what = "a policy" if aug.policy != "none" else "color_jitter saturation/hue"
+        raise SpecError(f"expected 3 channels for {what}, received {shape[0]} (inputs.{name} {shape})",
+                        where="data.augment.policy" if aug.policy != "none" else "data.augment.color_jitter")

@@ -60,6 +60,7 @@ class Classification(Task):
 
     kind = "classification"
     smooths_labels = True
+    mixes_labels = True  # soft (B, K) targets from mixup / cutmix
     data_task = CLASSES
     metric = "accuracy"
     higher_is_better = True
@@ -184,7 +185,14 @@ class Classification(Task):
         return out.float() if self.out_kind == "log_probs" else F.log_softmax(out.float(), dim=1)
 
     def loss(self, out, y):
+        """Summed cross entropy; y is (B,) class ids or (B, K) soft targets (rows summing to 1, from mixing)."""
         eps = self.label_smoothing
+        if y.is_floating_point():  # soft targets: smoothing mixes them with the uniform distribution, as torch does
+            if self.out_kind == "logits":
+                return F.cross_entropy(out.float(), y.float(), label_smoothing=eps, reduction="sum")
+            k = y.shape[1]
+            target = y.float() * (1 - eps) + eps / k  # (B, K)
+            return -(target * self.log_probs(out)).sum()
         if self.out_kind == "logits":
             return F.cross_entropy(out.float(), y, label_smoothing=eps, reduction="sum")
         logp = self.log_probs(out)  # (B, K)
@@ -192,7 +200,8 @@ class Classification(Task):
         return nll if eps == 0 else (1 - eps) * nll - eps * logp.mean(dim=1).sum()
 
     def metric_sum(self, out, y):
-        return (out.argmax(dim=1) == y).sum()
+        """Correct predictions; a soft target counts its most probable class."""
+        return (out.argmax(dim=1) == (y.argmax(dim=1) if y.is_floating_point() else y)).sum()
 
 
 def _score_width(model: "Model") -> int | None:

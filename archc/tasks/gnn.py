@@ -23,6 +23,7 @@ class GraphTask(Classification):
     own_inputs = True
     modes = ("graph",)
     noun = "graph model"
+    mixes_labels = False  # node/graph labels are not mixed (augmentation needs an image input)
 
     @classmethod
     def check_inputs(cls, graph, spec) -> None:
