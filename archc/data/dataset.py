@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from archc.data.lazy import Lazy, is_lazy, take
 from archc.errors import DataError
 from archc.labels import CLASSES
 
@@ -14,9 +15,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Split:
-    """One split: x float32 (int64 for token ids), y int64 (classification) or float32 (regression)."""
+    """One split: x float32 (int64 for token ids), y int64 (classification) or float32 (regression); x is a Lazy
+    (archc.data.lazy) when the source reads its examples per batch."""
 
-    x: np.ndarray
+    x: "np.ndarray | Lazy"
     y: np.ndarray
 
     def __len__(self) -> int:
@@ -90,8 +92,8 @@ def split_indices(n: int, fractions: Sequence[float], seed: int,
 
 
 def subset(split: Split, idx: np.ndarray) -> Split:
-    """The examples of `split` at `idx`."""
-    return Split(split.x[idx], split.y[idx])
+    """The examples of `split` at `idx` (of a lazy split: a view, nothing read)."""
+    return Split(take(split.x, idx), split.y[idx])
 
 
 def check_xy(x: np.ndarray, y: np.ndarray, where: str, split: str) -> None:
@@ -99,7 +101,7 @@ def check_xy(x: np.ndarray, y: np.ndarray, where: str, split: str) -> None:
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{split}: expected as many labels as examples, received {x.shape[0]} examples "
                         f"and {y.shape[0]} labels", where=where)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not is_lazy(x) and not np.isfinite(x).all():  # a lazy source checks as it reads
         bad = int(np.argmin(np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
         raise DataError(f"{split}: expected finite features, received NaN or inf in example {bad}", where=where)
 
@@ -141,9 +143,18 @@ def check_shape(dataset: Dataset, expected_shape: Sequence[int | str | None], in
         raise DataError(f"expected examples shaped {want}{origin}, received {got}", where=f"data {dataset.name}")
 
 
-def normalization(split: Split, chunk: int = 4096) -> dict:
-    """Per-channel (C, ...) or per-feature (F,) mean/std as float lists; std floored at 1e-6."""
+NORMALIZATION_SAMPLE = 4096  # examples a lazy split's statistics are computed on
+
+
+def normalization(split: Split, chunk: int = 4096, seed: int = 0) -> dict:
+    """Per-channel (C, ...) or per-feature (F,) mean/std as float lists; std floored at 1e-6. A lazy split's are
+    computed on at most NORMALIZATION_SAMPLE of its examples, drawn with `seed` (its whole set when fewer)."""
     x = split.x
+    if is_lazy(x):
+        n = len(x)
+        pick = np.sort(np.random.default_rng(seed).permutation(n)[:NORMALIZATION_SAMPLE]) if n > NORMALIZATION_SAMPLE \
+            else np.arange(n)
+        x = x[pick]
     if x.dtype.kind != "f":
         raise DataError(f"expected float features to normalize, received {x.dtype} (token ids?)")
     if len(x) == 0:

@@ -15,6 +15,7 @@ from pydantic import Field
 from archc.data.arrays import from_arrays
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset
+from archc.data.lazy import Lazy, fits_in_memory
 from archc.util import load_arrays
 from archc.errors import DataError
 from archc.labels import CLASSES
@@ -219,12 +220,17 @@ class ImageOptions(SourceOptions):
     channels: int | None = Field(None, ge=1, description="convert every image to this many channels (1 or 3; "
                                  "train: the input's C)")
     size: str | None = Field(None, title="HxW", description="resize every image to HxW (train: the input's H and W)")
+    in_memory: bool | None = Field(None, description="decode every image up front into one array (true) or per "
+                                   "batch (false); default: up front when they take at most 1 GiB decoded "
+                                   "(train: [data] in_memory)")
 
 
 @register
 class ImageFolders(Source):
     """A folder with one sub-folder per class (the class names, sorted) holding .png, .jpg/.jpeg or .npy images;
-    integer pixels are scaled to [0, 1]; converted to `channels` and `size` when given, else all share one shape."""
+    integer pixels are scaled to [0, 1]; converted to `channels` and `size` when given, else all share one shape.
+    Small folders are decoded up front; a folder whose images would take more than the in-memory budget decoded
+    (archc.data.lazy) is listed only, and its images are decoded per batch."""
 
     scheme = "images"
     argument = "DIR"
@@ -249,12 +255,23 @@ class ImageFolders(Source):
         for path in folder.iterdir():  # loose files beside the class folders are not examples of any class
             if path.is_file() and not path.name.startswith("."):
                 conversions.skipped.append(path.name)
-        xs, ys = _read_classes(folder, classes, name, options.channels, size, conversions)
-        if not xs:
+        files, ys = _list_classes(folder, classes, conversions)
+        if not files:
             raise DataError(f"expected images in the class folders {classes}, received none", where=name)
-        ds = from_arrays(name, np.stack(xs), np.array(ys, dtype=np.int64), classes=classes,
-                         task=CLASSES, splits=splits)
-        ds.notes = conversions.notes(size)
+        reader = ImageReader(folder, files, name, options.channels, size)
+        shape = reader.shape()
+        y = np.array(ys, dtype=np.int64)
+        lazy = Lazy(reader, shape, np.float32)
+        if fits_in_memory(lazy.nbytes, options.in_memory):
+            x: np.ndarray | Lazy = np.stack(_read_all(reader, conversions))
+            notes = conversions.notes(size)
+        else:
+            x = lazy
+            notes = conversions.notes(size) + [f"decoding {len(files):,} images per batch ({lazy.nbytes / 2**30:.2f} "
+                                               f"GiB decoded{'' if options.in_memory is False else ' is over the in-memory budget'}; "
+                                               "converted to the model's shape as read)"]
+        ds = from_arrays(name, x, y, classes=classes, task=CLASSES, splits=splits)
+        ds.notes = notes
         return ds
 
     @classmethod
@@ -291,21 +308,57 @@ def load_image(path: Path, rel: str, where: str, channels: int | None, size: tup
     return img
 
 
-def _read_classes(folder: Path, classes: list[str], name: str, channels: int | None, size: tuple[int, int] | None,
-                  conversions: Conversions) -> tuple[list[np.ndarray], list[int]]:
-    """Every image of the class folders (C, H, W) and its class id, checking one shared shape."""
-    xs, ys, first = [], [], None
+def _list_classes(folder: Path, classes: list[str], conversions: Conversions) -> tuple[list[str], list[int]]:
+    """Every image file of the class folders (relative 'class/file' paths, sorted) and its class id."""
+    files, ys = [], []
     for label, cls in enumerate(classes):
         for path in image_files(folder / cls, conversions, f"{cls}/"):
-            rel = f"{cls}/{path.name}"
-            img = load_image(path, rel, name, channels, size, conversions)
-            if first is None:
-                first = (rel, img.shape)
-            elif img.shape != first[1]:
-                raise DataError(f"{rel}: expected an image shaped {list(first[1])} (C, H, W) like {first[0]}, "
-                                f"received {list(img.shape)}", where=name,
-                                hint="resize the images to one size and one channel count, or give "
-                                     "?size=HxW&channels=C")
-            xs.append(img)
+            files.append(f"{cls}/{path.name}")
             ys.append(label)
-    return xs, ys
+    return files, ys
+
+
+class ImageReader:
+    """Reads image i of a folder's listing, converted to `channels` and `size` (picklable: loader workers decode
+    with it). Without both, every image must share the first one's shape."""
+
+    def __init__(self, folder: Path, files: list[str], name: str, channels: int | None,
+                 size: tuple[int, int] | None) -> None:
+        self.folder, self.files, self.name, self.channels, self.size = folder, files, name, channels, size
+        self.conversions = Conversions()  # what reads in this process converted
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, i: int) -> np.ndarray:
+        return load_image(self.folder / self.files[i], self.files[i], self.name, self.channels, self.size,
+                          self.conversions)
+
+    def where(self, i: int) -> str:
+        return f"{self.name}: {self.files[i]}"
+
+    def shape(self) -> tuple[int, ...]:
+        """(C, H, W) of every image: the conversion's target, or the first image's own."""
+        if self.channels is not None and self.size is not None:
+            return (self.channels, *self.size)
+        first = self.read(0)
+        self.conversions = Conversions()
+        return tuple(first.shape)
+
+
+def _read_all(reader: ImageReader, conversions: Conversions) -> list[np.ndarray]:
+    """Every image of `reader` (C, H, W), checking one shared shape; its conversions counted into `conversions`."""
+    xs: list[np.ndarray] = []
+    first: tuple[str, tuple] | None = None
+    reader.conversions = conversions
+    for i, rel in enumerate(reader.files):
+        img = reader.read(i)
+        if first is None:
+            first = (rel, img.shape)
+        elif img.shape != first[1]:
+            raise DataError(f"{rel}: expected an image shaped {list(first[1])} (C, H, W) like {first[0]}, "
+                            f"received {list(img.shape)}", where=reader.name,
+                            hint="resize the images to one size and one channel count, or give "
+                                 "?size=HxW&channels=C")
+        xs.append(img)
+    return xs

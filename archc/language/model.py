@@ -247,6 +247,15 @@ class Data(Strict):
                                                         "output to the targets' units (default: on for task kinds "
                                                         "that support it: regression)")
     augment: Augment = Field(default_factory=Augment, description="random transforms of training batches")
+    workers: int | None = Field(None, ge=0, le=64, description="loader worker processes that read and decode a "
+                                "source read per batch (default: the cores this process may use, less one, at "
+                                "most 8, shared out over --nproc ranks; 0: read in the training process)")
+    in_memory: bool | None = Field(None, description="read every example up front into one array (true) or per "
+                                   "batch (false); default: up front when they take at most 1 GiB decoded (or an "
+                                   "eighth of the machine's memory)")
+    on_error: Literal["stop", "skip"] = Field("stop", description="an example that cannot be read during training "
+                                              "(a corrupt image): stop the run naming the file (checkpoints kept), "
+                                              "or skip it and count it")
 
 
 class Spec(Strict):

@@ -294,11 +294,13 @@ class Task:
         units with them (archc.export.restore). None, the default: the kind trains on its targets as loaded."""
         return None
 
-    def splits(self, dataset: "Dataset", device: Any) -> dict[str, Any]:
+    def splits(self, dataset: "Dataset", device: Any, **reading: Any) -> dict[str, Any]:
         """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays
-        on the device; graph tasks feed whole graphs."""
-        from archc.train.splits import SPLITS, DeviceSplit
-        return {k: DeviceSplit.of(getattr(dataset, k), device) for k in SPLITS}
+        on the device, or read per batch by loader workers (archc.train.loader; `reading`: its feed, workers and
+        on_error); graph tasks feed whole graphs."""
+        from archc.train.loader import examples_of
+        from archc.train.splits import SPLITS
+        return {k: examples_of(getattr(dataset, k), device, **reading) for k in SPLITS}
 
     def forward(self, net: Any, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
         """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built

@@ -70,7 +70,7 @@ class GraphTask(Classification):
                             where=f"data {dataset.name}")
         super().check(dataset)
 
-    def splits(self, dataset, device) -> dict[str, Any]:
+    def splits(self, dataset, device, **reading) -> dict[str, Any]:
         """train/val/test of the graph dataset as this kind's split (archc.train.gnn)."""
         split = self.split_class()
         return {k: split(getattr(dataset, k), dataset.graphs, self.roles, device) for k in ("train", "val", "test")}

@@ -15,7 +15,9 @@ from archc.graph.ir import Graph
 from archc.tasks import Task
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
-from archc.train.splits import Examples
+from archc.data.lazy import is_lazy
+from archc.train.loader import default_workers
+from archc.train.splits import Examples, Feed
 
 if TYPE_CHECKING:
     from archc.data.columns import Request, Table
@@ -126,7 +128,8 @@ def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -
     request = columns_request(setup, fitted)
     dataset = load(d.source, task=objective.data_task, target=d.target, val_fraction=d.val_fraction,
                    test_fraction=d.test_fraction, seed=d.split_seed, root=setup.data_root,
-                   defaults={"context": context_of(setup), "cache": cache_of(setup)} | image_shape_of(setup),
+                   defaults={"context": context_of(setup), "cache": cache_of(setup), "in_memory": d.in_memory}
+                   | image_shape_of(setup),
                    **({"columns": request} if request else {}))
     name = objective.data_input
     if name is not None:  # None: the objective feeds several inputs and checks them itself (graphs)
@@ -149,9 +152,10 @@ def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -
     return dataset
 
 
-def preprocess_of(dataset: Dataset, input_name: str) -> dict[str, dict]:
-    """{input: {mean, std}} from the training split: the ONNX `archc.preprocess` metadata."""
-    stats = normalization(dataset.train)
+def preprocess_of(dataset: Dataset, input_name: str, seed: int = 0) -> dict[str, dict]:
+    """{input: {mean, std}} from the training split (a lazy one's from a sample drawn with `seed`): the ONNX
+    `archc.preprocess` metadata."""
+    stats = normalization(dataset.train, seed=seed)
     return {input_name: {"mean": stats["mean"], "std": stats["std"]}}
 
 
@@ -184,13 +188,32 @@ class Data:
     table: "Table | None" = None     # a tabular input's fitted columns (the ONNX's archc.columns)
     target_scale: dict | None = None  # {output: {mean, std}} the targets were standardized with (Task.standardize)
     features: list[str] | None = None  # a csv: source's feature column names in input order (archc.features)
+    augment: dict | None = None  # what [data.augment] does to training batches (archc.augment: training only)
+    reading: str = ""  # how the examples are read when not from memory, for the header
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
 
 
+def augmenter_of(setup: Setup, objective: Task) -> Any:
+    """The spec's [data.augment] as an archc.train.augment.Augmenter (None: nothing on; kornia is imported only
+    when something is)."""
+    spec = setup.spec.data.augment if setup.spec.data is not None else None
+    if spec is None or not spec.active():
+        return None
+    from archc.train.augment import Augmenter
+
+    return Augmenter.of(spec, getattr(objective, "classes", None))
+
+
+def describe_augment(spec: Any) -> dict:
+    from archc.train.augment import describe
+
+    return describe(spec)
+
+
 def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Table | None" = None,
-              scale: dict | None = None) -> Data:
+              scale: dict | None = None, world: int = 1) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device (a tabular
     input's rows encoded by its fitted columns, or by `fitted`); the objective's targets standardized unless
     [data] scale_target is false (a no-op for kinds that do not scale them), with statistics fitted on the
@@ -200,9 +223,13 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
         say(f"{dataset.name}: {note}")
     d = setup.spec.data
     assert d is not None  # prepare() checked it
-    preprocess = preprocess_of(dataset, setup.input_name) if d.normalize else None
-    if preprocess:
+    preprocess = preprocess_of(dataset, setup.input_name, d.split_seed) if d.normalize else None
+    augment = augmenter_of(setup, objective)
+    lazy = is_lazy(dataset.train.x)
+    if preprocess and not lazy and augment is None:  # the fast path: normalized once, up front
         dataset = normalized(dataset, preprocess[setup.input_name])
+    # else on the device per batch, after the augmentation (which works in the data's own units, pixels in [0, 1])
+    feed = Feed(augment, preprocess[setup.input_name] if preprocess and (lazy or augment) else None)
     # Kinds whose output holds one score per class take the (aligned) data's names; others (diffusion reads labelled
     # images and ignores the labels) keep the spec's.
     named = objective.scores and dataset.classes is not None
@@ -211,5 +238,8 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
         target_scale = objective.standardize(dataset.train, scale) if scale else None
     else:
         target_scale = objective.standardize(dataset.train) if d.scale_target is not False else None
-    return Data(dataset.name, objective.splits(dataset, device), preprocess, labels, getattr(dataset, "table", None),
-                target_scale, getattr(dataset, "features", None))
+    workers = d.workers if d.workers is not None else default_workers(world)
+    splits = objective.splits(dataset, device, feed=feed, workers=workers if lazy else 0, on_error=d.on_error)
+    return Data(dataset.name, splits, preprocess, labels, getattr(dataset, "table", None), target_scale,
+                getattr(dataset, "features", None), augment=describe_augment(d.augment) if augment else None,
+                reading=f"read per batch by {workers} loader worker(s)" if lazy else "")

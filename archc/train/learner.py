@@ -15,7 +15,7 @@ from archc.train.devices import amp_dtype, channels_last, fused_optimizer, seed_
 from archc.train.distributed import Dist
 from archc.train.optim import build_optimizer, build_scheduler
 from archc.train.recipe import Setup
-from archc.train.splits import Examples
+from archc.train.splits import Examples, batches
 
 EVAL_BATCH = 1024
 
@@ -143,13 +143,15 @@ class Learner:
         self.model.eval()
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for chunk in torch.arange(len(split))[rank::world].split(EVAL_BATCH):
-            x, y = split.take(chunk)
+        plan = list(torch.arange(len(split))[rank::world].split(getattr(split, "eval_batch", EVAL_BATCH)))
+        for chunk, (x, y) in zip(plan, batches(split, plan)):
+            if x is None:  # every example of the chunk unreadable and skipped ([data] on_error)
+                continue
             with self.autocast(enabled=not exact), float32_only(self.device, exact):
                 out, y = self.objective.forward(self.model, x, y, training=False)
                 sums[0] += self.objective.loss(out, y)
             sums[1] += self.objective.metric_sum(out, y)
-            sums[2] += len(chunk)
+            sums[2] += len(y)
         if dist is not None:
             dist.sum(sums)
         loss, metric, n = sums.tolist()

@@ -29,7 +29,7 @@ from archc.train.optim import schedule_of
 from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
-from archc.train.splits import Examples
+from archc.train.splits import Examples, batch_key, batches
 from archc.train.state import State, Tally, resume, save
 
 __all__ = ["build", "train"]
@@ -39,7 +39,7 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
     encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_for(setup, objective, device, resume)
+    data = load_for(setup, objective, device, resume, dist.world)
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
@@ -47,10 +47,10 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     return learner, data
 
 
-def load_for(setup: Setup, objective: Any, device: torch.device, resume: bool = False) -> Data:
+def load_for(setup: Setup, objective: Any, device: torch.device, resume: bool = False, world: int = 1) -> Data:
     """The run's data on `device`; resuming, encoded and scaled as the run recorded them (not fitted again)."""
     scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
-    return load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale)
+    return load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale, world)
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
@@ -63,8 +63,15 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     if data.target_scale:
         norm += ", targets standardized with train-split mean/std (outputs restored in the export)"
+    if data.reading:
+        norm += f", {data.reading}"
+    augment = []
+    if data.augment:
+        from archc.train.augment import summary
+
+        augment = [f"augmenting training batches: {summary(setup.spec.data.augment)}"]
     return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
-            f"data {data.name}: {data.sizes()}{norm}",
+            f"data {data.name}: {data.sizes()}{norm}", *augment,
             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
             f"writing {setup.run_dir.root}"] + init_line(setup)
@@ -90,17 +97,24 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     learner.net.train()
     progress.report.epoch_begin(state.epoch, recipe.epochs, steps, state.step_in_epoch)
     every = recipe.checkpoint_every
-    while state.step_in_epoch < steps:
-        idx, n = local_batch(order, state.step_in_epoch, recipe.batch_size, dist.rank, dist.world)
-        x, y = split.take(idx)
-        loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
-        tally.add(loss, metric, len(idx))
+    todo = range(state.step_in_epoch, steps)
+    shares = [local_batch(order, step, recipe.batch_size, dist.rank, dist.world) for step in todo]
+    keys = [batch_key(recipe.seed, state.epoch, step, dist.rank) for step in todo]
+    skipped = len(getattr(split, "skipped", ()))
+    for (idx, n), (x, y) in zip(shares, batches(split, [idx for idx, _ in shares], keys)):
+        if x is not None:  # None: every example of this share was unreadable and skipped ([data] on_error)
+            loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
+            tally.add(loss, metric, len(y))
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
         if every and state.step % every == 0 and state.step_in_epoch < steps:
             learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
+    left_out = getattr(split, "skipped", [])[skipped:]
+    if left_out:
+        progress.report.note(f"skipped {len(left_out)} unreadable example(s) this epoch ([data] on_error = \"skip\"): "
+                             + "; ".join(left_out[:3]) + (" ..." if len(left_out) > 3 else ""))
 
 
 def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
@@ -218,6 +232,8 @@ def data_metadata(objective: Any, data: Data, setup: Setup) -> dict[str, Any]:
         extra["features"] = data.features
     if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
         extra["columns"] = data.table.to_json()
+    if data.augment:  # archc.augment: what training did to its batches (training only: not in the graph)
+        extra["augment"] = data.augment
     return extra | objective.metadata()
 
 
@@ -314,5 +330,7 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
         result = conclude(learner, data, state, setup, progress, start) if dist.main else None
     finally:
         progress.report.close()
+        for split in data.splits.values():  # loader workers persist between epochs
+            getattr(split, "close", lambda: None)()
     dist.barrier()
     return result

@@ -255,7 +255,7 @@ def data_source_misspelt(tmp, mp):
 
 
 @case("error: TMP/s.toml: data.source: expected no options (sklearn: sources take none), received target='species' "
-      "(unknown option 'target') (target is an option of csv: sources)")
+      "(unknown option 'target') (target is an option of csv: and parquet: sources)")
 def data_target_for_a_source_without_columns(tmp, mp):
     return ["validate", _toml(tmp / "s.toml", '[[layers]]\nop = "linear"\nout_features = 3\n[data]\n'
                                                 'source = "sklearn:iris"\ntarget = "species"\n')]
