@@ -11,14 +11,13 @@ Where it is kept:
 - `cache` a folder: under a key that changes when the data or the settings change (the caller's key parts: file
   paths, sizes and modification times, the cap, the tokenizer, the split settings). A second load with the same key
   maps the file without reading the corpus; writing a new version removes the older versions of the same `source`.
-- `cache` None: a tracked temporary file in the system's temporary folder, removed at exit (a SIGKILLed writer's
-  leftover is removed by the next writer: archc.tempfiles.sweep).
+- `cache` None: a tracked temporary file in the system's temporary folder, removed as soon as it is mapped (the
+  mapping keeps its pages; a SIGKILLed writer's leftover is removed by the next writer: archc.tempfiles.sweep).
 
 Memory stays bounded by the chunk size: pieces are read CHUNK bytes at a time, encoded and appended.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
@@ -82,12 +81,12 @@ BYTES = Tokenizer("bytes", 256, byte_ids)
 @dataclass
 class TokenFile:
     """An opened token file: all its tokens (read-only memmap), each split's (start, length), the caller's kept
-    metadata, and where it lies (a cache entry, or a temporary removed at exit)."""
+    metadata, and where it lies (a cache entry; None: an unnamed temporary, already removed)."""
 
     tokens: np.ndarray
     regions: dict[str, tuple[int, int]]
     meta: dict[str, Any]
-    path: Path
+    path: Path | None
     reused: bool
 
     def split(self, name: str) -> np.ndarray:
@@ -145,7 +144,7 @@ def _reuse(stem: Path, key: str, tokenizer: Tokenizer) -> TokenFile | None:
 def _build(stem: Path | None, key: str, plan: Callable[[], tuple[dict[str, list[Piece]], dict[str, Any]]],
            tokenizer: Tokenizer, where: str) -> TokenFile:
     """Write the tokens to a temporary, then rename it to `stem`.tokens and write the side file (stem None: keep
-    the temporary, tracked, until exit)."""
+    the temporary only while it is written and mapped: it is removed once mapped)."""
     pieces, kept = plan()
     if stem is None:
         target = Path(tempfile.gettempdir()) / "archc-tokens"
@@ -158,8 +157,11 @@ def _build(stem: Path | None, key: str, plan: Callable[[], tuple[dict[str, list[
         except BaseException:
             tempfiles.remove(tmp)
             raise
-        atexit.register(tempfiles.remove, tmp)
-        path = Path(tmp)
+        count = sum(n for _, n in regions.values())
+        try:  # mapped, the file is removed at once: the mapping keeps its pages (POSIX), nothing is left behind
+            return TokenFile(_map(Path(tmp), tokenizer.dtype, count), regions, kept, None, False)
+        finally:
+            tempfiles.remove(tmp)
     else:
         path = stem.with_suffix(SUFFIX)
         with temp_beside(path) as tmp:
