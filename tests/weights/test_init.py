@@ -14,14 +14,14 @@ TEXT = "".join(f"def scale_{i}(values, factor={i % 5}):\n    return [v * factor 
 
 
 def _train_windows(spec, source, out):
-    """The training split exactly as `archc train` reads it."""
+    """The training split exactly as `archc train` reads it (a token file's windows are stored narrow: ids as int64)."""
     from archc.tasks import objective_for
     from archc.train.dataset import load_checked
     from archc.train.recipe import Overrides, prepare
 
     setup = prepare(str(spec), Overrides(data=source), out)
     dataset = load_checked(setup, objective_for(setup.spec, setup.graph))
-    return torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
+    return torch.from_numpy(dataset.train.x).long(), torch.from_numpy(dataset.train.y).long()
 
 
 def test_fine_tuning_starts_from_the_loaded_weights(small_gpt2, tmp_path):
