@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -95,7 +96,7 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
         raise DataError(f"{key}: expected one value, received ?{key}={query[key]} in the source and "
                         f"{key}={given[key]!r}", where=where)
     for key, value in given.items():
-        if isinstance(value, bool) and fields[key].annotation is not bool:
+        if isinstance(value, bool) and not _takes_bool(fields[key].annotation):
             raise DataError(f"{key}: expected {_want(fields[key].annotation)}, received {describe(value)}",
                             where=where)
     values = {k: v for k, v in defaults.items() if k in fields and v is not None}
@@ -124,6 +125,11 @@ def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:
 def _expected(cls: type[Source]) -> str:
     """'?max_bytes=N or ?context=N' (the source's options), '' when it has none."""
     return " or ".join(f"?{k}={metavar(k, f)}" for k, f in cls.Options.model_fields.items())
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether an option's type is bool or admits it (`bool | None`): True is not a number of workers."""
+    return annotation is bool or bool in typing.get_args(annotation)
 
 
 def _want(annotation: Any, err: dict | None = None) -> str:

