@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 import archc.train.checkpoint as ckpt
+from archc.errors import DataError
 from archc.export.kvcache import describe
 from archc.export.optimize import lines as optimize_lines
 from archc.export.restore import KEY as TARGET_SCALE
@@ -193,7 +194,12 @@ def write_report(setup: Setup, objective: Any) -> str | None:
         return None
     run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
     model = Model.open(run_dir.onnx, device="cpu")
-    data = load_split(model, source, "test")
+    try:
+        data = load_split(model, source, "test")
+    except DataError as e:
+        if setup.spec.data.on_error != "skip":  # type: ignore[union-attr]
+            raise
+        return f"no test split report: {e} ([data] on_error = \"skip\")"  # an unreadable file, as in training
     if data.y is None or not len(data.y):
         return None
     outputs, y = scored(model.run(data.feeds, batch_size=1024), data.y)

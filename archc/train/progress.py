@@ -92,7 +92,7 @@ class Rich(Quiet):
                            f"{row['seconds']:>6.1f}s" + ("  *" if best else ""))
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False, highlight=False)  # a file's path may hold '[' (not markup)
 
     def close(self) -> None:
         if self.progress is not None:
