@@ -4,6 +4,9 @@ by the OS as clear errors; every [data.augment] transform training and never rea
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 import signal
 import subprocess
 
@@ -88,3 +91,31 @@ def test_skip_leaves_a_corrupt_image_out_and_counts_it(h, tmp_path):
     said = proc.stdout + proc.stderr
     assert said.count("skipped 1 unreadable example(s) this epoch") == 2, said[-2000:]  # once per epoch
     assert bad in said and "Traceback" not in said
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_a_worker_killed_by_the_os_is_reported_not_waited_on(h, tmp_path):
+    images = h.make_images(tmp_path / "img", n=48)
+    spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 2}, train={"epochs": 500})
+    proc = subprocess.Popen(h.cmd(str(spec), "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"),
+                            env=h.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(proc.pid)) < 2:  # the loader's persistent workers
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.01)
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # not a hang
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err[-2000:]
+    assert "loader worker" in err and "[data] workers" in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "run" / "result.json").exists()
