@@ -56,11 +56,12 @@ def make_images(folder: Path, n: int = 48, size: int = 16, classes: int = 3, see
 
 
 def make_image_spec(path: Path, images: Path, *, size: int = 16, classes: int = 3, train: dict | None = None,
-                    data: dict | None = None) -> Path:
+                    data: dict | None = None, batchnorm: bool = True) -> Path:
     """A JSON spec of a tiny CNN (conv2d, batchnorm, pooled, linear) on an images: folder, read per batch
     ([data] in_memory = false) unless `data` says otherwise."""
     layers = [{"op": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "act": "relu"},
-              {"op": "batchnorm"}, {"op": "global_avg_pool"}, {"op": "linear", "out_features": classes}]
+              *([{"op": "batchnorm"}] if batchnorm else []), {"op": "global_avg_pool"},
+              {"op": "linear", "out_features": classes}]
     recipe = {"epochs": 2, "batch_size": 8, "optimizer": {"name": "adam", "lr": 1e-2}} | (train or {})
     spec = {"archc": 1, "model": {"name": "cnn"}, "inputs": {"image": {"shape": [3, size, size]}},
             "task": {"kind": "classification"}, "layers": layers, "train": recipe,

@@ -119,3 +119,27 @@ def test_a_worker_killed_by_the_os_is_reported_not_waited_on(h, tmp_path):
     assert proc.returncode == 1, err[-2000:]
     assert "loader worker" in err and "[data] workers" in err and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_nproc_2_reads_each_ranks_share_from_a_lazy_folder(h, tmp_path, monkeypatch):
+    """Two ranks with a worker each train on the folder read per batch and take the steps one process takes: plain
+    SGD (no batchnorm: its statistics are per rank) would move twice as far if both ranks read the whole batch."""
+    images = h.make_images(tmp_path / "img", n=48)
+    spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 1}, batchnorm=False,
+                             train={"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.5}})
+    monkeypatch.setenv("PYTHONPATH", h.env()["PYTHONPATH"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = train.run(spec, out=tmp_path / "two", nproc=2, quiet=True, device="cpu")
+    assert result.test is not None and result.epochs_run == 2
+    one = train.run(spec, out=tmp_path / "one", quiet=True, device="cpu")
+    a, b = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    assert max(float((a[k].double() - b[k].double()).abs().max()) for k in a) <= 1e-5  # the same steps
+
+
+def test_ranks_read_disjoint_shares_that_cover_the_epoch():
+    from archc.train.batches import local_batch, steps_per_epoch
+
+    order = epoch_order(24, 0, 0)
+    for step in range(steps_per_epoch(24, 8)):
+        shares = [set(local_batch(order, step, 8, rank, 2)[0].tolist()) for rank in range(2)]
+        assert not shares[0] & shares[1] and shares[0] | shares[1] == set(order[step * 8:(step + 1) * 8].tolist())
