@@ -143,3 +143,61 @@ def test_ranks_read_disjoint_shares_that_cover_the_epoch():
     for step in range(steps_per_epoch(24, 8)):
         shares = [set(local_batch(order, step, 8, rank, 2)[0].tolist()) for rank in range(2)]
         assert not shares[0] & shares[1] and shares[0] | shares[1] == set(order[step * 8:(step + 1) * 8].tolist())
+
+
+EVERY = {"random_resized_crop": {"scale": [0.3, 1.0]}, "hflip": 0.5, "vflip": 0.5, "rotation": 20.0,
+         "color_jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1},
+         "policy": "randaugment", "random_erasing": {"p": 0.5}, "mixup": 0.8, "cutmix": 1.0}
+
+
+def _graph(path) -> tuple[list, list]:
+    """An ONNX graph's nodes (op, inputs, outputs, attributes) and initializers (name, dtype, shape): not values."""
+    g = onnx.load(str(path)).graph
+    nodes = [(n.op_type, list(n.input), list(n.output), [onnx.helper.get_attribute_value(a) for a in n.attribute])
+             for n in g.node]
+    return nodes, sorted((i.name, i.data_type, list(i.dims)) for i in g.initializer)
+
+
+def _metadata(path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_every_augment_transform_trains_and_never_reaches_the_exported_graph(h, tmp_path):
+    images = h.make_images(tmp_path / "img", n=48)
+    plain = h.make_image_spec(tmp_path / "plain.json", images, train={"epochs": 1})
+    train.run(plain, out=tmp_path / "plain", quiet=True, device="cpu")
+    runs = {"every": EVERY, "again": EVERY, "trivial": EVERY | {"policy": "trivialaugment", "mixup": 0.0}}
+    for name, augment in runs.items():
+        spec = h.make_image_spec(tmp_path / f"{name}.json", images, data={"augment": augment}, train={"epochs": 1})
+        result = train.run(spec, out=tmp_path / name, quiet=True, device="cpu")
+        assert result.test is not None and np.isfinite(result.final["train_loss"]), name
+        assert _graph(tmp_path / name / "model.onnx") == _graph(tmp_path / "plain" / "model.onnx"), name
+        recorded = json.loads(_metadata(tmp_path / name / "model.onnx")["archc.augment"])
+        assert recorded["training_only"] is True and set(augment) - {"mixup"} <= set(recorded["transforms"]), name
+    assert "archc.augment" not in _metadata(tmp_path / "plain" / "model.onnx")
+    # the same seed: the same augmented batches, so the same weights; the augmentation changed what was learned
+    assert _same(_weights(tmp_path / "every"), _weights(tmp_path / "again"))
+    assert not _same(_weights(tmp_path / "every"), _weights(tmp_path / "plain"))
+
+
+def test_the_same_seed_gives_the_same_augmented_batches(h, tmp_path):
+    from archc.language.model import Augment
+    from archc.train.augment import Augmenter
+    from archc.train.loader import LoaderSplit
+    from archc.train.splits import Feed, batch_key
+
+    images = h.make_images(tmp_path / "img", n=24)
+    ds = load(f"images:{images}", val_fraction=0.0, test_fraction=0.0, in_memory=False, channels=3, size="16x16")
+    feed = Feed(Augmenter.of(Augment.model_validate(EVERY), 3))
+    plan = [epoch_order(len(ds.train), 0, 0)[:8], epoch_order(len(ds.train), 0, 0)[8:16]]
+
+    def read(workers: int, seed: int) -> list[torch.Tensor]:
+        split = LoaderSplit(ds.train.x, torch.from_numpy(ds.train.y), torch.device("cpu"), feed, workers)
+        try:
+            return [x for x, _ in split.batches(plan, [batch_key(seed, 0, s, 0) for s in range(len(plan))])]
+        finally:
+            split.close()
+    first, second, other = read(0, 7), read(2, 7), read(0, 8)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other))
+    assert not torch.equal(first[0], torch.from_numpy(ds.train.x[plan[0].numpy()]))
