@@ -34,8 +34,8 @@ class Rich(Quiet):
 
     def begin(self, lines: list[str], metric: str) -> None:
         self.metric = metric
-        for line in lines:
-            self.console.print(line)
+        for line in lines:  # the spec's and the data's names: a path may hold '[' (not markup)
+            self.console.print(line, markup=False)
         short = metric[:8]
         self.console.print(f"[bold]{'epoch':>7} {'train loss':>11} {'train ' + short:>14} {'val loss':>10} "
                            f"{'val ' + short:>12} {'lr':>9} {'time':>7}[/bold]")
@@ -92,7 +92,7 @@ class Rich(Quiet):
                            f"{row['seconds']:>6.1f}s" + ("  *" if best else ""))
 
     def note(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)  # a file's path may hold '[' (not markup)
+        self.console.print(text, markup=False)  # a file's path may hold '[' (not markup)
 
     def close(self) -> None:
         if self.progress is not None:
