@@ -201,3 +201,42 @@ def test_the_same_seed_gives_the_same_augmented_batches(h, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert not any(torch.equal(a, b) for a, b in zip(first, other))
     assert not torch.equal(first[0], torch.from_numpy(ds.train.x[plan[0].numpy()]))
+
+
+def test_a_decoded_jpeg_is_c_contiguous(h, tmp_path):
+    from archc.data.images import read_image
+
+    images = h.make_images(tmp_path / "img", n=3)
+    a = read_image(next(images.glob("c0/*.jpg")))
+    assert a.shape == (3, 16, 16) and a.dtype == np.float32 and a.flags.c_contiguous
+
+
+class _Counting:
+    """A Reader that counts what it reads (one process: no workers)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.reads = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, i: int) -> np.ndarray:
+        self.reads += 1
+        return np.full((2,), i, dtype=np.float32)
+
+    def where(self, i: int) -> str:
+        return f"example {i}"
+
+
+def test_splitting_a_lazy_source_reads_nothing():
+    from archc.data.arrays import from_arrays
+    from archc.data.base import Splits
+    from archc.data.lazy import Lazy
+
+    reader = _Counting(40)
+    ds = from_arrays("counting", Lazy(reader, (2,), np.float32), np.arange(40) % 2, classes=["a", "b"],
+                     task="classification", splits=Splits(0.25, 0.25, 0))
+    assert reader.reads == 0
+    assert all(isinstance(s.x, Lazy) for s in (ds.train, ds.val, ds.test))
+    assert sorted(np.concatenate([s.x.index for s in (ds.train, ds.val, ds.test)]).tolist()) == list(range(40))
+    assert np.array_equal(np.asarray(ds.test.x)[:, 0], ds.test.x.index)  # each view reads its own examples
