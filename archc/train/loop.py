@@ -112,9 +112,14 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
         if every and state.step % every == 0 and state.step_in_epoch < steps:
             learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
-    left_out = getattr(split, "skipped", [])[skipped:]
+    note_skipped(split, skipped, "this epoch", progress)
+
+
+def note_skipped(split: Examples[Any], before: int, what: str, progress: Progress) -> None:
+    """A note of the examples `split` left out since it had left out `before` ([data] on_error = "skip")."""
+    left_out = getattr(split, "skipped", [])[before:]
     if left_out:
-        progress.report.note(f"skipped {len(left_out)} unreadable example(s) this epoch ([data] on_error = \"skip\"): "
+        progress.report.note(f"skipped {len(left_out)} unreadable example(s) {what} ([data] on_error = \"skip\"): "
                              + "; ".join(left_out[:3]) + (" ..." if len(left_out) > 3 else ""))
 
 
@@ -124,7 +129,9 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
     learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
+    before = len(getattr(val, "skipped", ()))
     val_loss, val_metric, _ = learner.evaluate(val, dist)
+    note_skipped(val, before, "of the validation split", progress)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
@@ -267,7 +274,9 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     """Rank 0: score the best weights on the test split, export them, write the result, say so."""
     m, run_dir, seconds = learner.objective.metric, setup.run_dir, time.perf_counter() - start
     progress.final(state.history)
+    before = len(getattr(data.splits["test"], "skipped", ()))
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
+    note_skipped(data.splits["test"], before, "of the test split", progress)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
     detail = write_report(setup, learner.objective) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels)

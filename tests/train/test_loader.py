@@ -48,10 +48,14 @@ def test_workers_and_in_memory_train_bit_identically(h, tmp_path):
     assert w0[1][-1]["train_loss"] < w0[1][0]["train_loss"]  # it learns
 
 
+def _split(images, split: str = "train", split_seed: int = 0):
+    return getattr(load(f"images:{images}", val_fraction=0.25, test_fraction=0.25, seed=split_seed,
+                        in_memory=False, channels=3, size="16x16"), split).x
+
+
 def _train_files(images, positions_in_epoch0: slice, seed: int = 0, split_seed: int = 0) -> list[str]:
     """Files of the training split that epoch 1 reads at these positions of its order."""
-    train_x = load(f"images:{images}", val_fraction=0.25, test_fraction=0.25, seed=split_seed,
-                   in_memory=False, channels=3, size="16x16").train.x
+    train_x = _split(images, "train", split_seed)
     order = epoch_order(len(train_x), seed, 0)[positions_in_epoch0]
     return [train_x.reader.files[int(train_x.index[int(p)])] for p in order]
 
@@ -82,6 +86,9 @@ def test_skip_leaves_a_corrupt_image_out_and_counts_it(h, tmp_path):
     images = h.make_images(tmp_path / "img [/1]", n=48)
     bad = _train_files(images, slice(0, 24))[5]
     (images / bad).write_bytes(b"garbage")
+    val = _split(images, "val")
+    bad_val = val.reader.files[int(val.index[2])]
+    (images / bad_val).write_bytes(b"garbage")
     spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 2, "on_error": "skip", "normalize": True})
     proc = subprocess.run(h.cmd(str(spec), "--out", str(tmp_path / "run"), "--device", "cpu"), env=h.env(),
                           capture_output=True, text=True, timeout=120)
@@ -89,6 +96,7 @@ def test_skip_leaves_a_corrupt_image_out_and_counts_it(h, tmp_path):
     said = proc.stdout + proc.stderr
     assert said.count("skipped 1 unreadable example(s) this epoch") == 2, said[-2000:]  # once per epoch
     assert "normalization statistics leave out 1 unreadable example(s)" in said, said[-2000:]  # read up front
+    assert said.count("skipped 1 unreadable example(s) of the validation split") == 2 and bad_val in said
     assert "no test split report" in said  # the report reads the whole folder again: a note, not a failure
     assert bad in said and "Traceback" not in said
 
