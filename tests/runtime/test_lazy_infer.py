@@ -167,6 +167,7 @@ PEAK = """
 import resource, sys
 import archc.data.lazy as lazy
 lazy.IN_MEMORY_BYTES = int(sys.argv[1])
+lazy.CHUNK_BYTES = 16 << 20  # both folders run in several chunks
 from archc.cli import main
 try:
     main(sys.argv[2:], standalone_mode=False)
