@@ -7,7 +7,9 @@ What reads one example is a `Reader`: a picklable object with `len` and `read(i)
 (archc.train.loader) can decode examples in parallel. `np.asarray(lazy)` reads them all: for small splits only.
 
 Whether a source's examples stay lazy or are read into one array is decided by their decoded size
-(`in_memory`): small data keeps the fast path of arrays on the device.
+(`in_memory`): small data keeps the fast path of arrays on the device. Where a whole split is run rather than
+trained on (archc.runtime's Model.run: `archc infer`, the run's test report, `archc quantize`), a Lazy is read
+`chunks` of CHUNK_BYTES at a time, and `concat` joins splits (`--split all`) without reading them.
 """
 from __future__ import annotations
 
