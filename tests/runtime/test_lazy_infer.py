@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -104,9 +105,32 @@ def test_lazy_infer_equals_in_memory(tmp_path, monkeypatch, split):
     assert r1 == r2
 
 
-def _json_tail(output: str) -> dict:
+def test_lazy_unlabelled_images_equal_in_memory(tmp_path, monkeypatch):
+    """A folder without class sub-folders (and a glob): predicted a chunk at a time, the same records and outputs."""
+    model = classifier(tmp_path / "m.onnx", 3, 8, 8)
+    data = folder(tmp_path / "pets", per_class=4, size=12)  # 12x12 files: resized to the model's 8x8 as read
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for f in sorted(data.glob("*/*.png")):
+        f.rename(loose / f"{f.parent.name}-{f.name}")
+    for given in (loose, f"{loose}/*.png"):
+        code, whole = infer(model, "--input", given, "--json", "-o", tmp_path / "whole.npy")
+        assert code == 0, whole
+        with monkeypatch.context() as mp:
+            force_lazy(mp)
+            code, chunked = infer(model, "--input", given, "--json", "-o", tmp_path / "chunked.npy")
+        assert code == 0, chunked
+        assert "a chunk at a time" in chunked
+        np.testing.assert_array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "chunked.npy"))
+        assert _json_tail(whole) == _json_tail(chunked)
+        assert len(_json_tail(chunked)) == 12 and _json_tail(chunked)[0]["file"] == "ant-00000.png"
+
+
+def _json_tail(output: str) -> Any:
     """The --json document printed after any note lines."""
-    return json.loads(output[output.index("{"):])
+    lines = output.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line[:1] in "[{")
+    return json.loads("".join(lines[first:]))
 
 
 def test_lazy_chunk_errors_name_the_file_and_the_example(tmp_path, forced_lazy):
