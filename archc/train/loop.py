@@ -186,6 +186,7 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     from archc.runtime import Model
     from archc.runtime.evaluate import load_split
     from archc.runtime.report import summary, write
+    from archc.runtime.session import EVAL_BATCH
     from archc.runtime.tabular import scored
     from archc.tasks.base import for_model, makes_report
 
@@ -196,7 +197,7 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     data = load_split(model, source, "test")
     if data.y is None or not len(data.y):
         return None
-    outputs, y = scored(model.run(data.feeds, batch_size=1024), data.y)
+    outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
     detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
