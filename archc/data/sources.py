@@ -111,6 +111,12 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
                         f"{describe(err['input'])}", where=where, hint=fields[key].description or "") from None
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether an option's type admits True/False (`bool`, `bool | None`); a bool given for a number is an error
+    (pydantic would read True as 1)."""
+    return annotation is bool or bool in typing.get_args(annotation)
+
+
 def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:
     """An option the source does not declare: name its own options, and who takes this one."""
     close = difflib.get_close_matches(key, cls.option_names(), n=1)

@@ -194,6 +194,7 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     from archc.runtime import Model
     from archc.runtime.evaluate import load_split
     from archc.runtime.report import summary, write
+    from archc.runtime.session import EVAL_BATCH
     from archc.runtime.tabular import scored
     from archc.tasks.base import for_model, makes_report
 
@@ -209,7 +210,7 @@ def write_report(setup: Setup, objective: Any) -> str | None:
         return f"no test split report: {e} ([data] on_error = \"skip\")"  # an unreadable file, as in training
     if data.y is None or not len(data.y):
         return None
-    outputs, y = scored(model.run(data.feeds, batch_size=1024), data.y)
+    outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
     detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
