@@ -133,11 +133,6 @@ def _expected(cls: type[Source]) -> str:
     return " or ".join(f"?{k}={metavar(k, f)}" for k, f in cls.Options.model_fields.items())
 
 
-def _takes_bool(annotation: Any) -> bool:
-    """Whether an option's type is bool or admits it (`bool | None`): True is not a number of workers."""
-    return annotation is bool or bool in typing.get_args(annotation)
-
-
 def _want(annotation: Any, err: dict | None = None) -> str:
     """What an option's value must be, in words."""
     ctx = (err or {}).get("ctx") or {}
