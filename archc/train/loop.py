@@ -71,11 +71,14 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
         from archc.train.augment import summary
 
         augment = [f"augmenting training batches: {summary(setup.spec.data.augment)}"]
-    return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
-            f"data {data.name}: {data.sizes()}{norm}", *augment,
-            f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
-            f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
-            f"writing {setup.run_dir.root}"] + init_line(setup)
+    from rich.markup import escape  # names and paths are text: '[/x]' in a folder's name is not a closing tag
+
+    plain = [f"data {data.name}: {data.sizes()}{norm}", *augment,
+             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
+             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
+             f"writing {setup.run_dir.root}"] + init_line(setup)
+    return [f"[bold]{escape(g.name)}[/bold] ({escape(str(setup.file))}): {g.total_params:,} parameters, task "
+            f"{learner.objective.kind}", *(escape(line) for line in plain)]
 
 
 def init_line(setup: Setup) -> list[str]:

@@ -34,8 +34,8 @@ class Rich(Quiet):
 
     def begin(self, lines: list[str], metric: str) -> None:
         self.metric = metric
-        for line in lines:  # the spec's and the data's names: a path may hold '[' (not markup)
-            self.console.print(line, markup=False)
+        for line in lines:  # rich markup, names and paths escaped (archc.train.loop.header)
+            self.console.print(line)
         short = metric[:8]
         self.console.print(f"[bold]{'epoch':>7} {'train loss':>11} {'train ' + short:>14} {'val loss':>10} "
                            f"{'val ' + short:>12} {'lr':>9} {'time':>7}[/bold]")

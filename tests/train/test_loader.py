@@ -99,6 +99,8 @@ def test_skip_leaves_a_corrupt_image_out_and_counts_it(h, tmp_path):
     assert said.count("skipped 1 unreadable example(s) of the validation split") == 2 and bad_val in said
     assert "no test split report" in said  # the report reads the whole folder again: a note, not a failure
     assert bad in said and "Traceback" not in said
+    assert any(line.startswith("data images:") and "img [/1]" in line for line in said.splitlines())  # as text
+    assert "[bold]" not in said and "cnn (" in said  # the markup of the header's first line is still markup
 
 
 def _children(pid: int) -> list[int]:
