@@ -12,15 +12,18 @@ import csv
 import functools
 import io
 import itertools
+import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from archc.data.columns import decimal_comma
+from archc.data.columns import decimal_comma, number
 from archc.errors import DataError
+from archc.util import FLOAT32_MAX
 
 if TYPE_CHECKING:
     from archc.data.tabular import Dialect
@@ -177,15 +180,54 @@ class Passes:
             yield start, chunk
             start += len(chunk)
 
-    def cells(self, columns: list[str], idx: np.ndarray | None = None) -> dict[str, list[str]]:
-        """The cells of `columns` in the data rows (or the rows idx, sorted); a repeated cell is one str object."""
+    def cells(self, columns: list[str], idx: np.ndarray | None = None,
+              numeric: frozenset[str] = frozenset()) -> dict[str, Sequence[Any]]:
+        """The cells of `columns` in the data rows (or the rows idx, sorted); a repeated cell is one str object, and
+        a `numeric` column's cells are Numbers (8 bytes a number, not a str object each)."""
         getters = {c: self.shape.getter(c) for c in columns}
-        out: dict[str, list[str]] = {c: [] for c in columns}
-        shared: dict[str, dict[str, str]] = {c: {} for c in columns}
-        for _, chunk in self.chunks(idx):
+        text: dict[str, list[str]] = {c: [] for c in columns if c not in numeric}
+        shared: dict[str, dict[str, str]] = {c: {} for c in text}
+        values: dict[str, list[np.ndarray]] = {c: [] for c in columns if c in numeric}
+        others: dict[str, dict[int, str]] = {c: {} for c in values}
+        for start, chunk in self.chunks(idx):
             for c, get in getters.items():
-                out[c].extend(share(map(get, chunk), shared[c]))
-        return out
+                if c in text:
+                    text[c].extend(share(map(get, chunk), shared[c]))
+                else:
+                    values[c].append(_values([get(r) for r in chunk], start, others[c]))
+        return {c: text[c] if c in text else Numbers(np.concatenate(values[c] or [np.empty(0)]), others[c])
+                for c in columns}
+
+
+def _values(cells: list[str], start: int, others: dict[int, str]) -> np.ndarray:
+    """The cells' values (float64); a cell that is not a float32 number is kept in `others` (by row, from `start`)
+    and NaN in the values."""
+    parsed = [number(c) for c in cells]
+    out = np.array([math.nan if v is None else v for v in parsed], dtype=np.float64)
+    clean = np.isfinite(out) & (np.abs(out) <= FLOAT32_MAX)
+    for i in np.flatnonzero(~clean).tolist():
+        others[start + i] = cells[i]
+    return out
+
+
+class Numbers(Sequence):
+    """A numeric column's cells: each number as its float value, each other cell (missing, text, out of float32's
+    range) as its text, so fitting reads them as it reads the text (archc.data.columns.number of the text is the
+    value)."""
+
+    def __init__(self, values: np.ndarray, others: dict[int, str]) -> None:
+        self.values, self.others = values, others
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> Any:  # type: ignore[override]
+        return self.others.get(i, float(self.values[i]))
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self.others:
+            return iter(self.values.tolist())
+        return (self.others.get(i, v) for i, v in enumerate(self.values.tolist()))
 
 
 def share(cells: Iterable[str], seen: dict[str, str]) -> list[str]:

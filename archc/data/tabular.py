@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -423,9 +423,10 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
     file: the fit holds the training split's declared cells, the encoding CHUNK rows of them at a time."""
     declared = check_declared(name, passes.shape.columns, request)
     lines = passes.shape.lines
+    numeric = frozenset(c.name for c in request.columns if c.type == "numeric")
 
-    def cells(idx: np.ndarray) -> tuple[dict[str, list[str]], list[int]]:
-        return passes.cells(declared, idx), lines[idx].tolist()
+    def cells(idx: np.ndarray) -> tuple[dict[str, Sequence[Any]], list[int]]:
+        return passes.cells(declared, idx, numeric), lines[idx].tolist()
 
     def encode(table: Table, idx: np.ndarray) -> np.ndarray:
         width = table.encode({c: [] for c in declared}, where=name).shape[1]
@@ -441,10 +442,9 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
                 break
         else:
             return x
-        # An extra pass, only on the error: the whole split's cells, so the message names the cell a whole-split
-        # encoding names first (column by column), not the first in this chunk.
-        whole, whole_lines = cells(idx)
-        table.encode(whole, where=name, lines=whole_lines)
+        # An extra pass, only on the error: the whole split's cells (as text, as the message quotes them), so the
+        # message names the cell a whole-split encoding names first (column by column), not this chunk's first.
+        table.encode(passes.cells(declared, idx), where=name, lines=lines[idx].tolist())
         raise bad
 
     return fit_and_encode(name, target, y, classes, task, splits, request, cells, encode)
