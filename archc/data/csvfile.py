@@ -86,9 +86,9 @@ class CsvFile:
                 reader = csv.reader(text, delimiter=self.delimiter)
                 for row in reader:
                     line = reader.line_num + skipped
-                    if not row or all(not c.strip() for c in row):
-                        continue
                     cells = [c.strip() for c in row]
+                    if not any(cells):  # a blank record (or a line of blanks)
+                        continue
                     yield ([point(c) for c in cells] if comma else cells), line
             except csv.Error as e:  # only the reader raises it: the line after the last one read is where
                 self.check_utf8()  # a byte that is not UTF-8 anywhere is told first, as a whole-file decode would

@@ -420,7 +420,7 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
                 splits: Splits, request: Request) -> Dataset:
     """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
     split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's. Each is a pass over the
-    file: the fit holds the training split's declared cells, the encoding CHUNK rows of them at a time."""
+    file: the fit holds the training split's declared cells; one pass encodes every row, CHUNK rows at a time."""
     declared = check_declared(name, passes.shape.columns, request)
     lines = passes.shape.lines
     numeric = frozenset(c.name for c in request.columns if c.type == "numeric")
@@ -428,26 +428,43 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
     def cells(idx: np.ndarray) -> tuple[dict[str, Sequence[Any]], list[int]]:
         return passes.cells(declared, idx, numeric), lines[idx].tolist()
 
+    every: list[Any] = []  # [table, its encoding of every row, or None when a row fails to encode]
+
     def encode(table: Table, idx: np.ndarray) -> np.ndarray:
-        width = table.encode({c: [] for c in declared}, where=name).shape[1]
-        x = np.zeros((len(idx), width), dtype=np.float32)
-        getters = {c: passes.shape.getter(c) for c in declared}
-        for start, chunk in passes.chunks(idx):
-            rows = slice(start, start + len(chunk))
-            try:
-                x[rows] = table.encode({c: [get(r) for r in chunk] for c, get in getters.items()}, where=name,
-                                       lines=lines[idx[rows]].tolist())
-            except DataError as e:
-                bad = e
-                break
-        else:
-            return x
-        # An extra pass, only on the error: the whole split's cells (as text, as the message quotes them), so the
-        # message names the cell a whole-split encoding names first (column by column), not this chunk's first.
-        table.encode(passes.cells(declared, idx), where=name, lines=lines[idx].tolist())
-        raise bad
+        if not every or every[0] is not table:  # one pass encodes every split's rows
+            every[:] = [table, None]
+            x, error = _encoded(passes, declared, table, None, name)
+            every[1] = x if error is None else None
+        if every[1] is not None:
+            return every[1][idx]
+        # A row fails to encode: encode split by split (the training split first), as the whole-split encoding did,
+        # and on the split's first failing chunk read the whole split's cells again (as text, as the message quotes
+        # them): the message names the cell a whole-split encoding names first (column by column).
+        x, error = _encoded(passes, declared, table, idx, name)
+        if error is not None:
+            table.encode(passes.cells(declared, idx), where=name, lines=lines[idx].tolist())
+            raise error
+        return x
 
     return fit_and_encode(name, target, y, classes, task, splits, request, cells, encode)
+
+
+def _encoded(passes: Passes, declared: list[str], table: Table, idx: np.ndarray | None,
+             name: str) -> tuple[np.ndarray, DataError | None]:
+    """The rows idx (sorted; None: every row) encoded CHUNK at a time into float32 [rows, width], or the first
+    failing chunk's DataError."""
+    lines = passes.shape.lines if idx is None else passes.shape.lines[idx]
+    width = table.encode({c: [] for c in declared}, where=name).shape[1]
+    x = np.zeros((len(lines), width), dtype=np.float32)
+    getters = {c: passes.shape.getter(c) for c in declared}
+    for start, chunk in passes.chunks(idx):
+        rows = slice(start, start + len(chunk))
+        try:
+            x[rows] = table.encode({c: [get(r) for r in chunk] for c, get in getters.items()}, where=name,
+                                   lines=lines[rows].tolist())
+        except DataError as e:
+            return x, e
+    return x, None
 
 
 def check_declared(name: str, available: list[str], request: Request) -> list[str]:
