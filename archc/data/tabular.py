@@ -4,6 +4,11 @@ Without declared columns every column but the target must be a number (the featu
 `columns=Request` (a spec's tabular input, archc/data/columns.py) the declared columns are read by name, fitted on
 the training split and encoded in every split, and the Dataset carries the fitted `Table`.
 
+The training source streams (archc/data/csvfile.py): a first pass checks the layout and numbers the rows, then
+passes read the target column, the training split's declared cells (the fit) and the rows to encode, so memory holds
+the encoded float rows, the target and the row numbers, never every cell as text. `read_table` (a RawTable: every
+cell as text) stays for `archc columns` and `archc infer --input csv:`.
+
 scikit-learn's shipped CSV files (sklearn/datasets/data/iris.csv, ...) start with a metadata line, `N,F,name,...`
 (rows, features, class names), instead of column names: they are recognised and read as features `column_1..F`
 and a `target` column holding the class names.
