@@ -389,6 +389,7 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     """`infer --input`: run, present (with the true label when known), score, and write the output and report."""
     from archc.runtime import records, table, write_outputs
     from archc.runtime.evaluate import score
+    from archc.runtime.session import EVAL_BATCH
     from archc.runtime.tabular import scored
     from archc.tasks.base import for_model
 
@@ -399,7 +400,7 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     if report_dir is not None and not labelled:
         raise InputError("expected labelled data for --report (a data source, or a folder with one sub-folder per "
                          f"class), received {data.description}", where="--report")
-    outputs = m.run(data.feeds, batch_size=batch_size or (1024 if labelled else None))
+    outputs = m.run(data.feeds, batch_size=batch_size or (EVAL_BATCH if labelled else None))
     recs = records(m, outputs, top)
     columns = {"file": data.names, "true": task.truth(m, data.y) if labelled else None}
     # leading columns, one value per record (graph node tasks score fewer examples than they print: no column)

@@ -7,7 +7,9 @@ What reads one example is a `Reader`: a picklable object with `len` and `read(i)
 (archc.train.loader) can decode examples in parallel. `np.asarray(lazy)` reads them all: for small splits only.
 
 Whether a source's examples stay lazy or are read into one array is decided by their decoded size
-(`in_memory`): small data keeps the fast path of arrays on the device.
+(`in_memory`): small data keeps the fast path of arrays on the device. Where a whole split is run rather than
+trained on (archc.runtime's Model.run: `archc infer`, the run's test report, `archc quantize`), a Lazy is read
+`chunks` of CHUNK_BYTES at a time, and `concat` joins splits (`--split all`) without reading them.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import numpy as np
 # Decoded examples up to this size are read into one array (the fast path: batches are slices of it on the device);
 # larger ones stay lazy and are read per batch. [data] in_memory overrides it.
 IN_MEMORY_BYTES = 1 << 30
+# Decoded examples a lazy input is read in at a time where a whole split is run (archc infer, the run's test report):
+# chunks of this size bound the memory, and at 64 MiB a chunk still holds dozens of 224 px images.
+CHUNK_BYTES = 64 << 20
 
 
 class Reader(Protocol):
@@ -93,6 +98,70 @@ class Lazy:
 
     def __repr__(self) -> str:
         return f"Lazy({len(self)} examples shaped {list(self.example_shape)} {self.dtype})"
+
+
+class Concat:
+    """The examples of several views one after another, as one Reader (picklable when theirs are)."""
+
+    def __init__(self, parts: Sequence[Lazy]) -> None:
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _locate(self, i: int) -> tuple[Lazy, int]:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k], i - int(self.starts[k])
+
+    def read(self, i: int) -> np.ndarray:
+        part, position = self._locate(i)
+        return part.read(position)
+
+    def where(self, i: int) -> str:
+        part, position = self._locate(i)
+        return part.where(position)
+
+
+def concat(parts: Sequence["np.ndarray | Lazy"]) -> "np.ndarray | Lazy":
+    """The examples of `parts` one after another, read nothing when any is lazy: views of one reader become one view
+    (their positions joined), others a Concat reader; arrays are concatenated."""
+    if not any(isinstance(p, Lazy) for p in parts):
+        return np.concatenate(parts)
+    lazies = [p if isinstance(p, Lazy) else Lazy(_Rows(p), p.shape[1:], p.dtype) for p in parts]
+    first = lazies[0]
+    if any(p.example_shape != first.example_shape or p.dtype != first.dtype for p in lazies):
+        raise ValueError(f"concat: expected views of one example shape and dtype, received "
+                         f"{', '.join(repr(p) for p in lazies)}")
+    if all(p.reader is first.reader for p in lazies):
+        return Lazy(first.reader, first.example_shape, first.dtype, np.concatenate([p.index for p in lazies]))
+    return Lazy(Concat(lazies), first.example_shape, first.dtype)
+
+
+class _Rows:
+    """An array's rows as a Reader (what concat joins to lazy parts)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.rows[i]
+
+    def where(self, i: int) -> str:
+        return f"example {i}"
+
+
+def chunks(n: int, example_bytes: int, batch_size: int | None = None,
+           chunk_bytes: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive chunks of n examples of `example_bytes` each decoded, each at most `chunk_bytes`
+    (CHUNK_BYTES by default; at least one example) and a whole number of `batch_size` batches where one fits."""
+    size = max(1, (chunk_bytes or CHUNK_BYTES) // max(1, example_bytes))
+    if batch_size is not None and size > batch_size:
+        size -= size % batch_size
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def is_lazy(x: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -95,7 +96,7 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
         raise DataError(f"{key}: expected one value, received ?{key}={query[key]} in the source and "
                         f"{key}={given[key]!r}", where=where)
     for key, value in given.items():
-        if isinstance(value, bool) and fields[key].annotation is not bool:
+        if isinstance(value, bool) and not _takes_bool(fields[key].annotation):
             raise DataError(f"{key}: expected {_want(fields[key].annotation)}, received {describe(value)}",
                             where=where)
     values = {k: v for k, v in defaults.items() if k in fields and v is not None}
@@ -108,6 +109,12 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
         key = str(err["loc"][0])
         raise DataError(f"{key}: expected {_want(fields[key].annotation, err)}, received "
                         f"{describe(err['input'])}", where=where, hint=fields[key].description or "") from None
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether an option's type admits True/False (`bool`, `bool | None`); a bool given for a number is an error
+    (pydantic would read True as 1)."""
+    return annotation is bool or bool in typing.get_args(annotation)
 
 
 def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:

@@ -157,10 +157,11 @@ def calibration(model: Any, train: Any) -> tuple[dict[str, np.ndarray], str]:
 def score(model: Any, ev: Evaluation) -> Scored | None:
     """The model's metrics on the held-out split (what `archc infer --input SOURCE` prints); None without data."""
     from archc.runtime.evaluate import score as task_score
+    from archc.runtime.session import EVAL_BATCH
 
     if ev.y is None:
         return None
-    outputs = model.run(ev.feeds, batch_size=1024)
+    outputs = model.run(ev.feeds, batch_size=EVAL_BATCH)
     return Scored(task_score(model, outputs, ev.y), outputs)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from archc.data.images import (PICTURES, Conversions, class_folders, image_files, is_image, load_image,
-                               options_for, parse_size)
+from archc.data.images import (PICTURES, Conversions, ImageReader, class_folders, image_files, is_image,
+                               load_image, options_for, parse_size)
+from archc.data.lazy import Lazy, fits_in_memory
 from archc.errors import DataError, InputError
 from archc.runtime.session import Model
 from archc.tasks.base import ALL, Labelled
@@ -53,6 +54,13 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     files = _files(path, text, conversions)
     where = f"--input {text}"
     try:
+        lazy = _lazy(files, where, channels, size)
+        if lazy is not None:  # past the in-memory budget: Model.run reads it a chunk at a time
+            notes = conversions.notes(size) + [f"decoding {len(files):,} images a chunk at a time "
+                                               f"({lazy.nbytes / 2**30:.2f} GiB decoded is over the in-memory budget; "
+                                               "converted to the model's shape as read)"]
+            return Labelled({name: lazy}, None, f"{text}, {len(files)} image(s), unlabelled", notes,
+                            [f.name for f in files])
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
     except DataError as e:
         raise InputError(e.message, where=where, hint=e.hint) from None
@@ -62,6 +70,18 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
                          f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
     what = f"{text}, {len(images)} image(s), unlabelled"
     return Labelled({name: np.stack(images)}, None, what, conversions.notes(size), [f.name for f in files])
+
+
+def _lazy(files: list[Path], where: str, channels: int | None, size: tuple[int, int] | None) -> Lazy | None:
+    """The files as a Lazy when their decoded size is past the in-memory budget (archc.data.lazy), else None. Without
+    the model's fixed channels and size, every image must share the first one's shape (checked as each is read)."""
+    reader = ImageReader(Path(), [str(f) for f in files], where, channels, size)
+    if channels is not None and size is not None:
+        shape: tuple[int, ...] = (channels, *size)
+    else:
+        shape = tuple(load_image(files[0], str(files[0]), where, channels, size, Conversions()).shape)
+    lazy = Lazy(reader, shape, np.float32)
+    return None if fits_in_memory(lazy.nbytes, None) else lazy
 
 
 def _files(path: Path, text: str, conversions: Conversions) -> list[Path]:

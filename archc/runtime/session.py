@@ -12,11 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from archc.data.lazy import chunks, is_lazy
 from archc.errors import InputError, ModelError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
+# The batch a whole split is run in where no --batch-size is given: `archc infer` on labelled data, the training
+# run's test report and `archc quantize`'s scores.
+EVAL_BATCH = 1024
 
 # ONNX Runtime reports element types as "tensor(<onnx name>)"; we speak numpy names.
 _ORT_DTYPES = {
@@ -201,6 +205,7 @@ class Model:
         bounds = _json_meta(self.metadata, "archc.bounds")  # what the layers index: axis ranges, input vocab
         self.bounds: dict[str, dict] = bounds if isinstance(bounds, dict) else {}
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged
+        self._offset = 0  # the first example's number in the whole input while run() checks one chunk of it
 
     @classmethod
     def open(cls, path: str | os.PathLike, device: str = "auto", allow_nonfinite: bool = False,
@@ -281,7 +286,7 @@ class Model:
             arr = arr[np.newaxis]
         if arr.ndim != rank or not _dims_match(sig.shape, arr.shape):
             raise fail()
-        return _cast(arr, sig, fail)
+        return _cast(arr, sig, fail, self._offset)
 
     def _check_symbols(self, arrays: dict[str, np.ndarray]) -> None:
         """A symbolic axis name (e.g. batch) must have one size across all inputs."""
@@ -321,7 +326,7 @@ class Model:
                 continue
             first = np.argwhere((arr < 0) | (arr >= vocab))[0]
             raise InputError(f"input {name!r}: expected ids in 0..{vocab - 1} (the model's vocab), received "
-                             f"{int(arr[tuple(first)])} at {_position(first)}")
+                             f"{int(arr[tuple(first)])} at {_position(first, self._offset)}")
 
     def _check_finite(self, arrays: dict[str, np.ndarray]) -> None:
         """Float inputs hold only finite numbers, unless allow_nonfinite; InputError with the count and where."""
@@ -334,7 +339,7 @@ class Model:
             if not bad.any():
                 continue
             raise InputError(f"input {name!r}: expected finite numbers, received {int(bad.sum())} NaN or inf "
-                             f"value(s), the first at {_position(np.argwhere(bad)[0])}",
+                             f"value(s), the first at {_position(np.argwhere(bad)[0], self._offset)}",
                              hint="clean or impute the data; in Python, Model.open(path, allow_nonfinite=True) "
                                   "runs them anyway")
 
@@ -362,17 +367,39 @@ class Model:
 
     # --- running ----------------------------------------------------------------------------
     def run(self, feeds: dict[str, Any], batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """check(), then run in chunks of batch_size along axis 0 (when given) and concatenate."""
-        checked = self.check(feeds)
-        names = [o for o in self.outputs]
+        """check(), then run in chunks of batch_size along axis 0 (when given) and concatenate. A lazy feed
+        (archc.data.lazy) is read a chunk of at most CHUNK_BYTES decoded at a time, each checked and run so."""
         if batch_size is not None and batch_size < 1:
             raise InputError(f"batch size: expected a positive integer, received {batch_size}")
+        if isinstance(feeds, dict) and any(is_lazy(v) for v in feeds.values()):
+            return self._run_lazy(feeds, batch_size)
+        checked = self.check(feeds)
+        names = [o for o in self.outputs]
         n = _batch_len(self.inputs, checked)
         if batch_size is None or n is None or n <= batch_size:
             return dict(zip(names, self._run_once(names, checked)))
         parts = [self._run_once(names, {k: v[i:i + batch_size] for k, v in checked.items()})
                  for i in range(0, n, batch_size)]
         return {name: np.concatenate([p[j] for p in parts], axis=0) for j, name in enumerate(names)}
+
+    def _run_lazy(self, feeds: dict[str, Any], batch_size: int | None) -> dict[str, np.ndarray]:
+        """run() over feeds of which some are lazy: their examples read chunk by chunk (the others sliced alike),
+        so that no more than a chunk is decoded at once; the outputs concatenated."""
+        sizes = {len(v) for v in feeds.values()}
+        if len(sizes) != 1:
+            raise InputError(f"expected inputs of one batch length, received "
+                             f"{', '.join(f'{k!r} {len(v)}' for k, v in feeds.items())}")
+        n = sizes.pop()
+        example = sum(v.nbytes // max(1, len(v)) for v in feeds.values() if is_lazy(v))
+        parts = []
+        try:
+            for start, stop in chunks(n, example, batch_size):
+                self._offset = start
+                parts.append(self.run({k: v[start:stop] for k, v in feeds.items()}, batch_size))
+        finally:
+            self._offset = 0
+        return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]} if parts else \
+            self.run({k: v[:0] for k, v in feeds.items()}, batch_size)
 
     def _run_once(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One session.run; ORT failures become a ModelError (inputs were already validated)."""
@@ -394,7 +421,7 @@ def _dims_match(expected: tuple, shape: tuple) -> bool:
         not isinstance(d, int) or d == s for d, s in zip(expected, shape))
 
 
-def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
+def _cast(arr: np.ndarray, sig: TensorSig, fail, offset: int = 0) -> np.ndarray:
     """Cast to the signature dtype when no information is lost in meaning; refuse float→int."""
     try:
         target = np.dtype(sig.dtype)
@@ -413,7 +440,7 @@ def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
             first = np.argwhere(lost)[0]
             raise InputError(f"input {sig.name!r}: expected values within {target}'s range (magnitude at most "
                              f"{float(np.finfo(target).max):.4g}), received {arr[tuple(first)]:g} at "
-                             f"{_position(first)}")
+                             f"{_position(first, offset)}")
         return out
     if target.kind in "iu" and src in "iub":
         if np.can_cast(arr.dtype, target, "safe"):
@@ -432,11 +459,12 @@ def _cast(arr: np.ndarray, sig: TensorSig, fail) -> np.ndarray:
     raise fail()
 
 
-def _position(index: np.ndarray) -> str:
-    """Where a value sits in a batched input: 'example 3, feature 1' (feature as a tuple past rank 2)."""
+def _position(index: np.ndarray, offset: int = 0) -> str:
+    """Where a value sits in a batched input: 'example 3, feature 1' (feature as a tuple past rank 2); `offset`: the
+    first example's number when the array is a chunk of the input."""
     if len(index) == 0:
         return "the scalar"
-    where = f"example {int(index[0])}"
+    where = f"example {int(index[0]) + offset}"
     rest = [int(i) for i in index[1:]]
     if len(rest) == 1:
         return f"{where}, feature {rest[0]}"

@@ -451,12 +451,14 @@ def data_defaults(model: "Model") -> dict[str, Any]:
 
 
 def split_of(ds: "Dataset", split: str, source: str) -> Any:
-    """One split of a loaded Dataset, or (`all`) its train, val and test examples together; InputError when empty."""
+    """One split of a loaded Dataset, or (`all`) its train, val and test examples together (a lazy source's still
+    lazy); InputError when empty."""
     if split == ALL:
         from archc.data.dataset import Split
+        from archc.data.lazy import concat
 
-        parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]
-        part = parts[0] if len(parts) == 1 else Split(np.concatenate([p.x for p in parts]),
+        parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]  # lazy ones stay lazy: nothing read here
+        part = parts[0] if len(parts) == 1 else Split(concat([p.x for p in parts]),
                                                       np.concatenate([p.y for p in parts]))
     else:
         part = getattr(ds, split)

@@ -186,6 +186,7 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     from archc.runtime import Model
     from archc.runtime.evaluate import load_split
     from archc.runtime.report import summary, write
+    from archc.runtime.session import EVAL_BATCH
     from archc.runtime.tabular import scored
     from archc.tasks.base import for_model, makes_report
 
@@ -196,29 +197,12 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     data = load_split(model, source, "test")
     if data.y is None or not len(data.y):
         return None
-    outputs, y = scored(run_chunked(model, data.feeds), data.y)
+    outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
     detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
     write(run_dir.path("report"), run_dir.path("report_png"), detail, data.description)
     return f"test split report ({summary(detail)}): wrote {run_dir.path('report')} and {run_dir.path('report_png')}"
-
-
-REPORT_BATCH = 256  # examples of a lazy split read and run at a time by write_report (as evaluation reads them)
-
-
-def run_chunked(model: Any, feeds: dict[str, Any], batch: int = REPORT_BATCH) -> dict[str, Any]:
-    """model.run over `feeds`; a lazy split's examples (archc.data.lazy) are read `batch` at a time, so the report
-    never holds the decoded split whole (arrays run as before, in chunks of 1024)."""
-    import numpy as np
-
-    from archc.data.lazy import is_lazy
-
-    if not any(is_lazy(v) for v in feeds.values()):
-        return model.run(feeds, batch_size=1024)
-    n = len(next(iter(feeds.values())))
-    parts = [model.run({k: np.asarray(v[i:i + batch]) for k, v in feeds.items()}) for i in range(0, n, batch)]
-    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
 
 
 def rooted(source: str, root: Path | None) -> str:

@@ -135,6 +135,21 @@ def test_missing_scheme_and_bad_options(tmp_path):
         load("sklearn:iris", target="species")
 
 
+def test_a_boolean_option_is_taken_as_a_python_bool_and_refused_for_a_number(tmp_path):
+    from PIL import Image
+
+    from archc.data.lazy import Lazy
+
+    for i in range(6):
+        (tmp_path / "ab"[i % 2]).mkdir(exist_ok=True)
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(tmp_path / "ab"[i % 2] / f"{i}.png")
+    held, lazy = load(f"images:{tmp_path}", in_memory=True), load(f"images:{tmp_path}", in_memory=False)
+    assert isinstance(held.train.x, np.ndarray) and isinstance(lazy.train.x, Lazy)
+    assert np.array_equal(held.train.x, np.asarray(lazy.train.x)) and np.array_equal(held.train.y, lazy.train.y)
+    with pytest.raises(DataError, match="max_bytes: expected a whole number, received true"):
+        load("text:stdlib", max_bytes=True)
+
+
 # --- idx -----------------------------------------------------------------------------------------------------
 
 
