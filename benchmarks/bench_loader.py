@@ -122,7 +122,7 @@ class TwinFolder:
         from PIL import Image
 
         with Image.open(self.root / self.files[i]) as im:
-            a = np.asarray(im.convert("RGB"))
+            a = np.array(im.convert("RGB"), copy=True)  # ToTensor() copies the pixels too
         x = torch.from_numpy(a).permute(2, 0, 1).float().div_(255)  # ToTensor()
         return x, self.labels[i]
 
