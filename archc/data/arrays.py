@@ -6,7 +6,6 @@ import numpy as np
 from archc.data.base import Splits
 from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset, Split, finish, split_indices, subset
-from archc.data.lazy import take
 from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
 
@@ -89,11 +88,11 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] |
                         where=name)
     if len(x) == 0:
         raise DataError("expected at least one example, received none", where=name)
+    whole = Split(x, y)
     if test is None:
         train_idx, val_idx, test_idx = split_rows(len(x), y, task, splits)
-        test = Split(take(x, test_idx), y[test_idx])  # of a Lazy: a view, nothing read
+        test = subset(whole, test_idx)  # of a lazy x: a view, like train and val (nothing decoded here)
     else:
         val_idx, train_idx = split_indices(len(x), [splits.val_fraction], splits.seed,
                                            y if task == CLASSES else None)
-    whole = Split(x, y)
     return finish(name, subset(whole, train_idx), subset(whole, val_idx), test, classes, task)

@@ -170,7 +170,7 @@ def normalization(split: Split, chunk: int = 4096, seed: int = 0, skipped: list[
         n = len(x)
         pick = np.sort(np.random.default_rng(seed).permutation(n)[:NORMALIZATION_SAMPLE]) if n > NORMALIZATION_SAMPLE \
             else np.arange(n)
-        x = x[pick] if skipped is None else _readable(x, pick, skipped)
+        return _lazy_normalization(x, pick, skipped)
     if x.dtype.kind != "f":
         raise DataError(f"expected float features to normalize, received {x.dtype} (token ids?)")
     if len(x) == 0:
@@ -187,5 +187,40 @@ def normalization(split: Split, chunk: int = 4096, seed: int = 0, skipped: list[
     for i in range(0, len(flat), chunk):
         sq += ((flat[i:i + chunk].astype(np.float64) - mean[None, :, None]) ** 2).sum(axis=(0, 2))
     std = np.maximum(np.sqrt(sq / count), 1e-6)
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "per": "feature" if x.ndim <= 2 else "channel"}
+
+
+LAZY_CHUNK = 256  # examples of a lazy split read at a time for its statistics (never the whole sample at once)
+
+
+def _lazy_normalization(x: Lazy, pick: np.ndarray, skipped: list[str] | None = None) -> dict:
+    """normalization() of a lazy split's examples at `pick`, read LAZY_CHUNK at a time: each chunk's mean and sum of
+    squared deviations (float64, two passes over the chunk), merged exactly (Chan et al.'s pairwise update).
+    `skipped`: as in normalization() (unreadable examples left out and named in it)."""
+    if x.dtype.kind != "f":
+        raise DataError(f"expected float features to normalize, received {x.dtype} (token ids?)")
+    if len(pick) == 0:
+        raise DataError("expected at least one example to compute normalization, received none")
+    count, mean, m2 = 0, None, None
+    for i in range(0, len(pick), LAZY_CHUNK):
+        part = x[pick[i:i + LAZY_CHUNK]] if skipped is None else _readable(x, pick[i:i + LAZY_CHUNK], skipped)
+        if not len(part):
+            continue
+        flat = part.reshape(len(part), 1, -1) if part.ndim == 1 else part.reshape(len(part), part.shape[1], -1)
+        k = flat.shape[0] * flat.shape[2]
+        m = flat.sum(axis=(0, 2), dtype=np.float64) / k
+        d2 = ((flat.astype(np.float64) - m[None, :, None]) ** 2).sum(axis=(0, 2))
+        if mean is None:
+            count, mean, m2 = k, m, d2
+            continue
+        delta = m - mean
+        total = count + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + d2 + delta ** 2 * (count * k / total)
+        count = total
+    if mean is None:
+        raise DataError("expected at least one readable example to compute normalization, received none")
+    std = np.maximum(np.sqrt(m2 / count), 1e-6)
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "per": "feature" if x.ndim <= 2 else "channel"}

@@ -64,7 +64,8 @@ def decode(path: Path) -> np.ndarray:
             if not 0 < width * height <= MAX_PIXELS:
                 raise _TooLarge(f"expected an image of 1 to {MAX_PIXELS:,} pixels (8192 x 8192), received a header "
                                 f"declaring {width} x {height}")
-            return _pixels(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of an image without an EXIF rotation
+            return _pixels(im)
     except _TooLarge as e:
         raise ValueError(str(e)) from None
     except Exception as e:  # Pillow's plugins fail in many types (OSError, SyntaxError, struct.error ...): a bad file

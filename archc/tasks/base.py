@@ -206,7 +206,7 @@ class Task:
             raise InputError(f"expected a single-input model to read a data source, received inputs "
                              f"{', '.join(model.inputs)}", hint="pass an .npz with one array per input")
         options = cls.load_options(model)
-        options["defaults"] = image_options(model) | options.get("defaults", {})
+        options["defaults"] = image_options(model) | data_defaults(model) | options.get("defaults", {})
         ds = load(source, task=cls.data_task, **data_settings(model, split, target), **options)
         part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
@@ -440,6 +440,14 @@ def data_settings(model: "Model", split: str = "test", target: str | None = None
     held = (0.0, 0.0) if split == ALL else (data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
     return {"target": target or data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
             "seed": data.get("split_seed", 0)}
+
+
+def data_defaults(model: "Model") -> dict[str, Any]:
+    """Source options the spec's [data] recorded in the model sets for every split, as `archc train` read them:
+    `in_memory` (a split `archc train` read per batch is not decoded whole here either); {} when unset."""
+    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    in_memory = (spec.get("data") or {}).get("in_memory")
+    return {} if in_memory is None else {"in_memory": in_memory}
 
 
 def split_of(ds: "Dataset", split: str, source: str) -> Any:
