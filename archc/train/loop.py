@@ -205,15 +205,15 @@ def write_report(setup: Setup, objective: Any) -> str | None:
         return None
     run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
     model = Model.open(run_dir.onnx, device="cpu")
-    try:
+    try:  # a lazy split is read as it is scored: an unreadable file can surface in either
         data = load_split(model, source, "test")
+        if data.y is None or not len(data.y):
+            return None
+        outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
     except DataError as e:
         if setup.spec.data.on_error != "skip":  # type: ignore[union-attr]
             raise
         return f"no test split report: {e} ([data] on_error = \"skip\")"  # an unreadable file, as in training
-    if data.y is None or not len(data.y):
-        return None
-    outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
     detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
