@@ -6,7 +6,8 @@ One rule for every command (no torch import here; `archc infer` must not load it
   what its data loader's worker processes take (at most half of the rank's share), capped by OMP_NUM_THREADS and
   by a lower thread count the caller already set;
 - and fewer when other work already holds the cores: `other` = the 1-minute load average less this process's own
-  share of it; when fewer than the share's cores are left (cores - other), that many, at least BUSY_THREADS.
+  share of it; when fewer than the share's cores are left (cores - other, per rank), that many (rounded), at least
+  BUSY_THREADS.
 Why: on a shared 2-core machine with both cores busy, OpenMP's threads spin while they wait for each other and
 the one that is descheduled holds the rest back. Measured (issue 21, benchmarks/bench_threads.py): a small tabular
 model trained at 120-670 samples/s on torch's default threads against 4,000-7,000 on one.
@@ -116,7 +117,7 @@ def choose(asked: int | None = None, *, where: str = "--threads", ranks: int = 1
         other = current - (own_load() if own is None else own)
         free = (n - other) / max(ranks, 1)  # the cores other work leaves, this rank's part of them
         if free < share:
-            share = max(BUSY_THREADS, min(share, int(free)))
+            share = max(BUSY_THREADS, min(share, math.floor(free + 0.5)))  # 1.7 free cores: 2 threads
             why = f"busy: load {current:.1f} on {n} core{'s' * (n != 1)}"
     return Choice(share, why)
 
