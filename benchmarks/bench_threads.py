@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,8 +46,8 @@ def torch_default_threads() -> int:
 
 def train_speed(folder: Path, epochs: int, threads: int | None) -> tuple[float, int]:
     """(training samples/s over the epochs after the first, the threads the run recorded) of one `archc train`."""
-    out = folder / f"run-{threads or 'auto'}"
-    args = [sys.executable, "-m", "archc.cli", "train", str(common.spec_path(SPEC)), "--out", str(out), "--force",
+    out = Path(tempfile.mkdtemp(dir=folder)) / "run"
+    args = [sys.executable, "-m", "archc.cli", "train", str(common.spec_path(SPEC)), "--out", str(out),
             "--epochs", str(epochs), "--json", "--no-optimize"] + (["--threads", str(threads)] if threads else [])
     proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=900)
     if proc.returncode:
@@ -54,7 +55,9 @@ def train_speed(folder: Path, epochs: int, threads: int | None) -> tuple[float, 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = rows[1:] or rows  # the first epoch pays for warm-up
     n = sum(r["samples_per_s"] * r["seconds"] for r in rows)
-    return n / sum(r["seconds"] for r in rows), json.loads((out / "result.json").read_text())["threads"]
+    used = json.loads((out / "result.json").read_text())["threads"]
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return n / sum(r["seconds"] for r in rows), used
 
 
 def busy_loops(n: int) -> list[subprocess.Popen]:
