@@ -98,7 +98,8 @@ def choose(asked: int | None = None, *, where: str = "--threads", ranks: int = 1
            own: float | None = None) -> Choice:
     """The threads for this process (the module's rule). `asked`: the user's count (`where` names the flag or key
     it came from); `ranks`: processes of a --nproc run sharing the machine; `workers`: this process's loader
-    worker processes; `cap`: a count the caller already lowered threads to (torch.get_num_threads()).
+    worker processes; `cap`: torch's count now (torch.get_num_threads(): its default, physical cores where it
+    counts them, or what OMP_NUM_THREADS or the calling code set), never exceeded.
     `n_cores`, `load_now` (None: unknown) and `own` default to this machine's and process's (tests pass them)."""
     if asked is not None:
         return Choice(check(asked, where), where, asked=True)
@@ -109,9 +110,9 @@ def choose(asked: int | None = None, *, where: str = "--threads", ranks: int = 1
         taken = min(workers, share // 2)
         share = max(1, share - taken)
         why += f", {workers} loader worker{'s' * (workers != 1)}" if taken else ""
-    for limit, name in ((env_cap(), "OMP_NUM_THREADS = {}"), (cap, "{} set before")):
+    for limit, name in ((env_cap(), "OMP_NUM_THREADS = {}"), (cap, "torch at {}")):
         if limit is not None and limit < share:
-            share, why = limit, name.format(limit)
+            share, why = limit, f"{why}, {name.format(limit)}"
     current = load() if load_now is MEASURE else load_now
     if current is not None:
         other = current - (own_load() if own is None else own)

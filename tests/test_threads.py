@@ -69,11 +69,11 @@ def test_loader_workers_take_at_most_half_of_the_share():
 
 def test_a_lower_count_set_before_caps_the_rule(monkeypatch):
     assert pick(n_cores=8, cap=3) == 3
-    assert choose(n_cores=8, cap=3, load_now=0.0, own=0.0).reason == "3 set before"
+    assert choose(n_cores=8, cap=3, load_now=0.0, own=0.0).reason == "8 cores, torch at 3"
     assert pick(n_cores=2, cap=8) == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     c = choose(n_cores=8, load_now=0.0, own=0.0)
-    assert (c.threads, c.reason) == (2, "OMP_NUM_THREADS = 2")
+    assert (c.threads, c.reason) == (2, "8 cores, OMP_NUM_THREADS = 2")
     monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: ignored
     assert pick(n_cores=8) == 8
 
