@@ -122,8 +122,8 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     with tempfile.TemporaryDirectory(prefix="archc-threads-") as tmp:
         folder = Path(tmp)
         load = os.getloadavg()[0]
-        idle = measure(folder, rounds, epochs, default, sides=("one",) if quick else SIDES)
-        if not quick:  # --quick: only the one-thread reference, for the busy rows' last ratio
+        idle = None if quick else measure(folder, rounds, epochs, default)  # --quick: the busy rows alone
+        if idle is not None:
             rows += rows_for("as is", idle, f"load {load:.1f} at start, {rounds} round(s) x {epochs} epochs", None)
         procs = busy_loops(cores)
         try:
@@ -132,7 +132,7 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
         finally:
             stop(procs)
         rows += rows_for("busy", busy, f"{cores} busy loop(s), load {load:.1f} before the first run",
-                         common.median(idle["one"]))
+                         common.median(idle["one"]) if idle is not None else None)
     return rows, (f"{cores} cores; torch's default here: {default} threads. Each sample/s figure is a median over "
                   "rounds of whole `archc train` runs (samples/s of the epochs after the first). The busy rows run "
                   "with one extra spinning process per core; archc decides from the load average at the start of "
