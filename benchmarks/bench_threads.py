@@ -105,7 +105,8 @@ def rows_for(label: str, speeds: dict[str, list], note: str, idle_one: float | N
                        note=f"{note}; paired ratio {common.paired_ratio(speeds['after'], speeds['before']):.2f}"),
             common.row(FIGURE, f"{label}: archc ({t_after} thread(s)) vs one thread", after, one, unit="samples/s",
                        goal=">= 0.8" if label == "busy" else "",
-                       met=common.at_least(after / one, 0.8) if label == "busy" else None, note=note)]
+                       met=common.at_least(after / one, 0.8) if label == "busy" else None,
+                       note=f"{note}; paired ratio {common.paired_ratio(speeds['after'], speeds['one']):.2f}")]
     if idle_one is not None:
         rows.append(common.row(FIGURE, f"{label}: archc vs one thread on the machine without the busy loops", after,
                                idle_one, unit="samples/s", note="how much of the unloaded speed the busy machine leaves"))
