@@ -6,6 +6,7 @@ import numpy as np
 from archc.data.base import Splits
 from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset, Split, finish, split_indices, subset
+from archc.data.lazy import take
 from archc.errors import DataError
 from archc.labels import CLASSES, TARGETS
 
@@ -90,7 +91,7 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] |
         raise DataError("expected at least one example, received none", where=name)
     if test is None:
         train_idx, val_idx, test_idx = split_rows(len(x), y, task, splits)
-        test = Split(x[test_idx], y[test_idx])
+        test = Split(take(x, test_idx), y[test_idx])  # of a Lazy: a view, nothing read
     else:
         val_idx, train_idx = split_indices(len(x), [splits.val_fraction], splits.seed,
                                            y if task == CLASSES else None)

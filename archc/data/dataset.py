@@ -146,15 +146,31 @@ def check_shape(dataset: Dataset, expected_shape: Sequence[int | str | None], in
 NORMALIZATION_SAMPLE = 4096  # examples a lazy split's statistics are computed on
 
 
-def normalization(split: Split, chunk: int = 4096, seed: int = 0) -> dict:
+def _readable(x: Lazy, positions: np.ndarray, skipped: list[str]) -> np.ndarray:
+    """The examples of `x` at `positions` that can be read, stacked; the others' errors appended to `skipped`."""
+    out = np.empty((len(positions), *x.example_shape), dtype=x.dtype)
+    kept = 0
+    for p in positions.tolist():
+        try:
+            out[kept] = x.read(p)
+        except DataError as e:
+            skipped.append(f"{e.where}: {e.message}" if e.where else e.message)
+            continue
+        kept += 1
+    return out[:kept]
+
+
+def normalization(split: Split, chunk: int = 4096, seed: int = 0, skipped: list[str] | None = None) -> dict:
     """Per-channel (C, ...) or per-feature (F,) mean/std as float lists; std floored at 1e-6. A lazy split's are
-    computed on at most NORMALIZATION_SAMPLE of its examples, drawn with `seed` (its whole set when fewer)."""
+    computed on at most NORMALIZATION_SAMPLE of its examples, drawn with `seed` (its whole set when fewer); with
+    `skipped` a list, an example that cannot be read is left out and its DataError's text appended to it
+    ([data] on_error = "skip"), else the DataError stops the run before training, naming the file."""
     x = split.x
     if is_lazy(x):
         n = len(x)
         pick = np.sort(np.random.default_rng(seed).permutation(n)[:NORMALIZATION_SAMPLE]) if n > NORMALIZATION_SAMPLE \
             else np.arange(n)
-        x = x[pick]
+        x = x[pick] if skipped is None else _readable(x, pick, skipped)
     if x.dtype.kind != "f":
         raise DataError(f"expected float features to normalize, received {x.dtype} (token ids?)")
     if len(x) == 0:

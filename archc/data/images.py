@@ -98,7 +98,7 @@ def _pixels(im) -> np.ndarray:
 def read_image(path: Path) -> np.ndarray:
     """One image as float32 (C, H, W) in [0, 1] for integer pixels; raises ValueError when unreadable."""
     if path.suffix.lower() in PICTURES:
-        a = np.transpose(decode(path), (2, 0, 1))
+        a = np.ascontiguousarray(np.transpose(decode(path), (2, 0, 1)))  # C-contiguous: astype keeps strides
     else:
         a = _to_chw(load_arrays(path))
     if a.dtype == np.uint8:

@@ -4,22 +4,27 @@ Without declared columns every column but the target must be a number (the featu
 `columns=Request` (a spec's tabular input, archc/data/columns.py) the declared columns are read by name, fitted on
 the training split and encoded in every split, and the Dataset carries the fitted `Table`.
 
+The training source streams (archc/data/csvfile.py): a first pass checks the layout and numbers the rows, then
+passes read the target column, the training split's declared cells (the fit) and the rows to encode, so memory holds
+the encoded float rows, the target and the row numbers, never every cell as text. `read_table` (a RawTable: every
+cell as text) stays for `archc columns` and `archc infer --input csv:`.
+
 scikit-learn's shipped CSV files (sklearn/datasets/data/iris.csv, ...) start with a metadata line, `N,F,name,...`
 (rows, features, class names), instead of column names: they are recognised and read as features `column_1..F`
 and a `target` column holding the class names.
 """
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import difflib
-import io
 import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -29,14 +34,13 @@ from archc.data.arrays import from_arrays, split_rows
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, Table, decimal_comma, fit, is_missing, number,
                                 number_problem)
+from archc.data.csvfile import SAMPLE_LINES, CsvFile, Passes, Shape, point, recognise, share, utf8
 from archc.data.dataset import Dataset, Split, finish
 from archc.util import why_not_a_file
 from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is taken as class labels
-SNIFFED = ("\t", ";", "|")  # delimiters recognised when the first line has no comma
-SAMPLE_LINES = 50  # lines the delimiter is recognised from
 
 
 _COUNT = re.compile(r"[0-9]{1,18}")  # a count in scikit-learn's first line: ASCII digits ('²'.isdigit() is True)
@@ -86,20 +90,13 @@ def text_lines(text: str) -> Iterator[str]:
 
 def recognise_delimiter(text: str) -> str:
     """A comma, unless the first line has none and a tab, ';' or '|' splits every sampled line alike."""
-    sample = [ln for ln in itertools.islice(text_lines(text), SAMPLE_LINES) if ln.strip()]
-    if not sample or "," in sample[0]:
-        return ","
-    for d in SNIFFED:
-        counts = {len(r) for r in csv.reader(sample, delimiter=d)}
-        if len(counts) == 1 and counts.pop() > 1:
-            return d
-    return ","
+    return recognise(itertools.islice(text_lines(text), SAMPLE_LINES))
 
 
 def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], list[int]]:
     """Non-blank records (cells stripped) after the skipped lines, and each one's line number in the file."""
     try:
-        text = _utf8(path.read_bytes(), name)
+        text = utf8(path.read_bytes(), name)
         lines_in = text_lines(text)
         skipped = 0
         while skipped < dialect.skip and next(lines_in, None) is not None:  # stops at the end, whatever the count
@@ -115,7 +112,7 @@ def _records(path: Path, name: str, dialect: Dialect) -> tuple[list[list[str]], 
             if not row or all(not c.strip() for c in row):
                 continue
             cells = [c.strip() for c in row]
-            records.append([_point(c) for c in cells] if dialect.decimal == "," else cells)
+            records.append([point(c) for c in cells] if dialect.decimal == "," else cells)
             lines.append(reader.line_num + skipped)
     except csv.Error as e:  # only the reader raises it: its line is where
         raise DataError(f"line {reader.line_num + skipped}: expected a CSV record, received one that fails to read "
@@ -133,49 +130,42 @@ def _offset(text: str, lines: int) -> int:
     return end
 
 
-def _utf8(data: bytes, name: str) -> str:
-    """The file's text (a leading BOM dropped, as Excel writes one); a byte that is not UTF-8 is named by line."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"line {line}: expected UTF-8 text, received the byte 0x{data[e.start]:02x}", where=name,
-                        hint="save the file as UTF-8 (it may be Latin-1 or Windows-1252)") from None
-
-
-def _point(cell: str) -> str:
-    """A decimal-comma number ('3,45', '-,5', '1,5e3') with a decimal point; any other cell as it is."""
-    return cell.replace(",", ".") if decimal_comma(cell) else cell
-
-
 def _sklearn_layout(first: list[str], rows: list[list[str]]) -> list[str] | None:
     """The class names of scikit-learn's metadata first line `N,F,name,...` (N rows of F features and a class
     index), or None when the first line is not one."""
-    if len(first) < 3 or not (_is_int(first[0]) and _is_int(first[1])):
-        return None
-    n, features = int(first[0]), int(first[1])
-    if n != len(rows) or any(len(r) != features + 1 for r in rows):
-        return None
-    names = first[2:]
-    if not all(_is_int(r[-1]) and int(r[-1]) < len(names) for r in rows):
+    names = _sklearn_names(first)
+    if names is None or int(first[0]) != len(rows) or not all(_sklearn_row(r, first, names) for r in rows):
         return None
     return names
 
 
-def _check_header(header: list[str], rows: list[list[str]], line: int, path: Path, name: str) -> None:
-    """Refuse a first line that is not column names: all numbers, or a cell count no row shares."""
+def _sklearn_names(first: list[str]) -> list[str] | None:
+    """The class names when the first line may be scikit-learn's metadata line (its rows not yet checked)."""
+    if len(first) < 3 or not (_is_int(first[0]) and _is_int(first[1])):
+        return None
+    return first[2:]
+
+
+def _sklearn_row(row: list[str], first: list[str], names: list[str]) -> bool:
+    """Whether a row fits the metadata line: F features and a class index."""
+    return len(row) == int(first[1]) + 1 and _is_int(row[-1]) and int(row[-1]) < len(names)
+
+
+def _check_header(header: list[str], counts: set[int], second: list[str], line: int, path: Path,
+                  name: str) -> None:
+    """Refuse a first line that is not column names: all numbers, or a cell count no row shares (`counts`: the
+    rows' cell counts; `second`: the first row after it)."""
     if all(is_number(c) for c in header):
         raise DataError(f"expected a header row of column names, received numbers {describe(header)}",
                         where=name, hint=f"add a first line naming the columns, or read the file as it is with "
                                          f"'csv:{path}?header=false' (columns named column_1, column_2, ...)")
-    counts = {len(r) for r in rows}
     if len(counts) == 1 and len(header) not in counts:
         (count,) = counts
-        second = "?skip=1&header=false" if all(is_number(c) for c in rows[0]) else "?skip=1"
+        skip = "?skip=1&header=false" if all(is_number(c) for c in second) else "?skip=1"
         raise DataError(f"line {line}: expected the column names, received {len(header)} cells while every "
                         f"row after it has {count}: the first line is not a header", where=name,
-                        hint=f"skip it: 'csv:{path}{second}'" + (" (columns named column_1, column_2, ...)"
-                                                                   if "header" in second else ""))
+                        hint=f"skip it: 'csv:{path}{skip}'" + (" (columns named column_1, column_2, ...)"
+                                                                 if "header" in skip else ""))
 
 
 def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTable:
@@ -196,7 +186,7 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
             rows = [r[:-1] + [classes[int(r[-1])]] for r in rows]
             return _table(cols, rows, lines, name, "sklearn")
         if rows:
-            _check_header(header, rows, header_line, path, name)
+            _check_header(header, {len(r) for r in rows}, rows[0], header_line, path, name)
         # A blank header cell (a pandas index column) still needs a name to be read by.
         blank = {i for i, h in enumerate(header) if not h}
         header = [h or f"column_{i + 1}" for i, h in enumerate(header)]
@@ -205,16 +195,61 @@ def read_table(path: Path, name: str, dialect: Dialect | None = None) -> RawTabl
     return _table(header, rows, lines, name, "no header")
 
 
+def scan(path: Path, name: str, dialect: Dialect) -> Passes:
+    """The first pass over a CSV: its column names and each data row's line number, with read_table's checks and
+    messages, holding no cells; the returned Passes read the rows again."""
+    if not path.is_file():
+        raise DataError(f"expected a CSV file, received {str(path)!r}{why_not_a_file(path)}", where=name)
+    file = CsvFile(path, name, dialect)
+    records = file.records()
+    first = next(records, None)
+    if first is None:
+        raise DataError("expected a header row, received an empty file" if dialect.header else
+                        "expected rows, received an empty file", where=name)
+    head, head_line = first
+    lines = array.array("q", [] if dialect.header else [head_line])
+    counts: set[int] = set()
+    second, mismatch = None, None
+    classes = _sklearn_names(head) if dialect.header else None
+    sklearn = classes is not None
+    for cells, line in records:
+        lines.append(line)
+        counts.add(len(cells))
+        second = cells if second is None else second
+        if mismatch is None and len(cells) != len(head):
+            mismatch = (line, len(cells))
+        sklearn = sklearn and _sklearn_row(cells, head, classes)
+    rows = np.array(lines, dtype=np.int64)
+    if not dialect.header:
+        if mismatch is not None:
+            _wrong_count(mismatch[0], len(head), mismatch[1], name)
+        return Passes(file, Shape([f"column_{i + 1}" for i in range(len(head))], rows, "no header"))
+    if sklearn and int(head[0]) == len(rows):
+        return Passes(file, Shape([f"column_{i + 1}" for i in range(int(head[1]))] + ["target"], rows, "sklearn",
+                                  classes))
+    if len(rows):
+        _check_header(head, counts, second, head_line, path, name)
+    blank = {i for i, h in enumerate(head) if not h}
+    header = [h or f"column_{i + 1}" for i, h in enumerate(head)]
+    if mismatch is not None:
+        _wrong_count(mismatch[0], len(header), mismatch[1], name)
+    _check_distinct(header, blank, head_line, name)
+    return Passes(file, Shape(header, rows, "header"))
+
+
 def _table(header: list[str], rows: list[list[str]], lines: list[int], name: str, layout: str,
            blank: set[int] | None = None, header_line: int = 1) -> RawTable:
     """The cells by column name; `blank`: positions (from 0) of blank header cells, named column_N."""
     for row, line in zip(rows, lines):
         if len(row) != len(header):
-            raise DataError(f"row {line}: expected {len(header)} cells (as in the header), received {len(row)}",
-                            where=name)
+            _wrong_count(line, len(header), len(row), name)
     _check_distinct(header, blank or set(), header_line, name)
     columns = list(zip(*rows)) if rows else [() for _ in header]
     return RawTable(header, {h: list(c) for h, c in zip(header, columns)}, lines, layout)
+
+
+def _wrong_count(line: int, expected: int, received: int, name: str) -> None:
+    raise DataError(f"row {line}: expected {expected} cells (as in the header), received {received}", where=name)
 
 
 def _check_distinct(header: list[str], blank: set[int], line: int, name: str) -> None:
@@ -295,23 +330,31 @@ class CsvTable(Source):
         """Features (numeric columns, or the declared columns encoded) plus a target → classification or
         regression."""
         name = self.name
-        raw = read_table(arg, name, options.dialect(name))
-        if len(raw.columns) < 2:
-            raise DataError(f"expected at least one feature column and a target column, received {raw.columns}",
+        passes = scan(arg, name, options.dialect(name))
+        shape = passes.shape
+        if len(shape.columns) < 2:
+            raise DataError(f"expected at least one feature column and a target column, received {shape.columns}",
                             where=name, hint="a file of another delimiter? write ?delimiter=C")
-        target = target_column(raw.columns, options.target, name)
+        target = target_column(shape.columns, options.target, name)
         if columns is not None:
             _check_features(name, target, columns)
-        if not len(raw):
+        if not len(shape.lines):
             raise DataError("expected at least one data row after the header, received none", where=name)
-        y, classes, task = target_values(raw.cells[target], target, raw.lines, task, name)
         if columns is not None:
-            return _by_columns(name, raw, target, y, classes, task, splits, columns)
-        feats = [_column_floats(raw.cells[c], c, raw.lines, name,
-                                lambda c: _declare_hint(arg, raw, target, options.target is None, c))
-                 for c in raw.columns if c != target]
-        ds = from_arrays(name, np.stack(feats, axis=1), y, classes=classes, task=task, splits=splits)
-        return dataclasses.replace(ds, features=[c for c in raw.columns if c != target])
+            cells = passes.cells([target])[target]
+            y, classes, task = target_values(cells, target, shape.lines, task, name)
+            del cells
+            return _by_columns(name, passes, target, y, classes, task, splits, columns)
+        feats = [c for c in shape.columns if c != target]
+        cells, x, bad = _numbers(passes, target, feats)
+        y, classes, task = target_values(cells, target, shape.lines, task, name)
+        del cells
+        if bad is not None:  # an extra pass, only on the error: the column's cells name its first bad one
+            column = passes.cells([bad])[bad]
+            _column_floats(column, bad, shape.lines, name,
+                           lambda c: _declare_hint(arg, column, target, options.target is None, c))
+        ds = from_arrays(name, x, y, classes=classes, task=task, splits=splits)
+        return dataclasses.replace(ds, features=feats)
 
     @classmethod
     def claims(cls, path: Path) -> bool:
@@ -324,12 +367,12 @@ class CsvTable(Source):
         return Example(f"csv:{folder / 'table.csv'}", CLASSES, (3,), 24, {"target": "label"})
 
 
-def _declare_hint(path: Path, raw: RawTable, target: str, defaulted: bool, column: str) -> str:
+def _declare_hint(path: Path, cells: list[str], target: str, defaulted: bool, column: str) -> str:
     """How to read a file whose feature `column` is not all numbers: name it as the target when it looks like one
     (text of a few values while the target was taken as the last column), else declare the columns."""
     declare = (f"declare the columns by name: run `archc columns {path}` and paste its [inputs.NAME.columns] "
                f"table into the spec (text becomes a categorical column, a missing cell takes a missing rule)")
-    present = [c for c in raw.cells[column] if not is_missing(c)]
+    present = [c for c in cells if not is_missing(c)]
     text = any(not is_number(c) for c in present)
     if defaulted and text and len(set(present)) <= MAX_CLASSES:
         return (f"if {column!r} is what to predict, name it: [data] target = \"{column}\" or --target {column} "
@@ -350,20 +393,83 @@ def _check_features(name: str, target: str, request: Request) -> None:
                              f"with [data] target / --target")
 
 
-def _by_columns(name: str, raw: RawTable, target: str, y: np.ndarray, classes: list[str] | None, task: str,
+def _numbers(passes: Passes, target: str, features: list[str]) -> tuple[list[str], np.ndarray, str | None]:
+    """One pass: the target's cells, the feature columns as float32 [rows, features], and the first feature column
+    (in file order) holding a cell that is not a float32 number (None when every cell is one)."""
+    shape = passes.shape
+    x = np.empty((len(shape.lines), len(features)), dtype=np.float32)
+    get_target, getters = shape.getter(target), [shape.getter(c) for c in features]
+    cells: list[str] = []
+    seen: dict[str, str] = {}
+    bad = [False] * len(features)
+    for start, chunk in passes.chunks():
+        cells.extend(share(map(get_target, chunk), seen))
+        for j, get in enumerate(getters):
+            if not bad[j]:
+                bad[j] = not _floats([number(get(r)) for r in chunk], x[start:start + len(chunk), j])
+    return cells, x, next((c for c, b in zip(features, bad) if b), None)
+
+
+def _floats(values: list[float | None], out: np.ndarray) -> bool:
+    """Write the values into out (float32) when each is a number within float32's range; else False."""
+    if any(v is None for v in values):
+        return False
+    a = np.array(values, dtype=np.float64)
+    if not np.isfinite(a).all() or (len(a) and np.abs(a).max() > FLOAT32_MAX):
+        return False
+    out[:] = a
+    return True
+
+
+def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: list[str] | None, task: str,
                 splits: Splits, request: Request) -> Dataset:
     """Split the rows, fit the declared columns on the training split (or take the fitted table) and encode every
-    split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's."""
-    declared = check_declared(name, raw.columns, request)
+    split: x is float32 [N, Table.width()] in the spec's column order, whatever the file's. Each is a pass over the
+    file: the fit holds the training split's declared cells; one pass encodes every row, CHUNK rows at a time."""
+    declared = check_declared(name, passes.shape.columns, request)
+    lines = passes.shape.lines
+    numeric = frozenset(c.name for c in request.columns if c.type == "numeric")
 
-    def cells(idx: np.ndarray) -> tuple[dict[str, list[str]], list[int]]:
-        return {c: [raw.cells[c][i] for i in idx] for c in declared}, [raw.lines[i] for i in idx]
+    def cells(idx: np.ndarray) -> tuple[dict[str, Sequence[Any]], list[int]]:
+        return passes.cells(declared, idx, numeric), lines[idx].tolist()
+
+    every: list[Any] = []  # [table, its encoding of every row, or None when a row fails to encode]
 
     def encode(table: Table, idx: np.ndarray) -> np.ndarray:
-        part, lines = cells(idx)
-        return table.encode(part, where=name, lines=lines)
+        if not every or every[0] is not table:  # one pass encodes every split's rows
+            every[:] = [table, None]
+            x, error = _encoded(passes, declared, table, None, name)
+            every[1] = x if error is None else None
+        if every[1] is not None:
+            return every[1][idx]
+        # A row fails to encode: encode split by split (the training split first), as the whole-split encoding did,
+        # and on the split's first failing chunk read the whole split's cells again (as text, as the message quotes
+        # them): the message names the cell a whole-split encoding names first (column by column).
+        x, error = _encoded(passes, declared, table, idx, name)
+        if error is not None:
+            table.encode(passes.cells(declared, idx), where=name, lines=lines[idx].tolist())
+            raise error
+        return x
 
     return fit_and_encode(name, target, y, classes, task, splits, request, cells, encode)
+
+
+def _encoded(passes: Passes, declared: list[str], table: Table, idx: np.ndarray | None,
+             name: str) -> tuple[np.ndarray, DataError | None]:
+    """The rows idx (sorted; None: every row) encoded CHUNK at a time into float32 [rows, width], or the first
+    failing chunk's DataError."""
+    lines = passes.shape.lines if idx is None else passes.shape.lines[idx]
+    width = table.encode({c: [] for c in declared}, where=name).shape[1]
+    x = np.zeros((len(lines), width), dtype=np.float32)
+    getters = {c: passes.shape.getter(c) for c in declared}
+    for start, chunk in passes.chunks(idx):
+        rows = slice(start, start + len(chunk))
+        try:
+            x[rows] = table.encode({c: [get(r) for r in chunk] for c, get in getters.items()}, where=name,
+                                   lines=lines[rows].tolist())
+        except DataError as e:
+            return x, e
+    return x, None
 
 
 def check_declared(name: str, available: list[str], request: Request) -> list[str]:

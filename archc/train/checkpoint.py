@@ -212,4 +212,18 @@ def restore(saved: Saved, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     """Weights, optimizer state and the host RNGs from a loaded train_state (torch RNG: per rank, by the loop)."""
     _load_into(model, saved.group("model."), saved.source)
     optimizer.load_state_dict(unflatten_optimizer(saved.tensors, saved.scalars["optimizer"]))
+    in_layout_of_params(optimizer)
     set_host_rng(saved.scalars["host_rng"])
+
+
+def in_layout_of_params(optimizer: torch.optim.Optimizer) -> None:
+    """Each state tensor shaped like its parameter (Adam's moments) in the parameter's memory layout: the file
+    holds them contiguous, and a channels_last model's fused or foreach step walks a state tensor's storage as
+    if it were laid out as the parameter, so a contiguous moment beside a channels_last weight is updated at the
+    wrong elements and a resumed run drifts from the uninterrupted one."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            entry = optimizer.state.get(p, {})
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    entry[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

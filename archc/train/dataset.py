@@ -152,10 +152,14 @@ def load_checked(setup: Setup, objective: Task, fitted: "Table | None" = None) -
     return dataset
 
 
-def preprocess_of(dataset: Dataset, input_name: str, seed: int = 0) -> dict[str, dict]:
-    """{input: {mean, std}} from the training split (a lazy one's from a sample drawn with `seed`): the ONNX
-    `archc.preprocess` metadata."""
-    stats = normalization(dataset.train, seed=seed)
+def preprocess_of(dataset: Dataset, input_name: str, seed: int = 0, on_error: str = "stop") -> dict[str, dict]:
+    """{input: {mean, std}} from the training split (a lazy one's from a sample drawn with `seed`, unreadable
+    examples left out with a note when [data] on_error is "skip"): the ONNX `archc.preprocess` metadata."""
+    skipped: list[str] | None = [] if on_error == "skip" else None
+    stats = normalization(dataset.train, seed=seed, skipped=skipped)
+    if skipped:
+        say(f"{dataset.name}: normalization statistics leave out {len(skipped)} unreadable example(s) ([data] "
+            f"on_error = \"skip\"): " + "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""))
     return {input_name: {"mean": stats["mean"], "std": stats["std"]}}
 
 
@@ -223,7 +227,7 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
         say(f"{dataset.name}: {note}")
     d = setup.spec.data
     assert d is not None  # prepare() checked it
-    preprocess = preprocess_of(dataset, setup.input_name, d.split_seed) if d.normalize else None
+    preprocess = preprocess_of(dataset, setup.input_name, d.split_seed, d.on_error) if d.normalize else None
     augment = augmenter_of(setup, objective)
     lazy = is_lazy(dataset.train.x)
     if preprocess and not lazy and augment is None:  # the fast path: normalized once, up front

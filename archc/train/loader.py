@@ -12,6 +12,10 @@ reported as such, not waited on.
 from __future__ import annotations
 
 import os
+import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -117,12 +121,16 @@ class LoaderSplit:
         plan, keys = list(plan), list(keys)
         loader, sampler = self.loader()
         sampler.batches = [idx.tolist() for idx in plan]
-        it = iter(loader)
+        try:
+            with _sigchld_kept():
+                it = iter(loader)  # persistent workers: resumed here, so a dead one is found here too
+        except (RuntimeError, OSError, EOFError) as e:
+            raise worker_died(e, _dead(loader)) from None
         for idx, key in zip(plan, keys):
             try:
                 x, kept, errors = next(it)
-            except RuntimeError as e:
-                raise worker_died(e) from None
+            except (RuntimeError, OSError, EOFError) as e:
+                raise worker_died(e, _dead(loader)) from None
             if errors:
                 if self.on_error == "stop":
                     raise DataError(f"{errors[0]}; stopped at this example",
@@ -144,11 +152,35 @@ class LoaderSplit:
             loader._iterator._shutdown_workers()
 
 
-def worker_died(e: RuntimeError) -> ArchcError:
-    """The DataLoader's report of a worker that exited (killed by the OS, out of memory) as one clear error."""
+@contextmanager
+def _sigchld_kept() -> Iterator[None]:
+    """torch's DataLoader installs a SIGCHLD handler that raises RuntimeError in whatever the training process runs
+    when a worker dies: inside an import, a checkpoint write or an `except Exception` that reports something else.
+    The handler this process had is put back, so a dead worker is found where the loader is read (torch checks its
+    workers whenever it waits on them) and reported there (worker_died)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGCHLD) if main and hasattr(signal, "SIGCHLD") else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGCHLD, before)
+
+
+def _dead(loader: torch.utils.data.DataLoader) -> list[int]:
+    """Pids of the loader's workers that are no longer running."""
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []
+    return [w.pid for w in workers if not w.is_alive()]
+
+
+def worker_died(e: BaseException, dead: list[int]) -> ArchcError:
+    """The DataLoader's report of a worker that exited (killed by the OS, out of memory), or the broken pipe or end
+    of file its death left, as one clear error; anything else is raised as it is."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if "DataLoader worker" not in text:
+    if not dead and not re.match(r"DataLoader worker \(pid", text):  # 'Caught X in DataLoader worker': its own error
         raise e
+    if dead and "DataLoader worker" not in text:
+        text = f"worker pid(s) {', '.join(map(str, dead))} exited: {type(e).__name__}: {text}"
     return ArchcError(f"a data loader worker process stopped unexpectedly ({text}); the checkpoints written so far "
                       "are kept", where="data",
                       hint="the system may have run out of memory: lower [data] workers (0 reads in the training "

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 import archc.train.checkpoint as ckpt
+from archc.errors import DataError
 from archc.export.kvcache import describe
 from archc.export.optimize import lines as optimize_lines
 from archc.export.restore import KEY as TARGET_SCALE
@@ -72,12 +73,15 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
         from archc.train.augment import summary
 
         augment = [f"augmenting training batches: {summary(setup.spec.data.augment)}"]
-    return [f"[bold]{g.name}[/bold] ({setup.file}): {g.total_params:,} parameters, task {learner.objective.kind}",
-            f"data {data.name}: {data.sizes()}{norm}", *augment,
-            f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
-            f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)"
-            f"{threads_note(learner.device)}",
-            f"writing {setup.run_dir.root}"] + init_line(setup)
+    from rich.markup import escape  # names and paths are text: '[/x]' in a folder's name is not a closing tag
+
+    plain = [f"data {data.name}: {data.sizes()}{norm}", *augment,
+             f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
+             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)"
+             f"{threads_note(learner.device)}",
+             f"writing {setup.run_dir.root}"] + init_line(setup)
+    return [f"[bold]{escape(g.name)}[/bold] ({escape(str(setup.file))}): {g.total_params:,} parameters, task "
+            f"{learner.objective.kind}", *(escape(line) for line in plain)]
 
 
 def threads_note(device: torch.device) -> str:
@@ -122,9 +126,14 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
         if every and state.step % every == 0 and state.step_in_epoch < steps:
             learner.check_weights(dist, state.step)
             save(setup.run_dir, learner, state, tally, dist)
-    left_out = getattr(split, "skipped", [])[skipped:]
+    note_skipped(split, skipped, "this epoch", progress)
+
+
+def note_skipped(split: Examples[Any], before: int, what: str, progress: Progress) -> None:
+    """A note of the examples `split` left out since it had left out `before` ([data] on_error = "skip")."""
+    left_out = getattr(split, "skipped", [])[before:]
     if left_out:
-        progress.report.note(f"skipped {len(left_out)} unreadable example(s) this epoch ([data] on_error = \"skip\"): "
+        progress.report.note(f"skipped {len(left_out)} unreadable example(s) {what} ([data] on_error = \"skip\"): "
                              + "; ".join(left_out[:3]) + (" ..." if len(left_out) > 3 else ""))
 
 
@@ -134,7 +143,9 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
     learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
+    before = len(getattr(val, "skipped", ()))
     val_loss, val_metric, _ = learner.evaluate(val, dist)
+    note_skipped(val, before, "of the validation split", progress)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
            f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
@@ -205,7 +216,12 @@ def write_report(setup: Setup, objective: Any) -> str | None:
         return None
     run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
     model = Model.open(run_dir.onnx, device="cpu")
-    data = load_split(model, source, "test")
+    try:
+        data = load_split(model, source, "test")
+    except DataError as e:
+        if setup.spec.data.on_error != "skip":  # type: ignore[union-attr]
+            raise
+        return f"no test split report: {e} ([data] on_error = \"skip\")"  # an unreadable file, as in training
     if data.y is None or not len(data.y):
         return None
     outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
@@ -273,7 +289,9 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     """Rank 0: score the best weights on the test split, export them, write the result, say so."""
     m, run_dir, seconds = learner.objective.metric, setup.run_dir, time.perf_counter() - start
     progress.final(state.history)
+    before = len(getattr(data.splits["test"], "skipped", ()))
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
+    note_skipped(data.splits["test"], before, "of the test split", progress)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
     detail = write_report(setup, learner.objective) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())

@@ -34,7 +34,7 @@ class Rich(Quiet):
 
     def begin(self, lines: list[str], metric: str) -> None:
         self.metric = metric
-        for line in lines:
+        for line in lines:  # rich markup, names and paths escaped (archc.train.loop.header)
             self.console.print(line)
         short = metric[:8]
         self.console.print(f"[bold]{'epoch':>7} {'train loss':>11} {'train ' + short:>14} {'val loss':>10} "
@@ -92,7 +92,7 @@ class Rich(Quiet):
                            f"{row['seconds']:>6.1f}s" + ("  *" if best else ""))
 
     def note(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False)  # a file's path may hold '[' (not markup)
 
     def close(self) -> None:
         if self.progress is not None:

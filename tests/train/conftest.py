@@ -40,6 +40,37 @@ def make_spec(path: Path, data: Path | str, *, features: int = 16, classes: int 
     return path
 
 
+def make_images(folder: Path, n: int = 48, size: int = 16, classes: int = 3, seed: int = 0) -> Path:
+    """A JPEG class folder (folder/c0, folder/c1, ...) of `n` RGB images `size` x `size`, learnable: each class
+    tints a different colour channel over random noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        k = i % classes
+        pixels = rng.integers(0, 120, (size, size, 3))
+        pixels[:, :, k % 3] += 120
+        (folder / f"c{k}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"c{k}" / f"{i:04d}.jpg", quality=90)
+    return folder
+
+
+def make_image_spec(path: Path, images: Path, *, size: int = 16, classes: int = 3, train: dict | None = None,
+                    data: dict | None = None, batchnorm: bool = True) -> Path:
+    """A JSON spec of a tiny CNN (conv2d, batchnorm, pooled, linear) on an images: folder, read per batch
+    ([data] in_memory = false) unless `data` says otherwise."""
+    layers = [{"op": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "act": "relu"},
+              *([{"op": "batchnorm"}] if batchnorm else []), {"op": "global_avg_pool"},
+              {"op": "linear", "out_features": classes}]
+    recipe = {"epochs": 2, "batch_size": 8, "optimizer": {"name": "adam", "lr": 1e-2}} | (train or {})
+    spec = {"archc": 1, "model": {"name": "cnn"}, "inputs": {"image": {"shape": [3, size, size]}},
+            "task": {"kind": "classification"}, "layers": layers, "train": recipe,
+            "data": {"source": f"images:{images}", "val_fraction": 0.25, "test_fraction": 0.25,
+                     "in_memory": False, "workers": 0} | (data or {})}
+    path.write_text(json.dumps(spec))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One torch thread per test process: with pytest -n 2 on two cores, more threads only contend (a tiny
@@ -72,4 +103,5 @@ def train_cmd(*args: str) -> list[str]:
 def h():
     """The helpers above (tests run with --import-mode=importlib, so they cannot import this file)."""
     from types import SimpleNamespace
-    return SimpleNamespace(make_npz=make_npz, make_spec=make_spec, env=subprocess_env, cmd=train_cmd, root=ROOT)
+    return SimpleNamespace(make_npz=make_npz, make_spec=make_spec, make_images=make_images,
+                           make_image_spec=make_image_spec, env=subprocess_env, cmd=train_cmd, root=ROOT)

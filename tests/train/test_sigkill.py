@@ -23,9 +23,10 @@ def _state_step(out) -> int:
         return -1
 
 
-def _kill_at_random_step(cmd, env, out, rng: random.Random) -> int:
+def _kill_at_random_step(cmd, env, out, rng: random.Random, steps: int = STEPS_PER_EPOCH * EPOCHS,
+                         every: int = EVERY) -> int:
     """Start training, wait for a checkpoint at or past a random step, wait a little more, SIGKILL it."""
-    target = rng.randrange(EVERY, int(0.6 * STEPS_PER_EPOCH * EPOCHS))
+    target = rng.randrange(every, int(0.6 * steps))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -64,6 +65,43 @@ def test_sigkill_then_resume_matches_uninterrupted_run(h, tmp_path):
              for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (killed, whole)]
     assert rows[0] == rows[1] and len(rows[0]) == EPOCHS, why
     assert not list(killed.glob(".*.tmp"))
+
+
+IMAGE_STEPS, IMAGE_EPOCHS, IMAGE_EVERY = 10, 3, 2  # 80 training images of 160 in batches of 8
+
+
+@pytest.mark.crash
+def test_sigkill_with_loader_workers_on_a_jpeg_folder_then_resume_matches(h, tmp_path):
+    """The same on a JPEG folder read per batch by a loader worker (the loader's place in the epoch is the step),
+    a channels_last CNN with batchnorm (Adam's moments restored in the weights' layout) and keyed augmentation."""
+    images = h.make_images(tmp_path / "img", n=160)
+    spec = h.make_image_spec(tmp_path / "s.json", images,
+                             data={"workers": 1, "augment": {"hflip": 0.5, "random_resized_crop": {}},
+                                   "val_fraction": 0.25, "test_fraction": 0.25},
+                             train={"epochs": IMAGE_EPOCHS, "checkpoint_every": IMAGE_EVERY})
+    env, seed = h.env(), int.from_bytes(os.urandom(4), "little")
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    run = ("--device", "cpu", "--quiet")
+    reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *run), env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        target = _kill_at_random_step(h.cmd(str(spec), "--out", str(killed), *run), env, killed,
+                                      random.Random(seed), IMAGE_STEPS * IMAGE_EPOCHS, IMAGE_EVERY)
+        stopped_at = _state_step(killed)
+        why = f"killed past step {target} (test seed {seed}), resumed from step {stopped_at}"
+        resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *run, "--resume"), env=env,
+                                 capture_output=True, text=True)
+        assert resumed.returncode == 0, f"{why}: {resumed.stderr[-2000:]}"
+        assert reference.wait(timeout=120) == 0, reference.stderr.read().decode()[-2000:]
+    finally:
+        reference.kill()
+        reference.wait()
+    assert 0 < stopped_at < IMAGE_STEPS * IMAGE_EPOCHS, why
+    (ours, our_rows, our_test), (theirs, their_rows, their_test) = _outcome(killed), _outcome(whole)
+    for name, a in ours.items():
+        b = theirs[name]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{name} differs: {why}"
+    assert our_rows == their_rows and len(our_rows) == IMAGE_EPOCHS and our_test == their_test, why
 
 
 def test_resume_needs_the_same_world_size(h, tmp_path):
