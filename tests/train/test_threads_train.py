@@ -105,3 +105,15 @@ def test_nproc_ranks_get_the_flag(tiny, tmp_path):
     setup.threads = 2
     args = worker_args(setup, "cpu", False, True)
     assert args[args.index("--threads") + 1] == "2"
+
+
+def test_a_run_with_loader_workers_leaves_them_cores(h, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+    monkeypatch.setattr(threads, "load", lambda: 0.0)
+    torch.set_num_threads(4)
+    images = h.make_images(tmp_path / "img", n=24)
+    spec = h.make_image_spec(tmp_path / "s.json", images, data={"workers": 1}, train={"epochs": 1})
+    assert train.run(spec, out=tmp_path / "w1", quiet=True, device="cpu").threads == 3  # 4 cores, 1 worker
+    spec = h.make_image_spec(tmp_path / "s0.json", images, data={"workers": 0}, train={"epochs": 1})
+    assert train.run(spec, out=tmp_path / "w0", quiet=True, device="cpu").threads == 4
