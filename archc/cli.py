@@ -200,8 +200,8 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @MAP
 @OPTIMIZE
 @click.option("--threads", type=Threads(), default=None,
-              help="torch threads for lowering, tracing and the parity check (1-1024; default: the cores this process "
-                   "may use, fewer when the machine is busy).")
+              help="torch threads for lowering, tracing and the parity check (1-1024; default: the export takes the "
+                   "cores this process may use, fewer when the machine is busy).")
 @command
 def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
           weights: Path | None, map_path: Path | None, optimize: bool | None, threads: int | None) -> None:
