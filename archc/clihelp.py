@@ -71,7 +71,7 @@ class Threads(click.ParamType):
     """--threads N: an integer from 1 to archc.threads.MAX_THREADS; anything else is one line naming the option,
     exit 1 (not click's usage text). Unset: archc.threads decides from the cores and the load."""
 
-    name = "threads"
+    name = "integer"
 
     def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
         from archc.threads import MAX_THREADS
@@ -82,7 +82,7 @@ class Threads(click.ParamType):
         except ValueError:
             n = None
         if n is None or not 1 <= n <= MAX_THREADS:
-            raise OptionValueError(f"expected a thread count from 1 to {MAX_THREADS}, received {text!r}",
+            raise OptionValueError(f"expected a thread count from 1 to {MAX_THREADS}, received {text!r:.80}",
                                    ctx=ctx, param=param)
         return n
 
