@@ -3,14 +3,15 @@
 One rule for every command (no torch import here; `archc infer` must not load it):
 - asked (`--threads N`, else `[train] threads`): exactly N, 1 to MAX_THREADS;
 - else the cores this process may use (os.sched_getaffinity), shared out over the ranks of a `--nproc` run, less
-  what its data loader's worker processes take (at most half of the rank's share), capped by OMP_NUM_THREADS and
-  by a lower thread count the caller already set;
+  what its data loader's worker processes take (at most half of the rank's share), capped by OMP_NUM_THREADS and,
+  for torch, by the count torch has (its default counts physical cores; calling code may have set fewer);
 - and fewer when other work already holds the cores: `other` = the 1-minute load average less this process's own
   share of it; when fewer than the share's cores are left (cores - other, per rank), that many (rounded), at least
   BUSY_THREADS.
 Why: on a shared 2-core machine with both cores busy, OpenMP's threads spin while they wait for each other and
-the one that is descheduled holds the rest back. Measured (issue 21, benchmarks/bench_threads.py): a small tabular
-model trained at 120-670 samples/s on torch's default threads against 4,000-7,000 on one.
+the one that is descheduled holds the rest back. Issue 21 measured a small tabular model at 120-670 samples/s on
+torch's default threads against 4,000-7,000 on one; benchmarks/bench_threads.py (figure 16), digits_mlp with one
+busy loop per core on 2 cores: 438 samples/s on torch's 2 threads, 8,246 on this rule's 1 (0.87 of `--threads 1`).
 """
 from __future__ import annotations
 
