@@ -28,7 +28,9 @@ demo: $(STAMP)
 	$(ARCHC) train specs/digits_mlp.toml $(if $(DATA),--data $(DATA)) --out out/digits --force
 	$(ARCHC) infer out/digits/model.onnx --input $(or $(DATA),sklearn:digits) --limit 5
 
-# Every figure in benchmarks/bench_*.py (CPU, ~10 minutes on 2 cores, plus training figure 9's U-Net): writes
+# Every figure in benchmarks/bench_*.py (CPU, ~10 minutes on 2 cores, plus training figure 9's U-Net, figure 16's
+# ~6 minutes of JPEG folders and figure 17's
+# ~11 minutes of whole training runs, half of them beside busy loops): writes
 # benchmarks/results/RESULTS.md and results.json. Not part of `make test`; tests/benchmarks/test_bench_smoke.py
 # runs every figure's quick mode.
 bench: $(STAMP)

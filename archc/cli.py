@@ -13,7 +13,7 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import SEED, Number, SourceOption
+from archc.clihelp import SEED, Number, SourceOption, Threads
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
 from archc.pipeline import BUILD_PASSES, PASSES, names
@@ -199,10 +199,24 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @WEIGHTS
 @MAP
 @OPTIMIZE
+@click.option("--threads", type=Threads(), default=None,
+              help="torch threads for lowering, tracing and the parity check (1-1024; default: the export takes the "
+                   "cores this process may use, fewer when the machine is busy).")
 @command
 def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
-          weights: Path | None, map_path: Path | None, optimize: bool | None) -> None:
+          weights: Path | None, map_path: Path | None, optimize: bool | None, threads: int | None) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
+    if threads is None:  # the export applies archc.threads' rule itself (and the early passes need no torch)
+        return _build(spec, output, seed, exporter, print_code, stop_after, weights, map_path, optimize)
+    from archc.threads import choose, torch_threads
+
+    with torch_threads(choose(threads)):
+        _build(spec, output, seed, exporter, print_code, stop_after, weights, map_path, optimize)
+
+
+def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
+           weights: Path | None, map_path: Path | None, optimize: bool | None) -> None:
+    """`archc build` within its threads."""
     import time
 
     from archc.pipeline import BuildOptions, compiled_from, run
@@ -315,12 +329,15 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--target", default=None, metavar="COLUMN",
               help="With a csv: source as --input: the target column to score against (default: the spec's "
                    "[data] target, else the last column).")
+@click.option("--threads", type=Threads(), default=None,
+              help="ONNX Runtime's intra-op threads (1-1024; default: the cores this process may use, fewer when "
+                   "the machine is busy).")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
           top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
           output: Path | None, device: str, batch_size: int | None, limit: int, split: str | None,
-          report_dir: Path | None, force: bool, target: str | None, as_json: bool) -> None:
+          report_dir: Path | None, force: bool, target: str | None, threads: int | None, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file, image files or a data source (e.g. sklearn:digits) with ONNX
     Runtime only; or, with --prompt, generate text with a language model; or, with --num-samples, sample a
     diffusion model. The model's recorded task kind says which of these it supports."""
@@ -349,7 +366,9 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
         from archc.runtime.report import check_folder
 
         check_folder(report_dir, force)
-    m = Model.open(model, device=device)
+    from archc.threads import choose
+
+    m = Model.open(model, device=device, threads=choose(threads).threads)
     check_mode(m, "--num-samples" if num_samples is not None else "--prompt" if prompt is not None else "--input")
     if num_samples is not None:
         _sample(m, num_samples, steps, sampler, seed, output, batch_size, as_json)

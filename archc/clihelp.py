@@ -65,3 +65,27 @@ class Number(click.ParamType):
 
     def get_metavar(self, param, ctx=None) -> str:  # noqa: ANN001 (click's signature changed across versions)
         return "FLOAT"
+
+
+class Threads(click.ParamType):
+    """--threads N: an integer from 1 to archc.threads.MAX_THREADS; anything else is one line naming the option,
+    exit 1 (not click's usage text). Unset: archc.threads decides from the cores and the load."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+        from archc.threads import MAX_THREADS
+
+        text = str(value).strip()
+        try:
+            n = value if isinstance(value, int) and not isinstance(value, bool) else int(text)
+        except ValueError:
+            n = None
+        if n is None or not 1 <= n <= MAX_THREADS:
+            raise OptionValueError(f"expected a thread count from 1 to {MAX_THREADS}, received {text!r:.80}",
+                                   ctx=ctx, param=param)
+        return n
+
+    def get_metavar(self, param, ctx=None) -> str:  # noqa: ANN001 (click's signature changed across versions)
+        return "N"
+

@@ -28,13 +28,12 @@ from archc.graph.bounds import CHECK_BATCHES, PARITY_FLOPS, TRACE_BATCH, afforda
 from archc.graph.ir import Graph
 from archc.language.model import Spec
 from archc.tasks import REGISTRY, task_class
+from archc.threads import for_export, torch_threads
 
 OPSET = 18
-# On a busy machine torch runs the trace and the parity references on one thread: its OpenMP workers spin while
-# they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads against
-# 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). Busy: the 1-minute load average at least the core count.
-# An idle machine keeps torch's threads. ONNX Runtime keeps its own either way.
-BUSY_TORCH_THREADS = 1
+# On a busy machine torch runs the trace and the parity references on fewer threads (archc.threads): its OpenMP
+# workers spin while they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads
+# against 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own either way.
 ATOL, RTOL = 1e-4, 1e-4         # |onnx - torch| <= ATOL + RTOL * max|torch|
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
 
@@ -288,30 +287,8 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     if path.parent and not path.parent.exists():
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
-    with _torch_threads(BUSY_TORCH_THREADS if _busy() else None):
+    with torch_threads(for_export()):  # the user's --threads, else fewer on a busy machine (archc.threads)
         return _export(compiled, graph, module, path, exporter, extra_metadata, optimize)
-
-
-def _busy() -> bool:
-    """Whether other processes already keep every core busy (1-minute load average >= cores)."""
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:  # no load average on this platform
-        return False
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """torch's intra-op thread count set to `n` for the block (None: unchanged), restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(min(n, before))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,

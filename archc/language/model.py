@@ -7,6 +7,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
+from archc.threads import MAX_THREADS
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -154,6 +155,9 @@ class Train(Strict):
         "auto", description="CUDA autocast dtype (auto: bf16 where supported, else fp16); CPU trains in fp32")
     diffusion: DiffusionRecipe | None = Field(
         None, description="task kind diffusion: timesteps and beta schedule (default 1000 steps, cosine)")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=(
+        "torch threads of each training process (default: its cores, fewer when the machine is busy or loader "
+        "workers share them; --threads overrides)"))
 
 
 Prob = Annotated[float, Field(ge=0, le=1)]

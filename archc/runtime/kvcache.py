@@ -69,7 +69,7 @@ class CachedLM:
             return None, f"no {path.name} beside the model"
         cuda = CUDA in model.providers
         small = not cuda and path.stat().st_size < ONE_THREAD_BYTES
-        kv = Model.open(path, device="cuda" if cuda else "cpu", threads=1 if small else None)
+        kv = Model.open(path, device="cuda" if cuda else "cpu", threads=1 if small else model.threads)
         try:
             meta = json.loads(kv.metadata.get(META_KEY, ""))
             layers, heads, dims = int(meta["layers"]), meta["kv_heads"], meta["head_dim"]

@@ -206,6 +206,7 @@ class Model:
         self.bounds: dict[str, dict] = bounds if isinstance(bounds, dict) else {}
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged
         self._offset = 0  # the first example's number in the whole input while run() checks one chunk of it
+        self.threads: int | None = None  # ORT's intra-op threads it was opened with (None: ORT's default)
 
     @classmethod
     def open(cls, path: str | os.PathLike, device: str = "auto", allow_nonfinite: bool = False,
@@ -235,7 +236,9 @@ class Model:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"could not load {str(p)!r}: expected a valid ONNX model, "
                              f"ONNX Runtime reported: {detail}") from None
-        return cls(session=sess, path=str(p), allow_nonfinite=allow_nonfinite)
+        opened = cls(session=sess, path=str(p), allow_nonfinite=allow_nonfinite)
+        opened.threads = threads  # a KV-cache session beside it opens with the same (archc.runtime.kvcache)
+        return opened
 
     # --- validation -------------------------------------------------------------------------
     def check(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:

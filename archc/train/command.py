@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from archc.clihelp import SEED, Number, SourceOption
+from archc.clihelp import SEED, Number, SourceOption, Threads
 
 
 @click.command("train")
@@ -36,6 +36,9 @@ from archc.clihelp import SEED, Number, SourceOption
 @click.option("--no-optimize", is_flag=True,
               help="Write the plain exported graph: no onnxslim simplification (by default it runs within its "
                    "size budget and is kept where it removes compute nodes, metadata archc.optimized).")
+@click.option("--threads", type=Threads(), default=None,
+              help="torch threads of each training process (1-1024); overrides [train] threads (default: the cores "
+                   "this process may use, shared over --nproc ranks and loader workers, fewer on a busy machine).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
@@ -43,7 +46,7 @@ from archc.clihelp import SEED, Number, SourceOption
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool) -> None:
+                  init_map: Path | None, no_optimize: bool, threads: int | None) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -51,7 +54,7 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
-                 init_map=init_map, optimize=not no_optimize)
+                 init_map=init_map, optimize=not no_optimize, threads=threads)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

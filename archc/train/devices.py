@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from archc.errors import InputError
+from archc.threads import Choice, choose, in_force, replace
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -79,3 +80,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def train_threads(asked: int | None, spec_threads: int | None, world: int, workers: int = 0) -> Choice:
+    """A training process's torch threads: --threads, else [train] threads, else archc.threads' rule for one rank of
+    `world` with `workers` loader processes, never more than torch already has (OMP_NUM_THREADS, a caller's)."""
+    if asked is not None:
+        return choose(asked, where="--threads")
+    if spec_threads is not None:
+        return choose(spec_threads, where="[train] threads")
+    return choose(ranks=world, workers=workers, cap=torch.get_num_threads())
+
+
+def share_with_workers(splits: dict, world: int) -> None:
+    """Loader worker processes (archc.train.loader) take cores too: with any, an automatic choice in force is made
+    again counting them (a user's own count stays)."""
+    workers = max((getattr(s, "workers", 0) for s in splits.values()), default=0)
+    current = in_force()
+    if workers and current is not None and not current.asked:
+        replace(train_threads(None, None, world, workers))

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from archc.errors import ArchcError, ErrorList
+from archc.threads import cores
 
 
 @dataclass
@@ -103,7 +104,7 @@ def launch(nproc: int, args: list[str], extra_env: dict[str, str] | None = None)
     """Run `archc train ARGS` as `nproc` local processes; ArchcError when any of them fails."""
     env = dict(os.environ) | (extra_env or {})
     # One process per core share: N processes each using every core would oversubscribe the CPU.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores() // nproc)))  # each rank's own rule: archc.threads
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(torchrun_command(nproc, args), env=env, stderr=subprocess.PIPE,
                             preexec_fn=die_with_parent(os.getpid()))

@@ -21,7 +21,8 @@ from archc.export.optimize import lines as optimize_lines
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
-from archc.train.devices import deterministic, pick_device
+from archc.threads import in_force, torch_threads
+from archc.train.devices import deterministic, pick_device, share_with_workers, train_threads
 from archc.train.distributed import Dist
 from archc.train.export_check import check_export
 from archc.train.learner import Learner
@@ -41,6 +42,7 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
     data = load_for(setup, objective, device, resume, dist.world)
+    share_with_workers(data.splits, dist.world)  # loader worker processes take cores: fewer torch threads
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
@@ -75,10 +77,19 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
 
     plain = [f"data {data.name}: {data.sizes()}{norm}", *augment,
              f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
-             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)",
+             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)"
+             f"{threads_note(learner.device)}",
              f"writing {setup.run_dir.root}"] + init_line(setup)
     return [f"[bold]{escape(g.name)}[/bold] ({escape(str(setup.file))}): {g.total_params:,} parameters, task "
             f"{learner.objective.kind}", *(escape(line) for line in plain)]
+
+
+def threads_note(device: torch.device) -> str:
+    """', 2 threads (2 cores)': the torch threads this process computes with and why (archc.threads)."""
+    choice = in_force()
+    n = torch.get_num_threads()
+    why = f" ({choice.reason})" if choice is not None and choice.threads == n else ""
+    return f", {n} thread{'s' * (n != 1)}{why}" if device.type == "cpu" else ""
 
 
 def init_line(setup: Setup) -> list[str]:
@@ -266,11 +277,11 @@ def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, 
 
 
 def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
-              labels: list[str] | None = None) -> RunResult:
+              labels: list[str] | None = None, threads: int | None = None) -> RunResult:
     best_row = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     return RunResult(str(run_dir.root), metric, state.epoch, state.best_epoch, best_row,
                      state.history[-1] if state.history else {}, test, state.stopped_early, round(seconds, 3),
-                     run_dir.paths(), labels)
+                     run_dir.paths(), labels, threads)
 
 
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
@@ -283,7 +294,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     note_skipped(data.splits["test"], before, "of the test split", progress)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
     detail = write_report(setup, learner.objective) if test else None
-    result = result_of(run_dir, m, state, test, seconds, data.labels)
+    result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
@@ -311,7 +322,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
     if device.type == "cuda":
         torch.cuda.set_device(device)
     setup.run_dir.check(resume_run, force)
-    with deterministic(device):
+    with deterministic(device), torch_threads(train_threads(setup.threads, setup.spec.train.threads, dist.world)):
         dist.init(device)
         try:
             learner, data = build(setup, dist, device, resume_run)

@@ -41,6 +41,7 @@ class Setup:
     data_root: Path | None       # folder that relative data paths of the spec are read from
     init: Any = None             # archc.weights.Init: the checkpoint `--init` starts from (None: the seed's init)
     optimize: bool = True        # the final export's graph simplification (archc.export.optimize; --no-optimize)
+    threads: int | None = None   # --threads: torch threads per process (None: [train] threads, else archc.threads)
 
     @property
     def spec(self) -> Spec:

@@ -54,6 +54,7 @@ class RunResult:
     seconds: float
     paths: dict[str, str] = field(default_factory=dict)
     labels: list[str] | None = None               # the model's class names in output order (as in model.onnx)
+    threads: int | None = None                    # torch threads the training process computed with (archc.threads)
 
     def to_json(self) -> str:
         return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null
