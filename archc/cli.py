@@ -13,10 +13,9 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import SEED, Number, SourceOption, Threads
+from archc.clihelp import BUILD_PASS_NAMES, PASS_NAMES, SEED, Number, SourceOption, Threads
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
-from archc.pipeline import BUILD_PASSES, PASSES, names
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports for yes
@@ -163,7 +162,7 @@ def main() -> None:
 @main.command()
 @SPEC
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the errors) as JSON.")
-@click.option("--stop-after", type=click.Choice(names(PASSES)), default=names(PASSES)[-1],
+@click.option("--stop-after", type=click.Choice(PASS_NAMES), default=PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
 @command
 def validate(spec: Path, as_json: bool, stop_after: str) -> None:
@@ -194,7 +193,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
-@click.option("--stop-after", type=click.Choice(names(BUILD_PASSES)), default=names(BUILD_PASSES)[-1],
+@click.option("--stop-after", type=click.Choice(BUILD_PASS_NAMES), default=BUILD_PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
 @WEIGHTS
 @MAP
@@ -219,7 +218,7 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
     """`archc build` within its threads."""
     import time
 
-    from archc.pipeline import BuildOptions, compiled_from, run
+    from archc.pipeline import BUILD_PASSES, BuildOptions, compiled_from, run
 
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
@@ -227,7 +226,7 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
                            metadata={"weights": init.describe()} if init is not None else {},
                            optimize=optimize_mode(optimize))
     c = compiled_from(spec, options=options)
-    order = names(BUILD_PASSES)
+    order = list(BUILD_PASS_NAMES)
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
         from archc.outputs import check_writes
         from archc.pipeline import output_path

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from archc.errors import InputError, ModelError, ShapeError, SpecError
-from archc.ops.base import TensorType
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's side
+    from archc.ops.base import TensorType
     from archc.data import Dataset, Split
     from archc.graph.ir import Graph
     from archc.runtime.session import Model
