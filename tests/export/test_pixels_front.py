@@ -1,0 +1,165 @@
+"""`archc export RUN_DIR --pixels` (archc.export.pixels): an image classifier trained here with `[data] normalize =
+true` is exported to take uint8 [batch, H, W, C] pixels with /255, the layout and mean/std in the graph; README's
+bare ONNX Runtime client (Pillow + numpy + onnxruntime) runs as written on a generated image and gets the outputs
+`archc infer` gets; `archc infer` does not normalize twice; model.onnx is left as it was; a model without an image
+input is refused in one line."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from archc.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 16
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def make_images(folder: Path, n: int = 36, classes: int = 3, seed: int = 0) -> Path:
+    """PNG class folders of RGB SIZE x SIZE images, each class tinting its own channel over noise."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        k = i % classes
+        pixels = rng.integers(0, 120, (SIZE, SIZE, 3))
+        pixels[:, :, k] += 120
+        (folder / f"c{k}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"c{k}" / f"{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run folder of a tiny CNN trained one epoch on normalized RGB images."""
+    import torch
+
+    from archc.train import api
+
+    tmp = tmp_path_factory.mktemp("pixels")
+    images = make_images(tmp / "images")
+    spec = {"archc": 1, "model": {"name": "cnn"}, "inputs": {"image": {"shape": [3, SIZE, SIZE]}},
+            "task": {"kind": "classification"},
+            "layers": [{"op": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "act": "relu"},
+                       {"op": "global_avg_pool"}, {"op": "linear", "out_features": 3}],
+            "train": {"epochs": 1, "batch_size": 8, "optimizer": {"name": "adam", "lr": 1e-2}},
+            "data": {"source": f"images:{images}", "val_fraction": 0.25, "test_fraction": 0.25, "normalize": True}}
+    (tmp / "cnn.json").write_text(json.dumps(spec))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        api.run(tmp / "cnn.json", out=tmp / "run", quiet=True)
+    finally:
+        torch.set_num_threads(threads)
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(trained) -> tuple[Path, str]:
+    r = run("export", trained, "--pixels")
+    assert r.exit_code == 0, r.output
+    return trained / "model-pixels.onnx", r.output
+
+
+def meta(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def readme_snippet() -> str:
+    """The python block of README's "An image ONNX that takes pixels" subsection."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### An image ONNX that takes pixels"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def infer_outputs(model: Path, image: Path, tmp: Path) -> np.ndarray:
+    """The logits `archc infer MODEL --input IMAGE` computes (written with -o out.npz)."""
+    out = tmp / f"{model.stem}.npz"
+    r = run("infer", model, "--input", image, "-o", out)
+    assert r.exit_code == 0, r.output
+    with np.load(out) as z:
+        floats = [z[k] for k in z.files if z[k].dtype.kind == "f" and z[k].ndim == 2]
+    assert len(floats) == 1, "expected one 2-D float output (the logits)"
+    return floats[0]
+
+
+def test_the_file_takes_uint8_pixels_and_the_graph_normalizes(exported, trained):
+    path, output = exported
+    assert "takes pixels: 'image' uint8 [batch, 16, 16, 3] (/255, NHWC to NCHW, mean/std in the graph)" in output
+    model = onnx.load(str(path))
+    (inp,) = model.graph.input
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", SIZE, SIZE, 3]
+    m = meta(path)
+    assert "image" not in json.loads(m["archc.preprocess"])  # the graph normalizes: archc infer must not again
+    plain = json.loads(meta(trained / "model.onnx")["archc.preprocess"])["image"]
+    record = json.loads(m["archc.pixels"])
+    assert record["mean"] == pytest.approx(plain["mean"]) and record["std"] == pytest.approx(plain["std"])
+    assert json.loads(m["archc.inputs"]) == {"image": {"shape": ["batch", SIZE, SIZE, 3], "dtype": "uint8"}}
+    # model.onnx is left as it is: its float input, its preprocess entry
+    (plain_input,) = onnx.load(str(trained / "model.onnx")).graph.input
+    assert plain_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_readme_client_gets_what_archc_infer_gets(exported, trained, tmp_path, monkeypatch):
+    """The README block, run as written on a generated PNG, against `archc infer` on both files."""
+    path, _ = exported
+    folder = tmp_path / "client"
+    folder.mkdir()
+    (folder / "model-pixels.onnx").write_bytes(path.read_bytes())
+    pixels = np.random.default_rng(7).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "photo.png")
+    code = readme_snippet()
+    assert "archc" not in re.sub(r"#.*", "", code).replace("archc.task", "")  # no archc import, no archc code
+    namespace: dict = {}
+    out = io.StringIO()
+    monkeypatch.chdir(folder)
+    with redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), namespace)
+    printed = out.getvalue().strip().splitlines()
+    assert printed[0] == "image tensor(uint8) ['batch', 16, 16, 3]"
+    client = namespace["logits"]
+    by_pixels = infer_outputs(path, folder / "photo.png", tmp_path)
+    by_plain = infer_outputs(trained / "model.onnx", folder / "photo.png", tmp_path)
+    np.testing.assert_allclose(client, by_pixels, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(by_pixels, by_plain, atol=1e-5, rtol=0)  # normalized once, not twice
+    labels = json.loads(meta(path)["archc.task"])["labels"]
+    assert printed[-1] == labels[int(by_plain.argmax(axis=1)[0])]
+
+
+def test_archc_infer_scores_an_images_source_alike(exported, trained):
+    """An images: source's test split scored by both files: the same accuracy (nothing normalized twice)."""
+    path, _ = exported
+    source = "images:" + json.loads((trained / "spec.json").read_text())["data"]["source"].split(":", 1)[1]
+    scores = []
+    for model in (path, trained / "model.onnx"):
+        r = run("infer", model, "--input", source, "--json")
+        assert r.exit_code == 0, r.output
+        scores.append(json.loads(r.stdout)["metrics"])
+    assert scores[0] == pytest.approx(scores[1])
+
+
+def test_a_model_without_an_image_input_is_refused_in_one_line():
+    """wrap() on a [batch, 8] model: one ExportError naming what it expected and received."""
+    from onnx import TensorProto, helper
+
+    from archc.errors import ExportError
+    from archc.export.pixels import wrap
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    core = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    with pytest.raises(ExportError) as e:
+        wrap(core)
+    assert e.value.message == ("--pixels: expected a model with one image input float32 [batch, C, H, W] of fixed "
+                               "C, H and W, received 'x' ['batch', 8]")
