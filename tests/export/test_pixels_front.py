@@ -163,3 +163,35 @@ def test_a_model_without_an_image_input_is_refused_in_one_line():
         wrap(core)
     assert e.value.message == ("--pixels: expected a model with one image input float32 [batch, C, H, W] of fixed "
                                "C, H and W, received 'x' ['batch', 8]")
+
+
+def test_lazy_images_are_handed_over_as_pixels_a_chunk_at_a_time(exported, trained, tmp_path, monkeypatch):
+    """Past the in-memory budget (forced: budget 0, chunks of 5 images, a Lazy that refuses to be read whole), a
+    labelled images: folder and an unlabelled folder stay lazy for the pixel file too: the plain file's outputs."""
+    from archc.data import lazy
+    from archc.data.lazy import Lazy
+
+    path, _ = exported
+    images = Path(json.loads((trained / "spec.json").read_text())["data"]["source"].split(":", 1)[1])
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for f in sorted(images.glob("c1/*.png"))[:7]:
+        loose.joinpath(f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(lazy, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(lazy, "CHUNK_BYTES", 5 * SIZE * SIZE * 3)
+
+    def whole(self, dtype=None, copy=None):
+        raise AssertionError(f"{self!r} read whole")
+
+    monkeypatch.setattr(Lazy, "__array__", whole)
+    for given in ([f"images:{images}", "--split", "all"], [loose]):
+        got = []
+        for model in (path, trained / "model.onnx"):
+            out = tmp_path / f"{model.stem}.npz"
+            r = run("infer", model, "--input", *given, "-o", out)
+            assert r.exit_code == 0, r.output
+            assert "a chunk at a time" in r.output or "per batch" in r.output  # really lazy
+            with np.load(out) as z:
+                got.append([z[k] for k in z.files if z[k].dtype.kind == "f" and z[k].ndim == 2][0])
+        assert got[0].shape == (36 if len(given) == 3 else 7, 3)
+        np.testing.assert_allclose(got[0], got[1], atol=1e-5, rtol=0)
