@@ -195,3 +195,21 @@ def test_lazy_images_are_handed_over_as_pixels_a_chunk_at_a_time(exported, train
                 got.append([z[k] for k in z.files if z[k].dtype.kind == "f" and z[k].ndim == 2][0])
         assert got[0].shape == (36 if len(given) == 3 else 7, 3)
         np.testing.assert_allclose(got[0], got[1], atol=1e-5, rtol=0)
+
+
+def test_export_pixels_of_a_model_without_an_image_input_is_one_line_exit_1(tmp_path):
+    """A run of an MLP on 8 features: `archc export --pixels` says what it expected and received; nothing written."""
+    from archc.train import api
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(40, 8)).astype(np.float32), y=rng.integers(0, 2, 40))
+    spec = {"archc": 1, "model": {"name": "mlp"}, "inputs": {"x": {"shape": [8]}}, "task": {"kind": "classification"},
+            "layers": [{"op": "linear", "out_features": 2}], "train": {"epochs": 1, "batch_size": 8},
+            "data": {"source": f"npz:{tmp_path / 'd.npz'}", "normalize": True}}
+    (tmp_path / "mlp.json").write_text(json.dumps(spec))
+    api.run(tmp_path / "mlp.json", out=tmp_path / "run", quiet=True)
+    r = run("export", tmp_path / "run", "--pixels")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip() == ("error: --pixels: expected a model with one image input float32 [batch, C, H, W] of "
+                                "fixed C, H and W, received 'x' ['batch', 8] (export it without --pixels)")
+    assert not (tmp_path / "run" / "model-pixels.onnx").exists()
