@@ -71,24 +71,29 @@ def statistics(pre: dict, name: str, channels: int) -> tuple[np.ndarray, np.ndar
     return out[0], out[1]
 
 
-def front(name: str, stats: tuple[np.ndarray, np.ndarray] | None) -> tuple[list, list]:
-    """The nodes and constants from uint8 [N, H, W, C] `name` to float32 [N, C, H, W] NORMALIZED."""
+def front(name: str, stats: tuple[np.ndarray, np.ndarray] | None) -> list["onnx.NodeProto"]:
+    """The nodes from uint8 [N, H, W, C] `name` to float32 [N, C, H, W] NORMALIZED (constants as Constant nodes:
+    the front is one list of nodes, which archc quantize keeps in float32 as it is)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    consts = [numpy_helper.from_array(np.asarray(SCALE, np.float32), f"{PREFIX}/scale")]
-    nodes = [helper.make_node("Cast", [name], [f"{PREFIX}/float"], name=f"{PREFIX}/cast", to=TensorProto.FLOAT),
+    def const(step: str, value: np.ndarray) -> "onnx.NodeProto":
+        return helper.make_node("Constant", [], [f"{PREFIX}/{step}"], name=f"{PREFIX}/{step}",
+                                value=numpy_helper.from_array(value, f"{PREFIX}/{step}"))
+
+    nodes = [const("scale", np.asarray(SCALE, np.float32)),
+             helper.make_node("Cast", [name], [f"{PREFIX}/float"], name=f"{PREFIX}/cast", to=TensorProto.FLOAT),
              helper.make_node("Div", [f"{PREFIX}/float", f"{PREFIX}/scale"], [f"{PREFIX}/unit"],
                               name=f"{PREFIX}/scaled"),
              helper.make_node("Transpose", [f"{PREFIX}/unit"], [f"{PREFIX}/nchw" if stats else NORMALIZED],
                               name=f"{PREFIX}/nchw", perm=[0, 3, 1, 2])]
     if stats is not None:
         mean, std = stats
-        consts += [numpy_helper.from_array(mean, f"{PREFIX}/mean"), numpy_helper.from_array(std, f"{PREFIX}/std")]
-        nodes += [helper.make_node("Sub", [f"{PREFIX}/nchw", f"{PREFIX}/mean"], [f"{PREFIX}/centred"],
+        nodes += [const("mean", mean), const("std", std),
+                  helper.make_node("Sub", [f"{PREFIX}/nchw", f"{PREFIX}/mean"], [f"{PREFIX}/centred"],
                                    name=f"{PREFIX}/centred"),
                   helper.make_node("Div", [f"{PREFIX}/centred", f"{PREFIX}/std"], [NORMALIZED],
                                    name=f"{PREFIX}/normalized")]
-    return nodes, consts
+    return nodes
 
 
 def wrap(core: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, Any]]:
@@ -108,11 +113,10 @@ def wrap(core: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, Any]]:
     pre = json.loads(meta.get("archc.preprocess", "{}") or "{}")
     stats = statistics(pre, name, c)
     _rename(model.graph, {name: NORMALIZED})
-    nodes, consts = front(name, stats)
+    nodes = front(name, stats)
     del model.graph.input[:]
     model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.UINT8, [batch, h, w, c]))
     model.graph.value_info.append(helper.make_tensor_value_info(NORMALIZED, TensorProto.FLOAT, [batch, c, h, w]))
-    model.graph.initializer.extend(consts)
     body = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes + body)

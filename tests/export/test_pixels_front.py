@@ -213,3 +213,15 @@ def test_export_pixels_of_a_model_without_an_image_input_is_one_line_exit_1(tmp_
     assert r.output.strip() == ("error: --pixels: expected a model with one image input float32 [batch, C, H, W] of "
                                 "fixed C, H and W, received 'x' ['batch', 8] (export it without --pixels)")
     assert not (tmp_path / "run" / "model-pixels.onnx").exists()
+
+
+def test_quantize_keeps_the_pixel_front_in_float32(exported, tmp_path):
+    """`archc quantize --fp16`: the network in float16, the front's nodes as they were (float32 constants)."""
+    path, _ = exported
+    r = run("quantize", path, "--fp16", "-o", tmp_path / "f16.onnx")
+    assert r.exit_code == 0, r.output
+    before, after = (onnx.load(str(p)) for p in (path, tmp_path / "f16.onnx"))
+    front = [n for n in before.graph.node if n.name.startswith("archc_pixels/")]
+    assert [n for n in after.graph.node if n.name.startswith("archc_pixels/")] == front
+    assert {n.attribute[0].t.data_type for n in front if n.op_type == "Constant"} == {onnx.TensorProto.FLOAT}
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in after.graph.initializer)  # the network
