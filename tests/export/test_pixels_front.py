@@ -225,3 +225,24 @@ def test_quantize_keeps_the_pixel_front_in_float32(exported, tmp_path):
     assert [n for n in after.graph.node if n.name.startswith("archc_pixels/")] == front
     assert {n.attribute[0].t.data_type for n in front if n.op_type == "Constant"} == {onnx.TensorProto.FLOAT}
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in after.graph.initializer)  # the network
+
+
+def test_the_network_reads_what_archc_infer_feeds_the_plain_file_bit_for_bit(exported, trained):
+    """The front's output (archc_pixels/normalized) on 8-bit images equals model.onnx's checked and preprocessed
+    feed of the same images as archc reads them (v / 255, then (x - mean) / std): identical float32."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from archc.export.pixels import NORMALIZED
+    from archc.runtime import Model
+
+    path, _ = exported
+    model = onnx.load(str(path))
+    model.graph.output.append(helper.make_tensor_value_info(NORMALIZED, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(3).integers(0, 256, (32, SIZE, SIZE, 3), dtype=np.uint8)
+    (front,) = sess.run([NORMALIZED], {"image": pixels})
+    floats = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255)
+    fed = Model.open(trained / "model.onnx", device="cpu").check({"image": floats})["image"]
+    assert fed.dtype == front.dtype == np.float32 and not np.array_equal(fed, floats)  # normalized
+    np.testing.assert_array_equal(front, fed)
