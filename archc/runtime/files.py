@@ -25,11 +25,13 @@ def is_raw(text: str) -> bool:
 
 def image_input(model: Model) -> tuple[str, int | None, tuple[int, int] | None]:
     """The model's image input: its name, channels and (H, W) where fixed; InputError when it has no single
-    [batch, C, H, W] float input to read images into (or a pixel front's uint8 [batch, H, W, C]: archc.runtime.pixels)."""
+    [batch, C, H, W] float input to read images into. A pixel front's uint8 [batch, H, W, C] input reads images as
+    the plain model does (archc.runtime.pixels hands them over as 8-bit pixels)."""
     from archc.runtime.pixels import float_shape
 
-    if float_shape(model) is not None:  # read as for the plain model, handed over as 8-bit pixels
-        name, (c, h, w) = float_shape(model)  # type: ignore[misc]
+    pixels = float_shape(model)
+    if pixels is not None:
+        name, (c, h, w) = pixels
         return name, c, (h, w)
     sigs = list(model.inputs.values())
     if len(sigs) != 1 or len(sigs[0].shape) != 4 or sigs[0].dtype not in ("float32", "float16", "float64"):
@@ -47,7 +49,6 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     --split names one, scored against the model's labels by name); a file, a glob or a folder of images is
     predicted only."""
     from archc.runtime.evaluate import load_split
-
     from archc.runtime.pixels import as_pixels
 
     path = Path(text)

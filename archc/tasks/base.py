@@ -473,8 +473,9 @@ def image_options(model: "Model") -> dict[str, Any]:
     from archc.data.images import options_for
     from archc.runtime.pixels import float_shape
 
-    if float_shape(model) is not None:  # a pixel front's uint8 [batch, H, W, C]: read as for the plain model
-        return options_for(float_shape(model)[1])  # type: ignore[index]
+    pixels = float_shape(model)
+    if pixels is not None:  # a pixel front's uint8 [batch, H, W, C]: images read as for the plain model
+        return options_for(pixels[1])
     shapes = [sig.shape for sig in model.inputs.values()]
     return options_for(shapes[0][1:]) if len(shapes) == 1 and shapes[0] else {}
 
