@@ -246,3 +246,32 @@ def test_the_network_reads_what_archc_infer_feeds_the_plain_file_bit_for_bit(exp
     fed = Model.open(trained / "model.onnx", device="cpu").check({"image": floats})["image"]
     assert fed.dtype == front.dtype == np.float32 and not np.array_equal(fed, floats)  # normalized
     np.testing.assert_array_equal(front, fed)
+
+
+@pytest.mark.parametrize("preprocess", [None, {"mean": 0.25, "std": 0.5}, {"mean": [0.3], "std": [2.0]}])
+def test_a_gray_model_with_one_or_no_statistics(preprocess):
+    """wrap() of a hand-built gray [batch, 1, 4, 5] core (Flatten): uint8 [batch, 4, 5, 1] in, the values archc
+    feeds out (v / 255, then (x - mean) / std when the run normalized; no Sub/Div nodes when it did not)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from archc.export.pixels import reference, wrap
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 20])
+    core = helper.make_model(helper.make_graph([helper.make_node("Flatten", ["x"], ["y"])], "g", [x], [y]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    core.ir_version = 9
+    if preprocess is not None:
+        core.metadata_props.add(key="archc.preprocess", value=json.dumps({"x": preprocess}))
+    model, record = wrap(core)
+    onnx.checker.check_model(model, full_check=True)
+    assert record["shape"] == ["batch", 4, 5, 1] and record["channels"] == "gray"
+    assert ("Sub" in {n.op_type for n in model.graph.node}) == (preprocess is not None)
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 4, 5, 1), dtype=np.uint8)
+    (got,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": pixels})
+    want = pixels.reshape(3, 20).astype(np.float32) / np.float32(255)
+    if preprocess is not None:
+        want = (want - np.float32(np.ravel(preprocess["mean"])[0])) / np.float32(np.ravel(preprocess["std"])[0])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, reference(pixels, record).reshape(3, 20))
