@@ -265,6 +265,10 @@ def _print_export(report: Any, start: float) -> None:
 
     if row_line(getattr(report, "row", None)):  # the file takes one input per column
         click.echo(row_line(report.row))
+    from archc.export.pixels import describe as pixels_line
+
+    if pixels_line(getattr(report, "pixels", None)):  # the file takes uint8 images
+        click.echo(pixels_line(report.pixels))
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
@@ -508,9 +512,12 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
                    "RUN_DIR/model-STEM.onnx for a file).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
+@click.option("--pixels", is_flag=True, default=False,
+              help="An image model's file takes uint8 [batch, H, W, C] pixels, with /255 and the run's mean/std "
+                   "in the graph (default file: RUN_DIR/model-pixels.onnx; model.onnx is left as it is).")
 @OPTIMIZE
 @command
-def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str,
+def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str, pixels: bool,
                    optimize: bool | None) -> None:
     """Export a checkpoint of the training run in RUN_DIR (an `archc train --out` folder) to ONNX, with the
     parity check and metadata of the run's own model.onnx."""
@@ -519,7 +526,8 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
     from archc.train.api import export_run
 
     start = time.perf_counter()
-    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=optimize_mode(optimize))
+    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=optimize_mode(optimize),
+                        pixels=pixels)
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes) from the {checkpoint} weights")
     _print_export(report, start)
 
