@@ -146,6 +146,9 @@ class Train(Strict):
         None, description="the task kind's loss (default: its first; archc.tasks lists each kind's)")
     seed: Seed = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    checkpoint_minutes: float = Field(10.0, ge=0, le=10_000, description=(
+        "also checkpoint when this many minutes have passed since the last checkpoint, mid-epoch (0: off), so a "
+        "long epoch is never lost whole"))
     monitor: Literal["metric", "loss", "last"] = Field(
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
                               "('last': every epoch improves, so the final weights are kept; no early stop)")
