@@ -644,6 +644,41 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
                                                                                      else "")), nl=False)
 
 
+@main.command("init")
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("spec.toml"), show_default=True,
+              help="The spec to write ('-': print it); an existing file is refused unless --force.")
+@click.option("--target", default=None, metavar="COLUMN", help="A table's target column (default: the last column).")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="A table's task (default: classification for text or up to 20 integer values, else regression).")
+@click.option("--force", is_flag=True, help="Move an existing --output aside to FILE.old-N (nothing is deleted).")
+@command
+def init(source: str, output: Path, target: str | None, task: str | None, force: bool) -> None:
+    """Write a starter spec for SOURCE that validates and trains as written: a CSV or Parquet table (FILE,
+    csv:FILE, parquet:FILE), a folder of class folders of images (images:DIR) or text (text:FILE|DIR). The task comes
+    from the target; identifiers and dates are left out with a comment; the network and [train] are sized to the
+    data."""
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes
+    from archc.starter import check, starter, write_new
+
+    to_stdout = str(output) == "-"
+    if not to_stdout:  # not over the data it reads, nor into a folder a live run writes
+        check_writes({"SOURCE": paths_read(source)}, {"--output": output_file(output)})
+    spec_dir = Path.cwd() if to_stdout else output.parent
+    shown = " ".join(["archc init", source] + (["--target", target] if target else []) + (["--task", task] if task
+                                                                                           else []))
+    made = starter(source, spec_dir, target, task, command=shown)
+    check(made.text, "-" if to_stdout else str(output))
+    if to_stdout:
+        click.echo(made.text, nl=False)
+        return
+    moved = write_new(output, made.text, force)
+    if moved is not None:
+        click.echo(f"--force: moved the earlier {output} to {moved}", err=True)
+    click.echo(f"wrote {output}: {made.summary}\nnext: archc validate {output} && archc train {output}")
+
+
 @main.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write the schema to this file instead of stdout.")
