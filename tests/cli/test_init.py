@@ -157,3 +157,10 @@ def test_a_starter_that_does_not_validate_is_a_bug(tmp_path, monkeypatch):
 def test_survey_identifiers_and_dates(name, cells, left_out):
     s = survey_column(name, cells, max_categories=10)
     assert (s.column is None) == left_out, s.note
+
+
+def test_readme_documents_every_flag():
+    section = (ROOT / "README.md").read_text().split("### Quick start on your own data", 1)[1].split("\n## ", 1)[0]
+    for p in main.commands["init"].params:
+        if p.name != "debug" and not p.name == "source":
+            assert any(f"`{o}" in section for o in p.opts), p.opts
