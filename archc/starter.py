@@ -102,36 +102,31 @@ def layer(id_: str, op: str, **attrs: object) -> str:
 
 # --- tabular: csv:, parquet: ------------------------------------------------------------------------------------
 
-def _parquet_table(arg: str, source: str):
-    """A Parquet file's cells as text, as a CSV's read (None for a missing cell)."""
-    from archc.data.parquet import read_rows
-    from archc.data.tabular import RawTable
-
-    columns, read = read_rows(Path(arg), source)
-    raw = read(columns)
-    cells = {c: ["" if v is None else v if isinstance(v, str) else repr(v) if isinstance(v, float) else str(v)
-                 for v in raw.cells[c]] for c in columns}
-    return RawTable(columns, cells, raw.lines)
-
-
 def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
             command: str) -> Starter:
     """An MLP over the table's usable columns (archc.data.survey's rules), the task from the target."""
     from archc.data.base import REGISTRY
     from archc.data.sources import make_options
-    from archc.data.survey import key, survey, toml_block
+    from archc.data.parquet import text_table
+    from archc.data.survey import Surveyed, key, survey, toml_block
     from archc.data.tabular import read_table, target_column, target_values
 
     source = f"{scheme}:{arg}"
     given = {"target": target} if target else {}
     options = make_options(REGISTRY[scheme], source, query, given, {})
+    refused: dict[str, str] = {}
     if scheme == "csv":
         raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
+        header = raw.columns
     else:
-        raw = _parquet_table(arg, source)
-    name = target_column(raw.columns, options.target, source)  # type: ignore[attr-defined]
+        raw, refused, header = text_table(Path(arg), source)
+    name = target_column(header, options.target, source)  # type: ignore[attr-defined]
+    if name in refused:
+        raise DataError(f"target column {name!r}: expected numbers, strings or booleans, received Arrow type "
+                        f"{refused[name]}", where=source, hint="name another target column with --target")
     _, classes, kind = target_values(raw.cells[name], name, raw.lines, task, source)
-    surveyed = survey(raw, name)
+    surveyed = survey(raw, name) + [Surveyed(c, None, 0, 0, f"Arrow type {t}: left out (no source reads it: cast "
+                                                         f"it to a number or a string)") for c, t in refused.items()]
     used = [s.column for s in surveyed if s.column is not None]
     if not used:
         raise DataError(f"expected at least one usable feature column besides the target {name!r}, received none "
@@ -150,7 +145,7 @@ def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target
         layers.append(layer("hidden2", "linear", out_features=hidden // 2, act="relu"))
     layers.append(layer("logits" if kind == CLASSES else "out", "linear", out_features=outputs))
     left = [s.name for s in surveyed if s.column is None]
-    facts = (f"{rows} rows, {len(raw.columns)} columns; target {name!r} ({kind}, {what}), {len(used)} feature "
+    facts = (f"{rows} rows, {len(raw.columns) + len(refused)} columns; target {name!r} ({kind}, {what}), {len(used)} feature "
              f"columns ({width} features encoded)" + (f", {len(left)} left out" if left else ""))
     doc = f"{kind} of {name} from {len(used)} columns: {len(layers) - 1} ReLU layer(s) of {hidden} over the row"
     text = (head(command, facts, model_name(arg), doc) + "\n" + columns

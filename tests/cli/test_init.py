@@ -103,6 +103,23 @@ def test_text_file(tmp_path, monkeypatch):
     assert (tmp_path / "run" / "model.kv.onnx").exists()
 
 
+def test_parquet_with_a_date_type(tmp_path, monkeypatch):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(tmp_path)
+    n = 60
+    pq.write_table(pa.table({"uid": list(range(n)), "day": [datetime.date(2021, 1, 1 + i % 28) for i in range(n)],
+                             "x": [float(i % 7) if i % 5 else None for i in range(n)],
+                             "kind": [["a", "b", "c"][i % 3] for i in range(n)], "y": [i % 2 for i in range(n)]}),
+                   tmp_path / "t.parquet")
+    spec = init_validate_train(tmp_path, "t.parquet")
+    assert spec["data"]["source"] == "parquet:t.parquet" and set(spec["inputs"]["row"]["columns"]) == {"x", "kind"}
+    assert "# day: Arrow type date32[day]: left out" in spec["_text"] and "# uid: 60 values" in spec["_text"]
+
+
 def test_never_writes_over_a_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cars(tmp_path / "cars.csv")
@@ -129,7 +146,8 @@ def test_stdout_and_bad_input(tmp_path, monkeypatch):
     for args, words in [(["nosuch.csv"], "does not exist"), (["images:one"], "at least 2 class sub-folders"),
                         (["cars.csv", "--target", "prise"], "did you mean 'price'"),
                         (["images:one", "--target", "x"], "--target only for a table"),
-                        (["idx:one"], "expected a source of csv:")]:
+                        (["idx:one"], "expected a source of csv:"),
+                        (["cars.csv", "-o", "cars.csv", "--force"], "none of the command's inputs")]:
         r = run("init", *args)
         assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output, (args, r.output)
 
