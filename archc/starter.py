@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from archc.errors import DataError, InputError
-from archc.labels import CLASSES, TARGETS
+from archc.labels import CLASSES, TARGETS, TOKENS
 
 SCHEMES = ("csv", "parquet", "images", "text")  # the sources a starter is written for
 _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -89,8 +89,23 @@ def source_text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path) ->
     return f"{scheme}:{spec_path(arg, spec_dir)}" + (f"?{options}" if options else "")
 
 
+def data_table(source: str, val: float, test: float, **fields: str) -> str:
+    """The [data] table: the source, its fields (a table's target) and the split shares."""
+    lines = [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in {"source": source, **fields}.items()]
+    return "\n[data]\n" + "\n".join(lines) + f"\nval_fraction = {val}\ntest_fraction = {test}\n"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def comment(text: str) -> str:
+    """Text for a TOML comment line: control characters escaped (a newline would end the comment)."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def head(command: str, facts: str, name: str, doc: str) -> str:
-    return (f"# Written by `{command}`: {facts}\n"
+    return (f"# Written by `{comment(command)}`: {comment(facts)}\n"
             "# A starting point: `archc validate` checks it, `archc train` trains it as written; edit freely.\n"
             f'archc = 1\n\n[model]\nname = {json.dumps(name)}\ndoc = {json.dumps(doc, ensure_ascii=False)}\n')
 
@@ -102,18 +117,14 @@ def layer(id_: str, op: str, **attrs: object) -> str:
 
 # --- tabular: csv:, parquet: ------------------------------------------------------------------------------------
 
-def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
-            command: str) -> Starter:
-    """An MLP over the table's usable columns (archc.data.survey's rules), the task from the target."""
+def _read(scheme: str, arg: str, query: dict[str, str], target: str | None, source: str):
+    """(the table's cells as text, the target's name, columns no source reads {name: Arrow type})."""
     from archc.data.base import REGISTRY
-    from archc.data.sources import make_options
     from archc.data.parquet import text_table
-    from archc.data.survey import Surveyed, key, survey, toml_block
-    from archc.data.tabular import read_table, target_column, target_values
+    from archc.data.sources import make_options
+    from archc.data.tabular import read_table, target_column
 
-    source = f"{scheme}:{arg}"
-    given = {"target": target} if target else {}
-    options = make_options(REGISTRY[scheme], source, query, given, {})
+    options = make_options(REGISTRY[scheme], source, query, {"target": target} if target else {}, {})
     refused: dict[str, str] = {}
     if scheme == "csv":
         raw = read_table(Path(arg), source, options.dialect(source))  # type: ignore[attr-defined]
@@ -124,6 +135,27 @@ def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target
     if name in refused:
         raise DataError(f"target column {name!r}: expected numbers, strings or booleans, received Arrow type "
                         f"{refused[name]}", where=source, hint="name another target column with --target")
+    return raw, name, refused
+
+
+def mlp(rows: int, width: int, outputs: int, kind: str) -> tuple[list[str], int]:
+    """ReLU layers sized to the rows and the encoded width (one under 1,000 rows, two above), and the output."""
+    hidden = max(32 if rows < 1_000 else 64 if rows < 10_000 else 128, min(256, 2 ** math.ceil(math.log2(width))))
+    layers = [layer("hidden1", "linear", out_features=hidden, act="relu")]
+    if rows >= 1_000:
+        layers.append(layer("hidden2", "linear", out_features=hidden // 2, act="relu"))
+    layers.append(layer("logits" if kind == CLASSES else "out", "linear", out_features=outputs))
+    return layers, hidden
+
+
+def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
+            command: str) -> Starter:
+    """An MLP over the table's usable columns (archc.data.survey's rules), the task from the target."""
+    from archc.data.survey import Surveyed, key, survey, toml_block
+    from archc.data.tabular import target_values
+
+    source = f"{scheme}:{arg}"
+    raw, name, refused = _read(scheme, arg, query, target, source)
     _, classes, kind = target_values(raw.cells[name], name, raw.lines, task, source)
     surveyed = survey(raw, name) + [Surveyed(c, None, 0, 0, f"Arrow type {t}: left out (no source reads it: cast "
                                                          f"it to a number or a string)") for c, t in refused.items()]
@@ -131,30 +163,21 @@ def tabular(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target
     if not used:
         raise DataError(f"expected at least one usable feature column besides the target {name!r}, received none "
                         f"({'; '.join(f'{s.name}: {s.note}' for s in surveyed) or 'no other columns'})", where=source)
-    rows = len(raw)
-    width = sum(c.width() for c in used)
-    reading = {k: v for k, v in query.items() if k != "target"}
-    block = toml_block(Path(arg), raw, name, "row", surveyed, source_text(scheme, arg, reading, spec_dir))
-    columns = block[block.index("[inputs.row]"):]
-    outputs = len(classes) if kind == CLASSES else 1
-    what = f"{len(classes)} classes" if kind == CLASSES else "a number"
-    r = recipe(int(rows * 0.7))
-    hidden = max(32 if rows < 1_000 else 64 if rows < 10_000 else 128, min(256, 2 ** math.ceil(math.log2(width))))
-    layers = [layer("hidden1", "linear", out_features=hidden, act="relu")]
-    if rows >= 1_000:
-        layers.append(layer("hidden2", "linear", out_features=hidden // 2, act="relu"))
-    layers.append(layer("logits" if kind == CLASSES else "out", "linear", out_features=outputs))
+    rows, width = len(raw), sum(c.width() for c in used)
+    data = source_text(scheme, arg, {k: v for k, v in query.items() if k != "target"}, spec_dir)
+    block = toml_block(Path(arg), raw, name, "row", surveyed, data)
+    layers, hidden = mlp(rows, width, len(classes) if kind == CLASSES else 1, kind)
     left = [s.name for s in surveyed if s.column is None]
-    facts = (f"{rows} rows, {len(raw.columns) + len(refused)} columns; target {name!r} ({kind}, {what}), {len(used)} feature "
-             f"columns ({width} features encoded)" + (f", {len(left)} left out" if left else ""))
-    doc = f"{kind} of {name} from {len(used)} columns: {len(layers) - 1} ReLU layer(s) of {hidden} over the row"
-    text = (head(command, facts, model_name(arg), doc) + "\n" + columns
+    facts = (f"{rows} rows, {len(raw.columns) + len(refused)} columns; target {name!r} ({kind}"
+             + (f", {len(classes)} classes" if kind == CLASSES else "") + f"), {plural(len(used), 'feature column')} "
+             f"({plural(width, 'feature')} encoded)" + (f", {len(left)} left out" if left else ""))
+    doc = f"{kind} of {name} from {plural(len(used), 'column')}: {plural(len(layers) - 1, 'ReLU layer')} of {hidden}"
+    r = recipe(int(rows * 0.7))
+    text = (head(command, facts, model_name(arg), doc) + "\n" + block[block.index("[inputs.row]"):]
             + f'\n[task]\nkind = "{kind}"\n\n' + "\n".join(layers) + "\n"
             + r.toml(f"{rows} rows, about {int(rows * 0.7)} to train on: a recipe for that size.")
-            + f"\n[data]\nsource = {json.dumps(source_text(scheme, arg, reading, spec_dir), ensure_ascii=False)}\n"
-              f"target = {json.dumps(name, ensure_ascii=False)}\nval_fraction = {r.val_fraction}\n"
-              f"test_fraction = 0.2\n")
-    summary = f"{kind} of {key(name)} from {len(used)} columns, {rows} rows" + (
+            + data_table(data, r.val_fraction, 0.2, target=name))
+    summary = f"{kind} of {key(name)} from {plural(len(used), 'column')}, {rows} rows" + (
         f"; left out: {', '.join(left)}" if left else "")
     return Starter(text, summary)
 
@@ -228,11 +251,10 @@ def images(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target:
     query = {k: v for k, v in query.items() if k not in ("size", "channels")}  # training takes both from the input
     text = (head(command, facts, model_name(arg), doc)
             + f"\n[inputs.image]\nshape = [{channels}, {h}, {w}]   # training converts and resizes every image "
-              f"to this\n\n[task]\nkind = \"classification\"\nlabels = {json.dumps(classes, ensure_ascii=False)}\n\n"
+              f"to this\n\n[task]\nkind = \"{CLASSES}\"\nlabels = {json.dumps(classes, ensure_ascii=False)}\n\n"
             + "\n".join(layers) + "\n"
             + r.toml(f"{n} images, about {int(n * 0.7)} to train on: a recipe for that size.")
-            + f"\n[data]\nsource = {json.dumps(source_text(scheme, arg, query, spec_dir), ensure_ascii=False)}\n"
-              f"val_fraction = {r.val_fraction}\ntest_fraction = 0.2\n")
+            + data_table(source_text(scheme, arg, query, spec_dir), r.val_fraction, 0.2))
     return Starter(text, f"classification of {len(classes)} classes from {n} images at {channels}x{h}x{w}")
 
 
@@ -292,7 +314,7 @@ def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: s
     body = (head(command, facts, model_name(arg), doc)
             + f'\n[inputs.tokens]\nshape = ["seq"]\ndtype = "int64"\nvocab = 256\n\n[axes]\nseq = {context}'
               f"                     # the context: training windows and generation both use it\n\n"
-              f'[task]\nkind = "language_model"      # next-byte cross-entropy; metric bits per byte\n\n'
+              f'[task]\nkind = "{TOKENS}"      # next-byte cross-entropy; metric bits per byte\n\n'
               f"[params]\ndim = {dim}\nheads = {heads}\n\n"
               f"# pre-norm block: h = x + attn(norm(x)), then h + mlp(norm(h)). `x` is the block's input.\n"
               f"[blocks.block]\nparams = {{ dim = {dim}, heads = {heads} }}\n" + block + "\n" + layers
@@ -300,8 +322,7 @@ def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: s
               f"[train]\nepochs = {epochs}\nbatch_size = {batch}\n"
               f'optimizer = {{ name = "adamw", lr = 3e-3, weight_decay = 0.1 }}\n'
               f'schedule = {{ name = "cosine", warmup_epochs = {min(0.1 * epochs, 1):g} }}\ngrad_clip = 1.0\n'
-            + f"\n[data]\nsource = {json.dumps(source_text(scheme, arg, query, spec_dir), ensure_ascii=False)}\n"
-              f"val_fraction = {TEXT_SPLITS[0]}\ntest_fraction = {TEXT_SPLITS[1]}\n")
+            + data_table(source_text(scheme, arg, query, spec_dir), *TEXT_SPLITS))
     return Starter(body, f"language model over {total:,} bytes, context {context}")
 
 

@@ -28,6 +28,7 @@ from archc.labels import CLASSES, TARGETS
 MAX_CATEGORIES = 20     # default: a text column of at most this many values lists its categories
 FEW_INTEGERS = 10       # an integer column of at most this many values could be categorical (comment)
 NEAR_UNIQUE = 0.9       # integers this share distinct, in a near-unbroken run or under an id-like name: row ids
+MIN_RUN = 20            # ... a run that long at least (1, 2, ..., 6 in a small table may be a count)
 MOSTLY_UNIQUE = 0.5     # text this share distinct: most values are seen once, nothing a category can learn from
 # An ISO 8601-like date or date-time: 2021-03-04, 2021/03/04, 2021-03-04T10:20(:30(.5))(Z|+01:00)
 _DATE = re.compile(r"[0-9]{4}([-/])[0-9]{1,2}\1[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
@@ -106,7 +107,7 @@ def _row_ids(name: str, values: list[str], rows: int) -> bool:
     if len(values) < 2 or len(values) <= NEAR_UNIQUE * rows or not all(float(v).is_integer() for v in values):
         return False
     span = float(values[-1]) - float(values[0]) + 1
-    return span <= len(values) / NEAR_UNIQUE or any(p.fullmatch(name.strip()) for p in (_ID_NAME, _CAMEL_ID))
+    return len(values) >= MIN_RUN and span <= len(values) / NEAR_UNIQUE or any(p.fullmatch(name.strip()) for p in (_ID_NAME, _CAMEL_ID))
 
 
 def survey(raw: RawTable, target: str, max_categories: int = MAX_CATEGORIES) -> list[Surveyed]:
