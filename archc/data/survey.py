@@ -107,7 +107,8 @@ def _row_ids(name: str, values: list[str], rows: int) -> bool:
     if len(values) < 2 or len(values) <= NEAR_UNIQUE * rows or not all(float(v).is_integer() for v in values):
         return False
     span = float(values[-1]) - float(values[0]) + 1
-    return len(values) >= MIN_RUN and span <= len(values) / NEAR_UNIQUE or any(p.fullmatch(name.strip()) for p in (_ID_NAME, _CAMEL_ID))
+    run = len(values) >= MIN_RUN and span <= len(values) / NEAR_UNIQUE
+    return run or any(p.fullmatch(name.strip()) for p in (_ID_NAME, _CAMEL_ID))
 
 
 def survey(raw: RawTable, target: str, max_categories: int = MAX_CATEGORIES) -> list[Surveyed]:

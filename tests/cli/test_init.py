@@ -43,8 +43,8 @@ def cars(path: Path, n: int = 120) -> None:
     lines = ["car_id,bought,make,weight,colour,notes,price"]
     for i in range(n):
         w = rng.normal(1500, 300)
-        lines.append(",".join([str(1000 + i), f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}", ["ford", "fiat", "audi"][i % 3],
-                               f"{w:.1f}" if i % 9 else "", ["red", "", "blue"][i % 3], f"car number {i}",
+        lines.append(",".join([str(1000 + i), f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                               ["ford", "fiat", "audi"][i % 3], f"{w:.1f}" if i % 9 else "", ["red", "", "blue"][i % 3], f"car number {i}",
                                f"{w * 10 + rng.normal(0, 100):.2f}"]))
     path.write_text("\n".join(lines) + "\n")
 
