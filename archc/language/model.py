@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
 from archc.threads import MAX_THREADS
+from archc.seeds import MAX_SEED
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -20,7 +21,6 @@ COLUMN_TYPES = ("numeric", "categorical", "boolean")
 MissingRule = Literal["error", "mean", "median", "most_frequent", "constant"]
 UnknownRule = Literal["error", "ignore", "most_frequent"]
 Encoding = Literal["onehot", "embedding"]
-MAX_SEED = 2**63 - 1  # numpy's generators take seeds >= 0, torch's manual_seed at most 2**64 - 1: both hold these
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 

@@ -25,7 +25,14 @@ def is_raw(text: str) -> bool:
 
 def image_input(model: Model) -> tuple[str, int | None, tuple[int, int] | None]:
     """The model's image input: its name, channels and (H, W) where fixed; InputError when it has no single
-    [batch, C, H, W] float input to read images into."""
+    [batch, C, H, W] float input to read images into. A pixel front's uint8 [batch, H, W, C] input reads images as
+    the plain model does (archc.runtime.pixels hands them over as 8-bit pixels)."""
+    from archc.runtime.pixels import float_shape
+
+    pixels = float_shape(model)
+    if pixels is not None:
+        name, (c, h, w) = pixels
+        return name, c, (h, w)
     sigs = list(model.inputs.values())
     if len(sigs) != 1 or len(sigs[0].shape) != 4 or sigs[0].dtype not in ("float32", "float16", "float64"):
         got = ", ".join(f"{s.name!r} {s.describe()}" for s in sigs)
@@ -42,11 +49,12 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     --split names one, scored against the model's labels by name); a file, a glob or a folder of images is
     predicted only."""
     from archc.runtime.evaluate import load_split
+    from archc.runtime.pixels import as_pixels
 
     path = Path(text)
     name, channels, size = image_input(model)
     if path.is_dir() and class_folders(path):
-        return load_split(model, f"images:{path}", split or ALL)
+        return load_split(model, f"images:{path}", split or ALL)  # as_pixels there
     if split not in (None, ALL):
         raise InputError(f"expected --split all for unlabelled images (no class sub-folders), received {split}",
                          where="--split", hint="put the images in one sub-folder per class to split and score them")
@@ -59,8 +67,8 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
             notes = conversions.notes(size) + [f"decoding {len(files):,} images a chunk at a time "
                                                f"({lazy.nbytes / 2**30:.2f} GiB decoded is over the in-memory budget; "
                                                "converted to the model's shape as read)"]
-            return Labelled({name: lazy}, None, f"{text}, {len(files)} image(s), unlabelled", notes,
-                            [f.name for f in files])
+            return as_pixels(model, Labelled({name: lazy}, None, f"{text}, {len(files)} image(s), unlabelled",
+                                             notes, [f.name for f in files]))
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
     except DataError as e:
         raise InputError(e.message, where=where, hint=e.hint) from None
@@ -69,7 +77,8 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
         raise InputError(f"expected images of one shape (the model's input has no fixed size to resize them to), "
                          f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
     what = f"{text}, {len(images)} image(s), unlabelled"
-    return Labelled({name: np.stack(images)}, None, what, conversions.notes(size), [f.name for f in files])
+    return as_pixels(model, Labelled({name: np.stack(images)}, None, what, conversions.notes(size),
+                                     [f.name for f in files]))
 
 
 def _lazy(files: list[Path], where: str, channels: int | None, size: tuple[int, int] | None) -> Lazy | None:
