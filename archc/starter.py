@@ -201,12 +201,10 @@ def _look(path: Path) -> tuple[int, int, int]:
         return (1 if im.mode in ("1", "L", "I", "I;16", "F", "LA") else 3), h, w
 
 
-def images(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
-           command: str) -> Starter:
-    """A small CNN for the folder's image size and channels, one class per sub-folder."""
-    from archc.data.images import Conversions, class_folders, image_files, parse_size
+def _class_files(arg: str, source: str) -> tuple[list[str], list[Path]]:
+    """The class folders (sorted) and every image file in them; at least 2 classes, none empty."""
+    from archc.data.images import Conversions, class_folders, image_files
 
-    source = f"{scheme}:{arg}"
     folder = Path(arg).expanduser()
     if not folder.is_dir():
         raise DataError(f"expected a folder with one sub-folder per class, received {arg!r}, which is not a folder",
@@ -218,24 +216,36 @@ def images(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target:
         raise DataError(f"expected at least 2 class sub-folders holding images, received {len(classes)} "
                         f"sub-folder(s)" + (f", {len(empty)} without images ({', '.join(empty[:5])})" if empty else ""),
                         where=source)
-    every = [p for c in classes for p in files[c]]
-    n = len(every)
-    sample = every[::max(1, n // SAMPLE)]
+    return classes, [p for c in classes for p in files[c]]
+
+
+def _image_shape(files: list[Path], options, source: str) -> tuple[int, int, int, str]:
+    """(channels, height, width) for the input, from a sample of the images' headers or the source's options, and
+    how the size was found."""
+    from archc.data.images import parse_size
+
     try:
-        looks = [_look(p) for p in sample]
+        looks = [_look(p) for p in files[::max(1, len(files) // SAMPLE)]]
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"expected readable images, received one that fails to open ({e})", where=source) from None
-    channels = 3 if any(c >= 3 for c, _, _ in looks) else 1
+    channels = options.channels or (3 if any(c >= 3 for c, _, _ in looks) else 1)
     sizes = {(h, w) for _, h, w in looks}
-    if "size" in query:
-        h, w = parse_size(query["size"])  # type: ignore[misc]
-    elif len(sizes) == 1 and max(next(iter(sizes))) <= 128:
-        h, w = next(iter(sizes))
-    else:
-        h = w = 64 if n >= 1_000 else 32  # mixed or large images: resized (source option size) to one shape
-    if "channels" in query:
-        channels = int(query["channels"])
-    stages = max(0, min(4, int(math.log2(min(h, w))) - 1))  # halve down to about 4x4
+    try:
+        given = parse_size(options.size)
+    except ValueError as e:
+        raise DataError(f"size: {e}", where=source) from None
+    if given is not None:
+        return channels, *given, "as ?size= says"
+    if len(sizes) == 1 and max(next(iter(sizes))) <= 128:
+        return channels, *next(iter(sizes)), "as found"
+    side = 64 if len(files) >= 1_000 else 32  # mixed or large images: training resizes them to the input's size
+    return channels, side, side, f"resized from {len(sizes)} size(s) seen"
+
+
+def cnn(h: int, w: int, n: int, classes: int) -> tuple[list[str], int, int]:
+    """3x3 conv + 2x2 max-pool stages down to about 4x4 (16 base channels, 32 from 2,000 images, doubling to
+    128), global average pool, linear; with the stage count and base channels."""
+    stages = max(0, min(4, int(math.log2(min(h, w))) - 1))
     base = 16 if n < 2_000 else 32
     layers, ch = [], base
     for i in range(stages):
@@ -243,10 +253,24 @@ def images(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target:
         layers.append(layer(f"pool{i + 1}", "max_pool2d", kernel_size=2))
         ch = min(128, ch * 2)
     layers.append(layer("features", "global_avg_pool") if stages else layer("features", "flatten"))
-    layers.append(layer("logits", "linear", out_features=len(classes)))
+    layers.append(layer("logits", "linear", out_features=classes))
+    return layers, stages, base
+
+
+def images(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
+           command: str) -> Starter:
+    """A small CNN for the folder's image size and channels, one class per sub-folder."""
+    from archc.data.base import REGISTRY
+    from archc.data.sources import make_options
+
+    source = f"{scheme}:{arg}"
+    options = make_options(REGISTRY[scheme], source, query, {}, {})
+    classes, files = _class_files(arg, source)
+    n = len(files)
+    channels, h, w, sized = _image_shape(files, options, source)
+    layers, stages, base = cnn(h, w, n, len(classes))
     r = recipe(int(n * 0.7))
-    sized = "as found" if (h, w) in sizes and len(sizes) == 1 else f"resized from {len(sizes)} size(s) seen"
-    facts = f"{n} images in {len(classes)} classes, {channels} channel(s), {h}x{w} ({sized})"
+    facts = f"{n} images in {len(classes)} classes, {plural(channels, 'channel')}, {h}x{w} ({sized})"
     doc = f"image classifier: {stages} conv + max-pool stages from {base} channels, global average pool, linear"
     query = {k: v for k, v in query.items() if k not in ("size", "channels")}  # training takes both from the input
     text = (head(command, facts, model_name(arg), doc)
@@ -281,12 +305,12 @@ def _split_bytes(arg: str, max_bytes: int | None, name: str) -> tuple[int, int]:
 def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
          command: str) -> Starter:
     """A byte-level GPT-style language model sized to the corpus, with a context every split can fill."""
+    from archc.data.base import REGISTRY
+    from archc.data.sources import make_options
+
     source = f"{scheme}:{arg}"
-    try:
-        max_bytes = int(query["max_bytes"]) if "max_bytes" in query else None
-    except ValueError:
-        raise DataError(f"max_bytes: expected an integer, received {query['max_bytes']!r}", where=source) from None
-    total, smallest = _split_bytes(arg, max_bytes, source)
+    options = make_options(REGISTRY[scheme], source, query, {}, {})
+    total, smallest = _split_bytes(arg, options.max_bytes, source)  # type: ignore[attr-defined]
     context = 128
     while context > 8 and smallest < context + 1:
         context //= 2
