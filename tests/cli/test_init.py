@@ -143,11 +143,15 @@ def test_stdout_and_bad_input(tmp_path, monkeypatch):
     assert r.exit_code == 0 and tomllib.loads(r.output)["task"]["kind"] == "classification"
     assert not Path("spec.toml").exists()
     (tmp_path / "one" / "only").mkdir(parents=True)
+    (tmp_path / "tiny.txt").write_text("tiny")
     for args, words in [(["nosuch.csv"], "does not exist"), (["images:one"], "at least 2 class sub-folders"),
                         (["cars.csv", "--target", "prise"], "did you mean 'price'"),
                         (["images:one", "--target", "x"], "--target only for a table"),
                         (["idx:one"], "expected a source of csv:"),
-                        (["cars.csv", "-o", "cars.csv", "--force"], "none of the command's inputs")]:
+                        (["cars.csv", "-o", "cars.csv", "--force"], "none of the command's inputs"),
+                        (["images:one?channels=x"], "channels: expected a whole number"),
+                        (["text:tiny.txt?max_bytes=zz"], "max_bytes: expected a whole number"),
+                        (["tiny.txt"], "expected text enough for a window of 9 bytes")]:
         r = run("init", *args)
         assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output, (args, r.output)
 
