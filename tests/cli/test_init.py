@@ -32,6 +32,8 @@ def init_validate_train(tmp_path: Path, *args: object, spec: str = "spec.toml") 
     r = run("train", spec, "--epochs", "1", "--out", tmp_path / "run", "--quiet", "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run" / "model.onnx").stat().st_size > 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["test"]["examples"] > 0 and result["metric"] in result["test"]  # scored on its test split
     text = Path(spec).read_text()
     assert str(tmp_path) not in text  # the data path is written relative to the spec
     return tomllib.loads(text) | {"_text": text}
