@@ -46,13 +46,13 @@ class Recipe:
     early_stopping: int
     val_fraction: float
 
-    def toml(self, why: str, extra: str = "") -> str:
+    def toml(self, why: str) -> str:
         lines = [f"# {why}", "[train]", f"epochs = {self.epochs}", f"batch_size = {self.batch_size}",
                  f'optimizer = {{ name = "adamw", lr = {self.lr:g}, weight_decay = 1e-4 }}']
         if self.early_stopping:
             lines.append(f"early_stopping = {self.early_stopping}   # stop after this many epochs without a better "
                          f"validation score")
-        return "\n".join(lines + ([extra] if extra else [])) + "\n"
+        return "\n".join(lines) + "\n"
 
 
 def recipe(examples: int) -> Recipe:
@@ -302,6 +302,24 @@ def _split_bytes(arg: str, max_bytes: int | None, name: str) -> tuple[int, int]:
     return total, min(int(round(total * test)), int(round(total * val)), total)
 
 
+def gpt(dim: int, heads: int, depth: int, context: int) -> str:
+    """[params], the pre-norm block and the layers of specs/gpt_stdlib.toml's byte-level GPT, sized."""
+    block = "".join(f"\n[[blocks.block.layers]]\n{body}" for body in (
+        'id = "norm1"\nop = "layernorm"\n', 'id = "attn"\nop = "attention"\nnum_heads = "$heads"\ncausal = true\n',
+        'id = "res1"\nop = "add"\nfrom = ["x", "attn"]\n', 'id = "norm2"\nop = "layernorm"\n',
+        'id = "up"\nop = "linear"\nout_features = "${dim * 4}"\nact = "gelu"\n',
+        'id = "down"\nop = "linear"\nout_features = "$dim"\n', 'id = "res2"\nop = "add"\nfrom = ["res1", "down"]\n'))
+    layers = "\n".join([
+        layer("emb", "embedding", num_embeddings=256, embedding_dim="$dim"),
+        layer("pos", "pos_embedding", max_len=context),
+        f'[[layers]]\nid = "blocks"\nuse = "block"\nwith = {{ dim = "$dim", heads = "$heads" }}\nrepeat = {depth}\n',
+        layer("norm", "layernorm"),
+        '[[layers]]\nid = "logits"\nop = "tied_linear"\ntie = "emb"\n'])
+    return (f"[params]\ndim = {dim}\nheads = {heads}\n\n"
+            "# pre-norm block: h = x + attn(norm(x)), then h + mlp(norm(h)). `x` is the block's input.\n"
+            f"[blocks.block]\nparams = {{ dim = {dim}, heads = {heads} }}\n{block}\n{layers}")
+
+
 def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: str | None, task: str | None,
          command: str) -> Starter:
     """A byte-level GPT-style language model sized to the corpus, with a context every split can fill."""
@@ -324,25 +342,13 @@ def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: s
     query = {k: v for k, v in query.items() if k != "context"}  # training takes the context from [axes] seq
     facts = f"{total:,} bytes of text; context {context}, model width {dim}, {depth} blocks"
     doc = f"byte-level GPT: embedding, learned positions, {depth} causal pre-norm blocks, tied output projection"
-    block = "".join(f"\n[[blocks.block.layers]]\n{body}" for body in (
-        'id = "norm1"\nop = "layernorm"\n', 'id = "attn"\nop = "attention"\nnum_heads = "$heads"\ncausal = true\n',
-        'id = "res1"\nop = "add"\nfrom = ["x", "attn"]\n', 'id = "norm2"\nop = "layernorm"\n',
-        'id = "up"\nop = "linear"\nout_features = "${dim * 4}"\nact = "gelu"\n',
-        'id = "down"\nop = "linear"\nout_features = "$dim"\n', 'id = "res2"\nop = "add"\nfrom = ["res1", "down"]\n'))
-    layers = "\n".join([
-        layer("emb", "embedding", num_embeddings=256, embedding_dim="$dim"),
-        layer("pos", "pos_embedding", max_len=context),
-        f'[[layers]]\nid = "blocks"\nuse = "block"\nwith = {{ dim = "$dim", heads = "$heads" }}\nrepeat = {depth}\n',
-        layer("norm", "layernorm"),
-        '[[layers]]\nid = "logits"\nop = "tied_linear"\ntie = "emb"\n'])
     body = (head(command, facts, model_name(arg), doc)
             + f'\n[inputs.tokens]\nshape = ["seq"]\ndtype = "int64"\nvocab = 256\n\n[axes]\nseq = {context}'
               f"                     # the context: training windows and generation both use it\n\n"
               f'[task]\nkind = "{TOKENS}"      # next-byte cross-entropy; metric bits per byte\n\n'
-              f"[params]\ndim = {dim}\nheads = {heads}\n\n"
-              f"# pre-norm block: h = x + attn(norm(x)), then h + mlp(norm(h)). `x` is the block's input.\n"
-              f"[blocks.block]\nparams = {{ dim = {dim}, heads = {heads} }}\n" + block + "\n" + layers
-            + f"\n# About {windows:,} training windows of {context} bytes: {epochs} epoch(s) see about 4 MB in all.\n"
+            + gpt(dim, heads, depth, context)
+            + f"\n# About {windows:,} training windows of {context} bytes: {plural(epochs, 'epoch')} see "
+              f"{epochs * windows * context / 1e6:.2g} MB in all (aimed at 4 MB, at most 30 epochs).\n"
               f"[train]\nepochs = {epochs}\nbatch_size = {batch}\n"
               f'optimizer = {{ name = "adamw", lr = 3e-3, weight_decay = 0.1 }}\n'
               f'schedule = {{ name = "cosine", warmup_epochs = {min(0.1 * epochs, 1):g} }}\ngrad_clip = 1.0\n'
