@@ -347,8 +347,8 @@ def text(scheme: str, arg: str, query: dict[str, str], spec_dir: Path, target: s
               f"                     # the context: training windows and generation both use it\n\n"
               f'[task]\nkind = "{TOKENS}"      # next-byte cross-entropy; metric bits per byte\n\n'
             + gpt(dim, heads, depth, context)
-            + f"\n# About {windows:,} training windows of {context} bytes: {plural(epochs, 'epoch')} see "
-              f"{epochs * windows * context / 1e6:.2g} MB in all (aimed at 4 MB, at most 30 epochs).\n"
+            + f"\n# About {windows:,} training windows of {context} bytes, {plural(epochs, 'epoch')}: "
+              f"{epochs * windows * context / 1e6:.2g} MB seen in all (aimed at 4 MB, at most 30 epochs).\n"
               f"[train]\nepochs = {epochs}\nbatch_size = {batch}\n"
               f'optimizer = {{ name = "adamw", lr = 3e-3, weight_decay = 0.1 }}\n'
               f'schedule = {{ name = "cosine", warmup_epochs = {min(0.1 * epochs, 1):g} }}\ngrad_clip = 1.0\n'
