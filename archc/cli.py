@@ -668,7 +668,8 @@ def init(source: str, output: Path, target: str | None, task: str | None, force:
     from the target; identifiers and dates are left out with a comment; the network and [train] are sized to the
     data."""
     from archc.data.sources import paths_read
-    from archc.outputs import check_writes, write_new
+    from archc.outputs import check_writes
+    from archc.util import write_new
     from archc.starter import check, starter
 
     for flag, text in (("SOURCE", source), ("--target", target or "")):  # the spec is TOML: UTF-8 only

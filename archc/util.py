@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import archc.tempfiles as tempfiles
+from archc.errors import InputError
 
 FLOAT32_MAX = 3.4028234663852886e38  # float32's largest finite value: op attributes and data become float32
 
@@ -118,3 +119,39 @@ def why_not_a_file(path: Path) -> str:
     if not path.exists():
         return ", which does not exist"
     return ", which is a folder" if path.is_dir() else ", which is not a regular file"
+
+
+def aside(path: Path) -> Path:
+    """The first free FILE.old-N, as `archc train --force` moves a run folder to DIR.old-N."""
+    n = 1
+    while os.path.lexists(old := path.with_name(f"{path.name}.old-{n}")):
+        n += 1
+    return old
+
+
+def write_new(path: Path, text: str, force: bool) -> Path | None:
+    """Write `text` to `path` atomically, never over an existing file: without `force` an existing one is refused,
+    with it moved aside to FILE.old-N first (returned). The new file appears whole or not at all."""
+    moved = None
+    if os.path.lexists(path):
+        if not force:
+            raise InputError(f"expected a new file, received {str(path)!r}, which exists", where="--output",
+                             hint=f"choose another -o, or pass --force to move it to {str(aside(path))!r} first")
+        moved = aside(path)
+        os.replace(path, moved)
+    with temp_beside(path) as tmp:  # removed whatever happens (a signal too: archc.tempfiles)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        default_mode(tmp)
+        try:
+            os.link(tmp, path)  # fails when `path` appeared meanwhile: never a write over another's file
+        except FileExistsError:
+            raise InputError(f"expected a new file, received {str(path)!r}, which appeared while writing",
+                             where="--output") from None
+        except OSError:  # a file system without hard links: claim the name, then replace the empty claim
+            with open(path, "x", encoding="utf-8"):
+                pass
+            os.replace(tmp, path)
+    return moved

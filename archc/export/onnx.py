@@ -22,6 +22,7 @@ import numpy as np
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.export.fronts import ATOL, RTOL  # noqa: F401  (the tolerance of every parity check; tests import it here)
 from archc.export.tabular import fitted_table, takes_a_row
 # the sizes the export traces and checks at are validate's too (its memory check): archc/graph/bounds.py
 from archc.graph.bounds import CHECK_BATCHES, PARITY_FLOPS, TRACE_BATCH, affordable, check_sizes, recorded  # noqa: F401
@@ -34,7 +35,6 @@ OPSET = 18
 # On a busy machine torch runs the trace and the parity references on fewer threads (archc.threads): its OpenMP
 # workers spin while they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads
 # against 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own either way.
-ATOL, RTOL = 1e-4, 1e-4         # |onnx - torch| <= ATOL + RTOL * max|torch|
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
 
 

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archc.errors import ExportError
+from archc.export.fronts import ATOL, PIXELS_PREFIX, RTOL, copy_model, rename_values
 
 if TYPE_CHECKING:
     import onnx
 
-PREFIX = "archc_pixels"              # names of the front's nodes and values
+PREFIX = PIXELS_PREFIX              # names of the front's nodes and values
 NORMALIZED = f"{PREFIX}/normalized"  # float32 [batch, C, H, W]: what the core model reads
 META = "archc.pixels"                # what the front does: input, layout, scale, mean/std
 SCALE = 255.0                        # 8-bit pixels to [0, 1], as archc.data.images.read_image
@@ -102,17 +103,15 @@ def wrap(core: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, Any]]:
     Returns the model and what archc.pixels records."""
     from onnx import TensorProto, helper
 
-    from archc.export.tabular import _copy, _rename
-
     name, batch, (c, h, w) = image_input(core)
     taken = [v for n in core.graph.node for v in n.output if v.startswith(PREFIX + "/")]
     if taken:
         raise ExportError(f"--pixels: expected a model without values named '{PREFIX}/...', received {taken[0]!r}")
-    model = _copy(core)
+    model = copy_model(core)
     meta = {p.key: p.value for p in model.metadata_props}
     pre = json.loads(meta.get("archc.preprocess", "{}") or "{}")
     stats = statistics(pre, name, c)
-    _rename(model.graph, {name: NORMALIZED})
+    rename_values(model.graph, {name: NORMALIZED})
     nodes = front(name, stats)
     del model.graph.input[:]
     model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.UINT8, [batch, h, w, c]))
@@ -152,7 +151,6 @@ def check(wrapped: "onnx.ModelProto", record: dict[str, Any], module, outputs: l
     their preprocessed values (`reference`): (max abs diff, tolerance, images); ExportError past it."""
     import torch
 
-    from archc.export.onnx import ATOL, RTOL
     from archc.runtime.session import check_session
 
     _, h, w, c = record["shape"]

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from archc.export.fronts import PIXELS_PREFIX, copy_model, rename_values
 from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, ROW_PREFIX, TRUE_TOKENS, Fitted, Table
 from archc.errors import ExportError
 from archc.runtime.tabular import ENCODED_KEY, feeds
@@ -213,7 +214,7 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
     import onnx
     from onnx import helper
 
-    core = _copy(core)
+    core = copy_model(core)
     row = next((i for i in core.graph.input if i.name == table.input), None)
     if row is None:
         raise ExportError(f"expected the model to read the tabular input {table.input!r}, received inputs "
@@ -233,7 +234,7 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
         nodes += _standardized(pre.pop(table.input), ENCODED, row.name)
         meta["archc.preprocess"] = json.dumps(pre)
     else:
-        _rename(core.graph, {row.name: ENCODED})
+        rename_values(core.graph, {row.name: ENCODED})
     for i in inputs:
         i.type.tensor_type.shape.dim[0].dim_param = batch
     encoded = onnx.ValueInfoProto()
@@ -254,13 +255,6 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
     helper.set_model_props(model, meta)
     return model
 
-
-def _copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _renamed(name: str) -> str:
@@ -286,22 +280,8 @@ def _free_names(core: "onnx.ModelProto", table: Table) -> None:
         | {i.name for i in g.input} | {v.name for v in g.value_info}
     mapping = {v: _renamed(v) for v in names if v in taken or v.startswith(PREFIX + "/")}
     if mapping:
-        _rename(g, mapping)
+        rename_values(g, mapping)
 
-
-def _rename(g: "onnx.GraphProto", mapping: dict[str, str]) -> None:
-    """Apply a value renaming to a graph (and the subgraphs of its nodes, which may read outer values)."""
-    from onnx import AttributeProto
-
-    for n in g.node:
-        n.input[:] = [mapping.get(v, v) for v in n.input]
-        n.output[:] = [mapping.get(v, v) for v in n.output]
-        for a in n.attribute:
-            for sub in ([a.g] if a.type == AttributeProto.GRAPH else list(a.graphs)):
-                _rename(sub, mapping)
-    for group in (g.initializer, g.input, g.value_info):
-        for v in group:
-            v.name = mapping.get(v.name, v.name)
 
 
 def _standardized(stats: dict, x: str, out: str) -> list["onnx.NodeProto"]:
@@ -352,7 +332,7 @@ def check(wrapped: "onnx.ModelProto", core: str | bytes, table: Table, rows: int
     from archc.runtime.session import check_session
 
     cells = sample_cells(table, rows, seed)
-    probe = _copy(wrapped)  # the encoded row as an extra output: compared before the layers can hide a difference
+    probe = copy_model(wrapped)  # the encoded row as an extra output: compared before the layers can hide a difference
     probe.graph.output.append(helper.make_tensor_value_info(ENCODED, 1, None))
     try:
         a = check_session(probe.SerializeToString())
@@ -422,9 +402,7 @@ def takes_a_row(core: "onnx.ModelProto", core_blob: bytes, table: Table) -> tupl
 
 def _in_front(node: "onnx.NodeProto") -> bool:
     """Whether a node is preprocessing in front of the network: a row's (archc_row/) or pixels' (archc_pixels/)."""
-    from archc.export.pixels import PREFIX as PIXELS
-
-    return node.name.startswith((PREFIX + "/", PIXELS + "/"))
+    return node.name.startswith((PREFIX + "/", PIXELS_PREFIX + "/"))
 
 
 def preprocessing_nodes(path: str) -> list[str]:
@@ -443,7 +421,7 @@ def around_core(model: "onnx.ModelProto", transform: Any) -> "onnx.ModelProto":
     if not pre:
         return transform(model)
     made = {v for n in pre for v in n.output}
-    core = _copy(model)
+    core = copy_model(model)
     del core.graph.node[:]
     core.graph.node.extend(n for n in g.node if not _in_front(n))
     read = [v for n in core.graph.node for v in n.input if v in made]

@@ -5,12 +5,14 @@ no entry for that input, so nothing is normalized twice."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from archc.data.lazy import Lazy, is_lazy
-from archc.tasks.base import Labelled
+
+if TYPE_CHECKING:  # archc.tasks.base reads float_shape from here
+    from archc.tasks.base import Labelled
 
 META = "archc.pixels"  # archc.export.pixels writes it
 
