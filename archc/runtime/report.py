@@ -135,18 +135,16 @@ def write(json_path: Path, png_path: Path, report: dict[str, Any], title: str) -
 
 
 def summary(report: dict[str, Any]) -> str:
-    """'accuracy 0.9722, macro F1 0.9718' or 'MAE 0.41, RMSE 0.55, R^2 0.87': the report in a line (and a training
-    run's baselines, when it has them: '; baselines: gradient boosting 0.9600, majority class 0.4400')."""
+    """'accuracy 0.9722, macro F1 0.9718' or 'MAE 0.41, RMSE 0.55, R^2 0.87': the report in a line."""
     if report["kind"] == "values":
-        line = f"MAE {report['mae']:.4g}, RMSE {report['rmse']:.4g}, R^2 {report['r2']:.4f}"
-    else:
-        first = "accuracy" if report["kind"] == "classes" else "label_accuracy"
-        line = f"{first.replace('_', ' ')} {report[first]:.4f}, macro F1 {report['macro_avg']['f1']:.4f}"
-    return line + (f"; {baselines_line(report['baselines'])}" if report.get("baselines") else "")
+        return f"MAE {report['mae']:.4g}, RMSE {report['rmse']:.4g}, R^2 {report['r2']:.4f}"
+    first = "accuracy" if report["kind"] == "classes" else "label_accuracy"
+    return f"{first.replace('_', ' ')} {report[first]:.4f}, macro F1 {report['macro_avg']['f1']:.4f}"
 
 
 def baselines_line(baselines: dict[str, Any]) -> str:
-    """'baselines (accuracy): gradient boosting 0.9600, majority class 0.4400' (archc.train.baselines' figures)."""
+    """'baselines (accuracy): gradient boosting 0.9600, majority class 0.4400': a training run's report on tabular
+    data carries archc.train.baselines' figures in report.json and under the plot's title."""
     gb = baselines.get("gradient_boosting")
     first = f"gradient boosting {gb:.4g}, " if gb is not None else ""
     return f"baselines ({baselines['metric']}): {first}{baselines['trivial_rule']} {baselines['trivial']:.4g}"

@@ -41,7 +41,7 @@ def tabular(kind: str, train: Any, test: Any, threads: int = 1) -> dict[str, Any
     out: dict[str, Any] = {"metric": metric, "trivial": _trivial(kind, y, yt),
                            "trivial_rule": "majority class" if kind == "classification" else "mean target",
                            "model": KINDS[kind], "gradient_boosting": None, "seconds": None,
-                           "fit_on": f"{len(x)} training rows as archc encodes them ({x.shape[1]} features)",
+                           "fit_on": f"{len(x)} training rows x {x.shape[1]} features, as archc encodes them",
                            "note": ""}
     why = _too_big(x, y, kind)
     if why:
@@ -94,6 +94,15 @@ def _score(kind: str, pred: np.ndarray, yt: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64).reshape(yt.shape) - yt)))
 
 
+def short(baselines: dict[str, Any] | None) -> str:
+    """' (gradient boosting 0.9855, majority class 0.4348)': the baselines after archc's score in the last line."""
+    if not baselines:
+        return ""
+    gb = baselines.get("gradient_boosting")
+    first = f"gradient boosting {gb:.4f}, " if gb is not None else ""
+    return f" ({first}{baselines['trivial_rule']} {baselines['trivial']:.4f})"
+
+
 def behind(baselines: dict[str, Any] | None, test: dict[str, Any]) -> bool:
     """Is archc's test score worse than the gradient boosting's by more than MARGIN (accuracy points, or MAE
     relative to the baseline's)?"""
@@ -109,7 +118,7 @@ def lines(baselines: dict[str, Any] | None, test: dict[str, Any], normalized: bo
         return []
     m = baselines["metric"]
     gb = baselines["gradient_boosting"]
-    first = (f"{baselines['model']} {gb:.4f} (fit {baselines['seconds']:.2f} s on the {baselines['fit_on']}), "
+    first = (f"{baselines['model']} {gb:.4f} (fit in {baselines['seconds']:.2f} s on {baselines['fit_on']}), "
              if gb is not None else "")
     out = [f"baselines on the same test split ({m}): {first}{baselines['trivial_rule']} {baselines['trivial']:.4f}"
            + (f"; {baselines['note']}" if baselines["note"] else "")]

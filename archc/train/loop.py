@@ -300,7 +300,10 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
     detail = write_report(setup, learner.objective, data.baselines) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
-    result.baselines = data.baselines if test else None
+    if test and data.baselines:  # "behind": archc's test score trails the gradient boosting's (see lines())
+        from archc.train.baselines import behind
+
+        result.baselines = data.baselines | {"behind": behind(data.baselines, test)}
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
@@ -311,7 +314,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     if test:
         from archc.train.baselines import lines as baseline_lines
 
-        for line in baseline_lines(data.baselines, test, bool(data.preprocess)):
+        for line in baseline_lines(data.baselines, test, bool(data.preprocess) or data.table is not None):
             progress.report.note(line)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
