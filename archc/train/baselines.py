@@ -10,9 +10,12 @@ weights learn from; the validation rows are not used) and scored on the test spl
   before [data] normalize, which trees do not need). One regression target only.
 - the trivial predictor: the training split's majority class, or its mean target.
 
-Costs are bounded: the gradient boosting is skipped, with a note, above MAX_ROWS training rows or MAX_FEATURES
-features (fit time measured on 2 busy cores, 1 thread: ~0.3 s for 2,000 x 20, ~1.6 s for 20,000 x 50, tens of
-seconds for 200,000 x 50), and it runs with as many threads as training (archc.threads). scikit-learn is a
+Costs are bounded: the gradient boosting is skipped, with a note, above MAX_ROWS training rows, MAX_FEATURES
+features, or an estimated fit time above MAX_SECONDS. The estimate, SECONDS_PER_UNIT x trees x features x (rows +
+8,000), fits fit times measured with one thread on this project's 2 busy cores (100 iterations, one tree each, or
+one per class for 3+ classes; the 8,000 stands for the per-tree cost of the 256 bins x 31 leaves): 2,000 x 20
+binary 0.27 s, 569 x 30 binary 0.9 s, digits' 1,400 x 64 x 10 classes 7.3 s (skipped), penguins' 241 x 11 x 3
+classes 0.1-0.4 s. It runs with as many threads as training (archc.threads). scikit-learn is a
 dependency of archc (sklearn: sources); should it be missing, only the trivial baseline is given, with a note.
 """
 from __future__ import annotations
@@ -24,6 +27,9 @@ import numpy as np
 
 MAX_ROWS = 200_000
 MAX_FEATURES = 500
+MAX_SECONDS = 5.0
+SECONDS_PER_UNIT = 1.2e-8
+ITERATIONS = 100  # HistGradientBoosting's default max_iter
 KINDS = {"classification": "HistGradientBoostingClassifier", "regression": "HistGradientBoostingRegressor"}
 # how far behind the gradient boosting archc may be before the run says so: accuracy points, or MAE relative
 MARGIN = {"accuracy": 0.02, "mae": 0.05}
@@ -76,9 +82,20 @@ def _too_big(x: np.ndarray, y: np.ndarray, kind: str) -> str:
         return f"{x.shape[1]:,} features, above {MAX_FEATURES:,}"
     if kind == "regression" and y.shape[1] != 1:
         return f"{y.shape[1]} target values per row (it fits one)"
-    if kind == "classification" and len(np.unique(y)) < 2:
+    classes = len(np.unique(y)) if kind == "classification" else 1
+    if classes < 2 and kind == "classification":
         return "one class in the training split"
+    seconds = estimate(len(x), x.shape[1], classes)
+    if seconds > MAX_SECONDS:
+        return (f"{len(x):,} training rows x {x.shape[1]} features" + (f" x {classes} classes" if classes > 2 else "")
+                + f" would take about {seconds:.0f} s (more than {MAX_SECONDS:g})")
     return ""
+
+
+def estimate(rows: int, features: int, classes: int = 1) -> float:
+    """Seconds the gradient boosting's fit is expected to take on one busy core (see the module's docstring)."""
+    trees = ITERATIONS * (classes if classes > 2 else 1)
+    return SECONDS_PER_UNIT * trees * features * (rows + 8_000)
 
 
 def _trivial(kind: str, y: np.ndarray, yt: np.ndarray) -> float:
