@@ -61,7 +61,7 @@ def test_a_good_recipe_is_not_behind(tmp_path, h):
     """Labels from a linear rule over 16 features: a small MLP learns it, the trees do not beat it."""
 
     data = h.make_npz(tmp_path / "d.npz", n=400)
-    spec = h.make_spec(tmp_path / "s.json", data, train={"epochs": 15, "optimizer": {"name": "adamw", "lr": 1e-2}})
+    spec = h.make_spec(tmp_path / "s.json", data, train={"epochs": 8, "optimizer": {"name": "adamw", "lr": 1e-2}})
     out = train(str(spec), "--out", str(tmp_path / "run"))
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     b = result["baselines"]
