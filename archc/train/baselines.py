@@ -111,6 +111,11 @@ def _score(kind: str, pred: np.ndarray, yt: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred, np.float64).reshape(yt.shape) - yt)))
 
 
+def verdict(baselines: dict[str, Any] | None, test: dict[str, Any]) -> dict[str, Any] | None:
+    """The baselines with "behind" (see behind()) for the result and the report; None without a test score."""
+    return baselines | {"behind": behind(baselines, test)} if baselines and test else None
+
+
 def short(baselines: dict[str, Any] | None) -> str:
     """' (gradient boosting 0.9855, majority class 0.4348)': the baselines after archc's score in the last line."""
     if not baselines:

@@ -298,12 +298,12 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     note_skipped(data.splits["test"], before, "of the test split", progress)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
-    detail = write_report(setup, learner.objective, data.baselines) if test else None
-    result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
-    if test and data.baselines:  # "behind": archc's test score trails the gradient boosting's (see lines())
-        from archc.train.baselines import behind
+    from archc.train.baselines import lines as baseline_lines, verdict
 
-        result.baselines = data.baselines | {"behind": behind(data.baselines, test)}
+    baselines = verdict(data.baselines, test)  # with "behind": archc's score trails the gradient boosting's
+    detail = write_report(setup, learner.objective, baselines) if test else None
+    result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
+    result.baselines = baselines
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
@@ -311,11 +311,8 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
     if detail:
         progress.report.note(detail)
-    if test:
-        from archc.train.baselines import lines as baseline_lines
-
-        for line in baseline_lines(data.baselines, test, bool(data.preprocess) or data.table is not None):
-            progress.report.note(line)
+    for line in baseline_lines(baselines, test, bool(data.preprocess) or data.table is not None):
+        progress.report.note(line)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
     for line in optimize_lines(report):

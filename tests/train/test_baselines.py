@@ -44,7 +44,7 @@ def test_penguins_csv_bad_recipe_is_behind(tmp_path):
     assert BEHIND in out and "more epochs" in out and "use the gradient-boosting model" in out
     assert f"gradient boosting {b['gradient_boosting']:.4f}" in out.splitlines()[-1]  # the last line
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["baselines"]["gradient_boosting"] == b["gradient_boosting"]
+    assert report["baselines"] == b
 
 
 def test_parquet_source_with_declared_columns(tmp_path):
