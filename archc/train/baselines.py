@@ -38,7 +38,7 @@ MARGIN = {"accuracy": 0.02, "mae": 0.05}
 def tabular(kind: str, train: Any, test: Any, threads: int = 1) -> dict[str, Any] | None:
     """{"metric", "gradient_boosting", "trivial", "trivial_rule", "model", "fit_on", "seconds", "note"} for a
     classification or regression dataset of in-memory feature rows with a test split; None for anything else."""
-    if kind not in KINDS or not _rows(train) or not _rows(test) or not len(test):
+    if kind not in KINDS or not _rows(train) or not _rows(test) or not len(train) or not len(test):
         return None
     metric = "accuracy" if kind == "classification" else "mae"
     x, y, xt, yt = train.x, np.asarray(train.y), test.x, np.asarray(test.y)
