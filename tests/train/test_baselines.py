@@ -104,11 +104,11 @@ def test_cost_bound_and_missing_sklearn_leave_the_trivial_baseline(monkeypatch):
     assert b["gradient_boosting"] is None and "60 training rows, above 50" in b["note"]
     y, yt = split(60).y, split(20, seed=1).y
     assert b["trivial"] == np.mean(yt == np.bincount(y).argmax())
+    monkeypatch.setattr(baselines, "MAX_ROWS", 200_000)
     # scikit-learn's digits: 10 classes, one tree each per iteration: over the estimated-time bound, not fitted
     digits = Split(np.zeros((1437, 64), np.float32), np.arange(1437) % 10)
     b = baselines.tabular("classification", digits, digits)
     assert b["gradient_boosting"] is None and "x 10 classes would take about" in b["note"] and b["trivial"] > 0
-    monkeypatch.setattr(baselines, "MAX_ROWS", 1000)
     monkeypatch.setitem(sys.modules, "sklearn.ensemble", None)  # import fails as when scikit-learn is absent
     b = baselines.tabular("classification", split(60), split(20, seed=1))
     assert b["gradient_boosting"] is None and "scikit-learn is not installed" in b["note"]
