@@ -123,3 +123,14 @@ def test_only_feature_rows_of_classification_or_regression():
     assert baselines.tabular("classification", ids, ids) is None
     assert baselines.tabular("multilabel", split(10), split(10)) is None
     assert baselines.tabular("classification", split(10), split(0)) is None
+
+
+def test_behind_is_a_margin_past_the_gradient_boosting():
+    acc = {"metric": "accuracy", "gradient_boosting": 0.90, "trivial": 0.5, "trivial_rule": "majority class",
+           "model": "m", "fit_on": "", "seconds": 0.1, "note": ""}
+    assert not baselines.behind(acc, {"accuracy": 0.89}) and baselines.behind(acc, {"accuracy": 0.87})
+    mae = acc | {"metric": "mae", "gradient_boosting": 40.0, "trivial": 60.0, "trivial_rule": "mean target"}
+    assert not baselines.behind(mae, {"mae": 41.0}) and baselines.behind(mae, {"mae": 43.0})  # 5% of 40 is 2
+    hints = baselines.lines(mae, {"mae": 43.0}, normalized=False)[-1]
+    assert "behind" in hints and "[data] normalize = true" in hints
+    assert baselines.verdict(mae, {}) is None and baselines.verdict(mae, {"mae": 43.0})["behind"] is True
