@@ -142,6 +142,14 @@ def summary(report: dict[str, Any]) -> str:
     return f"{first.replace('_', ' ')} {report[first]:.4f}, macro F1 {report['macro_avg']['f1']:.4f}"
 
 
+def baselines_line(baselines: dict[str, Any]) -> str:
+    """'baselines (accuracy): gradient boosting 0.9600, majority class 0.4400': a training run's report on tabular
+    data carries archc.train.baselines' figures in report.json and under the plot's title."""
+    gb = baselines.get("gradient_boosting")
+    first = f"gradient boosting {gb:.4g}, " if gb is not None else ""
+    return f"baselines ({baselines['metric']}): {first}{baselines['trivial_rule']} {baselines['trivial']:.4g}"
+
+
 def plot(report: dict[str, Any], title: str) -> bytes:
     """A PNG: confusion matrix and per-class bars (classes), per-label bars (labels), predicted-vs-true and
     residual-vs-predicted scatters (values)."""
@@ -159,7 +167,8 @@ def plot(report: dict[str, Any], title: str) -> bytes:
         _bars(fig.subplots(1, 1), report["per_class"])
     else:
         _scatter(*fig.subplots(1, 2), report)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title + (f"\n{baselines_line(report['baselines'])}" if report.get("baselines") else ""),
+                 fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

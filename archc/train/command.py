@@ -61,6 +61,9 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
         click.echo(result.to_json())
         return
     if not quiet:
-        test = (f"test {result.metric} {result.test[result.metric]:.4f}" if result.test else "no test split")
+        from archc.train.baselines import short
+
+        test = (f"test {result.metric} {result.test[result.metric]:.4f}{short(result.baselines)}" if result.test
+                else "no test split")
         click.echo(f"{test}; best epoch {result.best_epoch} of {result.epochs_run}; {result.seconds:.1f} s; "
                    f"wrote {result.run_dir}")

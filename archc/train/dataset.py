@@ -194,6 +194,7 @@ class Data:
     features: list[str] | None = None  # a csv: source's feature column names in input order (archc.features)
     augment: dict | None = None  # what [data.augment] does to training batches (archc.augment: training only)
     reading: str = ""  # how the examples are read when not from memory, for the header
+    baselines: dict | None = None  # tabular runs: scikit-learn's and the trivial test scores (archc.train.baselines)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
@@ -217,14 +218,17 @@ def describe_augment(spec: Any) -> dict:
 
 
 def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Table | None" = None,
-              scale: dict | None = None, world: int = 1) -> Data:
+              scale: dict | None = None, world: int = 1, baselines: bool = False) -> Data:
     """The checked data, normalized when the spec asks, as the objective's splits on the device (a tabular
     input's rows encoded by its fitted columns, or by `fitted`); the objective's targets standardized unless
     [data] scale_target is false (a no-op for kinds that do not scale them), with statistics fitted on the
-    training split or, resuming, the run's recorded `scale` ({}: it trained on the targets as loaded)."""
+    training split or, resuming, the run's recorded `scale` ({}: it trained on the targets as loaded). With
+    `baselines`, a tabular run's reference scores on the test split, fitted on the rows as encoded (before
+    normalization)."""
     dataset = load_checked(setup, objective, fitted)
     for note in dataset.notes:  # files skipped, images converted: never silent
         say(f"{dataset.name}: {note}")
+    reference = baselines_of(objective, dataset) if baselines else None
     d = setup.spec.data
     assert d is not None  # prepare() checked it
     preprocess = preprocess_of(dataset, setup.input_name, d.split_seed, d.on_error) if d.normalize else None
@@ -246,4 +250,11 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     splits = objective.splits(dataset, device, feed=feed, workers=workers if lazy else 0, on_error=d.on_error)
     return Data(dataset.name, splits, preprocess, labels, getattr(dataset, "table", None), target_scale,
                 getattr(dataset, "features", None), augment=describe_augment(d.augment) if augment else None,
-                reading=f"read per batch by {workers} loader worker(s)" if lazy else "")
+                reading=f"read per batch by {workers} loader worker(s)" if lazy else "", baselines=reference)
+
+
+def baselines_of(objective: Task, dataset: Dataset) -> dict | None:
+    """archc.train.baselines' scores for a classification or regression run on feature rows (None otherwise)."""
+    from archc.train.baselines import tabular
+
+    return tabular(objective.kind, dataset.train, dataset.test, torch.get_num_threads())

@@ -41,7 +41,7 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     """Data, then model, optimizer and schedule: a fresh run at step 0. Resuming, a tabular input's columns are
     encoded, and the targets scaled, as the run recorded them (not fitted again)."""
     objective = objective_for(setup.spec, setup.graph)
-    data = load_for(setup, objective, device, resume, dist.world)
+    data = load_for(setup, objective, device, resume, dist.world, baselines=dist.main)
     share_with_workers(data.splits, dist.world)  # loader worker processes take cores: fewer torch threads
     steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
@@ -50,10 +50,13 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     return learner, data
 
 
-def load_for(setup: Setup, objective: Any, device: torch.device, resume: bool = False, world: int = 1) -> Data:
-    """The run's data on `device`; resuming, encoded and scaled as the run recorded them (not fitted again)."""
+def load_for(setup: Setup, objective: Any, device: torch.device, resume: bool = False, world: int = 1,
+             baselines: bool = False) -> Data:
+    """The run's data on `device`; resuming, encoded and scaled as the run recorded them (not fitted again). With
+    `baselines` (rank 0), a tabular run's reference scores (archc.train.baselines)."""
     scale = recorded_scale(setup.run_dir) if resume and setup.run_dir.state.exists() else None
-    return load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale, world)
+    return load_data(setup, objective, device, recorded_table(setup.run_dir) if resume else None, scale, world,
+                     baselines=baselines)
 
 
 def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
@@ -204,7 +207,7 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     return add_cache(report, setup.compiled, cpu, setup.optimize)
 
 
-def write_report(setup: Setup, objective: Any) -> str | None:
+def write_report(setup: Setup, objective: Any, baselines: dict | None = None) -> str | None:
     """report.json and report.png of the exported model.onnx on the test split, made as `archc infer model.onnx
     --input SOURCE --report DIR` makes them (the same reader, ONNX Runtime, the same report); a line saying so, or
     None for task kinds without a report."""
@@ -231,6 +234,8 @@ def write_report(setup: Setup, objective: Any) -> str | None:
     detail = for_model(model).report(model, outputs, y)
     if detail is None:
         return None
+    if baselines:  # the tabular run's reference scores on the same split (archc.train.baselines)
+        detail["baselines"] = baselines
     write(run_dir.path("report"), run_dir.path("report_png"), detail, data.description)
     return f"test split report ({summary(detail)}): wrote {run_dir.path('report')} and {run_dir.path('report_png')}"
 
@@ -296,8 +301,12 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     test = evaluate_test(learner, data.splits["test"], run_dir.best)
     note_skipped(data.splits["test"], before, "of the test split", progress)
     report = export_model(learner.model, setup, run_dir.onnx, training_metadata(learner, data, state, setup, test))
-    detail = write_report(setup, learner.objective) if test else None
+    from archc.train.baselines import lines as baseline_lines, verdict
+
+    baselines = verdict(data.baselines, test)  # with "behind": archc's score trails the gradient boosting's
+    detail = write_report(setup, learner.objective, baselines) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
+    result.baselines = baselines
     run_dir.write_result(result)
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
@@ -305,6 +314,8 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     progress.report.note(f"{scored}; wrote {report.path} (parity max abs diff {report.max_abs_diff:.1e})")
     if detail:
         progress.report.note(detail)
+    for line in baseline_lines(baselines, test, bool(data.preprocess) or data.table is not None):
+        progress.report.note(line)
     if describe(report.kvcache):
         progress.report.note(describe(report.kvcache))
     for line in optimize_lines(report):

@@ -55,6 +55,7 @@ class RunResult:
     paths: dict[str, str] = field(default_factory=dict)
     labels: list[str] | None = None               # the model's class names in output order (as in model.onnx)
     threads: int | None = None                    # torch threads the training process computed with (archc.threads)
+    baselines: dict | None = None                 # tabular runs: reference scores on the test split (train.baselines)
 
     def to_json(self) -> str:
         return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null

@@ -33,6 +33,7 @@ def test_train_writes_the_test_split_report(tiny, tmp_path):
     r = CliRunner().invoke(main, ["infer", str(out / "model.onnx"), "--input", spec["data"]["source"],
                                   "--report", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
+    assert got.pop("baselines")["metric"] == "accuracy"  # training adds its tabular baselines (train.baselines)
     assert json.loads((tmp_path / "rep" / "report.json").read_text()) == got
 
 
