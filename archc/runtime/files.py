@@ -60,7 +60,7 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
                                                f"({lazy.nbytes / 2**30:.2f} GiB decoded is over the in-memory budget; "
                                                "converted to the model's shape as read)"]
             return Labelled({name: lazy}, None, f"{text}, {len(files)} image(s), unlabelled", notes,
-                            [f.name for f in files])
+                            _shown(files, path))
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
     except DataError as e:
         raise InputError(e.message, where=where, hint=e.hint) from None
@@ -69,7 +69,15 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
         raise InputError(f"expected images of one shape (the model's input has no fixed size to resize them to), "
                          f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
     what = f"{text}, {len(images)} image(s), unlabelled"
-    return Labelled({name: np.stack(images)}, None, what, conversions.notes(size), [f.name for f in files])
+    return Labelled({name: np.stack(images)}, None, what, conversions.notes(size), _shown(files, path))
+
+
+def _shown(files: list[Path], path: Path) -> list[str]:
+    """Each file as infer's `file` column names it: relative to the folder given, else as given (a glob's matches
+    as the pattern spells them)."""
+    if path.is_dir():
+        return [f.relative_to(path).as_posix() for f in files]
+    return [f.as_posix() for f in files]
 
 
 def _lazy(files: list[Path], where: str, channels: int | None, size: tuple[int, int] | None) -> Lazy | None:
