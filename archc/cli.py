@@ -423,8 +423,10 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     labelled = read and len(data.y) > 0
     task = for_model(m, strict=False)
     if report_dir is not None and not labelled:
-        raise InputError("expected labelled data for --report (a data source, or a folder with one sub-folder per "
-                         f"class), received {data.description}", where="--report")
+        raise InputError("expected labelled data for --report (a data source, a folder with one sub-folder per "
+                         "class, or a glob whose files all sit in folders named like the model's classes, e.g. "
+                         f"'pets/*/*.png'), received {data.description}", where="--report",
+                         hint="a report scores predictions against true labels: put the files in class folders")
     outputs = m.run(data.feeds, batch_size=batch_size or (EVAL_BATCH if labelled else None))
     recs = records(m, outputs, top)
     # where each record comes from (a file, or a row: see README "Inference"), then the true label
