@@ -4,20 +4,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARCHC := $(VENV)/bin/archc
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
 .PHONY: demo test venv clean bench schema fuzz
 
 venv: $(STAMP)
 
 # torch==2.13.0 first: it is a CPU build on local disk; the project's range then installs nothing more.
+# `make demo` installs what running archc needs (1.9 GB, most of it torch and onnxruntime); `make test` adds the
+# test extra (pytest, hypothesis, transformers for the reference models: +0.2 GB).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
+	rm -f $(TEST_STAMP)
 	touch $(STAMP)
 
-test: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n 2
 
 # Train the 8x8 digits twin (sklearn's bundled set: no download) in seconds, export it (ONNX, parity-checked,
@@ -33,7 +41,7 @@ demo: $(STAMP)
 # ~11 minutes of whole training runs, half of them beside busy loops): writes
 # benchmarks/results/RESULTS.md and results.json. Not part of `make test`; tests/benchmarks/test_bench_smoke.py
 # runs every figure's quick mode.
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/run.py
 
 # archc.schema.json (what specs' `#:schema ../archc.schema.json` names) is `archc schema`'s output, committed:
@@ -44,7 +52,7 @@ schema: $(STAMP)
 # The fuzzer's long profile: 13,840 mutated specs from every spec in specs/, every op example and a tabular spec; each
 # one that validates is lowered, run at three sizes and exported with the ONNX Runtime parity check (`make test` runs
 # 4,325 and exports one in ten). Per-base tallies go to out/fuzz.jsonl; the totals are printed last.
-fuzz: $(STAMP)
+fuzz: $(TEST_STAMP)
 	@mkdir -p out && rm -f out/fuzz.jsonl
 	ARCHC_FUZZ=long ARCHC_FUZZ_STATS=out/fuzz.jsonl $(PY) -m pytest -q -n 2 -m fuzz tests/fuzz
 	@$(PY) -c 'import collections, json; t = collections.Counter(); \

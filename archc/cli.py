@@ -13,10 +13,9 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import SEED, Number, SourceOption, Threads
+from archc.clihelp import BUILD_PASS_NAMES, PASS_NAMES, SEED, Number, SourceOption, Threads
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
-from archc.pipeline import BUILD_PASSES, PASSES, names
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports for yes
@@ -163,7 +162,7 @@ def main() -> None:
 @main.command()
 @SPEC
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the errors) as JSON.")
-@click.option("--stop-after", type=click.Choice(names(PASSES)), default=names(PASSES)[-1],
+@click.option("--stop-after", type=click.Choice(PASS_NAMES), default=PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
 @command
 def validate(spec: Path, as_json: bool, stop_after: str) -> None:
@@ -194,7 +193,7 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
-@click.option("--stop-after", type=click.Choice(names(BUILD_PASSES)), default=names(BUILD_PASSES)[-1],
+@click.option("--stop-after", type=click.Choice(BUILD_PASS_NAMES), default=BUILD_PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
 @WEIGHTS
 @MAP
@@ -219,7 +218,7 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
     """`archc build` within its threads."""
     import time
 
-    from archc.pipeline import BuildOptions, compiled_from, run
+    from archc.pipeline import BUILD_PASSES, BuildOptions, compiled_from, run
 
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
@@ -227,7 +226,7 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
                            metadata={"weights": init.describe()} if init is not None else {},
                            optimize=optimize_mode(optimize))
     c = compiled_from(spec, options=options)
-    order = names(BUILD_PASSES)
+    order = list(BUILD_PASS_NAMES)
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
         from archc.outputs import check_writes
         from archc.pipeline import output_path
@@ -266,6 +265,10 @@ def _print_export(report: Any, start: float) -> None:
 
     if row_line(getattr(report, "row", None)):  # the file takes one input per column
         click.echo(row_line(report.row))
+    from archc.export.pixels import describe as pixels_line
+
+    if pixels_line(getattr(report, "pixels", None)):  # the file takes uint8 images
+        click.echo(pixels_line(report.pixels))
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
@@ -520,9 +523,12 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
                    "RUN_DIR/model-STEM.onnx for a file).")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
               show_default=True, help="torch.onnx exporter.")
+@click.option("--pixels", is_flag=True, default=False,
+              help="An image model's file takes uint8 [batch, H, W, C] pixels, with /255 and the run's mean/std "
+                   "in the graph (default file: RUN_DIR/model-pixels.onnx; model.onnx is left as it is).")
 @OPTIMIZE
 @command
-def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str,
+def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter: str, pixels: bool,
                    optimize: bool | None) -> None:
     """Export a checkpoint of the training run in RUN_DIR (an `archc train --out` folder) to ONNX, with the
     parity check and metadata of the run's own model.onnx."""
@@ -531,7 +537,8 @@ def export_command(run_dir: Path, checkpoint: str, output: Path | None, exporter
     from archc.train.api import export_run
 
     start = time.perf_counter()
-    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=optimize_mode(optimize))
+    report = export_run(run_dir, checkpoint, output_file(output), exporter, optimize=optimize_mode(optimize),
+                        pixels=pixels)
     click.echo(f"wrote {report.path} ({report.bytes:,} bytes) from the {checkpoint} weights")
     _print_export(report, start)
 

@@ -5,7 +5,7 @@ import math
 
 import click
 
-from archc.language.model import MAX_SEED
+from archc.seeds import MAX_SEED
 
 
 class SourceOption(click.Option):
@@ -23,8 +23,13 @@ class SourceOption(click.Option):
 
 
 # --seed: what numpy's generators (>= 0) and torch's manual_seed (< 2**64) both take; the spec's seeds are the same
-# (archc.language.model.MAX_SEED), so `--seed -1` is a usage error, not an internal one inside numpy
+# (archc.seeds.MAX_SEED), so `--seed -1` is a usage error, not an internal one inside numpy
 SEED = click.IntRange(0, MAX_SEED)
+
+# --stop-after's choices: archc.pipeline's PASSES and BUILD_PASSES by name, written out so that the command line
+# does not import the compiler (tests/cli/test_startup.py checks they match)
+PASS_NAMES = ("load", "check", "expand", "infer")
+BUILD_PASS_NAMES = (*PASS_NAMES, "lower", "export")
 
 
 class OptionValueError(click.BadParameter):

@@ -52,6 +52,7 @@ class ExportReport:
     pinned: dict[str, str] = field(default_factory=dict)  # symbols checked only at the traced size, and why
     optimized: Any = None  # archc.export.optimize.Decision when the export was asked to optimize, else None
     row: dict[str, Any] | None = None  # a model that takes a row (export.tabular): its columns and parity
+    pixels: dict[str, Any] | None = None  # a model that takes uint8 pixels (export.pixels): its input and parity
 
 
 if TYPE_CHECKING:
@@ -261,14 +262,17 @@ def _where(graph: Graph, output: str) -> str:
 
 
 def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
-           extra_metadata: dict[str, Any] | None = None, optimize: bool | str = False) -> ExportReport:
+           extra_metadata: dict[str, Any] | None = None, optimize: bool | str = False,
+           pixels: bool = False) -> ExportReport:
     """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
     onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place. A
     `target_scale` entry of `extra_metadata` (standardized targets) ends the exported graph with the affine that
     restores the targets' units (archc.export.restore), checked with the rest.
     `optimize`: then simplify the checked graph (archc.export.optimize) within its budget ("always": past it),
     check that too, and write it instead where it has fewer compute nodes; the decision goes to metadata
-    archc.optimized and ExportReport.optimized.
+    archc.optimized and ExportReport.optimized. `pixels`: the file takes uint8 [batch, H, W, C] images instead of
+    its float input, with /255, the layout and the recorded mean/std in the graph (archc.export.pixels), checked
+    against torch on the preprocessed images.
 
     Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
     written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
@@ -288,11 +292,11 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
     module.eval()
     with torch_threads(for_export()):  # the user's --threads, else fewer on a busy machine (archc.threads)
-        return _export(compiled, graph, module, path, exporter, extra_metadata, optimize)
+        return _export(compiled, graph, module, path, exporter, extra_metadata, optimize, pixels)
 
 
 def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
-            extra_metadata: dict[str, Any] | None, optimize: bool | str) -> ExportReport:
+            extra_metadata: dict[str, Any] | None, optimize: bool | str, pixels: bool = False) -> ExportReport:
     """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
     import onnx
 
@@ -316,6 +320,9 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
 
             decision = within_budget(model, optimize)
         table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
+        if pixels and large:
+            raise ExportError("--pixels: expected weights under 2 GB (one file), received more")
+        fronted = table is not None or pixels  # the checked core gets a front, then is checked again
         with phases("serialize"):
             if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
                 tmpdir = tempfiles.make(path, folder=True)
@@ -324,8 +331,8 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
                                 location=data_name, size_threshold=1024)
             else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
                 blob = model.SerializeToString()
-                writer = _Writer(tmp, blob) if table is None else None
-        core, model = (model if table is not None else None), None
+                writer = _Writer(tmp, blob) if not fronted else None
+        core, model = (model if fronted else None), None
         with phases("check"):
             onnx.checker.check_model(blob, full_check=False)
         seconds = time.perf_counter() - start
@@ -341,6 +348,12 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
         if table is not None:  # the checked core model, with Table.encode in front; checked again
             with phases("row"):
                 blob, row = takes_a_row(core, blob, table)
+            rewrite = True
+        if pixels:  # the checked core model, with /255, the layout and mean/std in front; checked against torch
+            from archc.export.pixels import takes_pixels
+
+            with phases("pixels"):
+                blob, px = takes_pixels(core, module, list(graph.outputs))
             rewrite = True
         with phases("write"):  # what of the file's write the checks did not hide
             if writer is not None:
@@ -361,7 +374,7 @@ def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
             tempfiles.remove(tmpdir)
     return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
                         str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision,
-                        row if table is not None else None)
+                        row if table is not None else None, px if pixels else None)
 
 
 def _optimized(module, graph: Graph, blob: bytes, optimize: bool | str) -> "Choice":

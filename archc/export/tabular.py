@@ -420,25 +420,32 @@ def takes_a_row(core: "onnx.ModelProto", core_blob: bytes, table: Table) -> tupl
                                          "rows": len(next(iter(cells.values()), []))}
 
 
+def _in_front(node: "onnx.NodeProto") -> bool:
+    """Whether a node is preprocessing in front of the network: a row's (archc_row/) or pixels' (archc_pixels/)."""
+    from archc.export.pixels import PREFIX as PIXELS
+
+    return node.name.startswith((PREFIX + "/", PIXELS + "/"))
+
+
 def preprocessing_nodes(path: str) -> list[str]:
-    """The names of a model file's preprocessing nodes (none unless it takes a row)."""
+    """The names of a model file's preprocessing nodes (none unless it takes a row or pixels)."""
     import onnx
 
-    return [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.name.startswith(PREFIX + "/")]
+    return [n.name for n in onnx.load(path, load_external_data=False).graph.node if _in_front(n)]
 
 
 def around_core(model: "onnx.ModelProto", transform: Any) -> "onnx.ModelProto":
-    """`transform(core)` of a model that takes a row, with its preprocessing put back in front unchanged (an fp16
-    conversion must not see raw cells: 120,000 overflows float16 before it is standardized); `transform(model)` of
-    any other model."""
+    """`transform(core)` of a model that takes a row or pixels, with its preprocessing put back in front unchanged
+    (an fp16 conversion must not see raw cells: 120,000 overflows float16 before it is standardized);
+    `transform(model)` of any other model."""
     g = model.graph
-    pre = [n for n in g.node if n.name.startswith(PREFIX + "/")]
+    pre = [n for n in g.node if _in_front(n)]
     if not pre:
         return transform(model)
     made = {v for n in pre for v in n.output}
     core = _copy(model)
     del core.graph.node[:]
-    core.graph.node.extend(n for n in g.node if not n.name.startswith(PREFIX + "/"))
+    core.graph.node.extend(n for n in g.node if not _in_front(n))
     read = [v for n in core.graph.node for v in n.input if v in made]
     typed = {v.name: v for v in g.value_info}
     columns = {v for n in pre for v in n.input}

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
 from archc.threads import MAX_THREADS
+from archc.seeds import MAX_SEED
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -20,7 +21,6 @@ COLUMN_TYPES = ("numeric", "categorical", "boolean")
 MissingRule = Literal["error", "mean", "median", "most_frequent", "constant"]
 UnknownRule = Literal["error", "ignore", "most_frequent"]
 Encoding = Literal["onehot", "embedding"]
-MAX_SEED = 2**63 - 1  # numpy's generators take seeds >= 0, torch's manual_seed at most 2**64 - 1: both hold these
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
@@ -146,6 +146,9 @@ class Train(Strict):
         None, description="the task kind's loss (default: its first; archc.tasks lists each kind's)")
     seed: Seed = 0
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    checkpoint_minutes: float = Field(10.0, ge=0, le=10_000, description=(
+        "also checkpoint when this many minutes have passed since the last checkpoint, mid-epoch (0: off), so a "
+        "long epoch is never lost whole"))
     monitor: Literal["metric", "loss", "last"] = Field(
         "metric", description="validation quantity that picks the best checkpoint and drives early stopping "
                               "('last': every epoch improves, so the final weights are kept; no early stop)")

@@ -24,10 +24,11 @@ def load_split(model: Model, source: str, split: str = "test", target: str | Non
     """The split of `source` the model was scored on in training, read as its task kind reads data sources
     (archc.tasks: one input fed a table of examples, or whole graphs). A model with a fitted table reads a csv:
     source's split by column name (archc.runtime.tabular)."""
+    from archc.runtime.pixels import as_pixels
     from archc.runtime.tabular import source_split
 
     rows = source_split(model, source, split, target)
-    return rows if rows is not None else for_model(model).load_split(model, source, split, target)
+    return rows if rows is not None else as_pixels(model, for_model(model).load_split(model, source, split, target))
 
 
 def score(model: Model, outputs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:

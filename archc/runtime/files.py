@@ -26,7 +26,14 @@ def is_raw(text: str) -> bool:
 
 def image_input(model: Model) -> tuple[str, int | None, tuple[int, int] | None]:
     """The model's image input: its name, channels and (H, W) where fixed; InputError when it has no single
-    [batch, C, H, W] float input to read images into."""
+    [batch, C, H, W] float input to read images into. A pixel front's uint8 [batch, H, W, C] input reads images as
+    the plain model does (archc.runtime.pixels hands them over as 8-bit pixels)."""
+    from archc.runtime.pixels import float_shape
+
+    pixels = float_shape(model)
+    if pixels is not None:
+        name, (c, h, w) = pixels
+        return name, c, (h, w)
     sigs = list(model.inputs.values())
     if len(sigs) != 1 or len(sigs[0].shape) != 4 or sigs[0].dtype not in ("float32", "float16", "float64"):
         got = ", ".join(f"{s.name!r} {s.describe()}" for s in sigs)
@@ -44,11 +51,12 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     like a classifier's classes (pets/*/*.png) is labelled by those names; a file, another glob or a folder of
     images is predicted only."""
     from archc.runtime.evaluate import load_split
+    from archc.runtime.pixels import as_pixels
 
     path = Path(text)
     name, channels, size = image_input(model)
     if path.is_dir() and class_folders(path):
-        return load_split(model, f"images:{path}", split or ALL)
+        return load_split(model, f"images:{path}", split or ALL)  # as_pixels there
     if split not in (None, ALL):
         raise InputError(f"expected --split all for unlabelled images (no class sub-folders), received {split}",
                          where="--split", hint="put the images in one sub-folder per class to split and score them")
@@ -65,8 +73,8 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
             notes = conversions.notes(size) + [f"decoding {len(files):,} images a chunk at a time "
                                                f"({lazy.nbytes / 2**30:.2f} GiB decoded is over the in-memory budget; "
                                                "converted to the model's shape as read)"]
-            return Labelled({name: lazy}, y, f"{text}, {len(files)} image(s){what}", notes + told,
-                            _shown(files, path))
+            return as_pixels(model, Labelled({name: lazy}, y, f"{text}, {len(files)} image(s){what}", notes + told,
+                                             _shown(files, path)))
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
     except DataError as e:
         raise InputError(e.message, where=where, hint=e.hint) from None
@@ -74,8 +82,8 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     if len(shapes) > 1:
         raise InputError(f"expected images of one shape (the model's input has no fixed size to resize them to), "
                          f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
-    return Labelled({name: np.stack(images)}, y, f"{text}, {len(images)} image(s){what}",
-                    conversions.notes(size) + told, _shown(files, path))
+    return as_pixels(model, Labelled({name: np.stack(images)}, y, f"{text}, {len(images)} image(s){what}",
+                                     conversions.notes(size) + told, _shown(files, path)))
 
 
 def _folder_labels(model: Model, files: list[Path], path: Path, text: str) -> np.ndarray | None:
@@ -91,14 +99,6 @@ def _folder_labels(model: Model, files: list[Path], path: Path, text: str) -> np
     if not all(f.parent.name in position for f in files):
         return None
     return np.array([position[f.parent.name] for f in files], dtype=np.int64)
-
-
-def _shown(files: list[Path], path: Path) -> list[str]:
-    """Each file as infer's `file` column names it: relative to the folder given, else as given (a glob's matches
-    as the pattern spells them)."""
-    if path.is_dir():
-        return [f.relative_to(path).as_posix() for f in files]
-    return [f.as_posix() for f in files]
 
 
 def _shown(files: list[Path], path: Path) -> list[str]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from archc.errors import InputError, ModelError, ShapeError, SpecError
-from archc.ops.base import TensorType
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's side
+    from archc.ops.base import TensorType
     from archc.data import Dataset, Split
     from archc.graph.ir import Graph
     from archc.runtime.session import Model
@@ -476,7 +476,11 @@ def image_options(model: "Model") -> dict[str, Any]:
     """channels and size ("HxW") of a single [batch, C, H, W] input with fixed sizes: what images: sources convert
     to, as `archc train` converts them to the spec's input (archc.data.images); {} otherwise."""
     from archc.data.images import options_for
+    from archc.runtime.pixels import float_shape
 
+    pixels = float_shape(model)
+    if pixels is not None:  # a pixel front's uint8 [batch, H, W, C]: images read as for the plain model
+        return options_for(pixels[1])
     shapes = [sig.shape for sig in model.inputs.values()]
     return options_for(shapes[0][1:]) if len(shapes) == 1 and shapes[0] else {}
 

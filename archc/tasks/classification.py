@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from archc.errors import DataError, InputError
-from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, register, score_output
 from archc.labels import CLASSES
 
 if TYPE_CHECKING:
+    from archc.ops.base import TensorType
     from archc.runtime.session import Model
 
 

@@ -1,11 +1,13 @@
 """diffusion: a DDPM denoiser (x_t, t) -> eps trained by noise prediction; `archc infer` samples it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archc.errors import InputError, SpecError
-from archc.ops.base import TensorType
 from archc.tasks.base import F, Example, SpecLike, Task, register, task_output, torch
+
+if TYPE_CHECKING:
+    from archc.ops.base import TensorType
 
 DEFAULT_SCHEDULE = ("cosine", 1000)  # without [train] diffusion: language.model.DiffusionRecipe's defaults
 

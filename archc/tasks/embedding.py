@@ -8,11 +8,14 @@ needs no training: `archc build SPEC --weights FILE.safetensors` exports it as i
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from archc.errors import DataError, InputError, SpecError
-from archc.ops.base import TensorType
 from archc.tasks.base import Example, F, SpecLike, Task, np, recorded_output, register, task_output
 from archc.labels import TARGETS
+
+if TYPE_CHECKING:
+    from archc.ops.base import TensorType
 
 EPS = 1e-8  # the norm under which a vector counts as zero in the cosine (torch's F.cosine_similarity default)
 SHOWN = 4   # values of each vector in the table (--json and -o hold them all)

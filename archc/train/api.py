@@ -124,11 +124,13 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
 
 
 def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path | None = None,
-               exporter: str = "torchscript", optimize: bool | str = True) -> Any:
+               exporter: str = "torchscript", optimize: bool | str = True, pixels: bool = False) -> Any:
     """Export one checkpoint of a run as the run's own final export does (same export, parity check and metadata):
     `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
     best, else RUN_DIR/model-<last or the file's stem>.onnx. `optimize`: as the run's final export (--no-optimize:
-    False). Returns the ExportReport."""
+    False). `pixels`: the file takes uint8 [batch, H, W, C] images (archc.export.pixels), by default
+    RUN_DIR/model-pixels.onnx (best) or model-<last or stem>-pixels.onnx; model.onnx is left as it is. Returns the
+    ExportReport."""
     from archc.export import export
     from archc.export.kvcache import add_cache
     from archc.lower import lower
@@ -144,8 +146,10 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
         raise InputError(f"expected a weights file, received {str(weights)!r}, which does not exist",
                          where="--checkpoint", hint="best and last exist once the run's first epoch or "
                                                    "checkpoint is written; or name a .safetensors file")
-    out = Path(output) if output is not None else run.onnx_of(None if checkpoint == "best" else
-                                                              "last" if checkpoint == "last" else weights.stem)
+    which = None if checkpoint == "best" else "last" if checkpoint == "last" else weights.stem
+    if pixels:
+        which = "pixels" if which is None else f"{which}-pixels"
+    out = Path(output) if output is not None else run.onnx_of(which)
     from archc.outputs import check_writes
     from archc.runtime.kvcache import model_files
 
@@ -167,8 +171,9 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
         from archc.data.sources import rebased
 
         data["source"] = rebased(data["source"], run.root, out.parent)
-    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | data, optimize=optimize)
-    return add_cache(report, compiled, module, optimize)
+    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | data, optimize=optimize,
+                    pixels=pixels)
+    return report if pixels else add_cache(report, compiled, module, optimize)
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples, batch_key, batches
-from archc.train.state import State, Tally, resume, save
+from archc.train.state import CheckpointClock, State, Tally, resume, save
 
 __all__ = ["build", "train"]
 
@@ -103,7 +103,7 @@ def init_line(setup: Setup) -> list[str]:
 # --- training ---------------------------------------------------------------------------------------------------
 
 def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
-                progress: Progress) -> None:
+                progress: Progress, clock: CheckpointClock | None = None) -> None:
     """The rest of the current epoch over the training split, from its stored step; checkpoints every N steps
     when asked."""
     recipe = setup.spec.train
@@ -123,9 +123,10 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
-        if every and state.step % every == 0 and state.step_in_epoch < steps:
+        if ((every and state.step % every == 0) or (clock is not None and clock.due(state.step))) \
+                and state.step_in_epoch < steps:  # the epoch's last step: end_epoch checkpoints
             learner.check_weights(dist, state.step)
-            save(setup.run_dir, learner, state, tally, dist)
+            save(setup.run_dir, learner, state, tally, dist, clock)
     note_skipped(split, skipped, "this epoch", progress)
 
 
@@ -138,7 +139,7 @@ def note_skipped(split: Examples[Any], before: int, what: str, progress: Progres
 
 
 def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
-              progress: Progress, seconds: float) -> None:
+              progress: Progress, seconds: float, clock: CheckpointClock | None = None) -> None:
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
     loss_sum, metric_sum, n = tally.total(dist)
@@ -163,7 +164,7 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     tally.reset()
     patience = recipe.early_stopping
     state.stopped_early = bool(patience and state.bad_epochs >= patience and state.epoch < recipe.epochs)
-    save(setup.run_dir, learner, state, tally, dist)
+    save(setup.run_dir, learner, state, tally, dist, clock)
     progress.epoch_end(state.history, best, last=state.epoch >= recipe.epochs or state.stopped_early)
 
 
@@ -171,10 +172,12 @@ def fit(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, 
         progress: Progress) -> None:
     """Epochs until the recipe's count or early stopping."""
     recipe = setup.spec.train
+    clock = CheckpointClock(recipe.checkpoint_minutes, dist, learner.device)
     while state.epoch < recipe.epochs and not state.stopped_early:
         start = time.perf_counter()
-        train_epoch(learner, data.splits["train"], state, tally, setup, dist, progress)
-        end_epoch(learner, data.splits["val"], state, tally, setup, dist, progress, time.perf_counter() - start)
+        train_epoch(learner, data.splits["train"], state, tally, setup, dist, progress, clock)
+        end_epoch(learner, data.splits["val"], state, tally, setup, dist, progress, time.perf_counter() - start,
+                  clock)
     if state.stopped_early:
         progress.report.note(f"early stopping: no improvement in {recipe.early_stopping} epochs")
 

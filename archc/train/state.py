@@ -1,6 +1,7 @@
 """The loop's position (State), this rank's running sums (Tally), and saving or resuming both with the learner."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -54,7 +55,36 @@ class Tally:
         self.sums.zero_()
 
 
-def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Dist) -> None:
+SYNC_STEPS = 16  # under --nproc, ranks agree on a time-based checkpoint at steps that are multiples of this
+
+
+class CheckpointClock:
+    """[train] checkpoint_minutes: a mid-epoch checkpoint is due once that long has passed since the last one
+    (any checkpoint: `save` resets the clock). Rank 0's clock decides; under --nproc the ranks share its decision
+    at every SYNC_STEPS-th step (one tiny all-reduce), since saving is a collective every rank must join."""
+
+    def __init__(self, minutes: float, dist: Dist, device: torch.device) -> None:
+        self.seconds = minutes * 60 if minutes else None
+        self.dist, self.device = dist, device if device.type == "cuda" else torch.device("cpu")
+        self.last = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if self.seconds is None:
+            return False
+        late = time.monotonic() - self.last >= self.seconds
+        if not self.dist.active:
+            return late
+        if step % SYNC_STEPS:
+            return False
+        flag = torch.tensor([1.0 if late and self.dist.main else 0.0], device=self.device)
+        return bool(self.dist.sum(flag).item())
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+
+def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Dist,
+         clock: CheckpointClock | None = None) -> None:
     """Every rank contributes its RNG and partial sums; rank 0 writes the checkpoint."""
     comm = learner.device if learner.device.type == "cuda" else torch.device("cpu")
     rngs = dist.gather(ckpt.torch_rng(learner.device).to(comm))
@@ -62,6 +92,8 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
     if dist.main:
         ckpt.save_state(run_dir, learner.model, learner.optimizer, asdict(state) | learner.scalars(),
                         [{"rng": g, "acc": a} for g, a in zip(rngs, sums)])
+    if clock is not None:
+        clock.reset()
 
 
 def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha256: str,
