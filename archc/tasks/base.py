@@ -463,6 +463,8 @@ def split_of(ds: "Dataset", split: str, source: str) -> Any:
 
         parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]  # lazy ones stay lazy: nothing read here
         index = None if any(p.index is None for p in parts) else np.concatenate([p.index for p in parts])
+        if index is not None and len(np.unique(index)) < len(index):  # a test split of its own arrays (x_test):
+            index = None  # positions in two arrays, no row of one source
         part = parts[0] if len(parts) == 1 else Split(concat([p.x for p in parts]),
                                                       np.concatenate([p.y for p in parts]), index)
     else:

@@ -122,3 +122,18 @@ def test_image_files_carry_their_path_and_a_glob_of_class_folders_makes_a_report
     r = run("infer", model, "--input", "loose/*.png", "--report", "rep2")
     assert r.exit_code == 1 and "expected labelled data for --report" in r.output and "class folders" in r.output
     assert not Path("rep2").exists()
+
+
+def test_a_test_split_of_its_own_arrays_is_numbered_in_them(tmp_path):
+    """An npz with x_test: the test split's rows index x_test; --split all mixes two arrays' positions, so it
+    carries no row rather than an ambiguous one."""
+    rng = np.random.default_rng(0)
+    x, x_test = rng.standard_normal((20, 2)).astype(np.float32), rng.standard_normal((6, 2)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 2, x_test=x_test, y_test=np.arange(6) % 2)
+    model = echo_model(tmp_path / "m.onnx", [2], 2, ["0", "1"])
+    r = run("infer", model, "--input", f"npz:{tmp_path / 'd.npz'}", "-o", tmp_path / "p.npz")
+    assert r.exit_code == 0, r.output
+    z = np.load(tmp_path / "p.npz")
+    np.testing.assert_array_equal(z["echo"], x_test[z["row"]])
+    r = run("infer", model, "--input", f"npz:{tmp_path / 'd.npz'}", "--split", "all", "--json")
+    assert r.exit_code == 0 and "row" not in json.loads(r.stdout)["records"][0]
