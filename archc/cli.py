@@ -316,7 +316,8 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
               help="With --num-samples: ancestral DDPM or deterministic DDIM (eta = 0).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
+              help="Write results: .npy/.npz (raw outputs; .npz with each example's row or file), .json/.csv (one "
+                   "record per example, its row or file first).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
 @click.option("--limit", type=int, default=None,
