@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,7 @@ from archc.version import __version__
 from archc.clihelp import BUILD_PASS_NAMES, PASS_NAMES, SEED, Number, SourceOption, Threads
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
+from archc.labels import CLASSES, TARGETS
 
 EXIT_USER, EXIT_INTERNAL = 1, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports for yes
@@ -661,6 +663,45 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
                    f"or empty them for the column's missing rule)", err=True)
     click.echo(toml_block(Path(arg), raw, name, input_name, surveyed, f"csv:{arg}" + (f"?{reading}" if reading
                                                                                      else "")), nl=False)
+
+
+@main.command("init")
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("spec.toml"), show_default=True,
+              help="The spec to write ('-': print it); an existing file is refused unless --force.")
+@click.option("--target", default=None, metavar="COLUMN", help="A table's target column (default: the last column).")
+@click.option("--task", type=click.Choice([CLASSES, TARGETS]), default=None,
+              help="A table's task (default: classification for text or up to 20 integer values, else regression).")
+@click.option("--force", is_flag=True, help="Move an existing --output aside to FILE.old-N (nothing is deleted).")
+@command
+def init(source: str, output: Path, target: str | None, task: str | None, force: bool) -> None:
+    """Write a starter spec for SOURCE that validates and trains as written: a CSV or Parquet table (FILE,
+    csv:FILE, parquet:FILE), a folder of class folders of images (images:DIR) or text (text:FILE|DIR). The task comes
+    from the target; identifiers and dates are left out with a comment; the network and [train] are sized to the
+    data."""
+    from archc.data.sources import paths_read
+    from archc.outputs import check_writes, write_new
+    from archc.starter import check, starter
+
+    for flag, text in (("SOURCE", source), ("--target", target or "")):  # the spec is TOML: UTF-8 only
+        if text.encode("utf-8", "replace").decode("utf-8") != text:  # argv bytes that are not UTF-8
+            raise InputError(f"expected UTF-8 text, received {text.encode('utf-8', 'backslashreplace').decode()!r}",
+                             where=flag, hint="a TOML spec names UTF-8 paths and columns only: rename it")
+    to_stdout = str(output) == "-"
+    if not to_stdout:  # not over the data it reads, nor into a folder a live run writes
+        check_writes({"SOURCE": paths_read(source)}, {"--output": output_file(output)})
+    spec_dir = Path.cwd() if to_stdout else output.parent
+    given = ["archc", "init", source, *(["--target", target] if target else []), *(["--task", task] if task else [])]
+    made = starter(source, spec_dir, target, task, command=shlex.join(given))
+    check(made.text, "-" if to_stdout else str(output))
+    if to_stdout:
+        click.echo(made.text, nl=False)
+        return
+    moved = write_new(output, made.text, force)
+    if moved is not None:
+        click.echo(f"--force: moved the earlier {output} to {moved}", err=True)
+    spec = shlex.quote(str(output))
+    click.echo(f"wrote {output}: {made.summary}\nnext: archc validate {spec} && archc train {spec}")
 
 
 @main.command()

@@ -5,6 +5,9 @@ file inside a folder the command reads, when it is a folder that holds an input 
 the input aside), and when it lands in a folder a live `archc train` holds (its `.archc.lock` names a process that
 runs). The lock's format (one pid per line, the holder first) is read here, totally: any bytes are a lock, a lock
 that holds no pid archc could have written is a foreign (stale) one.
+
+`write_new` writes a file that must not replace one (`archc init`'s spec): an existing file is refused, or with
+--force moved aside to FILE.old-N, as `archc train --force` moves a run to DIR.old-N.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Union
 
 from archc.errors import InputError
+from archc.util import default_mode, temp_beside
 
 # A run folder's files by role (archc.train.run_dir.RunDir.FILES), in the order a fresh run deletes them: the state
 # before the result, so a rank that looks meanwhile never sees "a state without a result" (an unfinished run) where
@@ -171,3 +175,39 @@ def _refuse_held(folder: Path, flag: str, lead: str) -> None:
         raise InputError(f"{lead} is in use: an archc train ({who}) is writing it", where=flag,
                          hint=f"wait for it to end or choose another; if no run is writing there, remove "
                               f"{str(folder / LOCK)!r}")
+
+
+def aside(path: Path) -> Path:
+    """The first free FILE.old-N, as `archc train --force` moves a run folder to DIR.old-N."""
+    n = 1
+    while os.path.lexists(old := path.with_name(f"{path.name}.old-{n}")):
+        n += 1
+    return old
+
+
+def write_new(path: Path, text: str, force: bool) -> Path | None:
+    """Write `text` to `path` atomically, never over an existing file: without `force` an existing one is refused,
+    with it moved aside to FILE.old-N first (returned). The new file appears whole or not at all."""
+    moved = None
+    if os.path.lexists(path):
+        if not force:
+            raise InputError(f"expected a new file, received {str(path)!r}, which exists", where="--output",
+                             hint=f"choose another -o, or pass --force to move it to {str(aside(path))!r} first")
+        moved = aside(path)
+        os.replace(path, moved)
+    with temp_beside(path) as tmp:  # removed whatever happens (a signal too: archc.tempfiles)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        default_mode(tmp)
+        try:
+            os.link(tmp, path)  # fails when `path` appeared meanwhile: never a write over another's file
+        except FileExistsError:
+            raise InputError(f"expected a new file, received {str(path)!r}, which appeared while writing",
+                             where="--output") from None
+        except OSError:  # a file system without hard links: claim the name, then replace the empty claim
+            with open(path, "x", encoding="utf-8"):
+                pass
+            os.replace(tmp, path)
+    return moved

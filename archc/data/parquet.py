@@ -250,3 +250,17 @@ def read_rows(arg: Path, name: str) -> tuple[list[str], Callable[[list[str]], Ra
         return RawTable(pf.columns, cells, list(range(1, pf.rows + 1)))
 
     return pf.columns, read
+
+
+def text_table(arg: Path, name: str) -> tuple[RawTable, dict[str, str], list[str]]:
+    """Every readable column's cells as a CSV's text (a missing cell: ''), for `archc init`'s survey, the columns
+    no archc source reads ({name: Arrow type}: dates, lists, ...), and every column's name in file order."""
+    pf = _Parquet(_files(arg, name), name)
+    refused = {c: str(pf.schema.field(c).type) for c in pf.columns if _kind(pf.schema.field(c)) is None}
+    columns = [c for c in pf.columns if c not in refused]
+    cells: dict[str, list[str]] = {c: [] for c in columns}
+    for _, part in pf.read(columns):
+        for c in columns:
+            cells[c].extend("" if v is None else v if isinstance(v, str) else repr(v) if isinstance(v, float)
+                            else str(v) for v in part[c])
+    return RawTable(columns, cells, list(range(1, pf.rows + 1))), refused, list(pf.columns)

@@ -5,8 +5,10 @@ The rules, per column (the target excluded), over its present cells (not missing
 numeric when every one is a number (an integer column of a few values is reported numeric, with a comment that it
 could be categorical); boolean when every one is a boolean token and there are two values; categorical otherwise,
 its categories listed when there are at most `max_categories` (by frequency, as `fit` orders learned ones), else
-learned from the training split (`max_categories` = the file's count, `unknown = "ignore"`). A text column with a
-different value on every row (an identifier) is left out, as a comment, and so is a column of numbers written with a
+learned from the training split (`max_categories` = the file's count, `unknown = "ignore"`). Left out, as a
+comment: a text column with a different value on every row or on most (an identifier, free text: more than half the
+values distinct), an integer column that reads as row ids (over 90% distinct, running nearly unbroken or under an
+id-like name), a column of ISO-like dates (2021-03-04, 2021-03-04T10:20), and a column of numbers written with a
 decimal comma ('3,45', in a ';' file), with the hint to read the file with `?decimal=,`. Columns with missing cells
 get a missing rule: the median for numbers, the most frequent value otherwise.
 """
@@ -25,6 +27,14 @@ from archc.labels import CLASSES, TARGETS
 
 MAX_CATEGORIES = 20     # default: a text column of at most this many values lists its categories
 FEW_INTEGERS = 10       # an integer column of at most this many values could be categorical (comment)
+NEAR_UNIQUE = 0.9       # integers this share distinct, in a near-unbroken run or under an id-like name: row ids
+MIN_RUN = 20            # ... a run that long at least (1, 2, ..., 6 in a small table may be a count)
+MOSTLY_UNIQUE = 0.5     # text this share distinct: most values are seen once, nothing a category can learn from
+# An ISO 8601-like date or date-time: 2021-03-04, 2021/03/04, 2021-03-04T10:20(:30(.5))(Z|+01:00)
+_DATE = re.compile(r"[0-9]{4}([-/])[0-9]{1,2}\1[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+                   r"(Z|[+-][0-9]{2}:?[0-9]{2})?)?")
+_ID_NAME = re.compile(r"(?i)(.*[_ .-])?(id|uuid|key|index|idx|row|rownum)|unnamed: ?0")
+_CAMEL_ID = re.compile(r".*[a-z](Id|ID)")  # userId, orderID
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -57,6 +67,9 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
         if all(float(v).is_integer() for v in values) and 2 < distinct <= min(FEW_INTEGERS, max_categories):
             cats = ", ".join(json.dumps(v) for v in values)
             note += f"; integers: could be {{ type = \"categorical\", categories = [{cats}] }}"
+        if _row_ids(name, values, len(present)):
+            return Surveyed(name, None, missing, distinct, f"{counted}: integers nearly one per row (an identifier?): "
+                                                           f"left out")
         refused = next((f"{c!r}, not {problem}" for c in counts if (problem := number_problem(number(c) or 0.0))),
                        "")
         if refused:
@@ -66,6 +79,9 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
         example = next(c for c in present if decimal_comma(c))
         return Surveyed(name, None, missing, distinct, f"{counted}: numbers with a decimal comma such as "
                         f"{example!r}: left out (read them as numbers with ?decimal=,)", decimal_comma=example)
+    if all(_DATE.fullmatch(c) for c in present):
+        return Surveyed(name, None, missing, distinct, f"{counted}: dates such as {present[0]!r}: left out (a "
+                        f"category per date does not generalize; derive numbers such as the year as columns)")
     rule = "most_frequent" if missing else "error"
     lowered = {c.lower() for c in present}
     if lowered <= TRUE_TOKENS | FALSE_TOKENS and len(lowered) == 2:
@@ -76,9 +92,23 @@ def survey_column(name: str, cells: list[str], max_categories: int = MAX_CATEGOR
                         distinct, counted)
     if distinct == len(present):
         return Surveyed(name, None, missing, distinct, f"{distinct} values, one per row (an identifier?): left out")
+    if distinct > MOSTLY_UNIQUE * len(present):
+        return Surveyed(name, None, missing, distinct, f"{counted} over {len(present)} rows, most seen once (an "
+                                                       f"identifier or free text?): left out")
     col = Column(name, "categorical", missing=rule, max_categories=distinct, unknown="ignore")
     return Surveyed(name, col, missing, distinct, f"{counted}: more than {max_categories}, learned from the "
                                                   f"training split")
+
+
+def _row_ids(name: str, values: list[str], rows: int) -> bool:
+    """Whether sorted distinct numbers look like row identifiers: integers on nearly every row that run nearly
+    unbroken (1, 2, 3, ...) or sit under an id-like name (id, user_id, Unnamed: 0). Measurements may be
+    near-unique too, so neither share alone decides it."""
+    if len(values) < 2 or len(values) <= NEAR_UNIQUE * rows or not all(float(v).is_integer() for v in values):
+        return False
+    span = float(values[-1]) - float(values[0]) + 1
+    run = len(values) >= MIN_RUN and span <= len(values) / NEAR_UNIQUE
+    return run or any(p.fullmatch(name.strip()) for p in (_ID_NAME, _CAMEL_ID))
 
 
 def survey(raw: RawTable, target: str, max_categories: int = MAX_CATEGORIES) -> list[Surveyed]:

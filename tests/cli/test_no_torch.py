@@ -1,4 +1,4 @@
-"""`validate`, `schema`, `ops` and `infer` must not import torch (fast start; ORT-only inference)."""
+"""`validate`, `schema`, `ops`, `columns`, `init` and `infer` must not import torch (fast start; ORT-only inference)."""
 from __future__ import annotations
 
 import subprocess
@@ -28,7 +28,8 @@ def probe(args: list[str]) -> None:
 
 @pytest.mark.parametrize("args", [["validate", str(DIGITS)], ["validate", str(DIGITS), "--json"],
                                   ["schema"], ["ops"], ["ops", "--json"],
-                                  ["columns", str(ROOT / "specs" / "data" / "penguins.csv")]])
+                                  ["columns", str(ROOT / "specs" / "data" / "penguins.csv")],
+                                  ["init", str(ROOT / "specs" / "data" / "penguins.csv"), "-o", "-"]])
 def test_commands_leave_torch_unimported(args):
     probe(args)
 

@@ -5,7 +5,7 @@ start with `error:` and name the place) or 2 (click's usage error), never a trac
 archc).
 
 Commands run on real arguments where that is cheap (validate on a spec, infer on an exported model and a file,
-columns on a CSV, ops, schema); build, train, export and quantize, whose valid runs take seconds or minutes, run on
+columns and init on a CSV, ops, schema); build, train, export and quantize, whose valid runs take seconds or minutes, run on
 a missing path, so what is fuzzed there is option parsing and every check made before the path is read.
 
 Every (option, value) pair is run once; then PER_COMMAND random pairs of them per command (ARCHC_FUZZ=long, `make
@@ -68,7 +68,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def _base(name: str, f: dict[str, Path]) -> list[str]:
     """A command, its positional arguments and the options a real run needs."""
     return [name] + {"validate": [str(f["spec"])], "infer": [str(f["model"]), "--input", str(f["x"])],
-            "columns": [str(f["csv"])], "ops": [], "schema": []}.get(name, [str(f["out"] / "nosuch")])
+            "columns": [str(f["csv"])], "init": [str(f["csv"]), "-o", "-"], "ops": [], "schema": []}.get(name, [str(f["out"] / "nosuch")])
 
 
 COMMANDS = sorted(name for name, cmd in main.commands.items() if _value_options(cmd))
