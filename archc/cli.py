@@ -318,10 +318,12 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True,
               help="With --num-samples: ancestral DDPM or deterministic DDIM (eta = 0).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Write results: .npy/.npz (raw outputs), .json/.csv (one record per example).")
+              help="Write results: .npy/.npz (raw outputs; .npz with each example's row or file), .json/.csv (one "
+                   "record per example, its row or file first).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Run in chunks of this size.")
-@click.option("--limit", type=int, default=20, show_default=True, help="Rows to show (0: all).")
+@click.option("--limit", type=int, default=None,
+              help="Rows to show (0: all) [default: 20 in the table, every record with --json].")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default=None,
               help="With a data source or a folder of class sub-folders as --input: which split to run and score "
                    "(all: every example) [default: test for a data source, all for image files and folders].")
@@ -341,7 +343,7 @@ def _checked_at(check: dict[str, Any]) -> str:
 @command
 def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
           top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
-          output: Path | None, device: str, batch_size: int | None, limit: int, split: str | None,
+          output: Path | None, device: str, batch_size: int | None, limit: int | None, split: str | None,
           report_dir: Path | None, force: bool, target: str | None, threads: int | None, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file, image files or a data source (e.g. sklearn:digits) with ONNX
     Runtime only; or, with --prompt, generate text with a language model; or, with --num-samples, sample a
@@ -387,7 +389,8 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
 def _read_input(m: Any, text: str, split: str | None, target: str | None) -> Any:
     """--input as a Labelled (feeds, labels or None, description, notes, file names): a tabular model's CSV (labels
     empty without its target column), a data source, image files, or a file of values (unlabelled)."""
-    from archc.runtime import files, read_inputs
+    from archc.runtime import files
+    from archc.runtime.io import read_input_rows
     from archc.runtime.evaluate import is_source, load_split
     from archc.runtime.tabular import csv_input
     from archc.tasks.base import Labelled
@@ -405,11 +408,15 @@ def _read_input(m: Any, text: str, split: str | None, target: str | None) -> Any
         return files.read(m, text, split)
     if split is not None:
         raise click.UsageError("--split is for a data source or a folder of images as --input")
-    return Labelled(read_inputs(text, m), None, text)
+    feeds, rows = read_input_rows(text, m)
+    first = next(iter(feeds.values()), None)
+    if rows is None and first is not None and len(getattr(first, "shape", ())) > 0:  # .npy/.npz/.json: positions from 0
+        rows = list(range(len(first)))
+    return Labelled(feeds, None, text, rows=rows)
 
 
 def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: int, output: Path | None,
-                batch_size: int | None, limit: int, report_dir: Path | None, as_json: bool) -> None:
+                batch_size: int | None, limit: int | None, report_dir: Path | None, as_json: bool) -> None:
     """`infer --input`: run, present (with the true label when known), score, and write the output and report."""
     from archc.runtime import records, table, write_outputs
     from archc.runtime.evaluate import score
@@ -422,11 +429,14 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     labelled = read and len(data.y) > 0
     task = for_model(m, strict=False)
     if report_dir is not None and not labelled:
-        raise InputError("expected labelled data for --report (a data source, or a folder with one sub-folder per "
-                         f"class), received {data.description}", where="--report")
+        raise InputError("expected labelled data for --report (a data source, a folder with one sub-folder per "
+                         "class, or a glob whose files all sit in folders named like the model's classes, e.g. "
+                         f"'pets/*/*.png'), received {data.description}", where="--report",
+                         hint="a report scores predictions against true labels: put the files in class folders")
     outputs = m.run(data.feeds, batch_size=batch_size or (EVAL_BATCH if labelled else None))
     recs = records(m, outputs, top)
-    columns = {"file": data.names, "true": task.truth(m, data.y) if labelled else None}
+    # where each record comes from (a file, or a row: see README "Inference"), then the true label
+    columns = {"file": data.names, "row": data.rows, "true": task.truth(m, data.y) if labelled else None}
     # leading columns, one value per record (graph node tasks score fewer examples than they print: no column)
     extra = {k: v for k, v in columns.items() if v is not None and len(v) == len(recs)}
     recs = [{k: v[i] for k, v in extra.items()} | r for i, r in enumerate(recs)]
@@ -435,14 +445,16 @@ def _run_inputs(m: Any, text: str, split: str | None, target: str | None, top: i
     detail = task.report(m, *kept, top) if kept else None
     metrics |= {k: v for k, v in (detail or {}).items() if k.startswith("top_")}
     if output is not None:
-        write_outputs(output, outputs, recs, main=task.main_output(m))
+        keys = {k: v for k, v in extra.items() if k != "true"}  # the npz's join keys beside the outputs
+        write_outputs(output, outputs, recs, main=task.main_output(m), keys=keys)
     written = _write_report(report_dir, detail, data.description, task.kind) if report_dir is not None else []
     for note in data.notes:
         click.echo(f"note: {note}", err=True)
     if as_json:
-        click.echo(strict_json.dumps({"records": recs, "metrics": metrics} if read else recs, indent=2))
+        shown = recs if not limit or limit <= 0 else recs[:limit]  # every record unless --limit says otherwise
+        click.echo(strict_json.dumps({"records": shown, "metrics": metrics} if read else shown, indent=2))
         return
-    click.echo(table(m, outputs, limit=limit, extra=extra, top=top))
+    click.echo(table(m, outputs, limit=20 if limit is None else limit, extra=extra, top=top))
     click.echo(f"{len(recs)} example(s) on {', '.join(m.providers)}"
                + (f"; wrote {output}" if output is not None else "")
                + (f"; wrote {' and '.join(map(str, written))}" if written else ""))

@@ -88,7 +88,7 @@ def from_arrays(name: str, x: np.ndarray, y: np.ndarray, *, classes: list[str] |
                         where=name)
     if len(x) == 0:
         raise DataError("expected at least one example, received none", where=name)
-    whole = Split(x, y)
+    whole = Split(x, y, np.arange(len(x)))  # each example's position in the source: infer's row
     if test is None:
         train_idx, val_idx, test_idx = split_rows(len(x), y, task, splits)
         test = subset(whole, test_idx)  # of a lazy x: a view, like train and val (nothing decoded here)

@@ -58,7 +58,7 @@ def reindex(dataset: Dataset, positions: np.ndarray, labels: Sequence[str]) -> D
     examples, stay as they are)."""
     def one(s: Split) -> Split:
         y = np.asarray(s.y)
-        return Split(s.x, np.where(y >= 0, positions[np.maximum(y, 0)], y).astype(y.dtype, copy=False))
+        return dataclasses.replace(s, y=np.where(y >= 0, positions[np.maximum(y, 0)], y).astype(y.dtype, copy=False))
     return dataclasses.replace(dataset, train=one(dataset.train), val=one(dataset.val), test=one(dataset.test),
                                classes=list(labels))
 
@@ -69,7 +69,7 @@ def reorder_columns(dataset: Dataset, positions: np.ndarray, labels: Sequence[st
     order = np.argsort(positions)  # new column j is old column order[j]
 
     def one(s: Split) -> Split:
-        return Split(s.x, np.asarray(s.y)[:, order]) if np.ndim(s.y) == 2 else s
+        return dataclasses.replace(s, y=np.asarray(s.y)[:, order]) if np.ndim(s.y) == 2 else s
     return dataclasses.replace(dataset, train=one(dataset.train), val=one(dataset.val), test=one(dataset.test),
                                classes=list(labels))
 

@@ -20,6 +20,8 @@ class Split:
 
     x: "np.ndarray | Lazy"
     y: np.ndarray
+    # Each example's position in the source (what `archc infer` writes as its row); None: not known.
+    index: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -44,6 +46,8 @@ class Dataset:
     table: "Table | None" = field(default=None, kw_only=True)
     # What the loader did that the user should hear of (files skipped, images converted); printed by train and infer.
     notes: list[str] = field(default_factory=list, kw_only=True)
+    # Each example's file, relative to the source's folder, by position in the source (images:); None otherwise.
+    names: list[str] | None = field(default=None, kw_only=True)
     # A csv: source's feature columns, by name, in x's order (the ONNX's archc.features: infer matches a CSV's
     # header to them by name); None for every other source.
     features: list[str] | None = field(default=None, kw_only=True)
@@ -92,8 +96,8 @@ def split_indices(n: int, fractions: Sequence[float], seed: int,
 
 
 def subset(split: Split, idx: np.ndarray) -> Split:
-    """The examples of `split` at `idx` (of a lazy split: a view, nothing read)."""
-    return Split(take(split.x, idx), split.y[idx])
+    """The examples of `split` at `idx` (of a lazy split: a view, nothing read), with their positions."""
+    return Split(take(split.x, idx), split.y[idx], None if split.index is None else split.index[idx])
 
 
 def check_xy(x: np.ndarray, y: np.ndarray, where: str, split: str) -> None:

@@ -122,7 +122,7 @@ class IdxFolder(Source):
         top = max(int(train[1].max(initial=0)), int(test[1].max(initial=0)) if test else 0)
         classes = [str(i) for i in range(top + 1)]
         return from_arrays(name, train[0], train[1], classes=classes, task=CLASSES, splits=splits,
-                           test=Split(*test) if test else None)
+                           test=Split(*test, np.arange(len(test[0]))) if test else None)  # row: in t10k
 
     @classmethod
     def claims(cls, path: Path) -> bool:

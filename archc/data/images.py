@@ -272,7 +272,7 @@ class ImageFolders(Source):
                                                f"GiB decoded{'' if options.in_memory is False else ' is over the in-memory budget'}; "
                                                "converted to the model's shape as read)"]
         ds = from_arrays(name, x, y, classes=classes, task=CLASSES, splits=splits)
-        ds.notes = notes
+        ds.notes, ds.names = notes, files
         return ds
 
     @classmethod

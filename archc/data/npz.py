@@ -55,7 +55,8 @@ class NpzArrays(Source):
             classes = _column_names(arrays["classes"], arrays["y"].shape[1], name)  # multilabel's label names
         y, test = labels[:len(arrays["y"])], None
         if "x_test" in arrays:
-            test = Split(as_features(arrays["x_test"], name), labels[len(arrays["y"]):])
+            test = Split(as_features(arrays["x_test"], name), labels[len(arrays["y"]):],
+                         np.arange(len(arrays["x_test"])))  # infer's row: the position in x_test
         return from_arrays(name, x, y, classes=classes, task=task, splits=splits, test=test)
 
     @classmethod

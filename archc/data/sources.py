@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import os
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -160,6 +161,23 @@ def path_of(source: str, root: str | Path | None = None) -> str | None:
     except DataError:
         return None
     return arg if cls.takes_path and arg not in cls.names else None
+
+
+def rebased(source: str, root: str | Path | None, base: str | Path) -> str:
+    """`source` with its path argument (read against `root`, else the working folder) written relative to the folder
+    `base`: what a run records (relative to the run folder, never the user's absolute path) and what a reader turns
+    back into a path it can open (base: the working folder). Sources without a path, as they are; a path on another
+    drive stays absolute."""
+    path = path_of(source, root)
+    if path is None:
+        return source
+    full = os.path.abspath(resolve(path, root))
+    try:
+        new = Path(os.path.relpath(full, os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        new = full
+    scheme = source.partition(":")[0]
+    return f"{scheme}:{new}{source[len(scheme) + 1 + len(path):]}"
 
 
 def paths_read(text: str | None, root: str | Path | None = None) -> list[Path]:

@@ -497,7 +497,7 @@ def fit_and_encode(name: str, target: str, y: np.ndarray, classes: list[str] | N
         train_cells, train_lines = cells(train)
         table = fit(request.input, request.columns, train_cells, where=name, lines=train_lines, target=target)
         del train_cells
-    parts = [Split(encode(table, idx), y[idx]) for idx in (train, val, test)]
+    parts = [Split(encode(table, idx), y[idx], idx) for idx in (train, val, test)]
     ds = finish(name, *parts, classes, task)
     return dataclasses.replace(ds, table=dataclasses.replace(table, target=target))
 

@@ -104,15 +104,26 @@ def _json(text: str) -> dict | None:
 
 
 def recorded_source(model: Any) -> str | None:
-    """The data source the model was trained on: `archc.source` (its path absolute, as training read it), else the
-    spec-as-used's [data] source (a --data override included; a relative path reads from the current folder)."""
+    """The data source the model was trained on: `archc.source` (its path relative to the model's folder, as the
+    run recorded it; an absolute one from an earlier archc as it is), made readable from the working folder; else
+    the spec-as-used's [data] source (a --data override included; a relative path reads from the current folder)."""
+    from archc.data.sources import rebased
+
     recorded = model.metadata.get("archc.source")
     if isinstance(recorded, str) and recorded:
-        return recorded
+        return rebased(recorded, Path(model.path).parent, Path.cwd())
     spec = _json(model.metadata.get("archc.spec", "")) or {}
     data = spec.get("data")
     source = data.get("source") if isinstance(data, dict) else None
     return source if isinstance(source, str) and source else None
+
+
+def _relative(source: Any) -> bool:
+    """Whether a recorded source names a relative path (read against the model's folder)."""
+    from archc.data.sources import path_of
+
+    path = path_of(source) if isinstance(source, str) and source else None
+    return path is not None and not Path(path).expanduser().is_absolute()
 
 
 def evaluation(model: Any, source: str | None, given: bool, split: str, calibrate: bool) -> Evaluation:
@@ -137,7 +148,9 @@ def evaluation(model: Any, source: str | None, given: bool, split: str, calibrat
     except ArchcError as e:
         if given or calibrate:
             raise
-        return Evaluation(None, note=f"its recorded data source {source!r} cannot be scored here: {e.line()} "
+        recorded = model.metadata.get("archc.source")
+        where = f" (recorded as {recorded!r}, relative to the model's folder)" if _relative(recorded) else ""
+        return Evaluation(None, note=f"its recorded data source {source!r}{where} cannot be scored here: {e.line()} "
                                      "(pass --data SOURCE)")
     ev = Evaluation(source, held_out.description, held_out.feeds, held_out.y)
     if calibrate:
@@ -243,7 +256,7 @@ def make_variant(base: Any, base_path: Path, method: str, out: Path, ev: Evaluat
             after = score(variant, ev)
             report = _report(base, base_path, method, out, before, after)
             report.data, report.note, report.hint = ev.description, ev.note, variants.caveat(method, tmp)
-            _store(tmp, base.metadata, report, base_path, ev)
+            _store(tmp, moved(base.metadata, base_path, out), report, base_path, ev)
             report.seconds = time.perf_counter() - start
             report.written = force or report.worse_by is None or report.worse_by <= max_drop
             if report.written:
@@ -278,6 +291,17 @@ def _record(r: VariantReport, base_path: Path, ev: Evaluation) -> dict[str, Any]
             "metric": r.metric, "before": r.before, "after": r.after,
             "worse_by": r.worse_by, "worse_unit": r.unit or None, "max_abs_diff": r.max_abs_diff,
             "bytes_before": r.bytes_before, "bytes_after": r.bytes_after}
+
+
+def moved(meta: dict[str, str], base_path: Path, out: Path) -> dict[str, str]:
+    """The base's metadata for a variant written to `out`: `archc.source`, relative to the base's folder, rebased to
+    the variant's (the same text when beside it)."""
+    from archc.data.sources import rebased
+
+    source = meta.get("archc.source")
+    if not source or Path(out).parent.resolve() == base_path.parent.resolve():
+        return meta
+    return meta | {"archc.source": rebased(source, base_path.parent, Path(out).parent)}
 
 
 def _store(tmp: str, base_meta: dict[str, str], r: VariantReport, base_path: Path, ev: Evaluation) -> None:

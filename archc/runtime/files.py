@@ -11,6 +11,7 @@ from archc.data.images import (PICTURES, Conversions, ImageReader, class_folders
                                load_image, options_for, parse_size)
 from archc.data.lazy import Lazy, fits_in_memory
 from archc.errors import DataError, InputError
+from archc.labels import CLASSES
 from archc.runtime.session import Model
 from archc.tasks.base import ALL, Labelled
 
@@ -46,8 +47,9 @@ def image_input(model: Model) -> tuple[str, int | None, tuple[int, int] | None]:
 
 def read(model: Model, text: str, split: str | None) -> Labelled:
     """The examples of --input TEXT: a folder with class sub-folders is the `images:` source (every example unless
-    --split names one, scored against the model's labels by name); a file, a glob or a folder of images is
-    predicted only."""
+    --split names one, scored against the model's labels by name); a glob whose matches all sit in folders named
+    like a classifier's classes (pets/*/*.png) is labelled by those names; a file, another glob or a folder of
+    images is predicted only."""
     from archc.runtime.evaluate import load_split
     from archc.runtime.pixels import as_pixels
 
@@ -61,14 +63,18 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     conversions = Conversions()
     files = _files(path, text, conversions)
     where = f"--input {text}"
+    y = _folder_labels(model, files, path, text)
+    what = ", labelled by their folders" if y is not None else ", unlabelled"
+    told = [f"labelled each file by its folder's name ({', '.join(sorted({f.parent.name for f in files}))}: "
+            "the model's class names), as in a folder of class sub-folders"] if y is not None else []
     try:
         lazy = _lazy(files, where, channels, size)
         if lazy is not None:  # past the in-memory budget: Model.run reads it a chunk at a time
             notes = conversions.notes(size) + [f"decoding {len(files):,} images a chunk at a time "
                                                f"({lazy.nbytes / 2**30:.2f} GiB decoded is over the in-memory budget; "
                                                "converted to the model's shape as read)"]
-            return as_pixels(model, Labelled({name: lazy}, None, f"{text}, {len(files)} image(s), unlabelled",
-                                             notes, [f.name for f in files]))
+            return as_pixels(model, Labelled({name: lazy}, y, f"{text}, {len(files)} image(s){what}", notes + told,
+                                             _shown(files, path)))
         images = [load_image(f, str(f), where, channels, size, conversions) for f in files]
     except DataError as e:
         raise InputError(e.message, where=where, hint=e.hint) from None
@@ -76,9 +82,31 @@ def read(model: Model, text: str, split: str | None) -> Labelled:
     if len(shapes) > 1:
         raise InputError(f"expected images of one shape (the model's input has no fixed size to resize them to), "
                          f"received {', '.join(str(list(s)) for s in sorted(shapes))}", where=where)
-    what = f"{text}, {len(images)} image(s), unlabelled"
-    return as_pixels(model, Labelled({name: np.stack(images)}, None, what, conversions.notes(size),
-                                     [f.name for f in files]))
+    return as_pixels(model, Labelled({name: np.stack(images)}, y, f"{text}, {len(images)} image(s){what}",
+                                     conversions.notes(size) + told, _shown(files, path)))
+
+
+def _folder_labels(model: Model, files: list[Path], path: Path, text: str) -> np.ndarray | None:
+    """A glob's matches labelled by their folders' names (e.g. pets/*/*.png), as the images: source labels a folder
+    of class sub-folders: only for a classifier when every match's folder is named like one of its classes; None
+    otherwise (predicted only)."""
+    from archc.tasks.base import for_model
+
+    labels = [str(x) for x in (model.task or {}).get("labels") or []]
+    if path.exists() or not labels or for_model(model, strict=False).data_task != CLASSES:
+        return None
+    position = {label: i for i, label in enumerate(labels)}
+    if not all(f.parent.name in position for f in files):
+        return None
+    return np.array([position[f.parent.name] for f in files], dtype=np.int64)
+
+
+def _shown(files: list[Path], path: Path) -> list[str]:
+    """Each file as infer's `file` column names it: relative to the folder given, else as given (a glob's matches
+    as the pattern spells them)."""
+    if path.is_dir():
+        return [f.relative_to(path).as_posix() for f in files]
+    return [f.as_posix() for f in files]
 
 
 def _lazy(files: list[Path], where: str, channels: int | None, size: tuple[int, int] | None) -> Lazy | None:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def _err(path: Path, message: str, hint: str = "") -> InputError:
 
 def read_inputs(path: str | os.PathLike, model: Model) -> dict[str, np.ndarray]:
     """Load feeds for `model` from a file; names, shapes and dtypes are checked later by model.check."""
+    return read_input_rows(path, model)[0]
+
+
+def read_input_rows(path: str | os.PathLike, model: Model) -> tuple[dict[str, np.ndarray], list[int] | None]:
+    """read_inputs' feeds and each example's row as the file's messages number it (a CSV's row, counting a header
+    as row 1); None where the examples are numbered by position from 0 (.npy, .npz, .json)."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in INPUT_FORMATS:
@@ -40,12 +47,12 @@ def read_inputs(path: str | os.PathLike, model: Model) -> dict[str, np.ndarray]:
     try:
         if ext == ".npy":
             _need_single(p, names, "a .npy file holds one array", "use .npz with one array per input name")
-            return {names[0]: load_arrays(p)}
+            return {names[0]: load_arrays(p)}, None
         if ext == ".npz":
             with load_arrays(p) as z:
-                return {k: z[k] for k in z.files}
+                return {k: z[k] for k in z.files}, None
         if ext == ".json":
-            return _read_json(p, model)
+            return _read_json(p, model), None
         return _read_csv(p, model)
     except InputError:
         raise
@@ -118,8 +125,9 @@ def _number(text: str) -> int | float | None:
     return number(s)
 
 
-def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
-    """One row per example, reshaped to the input's per-example shape; header row optional."""
+def _read_csv(p: Path, model: Model) -> tuple[dict[str, np.ndarray], list[int]]:
+    """One row per example, reshaped to the input's per-example shape; header row optional. With each example's
+    row number (from 1, a header included, blank rows skipped), as the messages name rows."""
     names = list(model.inputs)
     _need_single(p, names, "a CSV file holds one input", "use .npz or a JSON object for several inputs")
     sig = model.inputs[names[0]]
@@ -169,7 +177,7 @@ def _read_csv(p: Path, model: Model) -> dict[str, np.ndarray]:
         values.append(parsed)
     ints = all(isinstance(v, int) for r in values for v in r)
     arr = np.asarray(values, dtype=np.int64 if ints else np.float64)
-    return {sig.name: arr.reshape((len(values),) + _example_shape(p, sig, width))}
+    return {sig.name: arr.reshape((len(values),) + _example_shape(p, sig, width))}, [line for line, _ in rows]
 
 
 def _features(model: Model) -> list[str] | None:
@@ -242,9 +250,10 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 
 def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], records: list[dict],
-                  main: str | None = None) -> None:
-    """Write raw outputs (.npy: `main`, default the first; .npz: all) or per-example records (.json/.csv),
-    atomically."""
+                  main: str | None = None, keys: dict[str, list] | None = None) -> None:
+    """Write raw outputs (.npy: `main`, default the first; .npz: all, with the join `keys`, e.g. each example's
+    row or file, beside them: named input_<key> where an output has the key's name) or per-example records
+    (.json/.csv; the keys are their leading fields), atomically."""
     p = check_output_path(path)
     ext = p.suffix.lower()
     buf = io.BytesIO()
@@ -254,7 +263,13 @@ def write_outputs(path: str | os.PathLike, result: dict[str, np.ndarray], record
         np.save(buf, np.asarray(result[main] if main in result else next(iter(result.values()))),
                 allow_pickle=False)
     elif ext == ".npz":
-        np.savez(buf, **{k: np.asarray(v) for k, v in result.items()})
+        arrays = {k: np.asarray(v) for k, v in result.items()}
+        for k, v in (keys or {}).items():
+            arrays["input_" + k if k in result else k] = np.asarray(v)
+        with zipfile.ZipFile(buf, "w") as zf:  # np.savez's own form, written here: it takes no key named 'file'
+            for k, v in arrays.items():
+                with zf.open(f"{k}.npy", "w") as f:
+                    np.lib.format.write_array(f, v, allow_pickle=False)
     elif ext == ".json":
         buf.write(strict_json.dumps(records, indent=2).encode("utf-8") + b"\n")
     else:

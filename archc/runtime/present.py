@@ -10,7 +10,7 @@ from archc.tasks.base import for_model
 
 
 def records(model: Model, outputs: dict[str, np.ndarray], top: int = 0) -> list[dict]:
-    """One dict per example, as the model's task kind presents it (archc.tasks): e.g. label/probability/index
+    """One dict per example, as the model's task kind presents it (archc.tasks): e.g. label/probability/predicted_index
     for classification, raw values for regression and models without a known task."""
     return for_model(model, strict=False).records(model, outputs, top)
 

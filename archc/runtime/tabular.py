@@ -211,9 +211,10 @@ def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: st
     target = target or table.target
     what = what or f"{name}, {len(raw)} rows"
     if target is None or target not in raw.columns:
-        return Labelled(inputs, np.empty(0), what + (f" (no {target!r} column to score)" if target else ""))
+        return Labelled(inputs, np.empty(0), what + (f" (no {target!r} column to score)" if target else ""),
+                        rows=list(raw.lines))
     y = _labels(model, raw.cells[target], raw.lines, target, name)
-    return Labelled(inputs, y, f"{what}, scored against column {target!r}")
+    return Labelled(inputs, y, f"{what}, scored against column {target!r}", rows=list(raw.lines))
 
 
 def _require(table: Table, header: list[str], name: str, place: str = "file's header") -> None:

@@ -74,6 +74,7 @@ class Labelled:
     description: str
     notes: list[str] = field(default_factory=list)
     names: list[str] | None = None
+    rows: list[int] | None = None  # each example's row: its position in the source, or a file's line (a CSV's)
 
 
 ALL = "all"  # `archc infer --split all`: every example of a source (train, val and test, in that order)
@@ -211,7 +212,10 @@ class Task:
         part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
         what = "every example" if split == ALL else f"{split} split"
-        return Labelled({name: part.x}, part.y, f"{source}, {what}, {len(part)} examples", list(ds.notes))
+        rows = None if part.index is None else part.index.tolist()
+        names = [ds.names[i] for i in rows] if ds.names is not None and rows is not None else None
+        return Labelled({name: part.x}, part.y, f"{source}, {what}, {len(part)} examples", list(ds.notes), names,
+                        None if names is not None else rows)
 
     @classmethod
     def match_classes(cls, model: "Model", ds: "Dataset", source: str) -> "Dataset":
@@ -458,8 +462,11 @@ def split_of(ds: "Dataset", split: str, source: str) -> Any:
         from archc.data.lazy import concat
 
         parts = [p for p in (ds.train, ds.val, ds.test) if len(p)]  # lazy ones stay lazy: nothing read here
+        index = None if any(p.index is None for p in parts) else np.concatenate([p.index for p in parts])
+        if index is not None and len(np.unique(index)) < len(index):  # a test split of its own arrays (x_test):
+            index = None  # positions in two arrays, no row of one source
         part = parts[0] if len(parts) == 1 else Split(concat([p.x for p in parts]),
-                                                      np.concatenate([p.y for p in parts]))
+                                                      np.concatenate([p.y for p in parts]), index)
     else:
         part = getattr(ds, split)
     if len(part) == 0:

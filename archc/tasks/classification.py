@@ -30,7 +30,7 @@ def probabilities(values: np.ndarray, kind: str | None) -> np.ndarray:
 
 
 def label_records(model: "Model", outputs: dict[str, np.ndarray], top: int = 0) -> list[dict] | None:
-    """label/probability/index (and the `top` likeliest) per row of a [rows, classes] score output; None when
+    """label/probability/predicted_index (the likeliest class's position among the labels; and the `top` likeliest) per row of a [rows, classes] score output; None when
     the outputs hold no such scores."""
     name = score_output(model, outputs)
     arr = np.asarray(outputs[name]) if name is not None else None
@@ -46,7 +46,7 @@ def label_records(model: "Model", outputs: dict[str, np.ndarray], top: int = 0) 
     out = []
     for row in probs:
         idx = int(np.argmax(row))
-        rec: dict[str, Any] = {"label": label(idx), "probability": float(row[idx]), "index": idx}
+        rec: dict[str, Any] = {"label": label(idx), "probability": float(row[idx]), "predicted_index": idx}
         if top > 1:
             order = np.argsort(-row, kind="stable")[:top]
             rec["top"] = [{"label": label(int(i)), "probability": float(row[i])} for i in order]

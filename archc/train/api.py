@@ -166,8 +166,13 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
         _check_trained_spec(run, compiled.sha256, meta)
     extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
                      None if checkpoint == "best" else str(checkpoint))
-    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | _data_metadata(run, compiled),
-                    optimize=optimize, pixels=pixels)
+    data = _data_metadata(run, compiled)
+    if isinstance(data.get("source"), str):  # recorded relative to the run folder: rebased to the ONNX's own
+        from archc.data.sources import rebased
+
+        data["source"] = rebased(data["source"], run.root, out.parent)
+    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | data, optimize=optimize,
+                    pixels=pixels)
     return report if pixels else add_cache(report, compiled, module, optimize)
 
 

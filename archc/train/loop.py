@@ -241,25 +241,25 @@ def write_report(setup: Setup, objective: Any, baselines: dict | None = None) ->
 
 
 def rooted(source: str, root: Path | None) -> str:
-    """`source` with a relative path argument made absolute against `root` (the spec's folder, where training read
-    it), so that infer's reader finds the same file; other sources as they are."""
-    from archc.data.sources import path_of
+    """`source` with a relative path argument read against `root` (the spec's folder, where training read it) and
+    written relative to the working folder, so that infer's reader finds the same file and the report's title
+    holds no absolute path the user did not write; other sources as they are."""
+    from archc.data.sources import rebased
 
-    path = path_of(source, root)
-    if root is None or path is None or Path(path).is_absolute():
-        return source
-    scheme = source.partition(":")[0]
-    return f"{scheme}:{(Path(root) / path).resolve()}{source[len(scheme) + 1 + len(path):]}"
+    return rebased(source, root, Path.cwd())
 
 
 def data_metadata(objective: Any, data: Data, setup: Setup) -> dict[str, Any]:
     """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer), and
-    `archc.source`, the source with its path made absolute (the spec's own is relative to the spec's folder), so
-    `archc quantize` finds the held-out split from anywhere. Written to the run folder as the run starts, so
-    `archc export` adds the same to any checkpoint."""
+    `archc.source`, the source with its path relative to the run folder (the spec's own is relative to the spec's
+    folder; never the user's absolute path), so `archc quantize` finds the held-out split from the model's folder.
+    Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint (rebased to the
+    folder it writes to)."""
     extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
     if setup.spec.data is not None:
-        extra["source"] = rooted(setup.spec.data.source, setup.data_root)
+        from archc.data.sources import rebased
+
+        extra["source"] = rebased(setup.spec.data.source, setup.data_root, setup.run_dir.root)
     if data.preprocess:
         extra["preprocess"] = data.preprocess
     if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json

@@ -207,11 +207,13 @@ def test_json_records_predict_as_the_same_rows_in_a_csv(tmp_path, models):
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({k: v for k, v in r.items() if k != "extra"})
                                                 for r in rows) + "\n")
     outs = []
-    for name in ("r.csv", "r.json", "r.jsonl"):
+    for name, lines in (("r.csv", [2, 3, 4]), ("r.json", [1, 2, 3]), ("r.jsonl", [1, 2, 3])):
         r = CliRunner().invoke(main, ["infer", str(tab), "--input", str(tmp_path / name), "--json"])
         assert r.exit_code == 0, r.output
         result = json.loads(r.stdout)
-        outs.append(json.dumps(result["records"] if "records" in result else result, sort_keys=True))
+        records = result["records"] if "records" in result else result
+        assert [rec.pop("row") for rec in records] == lines  # each file's row as its messages count them
+        outs.append(json.dumps(records, sort_keys=True))
     assert outs[0] == outs[1] == outs[2]
     assert re.search(r"scored against column 'c'", CliRunner().invoke(
         main, ["infer", str(tab), "--input", str(tmp_path / "r.json")]).output)

@@ -208,10 +208,12 @@ def test_json_object_of_columns_predicts_as_its_records(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps([{"a": 0.25, "b": "x"}, {"a": 3, "b": "z"}, {"a": -1.5, "b": "y"}]))
     (tmp_path / "c.json").write_text(json.dumps({"b": ["x", "z", "y"], "a": [0.25, 3, -1.5]}))
     outs = []
-    for name in ("r.csv", "r.json", "c.json"):
+    for name, lines in (("r.csv", [2, 3, 4]), ("r.json", [1, 2, 3]), ("c.json", [1, 2, 3])):
         r = CliRunner().invoke(main, ["infer", str(tab), "--input", str(tmp_path / name), "--json"])
         assert r.exit_code == 0, r.output
-        outs.append(json.dumps(json.loads(r.stdout)["records"], sort_keys=True))
+        records = json.loads(r.stdout)["records"]
+        assert [rec.pop("row") for rec in records] == lines  # a CSV's line, a JSON record's number from 1
+        outs.append(json.dumps(records, sort_keys=True))
     assert outs[0] == outs[1] == outs[2]
     assert len(json.loads(outs[0])) == 3
 

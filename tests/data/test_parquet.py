@@ -153,5 +153,7 @@ def test_penguins_trains_alike_on_csv_and_parquet_and_infers_on_parquet(tmp_path
         r = subprocess.run([sys.executable, "-m", "archc.cli", "infer", str(onnx), "--input", source, "--json"],
                            capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
         assert r.returncode == 0, r.stderr
-        outs[kind] = r.stdout
+        outs[kind] = json.loads(r.stdout)
+    rows = {kind: [rec.pop("row") for rec in out["records"]] for kind, out in outs.items()}
+    assert rows["csv"] == [n + 1 for n in rows["parquet"]]  # a CSV's line (after its header), a parquet row from 1
     assert outs["csv"] == outs["parquet"]

@@ -265,8 +265,9 @@ def test_every_task_kind_quantizes(kind, examples, monkeypatch):
 
 
 def test_a_relative_data_path_is_found_from_any_folder(tmp_path, monkeypatch, one_thread):
-    """A spec reads its data relative to its own folder; the model records the absolute source (archc.source), so
-    quantize scores the held-out split from anywhere without --data."""
+    """A spec reads its data relative to its own folder; the model records the source relative to its own folder
+    (archc.source: no absolute path), so quantize scores the held-out split from anywhere without --data; a
+    variant written to another folder records it relative to that one."""
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -277,9 +278,14 @@ def test_a_relative_data_path_is_found_from_any_folder(tmp_path, monkeypatch, on
             "data": {"source": "npz:data/d.npz"}}
     (project / "spec.json").write_text(json.dumps(spec))
     model = trained(tmp_path, project / "spec.json")
-    assert meta(model)["archc.source"] == f"npz:{(project / 'data' / 'd.npz').resolve()}"
+    assert meta(model)["archc.source"] == "npz:../project/data/d.npz"  # run/ and project/ sit side by side
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     (r,) = q.quantize(model, ["int8-dynamic"], force=True)
     assert not r.note and r.data, (r.note, r.data)
+    (r,) = q.quantize(model, ["fp16"], output=elsewhere / "v.onnx", force=True)  # another folder: rebased
+    assert meta(elsewhere / "v.onnx")["archc.source"] == "npz:../project/data/d.npz" and not r.note
+    (project / "data" / "d.npz").rename(project / "data" / "gone.npz")
+    (r,) = q.quantize(model, ["fp16"], output=elsewhere / "w.onnx", force=True)
+    assert "recorded as 'npz:../project/data/d.npz', relative to the model's folder" in r.note, r.note

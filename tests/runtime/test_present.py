@@ -39,7 +39,7 @@ def test_classification_logits(tmp_path):
     m = model(tmp_path, {"kind": "classification", "labels": ["cat", "dog", "bird"]})
     recs = records(m, m.run({"x": LOGITS}))
     assert [r["label"] for r in recs] == ["cat", "bird", "dog"]
-    assert [r["index"] for r in recs] == [0, 2, 1]
+    assert [r["predicted_index"] for r in recs] == [0, 2, 1]
     e = np.exp(LOGITS - LOGITS.max(1, keepdims=True))
     np.testing.assert_allclose([r["probability"] for r in recs], (e / e.sum(1, keepdims=True)).max(1), rtol=1e-6)
     top = records(m, {"y": LOGITS}, top=3)

@@ -194,11 +194,12 @@ def test_folder_of_class_folders_runs_every_image_with_the_true_label(tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert [rec["true"] for rec in data["records"]] == ["cat", "dog"]  # matched by name, not by folder order
+    assert [rec["file"] for rec in data["records"]] == ["cat/0.png", "dog/0.png"]  # relative to the folder given
     assert 0 <= data["metrics"]["accuracy"] <= 1
     assert "skipped 1 non-image file(s): cat/Thumbs.db" in r.stderr
     r = run("infer", model, "--input", folder)
     assert "images:" in r.stdout and "every example, 2 examples: accuracy" in r.stdout
-    assert r.stdout.splitlines()[0].split()[:3] == ["#", "true", "label"]
+    assert r.stdout.splitlines()[0].split()[:4] == ["#", "file", "true", "label"]
     # the same folder as a source: --split all runs both, the default (test) the held-out one
     r = run("infer", model, "--input", f"images:{folder}", "--split", "all", "--json")
     assert len(json.loads(r.stdout)["records"]) == 2

@@ -92,7 +92,7 @@ def test_top_k_rows_and_true_label_column(classified):
     assert out["metrics"]["top_3_accuracy"] == pytest.approx(top_k_accuracy_score(y, scores, k=3, labels=range(4)))
     r = run("infer", model, "--input", f"npz:{data}", "--split", "all", "--top-k", "2", "--limit", "2")
     header = r.stdout.splitlines()[0].split()
-    assert header[:3] == ["#", "true", "label"] and header[-2:] == ["top", "2"]
+    assert header[:4] == ["#", "row", "true", "label"] and header[-2:] == ["top", "2"]
 
 
 def test_report_folder_is_never_overwritten(classified, tmp_path):

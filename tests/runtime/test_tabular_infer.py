@@ -122,6 +122,21 @@ def test_missing_cells_are_imputed_in_the_graph(penguins, tmp_path):
     assert all(np.isfinite(rec["probability"]) for rec in json.loads(r.output)["records"][:5])
 
 
+def test_each_prediction_carries_its_csv_row(penguins, tmp_path):
+    """A CSV's records and a csv: source's split carry `row`, the file's line as messages count it (the header is
+    line 1): the true label is the species on that line; the predicted class is `predicted_index`."""
+    lines = PENGUINS.read_text().splitlines()
+    species = lines[0].split(",").index("species")
+    for given, n in ((PENGUINS, 344), (f"csv:{PENGUINS}", 69)):
+        r = run("infer", penguins, "--input", given, "-o", tmp_path / "p.csv")
+        assert r.exit_code == 0, r.output
+        with open(tmp_path / "p.csv", newline="") as f:
+            table = list(csv.DictReader(f))
+        assert len(table) == n and list(table[0])[:2] == ["row", "true"] and "predicted_index" in table[0]
+        assert all(lines[int(t["row"]) - 1].split(",")[species] == t["true"] for t in table)
+        assert all(LABELS[int(t["predicted_index"])] == t["label"] for t in table)
+
+
 def test_a_missing_column_is_named_with_what_the_file_has(penguins, tmp_path):
     raw = read_table(PENGUINS, "p")
     header = [c for c in raw.columns if c != "body_mass_g"]

@@ -121,7 +121,7 @@ def test_infer_writes_the_vectors_torch_computes(built):
     r = cli("infer", model, "--input", folder / "tokens.npy", "-o", folder / "vectors.npz")
     assert r.exit_code == 0, r.output
     with np.load(folder / "vectors.npz") as z:
-        assert sorted(z.files) == ["hidden", "pooled"]
+        assert sorted(z.files) == ["hidden", "pooled", "row"]  # the outputs, and each example's row
         np.testing.assert_allclose(z["hidden"], hidden, atol=1e-5)
         np.testing.assert_allclose(z["pooled"], pooled, atol=1e-5)
     # a .npy holds one array: the task's output (pooled), not the first output (hidden)

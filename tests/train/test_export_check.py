@@ -66,7 +66,10 @@ def test_export_reproduces_the_runs_own_model(tiny, tmp_path):
     assert again.exit_code == 0, again.output
     assert again.output.startswith(f"wrote {tmp_path / 'again.onnx'} (") and "parity vs torch at batch 1, 3" in \
         again.output
-    assert metadata(tmp_path / "again.onnx") == metadata(out / "model.onnx")  # preprocess, training, task
+    again_meta, own = metadata(tmp_path / "again.onnx"), metadata(out / "model.onnx")  # preprocess, training, task
+    # the data source relative to each model's folder: the same file
+    assert (again_meta.pop("archc.source"), own.pop("archc.source")) == ("npz:data.npz", "npz:../data.npz")
+    assert again_meta == own
     x = {"x": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)}
     ours, theirs = (ort.InferenceSession(str(p)).run(None, x)[0] for p in (tmp_path / "again.onnx", out / "model.onnx"))
     np.testing.assert_array_equal(ours, theirs)
@@ -78,7 +81,8 @@ def test_export_reproduces_the_runs_own_model(tiny, tmp_path):
     (out / "export.json").unlink()
     from archc.train.api import export_run
     export_run(out, output=tmp_path / "older.onnx")
-    assert metadata(tmp_path / "older.onnx") == metadata(out / "model.onnx")
+    older = metadata(tmp_path / "older.onnx")
+    assert older.pop("archc.source") == "npz:data.npz" and older == own  # relative to older.onnx's folder
 
 
 def test_export_rescues_a_run_whose_final_export_failed(tiny, tmp_path, monkeypatch):
