@@ -21,7 +21,7 @@ from archc.errors import InputError
 # rank 0 prepares the folder always finds it.
 RUN_FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
              "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
-             "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
+             "steps": "steps.jsonl", "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
              "spec": "spec.json", "report": "report.json", "report_png": "report.png"}
 
 LOCK = ".archc.lock"      # the run folder's lock file (archc.train.run_dir writes it)

@@ -114,6 +114,7 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     order = epoch_order(len(split), recipe.seed, state.epoch)
     learner.net.train()
     progress.report.epoch_begin(state.epoch, recipe.epochs, steps, state.step_in_epoch)
+    progress.epoch_begin(state.epoch, steps)
     every = recipe.checkpoint_every
     todo = range(state.step_in_epoch, steps)
     shares = [local_batch(order, step, recipe.batch_size, dist.rank, dist.world) for step in todo]
@@ -126,9 +127,12 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
+        progress.step(state.step, state.epoch, state.step_in_epoch, tally.sums.tolist, learner.last_lr,
+                      state.history)
         if ((every and state.step % every == 0) or (clock is not None and clock.due(state.step))) \
                 and state.step_in_epoch < steps:  # the epoch's last step: end_epoch checkpoints
             learner.check_weights(dist, state.step)
+            progress.checkpoint(state.history)  # the points so far, before the state that a resume starts from
             save(setup.run_dir, learner, state, tally, dist, clock)
     note_skipped(split, skipped, "this epoch", progress)
 
@@ -365,6 +369,7 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
     if resuming:
         steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
         state = resume(setup.run_dir, learner, tally, dist, setup.sha256, steps)
+        progress.resume(state.step)
         progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
                              f"(global step {state.step})")
     if dist.active:
