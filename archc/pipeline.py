@@ -158,7 +158,8 @@ def position(where: str, raw: dict[str, Any]) -> tuple[int, ...]:
     """Where a location lies in the spec's text, as indices down its tables and lists ('layers[2] (fc2).units' ->
     (index of layers, 2, index of units)); a part the spec does not have sorts after its siblings, a section before
     every other; a location inside a block instance sorts at the layer that uses it."""
-    head = re.sub(r" \([^()]*\)", "", where.partition(" in ")[0])  # the layer labels: 'layers[2] (fc2)'
+    outer = where.split(" in ")[-1]  # 'blocks.res.layers[1] in layers[2] (stage) repeat 1': the use, layers[2]
+    head = re.sub(r" \([^()]*\)| repeat \d+", "", outer)  # the layer labels: 'layers[2] (fc2)'
     out: list[int] = []
     value: Any = raw
     for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", head):
