@@ -306,8 +306,14 @@ class TextFiles(Source):
 
     @classmethod
     def vocab(cls, options: TextOptions, where: str) -> int | None:  # type: ignore[override]
-        """256 (bytes), or the named tokenizer's vocabulary (read and checked: a bad file is refused here)."""
-        return cls.token_vocab if options.tokenizer is None else tokenizer_file.read(options.tokenizer, where).vocab_size
+        """256 (bytes), or the named tokenizer's vocabulary (read and checked: a bad file is refused here). A file
+        that is not there is reported by `load`, as a missing corpus is (a run's spec.json names it relative to the
+        spec's folder, which `archc export` does not know): None then."""
+        if options.tokenizer is None:
+            return cls.token_vocab
+        if not Path(options.tokenizer).exists():
+            return None
+        return tokenizer_file.read(options.tokenizer, where).vocab_size
 
     @classmethod
     def claims(cls, path: Path) -> bool:
