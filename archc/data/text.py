@@ -48,7 +48,7 @@ import numpy as np
 
 from pydantic import Field
 
-from archc.data import tokenizer_file
+import archc.data.tokenizer_file as tokenizer_file
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split
 from archc.data.sources import make_options, parse, resolve
