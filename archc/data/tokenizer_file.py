@@ -33,6 +33,7 @@ FILE = RUN_FILES["tokenizer"]  # the name it has in a run's folder and beside an
 EOS = "<|endoftext|>"      # the special token a trained BPE adds (GPT-2's name for it)
 BYTE_ALPHABET = 256        # a byte-level BPE starts from every byte
 MIN_VOCAB = BYTE_ALPHABET + 1  # the bytes and EOS
+TAIL_CHARS = 16384          # the end of a chunk that is pre-tokenized to find a cut
 TAIL_PIECES = 2            # pre-tokens kept back at a chunk's end: the next chunk may extend them
 SPLITTERS = frozenset({"ByteLevel", "Split", "Digits", "Sequence", "Whitespace", "WhitespaceSplit", "Punctuation"})
 
@@ -87,16 +88,26 @@ def _cut(backend: Any, text: str, added: list[str]) -> int:
     such place yet. A cut is the start of a pre-token before the last TAIL_PIECES that is a space after a
     non-space character (no pre-token of a regex split spans one, whatever text follows: trailing whitespace runs
     and contractions can still change), far enough from the end that an added token cut by it is whole in `text`
-    (one that is, is kept whole: the cut moves before it)."""
-    pieces = backend.pre_tokenizer.pre_tokenize_str(text)
+    (one that is, is kept whole: the cut moves before it). Only the last TAIL_CHARS are pre-tokenized, from such a
+    place (pre-tokenizing is as slow as encoding)."""
+    start = _space_after_text(text, len(text) - TAIL_CHARS)
+    pieces = backend.pre_tokenizer.pre_tokenize_str(text[start:])
     limit = len(text) - max((len(t) for t in added), default=0)
-    cut = next((start for _, (start, _) in reversed(pieces[:-TAIL_PIECES])
-                if 0 < start <= limit and text[start] == " " and not text[start - 1].isspace()), 0)
+    cut = next((start + a for _, (a, _) in reversed(pieces[:-TAIL_PIECES])
+                if 0 < start + a <= limit and text[start + a] == " " and not text[start + a - 1].isspace()), 0)
     for token in added if cut else ():
         at = text.rfind(token, max(0, cut - len(token) + 1), cut + len(token) - 1)
         if at != -1 and at < cut:
             cut = at
     return cut
+
+
+def _space_after_text(text: str, end: int) -> int:
+    """The last position at or before `end` holding a space that follows a non-space character (0: none)."""
+    at = text.rfind(" ", 1, max(end, 0) + 1)
+    while at > 0 and text[at - 1].isspace():
+        at = text.rfind(" ", 1, at)
+    return max(at, 0)
 
 
 def _chunkable(text: str) -> bool:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from archc.cli import main
 from archc.data import load
+import archc.data.tokenizer_file as tokenizer_file
 from archc.data.tokenizer_file import read
 
 transformers = pytest.importorskip("transformers")
@@ -109,8 +110,11 @@ def test_token_file_ids_equal_pretrained_tokenizer_fast(made):
     assert x.shape[1] == CONTEXT and np.array_equal(x[:, 1:], y[:, :-1])
 
 
-def test_encoding_in_chunks_equals_the_whole_text(made):
-    """A chunk boundary anywhere (in a word, a whitespace run, the special token) leaves the ids unchanged."""
+@pytest.mark.parametrize("tail", [40, tokenizer_file.TAIL_CHARS])
+def test_encoding_in_chunks_equals_the_whole_text(made, monkeypatch, tail: int):
+    """A chunk boundary anywhere (in a word, a whitespace run, the special token) leaves the ids unchanged, also
+    when only a short end of each chunk is pre-tokenized to find the cut."""
+    monkeypatch.setattr(tokenizer_file, "TAIL_CHARS", tail)
     corpus, tok = made
     codec = read(tok, "t")
     text = "".join((corpus / f"m{i}.py").read_text(encoding="utf-8") for i in range(5))
