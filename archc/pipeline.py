@@ -260,7 +260,9 @@ def expand(c: Compiled) -> None:
 
 def infer(c: Compiled) -> None:
     """Every node's type, parameters and FLOPs; then the task's and memory's whole-model checks."""
-    root = Path(c.source).parent if isinstance(c.source, (str, Path)) else None  # relative data paths' folder
+    # relative data paths' folder: the spec file's, also for the dict `archc train` compiles from it (its name)
+    named = c.source if isinstance(c.source, (str, Path)) else c.file if c.file and Path(c.file).is_file() else None
+    root = Path(named).parent if named is not None else None
     infer_graph(c.graph, c.spec, root)  # type: ignore[arg-type]
 
 

@@ -350,6 +350,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
                 if claim is not None:
+                    setup.run_dir.write_files(learner.objective.files())  # before the metadata that names them
                     setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup))
                 return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
