@@ -15,6 +15,7 @@ from archc.export.restore import KEY as TARGET_SCALE
 from archc.graph.bounds import fits, interval
 from archc.graph.ir import Graph
 from archc.tasks import Task
+from archc.tasks.base import makes_report
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
 from archc.data.lazy import is_lazy
@@ -232,7 +233,7 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     for note in dataset.notes:  # files skipped, images converted: never silent
         say(f"{dataset.name}: {note}")
     reference = baselines_of(objective, dataset) if baselines else None
-    held = held_test(dataset)
+    held = held_test(dataset) if makes_report(type(objective)) else None
     d = setup.spec.data
     assert d is not None  # prepare() checked it
     preprocess = preprocess_of(dataset, setup.input_name, d.split_seed, d.on_error) if d.normalize else None
