@@ -1,4 +1,4 @@
-"""Figure 19: the seconds an `archc train` run spends outside its training loop (start-up and imports, reading the
+"""Figure 18: the seconds an `archc train` run spends outside its training loop (start-up and imports, reading the
 data, building the model, the export check, the final export and its parity check, the test report) against a
 hand-written PyTorch script's (its imports, data reading, normalization, saving the weights), for the MNIST-sized
 reference model (specs/digit_classifier.toml, 784-256-128-10) on a small MNIST-format set.
@@ -23,7 +23,7 @@ import numpy as np
 
 import common
 
-FIGURE = 19
+FIGURE = 18
 KEY = "overhead"
 TITLE = "Time outside the training loop: archc train vs a hand-written script"
 A, B = "archc train (s)", "hand-written (s)"
