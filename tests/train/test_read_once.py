@@ -112,7 +112,7 @@ def test_csv_run_reads_its_file_once(kind, tmp_path, opens, monkeypatch):
             "task": {"kind": kind},
             "layers": [{"op": "linear", "out_features": 8, "act": "relu"},
                        {"op": "linear", "out_features": 2 if kind == "classification" else 1}],
-            "train": {"epochs": 2, "batch_size": 16},
+            "train": {"epochs": 1, "batch_size": 16},
             "data": {"source": "csv:t.csv", "target": "label"}}
     (tmp_path / "s.json").write_text(json.dumps(spec))
     monkeypatch.chdir(tmp_path)
@@ -138,7 +138,7 @@ def test_image_folder_run_decodes_each_image_once(tmp_path, opens):
             Image.fromarray(px).save(tmp_path / "imgs" / cls / f"{i}.png")
     spec = {"archc": 1, "model": {"name": "shade"}, "inputs": {"x": {"shape": [1, 6, 6]}},
             "layers": [{"op": "flatten"}, {"op": "linear", "out_features": 2}],
-            "train": {"epochs": 2, "batch_size": 4},
+            "train": {"epochs": 1, "batch_size": 4},
             "data": {"source": f"images:{tmp_path / 'imgs'}", "val_fraction": 0.25, "test_fraction": 0.25}}
     (tmp_path / "s.json").write_text(json.dumps(spec))
     counted = opens(tmp_path / "imgs")
