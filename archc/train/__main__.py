@@ -16,8 +16,8 @@ def main() -> None:
     if rank:  # a rank under torchrun: end with it, however it ends
         _die_with_torchrun()
     code = _run()
-    if rank:
-        _hard_exit(code)
+    if rank and code == 0:  # a failing rank exits as before: torchrun stops the others once one exits, and a
+        _hard_exit(code)    # quick exit would cut their own messages short
     sys.exit(code)
 
 
