@@ -2,8 +2,8 @@
 
 A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named
 set), the data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to
-`archc.data.load`), a small example the registry test builds and loads, and its `load`, which receives only
-what it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared
+`archc.data.load`: archc/data/options.py), a small example the registry test builds and loads, and its `load`,
+which receives only what it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared
 columns of a spec's tabular input, archc/data/columns.py's Request) when its signature names them.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.fields import FieldInfo
+from archc.data.options import Field, SourceOptions, fields
 from archc.labels import LABEL_FORMS
 
 if TYPE_CHECKING:
@@ -23,12 +22,6 @@ if TYPE_CHECKING:
 # What a Dataset can hold, by the `task=` load() is asked for: labelled classes, continuous targets, next-token
 # windows, one graph's labelled nodes, labelled graphs.
 DATA_TASKS = LABEL_FORMS  # archc/labels.py names them once
-
-
-class SourceOptions(BaseModel):
-    """Base of a source's typed options: fields with defaults and a description (none by default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -88,17 +81,17 @@ class Source:
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return list(cls.Options.model_fields)
+        return list(fields(cls.Options))
 
     @classmethod
     def usage(cls) -> str:
         """'csv:FILE[?target=COLUMN]' for help texts."""
         args = "|".join([*cls.names, cls.argument] if cls.takes_path or not cls.names else cls.names)
-        opts = "&".join(f"{k}={metavar(k, f)}" for k, f in cls.Options.model_fields.items())
+        opts = "&".join(f"{k}={metavar(k, f)}" for k, f in fields(cls.Options).items())
         return f"{cls.scheme}:{args}" + (f"[?{opts}]" if opts else "")
 
 
-def metavar(name: str, info: FieldInfo) -> str:
+def metavar(name: str, info: Field) -> str:
     """How help texts show an option's value: its field's title, N for whole numbers, else its name in capitals."""
     return info.title or ("N" if "int" in str(info.annotation) else name.upper())
 
@@ -110,6 +103,6 @@ def register(cls: type[Source]) -> type[Source]:
     """Class decorator: add a source to the registry under its scheme."""
     assert cls.scheme and cls.scheme not in REGISTRY, f"data scheme {cls.scheme!r} registered twice"
     assert cls.tasks and set(cls.tasks) <= set(DATA_TASKS), f"{cls.scheme}: tasks {cls.tasks} not in {DATA_TASKS}"
-    assert "options" in cls.wants() or not cls.Options.model_fields, f"{cls.scheme}: load() must take options="
+    assert "options" in cls.wants() or not fields(cls.Options), f"{cls.scheme}: load() must take options="
     REGISTRY[cls.scheme] = cls
     return cls
