@@ -8,7 +8,9 @@ columns of a spec's tabular input, archc/data/columns.py's Request) when its sig
 """
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -96,13 +98,49 @@ def metavar(name: str, info: Field) -> str:
     return info.title or ("N" if "int" in str(info.annotation) else name.upper())
 
 
-REGISTRY: dict[str, type[Source]] = {}
+# The modules that register a source, one scheme each (archc.data.<name>), in the order help texts list them. Adding a
+# source: its module, and its name here.
+SOURCES = ("sklearn_sets", "idx", "tabular", "npz", "images", "text", "gnn", "jsonl", "parquet")
+
+
+class Registry(Mapping[str, "type[Source]"]):
+    """scheme -> Source class. The source modules are imported the first time the registry is read, not when
+    archc.data is: `archc infer` on an .npz or a CSV file reads no source and imports none of their readers."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, type[Source]] = {}
+        self._complete = False
+
+    def _all(self) -> dict[str, type[Source]]:
+        if not self._complete:
+            self._complete = True  # first: a source module read while importing sees the registry as it stands
+            for name in SOURCES:
+                importlib.import_module(f"archc.data.{name}")
+            order = {f"archc.data.{name}": i for i, name in enumerate(SOURCES)}
+            self._sources = dict(sorted(self._sources.items(), key=lambda kv: order.get(kv[1].__module__, len(order))))
+        return self._sources
+
+    def __getitem__(self, scheme: str) -> type[Source]:
+        return self._all()[scheme]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def add(self, cls: type[Source]) -> None:
+        """Register `cls` (without importing the other sources)."""
+        assert cls.scheme and cls.scheme not in self._sources, f"data scheme {cls.scheme!r} registered twice"
+        self._sources[cls.scheme] = cls
+
+
+REGISTRY = Registry()
 
 
 def register(cls: type[Source]) -> type[Source]:
     """Class decorator: add a source to the registry under its scheme."""
-    assert cls.scheme and cls.scheme not in REGISTRY, f"data scheme {cls.scheme!r} registered twice"
     assert cls.tasks and set(cls.tasks) <= set(DATA_TASKS), f"{cls.scheme}: tasks {cls.tasks} not in {DATA_TASKS}"
     assert "options" in cls.wants() or not fields(cls.Options), f"{cls.scheme}: load() must take options="
-    REGISTRY[cls.scheme] = cls
+    REGISTRY.add(cls)
     return cls
