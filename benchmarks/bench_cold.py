@@ -6,8 +6,9 @@ import numpy and onnxruntime, open the session, one run, print). Goal: archc inf
 
 The commands run round-robin, order alternating each round, so load drift hits all alike; medians. Every process may
 write and then reads archc's bytecode cache (__pycache__, as an installed archc has; PYTHONDONTWRITEBYTECODE is
-dropped for them), so the first, untimed round pays Python's compiling and the others do not. The details list `python -X importtime`'s largest costs of `archc validate` (the cumulative time of each top-level
-import, and the modules with the largest self time).
+dropped for them), so the first, untimed round pays Python's compiling and the others do not. The details list
+`python -X importtime`'s largest costs of `archc validate` (the cumulative time of each top-level import, and the
+modules with the largest self time).
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ print(out.argmax(1))
 PLAIN_CSV = """import csv, sys, numpy as np, onnxruntime as ort
 s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 rows = list(csv.DictReader(open(sys.argv[2])))
-feeds = {i.name: np.array([[r[i.name] if "string" in i.type else float(r[i.name].replace("NA", "nan"))] for r in rows], dtype=object if "string" in i.type else np.float64) for i in s.get_inputs()}
-print(s.run(None, feeds)[0].argmax(1))
+col = lambda i: [[r[i.name]] if "string" in i.type else [float(r[i.name].replace("NA", "nan"))] for r in rows]
+print(s.run(None, {i.name: np.array(col(i), dtype=object if "string" in i.type else None) for i in s.get_inputs()})[0])
 """
 
 
@@ -69,7 +70,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def importtime(cmd_args: list[str], top: int = 10) -> str:
+def importtime(cmd_args: list[str], top: int = 10, shown: str = "") -> str:
     """Markdown: the imports with the largest cumulative time (nesting shown by depth) and the modules with the
     largest self time, of one `archc ...` process."""
     code = "import sys; from archc.cli import main; sys.argv = ['archc'] + sys.argv[1:]; main()"
@@ -88,7 +89,8 @@ def importtime(cmd_args: list[str], top: int = 10) -> str:
         pkg = e[3].split(".")[0] if not e[3].startswith("archc.") else ".".join(e[3].split(".")[:2])
         groups[pkg] = groups.get(pkg, 0) + e[0]
     by_pkg = ", ".join(f"{k} {v / 1e3:.0f}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:8])
-    lines = [f"`python -X importtime` of `archc {' '.join(cmd_args)}`: {total / 1e3:.0f} ms of imports in all; "
+    lines = [f"`python -X importtime` of `archc {shown or ' '.join(cmd_args)}`: {total / 1e3:.0f} ms of imports in "
+             "all; "
              f"self time by package (ms): {by_pkg}.", "",
              "| import (depth) | cumulative ms | | module | self ms |", "| --- | ---: | --- | --- | ---: |"]
     for c, s_ in zip(cumulative, selfs):
@@ -182,7 +184,8 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
                                     f"ratio {common.paired_ratio(t[f'infer {kind}'], t[f'plain {kind}']):.2f}; "
                                     f"{rounds} rounds"))
     details = importtime(["validate", str(spec.relative_to(common.ROOT))])
-    return rows, details + "\n\n" + importtime(cmds["infer npz"][len(_archc()):])
+    return rows, details + "\n\n" + importtime(cmds["infer npz"][len(_archc()):],
+                                                shown=f"infer digits_mlp.onnx --input digits{ROWS}.npz --device cpu")
 
 
 MISSES = """**Why validate misses 0.4 s (when it does):** it is all imports (see the table): ~0.35 s of the wall
@@ -194,4 +197,11 @@ making that import lazy. On a quiet machine validate measured 0.35 s here; under
 **What would close it** (suggestions for files other people own, not applied): register `train` lazily (import
 `archc.train.command` inside the command); give the op models `model_config = ConfigDict(defer_build=True)` and
 validate each layer against its own op's model (looked up by `op`) instead of one discriminated union of every
-op, so a spec pays only for the ops it uses."""
+op, so a spec pays only for the ops it uses.
+
+**Why a small job would miss 1.5x:** both sides start Python and import numpy and onnxruntime (~0.2 s of imports);
+archc adds click, its runtime, the task registry and the readers of the input it reads (~20 ms of self time, see
+the second importtime table), and its checks. Before source options stopped importing pydantic and the data
+registry stopped importing every reader (2026-12-05) the rows measured 1.74x and 1.78x here; a reader that grows
+a heavy import at module level brings the figure back up (tests/cli/test_startup.py keeps pydantic, torch and the
+compiler out)."""

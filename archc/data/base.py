@@ -1,10 +1,10 @@
 """The data-source registry: one registered `Source` class per scheme (numpy-free, like archc/ops/base.py).
 
-A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named
-set), the data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to
-`archc.data.load`: archc/data/options.py), a small example the registry test builds and loads, and its `load`,
-which receives only what it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared
-columns of a spec's tabular input, archc/data/columns.py's Request) when its signature names them.
+A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named set), the
+data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to `archc.data.load`:
+archc/data/options.py), a small example the registry test builds and loads, and its `load`, which receives only what
+it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared columns of a
+spec's tabular input, archc/data/columns.py's Request) when its signature names them.
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-
 from archc.data.arrays import classes_from_labels
 from archc.data.base import Example, Source, Splits, register
 from archc.data.options import SourceOptions, option

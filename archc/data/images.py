@@ -220,11 +220,11 @@ def options_for(shape: tuple) -> dict[str, int | str]:
 @dataclass(frozen=True)
 class ImageOptions(SourceOptions):
     channels: int | None = option(None, ge=1, description="convert every image to this many channels (1 or 3; "
-                                 "train: the input's C)")
+                                  "train: the input's C)")
     size: str | None = option(None, title="HxW", description="resize every image to HxW (train: the input's H and W)")
     in_memory: bool | None = option(None, description="decode every image up front into one array (true) or per "
-                                   "batch (false); default: up front when they take at most 1 GiB decoded "
-                                   "(train: [data] in_memory)")
+                                    "batch (false); default: up front when they take at most 1 GiB decoded "
+                                    "(train: [data] in_memory)")
 
 
 @register

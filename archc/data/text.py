@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from archc.data.base import Example, Source, Splits, register
 from archc.data.options import SourceOptions, option
 from archc.data.dataset import Dataset, Split
@@ -244,10 +243,10 @@ def baselines(train_bytes: np.ndarray, test_bytes: np.ndarray, chunk: int = 1 <<
 @dataclass(frozen=True)
 class TextOptions(SourceOptions):
     max_bytes: int | None = option(None, ge=0, description=f"read at most this many bytes (0: no cap; "
-                                                           f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
+                                                            f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
     context: int = option(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
     cache: str | None = option(None, title="DIR", description="a folder to keep the token file in, reused while the "
-                                                             "files are unchanged (none: a temporary removed at exit)")
+                                                              "files are unchanged (none: a temporary removed at exit)")
 
 
 @register

@@ -81,8 +81,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (root / "digits" / label).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "digits" / label / "a.png")
     csv = ROOT / "specs" / "data" / "penguins.csv"
-    table = fit("row", [Column("island", "categorical", categories=("Biscoe", "Dream", "Torgersen")), Column("bill_length_mm", "numeric", missing="median")],
-                read_table(csv, "penguins.csv").cells, target="species")
+    columns = [Column("island", "categorical", categories=("Biscoe", "Dream", "Torgersen")),
+               Column("bill_length_mm", "numeric", missing="median")]
+    table = fit("row", columns, read_table(csv, "penguins.csv").cells, target="species")
     tabular = {"archc": 1, "model": {"name": "p"}, "inputs": {"row": {"shape": [table.width()]}},
                "task": {"kind": "classification", "labels": ["Adelie", "Chinstrap", "Gentoo"]},
                "layers": [{"op": "linear", "out_features": 3}]}
