@@ -110,14 +110,19 @@ class Registry(Mapping[str, "type[Source]"]):
     def __init__(self) -> None:
         self._sources: dict[str, type[Source]] = {}
         self._complete = False
+        self._loading = False  # a source module read while importing sees the registry as it stands
 
     def _all(self) -> dict[str, type[Source]]:
-        if not self._complete:
-            self._complete = True  # first: a source module read while importing sees the registry as it stands
-            for name in SOURCES:
-                importlib.import_module(f"archc.data.{name}")
+        if not self._complete and not self._loading:
+            self._loading = True
+            try:
+                for name in SOURCES:
+                    importlib.import_module(f"archc.data.{name}")
+            finally:
+                self._loading = False
             order = {f"archc.data.{name}": i for i, name in enumerate(SOURCES)}
             self._sources = dict(sorted(self._sources.items(), key=lambda kv: order.get(kv[1].__module__, len(order))))
+            self._complete = True
         return self._sources
 
     def __getitem__(self, scheme: str) -> type[Source]:
