@@ -1,20 +1,21 @@
 """The data-source registry: one registered `Source` class per scheme (numpy-free, like archc/ops/base.py).
 
-A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named
-set), the data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to
-`archc.data.load`), a small example the registry test builds and loads, and its `load`, which receives only
-what it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared
-columns of a spec's tabular input, archc/data/columns.py's Request) when its signature names them.
+A source class declares its scheme, what its argument is (a path relative to the spec's folder, or a named set), the
+data tasks it can feed, its typed options (`?key=value` after the argument, or keywords to `archc.data.load`:
+archc/data/options.py), a small example the registry test builds and loads, and its `load`, which receives only what
+it declares: the argument and the split settings always, `task`, `options` and `columns` (the declared columns of a
+spec's tabular input, archc/data/columns.py's Request) when its signature names them.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.fields import FieldInfo
+from archc.data.options import Field, SourceOptions, fields
 from archc.labels import LABEL_FORMS
 
 if TYPE_CHECKING:
@@ -23,12 +24,6 @@ if TYPE_CHECKING:
 # What a Dataset can hold, by the `task=` load() is asked for: labelled classes, continuous targets, next-token
 # windows, one graph's labelled nodes, labelled graphs.
 DATA_TASKS = LABEL_FORMS  # archc/labels.py names them once
-
-
-class SourceOptions(BaseModel):
-    """Base of a source's typed options: fields with defaults and a description (none by default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -94,28 +89,69 @@ class Source:
 
     @classmethod
     def option_names(cls) -> list[str]:
-        return list(cls.Options.model_fields)
+        return list(fields(cls.Options))
 
     @classmethod
     def usage(cls) -> str:
         """'csv:FILE[?target=COLUMN]' for help texts."""
         args = "|".join([*cls.names, cls.argument] if cls.takes_path or not cls.names else cls.names)
-        opts = "&".join(f"{k}={metavar(k, f)}" for k, f in cls.Options.model_fields.items())
+        opts = "&".join(f"{k}={metavar(k, f)}" for k, f in fields(cls.Options).items())
         return f"{cls.scheme}:{args}" + (f"[?{opts}]" if opts else "")
 
 
-def metavar(name: str, info: FieldInfo) -> str:
+def metavar(name: str, info: Field) -> str:
     """How help texts show an option's value: its field's title, N for whole numbers, else its name in capitals."""
     return info.title or ("N" if "int" in str(info.annotation) else name.upper())
 
 
-REGISTRY: dict[str, type[Source]] = {}
+# The modules that register a source, one scheme each (archc.data.<name>), in the order help texts list them. Adding a
+# source: its module, and its name here.
+SOURCES = ("sklearn_sets", "idx", "tabular", "npz", "images", "text", "gnn", "jsonl", "parquet")
+
+
+class Registry(Mapping[str, "type[Source]"]):
+    """scheme -> Source class. The source modules are imported the first time the registry is read, not when
+    archc.data is: `archc infer` on an .npz or a CSV file reads no source and imports none of their readers."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, type[Source]] = {}
+        self._complete = False
+        self._loading = False  # a source module read while importing sees the registry as it stands
+
+    def _all(self) -> dict[str, type[Source]]:
+        if not self._complete and not self._loading:
+            self._loading = True
+            try:
+                for name in SOURCES:
+                    importlib.import_module(f"archc.data.{name}")
+            finally:
+                self._loading = False
+            order = {f"archc.data.{name}": i for i, name in enumerate(SOURCES)}
+            self._sources = dict(sorted(self._sources.items(), key=lambda kv: order.get(kv[1].__module__, len(order))))
+            self._complete = True
+        return self._sources
+
+    def __getitem__(self, scheme: str) -> type[Source]:
+        return self._all()[scheme]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def add(self, cls: type[Source]) -> None:
+        """Register `cls` (without importing the other sources)."""
+        assert cls.scheme and cls.scheme not in self._sources, f"data scheme {cls.scheme!r} registered twice"
+        self._sources[cls.scheme] = cls
+
+
+REGISTRY = Registry()
 
 
 def register(cls: type[Source]) -> type[Source]:
     """Class decorator: add a source to the registry under its scheme."""
-    assert cls.scheme and cls.scheme not in REGISTRY, f"data scheme {cls.scheme!r} registered twice"
     assert cls.tasks and set(cls.tasks) <= set(DATA_TASKS), f"{cls.scheme}: tasks {cls.tasks} not in {DATA_TASKS}"
-    assert "options" in cls.wants() or not cls.Options.model_fields, f"{cls.scheme}: load() must take options="
-    REGISTRY[cls.scheme] = cls
+    assert "options" in cls.wants() or not fields(cls.Options), f"{cls.scheme}: load() must take options="
+    REGISTRY.add(cls)
     return cls

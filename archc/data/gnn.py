@@ -14,10 +14,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pydantic import Field
-
 from archc.data.arrays import classes_from_labels
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.dataset import Dataset, Split, split_indices
 from archc.errors import DataError
 from archc.util import load_arrays
@@ -154,8 +153,9 @@ def input_roles(inputs: dict[str, tuple[tuple, str]]) -> dict[str, str]:
 
 # --- the loader -------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
 class GraphOptions(SourceOptions):
-    graphs: int = Field(600, ge=4, description="how many graphs graph:synthetic generates")
+    graphs: int = option(600, ge=4, description="how many graphs graph:synthetic generates")
 
 
 @register

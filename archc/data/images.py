@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 
 from archc.data.arrays import from_arrays
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.dataset import Dataset
 from archc.data.lazy import Lazy, fits_in_memory
 from archc.util import load_arrays
@@ -217,13 +217,14 @@ def options_for(shape: tuple) -> dict[str, int | str]:
     return {"channels": c, "size": f"{h}x{w}"}
 
 
+@dataclass(frozen=True)
 class ImageOptions(SourceOptions):
-    channels: int | None = Field(None, ge=1, description="convert every image to this many channels (1 or 3; "
-                                 "train: the input's C)")
-    size: str | None = Field(None, title="HxW", description="resize every image to HxW (train: the input's H and W)")
-    in_memory: bool | None = Field(None, description="decode every image up front into one array (true) or per "
-                                   "batch (false); default: up front when they take at most 1 GiB decoded "
-                                   "(train: [data] in_memory)")
+    channels: int | None = option(None, ge=1, description="convert every image to this many channels (1 or 3; "
+                                  "train: the input's C)")
+    size: str | None = option(None, title="HxW", description="resize every image to HxW (train: the input's H and W)")
+    in_memory: bool | None = option(None, description="decode every image up front into one array (true) or per "
+                                    "batch (false); default: up front when they take at most 1 GiB decoded "
+                                    "(train: [data] in_memory)")
 
 
 @register

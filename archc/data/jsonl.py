@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from archc.data.arrays import from_arrays, labels_for_task
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.columns import FLOAT32_MAX
 from archc.data.dataset import Dataset
 from archc.strict_json import DuplicateKey, distinct_keys
@@ -19,9 +20,10 @@ from archc.errors import DataError, describe
 from archc.labels import CLASSES, TARGETS
 
 
+@dataclass(frozen=True)
 class JsonlOptions(SourceOptions):
-    features: str = Field("x", title="FIELD", description="the field holding a number or a nested list of numbers")
-    label: str = Field("y", title="FIELD", description="the field holding the class name or number, or the target")
+    features: str = option("x", title="FIELD", description="the field holding a number or a nested list of numbers")
+    label: str = option("y", title="FIELD", description="the field holding the class name or number, or the target")
 
 
 @register

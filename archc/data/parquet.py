@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from pydantic import Field
 
 from archc.data.arrays import from_arrays
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.columns import Request, Table
 from archc.data.dataset import Dataset
 from archc.data.tabular import (RawTable, _check_features, _column_floats, check_declared, fit_and_encode,
@@ -143,8 +143,9 @@ def _lines(idx: np.ndarray) -> list[int]:
     return [int(i) + 1 for i in idx]
 
 
+@dataclass(frozen=True)
 class ParquetOptions(SourceOptions):
-    target: str | None = Field(None, title="COLUMN", description="the target column's name (default: the last column)")
+    target: str | None = option(None, title="COLUMN", description="the target column's name (default: the last column)")
 
 
 @register

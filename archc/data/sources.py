@@ -2,6 +2,7 @@
 fractions and the options centrally, resolve a path argument, and call the source's loader."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import glob
 import os
@@ -9,10 +10,9 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pydantic import ValidationError
-
 from archc.data.base import REGISTRY, Source, SourceOptions, Splits, metavar
 from archc.data.dataset import Dataset, check_fractions
+from archc.data.options import OptionError, build, fields as option_fields
 from archc.errors import DataError, describe
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def parse(source: str, root: str | Path | None = None) -> tuple[type[Source], st
 def make_options(cls: type[Source], where: str, query: dict[str, str], given: dict[str, Any],
                  defaults: Mapping[str, Any]) -> SourceOptions:
     """The source's typed options from the query and keywords (unknown names and bad values: DataError)."""
-    fields = cls.Options.model_fields
+    fields = option_fields(cls.Options)
     for key in [*query, *given]:
         if key not in fields:
             raise _unknown(cls, key, query.get(key, given.get(key)), where)
@@ -105,9 +105,9 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
     values.update(query)
     values.update(given)
     try:
-        return cls.Options(**values)
-    except ValidationError as e:
-        err = e.errors()[0]
+        return build(cls.Options, values)
+    except OptionError as e:
+        err = e.err
         key = str(err["loc"][0])
         raise DataError(f"{key}: expected {_want(fields[key].annotation, err)}, received "
                         f"{describe(err['input'])}", where=where, hint=fields[key].description or "") from None
@@ -115,14 +115,14 @@ def make_options(cls: type[Source], where: str, query: dict[str, str], given: di
 
 def _takes_bool(annotation: Any) -> bool:
     """Whether an option's type admits True/False (`bool`, `bool | None`); a bool given for a number is an error
-    (pydantic would read True as 1)."""
+    (int() would read True as 1)."""
     return annotation is bool or bool in typing.get_args(annotation)
 
 
 def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:
     """An option the source does not declare: name its own options, and who takes this one."""
     close = difflib.get_close_matches(key, cls.option_names(), n=1)
-    owners = [f"{s}:" for s, c in REGISTRY.items() if key in c.Options.model_fields]
+    owners = [f"{s}:" for s, c in REGISTRY.items() if key in option_fields(c.Options)]
     hint = (f"did you mean {close[0]!r}?" if close else
             f"{key} is an option of {' and '.join(owners)} sources" if owners else "")
     expected = _expected(cls) or f"no options ({cls.scheme}: sources take none)"
@@ -132,7 +132,7 @@ def _unknown(cls: type[Source], key: str, value: Any, where: str) -> DataError:
 
 def _expected(cls: type[Source]) -> str:
     """'?max_bytes=N or ?context=N' (the source's options), '' when it has none."""
-    return " or ".join(f"?{k}={metavar(k, f)}" for k, f in cls.Options.model_fields.items())
+    return " or ".join(f"?{k}={metavar(k, f)}" for k, f in option_fields(cls.Options).items())
 
 
 def _want(annotation: Any, err: dict | None = None) -> str:
@@ -156,8 +156,7 @@ def resolve(arg: str, root: str | Path | None) -> Path:
 
 def file_options(cls: type[Source]) -> list[str]:
     """The options of a source that name a file (a text: source's tokenizer): read like a path argument."""
-    return [k for k, f in cls.Options.model_fields.items() if isinstance(f.json_schema_extra, dict)
-            and f.json_schema_extra.get("file")]
+    return [k for k, f in option_fields(cls.Options).items() if f.file]
 
 
 def locate(value: str, root: str | Path | None) -> Path:
@@ -170,7 +169,7 @@ def locate(value: str, root: str | Path | None) -> Path:
 def located_options(cls: type[Source], opts: SourceOptions, root: str | Path | None) -> SourceOptions:
     """`opts` with each file option read against `root` (`locate`)."""
     update = {k: str(locate(v, root)) for k in file_options(cls) if (v := getattr(opts, k)) is not None}
-    return opts.model_copy(update=update) if update else opts
+    return dataclasses.replace(opts, **update) if update else opts
 
 
 def path_of(source: str, root: str | Path | None = None) -> str | None:

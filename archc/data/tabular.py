@@ -28,10 +28,9 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from pydantic import Field
-
 from archc.data.arrays import from_arrays, split_rows
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.columns import (DECIMAL_HINT, FLOAT32_MAX, Request, Table, decimal_comma, fit, is_missing, number,
                                 number_problem)
 from archc.data.csvfile import SAMPLE_LINES, CsvFile, Passes, Shape, point, recognise, share, utf8
@@ -296,15 +295,16 @@ def _delimiter(text: str | None) -> str | None:
     return text
 
 
+@dataclass(frozen=True)
 class CsvOptions(SourceOptions):
-    target: str | None = Field(None, title="COLUMN", description="the target column's name (default: the last column)")
-    delimiter: str | None = Field(None, title="C", description="the cell separator, one character or 'tab' "
-                                  "(default: a comma, or a tab, ';' or '|' when the first line has no comma)")
-    header: bool = Field(True, title="true|false", description="whether the first line names the columns "
-                         "(false: columns named column_1, column_2, ...)")
-    skip: int = Field(0, ge=0, description="leading lines to skip before the header (or the first row)")
-    decimal: Literal[".", ","] = Field(".", title=".|,", description="the decimal mark of numbers: '.' or ',' "
-                                       "('3,45' reads as 3.45)")
+    target: str | None = option(None, title="COLUMN", description="the target column's name (default: the last column)")
+    delimiter: str | None = option(None, title="C", description="the cell separator, one character or 'tab' "
+                                   "(default: a comma, or a tab, ';' or '|' when the first line has no comma)")
+    header: bool = option(True, title="true|false", description="whether the first line names the columns "
+                          "(false: columns named column_1, column_2, ...)")
+    skip: int = option(0, ge=0, description="leading lines to skip before the header (or the first row)")
+    decimal: Literal[".", ","] = option(".", title=".|,", description="the decimal mark of numbers: '.' or ',' "
+                                        "('3,45' reads as 3.45)")
 
     def dialect(self, where: str) -> Dialect:
         try:

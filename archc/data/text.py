@@ -46,10 +46,9 @@ from typing import Iterator
 
 import numpy as np
 
-from pydantic import Field
-
 import archc.data.tokenizer_file as tokenizer_file
-from archc.data.base import Example, Source, SourceOptions, Splits, register
+from archc.data.base import Example, Source, Splits, register
+from archc.data.options import SourceOptions, option
 from archc.data.dataset import Dataset, Split
 from archc.data.sources import make_options, parse, resolve
 from archc.data.tokens import BYTES, CHUNK, TokenFile, open_tokens, stream
@@ -268,15 +267,16 @@ def baselines(train_bytes: np.ndarray, test_bytes: np.ndarray, chunk: int = 1 <<
 
 # --- the source --------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
 class TextOptions(SourceOptions):
-    max_bytes: int | None = Field(None, ge=0, description=f"read at most this many bytes (0: no cap; "
-                                                           f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
-    context: int = Field(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
-    cache: str | None = Field(None, title="DIR", description="a folder to keep the token file in, reused while the "
-                                                             "files are unchanged (none: a temporary removed at exit)")
-    tokenizer: str | None = Field(None, title="FILE", json_schema_extra={"file": True},
-                                  description="a tokenizer.json (Hugging Face tokenizers) to encode the text with "
-                                              "(none: bytes, vocabulary 256)")
+    max_bytes: int | None = option(None, ge=0, description=f"read at most this many bytes (0: no cap; "
+                                                            f"text:stdlib defaults to {STDLIB_MAX_BYTES})")
+    context: int = option(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
+    cache: str | None = option(None, title="DIR", description="a folder to keep the token file in, reused while the "
+                                                              "files are unchanged (none: a temporary removed at exit)")
+    tokenizer: str | None = option(None, title="FILE", file=True,
+                                   description="a tokenizer.json (Hugging Face tokenizers) to encode the text with "
+                                               "(none: bytes, vocabulary 256)")
 
 
 @register

@@ -8,16 +8,18 @@ import difflib
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from archc.data.columns import Table, is_missing, number
-from archc.data.tabular import RawTable
 from archc.errors import InputError
 from archc.labels import CLASSES
 from archc.strict_json import DuplicateKey, distinct_keys
 from archc.tasks.base import Labelled, for_model
+
+if TYPE_CHECKING:  # the CSV reader: imported where a table is read, not by every `archc infer`
+    from archc.data.tabular import RawTable
 
 ENCODED_KEY = "archc.encoded_input"   # a model that takes a row (archc.export.tabular) records what its core reads
 
@@ -119,6 +121,8 @@ def json_rows(path: Path) -> RawTable | None:
     except RecursionError:
         raise InputError("expected JSON of reasonable nesting depth, received one nested too deeply",
                          file=str(path)) from None
+    from archc.data.tabular import RawTable
+
     columns: dict[str, None] = {}  # the union of keys in first-seen order (a dict: linear in the keys)
     for line, rec in records:
         if not isinstance(rec, dict):
@@ -167,7 +171,7 @@ def source_split(model: Any, source: str, split: str, target: str | None = None)
     from archc.data.base import Splits
     from archc.data.parquet import read_rows
     from archc.data.sources import make_options, parse
-    from archc.data.tabular import read_table, target_column, target_values
+    from archc.data.tabular import RawTable, read_table, target_column, target_values
     from archc.tasks.base import ALL, data_settings
 
     table = table_of(model)

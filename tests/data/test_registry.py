@@ -182,3 +182,15 @@ def test_option_values_and_repeats_are_checked(tmp_path: Path) -> None:
     ex = example("csv", tmp_path)
     assert load(ex.source, defaults={"context": 7, "target": "label"}).classes == ["no", "yes"]
     assert load(ex.source, defaults={"target": "nope"}, target="label").classes == ["no", "yes"]
+
+
+def test_the_registry_imports_its_sources_when_first_read() -> None:
+    """Importing archc.data, its Lazy or one reader imports no other source (archc infer on a file reads one); the
+    first read of the registry imports them all, listed in base.SOURCES's order whatever was imported first."""
+    code = ("import sys, archc.data, archc.data.lazy, archc.data.npz; from archc.data.base import SOURCES; "
+            "early = [m for m in SOURCES if m != 'npz' and f'archc.data.{m}' in sys.modules]; "
+            "assert not early, early; from archc.data import REGISTRY; print(','.join(REGISTRY))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().split(",") == list(REGISTRY)
+    assert list(REGISTRY).index("npz") > list(REGISTRY).index("csv")  # not first, though imported first
