@@ -125,6 +125,26 @@ def test_encoding_in_chunks_equals_the_whole_text(made, monkeypatch, tail: int):
         assert ids.tolist() == whole, size
 
 
+def test_byte_lengths_count_the_utf8_bytes_the_ids_stand_for(made, tmp_path: Path):
+    """Byte-level BPE: every file's ids (the special token's text and multi-byte characters among them) stand for
+    exactly its bytes; a Metaspace / byte-fallback vocabulary counts its marker as a space and <0xNN> as one byte."""
+    corpus, tok = made
+    codec = read(tok, "t")
+    table = codec.byte_lengths()
+    assert table.shape == (VOCAB,) and table[codec.encode("<|endoftext|>", special=False)].sum() == 13
+    for i in range(5):
+        text = (corpus / f"m{i}.py").read_text(encoding="utf-8")
+        assert table[codec.encode(text, special=False)].sum() == len(text.encode("utf-8")), i
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    sp = Tokenizer(models.BPE({"<unk>": 0, "<0xC3>": 1, "<0xA9>": 2, "\u2581caf": 3, "e": 4}, [], unk_token="<unk>",
+                              byte_fallback=True))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    (tmp_path / "sp.json").write_text(sp.to_str())
+    assert read(tmp_path / "sp.json", "t").byte_lengths().tolist() == [5, 1, 1, 4, 1]
+
+
 def test_cache_key_changes_with_the_tokenizer(made, tmp_path: Path):
     corpus, tok = made
     cache = tmp_path / "cache"
@@ -224,6 +244,25 @@ def test_the_run_and_its_export_carry_the_tokenizer(run: Path, made, tmp_path: P
     r = cli("export", run, "--checkpoint", "last", "-o", other)
     assert r.exit_code == 1 and "expected no other tokenizer.json beside the exported model" in r.output
     assert (other.parent / "tokenizer.json").read_text() == "{}" and not other.exists()
+
+
+def test_bpb_is_bits_per_byte_the_same_in_training_and_infer(run: Path, made):
+    """With a tokenizer, `bpb` is the test split's bits over the UTF-8 bytes its target tokens decode to (not per
+    token), and `archc infer --input` scores the model.onnx to the same figures as training did."""
+    corpus, tok = made
+    test = json.loads((run / "result.json").read_text())["test"]
+    assert {"loss", "bpb", "bits_per_token", "perplexity"} <= set(test) and "bigram_bpb" not in test
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}", "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["metrics"]
+    for key in ("bpb", "bits_per_token", "perplexity"):
+        assert got[key] == pytest.approx(test[key], rel=1e-5), key
+    assert test["bits_per_token"] == pytest.approx(test["loss"] / np.log(2))
+    y = load(f"text:{corpus}?tokenizer={tok}", context=CONTEXT, val_fraction=0.2, test_fraction=0.2).test.y
+    decoded = len(fast(tok).decode(y.ravel().tolist()).encode("utf-8"))  # the targets are one run of the text
+    assert test["bpb"] == pytest.approx(test["bits_per_token"] * y.size / decoded, rel=5e-3)
+    rows = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    assert rows and all(row["bytes"] > row["examples"] * CONTEXT for row in rows)  # points are weighed by bytes
 
 
 @pytest.mark.parametrize("cache", [(), ("--no-cache",)])
