@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.errors import DataError, SpecError
+from archc.errors import DataError, InputError, SpecError
 from archc.tasks.base import Example, F, Task, np, register, score_output, task_output, torch
 from archc.labels import TOKENS
 
@@ -85,6 +85,27 @@ class LanguageModel(Task):
         from archc.runtime.generate import signature
         lm = signature(model)
         return {"defaults": {"context": lm.context, "tokenizer": None if lm.codec is None else lm.codec.path}}
+
+    @classmethod
+    def match_classes(cls, model, ds, source):
+        """The data as loaded when their ids are the model's: the tokenizer it was trained with (the same file
+        content, by sha256), or bytes for a bytes model; an InputError otherwise (another tokenizer's ids would be
+        scored as the model's vocabulary, silently wrong)."""
+        from archc.runtime.generate import signature
+        codec = signature(model).codec
+        tok = getattr(ds, "tokenizer", None) or {}
+        received = tok.get("sha256") if tok.get("kind", "bytes") != "bytes" else None
+        expected = None if codec is None else codec.sha256
+        if received == expected:
+            return ds
+        path = getattr(ds, "tokenizer_path", None)
+        got = "byte tokens (no ?tokenizer=)" if received is None else f"{path!r}, whose sha256 is {received[:12]}…"
+        if codec is None:
+            raise InputError(f"expected byte tokens, as the model was trained on, received the ids of {got}",
+                             where="--input", hint="leave ?tokenizer= out: the model reads bytes")
+        raise InputError(f"expected the tokenizer the model was trained with ({codec.path!r}, sha256 "
+                         f"{expected[:12]}…), received {got}", where="--input",
+                         hint="leave ?tokenizer= out: the model's own tokenizer.json is used")
 
     @classmethod
     def score(cls, model, outputs, y):

@@ -293,6 +293,20 @@ def test_infer_refuses_a_tokenizer_that_is_not_the_models(run: Path, tmp_path: P
     assert r.exit_code == 1 and "expected the tokenizer.json the model was trained with" in r.output, r.output
 
 
+def test_infer_input_refuses_another_tokenizer_than_the_models(run: Path, made, tmp_path: Path):
+    """`--input text:...?tokenizer=OTHER`: the same content elsewhere is scored, another tokenizer is refused."""
+    corpus, tok = made
+    same = tmp_path / "same.json"
+    same.write_bytes(tok.read_bytes())
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}?tokenizer={same}", "--json")
+    assert r.exit_code == 0, r.output
+    other = train_tokenizer(corpus, tmp_path / "other.json", vocab=VOCAB - 10)
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}?tokenizer={other}")
+    assert r.exit_code == 1, r.output
+    assert "--input: expected the tokenizer the model was trained with" in r.output
+    assert f"received {str(other)!r}, whose sha256 is {read(other, 'o').sha256[:12]}" in r.output
+
+
 def test_infer_refuses_prompt_ids_beyond_the_models_vocabulary(run: Path, made, tmp_path: Path):
     """A tokenizer whose ids exceed the model's rows (here one trained larger, recorded as the model's)."""
     corpus, _ = made
