@@ -307,6 +307,25 @@ def test_infer_input_refuses_another_tokenizer_than_the_models(run: Path, made, 
     assert f"received {str(other)!r}, whose sha256 is {read(other, 'o').sha256[:12]}" in r.output
 
 
+def test_quantize_to_another_folder_copies_the_tokenizer(run: Path, made, tmp_path: Path):
+    """`archc quantize -o OTHER/x.onnx` puts the model's tokenizer.json beside the variant (scored there, and what
+    `infer --prompt` reads), and never replaces another tokenizer.json there."""
+    _, tok = made
+    out = tmp_path / "q" / "x.onnx"
+    out.parent.mkdir()
+    r = cli("quantize", run / "model.onnx", "--fp16", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert (out.parent / "tokenizer.json").read_bytes() == tok.read_bytes()
+    r = cli("infer", out, "--prompt", "def", "--max-new-tokens", 2, "--temperature", 0)
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "o" / "x.onnx"
+    other.parent.mkdir()
+    (other.parent / "tokenizer.json").write_text("{}")
+    r = cli("quantize", run / "model.onnx", "--fp16", "-o", other)
+    assert r.exit_code == 1 and "expected no other tokenizer.json beside the exported model" in r.output, r.output
+    assert (other.parent / "tokenizer.json").read_text() == "{}" and not other.exists()
+
+
 def test_infer_refuses_prompt_ids_beyond_the_models_vocabulary(run: Path, made, tmp_path: Path):
     """A tokenizer whose ids exceed the model's rows (here one trained larger, recorded as the model's)."""
     corpus, _ = made
