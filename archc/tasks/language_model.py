@@ -147,6 +147,7 @@ class LanguageModel(Task):
         self.vocab = self.out_type.shape[2]
         self.tokenizer: dict[str, Any] = {}
         self.tokenizer_text: str | None = None  # a tokenizer.json's text, copied beside the model
+        self.tokenizer_path: str | None = None  # where it was read from
         self.token_bytes: Any = None  # with a tokenizer: (vocab,) int64 tensor, the UTF-8 bytes each id stands for
         self.baselines: dict[str, float] = {}
 
@@ -159,6 +160,7 @@ class LanguageModel(Task):
                                 f"{int(split.y.max())}", where=f"data {dataset.name}")
         self.tokenizer = dict(getattr(dataset, "tokenizer", {}) or {})
         self.tokenizer_text = getattr(dataset, "tokenizer_text", None)
+        self.tokenizer_path = getattr(dataset, "tokenizer_path", None)
         text = getattr(dataset, "text", None)
         bytes_ = self.tokenizer.get("kind", "bytes") == "bytes"  # the baselines are byte models
         lengths = getattr(dataset, "token_bytes", None)

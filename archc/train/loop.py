@@ -32,7 +32,7 @@ from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples, batch_key, batches
-from archc.train.state import CheckpointClock, State, Tally, resume, save
+from archc.train.state import CheckpointClock, State, Tally, check_resumed_tokenizer, resume, save
 
 __all__ = ["build", "train"]
 
@@ -344,6 +344,9 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
         dist.init(device)
         try:
             learner, data = build(setup, dist, device, resume_run)
+            if resume_run and setup.run_dir.state.exists():  # before the claim rewrites the run's tokenizer.json
+                check_resumed_tokenizer(setup.run_dir, learner.objective.metadata(),
+                                        getattr(learner.objective, "tokenizer_path", None))
             if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
                 check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from archc.errors import InputError, ModelError, SpecError
+from archc.errors import DataError, InputError, ModelError, SpecError
 import archc.train.checkpoint as ckpt
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
@@ -135,6 +135,25 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     if state.best_epoch is not None:  # the test split and the export read it at the end: checked before epoch 1
         ckpt.check_weights(run_dir.best, learner.model)
     return state
+
+
+def check_resumed_tokenizer(run_dir: RunDir, metadata: dict[str, Any], path: str | None) -> None:
+    """--resume continues on the ids the interrupted run's tokenizer gave: a tokenizer file whose content changed
+    since (its sha256 in the data's `metadata` is not the one the run recorded in export.json as it started) is
+    refused, before anything in the run folder is written (its own tokenizer.json stays the one it trained with)."""
+    recorded_file = run_dir.path("export")
+    if not recorded_file.is_file():
+        return
+    recorded, given = run_dir.read_json("export").get("tokenizer"), metadata.get("tokenizer")
+    expected, received = (t.get("sha256") if isinstance(t, dict) else None for t in (recorded, given))
+    if expected == received:
+        return
+    shown = {h: f"sha256 {h[:12]}…" if isinstance(h, str) else "bytes (no tokenizer)" for h in (expected, received)}
+    raise DataError(f"--resume: expected the tokenizer the interrupted run trained with ({shown[expected]}, as "
+                    f"{recorded_file.name} recorded it), received {path or 'none'!r}, whose content differs "
+                    f"({shown[received]})", where="data.source",
+                    hint=f"put back the file the run started with (its copy is {run_dir.path('tokenizer')}), "
+                         "or start a new run")
 
 
 def _count(value: object, what: str, low: int = 0, high: float = float("inf")) -> None:

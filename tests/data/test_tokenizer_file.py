@@ -4,6 +4,7 @@ small decoder trained, exported and run by `archc infer --prompt` through the to
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +325,27 @@ def test_quantize_to_another_folder_copies_the_tokenizer(run: Path, made, tmp_pa
     r = cli("quantize", run / "model.onnx", "--fp16", "-o", other)
     assert r.exit_code == 1 and "expected no other tokenizer.json beside the exported model" in r.output, r.output
     assert (other.parent / "tokenizer.json").read_text() == "{}" and not other.exists()
+
+
+def test_resume_refuses_a_tokenizer_file_changed_since(run: Path, made, tmp_path: Path):
+    """An interrupted run resumed with a tokenizer file whose content changed (the spec unchanged) is refused,
+    naming the file and both hashes, before the run folder is touched; with the file put back it resumes."""
+    corpus, tok = made
+    root = tmp_path / "copy"
+    shutil.copytree(run.parent, root, ignore=shutil.ignore_patterns(".archc.lock"))
+    (root / "run" / "result.json").unlink()  # now it looks unfinished
+    before = {p.name: p.read_bytes() for p in (root / "run").iterdir() if p.is_file()}
+    other = train_tokenizer(corpus, tmp_path / "other.json", vocab=VOCAB - 10)
+    (root / "tok.json").write_bytes(other.read_bytes())
+    r = cli("train", root / "lm.json", "--out", root / "run", "--resume", "--quiet")
+    assert r.exit_code == 1, r.output
+    assert (f"--resume: expected the tokenizer the interrupted run trained with (sha256 {read(tok, 't').sha256[:12]}…"
+            f", as export.json recorded it), received ") in r.output
+    assert f"tok.json', whose content differs (sha256 {read(other, 'o').sha256[:12]}…)" in r.output
+    assert {p.name: p.read_bytes() for p in (root / "run").iterdir() if p.is_file()} == before
+    (root / "tok.json").write_bytes(tok.read_bytes())
+    r = cli("train", root / "lm.json", "--out", root / "run", "--resume", "--quiet")
+    assert r.exit_code == 0, r.output
 
 
 def test_infer_refuses_prompt_ids_beyond_the_models_vocabulary(run: Path, made, tmp_path: Path):
