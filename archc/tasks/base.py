@@ -214,6 +214,12 @@ class Task:
         options = cls.load_options(model)
         options["defaults"] = image_options(model) | data_defaults(model) | options.get("defaults", {})
         ds = load(source, task=cls.data_task, **data_settings(model, split, target), **options)
+        return cls.labelled(model, ds, source, split)
+
+    @classmethod
+    def labelled(cls, model: "Model", ds: "Dataset", source: str, split: str = "test") -> Labelled:
+        """One split of `ds`, loaded from `source` as load_split loads it (or already, by `archc train`: the run's
+        report reads no file again), fed to the model's single input."""
         part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
         what = "every example" if split == ALL else f"{split} split"

@@ -68,8 +68,9 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     for folder in (p for p in read if p.is_dir()):  # the run's files would join its data (images: a class)
         if within(run_dir.root, folder):
             raise InputError(f"expected a run folder outside the data folder {str(folder)!r}, received "
-                             f"{str(run_dir.root)!r}", where="--out", hint="the run re-reads its data (resuming, "
-                             "and for the test report at its end): its files would join them; choose another --out")
+                             f"{str(run_dir.root)!r}", where="--out", hint="a resumed run reads its data again "
+                             "(and a split read per batch is read again for the report): its files would join them; "
+                             "choose another --out")
     check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": read},
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
                  run_files=False)
