@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
-from archc.errors import InputError
+from archc.errors import InputError, ModelError
 
 # A run folder's files by role (archc.train.run_dir.RunDir.FILES), in the order a fresh run deletes them: the state
 # before the result, so a rank that looks meanwhile never sees "a state without a result" (an unfinished run) where
@@ -102,6 +102,26 @@ def within(path: Path, folder: Path) -> bool:
     except (OSError, RuntimeError, ValueError):
         return False
     return p == f or f in p.parents
+
+
+def carried(tokenizer: object, folder: Path, out: Path, owner: str) -> list[tuple[Path, Path]]:
+    """(the file in `folder`, its copy beside `out`) for the file a model's `archc.tokenizer` metadata (`tokenizer`)
+    names, which `archc infer` reads beside the model; none when `out` is in `folder`. Checked before anything is
+    written: a missing file in `folder` is a ModelError (`owner`: whose, "the run's"), another file of that name
+    beside `out` an InputError (never replaced)."""
+    name = tokenizer.get("file") if isinstance(tokenizer, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return []
+    src, dst = folder / name, out.parent / name
+    if not src.is_file():
+        raise ModelError(f"expected {owner} {name}, which its archc.tokenizer names, received none", file=str(src),
+                         hint="put back the tokenizer file the model was trained with")
+    if os.path.abspath(dst) == os.path.abspath(src):
+        return []
+    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+        raise InputError(f"expected no other {name} beside the exported model, received {str(dst)!r}, another "
+                         "file", where="--output", hint="write to another folder, or move that file away")
+    return [(src, dst)]
 
 
 def check_writes(inputs: Mapping[str, Paths], files: Mapping[str, Paths] = {},

@@ -74,6 +74,8 @@ class TextDataset(Dataset):
     files: dict[str, list[str]] = field(default_factory=dict)   # split → file names (relative)
     tokenizer: dict = field(default_factory=dict)               # {"kind": "bytes", "vocab_size": 256, "context": N}
     tokenizer_text: str | None = None                           # the tokenizer.json named (a run copies it)
+    tokenizer_path: str | None = None                           # where that file was read from
+    token_bytes: np.ndarray | None = None                       # its ids' UTF-8 byte counts (bits per byte divide by)
     token_file: Path | None = None                              # the memory-mapped file x, y and text are views of
 
 
@@ -401,4 +403,6 @@ def _windows_dataset(name: str, tokens: TokenFile, context: int,
                      "vocab_size": named.vocab_size, "context": context}
     return TextDataset(name, parts["train"], parts["val"], parts["test"], None, (context,), TASK,
                        text=text, files=tokens.meta["files"], token_file=tokens.path, tokenizer=described,
-                       tokenizer_text=None if named is None else named.text)
+                       tokenizer_text=None if named is None else named.text,
+                       tokenizer_path=None if named is None else named.path,
+                       token_bytes=None if named is None else named.byte_lengths())

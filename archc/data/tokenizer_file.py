@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -35,6 +36,7 @@ BYTE_ALPHABET = 256        # a byte-level BPE starts from every byte
 MIN_VOCAB = BYTE_ALPHABET + 1  # the bytes and EOS
 TAIL_CHARS = 16384          # the end of a chunk that is pre-tokenized to find a cut
 TAIL_PIECES = 2            # pre-tokens kept back at a chunk's end: the next chunk may extend them
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a byte-fallback entry (Llama 2's, SentencePiece's)
 SPLITTERS = frozenset({"ByteLevel", "Split", "Digits", "Sequence", "Whitespace", "WhitespaceSplit", "Punctuation"})
 
 
@@ -55,6 +57,16 @@ class TokenizerFile:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids, special tokens kept (transformers' `decode` default)."""
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def byte_lengths(self) -> np.ndarray:
+        """(vocab_size,) int64: the UTF-8 bytes of text each id stands for (see the module docstring)."""
+        table = np.zeros(self.vocab_size, dtype=np.int64)
+        count = _entry_bytes(json.loads(self.text).get("decoder"))
+        for token, i in self.backend.get_vocab(with_added_tokens=False).items():
+            table[i] = count(token)
+        for i, added in self.backend.get_added_tokens_decoder().items():
+            table[i] = len(added.content.encode("utf-8"))
+        return table
 
     def as_tokenizer(self) -> Tokenizer:
         """The token file's encode hook (archc.data.tokens): named by the file's hash in the cache key."""
@@ -100,6 +112,34 @@ def _cut(backend: Any, text: str, added: list[str]) -> int:
         if at != -1 and at < cut:
             cut = at
     return cut
+
+
+def _entry_bytes(decoder: Any) -> Any:
+    """How many UTF-8 bytes a vocabulary entry decodes to under a tokenizer.json's `decoder` config (a function of
+    the entry's string)."""
+    steps, todo = [], [decoder]
+    while todo:
+        node = todo.pop(0)
+        if isinstance(node, dict):
+            steps.append(node)
+            todo = list(node.get("decoders") or []) + todo
+    kinds = {step.get("type") for step in steps}
+    if "ByteLevel" in kinds:
+        return len  # GPT-2's alphabet: one character per byte
+    spaces = [step.get("replacement", "\u2581") for step in steps if step.get("type") == "Metaspace"]
+    spaces += [step["pattern"].get("String") for step in steps if step.get("type") == "Replace"
+               and isinstance(step.get("pattern"), dict) and step.get("content") == " "]
+    prefixes = [step.get("prefix", "##") for step in steps if step.get("type") == "WordPiece"]
+
+    def count(token: str) -> int:
+        if "ByteFallback" in kinds and BYTE_TOKEN.fullmatch(token):
+            return 1
+        for mark in filter(None, spaces):
+            token = token.replace(mark, " ")
+        for prefix in prefixes:
+            token = token[len(prefix):] if token.startswith(prefix) else token
+        return len(token.encode("utf-8"))
+    return count
 
 
 def _space_after_text(text: str, end: int) -> int:

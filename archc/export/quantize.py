@@ -2,7 +2,8 @@
 
 The variants themselves (int8 dynamic, int8 static, fp16: ONNX Runtime's own tooling) are archc.export.variants;
 this module scores them on the split `archc infer --input SOURCE` scores, records and writes them. A variant keeps
-every archc.* metadata entry of its base (task, labels, bounds, preprocessing) and adds archc.quantization: the
+every archc.* metadata entry of its base (task, labels, bounds, preprocessing, tokenizer: its tokenizer.json is
+copied beside a variant written to another folder) and adds archc.quantization: the
 method, the base file's sha256, the metric before and after on the held-out split, the sizes. Writes are atomic (a
 temporary file beside the target, then rename); the input is never overwritten. torch is never imported.
 """
@@ -22,7 +23,7 @@ from archc import strict_json
 from archc.errors import ExportError, InputError, ModelError
 from archc.export import variants
 from archc.export.variants import METHODS, NEEDS_CALIBRATION, SUFFIXES
-from archc.util import publish, temp_beside
+from archc.util import publish, temp_beside, write_bytes_atomic
 
 CALIBRATION_EXAMPLES = 512   # activation ranges settle well before this on the example specs
 DEFAULT_MAX_DROP = 1.0       # percentage points (accuracy-like metrics) or percent of the base value (errors)
@@ -315,6 +316,23 @@ def _store(tmp: str, base_meta: dict[str, str], r: VariantReport, base_path: Pat
         r.bytes_after = size
 
 
+def with_files(files: list[tuple[Path, Path]], make: Callable[[], VariantReport]) -> VariantReport:
+    """`make()` with the (source, copy) files in place beside the variant (a variant is scored where it is written,
+    and reads its tokenizer.json there); the copies made here are removed again unless the variant is written."""
+    made = [dst for src, dst in files if not dst.exists()]
+    for src, dst in files:
+        if dst in made:
+            write_bytes_atomic(dst, src.read_bytes())
+    written = False
+    try:
+        report = make()
+        written = report.written
+        return report
+    finally:
+        for dst in made if not written else ():
+            dst.unlink(missing_ok=True)
+
+
 def quantize(model_path: str | os.PathLike, methods: list[str], output: str | os.PathLike | None = None,
              data: str | None = None, split: str = "test", max_drop: float = DEFAULT_MAX_DROP,
              force: bool = False, on_report: Callable[[VariantReport], None] | None = None) -> list[VariantReport]:
@@ -333,17 +351,20 @@ def quantize(model_path: str | os.PathLike, methods: list[str], output: str | os
     base = open_base(model_path)
     source = data or recorded_source(base)
     from archc.data.sources import paths_read
-    from archc.outputs import check_writes
+    from archc.outputs import carried, check_writes
     from archc.runtime.kvcache import model_files
 
     check_writes({"MODEL": model_files(model_path), "--data": paths_read(source)},
                  {"--output" if output is not None else "MODEL": list(targets.values())})
+    beside = {method: carried(_json(base.metadata.get("archc.tokenizer", "")), model_path.parent, out, "the model's")
+              for method, out in targets.items()}  # its tokenizer.json, checked before any variant is written
     ev = evaluation(base, source, data is not None, split,
                     any(m in NEEDS_CALIBRATION for m in methods))
     before = score(base, ev)
     reports = []
     for method in methods:
-        report = make_variant(base, model_path, method, targets[method], ev, before, max_drop, force)
+        report = with_files(beside[method], lambda: make_variant(base, model_path, method, targets[method], ev,
+                                                                 before, max_drop, force))
         reports.append(report)
         if on_report is not None:
             on_report(report)

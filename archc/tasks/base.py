@@ -95,6 +95,7 @@ class Task:
     kind: ClassVar[str] = ""          # "": the base, for models exported without a task (plain values)
     data_task: ClassVar[str | None] = None  # the `task=` passed to archc.data.load (None: what the data holds)
     metric: ClassVar[str] = ""        # name of the training metric, e.g. "accuracy"
+    metric_unit: str = "examples"     # what metric_weight counts (an instance may count another unit: "bytes")
     higher_is_better: ClassVar[bool] = False
     losses: ClassVar[tuple[str, ...]] = ()  # the [train] loss names it accepts; the first is the default
     scores: ClassVar[bool] = False    # its output holds scores (labelled logits/probs/log_probs), not values
@@ -326,8 +327,13 @@ class Task:
         raise NotImplementedError
 
     def metric_sum(self, out: Any, y: Any) -> Any:
-        """The metric summed over the batch (the loop divides by the number of examples)."""
+        """The metric summed over the batch (the loop divides by the sum of metric_weight: the examples)."""
         raise NotImplementedError
+
+    def metric_weight(self, y: Any) -> Any:
+        """What the loop divides the metric's sum by, for a batch: its examples by default (a language model with a
+        tokenizer: the bytes its targets stand for, counted in `metric_unit`)."""
+        return len(y)
 
     def better(self, value: float, best: float | None, quantity: str, loss: float | None = None,
                best_loss: float | None = None) -> bool:

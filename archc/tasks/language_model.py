@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from archc.errors import DataError, SpecError
-from archc.tasks.base import Example, F, Task, np, register, score_output, task_output
+from archc.errors import DataError, InputError, SpecError
+from archc.tasks.base import Example, F, Task, np, register, score_output, task_output, torch
 from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
@@ -24,6 +24,8 @@ class LanguageModel(Task):
 
     Each example's loss is the mean over its positions (summed over the batch, as everywhere). With byte
     tokens the mean cross-entropy in nats over ln 2 is bits per byte; perplexity is exp(mean cross-entropy).
+    With a tokenizer, bits per byte is the bits of every target token over the UTF-8 bytes they stand for
+    (TokenizerFile.byte_lengths), over a whole split; bits per token and perplexity (per token) come beside it.
     """
 
     kind = "language_model"
@@ -85,8 +87,30 @@ class LanguageModel(Task):
         return {"defaults": {"context": lm.context, "tokenizer": None if lm.codec is None else lm.codec.path}}
 
     @classmethod
+    def match_classes(cls, model, ds, source):
+        """The data as loaded when their ids are the model's: the tokenizer it was trained with (the same file
+        content, by sha256), or bytes for a bytes model; an InputError otherwise (another tokenizer's ids would be
+        scored as the model's vocabulary, silently wrong)."""
+        from archc.runtime.generate import signature
+        codec = signature(model).codec
+        tok = getattr(ds, "tokenizer", None) or {}
+        received = tok.get("sha256") if tok.get("kind", "bytes") != "bytes" else None
+        expected = None if codec is None else codec.sha256
+        if received == expected:
+            return ds
+        path = getattr(ds, "tokenizer_path", None)
+        got = "byte tokens (no ?tokenizer=)" if received is None else f"{path!r}, whose sha256 is {received[:12]}…"
+        if codec is None:
+            raise InputError(f"expected byte tokens, as the model was trained on, received the ids of {got}",
+                             where="--input", hint="leave ?tokenizer= out: the model reads bytes")
+        raise InputError(f"expected the tokenizer the model was trained with ({codec.path!r}, sha256 "
+                         f"{expected[:12]}…), received {got}", where="--input",
+                         hint="leave ?tokenizer= out: the model's own tokenizer.json is used")
+
+    @classmethod
     def score(cls, model, outputs, y):
-        """Bits per byte and perplexity of the next tokens (numpy), as `archc train` reports them."""
+        """Bits per byte and perplexity of the next tokens (numpy), as `archc train` reports them; with a tokenizer,
+        bits per byte over the bytes the targets stand for, and bits per token."""
         name = score_output(model, outputs)
         values = np.asarray(outputs[name])
         kind = getattr(model.outputs.get(name), "kind", None)
@@ -95,7 +119,14 @@ class LanguageModel(Task):
         ids = np.asarray(y, dtype=np.int64)          # a text: source's windows are its token file's (uint8 for bytes)
         nll = -np.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]                          # (N, T)
         mean = float(nll.mean())
-        return {"bpb": mean / math.log(2), "perplexity": math.exp(mean) if mean < 700 else math.inf}
+        perplexity = {"perplexity": math.exp(mean) if mean < 700 else math.inf}
+        from archc.runtime.generate import signature
+        codec = signature(model).codec
+        if codec is None:
+            return {"bpb": mean / math.log(2)} | perplexity
+        nbytes = int(codec.byte_lengths()[ids].sum())
+        return {"bpb": float(nll.sum()) / math.log(2) / max(nbytes, 1), "bits_per_token": mean / math.log(2)} \
+            | perplexity
 
     @classmethod
     def example(cls) -> Example:
@@ -116,6 +147,8 @@ class LanguageModel(Task):
         self.vocab = self.out_type.shape[2]
         self.tokenizer: dict[str, Any] = {}
         self.tokenizer_text: str | None = None  # a tokenizer.json's text, copied beside the model
+        self.tokenizer_path: str | None = None  # where it was read from
+        self.token_bytes: Any = None  # with a tokenizer: (vocab,) int64 tensor, the UTF-8 bytes each id stands for
         self.baselines: dict[str, float] = {}
 
     def check(self, dataset) -> None:
@@ -127,8 +160,12 @@ class LanguageModel(Task):
                                 f"{int(split.y.max())}", where=f"data {dataset.name}")
         self.tokenizer = dict(getattr(dataset, "tokenizer", {}) or {})
         self.tokenizer_text = getattr(dataset, "tokenizer_text", None)
+        self.tokenizer_path = getattr(dataset, "tokenizer_path", None)
         text = getattr(dataset, "text", None)
         bytes_ = self.tokenizer.get("kind", "bytes") == "bytes"  # the baselines are byte models
+        lengths = getattr(dataset, "token_bytes", None)
+        if not bytes_ and lengths is not None:
+            self.token_bytes, self.metric_unit = torch.as_tensor(lengths, dtype=torch.int64), "bytes"
         if bytes_ and text and len(text.get("test", ())) and len(text.get("train", ())):
             from archc.data.text import baselines
             self.baselines = baselines(text["train"], text["test"])
@@ -149,7 +186,19 @@ class LanguageModel(Task):
         return self.token_nll(out, y, self.label_smoothing).mean(dim=1).sum()
 
     def metric_sum(self, out, y):
-        return (self.token_nll(out, y).mean(dim=1) / math.log(2)).sum()
+        """Bits per byte summed over the batch (bytes: per window), or with a tokenizer the batch's bits (divided by
+        metric_weight's bytes)."""
+        if self.token_bytes is None:
+            return (self.token_nll(out, y).mean(dim=1) / math.log(2)).sum()
+        return self.token_nll(out, y).double().sum() / math.log(2)
+
+    def metric_weight(self, y):
+        """The windows (bytes), or with a tokenizer the UTF-8 bytes the batch's target tokens stand for."""
+        if self.token_bytes is None:
+            return len(y)
+        if self.token_bytes.device != y.device:
+            self.token_bytes = self.token_bytes.to(y.device)
+        return self.token_bytes[y].sum()
 
     def metadata(self) -> dict[str, Any]:
         """The ONNX metadata generation needs: the tokenizer (kind, vocab_size, context)."""
@@ -161,7 +210,9 @@ class LanguageModel(Task):
         return {name: self.tokenizer_text} if isinstance(name, str) and self.tokenizer_text is not None else {}
 
     def summary(self, loss: float, metric: float) -> dict[str, float]:
-        """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
+        """Test figures besides loss and bpb: perplexity (per token), with a tokenizer bits per token, and for bytes
+        the unigram/bigram baselines in bpb."""
         ppl = math.exp(loss) if loss < 700 else math.inf
-        return {"perplexity": ppl, **self.baselines}
+        per_token = {"bits_per_token": loss / math.log(2)} if self.token_bytes is not None else {}
+        return per_token | {"perplexity": ppl, **self.baselines}
 

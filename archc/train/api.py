@@ -183,22 +183,10 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
 
 def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, Path]]:
     """(the run's file, its copy beside `out`) for the file the metadata names (archc.tokenizer's tokenizer.json),
-    which `archc infer` reads beside the model; none in the run's own folder. Checked before the export: a missing
-    run file, or another file of that name in `out`'s folder (never replaced), is refused."""
-    tok = data.get("tokenizer")
-    name = tok.get("file") if isinstance(tok, dict) else None
-    if not isinstance(name, str):
-        return []
-    src, dst = run.root / name, out.parent / name
-    if not src.is_file():
-        raise ModelError(f"expected the run's {name}, which its archc.tokenizer names, received none", file=str(src),
-                         hint="put back the tokenizer file the run trained with")
-    if os.path.abspath(dst) == os.path.abspath(src):
-        return []
-    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
-        raise InputError(f"expected no other {name} beside the exported model, received {str(dst)!r}, another "
-                         "file", where="--output", hint="export to another folder, or move that file away")
-    return [(src, dst)]
+    checked before the export (archc.outputs.carried)."""
+    from archc.outputs import carried
+
+    return carried(data.get("tokenizer"), run.root, out, "the run's")
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:

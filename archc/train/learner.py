@@ -142,7 +142,7 @@ class Learner:
         in float32 (no autocast, no TF32), as the exported model computes, so the figure is the model.onnx's."""
         self.model.eval()
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, metric, examples, metric weight
         plan = list(torch.arange(len(split))[rank::world].split(getattr(split, "eval_batch", EVAL_BATCH)))
         for chunk, (x, y) in zip(plan, batches(split, plan)):
             if x is None:  # every example of the chunk unreadable and skipped ([data] on_error)
@@ -152,10 +152,11 @@ class Learner:
                 sums[0] += self.objective.loss(out, y)
             sums[1] += self.objective.metric_sum(out, y)
             sums[2] += len(y)
+            sums[3] += self.objective.metric_weight(y)
         if dist is not None:
             dist.sum(sums)
-        loss, metric, n = sums.tolist()
-        return loss / max(n, 1), metric / max(n, 1), int(n)
+        loss, metric, n, weight = sums.tolist()
+        return loss / max(n, 1), metric / max(weight, 1), int(n)
 
     def scalars(self) -> dict[str, Any]:
         """The schedule's and grad scaler's state as JSON (the optimizer's goes with the weights)."""

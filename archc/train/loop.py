@@ -32,7 +32,7 @@ from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples, batch_key, batches
-from archc.train.state import CheckpointClock, State, Tally, resume, save
+from archc.train.state import CheckpointClock, State, Tally, check_resumed_tokenizer, resume, save
 
 __all__ = ["build", "train"]
 
@@ -123,7 +123,7 @@ def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tal
     for (idx, n), (x, y) in zip(shares, batches(split, [idx for idx, _ in shares], keys)):
         if x is not None:  # None: every example of this share was unreadable and skipped ([data] on_error)
             loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
-            tally.add(loss, metric, len(y))
+            tally.add(loss, metric, len(y), learner.objective.metric_weight(y))
         state.step += 1
         state.step_in_epoch += 1
         progress.report.step(n, tally.means)
@@ -149,13 +149,13 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
               progress: Progress, seconds: float, clock: CheckpointClock | None = None) -> None:
     """Validate, log, keep the best weights, decide on early stopping, checkpoint."""
     recipe, m = setup.spec.train, learner.objective.metric
-    loss_sum, metric_sum, n = tally.total(dist)
+    loss_sum, metric_sum, n, weight = tally.total(dist)
     learner.check_weights(dist, state.step)  # before the best weights or a checkpoint are saved
     before = len(getattr(val, "skipped", ()))
     val_loss, val_metric, _ = learner.evaluate(val, dist)
     note_skipped(val, before, "of the validation split", progress)
     row = {"epoch": state.epoch + 1, "step": state.step, "lr": learner.last_lr, "train_loss": loss_sum / n,
-           f"train_{m}": metric_sum / n, "val_loss": val_loss, f"val_{m}": val_metric,
+           f"train_{m}": metric_sum / max(weight, 1), "val_loss": val_loss, f"val_{m}": val_metric,
            "seconds": round(seconds, 4), "samples_per_s": round(n / max(seconds, 1e-9), 1)}
     value = val_metric if recipe.monitor == "metric" else val_loss
     best = learner.objective.better(value, state.best_value, recipe.monitor, val_loss, state.best_loss)
@@ -345,6 +345,9 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
         dist.init(device)
         try:
             learner, data = build(setup, dist, device, resume_run)
+            if resume_run and setup.run_dir.state.exists():  # before the claim rewrites the run's tokenizer.json
+                check_resumed_tokenizer(setup.run_dir, learner.objective.metadata(),
+                                        getattr(learner.objective, "tokenizer_path", None))
             if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
                 check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
             claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
@@ -364,7 +367,8 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
 def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: bool, quiet: bool,
               start: float) -> RunResult | None:
     """Fit from step 0 or the saved state, then conclude on rank 0."""
-    progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None, learner.objective.metric)
+    progress = Progress(reporter(quiet, dist.main), setup.run_dir if dist.main else None, learner.objective.metric,
+                        learner.objective.metric_unit)
     progress.report.begin(header(setup, learner, data, dist.world), learner.objective.metric)
     tally = Tally(learner.device)
     state = State(setup.sha256, dist.world)

@@ -114,9 +114,9 @@ class StepLog:
     point); the epoch rows of metrics.jsonl are over every rank. A point costs one read of the running sums (a
     device sync), about 50 per epoch."""
 
-    def __init__(self, metric: str, rows: list[dict] | None = None) -> None:
-        self.metric, self.rows = metric, rows or []
-        self.every, self.steps, self.base = 1, 1, [0.0, 0.0, 0.0]
+    def __init__(self, metric: str, rows: list[dict] | None = None, unit: str = "examples") -> None:
+        self.metric, self.rows, self.unit = metric, rows or [], unit  # unit: what the metric is a mean over
+        self.every, self.steps, self.base = 1, 1, [0.0, 0.0, 0.0, 0.0]
 
     def begin(self, epoch: int, steps: int) -> None:
         """An epoch starts (or resumes): its points so far are the baseline, so a resumed run's next point covers
@@ -124,22 +124,25 @@ class StepLog:
         self.every, self.steps = max(1, math.ceil(steps / POINTS_PER_EPOCH)), steps
         mine = [r for r in self.rows if epoch < r["epoch"] <= epoch + 1]
         done = [sum(r["train_loss"] * r["examples"] for r in mine),
-                sum(r[f"train_{self.metric}"] * r["examples"] for r in mine), sum(r["examples"] for r in mine)]
+                sum(r[f"train_{self.metric}"] * r.get(self.unit, r["examples"]) for r in mine),
+                sum(r["examples"] for r in mine), sum(r.get(self.unit, r["examples"]) for r in mine)]
         self.base = done  # resumed past its last point, the next one covers the steps in between
 
     def due(self, step_in_epoch: int) -> bool:
         return step_in_epoch % self.every == 0 or step_in_epoch == self.steps
 
     def add(self, step: int, epoch: int, step_in_epoch: int, sums: list[float], lr: float) -> bool:
-        """A point from the running sums (loss, metric, examples) at this step; False when no example came since
-        the last one (every one skipped as unreadable)."""
+        """A point from the running sums (loss, metric, examples, the metric's weight) at this step, with the weight
+        under the unit's name when it is not the examples; False when no example came since the last one (every one
+        skipped as unreadable)."""
         d = [now - before for now, before in zip(sums, self.base)]
         self.base = list(sums)
         if d[2] <= 0:
             return False
+        weight = {self.unit: int(d[3])} if self.unit != "examples" else {}
         self.rows.append({"step": step, "epoch": round(epoch + step_in_epoch / self.steps, 6),
-                          "train_loss": d[0] / d[2], f"train_{self.metric}": d[1] / d[2], "examples": int(d[2]),
-                          "lr": lr})
+                          "train_loss": d[0] / d[2], f"train_{self.metric}": d[1] / max(d[3], 1),
+                          "examples": int(d[2])} | weight | {"lr": lr})
         return True
 
 
@@ -147,12 +150,12 @@ class Progress:
     """What a run shows and records as it goes: the reporter's lines, and (rank 0) metrics.jsonl, steps.jsonl and
     curves.png."""
 
-    def __init__(self, report: Quiet, run_dir: RunDir | None, metric: str) -> None:
+    def __init__(self, report: Quiet, run_dir: RunDir | None, metric: str, unit: str = "examples") -> None:
         from archc.train.curves import Curves
 
         self.report, self.run_dir = report, run_dir
         self.curves = Curves(run_dir.curves, metric) if run_dir is not None else None
-        self.steps = StepLog(metric)
+        self.steps = StepLog(metric, unit=unit)
         self.written = time.monotonic()
 
     def resume(self, step: int) -> None:

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 
-from archc.errors import InputError, ModelError, SpecError
+from archc.errors import DataError, InputError, ModelError, SpecError
 import archc.train.checkpoint as ckpt
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
 from archc.train.run_dir import RunDir
+
+SUMS = 4  # a Tally's: loss, metric, examples, the metric's weight
 
 
 @dataclass
@@ -31,25 +34,31 @@ class State:
 
 
 class Tally:
-    """This rank's sums over the current epoch: (3,) float64 loss sum, metric sum, examples."""
+    """This rank's sums over the current epoch: (4,) float64 loss sum, metric sum, examples, and the metric's weight
+    (what its sum is divided by: Task.metric_weight, the examples unless the task counts another unit)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(SUMS, dtype=torch.float64, device=device)
 
-    def add(self, loss: torch.Tensor, metric: torch.Tensor, n: int) -> None:
+    def add(self, loss: torch.Tensor, metric: torch.Tensor, n: int, weight: Any) -> None:
         self.sums[0] += loss
         self.sums[1] += metric
         self.sums[2] += n
+        self.sums[3] += weight
 
     def means(self) -> tuple[float, float]:
         """This rank's mean loss and metric so far (a device sync)."""
-        loss, metric, n = self.sums.tolist()
-        return loss / max(n, 1), metric / max(n, 1)
+        loss, metric, n, weight = self.sums.tolist()
+        return loss / max(n, 1), metric / max(weight, 1)
 
-    def total(self, dist: Dist) -> tuple[float, float, int]:
-        """Loss sum, metric sum and examples over every rank."""
-        loss, metric, n = dist.sum(self.sums.clone()).tolist()
-        return loss, metric, int(n)
+    def total(self, dist: Dist) -> tuple[float, float, int, float]:
+        """Loss sum, metric sum, examples and the metric's weight over every rank."""
+        loss, metric, n, weight = dist.sum(self.sums.clone()).tolist()
+        return loss, metric, int(n), weight
+
+    def restore(self, saved: torch.Tensor) -> None:
+        """The sums a checkpoint saved; one of an archc that kept three (no weight) weighs the metric by examples."""
+        self.sums.copy_(torch.cat([saved, saved[2:3]]) if len(saved) == SUMS - 1 else saved)
 
     def reset(self) -> None:
         self.sums.zero_()
@@ -117,7 +126,7 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
         learner.load_scalars(sc)
         mine = saved.group(f"rank.{dist.rank}.")
         ckpt.set_torch_rng(mine["rng"], learner.device)
-        tally.sums.copy_(mine["acc"].to(learner.device))
+        tally.restore(mine["acc"].to(learner.device))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise ModelError(f"expected the training state archc wrote, received one that does not restore "
@@ -126,6 +135,25 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     if state.best_epoch is not None:  # the test split and the export read it at the end: checked before epoch 1
         ckpt.check_weights(run_dir.best, learner.model)
     return state
+
+
+def check_resumed_tokenizer(run_dir: RunDir, metadata: dict[str, Any], path: str | None) -> None:
+    """--resume continues on the ids the interrupted run's tokenizer gave: a tokenizer file whose content changed
+    since (its sha256 in the data's `metadata` is not the one the run recorded in export.json as it started) is
+    refused, before anything in the run folder is written (its own tokenizer.json stays the one it trained with)."""
+    recorded_file = run_dir.path("export")
+    if not recorded_file.is_file():
+        return
+    recorded, given = run_dir.read_json("export").get("tokenizer"), metadata.get("tokenizer")
+    expected, received = (t.get("sha256") if isinstance(t, dict) else None for t in (recorded, given))
+    if expected == received:
+        return
+    shown = {h: f"sha256 {h[:12]}…" if isinstance(h, str) else "bytes (no tokenizer)" for h in (expected, received)}
+    raise DataError(f"--resume: expected the tokenizer the interrupted run trained with ({shown[expected]}, as "
+                    f"{recorded_file.name} recorded it), received {path or 'none'!r}, whose content differs "
+                    f"({shown[received]})", where="data.source",
+                    hint=f"put back the file the run started with (its copy is {run_dir.path('tokenizer')}), "
+                         "or start a new run")
 
 
 def _count(value: object, what: str, low: int = 0, high: float = float("inf")) -> None:
@@ -169,9 +197,9 @@ def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
                                  f"{list(t.shape)}")
         elif name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: expected finite weights, received nan or inf")
-    for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, 3)}.items():
+    for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, SUMS)}.items():
         t = saved.tensors.get(f"rank.{dist.rank}.{key}")
-        if t is None or t.dtype != dtype or t.dim() != 1 or (key == "acc" and len(t) != n) or \
+        if t is None or t.dtype != dtype or t.dim() != 1 or (key == "acc" and len(t) not in (n - 1, n)) or \
                 (key == "rng" and (len(t) < n or len(t) < 8 + int(t[:8].view(torch.int64)[0]))):
             raise ValueError(f"rank.{dist.rank}.{key}: expected this rank's {key} state, received "
                              f"{'none' if t is None else f'{t.dtype} {list(t.shape)}'}")

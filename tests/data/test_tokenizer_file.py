@@ -4,6 +4,7 @@ small decoder trained, exported and run by `archc infer --prompt` through the to
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,26 @@ def test_encoding_in_chunks_equals_the_whole_text(made, monkeypatch, tail: int):
         assert ids.tolist() == whole, size
 
 
+def test_byte_lengths_count_the_utf8_bytes_the_ids_stand_for(made, tmp_path: Path):
+    """Byte-level BPE: every file's ids (the special token's text and multi-byte characters among them) stand for
+    exactly its bytes; a Metaspace / byte-fallback vocabulary counts its marker as a space and <0xNN> as one byte."""
+    corpus, tok = made
+    codec = read(tok, "t")
+    table = codec.byte_lengths()
+    assert table.shape == (VOCAB,) and table[codec.encode("<|endoftext|>", special=False)].sum() == 13
+    for i in range(5):
+        text = (corpus / f"m{i}.py").read_text(encoding="utf-8")
+        assert table[codec.encode(text, special=False)].sum() == len(text.encode("utf-8")), i
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    sp = Tokenizer(models.BPE({"<unk>": 0, "<0xC3>": 1, "<0xA9>": 2, "\u2581caf": 3, "e": 4}, [], unk_token="<unk>",
+                              byte_fallback=True))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    (tmp_path / "sp.json").write_text(sp.to_str())
+    assert read(tmp_path / "sp.json", "t").byte_lengths().tolist() == [5, 1, 1, 4, 1]
+
+
 def test_cache_key_changes_with_the_tokenizer(made, tmp_path: Path):
     corpus, tok = made
     cache = tmp_path / "cache"
@@ -226,6 +247,25 @@ def test_the_run_and_its_export_carry_the_tokenizer(run: Path, made, tmp_path: P
     assert (other.parent / "tokenizer.json").read_text() == "{}" and not other.exists()
 
 
+def test_bpb_is_bits_per_byte_the_same_in_training_and_infer(run: Path, made):
+    """With a tokenizer, `bpb` is the test split's bits over the UTF-8 bytes its target tokens decode to (not per
+    token), and `archc infer --input` scores the model.onnx to the same figures as training did."""
+    corpus, tok = made
+    test = json.loads((run / "result.json").read_text())["test"]
+    assert {"loss", "bpb", "bits_per_token", "perplexity"} <= set(test) and "bigram_bpb" not in test
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}", "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["metrics"]
+    for key in ("bpb", "bits_per_token", "perplexity"):
+        assert got[key] == pytest.approx(test[key], rel=1e-5), key
+    assert test["bits_per_token"] == pytest.approx(test["loss"] / np.log(2))
+    y = load(f"text:{corpus}?tokenizer={tok}", context=CONTEXT, val_fraction=0.2, test_fraction=0.2).test.y
+    decoded = len(fast(tok).decode(y.ravel().tolist()).encode("utf-8"))  # the targets are one run of the text
+    assert test["bpb"] == pytest.approx(test["bits_per_token"] * y.size / decoded, rel=5e-3)
+    rows = [json.loads(line) for line in (run / "steps.jsonl").read_text().splitlines()]
+    assert rows and all(row["bytes"] > row["examples"] * CONTEXT for row in rows)  # points are weighed by bytes
+
+
 @pytest.mark.parametrize("cache", [(), ("--no-cache",)])
 def test_infer_prompt_encodes_and_decodes_through_the_tokenizer(run: Path, made, cache: tuple):
     _, tok = made
@@ -252,6 +292,60 @@ def test_infer_refuses_a_tokenizer_that_is_not_the_models(run: Path, tmp_path: P
     (folder / "tokenizer.json").write_text(json.dumps(config))
     r = cli("infer", folder / "model.onnx", "--prompt", "def")
     assert r.exit_code == 1 and "expected the tokenizer.json the model was trained with" in r.output, r.output
+
+
+def test_infer_input_refuses_another_tokenizer_than_the_models(run: Path, made, tmp_path: Path):
+    """`--input text:...?tokenizer=OTHER`: the same content elsewhere is scored, another tokenizer is refused."""
+    corpus, tok = made
+    same = tmp_path / "same.json"
+    same.write_bytes(tok.read_bytes())
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}?tokenizer={same}", "--json")
+    assert r.exit_code == 0, r.output
+    other = train_tokenizer(corpus, tmp_path / "other.json", vocab=VOCAB - 10)
+    r = cli("infer", run / "model.onnx", "--input", f"text:{corpus}?tokenizer={other}")
+    assert r.exit_code == 1, r.output
+    assert "--input: expected the tokenizer the model was trained with" in r.output
+    assert f"received {str(other)!r}, whose sha256 is {read(other, 'o').sha256[:12]}" in r.output
+
+
+def test_quantize_to_another_folder_copies_the_tokenizer(run: Path, made, tmp_path: Path):
+    """`archc quantize -o OTHER/x.onnx` puts the model's tokenizer.json beside the variant (scored there, and what
+    `infer --prompt` reads), and never replaces another tokenizer.json there."""
+    _, tok = made
+    out = tmp_path / "q" / "x.onnx"
+    out.parent.mkdir()
+    r = cli("quantize", run / "model.onnx", "--fp16", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert (out.parent / "tokenizer.json").read_bytes() == tok.read_bytes()
+    r = cli("infer", out, "--prompt", "def", "--max-new-tokens", 2, "--temperature", 0)
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "o" / "x.onnx"
+    other.parent.mkdir()
+    (other.parent / "tokenizer.json").write_text("{}")
+    r = cli("quantize", run / "model.onnx", "--fp16", "-o", other)
+    assert r.exit_code == 1 and "expected no other tokenizer.json beside the exported model" in r.output, r.output
+    assert (other.parent / "tokenizer.json").read_text() == "{}" and not other.exists()
+
+
+def test_resume_refuses_a_tokenizer_file_changed_since(run: Path, made, tmp_path: Path):
+    """An interrupted run resumed with a tokenizer file whose content changed (the spec unchanged) is refused,
+    naming the file and both hashes, before the run folder is touched; with the file put back it resumes."""
+    corpus, tok = made
+    root = tmp_path / "copy"
+    shutil.copytree(run.parent, root, ignore=shutil.ignore_patterns(".archc.lock"))
+    (root / "run" / "result.json").unlink()  # now it looks unfinished
+    before = {p.name: p.read_bytes() for p in (root / "run").iterdir() if p.is_file()}
+    other = train_tokenizer(corpus, tmp_path / "other.json", vocab=VOCAB - 10)
+    (root / "tok.json").write_bytes(other.read_bytes())
+    r = cli("train", root / "lm.json", "--out", root / "run", "--resume", "--quiet")
+    assert r.exit_code == 1, r.output
+    assert (f"--resume: expected the tokenizer the interrupted run trained with (sha256 {read(tok, 't').sha256[:12]}…"
+            f", as export.json recorded it), received ") in r.output
+    assert f"tok.json', whose content differs (sha256 {read(other, 'o').sha256[:12]}…)" in r.output
+    assert {p.name: p.read_bytes() for p in (root / "run").iterdir() if p.is_file()} == before
+    (root / "tok.json").write_bytes(tok.read_bytes())
+    r = cli("train", root / "lm.json", "--out", root / "run", "--resume", "--quiet")
+    assert r.exit_code == 0, r.output
 
 
 def test_infer_refuses_prompt_ids_beyond_the_models_vocabulary(run: Path, made, tmp_path: Path):

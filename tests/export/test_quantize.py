@@ -289,3 +289,28 @@ def test_a_relative_data_path_is_found_from_any_folder(tmp_path, monkeypatch, on
     (project / "data" / "d.npz").rename(project / "data" / "gone.npz")
     (r,) = q.quantize(model, ["fp16"], output=elsewhere / "w.onnx", force=True)
     assert "recorded as 'npz:../project/data/d.npz', relative to the model's folder" in r.note, r.note
+
+
+def test_quantize_files_copied_beside_a_variant_are_removed_when_it_is_not_written(tmp_path):
+    """A tokenizer.json copied beside a variant (to score it there) goes again when the variant is refused or fails;
+    one that was there already stays."""
+    from types import SimpleNamespace
+
+    from archc.export.quantize import with_files
+
+    src = tmp_path / "a" / "tokenizer.json"
+    src.parent.mkdir()
+    src.write_text("tok")
+    dst = tmp_path / "b" / "tokenizer.json"
+    dst.parent.mkdir()
+    seen = []
+    report = with_files([(src, dst)], lambda: seen.append(dst.read_text()) or SimpleNamespace(written=False))
+    assert seen == ["tok"] and not report.written and not dst.exists()
+    with pytest.raises(RuntimeError):
+        with_files([(src, dst)], lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert not dst.exists()
+    with_files([(src, dst)], lambda: SimpleNamespace(written=True))
+    assert dst.read_text() == "tok"
+    dst.write_text("tok")
+    with_files([(src, dst)], lambda: SimpleNamespace(written=False))
+    assert dst.read_text() == "tok"
