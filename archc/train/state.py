@@ -11,6 +11,7 @@ import archc.train.checkpoint as ckpt
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
 from archc.train.run_dir import RunDir
+from archc.train.tuning import PREFIX
 
 
 @dataclass
@@ -90,8 +91,11 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
     rngs = dist.gather(ckpt.torch_rng(learner.device).to(comm))
     sums = dist.gather(tally.sums.clone())
     if dist.main:
+        adapters = learner.adapters
         ckpt.save_state(run_dir, learner.model, learner.optimizer, asdict(state) | learner.scalars(),
-                        [{"rng": g, "acc": a} for g, a in zip(rngs, sums)])
+                        [{"rng": g, "acc": a} for g, a in zip(rngs, sums)],
+                        adapters.tensors() if adapters is not None else None,
+                        learner.weights() if adapters is not None else None)
     if clock is not None:
         clock.reset()
 
@@ -114,6 +118,8 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
         _check_state(state, steps, "history" in sc)
         _check_tensors(saved, learner, dist)
         ckpt.restore(saved, learner.model, learner.optimizer)
+        if learner.adapters is not None:
+            learner.adapters.load({k: v for k, v in saved.tensors.items() if k.startswith(PREFIX)})
         learner.load_scalars(sc)
         mine = saved.group(f"rank.{dist.rank}.")
         ckpt.set_torch_rng(mine["rng"], learner.device)
@@ -167,7 +173,7 @@ def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
             if t.dim() and tuple(t.shape) != shape:
                 raise ValueError(f"{name}: expected the shape {list(shape)} of parameter {idx}, received "
                                  f"{list(t.shape)}")
-        elif name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        elif name.startswith(("model.", PREFIX)) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: expected finite weights, received nan or inf")
     for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, 3)}.items():
         t = saved.tensors.get(f"rank.{dist.rank}.{key}")
