@@ -44,7 +44,8 @@ def freeze(model: nn.Module, names: list[str]) -> None:
 
 
 class Adapter(nn.Module):
-    """One linear layer's low-rank update: x (..., in) -> (alpha / rank) B A dropout(x) (..., out)."""
+    """One linear layer's low-rank update: x (..., in) -> (alpha / rank) B A dropout(x) (..., out); dropout in
+    training mode only."""
 
     def __init__(self, linear: nn.Linear, lora: Lora, generator: torch.Generator) -> None:
         super().__init__()
@@ -54,11 +55,12 @@ class Adapter(nn.Module):
         w = linear.weight
         self.lora_A = nn.Parameter(a.to(device=w.device, dtype=w.dtype))                             # (r, in)
         self.lora_B = nn.Parameter(torch.zeros(linear.out_features, lora.rank, device=w.device, dtype=w.dtype))
-        self.scale = lora.alpha / lora.rank
-        self.dropout = nn.Dropout(lora.dropout) if lora.dropout else nn.Identity()
+        self.scale, self.dropout = lora.alpha / lora.rank, lora.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B) * self.scale  # (..., out)
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """`training`: the layer's mode (model.eval() reaches the layer, not the adapters beside the model)."""
+        x = F.dropout(x, self.dropout, training) if self.dropout else x
+        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale  # (..., out)
 
     def merged(self, weight: torch.Tensor) -> torch.Tensor:
         """weight (out, in) + scale B A, in float32, in the weight's dtype, on the CPU."""
@@ -91,7 +93,7 @@ class Adapters(nn.Module):
         """Each adapter's output added to its layer's (a forward hook)."""
         for path, adapter in zip(self.paths, self.adapters):
             self._hooks.append(model.get_submodule(path).register_forward_hook(
-                lambda _module, args, out, adapter=adapter: out + adapter(args[0])))
+                lambda module, args, out, adapter=adapter: out + adapter(args[0], module.training)))
 
     def detach(self) -> None:
         """The hooks removed: the model computes with its own weights alone."""
