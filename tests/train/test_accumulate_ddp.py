@@ -17,8 +17,8 @@ def weight_diff(a, b) -> float:
 
 def test_two_accumulating_processes_match_one_larger_batch(h, tmp_path, monkeypatch):
     data = h.make_npz(tmp_path / "d.npz", n=300)
-    two = h.make_spec(tmp_path / "two.json", data, train={"epochs": 2, "batch_size": 7, "accumulate": 2})
-    one = h.make_spec(tmp_path / "one.json", data, train={"epochs": 2, "batch_size": 14})
+    two = h.make_spec(tmp_path / "two.json", data, train={"epochs": 1, "batch_size": 7, "accumulate": 2})
+    one = h.make_spec(tmp_path / "one.json", data, train={"epochs": 1, "batch_size": 14})
     monkeypatch.setenv("PYTHONPATH", h.env()["PYTHONPATH"])  # the workers import archc from this checkout
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     train.run(two, out=tmp_path / "two", nproc=2, quiet=True, device="cpu", optimize=False)
