@@ -133,6 +133,16 @@ def _close(text: str, names: list[str]) -> str:
     return close_matches(text, prefixes) or f"names here: {_some(names)}"
 
 
+def _shared(graph: Graph, chosen: set[str]) -> list[SpecError]:
+    """An adapter on a layer whose weight another node reuses (weight tying) would be merged into that node's weight
+    too, which computed without it: refused."""
+    tied_by = {n.tied: n.id for n in graph.nodes if n.tied}
+    return [SpecError(f"expected linear layers whose weight no other node reuses, received '{name}', whose weight "
+                      f"'{tied_by[name]}' also uses (tie = \"{name}\"): the merged adapter would change '{tied_by[name]}' "
+                      "too", where="train.lora.targets", hint="leave it out of the targets")
+            for name in sorted(chosen) if name in tied_by]
+
+
 def check_tuning(graph: Graph, freeze: list[str] | None, lora_targets: list[str] | None) -> list[SpecError]:
     """[train] freeze names parameters and [train.lora] targets name linear layers, each pattern at least one; and
     something is left to train."""
@@ -140,8 +150,9 @@ def check_tuning(graph: Graph, freeze: list[str] | None, lora_targets: list[str]
     errors: list[SpecError] = []
     if lora_targets is not None:
         linear = [p.name for p in linear_parts(graph)]
-        errors += select(lora_targets, linear, "train.lora.targets",
-                         "linear layers (linear, attention's or gated_mlp's projections)", params)[1]
+        chosen, bad = select(lora_targets, linear, "train.lora.targets",
+                             "linear layers (linear, attention's or gated_mlp's projections)", params)
+        errors += bad + _shared(graph, chosen)
     if freeze is not None:
         frozen, bad = select(freeze, params, "train.freeze", "parameters of the model")
         errors += bad

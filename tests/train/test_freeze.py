@@ -101,3 +101,13 @@ def test_frozen_parameters_keep_their_values_and_stay_out_of_the_optimizer(h, tm
         assert not torch.equal(end[name], start[name]), name
     state = load_file(tmp_path / "run" / "train_state.safetensors")
     assert {k.split(".")[1] for k in state if k.startswith("optim.")} == {"0", "1", "2"}  # three tensors train
+
+
+def test_an_adapter_on_a_weight_another_node_ties_to_is_refused(tmp_path):
+    spec = {"archc": 1, "model": {"name": "tied"}, "inputs": {"x": {"shape": [8]}},
+            "layers": [{"id": "fc", "op": "linear", "out_features": 8, "act": "relu"},
+                       {"id": "head", "op": "tied_linear", "tie": "fc"}],
+            "train": {"lora": {"targets": ["fc"]}}}
+    assert errors(spec, tmp_path) == [
+        "train.lora.targets: expected linear layers whose weight no other node reuses, received 'fc', whose weight "
+        "'head' also uses (tie = \"fc\"): the merged adapter would change 'head' too (leave it out of the targets)"]
