@@ -21,7 +21,7 @@ class State:
     spec_sha256: str
     world: int
     epoch: int = 0                  # epochs completed
-    step_in_epoch: int = 0          # batches done in the current epoch
+    step_in_epoch: int = 0          # optimizer steps done in the current epoch (each [train] accumulate batches)
     step: int = 0                   # optimizer steps in all
     best_value: float | None = None
     best_loss: float | None = None  # the best epoch's validation loss: breaks ties on the monitored metric
