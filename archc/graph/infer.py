@@ -7,6 +7,7 @@ from collections import Counter
 
 from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
+from archc.graph.select import check_tuning
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
 from archc.ops.base import BATCH, Dim, Op, TensorType
@@ -64,6 +65,8 @@ def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> G
                             "(it normalizes each channel over the batch), received 1", where="train.batch_size",
                             hint="raise the batch size, or use layernorm, which normalizes each example")
         check_task(graph, spec, root)
+        t = spec.train
+        raise_all(check_tuning(graph, t.freeze, t.lora.targets if t.lora is not None else None))
         check_memory(graph, spec.train.batch_size, set(given))
     check_inputs_read(graph)
     return graph

@@ -132,6 +132,17 @@ class DiffusionRecipe(Strict):
         "cosine", description="betas: 'linear' (Ho et al., scaled to T) or 'cosine' (Nichol & Dhariwal)")
 
 
+class Lora(Strict):
+    """[train.lora]: low-rank adapters on linear layers (Hu et al. 2021, "LoRA"); merged into the weights at export."""
+
+    rank: int = Field(8, ge=1, le=4096, description="rank r of each adapter (A: r x in, B: out x r)")
+    alpha: float = Field(16.0, gt=0, description="scale: an adapter adds (alpha / rank) B A to its weight")
+    targets: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description=(
+        "linear layers that get an adapter: node ids or patterns ({i} for an index, * for one name), a node "
+        "naming all of its projections (attention's q/k/v/out, gated_mlp's gate/up/down)"))
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on an adapter's input while training")
+
+
 class Train(Strict):
     """[train]: the training recipe (flags on the command line override it)."""
 
@@ -145,7 +156,7 @@ class Train(Strict):
     loss: Literal[LOSSES] | None = Field(  # type: ignore[valid-type]
         None, description="the task kind's loss (default: its first; archc.tasks lists each kind's)")
     seed: Seed = 0
-    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N optimizer steps")
     checkpoint_minutes: float = Field(10.0, ge=0, le=10_000, description=(
         "also checkpoint when this many minutes have passed since the last checkpoint, mid-epoch (0: off), so a "
         "long epoch is never lost whole"))
@@ -161,6 +172,14 @@ class Train(Strict):
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=(
         "torch threads of each training process (default: its cores, fewer when the machine is busy or loader "
         "workers share them; --threads overrides)"))
+    accumulate: int = Field(1, ge=1, le=65_536, description=(
+        "gradient accumulation: batches per optimizer step (an effective batch of accumulate x batch_size); "
+        "steps, the schedule and checkpoint_every count optimizer steps"))
+    freeze: list[Annotated[str, Field(min_length=1)]] | None = Field(None, description=(
+        "parameters that do not train: node ids or patterns ({i} for an index, * for one name) over the spec's "
+        "parameter names (layers.{i}.self_attn, embed_tokens.weight); with [train.lora], default: every weight "
+        "but the adapters"))
+    lora: Lora | None = Field(None, description="low-rank adapters (off); merged into the weights at export")
 
 
 Prob = Annotated[float, Field(ge=0, le=1)]

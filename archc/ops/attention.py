@@ -129,6 +129,9 @@ class Attention(Op):
         projections = 2 * t * d * d * 2 + 2 * s * kd * kv * 2  # q, out; k, v
         return projections + 2 * 2 * t * s * d  # q k^T and weights @ v  # type: ignore[operator]
 
+    def linear_parts(self):
+        return ("qkv_proj", "out_proj") if self.fused_qkv else ("q_proj", "k_proj", "v_proj", "out_proj")
+
     def to_torch(self, ins):
         from archc.nn.attention import Attention as M
         x, memory, _ = self._roles(ins)

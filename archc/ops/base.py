@@ -190,6 +190,11 @@ class Op(BaseModel):
         [batch, C]): a batch of one has nothing to normalize over, so validate refuses train.batch_size = 1."""
         return False
 
+    def linear_parts(self) -> tuple[str, ...]:
+        """The torch.nn.Linear submodules of this op's module, by path on it ('' for the module itself), each with a
+        `PATH.weight` (out, in) in param_shapes: the layers [train.lora] adapters may target."""
+        return ()
+
     def to_torch(self, ins: list[TensorType]) -> "nn.Module":
         """The torch module computing this op (imports torch lazily)."""
         raise NotImplementedError

@@ -38,6 +38,9 @@ class Linear(Op):
     def flops(self, ins, out, sizes):
         return 2 * ins[0].numel(sizes) * self.out_features
 
+    def linear_parts(self):
+        return ("",)
+
     def to_torch(self, ins):
         from torch import nn
         return nn.Linear(ins[0].shape[-1], self.out_features, bias=self.bias)
@@ -84,6 +87,9 @@ class GatedMLP(Op):
         rows = ins[0].numel(sizes) // self._dim(ins[0])
         d, h, o = self._dim(ins[0]), self.hidden_features, self.out_features or self._dim(ins[0])
         return rows * (2 * 2 * d * h + 2 * h * o + 5 * h)
+
+    def linear_parts(self):
+        return ("gate_proj", "up_proj", "down_proj")
 
     def to_torch(self, ins):
         from archc.nn.dense import GatedMLP as M

@@ -41,9 +41,10 @@ def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: _cpu(v) for k, v in model.state_dict().items()}
 
 
-def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """A plain safetensors state_dict with string metadata."""
-    write_bytes_atomic(path, st_save(weights_of(model), metadata={k: str(v) for k, v in meta.items()}))
+def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """A plain safetensors state_dict (a module's, or one given on the CPU) with string metadata."""
+    weights = model if isinstance(model, dict) else weights_of(model)
+    write_bytes_atomic(path, st_save(weights, metadata={k: str(v) for k, v in meta.items()}))
 
 
 def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -172,16 +173,20 @@ class Saved:
 
 
 def save_state(run_dir: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scalars: dict[str, Any], per_rank: list[dict[str, torch.Tensor]]) -> None:
-    """Write the resume state (atomic, complete), then the latest weights and the state's readable copy."""
+               scalars: dict[str, Any], per_rank: list[dict[str, torch.Tensor]],
+               adapters: dict[str, torch.Tensor] | None = None, merged: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the resume state (atomic, complete), then the latest weights and the state's readable copy. With LoRA
+    ([train.lora]) the state holds the model's own weights and the adapters (`adapters`, named lora.*), and the
+    latest weights file the two `merged` (a plain model's)."""
     opt_tensors, opt_scalars = flatten_optimizer(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in weights_of(model).items()} | opt_tensors
+    tensors |= {k: _cpu(v) for k, v in (adapters or {}).items()}
     for rank, entries in enumerate(per_rank):
         tensors |= {f"rank.{rank}.{k}": _cpu(v) for k, v in entries.items()}
     body = scalars | {"optimizer": opt_scalars, "host_rng": host_rng()}
     write_bytes_atomic(run_dir.state, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
-    save_weights(run_dir.weights, model, {"step": scalars["step"], "epoch": scalars["epoch"],
-                                             "spec_sha256": scalars["spec_sha256"]})
+    meta = {k: scalars[k] for k in ("step", "epoch", "spec_sha256")}
+    save_weights(run_dir.weights, merged if merged is not None else model, meta)
     readable = {k: v for k, v in scalars.items() if k != "history"}
     write_text_atomic(run_dir.state_json, json.dumps(readable, indent=2) + "\n")
 

@@ -11,11 +11,13 @@ from torch import nn
 
 from archc.errors import ArchcError
 from archc.tasks import Task
+from archc.train.checkpoint import weights_of
 from archc.train.devices import amp_dtype, channels_last, fused_optimizer, seed_everything, to_channels_last
 from archc.train.distributed import Dist
 from archc.train.optim import build_optimizer, build_scheduler
 from archc.train.recipe import Setup
 from archc.train.splits import Examples, batches
+from archc.train.tuning import Adapters, Tuned, freeze, frozen
 
 EVAL_BATCH = 1024
 
@@ -50,6 +52,13 @@ class Learner:
     last_lr: float = 0.0
     channels_last: bool = False     # the model trains in channels_last memory format (devices.channels_last)
     compiled: bool = False          # `net` runs through torch.compile ([train] compile)
+    adapters: Adapters | None = None  # [train.lora]'s, hooked to `model`'s linear layers (archc.train.tuning)
+    ddp: nn.parallel.DistributedDataParallel | None = None  # `net`'s DDP, under --nproc
+
+    @property
+    def trained(self) -> nn.Module:
+        """What the optimizer updates and DDP synchronizes: the model, with its adapters when it has some."""
+        return Tuned(self.model, self.adapters) if self.adapters is not None else self.model
 
     @classmethod
     def build(cls, setup: Setup, objective: Task, device: torch.device, steps: int, rank: int) -> "Learner":
@@ -62,13 +71,16 @@ class Learner:
         layout = channels_last(model, device)
         if layout:
             model = model.to(memory_format=torch.channels_last)
+        freeze(model, frozen(setup.graph, recipe))
+        adapters = Adapters.for_graph(model, setup.graph, recipe.lora, recipe.seed) if recipe.lora else None
         if rank:
             torch.manual_seed(recipe.seed + rank)  # other ranks draw other dropout masks
-        optimizer = build_optimizer(model, recipe.optimizer, fused=fused_optimizer(device))
+        trained = Tuned(model, adapters) if adapters is not None else model
+        optimizer = build_optimizer(trained, recipe.optimizer, fused=fused_optimizer(device))
         amp = amp_dtype(recipe.precision, device)
         scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-        learner = cls(objective, model, model, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
-                      amp, recipe.grad_clip, channels_last=layout)
+        learner = cls(objective, model, trained, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
+                      amp, recipe.grad_clip, channels_last=layout, adapters=adapters)
         if recipe.compile:
             learner.compile()
         return learner
@@ -84,8 +96,8 @@ class Learner:
 
     def distribute(self, several_outputs: bool) -> None:
         """Train through DistributedDataParallel (the process group is up), compiled again if it was."""
-        self.net = nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+        self.net = self.ddp = nn.parallel.DistributedDataParallel(
+            self.trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=several_outputs)
         if self.compiled:
             self.compile()
@@ -93,12 +105,14 @@ class Learner:
     def autocast(self, enabled: bool = True) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=enabled and self.amp is not None)
 
-    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, done: int,
-             epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch; `scale` turns the summed loss into this rank's share of the batch mean.
+    def step(self, x: Any, y: torch.Tensor, scale: float, dist: Dist, done: int, epoch: int,
+             sync: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch's gradients, added to those of the optimizer step's batches before it ([train] accumulate);
+        `scale` turns the summed loss into this rank's share of the mean over the optimizer step's examples; `sync`:
+        the step's last batch, whose backward DDP all-reduces (the others run under no_sync). `update` then steps.
         Returns the summed loss and metric (scalars). A non-finite loss on any rank stops every rank before the
-        update (`done`: the steps before this one, `epoch`: from 1, for the message), so no NaN reaches the weights
-        or a checkpoint."""
+        update (`done`: the optimizer steps before this one, `epoch`: from 1, for the message), so no NaN reaches
+        the weights or a checkpoint."""
         if self.channels_last:
             x = to_channels_last(x)
         with self.autocast():
@@ -112,13 +126,17 @@ class Learner:
                 error.hint = ("before any update: the starting weights or the data overflow float32 (an --init "
                               "checkpoint's magnitudes, the spec's init, or huge input values), not the learning rate")
             raise error
-        self.optimizer.zero_grad(set_to_none=True)
         scaled = loss * scale
-        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        with self.ddp.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext():
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return loss.detach(), self.objective.metric_sum(out.detach(), y)
+
+    def update(self) -> None:
+        """The optimizer step on the gradients gathered since the last one, the schedule's step, gradients cleared."""
         if self.grad_clip is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            nn.utils.clip_grad_norm_(self.trained.parameters(), self.grad_clip)
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -126,12 +144,23 @@ class Learner:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        return loss.detach(), self.objective.metric_sum(out.detach(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's state_dict on the CPU with the adapters merged in: what the weights files hold (the spec's
+        plain model, which `archc export` and `--init` read)."""
+        own = weights_of(self.model)
+        return self.adapters.merged(own) if self.adapters is not None else own
+
+    def unhook(self) -> None:
+        """The adapters taken off (the merged weights are loaded next): the model alone computes, as exported."""
+        if self.adapters is not None:
+            self.adapters.detach()
 
     def check_weights(self, dist: Dist, step: int) -> None:
         """Stop when a weight is NaN or inf (a finite loss can still take a step too far): run before any save."""
         with torch.no_grad():
-            bad = sum((~torch.isfinite(p)).sum() for p in self.model.parameters())
+            bad = sum((~torch.isfinite(p)).sum() for p in self.trained.parameters())
             bad = torch.as_tensor(bad, dtype=torch.float32, device=self.device).reshape(1)
         if not all_finite(bad, dist):
             raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after step {step}", step - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from archc.errors import DataError
 from archc.export.kvcache import describe
 from archc.export.optimize import lines as optimize_lines
 from archc.export.restore import KEY as TARGET_SCALE
-from archc.train.batches import epoch_order, local_batch, steps_per_epoch
+from archc.train.batches import batches_per_epoch, epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.threads import in_force, torch_threads
 from archc.train.devices import deterministic, pick_device, share_with_workers, train_threads
@@ -32,6 +33,7 @@ from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples, batch_key, batches
+from archc.train.tuning import describe as describe_tuning
 from archc.train.state import CheckpointClock, State, Tally, check_resumed_tokenizer, resume, save
 
 __all__ = ["build", "train"]
@@ -43,7 +45,8 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     objective = objective_for(setup.spec, setup.graph)
     data = load_for(setup, objective, device, resume, dist.world, baselines=dist.main)
     share_with_workers(data.splits, dist.world)  # loader worker processes take cores: fewer torch threads
-    steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+    recipe = setup.spec.train
+    steps = steps_per_epoch(len(data.splits["train"]), recipe.batch_size, recipe.accumulate)
     learner = Learner.build(setup, objective, device, steps, dist.rank)
     if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
         setup.init.load(learner.model)
@@ -80,11 +83,17 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
 
     plain = [f"data {data.name}: {data.sizes()}{norm}", *augment,
              f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
-             f"{recipe.batch_size}, {recipe.epochs} epochs on {learner.device}{amp} x {world} process(es)"
-             f"{threads_note(learner.device)}",
+             f"{recipe.batch_size}{accumulated(recipe.batch_size, recipe.accumulate)}, {recipe.epochs} epochs on "
+             f"{learner.device}{amp} x {world} process(es){threads_note(learner.device)}",
+             *filter(None, [describe_tuning(learner.model, learner.adapters, recipe)]),
              f"writing {setup.run_dir.root}"] + init_line(setup)
     return [f"[bold]{escape(g.name)}[/bold] ({escape(str(setup.file))}): {g.total_params:,} parameters, task "
             f"{learner.objective.kind}", *(escape(line) for line in plain)]
+
+
+def accumulated(batch: int, k: int) -> str:
+    """' x 4 accumulated (4096 per optimizer step)': [train] accumulate, when it is on."""
+    return f" x {k} accumulated ({batch * k} per optimizer step)" if k > 1 else ""
 
 
 def threads_note(device: torch.device) -> str:
@@ -108,25 +117,34 @@ def init_line(setup: Setup) -> list[str]:
 def train_epoch(learner: Learner, split: Examples[Any], state: State, tally: Tally, setup: Setup, dist: Dist,
                 progress: Progress, clock: CheckpointClock | None = None) -> None:
     """The rest of the current epoch over the training split, from its stored step; checkpoints every N steps
-    when asked."""
-    recipe = setup.spec.train
-    steps = steps_per_epoch(len(split), recipe.batch_size)
+    when asked. A step is an optimizer step over [train] accumulate batches (checkpoints fall between steps)."""
+    recipe, k = setup.spec.train, setup.spec.train.accumulate
+    steps = steps_per_epoch(len(split), recipe.batch_size, k)
     order = epoch_order(len(split), recipe.seed, state.epoch)
     learner.net.train()
     progress.report.epoch_begin(state.epoch, recipe.epochs, steps, state.step_in_epoch)
     progress.epoch_begin(state.epoch, steps)
     every = recipe.checkpoint_every
-    todo = range(state.step_in_epoch, steps)
-    shares = [local_batch(order, step, recipe.batch_size, dist.rank, dist.world) for step in todo]
-    keys = [batch_key(recipe.seed, state.epoch, step, dist.rank) for step in todo]
+    todo = range(state.step_in_epoch * k, batches_per_epoch(len(split), recipe.batch_size))
+    shares = [local_batch(order, b, recipe.batch_size, dist.rank, dist.world) for b in todo]
+    keys = [batch_key(recipe.seed, state.epoch, b, dist.rank) for b in todo]
     skipped = len(getattr(split, "skipped", ()))
-    for (idx, n), (x, y) in zip(shares, batches(split, [idx for idx, _ in shares], keys)):
-        if x is not None:  # None: every example of this share was unreadable and skipped ([data] on_error)
-            loss, metric = learner.step(x, y, dist.world / n, dist, state.step, state.epoch + 1)
-            tally.add(loss, metric, len(y), learner.objective.metric_weight(y))
+    loaded = iter(batches(split, [idx for idx, _ in shares], keys))
+    for first in range(0, len(shares), k):
+        group = shares[first:first + k]
+        total = sum(n for _, n in group)  # the optimizer step's examples, over every rank
+        stepped = False
+        for i, ((_, n), (x, y)) in enumerate(zip(group, islice(loaded, len(group)))):
+            if x is not None:  # None: every example of this share was unreadable and skipped ([data] on_error)
+                loss, metric = learner.step(x, y, dist.world / total, dist, state.step, state.epoch + 1,
+                                            sync=i == len(group) - 1)
+                tally.add(loss, metric, len(y), learner.objective.metric_weight(y))
+                stepped = True
+        if stepped:
+            learner.update()
         state.step += 1
         state.step_in_epoch += 1
-        progress.report.step(n, tally.means)
+        progress.report.step(total, tally.means)
         progress.step(state.step, state.epoch, state.step_in_epoch, tally.sums.tolist, learner.last_lr,
                       state.history)
         if ((every and state.step % every == 0) or (clock is not None and clock.due(state.step))) \
@@ -162,7 +180,7 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     if best:
         state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
         if dist.main:  # before the state that records it: a crash in between redoes the epoch
-            ckpt.save_weights(setup.run_dir.best, learner.model, {"epoch": state.epoch + 1, "step": state.step,
+            ckpt.save_weights(setup.run_dir.best, learner.weights(), {"epoch": state.epoch + 1, "step": state.step,
                                                                  "spec_sha256": state.spec_sha256})
     else:
         state.bad_epochs += 1
@@ -194,6 +212,7 @@ def fit(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, 
 def evaluate_test(learner: Learner, test: Examples[Any], best: Path) -> dict[str, float]:
     """The best weights (loaded into the learner's model) on the whole test split, in float32 (a figure the exported
     model.onnx reproduces, whatever autocast trained it); {} without one."""
+    learner.unhook()  # the best weights hold the adapters merged in
     ckpt.load_weights(best, learner.model)
     loss, metric, n = learner.evaluate(test, exact=True)
     if not n:
@@ -373,7 +392,8 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
     tally = Tally(learner.device)
     state = State(setup.sha256, dist.world)
     if resuming:
-        steps = steps_per_epoch(len(data.splits["train"]), setup.spec.train.batch_size)
+        recipe = setup.spec.train
+        steps = steps_per_epoch(len(data.splits["train"]), recipe.batch_size, recipe.accumulate)
         state = resume(setup.run_dir, learner, tally, dist, setup.sha256, steps)
         progress.resume(state.step)
         progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "

@@ -12,6 +12,7 @@ import archc.train.checkpoint as ckpt
 from archc.train.distributed import Dist
 from archc.train.learner import Learner
 from archc.train.run_dir import RunDir
+from archc.train.tuning import PREFIX
 
 SUMS = 4  # a Tally's: loss, metric, examples, the metric's weight
 
@@ -23,7 +24,7 @@ class State:
     spec_sha256: str
     world: int
     epoch: int = 0                  # epochs completed
-    step_in_epoch: int = 0          # batches done in the current epoch
+    step_in_epoch: int = 0          # optimizer steps done in the current epoch (each [train] accumulate batches)
     step: int = 0                   # optimizer steps in all
     best_value: float | None = None
     best_loss: float | None = None  # the best epoch's validation loss: breaks ties on the monitored metric
@@ -99,8 +100,11 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
     rngs = dist.gather(ckpt.torch_rng(learner.device).to(comm))
     sums = dist.gather(tally.sums.clone())
     if dist.main:
+        adapters = learner.adapters
         ckpt.save_state(run_dir, learner.model, learner.optimizer, asdict(state) | learner.scalars(),
-                        [{"rng": g, "acc": a} for g, a in zip(rngs, sums)])
+                        [{"rng": g, "acc": a} for g, a in zip(rngs, sums)],
+                        adapters.tensors() if adapters is not None else None,
+                        learner.weights() if adapters is not None else None)
     if clock is not None:
         clock.reset()
 
@@ -123,6 +127,8 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
         _check_state(state, steps, "history" in sc)
         _check_tensors(saved, learner, dist)
         ckpt.restore(saved, learner.model, learner.optimizer)
+        if learner.adapters is not None:
+            learner.adapters.load({k: v for k, v in saved.tensors.items() if k.startswith(PREFIX)})
         learner.load_scalars(sc)
         mine = saved.group(f"rank.{dist.rank}.")
         ckpt.set_torch_rng(mine["rng"], learner.device)
@@ -195,7 +201,7 @@ def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
             if t.dim() and tuple(t.shape) != shape:
                 raise ValueError(f"{name}: expected the shape {list(shape)} of parameter {idx}, received "
                                  f"{list(t.shape)}")
-        elif name.startswith("model.") and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        elif name.startswith(("model.", PREFIX)) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: expected finite weights, received nan or inf")
     for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, SUMS)}.items():
         t = saved.tensors.get(f"rank.{dist.rank}.{key}")

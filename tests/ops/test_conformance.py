@@ -52,6 +52,10 @@ def test_op_conformance(name, i, ex, tmp_path):
     # parameters: torch's module has exactly the shapes the pure-Python rule gives
     assert {k: tuple(p.shape) for k, p in module.named_parameters()} == op.param_shapes(ins)
     assert op.num_params(ins) == sum(p.numel() for p in module.parameters())
+    for part in op.linear_parts():  # what [train.lora] adapts: torch Linears whose weights the rule names
+        linear = module.get_submodule(part)
+        assert type(linear) is torch.nn.Linear, (part, type(linear))
+        assert tuple(linear.weight.shape) == op.param_shapes(ins)[f"{part}.weight" if part else "weight"]
     # shapes: torch's output shape equals the rule's at two batch sizes (and two sizes of each symbolic axis)
     for batch, grow in ((2, 0), (5, 3)):
         sizes = {k: v + grow for k, v in ex.sizes.items()}
