@@ -363,8 +363,9 @@ def _package(lay: CacheLayout, meta: dict[str, str], main: Path) -> Any:
     package = genai.plan(lay, meta, main)
     clash = genai.clashes(package, main.parent) if isinstance(package, genai.Package) else []
     if clash:
-        return genai.Skipped(f"{', '.join(clash)} beside the model {'is' if len(clash) == 1 else 'are'} not "
-                             "archc's and kept: move it away or export to another folder")
+        return genai.Skipped(f"{', '.join(clash)} beside the model {'holds' if len(clash) == 1 else 'hold'} other "
+                             "content (a user's file, or another model's package), kept: move it away or export to "
+                             "another folder")
     return package
 
 
