@@ -103,8 +103,9 @@ def run(quick: bool = False) -> tuple[list[dict], str]:
     if not GENAI_PYTHON.is_file():
         return [common.skipped(FIGURE, c[0], "no .venv-genai (make genai-venv builds it)") for c in cases], ""
     rows = [compare(*case) for case in cases]
-    details = ("Both sides run the same model.kv.onnx on CPU: archc with its own session options (one thread below "
-               "40 MB), GenAI with the package's genai_config.json as written (ONNX Runtime's default threads). "
+    details = ("Both sides run the same model.kv.onnx on CPU: archc with its own session options, GenAI with the "
+               "package's genai_config.json as written (both one intra-op thread below 40 MB of weights, ONNX "
+               "Runtime's default above). "
                "ratio = the median over interleaved rounds of GenAI's time / archc's time (> 1: archc faster). "
                f"Figure took {time.perf_counter() - start:.0f} s.")
     return rows, details

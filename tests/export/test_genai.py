@@ -127,6 +127,7 @@ def test_package_files_describe_the_model(built: tuple[str, Path]) -> None:
     assert decoder["num_key_value_heads"] == (2 if name == "gqa" else 4)
     assert decoder["inputs"]["input_ids"] == "tokens" and decoder["outputs"]["logits"] == "logits"
     assert config["search"]["past_present_share_buffer"] is False
+    assert decoder["session_options"]["intra_op_num_threads"] == 1  # a small model: one thread, as archc infer
 
 
 def test_genai_greedy_tokens_equal_archc_infer(built: tuple[str, Path]) -> None:
