@@ -209,3 +209,45 @@ def test_build_prints_the_package_line(tmp_path: Path) -> None:
     assert f"wrote the ONNX Runtime GenAI package in {tmp_path}" in r.output
     assert json.loads((tmp_path / CONFIG).read_text())["model"]["decoder"]["filename"] == "m.kv.onnx"
     assert sys.modules.get("onnxruntime_genai") is None  # never in archc's own environment
+
+
+def test_a_models_own_tokenizer_is_the_packages(tmp_path: Path) -> None:
+    """A model trained with a tokenizer.json (archc.tokenizer kind "tokenizers", the file beside it): the package
+    keeps that file, its <|endoftext|> is the eos id, and GenAI's prompt ids and greedy tokens are the `tokenizers`
+    library's ids and the torch module's greedy continuation."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([f"def f{j}(x):\n    return x * {j}\n" for j in range(50)], trainer=trainer)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    text = tok.to_str()
+    (tmp_path / TOKENIZER).write_text(text)
+    raw = json.loads(json.dumps(VARIANTS["gqa"]))
+    raw["inputs"]["tokens"]["vocab"] = vocab
+    raw["layers"][0]["num_embeddings"] = raw["layers"][-1]["out_features"] = vocab
+    c = run(compiled_from(raw, options=BuildOptions(seed=1, output=tmp_path / "model.onnx", metadata={
+        "tokenizer": {"kind": "tokenizers", "file": TOKENIZER, "vocab_size": vocab, "context": CONTEXT}})),
+            BUILD_PASSES, "lower")
+    with torch.no_grad():
+        for p in c.module.parameters():
+            if p.ndim >= 2:
+                p.mul_(3.0)
+    run(c, BUILD_PASSES)
+    assert (tmp_path / TOKENIZER).read_text() == text  # the model's own file, kept as it is
+    config = json.loads((tmp_path / CONFIG).read_text())["model"]
+    eos = tok.token_to_id("<|endoftext|>")
+    assert config["eos_token_id"] == eos and config["vocab_size"] == vocab
+    prompt = "def f3(x):\n    return"
+    got = genai(tmp_path, 10, prompt)[0]
+    ids = tok.encode(prompt).ids
+    assert got["ids"] == ids
+    greedy = list(ids)
+    with torch.no_grad():
+        for _ in range(10):
+            greedy.append(int(c.module(torch.tensor([greedy]))[0, -1].argmax()))
+    assert got["tokens"] == until_eos(greedy[len(ids):], eos)
