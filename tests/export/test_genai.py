@@ -128,6 +128,10 @@ def test_package_files_describe_the_model(built: tuple[str, Path]) -> None:
     assert decoder["inputs"]["input_ids"] == "tokens" and decoder["outputs"]["logits"] == "logits"
     assert config["search"]["past_present_share_buffer"] is False
     assert decoder["session_options"]["intra_op_num_threads"] == 1  # a small model: one thread, as archc infer
+    transformers = pytest.importorskip("transformers")
+    auto = transformers.AutoTokenizer.from_pretrained(str(folder))  # tokenizer.json + tokenizer_config.json
+    assert auto(PROMPTS[0])["input_ids"] == list(PROMPTS[0].encode("utf-8")) and auto.eos_token_id == 0
+    assert auto.model_max_length == CONTEXT
 
 
 def test_genai_greedy_tokens_equal_archc_infer(built: tuple[str, Path]) -> None:
