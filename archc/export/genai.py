@@ -49,6 +49,7 @@ class Package:
     eos: int
     written: list[str] = field(default_factory=list)  # set once written: the files put in place
     folder: str = ""
+    uses: str = ""  # the model's own tokenizer file the package reads (not archc's to write)
 
     def digests(self) -> dict[str, str]:
         return {name: hashlib.sha256(data).hexdigest() for name, data in self.files.items()}
@@ -162,7 +163,7 @@ def plan(lay: Any, meta: dict[str, str], main: Path) -> Package | Skipped:
                                      "clean_up_tokenization_spaces": False, "add_bos_token": False,
                                      "add_eos_token": False})
     files[CONFIG] = _dump(config(lay, main, context, vocab, eos))
-    return Package(files, context, eos)
+    return Package(files, context, eos, uses="" if kind == "bytes" or TOKENIZER in files else TOKENIZER)
 
 
 def config(lay: Any, main: Path, context: int, vocab: int, eos: int) -> dict[str, Any]:
@@ -249,7 +250,8 @@ def write(package: Package, folder: Path) -> Package:
 def describe(result: Package | Skipped | None) -> str:
     """One line for the CLI and the training log ('' when no package was considered)."""
     if isinstance(result, Package):
-        return (f"wrote the ONNX Runtime GenAI package in {result.folder or '.'} ({', '.join(result.written)}; "
+        uses = f" with the model's {result.uses}" if result.uses else ""
+        return (f"wrote the ONNX Runtime GenAI package in {result.folder or '.'} ({', '.join(result.written)}{uses}; "
                 f"context {result.context}, eos id {result.eos})")
     if isinstance(result, Skipped):
         return f"note: no ONNX Runtime GenAI package ({result.why})"

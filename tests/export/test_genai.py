@@ -242,6 +242,7 @@ def test_a_models_own_tokenizer_is_the_packages(tmp_path: Path) -> None:
             if p.ndim >= 2:
                 p.mul_(3.0)
     run(c, BUILD_PASSES)
+    assert "with the model's tokenizer.json" in describe_package(c.report.kvcache)
     assert (tmp_path / TOKENIZER).read_text() == text  # the model's own file, kept as it is
     config = json.loads((tmp_path / CONFIG).read_text())["model"]
     eos = tok.token_to_id("<|endoftext|>")
