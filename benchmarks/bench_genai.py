@@ -1,4 +1,4 @@
-"""Figure 18: ONNX Runtime GenAI against `archc infer --prompt` on the same exported package (model.onnx,
+"""Figure 19: ONNX Runtime GenAI against `archc infer --prompt` on the same exported package (model.onnx,
 model.kv.onnx, genai_config.json, tokenizer.json), greedy generation on CPU.
 
 Rows: a GPT-2-architecture byte model of gpt_stdlib's size (128 wide, 4 heads, 4 layers, context 128) filling its
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-FIGURE = 18
+FIGURE = 19
 KEY = "genai"
 TITLE = "ONNX Runtime GenAI vs archc infer on the same exported package"
 A, B = "archc infer (tokens/s)", "onnxruntime_genai (tokens/s)"

@@ -12,19 +12,43 @@ from archc.train.command import train_command
 
 def main() -> None:
     """Run the command; a user error prints one line per problem and exits 1 (as the archc CLI does)."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank under torchrun: end with it, however it ends
+    rank = "TORCHELASTIC_RUN_ID" in os.environ
+    if rank:  # a rank under torchrun: end with it, however it ends
         _die_with_torchrun()
+    code = _run()
+    if rank:
+        _hard_exit(code)
+    sys.exit(code)
+
+
+def _run() -> int:
     try:
         train_command.main(standalone_mode=False)
     except ArchcError as e:
         for p in e.problems():
             click.echo(f"error: {p.line()}", err=True)
-        sys.exit(1)
+        return 1
     except click.exceptions.Abort:
-        sys.exit(130)
+        return 130
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        return e.exit_code
+    return 0
+
+
+def _hard_exit(code: int) -> None:
+    """End a rank without the interpreter's shutdown. By then the run is over: the process group destroyed, the
+    loader workers stopped, every file written and closed. What is left is C++ teardown (c10d's store and gloo's
+    threads destroyed in static destructors), which aborts the process now and then ("terminate called without an
+    active exception", SIGABRT, no Python frame) and turns a finished run into a failed one: it did in CI after
+    a full run, with the collection in Dist.close in place. os._exit skips that teardown; streams are flushed
+    first, so nothing printed is lost."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _die_with_torchrun() -> None:

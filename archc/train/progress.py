@@ -2,6 +2,7 @@
 table row per epoch; or silence."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -9,6 +10,8 @@ from archc.train.run_dir import RunDir
 
 REFRESH_S = 0.1  # the bar's numbers cost a device sync: read them at most this often
 LINE_EVERY_S = 5.0  # not a terminal: a plain progress line at most this often (a log file stays readable)
+POINTS_PER_EPOCH = 50  # steps.jsonl: a point every ceil(steps per epoch / 50) steps, and at the epoch's end
+LIVE_S = 30.0  # within an epoch, steps.jsonl and curves.png are rewritten at most this often (a plot costs ~0.1 s)
 
 
 class Quiet:
@@ -105,23 +108,92 @@ def reporter(quiet: bool, main: bool) -> Quiet:
     return Rich() if main and not quiet else Quiet()
 
 
+class StepLog:
+    """The training curve within epochs: every `every` steps of an epoch (and at its last step), the mean train loss
+    and metric over the examples since the previous point. Rank 0's own examples under --nproc (no collective per
+    point); the epoch rows of metrics.jsonl are over every rank. A point costs one read of the running sums (a
+    device sync), about 50 per epoch."""
+
+    def __init__(self, metric: str, rows: list[dict] | None = None) -> None:
+        self.metric, self.rows = metric, rows or []
+        self.every, self.steps, self.base = 1, 1, [0.0, 0.0, 0.0]
+
+    def begin(self, epoch: int, steps: int) -> None:
+        """An epoch starts (or resumes): its points so far are the baseline, so a resumed run's next point covers
+        the same steps an uninterrupted run's would."""
+        self.every, self.steps = max(1, math.ceil(steps / POINTS_PER_EPOCH)), steps
+        mine = [r for r in self.rows if epoch < r["epoch"] <= epoch + 1]
+        done = [sum(r["train_loss"] * r["examples"] for r in mine),
+                sum(r[f"train_{self.metric}"] * r["examples"] for r in mine), sum(r["examples"] for r in mine)]
+        self.base = done  # resumed past its last point, the next one covers the steps in between
+
+    def due(self, step_in_epoch: int) -> bool:
+        return step_in_epoch % self.every == 0 or step_in_epoch == self.steps
+
+    def add(self, step: int, epoch: int, step_in_epoch: int, sums: list[float], lr: float) -> bool:
+        """A point from the running sums (loss, metric, examples) at this step; False when no example came since
+        the last one (every one skipped as unreadable)."""
+        d = [now - before for now, before in zip(sums, self.base)]
+        self.base = list(sums)
+        if d[2] <= 0:
+            return False
+        self.rows.append({"step": step, "epoch": round(epoch + step_in_epoch / self.steps, 6),
+                          "train_loss": d[0] / d[2], f"train_{self.metric}": d[1] / d[2], "examples": int(d[2]),
+                          "lr": lr})
+        return True
+
+
 class Progress:
-    """What a run shows and records as it goes: the reporter's lines, and (rank 0) metrics.jsonl and curves.png."""
+    """What a run shows and records as it goes: the reporter's lines, and (rank 0) metrics.jsonl, steps.jsonl and
+    curves.png."""
 
     def __init__(self, report: Quiet, run_dir: RunDir | None, metric: str) -> None:
         from archc.train.curves import Curves
 
         self.report, self.run_dir = report, run_dir
         self.curves = Curves(run_dir.curves, metric) if run_dir is not None else None
+        self.steps = StepLog(metric)
+        self.written = time.monotonic()
+
+    def resume(self, step: int) -> None:
+        """A resumed run keeps the points up to its saved step."""
+        if self.run_dir is not None:
+            self.steps.rows = self.run_dir.read_steps(step)
+
+    def epoch_begin(self, epoch: int, steps: int) -> None:
+        if self.run_dir is not None:
+            self.steps.begin(epoch, steps)
+
+    def step(self, step: int, epoch: int, step_in_epoch: int, sums: Callable[[], list[float]], lr: float,
+             history: list[dict]) -> None:
+        """After a training step: a point when one is due, and within a long epoch, the files and curves redrawn
+        every LIVE_S, so a run is visible before its first epoch ends."""
+        if self.run_dir is None or not self.steps.due(step_in_epoch):
+            return
+        if self.steps.add(step, epoch, step_in_epoch, sums(), lr) and time.monotonic() - self.written >= LIVE_S \
+                and step_in_epoch < self.steps.steps:  # the epoch's last step: epoch_end writes
+            self.write(history, force=True)
+
+    def checkpoint(self, history: list[dict]) -> None:
+        """A mid-epoch checkpoint follows: the points up to it are written first, so --resume continues them."""
+        if self.run_dir is not None:
+            self.write(history, force=False)
+
+    def write(self, history: list[dict], force: bool) -> None:
+        assert self.run_dir is not None and self.curves is not None
+        self.run_dir.write_metrics(history)
+        self.run_dir.write_steps(self.steps.rows)
+        self.curves.update(history, self.steps.rows, force=force)
+        self.written = time.monotonic()
 
     def epoch_end(self, history: list[dict], best: bool, last: bool) -> None:
-        """Record the epoch (rewriting metrics.jsonl; the curves are throttled unless `last`), then show its row."""
+        """Record the epoch (rewriting metrics.jsonl and steps.jsonl; the curves are throttled unless `last`), then
+        show its row."""
         if self.run_dir is not None and self.curves is not None:
-            self.run_dir.write_metrics(history)
-            self.curves.update(history, force=last)
+            self.write(history, force=last)
         self.report.epoch_end(history[-1], best)
 
     def final(self, history: list[dict]) -> None:
         """The curves of every epoch (one a resumed run did not redraw included)."""
         if self.curves is not None and history:
-            self.curves.update(history, force=True)
+            self.curves.update(history, self.steps.rows, force=True)

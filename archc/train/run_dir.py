@@ -5,8 +5,10 @@ Files, each written atomically (temporary file, fsync, rename):
   checkpoint.safetensors   the latest weights          best.safetensors   the best validation epoch's weights
   train_state.safetensors  everything --resume needs   train_state.json   a readable copy of its scalars
   metrics.jsonl            one row per epoch           curves.png         train and validation curves
+  steps.jsonl              the training curve within epochs (about 50 points per epoch, rank 0's examples)
   model.onnx               the exported best weights   result.json        the summary (RunResult)
   export.json              the ONNX metadata the data gave (preprocessing, tokenizer): what `archc export` adds
+  tokenizer.json           a text: source's ?tokenizer= file, which archc.tokenizer names (`archc export` copies it)
   report.json, report.png  model.onnx on the test split (per-class precision/recall/F1 and confusion matrix, or
                            residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
@@ -269,10 +271,26 @@ class RunDir:
         """metrics.jsonl: one JSON object per epoch (rewritten atomically, so a resumed run never repeats one)."""
         write_text_atomic(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
 
+    def write_steps(self, rows: list[dict]) -> None:
+        """steps.jsonl: the per-step training curve, one JSON object per point (rewritten atomically)."""
+        write_text_atomic(self.path("steps"), "".join(json.dumps(row) + "\n" for row in rows))
+
+    def read_steps(self, upto: int) -> list[dict]:
+        """The points steps.jsonl holds up to global step `upto` (what a resumed run continues); none when the file
+        is missing or not archc's: it is a log for plots, never the state a run continues from."""
+        try:
+            lines = self.path("steps").read_text(encoding="utf-8").splitlines()
+            rows = [json.loads(line) for line in lines if line.strip()]
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return []
+        if not all(isinstance(r, dict) and type(r.get("step")) is int for r in rows):
+            return []
+        return [r for r in rows if r["step"] <= upto]
+
     def paths(self) -> dict[str, str]:
         """The artifacts RunResult lists, by role."""
         return {role: str(self.path(role)) for role in ("spec", "checkpoint", "best", "train_state", "metrics",
-                                                         "curves", "onnx", "result")}
+                                                         "steps", "curves", "onnx", "result")}
 
     def onnx_of(self, checkpoint: str | None) -> Path:
         """Where `archc export` writes a checkpoint's model by default: model.onnx for the best weights (what the
@@ -283,6 +301,11 @@ class RunDir:
     def write_export_metadata(self, metadata: dict[str, Any]) -> None:
         """export.json: the data's part of the ONNX metadata, written as the run starts (`archc export` reads it)."""
         write_text_atomic(self.path("export"), strict_json.dumps(metadata, indent=2) + "\n")
+
+    def write_files(self, files: dict[str, str]) -> None:
+        """Files the task's metadata names (a tokenizer.json), beside model.onnx; written as the run starts."""
+        for name, text in files.items():
+            write_text_atomic(self.root / name, text)
 
     def read_json(self, role: str) -> dict[str, Any]:
         """One of the run's JSON files as a dict; ModelError naming it when it cannot be read as one."""

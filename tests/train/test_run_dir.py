@@ -24,7 +24,7 @@ def test_layout_names_every_artifact_once(tmp_path):
     assert run.state_json.name == "train_state.json" and run.metrics.name == "metrics.jsonl"
     assert run.curves.name == "curves.png" and run.onnx.name == "model.onnx" and run.result.name == "result.json"
     assert len(set(RunDir.FILES.values())) == len(RunDir.FILES)
-    assert set(run.paths()) == {"spec", "checkpoint", "best", "train_state", "metrics", "curves", "onnx", "result"}
+    assert set(run.paths()) == {"spec", "checkpoint", "best", "train_state", "metrics", "steps", "curves", "onnx", "result"}
     assert RunDir(str(tmp_path)).root == tmp_path  # a str root is a Path
 
 
