@@ -86,11 +86,16 @@ def genai(folder: Path, max_new: int, *prompts: str) -> list[dict]:
     return json.loads(done.stdout)["prompts"]
 
 
-def archc_tokens(model: Path, prompt: str, max_new: int) -> list[int]:
+def archc_infer(model: Path, prompt: str, max_new: int) -> dict:
+    """`archc infer MODEL --prompt PROMPT --temperature 0 --json`'s answer."""
     r = CliRunner().invoke(main, ["infer", str(model), "--prompt", prompt, "--max-new-tokens", str(max_new),
                                   "--temperature", "0", "--json"])
     assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["tokens"]
+    return json.loads(r.stdout)
+
+
+def archc_tokens(model: Path, prompt: str, max_new: int) -> list[int]:
+    return archc_infer(model, prompt, max_new)["tokens"]
 
 
 def until_eos(tokens: list[int], eos: int) -> list[int]:
@@ -218,7 +223,7 @@ def test_build_prints_the_package_line(tmp_path: Path) -> None:
 def test_a_models_own_tokenizer_is_the_packages(tmp_path: Path) -> None:
     """A model trained with a tokenizer.json (archc.tokenizer kind "tokenizers", the file beside it): the package
     keeps that file, its <|endoftext|> is the eos id, and GenAI's prompt ids and greedy tokens are the `tokenizers`
-    library's ids and the torch module's greedy continuation."""
+    library's ids, and the torch module's and `archc infer --prompt`'s greedy continuation."""
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -256,3 +261,41 @@ def test_a_models_own_tokenizer_is_the_packages(tmp_path: Path) -> None:
         for _ in range(10):
             greedy.append(int(c.module(torch.tensor([greedy]))[0, -1].argmax()))
     assert got["tokens"] == until_eos(greedy[len(ids):], eos)
+    assert got["tokens"] == until_eos(archc_tokens(tmp_path / "model.onnx", prompt, 10), eos)  # through the file
+
+
+def test_a_run_trained_with_a_tokenizer_is_a_package(tmp_path: Path) -> None:
+    """`archc tokenizer train`, `archc train` on text:...?tokenizer=, `archc export`: GenAI runs both folders with
+    the run's tokenizer.json, and its greedy tokens are `archc infer --prompt`'s."""
+    pytest.importorskip("tokenizers")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"def f{j}(x):\n    return x * {j % 7} + {j}\n" for j in range(200)))
+    r = CliRunner().invoke(main, ["tokenizer", "train", f"text:{corpus}", "--vocab-size", "300", "-o",
+                                  str(tmp_path / "tok.json")])
+    assert r.exit_code == 0, r.output
+    base = json.loads(json.dumps(VARIANTS["gqa"]))
+    base["inputs"]["tokens"]["vocab"] = 300
+    base["layers"][0]["num_embeddings"] = base["layers"][-1]["out_features"] = 300
+    raw = base | {"train": {"epochs": 2, "batch_size": 16, "optimizer": {"name": "adamw", "lr": 3e-3}},
+                   "data": {"source": f"text:{corpus}?tokenizer={tmp_path / 'tok.json'}", "val_fraction": 0.1,
+                            "test_fraction": 0.1}}
+    (tmp_path / "lm.json").write_text(json.dumps(raw))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = CliRunner().invoke(main, ["train", str(tmp_path / "lm.json"), "--out", str(tmp_path / "run"), "--quiet"],
+                               catch_exceptions=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "shipped" / "model.onnx"
+    out.parent.mkdir()
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "with the model's tokenizer.json" in r.output
+    for folder in (tmp_path / "run", out.parent):
+        assert (folder / TOKENIZER).read_bytes() == (tmp_path / "tok.json").read_bytes()
+        eos = json.loads((folder / CONFIG).read_text())["model"]["eos_token_id"]
+        got, ours = genai(folder, 12, "def f3")[0], archc_infer(folder / "model.onnx", "def f3", 12)
+        assert got["ids"] == ours["prompt_tokens"] and got["tokens"] == until_eos(ours["tokens"], eos)
+        assert len(got["tokens"]) > 1 and got["text"] == ours["text"][: len(got["text"])]
