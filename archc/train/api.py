@@ -195,10 +195,22 @@ def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, P
                          hint="put back the tokenizer file the run trained with")
     if os.path.abspath(dst) == os.path.abspath(src):
         return []
-    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()) and not _archcs(dst, out):
         raise InputError(f"expected no other {name} beside the exported model, received {str(dst)!r}, another "
                          "file", where="--output", hint="export to another folder, or move that file away")
     return [(src, dst)]
+
+
+def _archcs(path: Path, out: Path) -> bool:
+    """Whether `path` is a GenAI package file archc wrote at the last export to `out` (a byte model's
+    tokenizer.json, archc.export.genai), still as written: the export replaces it."""
+    import hashlib
+
+    from archc.export.genai import recorded
+    from archc.runtime.kvcache import cache_path
+
+    digest = recorded(cache_path(out)).get(path.name)
+    return digest is not None and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:

@@ -299,3 +299,25 @@ def test_a_run_trained_with_a_tokenizer_is_a_package(tmp_path: Path) -> None:
         got, ours = genai(folder, 12, "def f3")[0], archc_infer(folder / "model.onnx", "def f3", 12)
         assert got["ids"] == ours["prompt_tokens"] and got["tokens"] == until_eos(ours["tokens"], eos)
         assert len(got["tokens"]) > 1 and got["text"] == ours["text"][: len(got["text"])]
+
+
+def test_a_byte_package_gives_way_to_a_tokenizer_run_export(tmp_path: Path) -> None:
+    """archc's own byte tokenizer.json from an earlier export to the same file is replaced by a tokenizer run's;
+    a user's tokenizer.json is still refused."""
+    pytest.importorskip("tokenizers")
+    from archc.train.api import _carried
+
+    build(tmp_path, VARIANTS["learned"])
+    byte_file = (tmp_path / TOKENIZER).read_bytes()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / TOKENIZER).write_text("{}")
+
+    class Run:
+        root = run_dir
+
+    data = {"tokenizer": {"kind": "tokenizers", "file": TOKENIZER}}
+    assert _carried(Run(), data, tmp_path / "model.onnx") == [(run_dir / TOKENIZER, tmp_path / TOKENIZER)]
+    assert (tmp_path / TOKENIZER).read_bytes() == byte_file  # checked, not yet copied
+    with pytest.raises(Exception, match="expected no other tokenizer.json"):
+        _carried(Run(), data, tmp_path / "other.onnx")  # not archc's package of other.onnx: a user's file
