@@ -203,14 +203,62 @@ def recorded(kv_path: Path) -> dict[str, str]:
     if not kv_path.is_file():
         return {}
     try:
-        import onnx
-
-        model = onnx.load(str(kv_path), load_external_data=False)
-        raw = next((p.value for p in model.metadata_props if p.key == META_KEY), "{}")
-        got = json.loads(raw)
-    except Exception:  # an unreadable earlier file: nothing of it is trusted as archc's
+        got = json.loads(metadata_entry(kv_path, META_KEY) or "{}")
+    except (OSError, ValueError):  # an unreadable earlier file: nothing of it is trusted as archc's
         return {}
     return {k: v for k, v in got.items() if k in FILES and isinstance(v, str)} if isinstance(got, dict) else {}
+
+
+def _varint(f: Any) -> int:
+    value = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("truncated varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def metadata_entry(path: Path, key: str) -> str | None:
+    """One metadata_props value of an ONNX file, read by walking the ModelProto's top-level fields and seeking
+    past the others (the graph and its weights: hundreds of MB that onnx.load would parse)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            tag = _varint(f)
+            field_number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _varint(f)
+            elif wire == 1 or wire == 5:
+                f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            elif wire == 2:
+                length = _varint(f)
+                if field_number != 14:  # ModelProto.metadata_props
+                    f.seek(length, os.SEEK_CUR)
+                    continue
+                entry = _entry(f.read(length))
+                if entry[0] == key:
+                    return entry[1]
+            else:
+                raise ValueError(f"unexpected wire type {wire}")
+    return None
+
+
+def _entry(blob: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto's (key, value)."""
+    import io
+
+    f, got = io.BytesIO(blob), {1: "", 2: ""}
+    while f.tell() < len(blob):
+        tag = _varint(f)
+        if tag & 7 != 2:
+            raise ValueError("expected a string field")
+        got[tag >> 3] = f.read(_varint(f)).decode("utf-8")
+    return got[1], got[2]
 
 
 def _sha256(path: Path) -> str | None:

@@ -321,3 +321,17 @@ def test_a_byte_package_gives_way_to_a_tokenizer_run_export(tmp_path: Path) -> N
     assert (tmp_path / TOKENIZER).read_bytes() == byte_file  # checked, not yet copied
     with pytest.raises(Exception, match="expected no other tokenizer.json"):
         _carried(Run(), data, tmp_path / "other.onnx")  # not archc's package of other.onnx: a user's file
+
+
+def test_the_record_is_read_without_loading_the_weights(built: tuple[str, Path], tmp_path: Path) -> None:
+    import onnx
+
+    from archc.export.genai import metadata_entry, recorded
+
+    _, folder = built
+    for name in ("model.onnx", "model.kv.onnx"):
+        props = onnx.load(str(folder / name), load_external_data=False).metadata_props
+        assert props and all(metadata_entry(folder / name, p.key) == p.value for p in props)
+    assert set(recorded(folder / "model.kv.onnx")) == {CONFIG, TOKENIZER, TOKENIZER_CONFIG}
+    (tmp_path / "bad.kv.onnx").write_bytes(b"\xff" * 40)
+    assert recorded(tmp_path / "bad.kv.onnx") == {} and recorded(tmp_path / "none.kv.onnx") == {}
