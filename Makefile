@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 ARCHC := $(VENV)/bin/archc
 STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-stamp
+# ONNX Runtime GenAI in an environment of its own: its onnxruntime would replace .venv's onnxruntime-gpu files.
+# Only `make test` builds it (tests/export/test_genai.py runs the exported package with it in a subprocess).
+GENAI_VENV := .venv-genai
+GENAI_STAMP := $(GENAI_VENV)/.installed-stamp
+GENAI_PACKAGES := onnxruntime-genai==0.18.0 numpy
 
-.PHONY: demo test venv clean bench schema fuzz
+.PHONY: demo test venv genai-venv clean bench schema fuzz
 
 venv: $(STAMP)
 
@@ -25,7 +30,15 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
 
-test: $(TEST_STAMP)
+$(GENAI_STAMP): Makefile
+	$(PYTHON) -m venv $(GENAI_VENV)
+	$(GENAI_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GENAI_VENV)/bin/python -m pip install -q $(GENAI_PACKAGES)
+	touch $(GENAI_STAMP)
+
+genai-venv: $(GENAI_STAMP)
+
+test: $(TEST_STAMP) $(GENAI_STAMP)
 	$(PY) -m pytest -q -n 2
 
 # Train the 8x8 digits twin (sklearn's bundled set: no download) in seconds, export it (ONNX, parity-checked,
@@ -41,7 +54,7 @@ demo: $(STAMP)
 # ~11 minutes of whole training runs, half of them beside busy loops): writes
 # benchmarks/results/RESULTS.md and results.json. Not part of `make test`; tests/benchmarks/test_bench_smoke.py
 # runs every figure's quick mode.
-bench: $(TEST_STAMP)
+bench: $(TEST_STAMP) $(GENAI_STAMP)
 	$(PY) benchmarks/run.py
 
 # archc.schema.json (what specs' `#:schema ../archc.schema.json` names) is `archc schema`'s output, committed:
@@ -59,4 +72,4 @@ fuzz: $(TEST_STAMP)
 	  [t.update({k: v for k, v in json.loads(l).items() if k != "base"}) for l in open("out/fuzz.jsonl")]; print(dict(t))'
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(GENAI_VENV) out build *.egg-info

@@ -274,11 +274,12 @@ def _print_export(report: Any, start: float) -> None:
     for axis, why in report.pinned.items():
         size = report.checks[0]["sizes"][axis] if report.checks else "?"
         click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
-    from archc.export.kvcache import describe
+    from archc.export.kvcache import describe, describe_package
     from archc.export.optimize import lines
 
-    if describe(getattr(report, "kvcache", None)):
-        click.echo(describe(report.kvcache))
+    for line in (describe(getattr(report, "kvcache", None)), describe_package(getattr(report, "kvcache", None))):
+        if line:
+            click.echo(line)
     for line in lines(report):
         click.echo(line)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Union
+from typing import Callable, Iterable, Mapping, Union
 
 from archc.errors import InputError, ModelError
 
@@ -104,11 +104,12 @@ def within(path: Path, folder: Path) -> bool:
     return p == f or f in p.parents
 
 
-def carried(tokenizer: object, folder: Path, out: Path, owner: str) -> list[tuple[Path, Path]]:
+def carried(tokenizer: object, folder: Path, out: Path, owner: str,
+            replaceable: Callable[[Path], bool] | None = None) -> list[tuple[Path, Path]]:
     """(the file in `folder`, its copy beside `out`) for the file a model's `archc.tokenizer` metadata (`tokenizer`)
     names, which `archc infer` reads beside the model; none when `out` is in `folder`. Checked before anything is
     written: a missing file in `folder` is a ModelError (`owner`: whose, "the run's"), another file of that name
-    beside `out` an InputError (never replaced)."""
+    beside `out` an InputError (never replaced, unless `replaceable` says archc wrote it and the export replaces it)."""
     name = tokenizer.get("file") if isinstance(tokenizer, dict) else None
     if not isinstance(name, str) or not name or Path(name).name != name:
         return []
@@ -118,7 +119,8 @@ def carried(tokenizer: object, folder: Path, out: Path, owner: str) -> list[tupl
                          hint="put back the tokenizer file the model was trained with")
     if os.path.abspath(dst) == os.path.abspath(src):
         return []
-    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()) \
+            and not (replaceable is not None and replaceable(dst)):
         raise InputError(f"expected no other {name} beside the exported model, received {str(dst)!r}, another "
                          "file", where="--output", hint="write to another folder, or move that file away")
     return [(src, dst)]

@@ -23,6 +23,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,6 +190,8 @@ class CacheLayout:
     max_positions: int | None  # a learned position table's rows (past + new must stay within), else None
     model_sha256: str = ""
     nodes: list[str] = field(default_factory=list)
+    heads: list[int] = field(default_factory=list)  # query heads per layer (GenAI's config names them)
+    hidden: int = 0                                 # the attention's model width (the first layer's)
 
     def past_names(self) -> list[str]:
         return [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
@@ -206,7 +209,8 @@ def layout(graph: Graph, module: Any) -> CacheLayout:
     dims = [int(m.out_proj.in_features // m.num_heads) for m in mods]
     name, tokens = next(iter(graph.inputs.items()))
     _, limit = interval(graph, base_axis(str(tokens.features[0])))  # positions the tables hold (max_len), if bounded
-    return CacheLayout(name, next(iter(graph.outputs)), len(nodes), heads, dims, limit, nodes=[n.id for n in nodes])
+    return CacheLayout(name, next(iter(graph.outputs)), len(nodes), heads, dims, limit, nodes=[n.id for n in nodes],
+                       heads=[int(m.num_heads) for m in mods], hidden=int(mods[0].out_proj.out_features))
 
 
 def empty_past(lay: CacheLayout, batch: int) -> dict[str, np.ndarray]:
@@ -226,6 +230,7 @@ class CacheReport:
     tolerance: float
     steps: int  # cached runs compared with the full recompute
     optimized: Any = None  # archc.export.optimize.Decision when asked to optimize, else None
+    genai: Any = None  # archc.export.genai.Package written beside it, or Skipped saying why not
 
 
 def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
@@ -295,10 +300,14 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
     `optimize`: simplified as the main export is (archc.export.optimize), checked step by step again, and kept
     on the same graph criteria.
 
-    A stale cache file of an earlier export is removed first, so a refused or failed export leaves none."""
+    A stale cache file of an earlier export is removed first, so a refused or failed export leaves none, with the
+    GenAI package files it recorded (archc.export.genai); a new package is written once the file is in place."""
     import onnx
 
+    from archc.export import genai
+
     out = cache_path(main)
+    genai.remove_stale(out.parent, genai.recorded(out))
     if out.exists():
         out.unlink()
     why = refusal(graph, task_kind)
@@ -322,6 +331,9 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             meta = {p.key: p.value for p in base.metadata_props}
             meta[META_KEY] = json.dumps(lay.__dict__)
             meta.pop("archc.optimized", None)  # the main file's decision; this file's own is set by _optimize
+            package = _package(lay, meta, Path(main))
+            if isinstance(package, genai.Package):
+                meta[genai.META_KEY] = json.dumps(package.digests())
             model.producer_name, model.producer_version = base.producer_name, base.producer_version
             model.graph.name = base.graph.name + "_kv"
             model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
@@ -338,7 +350,23 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             publish(tmp, out)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the KV-cache model: {str(e).splitlines()[0]}") from e
-    return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision)
+    if isinstance(package, genai.Package):
+        package = genai.write(package, out.parent)
+    return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision, package)
+
+
+def _package(lay: CacheLayout, meta: dict[str, str], main: Path) -> Any:
+    """The GenAI package to write beside the cache file (archc.export.genai), or why none: never over a file of
+    that name that archc did not write."""
+    from archc.export import genai
+
+    package = genai.plan(lay, meta, main)
+    clash = genai.clashes(package, main.parent) if isinstance(package, genai.Package) else []
+    if clash:
+        return genai.Skipped(f"{', '.join(clash)} beside the model {'holds' if len(clash) == 1 else 'hold'} other "
+                             "content (a user's file, or another model's package), kept: move it away or export to "
+                             "another folder")
+    return package
 
 
 def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str, optimize: bool | str) -> tuple[Any, Any]:
@@ -386,3 +414,10 @@ def describe(result: CacheReport | Refusal | None) -> str:
     if isinstance(result, Refusal):
         return f"note: no KV-cache export ({result.line()}); `archc infer --prompt` recomputes the window per token"
     return ""
+
+
+def describe_package(result: CacheReport | Refusal | None) -> str:
+    """The GenAI package's line (archc.export.genai) after a cache export ('' without one)."""
+    from archc.export.genai import describe as package_line
+
+    return package_line(result.genai) if isinstance(result, CacheReport) else ""

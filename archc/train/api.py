@@ -183,10 +183,23 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
 
 def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, Path]]:
     """(the run's file, its copy beside `out`) for the file the metadata names (archc.tokenizer's tokenizer.json),
-    checked before the export (archc.outputs.carried)."""
+    checked before the export (archc.outputs.carried); a GenAI package file archc wrote at the last export to `out` is
+    replaced."""
     from archc.outputs import carried
 
-    return carried(data.get("tokenizer"), run.root, out, "the run's")
+    return carried(data.get("tokenizer"), run.root, out, "the run's", lambda dst: _archcs(dst, out))
+
+
+def _archcs(path: Path, out: Path) -> bool:
+    """Whether `path` is a GenAI package file archc wrote at the last export to `out` (a byte model's
+    tokenizer.json, archc.export.genai), still as written: the export replaces it."""
+    import hashlib
+
+    from archc.export.genai import recorded
+    from archc.runtime.kvcache import cache_path
+
+    digest = recorded(cache_path(out)).get(path.name)
+    return digest is not None and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:

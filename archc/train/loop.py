@@ -17,7 +17,7 @@ import torch
 
 import archc.train.checkpoint as ckpt
 from archc.errors import DataError
-from archc.export.kvcache import describe
+from archc.export.kvcache import describe, describe_package
 from archc.export.optimize import lines as optimize_lines
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.train.batches import batches_per_epoch, epoch_order, local_batch, steps_per_epoch
@@ -340,8 +340,9 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
         progress.report.note(detail)
     for line in baseline_lines(baselines, test, bool(data.preprocess) or data.table is not None):
         progress.report.note(line)
-    if describe(report.kvcache):
-        progress.report.note(describe(report.kvcache))
+    for line in (describe(report.kvcache), describe_package(report.kvcache)):
+        if line:
+            progress.report.note(line)
     for line in optimize_lines(report):
         progress.report.note(line)
     if report.row:  # a tabular input: the file takes one input per column (archc.export.tabular)
