@@ -38,10 +38,10 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         raise InputError(f"expected --nproc of at least 1, received {nproc}", where="--nproc")
     if threads is not None:
         check_threads(threads, "--threads")
-    from archc.train import tracking
+    from archc.train.tracking import check, chosen
 
-    track = tracking.chosen() if track is None else tuple(track)
-    tracking.check(track)  # a tracker asked for and not installed: one error before the data are read
+    track = chosen() if track is None else tuple(track)
+    check(track)  # a tracker asked for and not installed: one error before the data are read
     start_from = Init.open(init, init_map) if init is not None else None  # a bad file or mapping fails first
     setup = prepare(spec_path, Overrides(data=data, target=target, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
                     data_root)

@@ -84,6 +84,10 @@ class RunDir:
     def path(self, role: str) -> Path:
         return self.root / self.FILES[role]
 
+    def folder(self, role: str) -> Path:
+        """One of the run's folders (FOLDERS): TensorBoard's event files."""
+        return self.root / self.FOLDERS[role]
+
     @property
     def spec(self) -> Path:
         return self.path("spec")
@@ -163,7 +167,7 @@ class RunDir:
     LEFTOVERS = ("spec", "export", "best", "tracking")
     # Folders of a run (archc.train.tracking's TensorBoard events): not artifacts a role names, but moved aside with
     # them by --force so that the earlier run's curves go with it
-    FOLDERS = ("tensorboard",)
+    FOLDERS = {"tensorboard": "tensorboard"}
 
     def present(self) -> list[Path]:
         """The artifacts that exist (files, or anything else at their names)."""
@@ -189,7 +193,7 @@ class RunDir:
         """--force: the earlier run's files (archc's own, by name) into DIR.old-N, which is a run folder itself."""
         if not (self.state.exists() or self.result.exists() or self.foreign()):
             return None
-        present = self.present() + [self.root / name for name in self.FOLDERS if (self.root / name).is_dir()]
+        present = self.present() + [self.folder(role) for role in self.FOLDERS if self.folder(role).is_dir()]
         old = self.aside()
         old.mkdir(parents=True)
         for path in present:

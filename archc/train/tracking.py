@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from archc.train.recipe import Setup
 
 NOT_LOGGED = ("step", "epoch", "examples")  # the axes of a row (and a point's example count), not curves
-TENSORBOARD_DIR = "tensorboard"  # in the run folder: TensorBoard's event files (`tensorboard --logdir RUN_DIR`)
 
 
 class Start:
@@ -135,7 +134,7 @@ class TensorBoard(Tracker):
         # killed run logged after its last checkpoint (the resumed run logs them again), or all of a run killed
         # before its first checkpoint (a fresh run starts at 0)
         purge = start.step + 1 if start.resuming else 0
-        self.writer = SummaryWriter(str(start.run_dir.root / TENSORBOARD_DIR), purge_step=purge)
+        self.writer = SummaryWriter(str(start.run_dir.folder("tensorboard")), purge_step=purge)
         if not start.resuming:
             self.describe(start)
         self.writer.flush()
@@ -178,7 +177,7 @@ class MLflow(Tracker):
 
     name, flag, env, module, extra = "mlflow", "--mlflow", "MLFLOW_TRACKING_URI", "mlflow", "mlflow"
     help = ("Log to MLflow (also when MLFLOW_TRACKING_URI is set; default store: MLflow's own, ./mlflow.db): "
-            "params, metrics per point and epoch, model.onnx and the report as artifacts.")
+            "params, metrics per point and epoch, the exported model and the report as artifacts.")
     BATCH = 1000  # MLflow's limit of metrics per log_batch request
 
     def __init__(self, start: Start, record: dict[str, Any] | None) -> None:
