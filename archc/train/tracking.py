@@ -324,7 +324,8 @@ def check(names: tuple[str, ...]) -> None:
             install = f"pip install 'archc[{cls.extra}]'" if cls.extra else f"pip install {cls.module}"
             off = f", or pass {cls.flag}" if cls.default else \
                 f" (or unset {cls.env})" if cls.env and os.environ.get(cls.env) else ""
-            why = f"{cls.flag}" if not cls.default else "TensorBoard's event files (on by default)"
+            why = "TensorBoard's event files (on by default)" if cls.default else \
+                cls.env if cls.env and os.environ.get(cls.env) else cls.flag
             raise InputError(f"expected the {cls.module} package for {why}, received none installed",
                              where=cls.flag, hint=f"{install}{off}")
 
