@@ -11,7 +11,7 @@ Files, each written atomically (temporary file, fsync, rename):
   report.json, report.png  model.onnx on the test split (per-class precision/recall/F1 and confusion matrix, or
                            residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
   tracking.json            the ids of the run's MLflow and W&B runs (archc.train.tracking), which --resume continues
-  tensorboard/             TensorBoard's event files (a folder: moved aside by --force with the files)
+  tensorboard/, wandb/     TensorBoard's event files, W&B's offline run (folders: moved aside by --force with the files)
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
 
 A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
@@ -85,7 +85,7 @@ class RunDir:
         return self.root / self.FILES[role]
 
     def folder(self, role: str) -> Path:
-        """One of the run's folders (FOLDERS): TensorBoard's event files."""
+        """One of the run's folders (FOLDERS): TensorBoard's event files, W&B's offline run."""
         return self.root / self.FOLDERS[role]
 
     @property
@@ -167,7 +167,7 @@ class RunDir:
     LEFTOVERS = ("spec", "export", "best", "tracking")
     # Folders of a run (archc.train.tracking's TensorBoard events): not artifacts a role names, but moved aside with
     # them by --force so that the earlier run's curves go with it
-    FOLDERS = {"tensorboard": "tensorboard"}
+    FOLDERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
     def present(self) -> list[Path]:
         """The artifacts that exist (files, or anything else at their names)."""

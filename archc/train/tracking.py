@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -267,7 +268,8 @@ class WandB(Tracker):
         previous = record.get("id") if record is not None else None
         self.after = start.step if start.resuming else -1  # W&B drops a step below its last: not sent again
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or start.name, name=start.run_dir.root.name,
-                              dir=str(start.run_dir.root), config=start.params, id=previous,
+                              dir=str(start.run_dir.root),  # W&B's own folder in it: RUN_DIR/wandb
+                              config=start.params, id=previous,
                               resume="allow" if previous else None, mode=os.environ.get("WANDB_MODE") or "offline")
         self.name_of_model = start.name
 
@@ -285,7 +287,7 @@ class WandB(Tracker):
     def end(self, files: list[Path]) -> None:
         import wandb
 
-        artifact = wandb.Artifact(f"{self.name_of_model}-run", type="model")
+        artifact = wandb.Artifact(re.sub(r"[^\w.-]", "-", self.name_of_model) + "-run", type="model")  # W&B's charset
         for path in files:
             artifact.add_file(str(path))
         self.run.log_artifact(artifact)

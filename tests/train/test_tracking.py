@@ -158,3 +158,53 @@ def test_the_choice_of_trackers(monkeypatch):
         tracking.check(("comet",))
     assert tracking.flatten({"optimizer": {"name": "adamw", "lr": 1e-3}, "sizes": [1, 2], "x": None}, "train") == \
         {"train.optimizer.name": "adamw", "train.optimizer.lr": 1e-3, "train.sizes": "[1, 2]", "train.x": "null"}
+
+
+def test_wandb_gets_the_same_points_rows_and_files(h, tmp_path, monkeypatch):
+    """W&B is not installed by the tests: a stand-in module with the calls archc makes of W&B's API records them."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls: dict = {"log": [], "files": []}
+
+    class Run:
+        id = "abc123"
+
+        def log(self, data, step):
+            calls["log"].append((step, data))
+
+        def log_artifact(self, artifact):
+            calls["artifact"] = artifact.name
+
+        def finish(self, exit_code):
+            calls["exit_code"] = exit_code
+
+    class Artifact:
+        def __init__(self, name, type):
+            self.name = name
+
+        def add_file(self, path):
+            calls["files"].append(path)
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return Run()
+
+    stub = types.ModuleType("wandb")
+    stub.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    stub.init, stub.Artifact = init, Artifact
+    monkeypatch.setitem(sys.modules, "wandb", stub)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run = tmp_path / "run"
+    train.run(spec(h, tmp_path), out=run, quiet=True, device="cpu", track=("wandb",))
+    assert calls["init"]["mode"] == "offline" and calls["init"]["dir"] == str(run)
+    assert calls["init"]["config"]["train.epochs"] == 2 and calls["init"]["project"] == "tiny"
+    points, epochs = rows(run / "steps.jsonl"), rows(run / "metrics.jsonl")
+    steps = [(s, d["step/train_loss"]) for s, d in calls["log"] if "step/train_loss" in d]
+    assert steps == [(p["step"], p["train_loss"]) for p in points]
+    assert [(s, d["epoch/val_loss"]) for s, d in calls["log"] if "epoch/val_loss" in d] == \
+        [(e["step"], e["val_loss"]) for e in epochs]
+    assert str(run / "model.onnx") in calls["files"] and calls["artifact"] == "tiny-run" and calls["exit_code"] == 0
+    assert json.loads((run / "tracking.json").read_text()) == {"wandb": {"id": "abc123"}}
+    assert not (run / "tensorboard").exists()
