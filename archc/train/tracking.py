@@ -335,8 +335,9 @@ def check(names: tuple[str, ...]) -> None:
 class Trackers:
     """The run's trackers (rank 0; none elsewhere): every hook goes to each; one that raises is noted and dropped."""
 
-    def __init__(self, live: list[Tracker] | None = None, run_dir: RunDir | None = None) -> None:
-        self.live, self.run_dir = live or [], run_dir
+    def __init__(self, live: list[Tracker] | None = None, run_dir: RunDir | None = None,
+                 records: dict[str, Any] | None = None) -> None:
+        self.live, self.run_dir, self.records = live or [], run_dir, records or {}
 
     @classmethod
     def open(cls, names: tuple[str, ...], setup: Setup, metric: str, step: int, resuming: bool) -> "Trackers":
@@ -348,25 +349,29 @@ class Trackers:
         start = Start(setup.run_dir, setup.spec.model.name, setup.raw, as_text(setup.graph), hyperparameters(setup),
                       metric, step, resuming)
         records = read_records(setup.run_dir) if resuming else {}
-        trackers = cls(run_dir=setup.run_dir)
+        trackers = cls(run_dir=setup.run_dir, records=records)
         for name in names:
             try:
                 trackers.live.append(REGISTRY[name](start, records.get(name)))
             except Exception as e:  # noqa: BLE001 - whatever a tracker raises, the run goes on
                 trackers.note(name, e, "could not start")
-        trackers.save()
+        try:
+            trackers.save()
+        except OSError as e:  # a full disk: the trackers go on, a resume starts new runs of them
+            trackers.note("tracking.json", e, "could not be written", "a --resume will start new tracker runs")
         return trackers
 
     def save(self) -> None:
-        """tracking.json: what --resume needs to continue each tracker's run."""
-        records = {t.name: r for t in self.live if (r := t.record()) is not None}
-        if self.run_dir is not None and records:
+        """tracking.json: what --resume needs to continue each tracker's run (a tracker this resume left out keeps
+        its record for the next)."""
+        records = self.records | {t.name: r for t in self.live if (r := t.record()) is not None}
+        if self.run_dir is not None and records and records != read_records(self.run_dir):
             write_text_atomic(self.run_dir.path("tracking"), json.dumps(records, indent=2) + "\n")
 
-    def note(self, name: str, e: BaseException, what: str) -> None:
+    def note(self, name: str, e: BaseException, what: str, then: str = "training goes on without it") -> None:
+        """One line on stderr, --quiet or not: `archc: tracking: mlflow failed (OSError: ...); training goes on ...`."""
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        say(f"tracking: {name} {what} ({type(e).__name__}{': ' + first if first else ''}); "
-            f"training goes on without it")
+        say(f"tracking: {name} {what} ({type(e).__name__}{': ' + first if first else ''}); {then}")
 
     def call(self, hook: str, *args: Any) -> None:
         for tracker in list(self.live):
