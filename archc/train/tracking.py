@@ -135,8 +135,10 @@ class TensorBoard(Tracker):
         # killed run logged after its last checkpoint (the resumed run logs them again), or all of a run killed
         # before its first checkpoint (a fresh run starts at 0)
         purge = start.step + 1 if start.resuming else 0
-        self.writer = SummaryWriter(str(start.run_dir.folder("tensorboard")), purge_step=purge)
-        if not start.resuming:
+        folder = start.run_dir.folder("tensorboard")
+        described = start.resuming and any(folder.glob("events.out.tfevents.*"))  # by the run being resumed
+        self.writer = SummaryWriter(str(folder), purge_step=purge)
+        if not described:
             self.describe(start)
         self.writer.flush()
 
