@@ -360,7 +360,8 @@ class Trackers:
         try:
             trackers.save()
         except OSError as e:  # a full disk: the trackers go on, a resume starts new runs of them
-            trackers.note("tracking.json", e, "could not be written", "a --resume will start new tracker runs")
+            trackers.note(setup.run_dir.path("tracking").name, e, "could not be written",
+                          "a --resume will start new tracker runs")
         return trackers
 
     def save(self) -> None:
