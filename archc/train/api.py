@@ -19,7 +19,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
-        init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None) -> RunResult:
+        init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
+        track: tuple[str, ...] | None = None) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
@@ -27,7 +28,9 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
     (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
     faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `threads`: torch threads of each
-    process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks)."""
+    process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `track`: the
+    trackers rank 0 logs to (archc.train.tracking's names; None: TensorBoard, and MLflow when MLFLOW_TRACKING_URI is
+    set; () for none); each one's package is checked before anything is read."""
     from archc.train.distributed import Dist
 
     from archc.weights import Init
@@ -36,12 +39,17 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         raise InputError(f"expected --nproc of at least 1, received {nproc}", where="--nproc")
     if threads is not None:
         check_threads(threads, "--threads")
+    from archc.train.tracking import check, chosen
+
+    track = chosen() if track is None else tuple(track)
+    check(track)  # a tracker asked for and not installed: one error before the data are read
     start_from = Init.open(init, init_map) if init is not None else None  # a bad file or mapping fails first
     setup = prepare(spec_path, Overrides(data=data, target=target, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
                     data_root)
     setup.init = start_from
     setup.optimize = optimize
     setup.threads = threads
+    setup.track = track
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read
@@ -122,6 +130,9 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
         args += ["--init", str(init.path.resolve())]
         args += ["--map", str(init.map_path.resolve())] if init.map_path is not None else []
     args += ["--threads", str(setup.threads)] if setup.threads is not None else []
+    from archc.train.tracking import flags
+
+    args += flags(setup.track)  # rank 0 opens them
     return args + ["--resume"] * resume + ["--quiet"] * quiet + ["--no-optimize"] * (not setup.optimize)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from archc.clihelp import SEED, Number, SourceOption, Threads
+from archc.train.tracking import chosen, options
 
 
 @click.command("train")
@@ -39,6 +40,7 @@ from archc.clihelp import SEED, Number, SourceOption, Threads
 @click.option("--threads", type=Threads(), default=None,
               help="torch threads of each training process (1-1024); overrides [train] threads (default: the cores "
                    "this process may use, shared over --nproc ranks and loader workers, fewer on a busy machine).")
+@options  # --no-tensorboard, --mlflow, --wandb (archc.train.tracking's registry)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or epoch table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 # --nproc's workers read the run folder's spec.json; this carries where the launcher read relative data paths from
@@ -46,7 +48,7 @@ from archc.clihelp import SEED, Number, SourceOption, Threads
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool, threads: int | None) -> None:
+                  init_map: Path | None, no_optimize: bool, threads: int | None, **track: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -54,7 +56,7 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
-                 init_map=init_map, optimize=not no_optimize, threads=threads)
+                 init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track))
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

@@ -33,6 +33,7 @@ from archc.train.progress import Progress, reporter
 from archc.train.recipe import Setup
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 from archc.train.splits import Examples, batch_key, batches
+from archc.train.tracking import Trackers
 from archc.train.tuning import describe as describe_tuning
 from archc.train.state import CheckpointClock, State, Tally, check_resumed_tokenizer, resume, save
 
@@ -316,6 +317,14 @@ def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: f
                      run_dir.paths(), labels, threads)
 
 
+def tracked_files(run_dir: RunDir) -> list[Path]:
+    """What a run's trackers keep as artifacts at its end: the ONNX files, the report, the spec, result and curves."""
+    from archc.runtime.kvcache import model_files
+
+    roles = ("report", "report_png", "spec", "result", "metrics", "steps", "curves")
+    return model_files(run_dir.onnx) + [run_dir.path(role) for role in roles]
+
+
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
              start: float) -> RunResult:
     """Rank 0: score the best weights on the test split, export them, write the result, say so."""
@@ -332,6 +341,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
     result.baselines = baselines
     run_dir.write_result(result)
+    progress.track.end(tracked_files(run_dir))
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
     scored = (f"test {m} {test[m]:.4f} (loss {test['loss']:.4f}{more}, {test['examples']} examples, best epoch "
               f"{state.best_epoch})" if test else "no test split to score")
@@ -399,12 +409,16 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
         progress.resume(state.step)
         progress.report.note(f"resuming at epoch {state.epoch + 1}, step {state.step_in_epoch} of {steps} "
                              f"(global step {state.step})")
+    if dist.main:  # after the resume: a tracker continues from the saved step
+        progress.track = Trackers.open(setup.track, setup, learner.objective.metric, state.step, resuming)
     if dist.active:
         learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
+    result = None
     try:
         fit(learner, data, state, tally, setup, dist, progress)
         result = conclude(learner, data, state, setup, progress, start) if dist.main else None
     finally:
+        progress.track.close(finished=result is not None)
         progress.report.close()
         for split in data.splits.values():  # loader workers persist between epochs
             getattr(split, "close", lambda: None)()

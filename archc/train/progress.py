@@ -7,6 +7,7 @@ import time
 from typing import Callable
 
 from archc.train.run_dir import RunDir
+from archc.train.tracking import Trackers
 
 REFRESH_S = 0.1  # the bar's numbers cost a device sync: read them at most this often
 LINE_EVERY_S = 5.0  # not a terminal: a plain progress line at most this often (a log file stays readable)
@@ -148,7 +149,7 @@ class StepLog:
 
 class Progress:
     """What a run shows and records as it goes: the reporter's lines, and (rank 0) metrics.jsonl, steps.jsonl and
-    curves.png."""
+    curves.png, and the same points and rows sent to the run's trackers (archc.train.tracking)."""
 
     def __init__(self, report: Quiet, run_dir: RunDir | None, metric: str, unit: str = "examples") -> None:
         from archc.train.curves import Curves
@@ -157,6 +158,7 @@ class Progress:
         self.curves = Curves(run_dir.curves, metric) if run_dir is not None else None
         self.steps = StepLog(metric, unit=unit)
         self.written = time.monotonic()
+        self.track = Trackers()  # none until rank 0's run opens them (Trackers.open)
 
     def resume(self, step: int) -> None:
         """A resumed run keeps the points up to its saved step."""
@@ -173,8 +175,10 @@ class Progress:
         every LIVE_S, so a run is visible before its first epoch ends."""
         if self.run_dir is None or not self.steps.due(step_in_epoch):
             return
-        if self.steps.add(step, epoch, step_in_epoch, sums(), lr) and time.monotonic() - self.written >= LIVE_S \
-                and step_in_epoch < self.steps.steps:  # the epoch's last step: epoch_end writes
+        if not self.steps.add(step, epoch, step_in_epoch, sums(), lr):
+            return
+        self.track.step(self.steps.rows[-1])
+        if time.monotonic() - self.written >= LIVE_S and step_in_epoch < self.steps.steps:  # the last: epoch_end
             self.write(history, force=True)
 
     def checkpoint(self, history: list[dict]) -> None:
@@ -187,11 +191,13 @@ class Progress:
         self.run_dir.write_metrics(history)
         self.run_dir.write_steps(self.steps.rows)
         self.curves.update(history, self.steps.rows, force=force)
+        self.track.flush()
         self.written = time.monotonic()
 
     def epoch_end(self, history: list[dict], best: bool, last: bool) -> None:
         """Record the epoch (rewriting metrics.jsonl and steps.jsonl; the curves are throttled unless `last`), then
         show its row."""
+        self.track.epoch(history[-1])
         if self.run_dir is not None and self.curves is not None:
             self.write(history, force=last)
         self.report.epoch_end(history[-1], best)

@@ -42,6 +42,7 @@ class Setup:
     init: Any = None             # archc.weights.Init: the checkpoint `--init` starts from (None: the seed's init)
     optimize: bool = True        # the final export's graph simplification (archc.export.optimize; --no-optimize)
     threads: int | None = None   # --threads: torch threads per process (None: [train] threads, else archc.threads)
+    track: tuple[str, ...] = ()  # the trackers rank 0 logs to (archc.train.tracking: --no-tensorboard, --mlflow, ...)
 
     @property
     def spec(self) -> Spec:

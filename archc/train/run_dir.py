@@ -11,6 +11,8 @@ Files, each written atomically (temporary file, fsync, rename):
   tokenizer.json           a text: source's ?tokenizer= file, which archc.tokenizer names (`archc export` copies it)
   report.json, report.png  model.onnx on the test split (per-class precision/recall/F1 and confusion matrix, or
                            residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
+  tracking.json            the ids of the run's MLflow and W&B runs (archc.train.tracking), which --resume continues
+  tensorboard/, wandb/     TensorBoard's event files, W&B's offline run (folders: moved aside by --force with the files)
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
 
 A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
@@ -82,6 +84,10 @@ class RunDir:
 
     def path(self, role: str) -> Path:
         return self.root / self.FILES[role]
+
+    def folder(self, role: str) -> Path:
+        """One of the run's folders (FOLDERS): TensorBoard's event files, W&B's offline run."""
+        return self.root / self.FOLDERS[role]
 
     @property
     def spec(self) -> Path:
@@ -159,7 +165,10 @@ class RunDir:
 
     # What a run killed before its first checkpoint (train_state) leaves: prepare clears them. Anything else of
     # archc's names in a folder without a state or result was put there by a user or another command.
-    LEFTOVERS = ("spec", "export", "best")
+    LEFTOVERS = ("spec", "export", "best", "tracking")
+    # Folders of a run (archc.train.tracking's TensorBoard events): not artifacts a role names, but moved aside with
+    # them by --force so that the earlier run's curves go with it
+    FOLDERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
     def present(self) -> list[Path]:
         """The artifacts that exist (files, or anything else at their names)."""
@@ -185,7 +194,7 @@ class RunDir:
         """--force: the earlier run's files (archc's own, by name) into DIR.old-N, which is a run folder itself."""
         if not (self.state.exists() or self.result.exists() or self.foreign()):
             return None
-        present = self.present()
+        present = self.present() + [self.folder(role) for role in self.FOLDERS if self.folder(role).is_dir()]
         old = self.aside()
         old.mkdir(parents=True)
         for path in present:

@@ -115,19 +115,25 @@ def test_resume_rules(tiny, tmp_path, capsys):
     assert not (out / ".archc.lock").exists()  # released on errors too
 
 
+def files(folder):
+    """Every file under `folder` (TensorBoard's events in its tensorboard/ folder too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_a_finished_run_is_never_lost(tiny, tmp_path):
     out = tmp_path / "run"
     train.run(tiny, out=out, quiet=True, epochs=1)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = files(out)
+    assert any(name.startswith("tensorboard/events.out.tfevents.") for name in before)
     with pytest.raises(InputError, match="holds a finished run"):   # a rerun without --resume
         train.run(tiny, out=out, quiet=True, epochs=1)
     with pytest.raises(InputError, match="holds a finished run"):   # a typo in --data: refused before reading it
         train.run(tiny, out=out, quiet=True, data="npz:nosuch.npz")
     with pytest.raises(ArchcError):                                 # --force, bad data: checked before moving
         train.run(tiny, out=out, quiet=True, data="npz:nosuch.npz", force=True)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files(out) == before
     second = train.run(tiny, out=out, quiet=True, epochs=1, seed=3, force=True)
-    assert {p.name: p.read_bytes() for p in (tmp_path / "run.old-1").iterdir()} == before
+    assert files(tmp_path / "run.old-1") == before  # its TensorBoard events went with it
     assert second.epochs_run == 1 and (out / "result.json").exists() and not (out / ".archc.lock").exists()
 
 
