@@ -25,6 +25,7 @@ from archc.language.columns import check as check_columns
 from archc.language.errors import from_validation, layer_label
 from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
+from archc.language import sweep as sweep_table
 from archc.ops.base import BATCH
 
 Pass = Callable[[Compiled], None]
@@ -80,6 +81,7 @@ def check_spec(raw: dict[str, Any]) -> Spec:
                          hint=f"'{BATCH}' is every input's implicit first axis (the examples): rename this one")
                for name, i in _batch_named(spec)])
     raise_all(_recipe_errors(spec))
+    raise_all(sweep_table.check(spec))  # targets and ranges; their values once the spec compiles (infer)
     d = spec.data
     if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
         raise SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + {d.test_fraction}",
@@ -137,6 +139,8 @@ def infer(c: Compiled) -> None:
     """Every node's type, parameters and FLOPs; then the task's and memory's whole-model checks."""
     root = Path(c.source).parent if isinstance(c.source, (str, Path)) else None  # relative data paths' folder
     infer_graph(c.graph, c.spec, root)  # type: ignore[arg-type]
+    if c.spec.sweep:  # type: ignore[union-attr]  # every value `archc sweep` may try compiles too
+        raise_all(sweep_table.value_errors(c.raw, c.spec, lambda raw: compile_spec(raw, name=c.file)))  # type: ignore
 
 
 def lower(c: Compiled) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
@@ -265,6 +265,31 @@ class Data(Strict):
                                               "or skip it and count it")
 
 
+Bounds = Annotated[list[float], Field(min_length=2, max_length=2)]
+IntBounds = Annotated[list[int], Field(min_length=2, max_length=2)]
+
+
+class Range(Strict):
+    """One entry of [sweep]: the values `archc sweep` tries for one target (archc.language.sweep checks the rest:
+    exactly one kind, low <= high, log ranges above 0, every value one the spec accepts)."""
+
+    int_: IntBounds | None = Field(None, alias="int", description="integers from low to high (inclusive)")
+    float_: Bounds | None = Field(None, alias="float", description="numbers from low to high")
+    log_uniform: Bounds | None = Field(None, description="numbers from low to high, uniform in log space (low > 0)")
+    choice: Annotated[list[Scalar], Field(min_length=1)] | None = Field(None, description="one of these values")
+    log: bool = Field(False, description="int and float: sample in log space (low > 0)")
+    step: Annotated[int | float, Field(gt=0)] | None = Field(None, description="int and float: a grid of this step "
+                                                                                "from low (not with log)")
+
+
+def _flat_sweep(value: Any) -> Any:
+    """[sweep] with nested tables (`params.width = {...}` unquoted, `[sweep.train.optimizer]`) flattened to its
+    dotted targets: a table whose values are all tables is a prefix, anything else a range."""
+    from archc.language.sweep import flatten
+
+    return flatten(value)
+
+
 class Spec(Strict):
     """A whole spec file."""
 
@@ -280,3 +305,7 @@ class Spec(Strict):
     layers: list[dict[str, Any]] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     data: Data | None = None
+    sweep: Annotated[dict[str, Range], BeforeValidator(_flat_sweep)] = Field(
+        default_factory=dict, description="`archc sweep`'s search space: \"params.NAME\" or \"train.KEY\" (dotted) = "
+                                          "{ int = [lo, hi] } | { float = [lo, hi] } | { log_uniform = [lo, hi] } | "
+                                          "{ choice = [...] }")
