@@ -760,7 +760,17 @@ def _add_train() -> None:
     main.add_command(train_command)
 
 
+def _add_sweep() -> None:
+    """`archc sweep` lives in archc.sweep.command; the same error handling and --debug."""
+    from archc.sweep.command import sweep_command
+
+    sweep_command.params.append(click.Option(["--debug"], is_flag=True, help="Show a traceback for errors."))
+    sweep_command.callback = command(sweep_command.callback)
+    main.add_command(sweep_command)
+
+
 _add_train()
+_add_sweep()
 
 if __name__ == "__main__":
     main()

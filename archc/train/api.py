@@ -18,7 +18,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         epochs: int | None = None, batch_size: int | None = None, lr: float | None = None, device: str = "auto",
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
-        init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None) -> RunResult:
+        init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
+        on_epoch: Any = None) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
@@ -26,7 +27,9 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
     (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
     faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `threads`: torch threads of each
-    process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks)."""
+    process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `on_epoch(row,
+    metric)`: called after each epoch is recorded (this process's runs only: `archc sweep` prunes through it; an
+    exception it raises ends the run, the folder left as an unfinished run that --resume continues)."""
     from archc.train.distributed import Dist
 
     from archc.weights import Init
@@ -41,6 +44,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     setup.init = start_from
     setup.optimize = optimize
     setup.threads = threads
+    setup.on_epoch = on_epoch
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read

@@ -1,0 +1,38 @@
+"""The sweep folder: its layout (the one place that names its files). No torch, no optuna.
+
+  study.db       Optuna's study (SQLite, its RDB storage): every trial's values, state, epochs and result
+  sweep.json     the sweep's spec (its [sweep] table included), its hash, metric and direction: what --resume checks
+  trial-NNNN/    one run folder per trial (`archc train`'s files; spec.json: the trial's spec, its values written
+                 in), plus trial.json: the trial's number, state (complete, pruned, failed), values and value
+  results.csv, results.json   one row per trial (rewritten after each)
+  trials.png     trial number against the metric, the best so far as a line
+  best.json      the best trial's spec: trains as it is (`archc train DIR/best.json`)
+  .archc.lock    the pid of the sweep writing the folder
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FILES = {"study": "study.db", "sweep": "sweep.json", "results_csv": "results.csv", "results_json": "results.json",
+         "plot": "trials.png", "best": "best.json"}
+TRIAL_FILE = "trial.json"  # in each trial's run folder: what the sweep made of it
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """One sweep folder: the path of every file."""
+
+    root: Path
+
+    def path(self, role: str) -> Path:
+        return self.root / FILES[role]
+
+    def trial(self, number: int) -> Path:
+        """The run folder of trial `number`: DIR/trial-0007."""
+        return self.root / f"trial-{number:04d}"
+
+    @property
+    def storage(self) -> str:
+        """Optuna's storage URL of the study (an absolute path: worker processes may run elsewhere)."""
+        return f"sqlite:///{self.path('study').resolve()}"

@@ -1,0 +1,194 @@
+"""`archc.sweep.run`: the study (Optuna, SQLite storage in the sweep folder), its trials in this process or in
+`parallel` worker processes, resumed after a kill, then the results, the plot and the best trial's spec."""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from archc.errors import InputError
+from archc.language.sweep import apply, bounds, kind_of
+from archc.sweep.folder import SweepDir
+from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Job, Outcome, run_job, worker_start
+from archc.util import write_text_atomic
+
+STUDY = "archc"        # the study's name in study.db
+INTERRUPTED = "interrupted"  # user attribute of a trial that was running when the sweep was killed
+
+
+@dataclass
+class Sweep:
+    """A sweep as run: the spec, its folder, the task's metric and direction, and the options."""
+
+    file: str
+    raw: dict[str, Any]
+    space: dict[str, Any]        # target -> Range
+    folder: SweepDir
+    metric: str
+    maximize: bool
+    sha256: str
+    data_root: str | None
+    device: str = "auto"
+    threads: int | None = None
+
+
+def run(spec: str | Path, trials: int, parallel: int = 1, out: str | Path | None = None, resume: bool = False,
+        device: str = "auto", seed: int = 0, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Run the spec's [sweep] until the study holds `trials` finished trials (complete, pruned or failed; trials a
+    kill interrupted are marked failed and their values run again), `parallel` at a time. Returns the summary
+    (archc.sweep.results.summary): rows, best trial, files. `say` receives a line per finished trial."""
+    sweep = prepare(spec, out, resume, device, parallel)
+    folder = sweep.folder
+    folder.root.mkdir(parents=True, exist_ok=True)
+    from archc.train.run_dir import RunDir
+
+    lock = RunDir(folder.root)
+    lock.lock()
+    try:
+        study = open_study(sweep, resume, seed)
+        for line in interrupted(study):
+            say(line)
+        record(sweep)
+        loop(sweep, study, trials, parallel, say)
+        from archc.sweep.results import conclude
+
+        return conclude(sweep, study)
+    finally:
+        lock.unlock()
+
+
+def prepare(spec: str | Path, out: str | Path | None, resume: bool, device: str, parallel: int) -> Sweep:
+    """Compile the spec (its [sweep] values included), decide the folder and check it can be written."""
+    from archc.outputs import check_writes
+    from archc.pipeline import compile_spec
+    from archc.tasks import REGISTRY
+    from archc.threads import choose
+    from archc.train.recipe import data_root
+
+    compiled = compile_spec(spec)
+    s = compiled.spec
+    if not s.sweep:
+        raise InputError("expected a [sweep] table naming what to search (e.g. \"params.width\" = "
+                         "{ int = [32, 256] })", where="SPEC", hint="README: Sweeps")
+    if s.data is None:
+        raise InputError("expected a [data] source in the spec: every trial trains on it", where="SPEC")
+    folder = SweepDir(Path(out) if out is not None else Path("sweeps") / s.model.name)
+    check_writes({"SPEC": spec}, {"--out": [folder.path(role) for role in ("study", "sweep", "best")]})
+    taken = folder.path("study").exists() or any(folder.root.glob("trial-*"))
+    if taken and not resume:
+        raise InputError(f"{str(folder.root)!r} holds a sweep", where="--out",
+                         hint="pass --resume to continue it, or choose another --out")
+    if resume and folder.path("sweep").is_file():
+        before = json.loads(folder.path("sweep").read_text(encoding="utf-8")).get("spec_sha256")
+        if before != compiled.sha256:
+            raise InputError(f"expected the spec the sweep in {str(folder.root)!r} ran (hash {str(before)[:12]}…), "
+                             f"received one whose hash is {compiled.sha256[:12]}…", where="--resume",
+                             hint="resume with the sweep's own spec (its sweep.json), or choose another --out")
+    task = REGISTRY[s.task.kind]
+    root = data_root(s.data.source, Path(spec).parent)
+    threads = choose(ranks=parallel).threads if parallel > 1 else None
+    return Sweep(str(spec), compiled.raw, dict(s.sweep), folder, task.metric, task.higher_is_better,
+                 compiled.sha256, str(root.resolve()) if root is not None else None, device, threads)
+
+
+def open_study(sweep: Sweep, resume: bool, seed: int) -> Any:
+    """The study in DIR/study.db: created, or loaded to continue (--resume). TPE samples, the median pruner stops
+    a trial whose validation metric falls below the median of earlier trials' at the same epoch."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=STUDY, storage=sweep.folder.storage, load_if_exists=resume,
+                               direction="maximize" if sweep.maximize else "minimize",
+                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
+
+
+def interrupted(study: Any) -> list[str]:
+    """Trials left running by a killed sweep: marked failed ('interrupted', their folders left as they are) and
+    their values queued, so the next trials run them again."""
+    from optuna.trial import TrialState
+
+    lines = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        lines.append(f"trial {t.number} was running when the sweep stopped: marked failed, its values queued again")
+    return lines
+
+
+def record(sweep: Sweep) -> None:
+    """sweep.json: the sweep's spec, hash, metric and direction (what --resume checks)."""
+    write_text_atomic(sweep.folder.path("sweep"), json.dumps({
+        "spec": sweep.raw, "spec_sha256": sweep.sha256, "metric": f"val_{sweep.metric}",
+        "direction": "maximize" if sweep.maximize else "minimize"}, indent=2) + "\n")
+
+
+def finished(study: Any) -> int:
+    """Trials that count towards --trials: complete, pruned, or failed by their run (not interrupted)."""
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get(INTERRUPTED))
+
+
+def suggest(trial: Any, target: str, r: Any) -> Any:
+    """The trial's value for one target, drawn by Optuna from the range (the target's dotted name is the
+    parameter's name in the study)."""
+    kind, b = kind_of(r), bounds(r)
+    if kind == "choice":
+        return trial.suggest_categorical(target, b)
+    if kind == "int":
+        return trial.suggest_int(target, b[0], b[1], step=r.step or 1, log=r.log)
+    return trial.suggest_float(target, float(b[0]), float(b[1]), step=r.step, log=r.log or kind == "log_uniform")
+
+
+def job_for(sweep: Sweep, trial: Any) -> Job:
+    values = {target: suggest(trial, target, r) for target, r in sweep.space.items()}
+    return Job(trial.number, trial._trial_id, values, apply(sweep.raw, values), str(sweep.folder.trial(trial.number)),
+               sweep.folder.storage, STUDY, sweep.device, sweep.threads, sweep.data_root)
+
+
+def tell(study: Any, trial: Any, outcome: Outcome) -> None:
+    from optuna.trial import TrialState
+
+    for key in ("epochs", "seconds", "test", "error"):
+        study._storage.set_trial_user_attr(trial._trial_id, key, getattr(outcome, key))
+    if outcome.state == COMPLETE:
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=TrialState.PRUNED if outcome.state == PRUNED else TrialState.FAIL)
+
+
+def loop(sweep: Sweep, study: Any, trials: int, parallel: int, say: Callable[[str], None]) -> None:
+    """Ask, run, tell until `trials` have finished: in this process, or `parallel` worker processes."""
+    from archc.sweep.results import line, write_tables
+
+    def told(trial: Any, outcome: Outcome) -> None:
+        tell(study, trial, outcome)
+        write_tables(sweep, study)
+        say(line(outcome, sweep))
+
+    if parallel <= 1:
+        while finished(study) < trials:
+            trial = study.ask()
+            told(trial, run_job(job_for(sweep, trial), trial))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    running: dict[Future, Any] = {}
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=worker_start) as pool:
+        while running or finished(study) < trials:
+            while len(running) < parallel and finished(study) + len(running) < trials:
+                trial = study.ask()
+                running[pool.submit(run_job, job_for(sweep, trial))] = trial
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                told(running.pop(future), future.result())
+
+
+__all__ = ["run", "FAILED"]
