@@ -33,6 +33,7 @@ class Sweep:
     data_root: str | None
     device: str = "auto"
     threads: int | None = None
+    store: Any = None            # the study's Optuna storage, once opened
 
 
 def run(spec: str | Path, trials: int, parallel: int = 1, out: str | Path | None = None, resume: bool = False,
@@ -49,7 +50,7 @@ def run(spec: str | Path, trials: int, parallel: int = 1, out: str | Path | None
     lock.lock()
     try:
         study = open_study(sweep, resume, seed)
-        for line in interrupted(study):
+        for line in interrupted(sweep, study):
             say(line)
         record(sweep)
         loop(sweep, study, trials, parallel, say)
@@ -94,26 +95,43 @@ def prepare(spec: str | Path, out: str | Path | None, resume: bool, device: str,
                  compiled.sha256, str(root.resolve()) if root is not None else None, device, threads)
 
 
+def storage(sweep: Sweep) -> Any:
+    """The study's storage, DIR/study.db (SQLite: writers wait up to a minute for another's lock, not 5 s)."""
+    import optuna
+
+    return optuna.storages.RDBStorage(sweep.folder.storage, engine_kwargs={"connect_args": {"timeout": 60}})
+
+
 def open_study(sweep: Sweep, resume: bool, seed: int) -> Any:
-    """The study in DIR/study.db: created, or loaded to continue (--resume). TPE samples, the median pruner stops
-    a trial whose validation metric falls below the median of earlier trials' at the same epoch."""
+    """The study in DIR/study.db: created, or loaded to continue (--resume). TPE samples (seeded with `seed` plus
+    the trials already there, so a resumed sweep draws new values, not the first ones again); the median pruner
+    stops a trial whose validation metric is below (above) the median of earlier trials' at the same epoch."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=STUDY, storage=sweep.folder.storage, load_if_exists=resume,
-                               direction="maximize" if sweep.maximize else "minimize",
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
+    sweep.store = storage(sweep)
+    study = optuna.create_study(study_name=STUDY, storage=sweep.store, load_if_exists=resume,
+                                direction="maximize" if sweep.maximize else "minimize",
+                                pruner=optuna.pruners.MedianPruner())
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    return study
 
 
-def interrupted(study: Any) -> list[str]:
+def trial_id(store: Any, number: int) -> int:
+    """The storage's id of trial `number` of the study (what a worker process finds its trial by)."""
+    return store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(STUDY), number)
+
+
+def interrupted(sweep: Sweep, study: Any) -> list[str]:
     """Trials left running by a killed sweep: marked failed ('interrupted', their folders left as they are) and
     their values queued, so the next trials run them again."""
     from optuna.trial import TrialState
 
-    lines = []
+    lines, store = [], sweep.store
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        tid = trial_id(store, t.number)
+        store.set_trial_user_attr(tid, INTERRUPTED, True)
+        store.set_trial_state_values(tid, TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
         lines.append(f"trial {t.number} was running when the sweep stopped: marked failed, its values queued again")
     return lines
@@ -147,7 +165,7 @@ def suggest(trial: Any, target: str, r: Any) -> Any:
 
 def job_for(sweep: Sweep, trial: Any) -> Job:
     values = {target: suggest(trial, target, r) for target, r in sweep.space.items()}
-    return Job(trial.number, trial._trial_id, values, apply(sweep.raw, values), str(sweep.folder.trial(trial.number)),
+    return Job(trial.number, trial_id(sweep.store, trial.number), values, apply(sweep.raw, values), str(sweep.folder.trial(trial.number)),
                sweep.folder.storage, STUDY, sweep.device, sweep.threads, sweep.data_root)
 
 
@@ -155,7 +173,7 @@ def tell(study: Any, trial: Any, outcome: Outcome) -> None:
     from optuna.trial import TrialState
 
     for key in ("epochs", "seconds", "test", "error"):
-        study._storage.set_trial_user_attr(trial._trial_id, key, getattr(outcome, key))
+        trial.set_user_attr(key, getattr(outcome, key))
     if outcome.state == COMPLETE:
         study.tell(trial, outcome.value)
     else:

@@ -63,13 +63,18 @@ def run_job(job: Job, trial: Any = None) -> Outcome:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        trial = optuna.trial.Trial(optuna.load_study(study_name=job.study_name, storage=job.storage), job.trial_id)
+        store = optuna.storages.RDBStorage(job.storage, engine_kwargs={"connect_args": {"timeout": 60}})
+        study = optuna.load_study(study_name=job.study_name, storage=store, pruner=optuna.pruners.MedianPruner())
+        trial = optuna.trial.Trial(study, job.trial_id)  # the trial the sweep asked for, through the storage
+    from archc.language.model import Train
     from archc.train.api import run
+
+    epochs = (job.raw.get("train") or {}).get("epochs", Train.model_fields["epochs"].default)
 
     def on_epoch(row: dict[str, Any], metric: str) -> None:
         value = row[f"val_{metric}"]
         trial.report(value, row["epoch"])
-        if trial.should_prune():
+        if row["epoch"] < epochs and trial.should_prune():  # the last epoch is trained: finish, export, score
             raise Pruned(row["epoch"], value)
 
     start = time.perf_counter()
