@@ -66,7 +66,8 @@ def probes(r: Any) -> list[tuple[str, Any]]:
     kind = kind_of(r)
     values = bounds(r)
     if kind != "choice" and r.step is not None and not is_log(r):
-        values = [values[0], values[0] + math.floor((values[1] - values[0]) / r.step) * r.step]
+        steps = math.floor((values[1] - values[0]) / r.step + 1e-9)  # 0.3 / 0.1 is 2.9999999999999996: 3 steps
+        values = [values[0], values[0] + steps * r.step]
     return [(f"{kind}[{i}]", v) for i, v in enumerate(values)]
 
 
