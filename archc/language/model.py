@@ -265,17 +265,19 @@ class Data(Strict):
                                               "or skip it and count it")
 
 
-Bounds = Annotated[list[float], Field(min_length=2, max_length=2)]
-IntBounds = Annotated[list[int], Field(min_length=2, max_length=2)]
+# [low, high], its length and types checked by archc.language.sweep: pydantic would name the places "int" and
+# "float", the words of its union tags, which the error locator drops
+Bounds = list[Any]
 
 
 class Range(Strict):
     """One entry of [sweep]: the values `archc sweep` tries for one target (archc.language.sweep checks the rest:
     exactly one kind, low <= high, log ranges above 0, every value one the spec accepts)."""
 
-    int_: IntBounds | None = Field(None, alias="int", description="integers from low to high (inclusive)")
-    float_: Bounds | None = Field(None, alias="float", description="numbers from low to high")
-    log_uniform: Bounds | None = Field(None, description="numbers from low to high, uniform in log space (low > 0)")
+    int_: Bounds | None = Field(None, alias="int", description="[low, high]: integers from low to high (inclusive)")
+    float_: Bounds | None = Field(None, alias="float", description="[low, high]: numbers from low to high")
+    log_uniform: Bounds | None = Field(None, description="[low, high]: numbers from low to high, uniform in log "
+                                                         "space (low > 0)")
     choice: Annotated[list[Scalar], Field(min_length=1)] | None = Field(None, description="one of these values")
     log: bool = Field(False, description="int and float: sample in log space (low > 0)")
     step: Annotated[int | float, Field(gt=0)] | None = Field(None, description="int and float: a grid of this step "

@@ -84,6 +84,9 @@ def range_errors(r: Any, where: str) -> list[SpecError]:
         if len(set(seen)) != len(seen):
             errors.append(SpecError(f"expected distinct values, received {describe(r.choice)}", where=f"{where}.choice"))
     else:
+        typed = _typed(bounds(r), kind, f"{where}.{kind}")
+        if typed:
+            return typed
         low, high = bounds(r)
         if low > high:
             errors.append(SpecError(f"expected [low, high] with low <= high, received [{low}, {high}]",
@@ -103,6 +106,16 @@ def range_errors(r: Any, where: str) -> list[SpecError]:
             errors.append(SpecError(f"expected an integer step for an int range, received {describe(r.step)}",
                                     where=f"{where}.step"))
     return errors
+
+
+def _typed(values: list[Any], kind: str, where: str) -> list[SpecError]:
+    """[low, high]: an int range's integers, the others' finite numbers (booleans are neither)."""
+    if len(values) != 2:
+        return [SpecError(f"expected [low, high], received {describe(values)}", where=where)]
+    want, ok = ("an integer", lambda v: isinstance(v, int)) if kind == "int" else \
+        ("a finite number", lambda v: isinstance(v, (int, float)) and math.isfinite(v))
+    return [SpecError(f"expected {want}, received {describe(v)}", where=f"{where}[{i}]")
+            for i, v in enumerate(values) if isinstance(v, bool) or not ok(v)]
 
 
 # ---- the targets -----------------------------------------------------------------------------------------------

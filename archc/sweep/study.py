@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from archc.errors import InputError
 from archc.language.sweep import apply, bounds, kind_of
-from archc.sweep.folder import SweepDir
+from archc.sweep.folder import FILES, SweepDir
 from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Job, Outcome, run_job, worker_start
 from archc.util import write_text_atomic
 
@@ -78,10 +78,15 @@ def prepare(spec: str | Path, out: str | Path | None, resume: bool, device: str,
         raise InputError("expected a [data] source in the spec: every trial trains on it", where="SPEC")
     folder = SweepDir(Path(out) if out is not None else Path("sweeps") / s.model.name)
     check_writes({"SPEC": spec}, {"--out": [folder.path(role) for role in ("study", "sweep", "best")]})
-    taken = folder.path("study").exists() or any(folder.root.glob("trial-*"))
-    if taken and not resume:
-        raise InputError(f"{str(folder.root)!r} holds a sweep", where="--out",
-                         hint="pass --resume to continue it, or choose another --out")
+    ours = [folder.path(role) for role in FILES if os.path.lexists(folder.path(role))]
+    ours += sorted(folder.root.glob("trial-*"))
+    if folder.path("study").is_file():
+        if not resume:
+            raise InputError(f"{str(folder.root)!r} holds a sweep", where="--out",
+                             hint="pass --resume to continue it, or choose another --out")
+    elif ours:  # a file where a sweep would write, and no study: a user's, or another command's
+        raise InputError(f"{str(folder.root)!r} holds {', '.join(repr(p.name) for p in ours[:4])}, which a sweep "
+                         f"writes, and no {FILES['study']}", where="--out", hint="choose another --out")
     if resume and folder.path("sweep").is_file():
         before = json.loads(folder.path("sweep").read_text(encoding="utf-8")).get("spec_sha256")
         if before != compiled.sha256:
