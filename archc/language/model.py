@@ -268,6 +268,7 @@ class Data(Strict):
 # [low, high], its length and types checked by archc.language.sweep: pydantic would name the places "int" and
 # "float", the words of its union tags, which the error locator drops
 Bounds = list[Any]
+SWEEP_KINDS = ("int", "float", "log_uniform", "choice")  # a [sweep] range's kinds (archc.language.sweep)
 
 
 class Range(Strict):
@@ -284,12 +285,22 @@ class Range(Strict):
                                                                                 "from low (not with log)")
 
 
-def _flat_sweep(value: Any) -> Any:
-    """[sweep] with nested tables (`params.width = {...}` unquoted, `[sweep.train.optimizer]`) flattened to its
-    dotted targets: a table whose values are all tables is a prefix, anything else a range."""
-    from archc.language.sweep import flatten
-
-    return flatten(value)
+def flatten_sweep(value: Any, prefix: str = "") -> Any:
+    """[sweep]'s nested tables as dotted keys: {"params": {"width": {"int": ...}}} -> {"params.width": {...}}. A
+    table whose values are all tables (and which names no range kind) is a prefix; anything else is a range, left
+    for the data model to check. Not a table: returned as it is (the data model says what was expected)."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        nested = isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and \
+            not set(v) & {*SWEEP_KINDS, "log", "step"}
+        for k, r in (flatten_sweep(v, name).items() if nested else [(name, v)]):
+            if k in out:
+                raise ValueError(f"one range per target, received '{k}' twice (dotted and as a nested table)")
+            out[k] = r
+    return out
 
 
 class Spec(Strict):
@@ -307,7 +318,7 @@ class Spec(Strict):
     layers: list[dict[str, Any]] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     data: Data | None = None
-    sweep: Annotated[dict[str, Range], BeforeValidator(_flat_sweep)] = Field(
+    sweep: Annotated[dict[str, Range], BeforeValidator(flatten_sweep)] = Field(
         default_factory=dict, description="`archc sweep`'s search space: \"params.NAME\" or \"train.KEY\" (dotted) = "
                                           "{ int = [lo, hi] } | { float = [lo, hi] } | { log_uniform = [lo, hi] } | "
                                           "{ choice = [...] }")

@@ -17,27 +17,9 @@ from pydantic import BaseModel
 
 from archc.errors import ArchcError, SpecError, describe
 from archc.language.errors import close_matches
+from archc.language.model import SWEEP_KINDS as KINDS, Train
 
 TABLES = ("params", "train")          # what a target may name, first part of its dotted key
-KINDS = ("int", "float", "log_uniform", "choice")
-
-
-def flatten(value: Any, prefix: str = "") -> Any:
-    """[sweep]'s nested tables as dotted keys: {"params": {"width": {"int": ...}}} -> {"params.width": {...}}. A
-    table whose values are all tables (and which names no range kind) is a prefix; anything else is a range, left
-    for the data model to check. Not a table: returned as it is (the data model says what was expected)."""
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for key, v in value.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        nested = isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and \
-            not set(v) & {*KINDS, "log", "step"}
-        for k, r in (flatten(v, name).items() if nested else [(name, v)]):
-            if k in out:
-                raise ValueError(f"one range per target, received '{k}' twice (dotted and as a nested table)")
-            out[k] = r
-    return out
 
 
 # ---- the ranges ------------------------------------------------------------------------------------------------
@@ -124,7 +106,7 @@ def target_error(target: str, spec: Any, where: str) -> SpecError | None:
     """None when `target` names a [params] entry or a [train] key, else the error with its close matches."""
     table, _, rest = target.partition(".")
     if table not in TABLES or not rest:
-        options = [f"params.{p}" for p in spec.params] + [f"train.{k}" for k in _keys(_train_model())]
+        options = [f"params.{p}" for p in spec.params] + [f"train.{k}" for k in _keys(Train)]
         return SpecError(f"unknown target '{target}': expected params.NAME or train.KEY", where=where,
                          hint=close_matches(target, options) or "e.g. \"params.width\", \"train.optimizer.lr\"")
     if table == "params":
@@ -135,7 +117,7 @@ def target_error(target: str, spec: Any, where: str) -> SpecError | None:
                                                                "declare it in [params] (e.g. width = 256) and use "
                                                                "$width in the layers"))
         return None
-    model: type[BaseModel] | None = _train_model()
+    model: type[BaseModel] | None = Train
     path = "train"
     for part in rest.split("."):
         if model is None:
@@ -145,12 +127,6 @@ def target_error(target: str, spec: Any, where: str) -> SpecError | None:
                              hint=close_matches(part, _keys(model)) or f"{path} holds {', '.join(_keys(model))}")
         model, path = _table_in(model.model_fields[part].annotation), f"{path}.{part}"
     return None
-
-
-def _train_model() -> type[BaseModel]:
-    from archc.language.model import Train
-
-    return Train
 
 
 def _keys(model: type[BaseModel]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The sweep folder: its layout (the one place that names its files). No torch, no optuna.
+"""The sweep folder (its layout: the one place that names its files) and the sweep as run. No torch, no optuna.
 
   study.db       Optuna's study (SQLite, its RDB storage): every trial's values, state, epochs and result
   sweep.json     the sweep's spec (its [sweep] table included), its hash, metric and direction: what --resume checks
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FILES = {"study": "study.db", "sweep": "sweep.json", "results_csv": "results.csv", "results_json": "results.json",
          "plot": "trials.png", "best": "best.json"}
 TRIAL_FILE = "trial.json"  # in each trial's run folder: what the sweep made of it
+INTERRUPTED = "interrupted"  # the state (an Optuna user attribute) of a trial running when the sweep was killed
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,20 @@ class SweepDir:
     def storage(self) -> str:
         """Optuna's storage URL of the study (an absolute path: worker processes may run elsewhere)."""
         return f"sqlite:///{self.path('study').resolve()}"
+
+
+@dataclass
+class Sweep:
+    """A sweep as run: the spec, its folder, the task's metric and direction, and the options."""
+
+    file: str
+    raw: dict[str, Any]
+    space: dict[str, Any]        # target -> Range
+    folder: SweepDir
+    metric: str
+    maximize: bool
+    sha256: str
+    data_root: str | None
+    device: str = "auto"
+    threads: int | None = None
+    store: Any = None            # the study's Optuna storage, once opened

@@ -10,7 +10,7 @@ from typing import Any
 
 from archc import strict_json
 from archc.language.sweep import apply
-from archc.sweep.study import INTERRUPTED, Sweep
+from archc.sweep.folder import INTERRUPTED, Sweep
 from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Outcome
 from archc.util import write_bytes_atomic, write_text_atomic
 

@@ -5,35 +5,16 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from archc.errors import InputError
 from archc.language.sweep import apply, bounds, kind_of
-from archc.sweep.folder import FILES, SweepDir
+from archc.sweep.folder import FILES, INTERRUPTED, Sweep, SweepDir
 from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Job, Outcome, run_job, worker_start
 from archc.util import write_text_atomic
 
 STUDY = "archc"        # the study's name in study.db
-INTERRUPTED = "interrupted"  # user attribute of a trial that was running when the sweep was killed
-
-
-@dataclass
-class Sweep:
-    """A sweep as run: the spec, its folder, the task's metric and direction, and the options."""
-
-    file: str
-    raw: dict[str, Any]
-    space: dict[str, Any]        # target -> Range
-    folder: SweepDir
-    metric: str
-    maximize: bool
-    sha256: str
-    data_root: str | None
-    device: str = "auto"
-    threads: int | None = None
-    store: Any = None            # the study's Optuna storage, once opened
 
 
 def run(spec: str | Path, trials: int, parallel: int = 1, out: str | Path | None = None, resume: bool = False,
