@@ -55,3 +55,14 @@ class Sweep:
     device: str = "auto"
     threads: int | None = None
     store: Any = None            # the study's Optuna storage, once opened
+
+
+def beside(raw: dict[str, Any], sweep: Sweep, folder: Path) -> dict[str, Any]:
+    """`raw` with a relative data path rewritten to be read from `folder` (where its spec is written): a trial's
+    spec.json and best.json train as they are, from any working folder."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str):
+        from archc.data.sources import rebased
+
+        raw["data"] = data | {"source": rebased(data["source"], sweep.data_root, folder)}
+    return raw

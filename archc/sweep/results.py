@@ -10,7 +10,7 @@ from typing import Any
 
 from archc import strict_json
 from archc.language.sweep import apply
-from archc.sweep.folder import INTERRUPTED, Sweep
+from archc.sweep.folder import INTERRUPTED, Sweep, beside
 from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Outcome
 from archc.util import write_bytes_atomic, write_text_atomic
 
@@ -101,7 +101,8 @@ def conclude(sweep: Sweep, study: Any) -> dict[str, Any]:
                                "best": None, "files": {r: str(sweep.folder.path(r)) for r in
                                                        ("study", "results_csv", "results_json", "plot")}}
     if best is not None:
-        write_text_atomic(sweep.folder.path("best"), json.dumps(apply(sweep.raw, best.params), indent=2) + "\n")
+        spec = beside(apply(sweep.raw, best.params), sweep, sweep.folder.root)
+        write_text_atomic(sweep.folder.path("best"), json.dumps(spec, indent=2) + "\n")
         summary["best"] = {"trial": best.number, "value": best.value, "values": best.params,
                            "run_dir": str(sweep.folder.trial(best.number)), "spec": str(sweep.folder.path("best"))}
     return summary

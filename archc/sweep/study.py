@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from archc.errors import InputError
 from archc.language.sweep import apply, bounds, kind_of
-from archc.sweep.folder import FILES, INTERRUPTED, Sweep, SweepDir
+from archc.sweep.folder import FILES, INTERRUPTED, Sweep, SweepDir, beside
 from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Job, Outcome, run_job, worker_start
 from archc.util import write_text_atomic
 
@@ -150,9 +150,12 @@ def suggest(trial: Any, target: str, r: Any) -> Any:
 
 
 def job_for(sweep: Sweep, trial: Any) -> Job:
+    """The trial's values drawn, its spec made (its data path relative to its own folder, as a run's spec.json is
+    read by `archc train --resume`) and its run folder named."""
     values = {target: suggest(trial, target, r) for target, r in sweep.space.items()}
-    return Job(trial.number, trial_id(sweep.store, trial.number), values, apply(sweep.raw, values), str(sweep.folder.trial(trial.number)),
-               sweep.folder.storage, STUDY, sweep.device, sweep.threads, sweep.data_root)
+    folder = sweep.folder.trial(trial.number)
+    return Job(trial.number, trial_id(sweep.store, trial.number), values, beside(apply(sweep.raw, values), sweep,
+               folder), str(folder), sweep.folder.storage, STUDY, sweep.device, sweep.threads, str(folder.resolve()))
 
 
 def tell(study: Any, trial: Any, outcome: Outcome) -> None:

@@ -39,7 +39,7 @@ class Job:
     study_name: str
     device: str = "auto"
     threads: int | None = None   # torch threads of the trial (--parallel K: the cores shared over K)
-    data_root: str | None = None  # the folder the sweep spec's relative data paths are read from
+    data_root: str | None = None  # the folder the trial spec's relative data path is read from (its run folder)
 
 
 @dataclass
@@ -79,6 +79,7 @@ def run_job(job: Job, trial: Any = None) -> Outcome:
 
     start = time.perf_counter()
     outcome = Outcome(job.number, FAILED, values=job.values)
+    Path(job.run_dir).mkdir(parents=True, exist_ok=True)  # its spec's data path is relative to it: read through it
     try:
         result = run(job.raw, out=job.run_dir, device=job.device, quiet=True, data_root=job.data_root,
                      threads=job.threads, on_epoch=on_epoch)

@@ -36,3 +36,28 @@ def test_a_sweep_of_8_trials_names_its_best_and_its_spec_trains(tmp_path, tiny):
                                   "1", "--quiet"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "best" / "model.onnx").exists()
+
+
+def test_trial_and_best_specs_read_a_relative_data_path_from_their_own_folders(tmp_path, tiny, monkeypatch):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    (tmp_path / "specs").mkdir()
+    np.savez(tmp_path / "specs" / "digits.npz", x=x[:400].reshape(-1, 1, 8, 8).astype(np.float32), y=y[:400])
+    spec = tiny(tmp_path / "specs" / "sweep.json", epochs=1, sweep={"params.width": {"choice": [8, 12]}})
+    raw = json.loads(spec.read_text())
+    raw["data"]["source"] = "npz:digits.npz"  # beside the spec, which is not the working folder
+    spec.write_text(json.dumps(raw))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    r = CliRunner().invoke(main, ["sweep", str(spec), "--trials", "1", "--out", "sw", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(open("sw/trial-0000/spec.json").read())["data"]["source"] == "npz:../../../specs/digits.npz"
+    assert json.loads(open("sw/best.json").read())["data"]["source"] == "npz:../../specs/digits.npz"
+    monkeypatch.chdir(tmp_path)  # elsewhere: each spec still finds its data
+    r = CliRunner().invoke(main, ["train", "work/sw/best.json", "--out", "best", "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["train", "work/sw/trial-0000/spec.json", "--out", "work/sw/trial-0000",
+                                  "--resume", "--quiet"])
+    assert r.exit_code == 0, r.output  # a finished run: --resume re-exports it
