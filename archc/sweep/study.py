@@ -8,10 +8,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from archc.errors import InputError
+from archc.errors import InputError, ModelError
 from archc.language.sweep import apply, bounds, kind_of
 from archc.sweep.folder import FILES, INTERRUPTED, Sweep, SweepDir, beside
-from archc.sweep.trial import COMPLETE, FAILED, PRUNED, Job, Outcome, run_job, worker_start
+from archc.sweep.trial import COMPLETE, PRUNED, Job, Outcome, run_job, worker_start
 from archc.util import write_text_atomic
 
 STUDY = "archc"        # the study's name in study.db
@@ -28,7 +28,7 @@ def run(spec: str | Path, trials: int, parallel: int = 1, out: str | Path | None
     from archc.train.run_dir import RunDir
 
     lock = RunDir(folder.root)
-    lock.lock()
+    lock.lock()  # prepare's check_writes refused a folder a live process holds: a dead one's lock is taken over
     try:
         study = open_study(sweep, resume, seed)
         for line in interrupted(sweep, study):
@@ -69,16 +69,30 @@ def prepare(spec: str | Path, out: str | Path | None, resume: bool, device: str,
         raise InputError(f"{str(folder.root)!r} holds {', '.join(repr(p.name) for p in ours[:4])}, which a sweep "
                          f"writes, and no {FILES['study']}", where="--out", hint="choose another --out")
     if resume and folder.path("sweep").is_file():
-        before = json.loads(folder.path("sweep").read_text(encoding="utf-8")).get("spec_sha256")
+        before = recorded_hash(folder)
         if before != compiled.sha256:
             raise InputError(f"expected the spec the sweep in {str(folder.root)!r} ran (hash {str(before)[:12]}…), "
                              f"received one whose hash is {compiled.sha256[:12]}…", where="--resume",
                              hint="resume with the sweep's own spec (its sweep.json), or choose another --out")
+    from archc.train.devices import pick_device
+
+    pick_device(device)  # --device cuda without a GPU: one error now, not one per trial
     task = REGISTRY[s.task.kind]
     root = data_root(s.data.source, Path(spec).parent)
     threads = choose(ranks=parallel).threads if parallel > 1 else None
     return Sweep(str(spec), compiled.raw, dict(s.sweep), folder, task.metric, task.higher_is_better,
                  compiled.sha256, str(root.resolve()) if root is not None else None, device, threads)
+
+
+def recorded_hash(folder: SweepDir) -> Any:
+    """The spec hash sweep.json recorded; ModelError naming the file when it is not a JSON object archc wrote."""
+    path = folder.path("sweep")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ModelError(f"expected the sweep's record (a JSON object), received a file that cannot be read as one "
+                         f"({type(e).__name__})", file=str(path)) from None
+    return value.get("spec_sha256") if isinstance(value, dict) else None
 
 
 def storage(sweep: Sweep) -> Any:
@@ -119,7 +133,7 @@ def interrupted(sweep: Sweep, study: Any) -> list[str]:
         store.set_trial_user_attr(tid, INTERRUPTED, True)
         store.set_trial_state_values(tid, TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
-        lines.append(f"trial {t.number} was running when the sweep stopped: marked failed, its values queued again")
+        lines.append(f"trial {t.number} was running when the sweep stopped: marked interrupted, its values queued again")
     return lines
 
 
@@ -197,5 +211,3 @@ def loop(sweep: Sweep, study: Any, trials: int, parallel: int, say: Callable[[st
             for future in done:
                 told(running.pop(future), future.result())
 
-
-__all__ = ["run", "FAILED"]

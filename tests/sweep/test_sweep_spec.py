@@ -98,3 +98,21 @@ def test_sweep_refuses_a_spec_without_a_sweep_table_and_a_folder_holding_files(t
     r = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.json"), "--trials", "2", "--out", str(held)])
     assert r.exit_code == 1 and "best.json" in r.output, r.output
     assert (held / "best.json").read_text() == "{}" and not (held / "study.db").exists()
+
+
+def test_resume_refuses_another_spec_and_a_folder_in_use(tmp_path, tiny):
+    import os
+
+    spec, out = tiny(tmp_path / "s.json"), tmp_path / "sw"
+    out.mkdir()
+    (out / "study.db").write_bytes(b"")
+    (out / "sweep.json").write_text(json.dumps({"spec_sha256": "0" * 64}))
+    r = CliRunner().invoke(main, ["sweep", str(spec), "--trials", "2", "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "expected the spec the sweep in" in r.output and "--resume" in r.output, r.output
+    (out / "sweep.json").write_text("{")
+    r = CliRunner().invoke(main, ["sweep", str(spec), "--trials", "2", "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "sweep.json: expected the sweep's record" in r.output, r.output
+    (out / "sweep.json").unlink()
+    (out / ".archc.lock").write_text(f"{os.getppid()}\n")  # a live process holds it
+    r = CliRunner().invoke(main, ["sweep", str(spec), "--trials", "2", "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "is in use" in r.output and not (out / "sweep.json").exists(), r.output
