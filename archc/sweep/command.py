@@ -22,7 +22,7 @@ from archc.clihelp import SEED
                    "best.json.")
 @click.option("--resume", is_flag=True,
               help="Continue the sweep in --out: finished trials are kept, trials a kill interrupted are marked "
-                   "failed and their values run again.")
+                   "interrupted and their values run again.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sampler (Optuna's TPE).")
 @click.option("-q", "--quiet", is_flag=True, help="No line per trial, no table: only the best trial.")

@@ -113,7 +113,8 @@ def open_study(sweep: Sweep, resume: bool, seed: int) -> Any:
     study = optuna.create_study(study_name=STUDY, storage=sweep.store, load_if_exists=resume,
                                 direction="maximize" if sweep.maximize else "minimize",
                                 pruner=optuna.pruners.MedianPruner())
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    seeded = (seed + len(study.get_trials(deepcopy=False))) % 2**32  # numpy's generators take 32 bits
+    study.sampler = optuna.samplers.TPESampler(seed=seeded)
     return study
 
 
