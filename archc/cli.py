@@ -185,6 +185,11 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
         if line:
             click.echo(line)
+        from archc.language.sweep import summary as sweep_line
+
+        line = sweep_line(result.spec)  # the search space `archc sweep` reads
+        if line:
+            click.echo(line)
 
 
 @main.command()

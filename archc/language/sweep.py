@@ -181,3 +181,13 @@ def value_errors(raw: dict[str, Any], spec: Any, compile_raw: Callable[[dict[str
                 errors.append(SpecError(f"{describe(value)} fails the spec: {inner}",
                                         where=f'sweep."{target}".{label}', hint=first.hint))
     return errors
+
+
+def summary(spec: Any) -> str | None:
+    """validate's line for a spec with [sweep]: 'sweep: params.width int [32, 512] log, train.batch_size choice
+    [16, 32, 64]; archc sweep SPEC --trials N searches it', None without one."""
+    if not spec.sweep:
+        return None
+    parts = [f"{target} {kind_of(r)} {describe(bounds(r), 80)}" + (" log" if r.log else "")
+             + (f" step {r.step}" if r.step is not None else "") for target, r in spec.sweep.items()]
+    return f"sweep: {', '.join(parts)}; `archc sweep SPEC --trials N` searches it"

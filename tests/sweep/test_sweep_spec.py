@@ -116,3 +116,14 @@ def test_resume_refuses_another_spec_and_a_folder_in_use(tmp_path, tiny):
     (out / ".archc.lock").write_text(f"{os.getppid()}\n")  # a live process holds it
     r = CliRunner().invoke(main, ["sweep", str(spec), "--trials", "2", "--out", str(out), "--resume"])
     assert r.exit_code == 1 and "is in use" in r.output and not (out / "sweep.json").exists(), r.output
+
+
+def test_validate_names_the_search_space_of_the_example():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "specs" / "digits_sweep.toml"
+    r = CliRunner().invoke(main, ["validate", str(example)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == (
+        "sweep: params.width int [32, 512] log, params.dropout float [0.0, 0.3] step 0.1, train.optimizer.lr "
+        "log_uniform [0.0003, 0.01], train.batch_size choice [16, 32, 64]; `archc sweep SPEC --trials N` searches it")
