@@ -64,7 +64,8 @@ def range_errors(r: Any, where: str) -> list[SpecError]:
     if kind == "choice":
         seen = [(type(v), v) for v in r.choice]
         if len(set(seen)) != len(seen):
-            errors.append(SpecError(f"expected distinct values, received {describe(r.choice)}", where=f"{where}.choice"))
+            errors.append(SpecError(f"expected distinct values, received {describe(r.choice)}",
+                                    where=f"{where}.choice"))
     else:
         typed = _typed(bounds(r), kind, f"{where}.{kind}")
         if typed:

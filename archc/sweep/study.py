@@ -134,7 +134,8 @@ def interrupted(sweep: Sweep, study: Any) -> list[str]:
         store.set_trial_user_attr(tid, INTERRUPTED, True)
         store.set_trial_state_values(tid, TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
-        lines.append(f"trial {t.number} was running when the sweep stopped: marked interrupted, its values queued again")
+        lines.append(f"trial {t.number} was running when the sweep stopped: marked interrupted, its values queued "
+                     "again")
     return lines
 
 
