@@ -303,7 +303,7 @@ def _checked_at(check: dict[str, Any]) -> str:
                    "(scored on the split it was trained with).")
 @click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
-              help="With --prompt: tokens (bytes) to generate.")
+              help="With --prompt: tokens to generate (bytes, or the ids of the model's tokenizer.json).")
 @click.option("--temperature", type=Number(low=0), default=1.0, show_default=True,
               help="With --prompt: sampling temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -511,8 +511,8 @@ def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_
     r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
                  cache=cache)
     if as_json:
-        click.echo(strict_json.dumps({"prompt": prompt, "text": r.text, "tokens": r.tokens,
-                                      "new_tokens": r.new_tokens, "seconds": r.seconds,
+        click.echo(strict_json.dumps({"prompt": prompt, "prompt_tokens": r.prompt_tokens, "text": r.text,
+                                      "tokens": r.tokens, "new_tokens": r.new_tokens, "seconds": r.seconds,
                                       "tokens_per_second": r.tokens_per_second, "kv_cache": r.cached}, indent=2))
         return
     click.echo(prompt + r.text)
@@ -668,6 +668,41 @@ def columns(file: str, target: str | None, input_name: str, max_categories: int)
                    f"or empty them for the column's missing rule)", err=True)
     click.echo(toml_block(Path(arg), raw, name, input_name, surveyed, f"csv:{arg}" + (f"?{reading}" if reading
                                                                                      else "")), nl=False)
+
+
+@main.group("tokenizer")
+def tokenizer_group() -> None:
+    """Tokenizers (Hugging Face tokenizer.json) for text: sources: `text:PATH?tokenizer=FILE`."""
+
+
+@tokenizer_group.command("train")
+@click.argument("source")
+@click.option("--vocab-size", type=click.IntRange(min=1), required=True,
+              help="Ids in the tokenizer: the 256 bytes, the special token <|endoftext|> and the merges learnt "
+                   "(at least 257; a small corpus may give fewer).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("tokenizer.json"), show_default=True,
+              help="The tokenizer.json to write; an existing file is refused unless --force.")
+@click.option("--force", is_flag=True, help="Move an existing --output aside to FILE.old-N (nothing is deleted).")
+@command
+def tokenizer_train(source: str, vocab_size: int, output: Path, force: bool) -> None:
+    """Train a byte-level BPE tokenizer (GPT-2's scheme, with the `tokenizers` library) on the text of SOURCE,
+    text:FILE|DIR|stdlib[?max_bytes=N] (every file, as the source reads them), and write its tokenizer.json."""
+    from archc.data.sources import paths_read
+    from archc.data.text import corpus_texts
+    from archc.data.tokenizer_file import check_vocab_size, read, train_bpe
+    from archc.outputs import check_writes
+    from archc.util import write_new
+
+    check_vocab_size(vocab_size)
+    check_writes({"SOURCE": paths_read(source)}, {"--output": output_file(output)})
+    corpus, texts = corpus_texts(source)
+    text = train_bpe(texts, vocab_size)
+    moved = write_new(output, text, force)
+    if moved is not None:
+        click.echo(f"--force: moved the earlier {output} to {moved}", err=True)
+    made = read(output, str(output))
+    click.echo(f"wrote {output}: byte-level BPE, {made.vocab_size} ids (asked {vocab_size}) from {len(corpus)} "
+               f"file(s), {sum(n for *_, n in corpus):,} bytes\nnext: --data 'text:PATH?tokenizer={output}'")
 
 
 @main.command("init")

@@ -21,8 +21,9 @@ from archc.errors import InputError
 # rank 0 prepares the folder always finds it.
 RUN_FILES = {"train_state": "train_state.safetensors", "train_state_json": "train_state.json",
              "checkpoint": "checkpoint.safetensors", "best": "best.safetensors", "metrics": "metrics.jsonl",
-             "steps": "steps.jsonl", "curves": "curves.png", "onnx": "model.onnx", "export": "export.json", "result": "result.json",
-             "spec": "spec.json", "report": "report.json", "report_png": "report.png"}
+             "steps": "steps.jsonl", "curves": "curves.png", "onnx": "model.onnx", "export": "export.json",
+             "result": "result.json", "spec": "spec.json", "report": "report.json", "report_png": "report.png",
+             "tokenizer": "tokenizer.json"}  # a text: source's tokenizer.json, as the model's archc.tokenizer names it
 
 LOCK = ".archc.lock"      # the run folder's lock file (archc.train.run_dir writes it)
 MAX_PID = 2**31 - 1       # pid_t is a C int: a larger number cannot be a process id (os.kill overflows on it)

@@ -76,6 +76,12 @@ class Source:
         raise NotImplementedError
 
     @classmethod
+    def vocab(cls, options: SourceOptions, where: str) -> int | None:
+        """How many distinct token ids the source draws with these options (None: not token ids); validate
+        compares it with a language model's vocab. `token_vocab` unless an option changes it (a tokenizer)."""
+        return cls.token_vocab
+
+    @classmethod
     def claims(cls, path: Path) -> bool:
         """Whether a bare path (no scheme) looks like this source's input: for the hint of a missing scheme."""
         return False

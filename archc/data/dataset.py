@@ -12,6 +12,7 @@ from archc.labels import CLASSES
 
 if TYPE_CHECKING:
     from archc.data.columns import Table
+    from archc.data.tabular import RawTable
 
 @dataclass
 class Split:
@@ -51,6 +52,9 @@ class Dataset:
     # A csv: source's feature columns, by name, in x's order (the ONNX's archc.features: infer matches a CSV's
     # header to them by name); None for every other source.
     features: list[str] | None = field(default=None, kw_only=True)
+    # A csv: source read by declared columns: the test split's cells (the declared columns' and the target's) as
+    # read, so `archc train`'s report scores them as `archc infer` reads them without reading the file again.
+    held: "RawTable | None" = field(default=None, kw_only=True)
 
 
 def check_fractions(val_fraction: float, test_fraction: float, where: str) -> None:

@@ -30,6 +30,7 @@ def load(source: str, *, task: str | None = None, val_fraction: float = 0.1, tes
                              defaults=defaults, **options)
     check_fractions(val_fraction, test_fraction, source)
     argument: Any = resolve(arg, root) if cls.takes_path and arg not in cls.names else arg
+    opts = located_options(cls, opts, root)
     given = {"task": task, "options": opts, "columns": columns}
     return cls(source).load(argument, Splits(val_fraction, test_fraction, seed),
                             **{k: v for k, v in given.items() if k in cls.wants()})
@@ -153,6 +154,25 @@ def resolve(arg: str, root: str | Path | None) -> Path:
     return p if p.is_absolute() or root is None else Path(root) / p
 
 
+def file_options(cls: type[Source]) -> list[str]:
+    """The options of a source that name a file (a text: source's tokenizer): read like a path argument."""
+    return [k for k, f in cls.Options.model_fields.items() if isinstance(f.json_schema_extra, dict)
+            and f.json_schema_extra.get("file")]
+
+
+def locate(value: str, root: str | Path | None) -> Path:
+    """A file option's path: relative to `root` (the spec's folder) when the file is there, else to the working
+    folder (an option given with --data)."""
+    p = resolve(value, root)
+    return p if root is None or p.exists() else Path(value).expanduser()
+
+
+def located_options(cls: type[Source], opts: SourceOptions, root: str | Path | None) -> SourceOptions:
+    """`opts` with each file option read against `root` (`locate`)."""
+    update = {k: str(locate(v, root)) for k in file_options(cls) if (v := getattr(opts, k)) is not None}
+    return opts.model_copy(update=update) if update else opts
+
+
 def path_of(source: str, root: str | Path | None = None) -> str | None:
     """The file or folder a path source reads, as written (options stripped); None for named sets, sources
     that take no path and malformed sources (load reports those)."""
@@ -171,13 +191,22 @@ def rebased(source: str, root: str | Path | None, base: str | Path) -> str:
     path = path_of(source, root)
     if path is None:
         return source
-    full = os.path.abspath(resolve(path, root))
-    try:
-        new = Path(os.path.relpath(full, os.path.abspath(base))).as_posix()
-    except ValueError:  # another drive (Windows): no relative path
-        new = full
     scheme = source.partition(":")[0]
-    return f"{scheme}:{new}{source[len(scheme) + 1 + len(path):]}"
+    cls, _, query = parse(source, root)
+    moved = {k: _relative(locate(v, root), base) for k, v in query.items() if k in file_options(cls)}
+    if moved:  # the file options too, the query rewritten in its order
+        options = "&".join(f"{k}={moved.get(k, v)}" for k, v in query.items())
+        return f"{scheme}:{_relative(resolve(path, root), base)}?{options}"
+    return f"{scheme}:{_relative(resolve(path, root), base)}{source[len(scheme) + 1 + len(path):]}"
+
+
+def _relative(path: Path, base: str | Path) -> str:
+    """`path` relative to the folder `base` (posix), absolute when there is none (another drive)."""
+    full = os.path.abspath(path)
+    try:
+        return Path(os.path.relpath(full, os.path.abspath(base))).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return full
 
 
 def paths_read(text: str | None, root: str | Path | None = None) -> list[Path]:

@@ -434,11 +434,15 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
         return passes.cells(declared, idx, numeric), lines[idx].tolist()
 
     every: list[Any] = []  # [table, its encoding of every row, or None when a row fails to encode]
+    held: list[Held] = []  # the test split's cells, kept as the pass that encodes every row reads them
+
+    def hold(idx: np.ndarray) -> None:
+        held[:] = [Held(passes.shape, [*declared, target], idx)]
 
     def encode(table: Table, idx: np.ndarray) -> np.ndarray:
         if not every or every[0] is not table:  # one pass encodes every split's rows
             every[:] = [table, None]
-            x, error = _encoded(passes, declared, table, None, name)
+            x, error = _encoded(passes, declared, table, None, name, held[0] if held else None)
             every[1] = x if error is None else None
         if every[1] is not None:
             return every[1][idx]
@@ -451,13 +455,37 @@ def _by_columns(name: str, passes: Passes, target: str, y: np.ndarray, classes: 
             raise error
         return x
 
-    return fit_and_encode(name, target, y, classes, task, splits, request, cells, encode)
+    ds = fit_and_encode(name, target, y, classes, task, splits, request, cells, encode, hold)
+    return dataclasses.replace(ds, held=held[0].table()) if held and every[1] is not None else ds
+
+
+class Held:
+    """The cells of some rows (`idx`: the test split's) of `columns`, taken from the chunks of a pass that reads
+    every row: `archc train`'s report scores the test split from them, as `archc infer` reads it from the file,
+    without reading the file again."""
+
+    def __init__(self, shape: Shape, columns: list[str], idx: np.ndarray) -> None:
+        self.keep = np.zeros(len(shape.lines), dtype=bool)
+        self.keep[idx] = True
+        self.getters = {c: shape.getter(c) for c in columns}
+        self.cells: dict[str, list[str]] = {c: [] for c in columns}
+        self.seen: dict[str, dict[str, str]] = {c: {} for c in columns}
+        self.lines = shape.lines[np.sort(idx)].tolist()
+
+    def take(self, start: int, chunk: list[list[str]]) -> None:
+        """Keep the cells of the chunk's rows that are held (`start`: the chunk's first row's position)."""
+        rows = list(itertools.compress(chunk, self.keep[start:start + len(chunk)]))
+        for c, get in self.getters.items():
+            self.cells[c].extend(share(map(get, rows), self.seen[c]))
+
+    def table(self) -> RawTable:
+        return RawTable(list(self.cells), self.cells, self.lines)
 
 
 def _encoded(passes: Passes, declared: list[str], table: Table, idx: np.ndarray | None,
-             name: str) -> tuple[np.ndarray, DataError | None]:
+             name: str, held: Held | None = None) -> tuple[np.ndarray, DataError | None]:
     """The rows idx (sorted; None: every row) encoded CHUNK at a time into float32 [rows, width], or the first
-    failing chunk's DataError."""
+    failing chunk's DataError; `held` (with idx None) keeps its rows' cells on the way."""
     lines = passes.shape.lines if idx is None else passes.shape.lines[idx]
     width = table.encode({c: [] for c in declared}, where=name).shape[1]
     x = np.zeros((len(lines), width), dtype=np.float32)
@@ -469,6 +497,8 @@ def _encoded(passes: Passes, declared: list[str], table: Table, idx: np.ndarray 
                                    lines=lines[rows].tolist())
         except DataError as e:
             return x, e
+        if held is not None:
+            held.take(start, chunk)
     return x, None
 
 
@@ -487,11 +517,15 @@ def check_declared(name: str, available: list[str], request: Request) -> list[st
 
 def fit_and_encode(name: str, target: str, y: np.ndarray, classes: list[str] | None, task: str, splits: Splits,
                    request: Request, cells: Callable[[np.ndarray], tuple[dict[str, list], list[int]]],
-                   encode: Callable[[Table, np.ndarray], np.ndarray]) -> Dataset:
+                   encode: Callable[[Table, np.ndarray], np.ndarray],
+                   hold: Callable[[np.ndarray], None] | None = None) -> Dataset:
     """The Dataset of a tabular source read by column name (csv:, parquet:): split the rows by the target `y`,
     fit the declared columns on the training split's cells (`cells(idx)`: the declared columns' raw cells and row
-    numbers of rows idx), or take the request's fitted table, and encode each split (`encode(table, idx)`)."""
+    numbers of rows idx), or take the request's fitted table, and encode each split (`encode(table, idx)`).
+    `hold(idx)`, before any encoding: the test split's rows, for a source that keeps their cells (Held)."""
     train, val, test = split_rows(len(y), y, task, splits)
+    if hold is not None:
+        hold(test)
     table = request.fitted
     if table is None:
         train_cells, train_lines = cells(train)

@@ -13,9 +13,13 @@ Sources
     and taken whole until the cap; the file that crosses it is truncated so the corpus is exactly the cap.
     The option ``context`` (tokens per window, default 256) is set by ``archc train`` from the model's input;
     ``cache`` (a folder) keeps the token file there for the next load (``archc train`` passes one beside the
-    run folder, so ``--resume`` reuses it).
+    run folder, so ``--resume`` reuses it). ``tokenizer`` names a ``tokenizer.json`` (Hugging Face `tokenizers`
+    format; relative to the spec's folder when it is there, else to the working folder):
+    ``text:notes/?tokenizer=tokenizer.json``.
 
-Tokens are bytes 0..255 (vocabulary 256). Files are joined with a newline byte.
+Tokens are bytes 0..255 (vocabulary 256) unless a tokenizer is named: then its ids (archc.data.tokenizer_file,
+the ids transformers' PreTrainedTokenizerFast gives for the file, no special tokens added), vocabulary its largest
+id + 1. Files are joined with a newline byte (a newline character, for a tokenizer).
 
 Held-out splits are made by file: with three files or more, files are shuffled by ``seed`` and dealt
 to test, then val, until each holds about its fraction of the bytes (at least one file for each split
@@ -38,15 +42,17 @@ import os
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from pydantic import Field
 
+import archc.data.tokenizer_file as tokenizer_file
 from archc.data.base import Example, Source, SourceOptions, Splits, register
 from archc.data.dataset import Dataset, Split
-from archc.data.sources import make_options, parse
-from archc.data.tokens import BYTES, CHUNK, TokenFile, open_tokens
+from archc.data.sources import make_options, parse, resolve
+from archc.data.tokens import BYTES, CHUNK, TokenFile, open_tokens, stream
 from archc.errors import DataError
 from archc.labels import TOKENS
 
@@ -68,6 +74,7 @@ class TextDataset(Dataset):
     text: dict[str, np.ndarray] = field(default_factory=dict)   # split → its tokens (bytes: uint8, files joined by \n)
     files: dict[str, list[str]] = field(default_factory=dict)   # split → file names (relative)
     tokenizer: dict = field(default_factory=dict)               # {"kind": "bytes", "vocab_size": 256, "context": N}
+    tokenizer_text: str | None = None                           # the tokenizer.json named (a run copies it)
     token_file: Path | None = None                              # the memory-mapped file x, y and text are views of
 
 
@@ -167,6 +174,26 @@ def scan_corpus(base: Path, paths: list[Path], cap: int | None, name: str) -> li
     return out
 
 
+def corpus_texts(source: str, root: str | Path | None = None) -> tuple[list[tuple[str, Path, int]], Iterator[str]]:
+    """The files a `text:PATH[?max_bytes=N]` source reads (as `load` takes them: every split) and their text, a
+    chunk at a time (what `archc tokenizer train` trains on). Other sources and options: DataError."""
+    cls, arg, query = parse(source, root)
+    if cls is not TextFiles:
+        raise DataError(f"expected a text: source (text:FILE, text:DIR or text:stdlib), received a {cls.scheme}: "
+                        "source", where=source)
+    other = sorted(set(query) - {"max_bytes"})
+    if other:
+        raise DataError(f"expected only ?max_bytes=N, received ?{other[0]}= (a tokenizer trains on the text "
+                        "itself)", where=source)
+    cap = make_options(cls, source, query, {}, {}).max_bytes
+    cap = cap if cap is not None or arg != "stdlib" else STDLIB_MAX_BYTES
+    target = arg if arg == "stdlib" else resolve(arg, root)
+    corpus = scan_corpus(*corpus_paths(target, source), cap or None, source)
+    pieces = [(str(path), 0, n) for _, path, n in corpus]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a cap may cut a character
+    return corpus, (decoder.decode(block) for block in stream(pieces, source))
+
+
 # --- splitting and windows -----------------------------------------------------------------------------------
 
 def split_by_file(sizes: list[int], fractions: list[float], seed: int) -> list[list[int]]:
@@ -247,6 +274,9 @@ class TextOptions(SourceOptions):
     context: int = Field(DEFAULT_CONTEXT, ge=1, description="tokens per window (train: the input's seq size)")
     cache: str | None = Field(None, title="DIR", description="a folder to keep the token file in, reused while the "
                                                              "files are unchanged (none: a temporary removed at exit)")
+    tokenizer: str | None = Field(None, title="FILE", json_schema_extra={"file": True},
+                                  description="a tokenizer.json (Hugging Face tokenizers) to encode the text with "
+                                              "(none: bytes, vocabulary 256)")
 
 
 @register
@@ -269,9 +299,21 @@ class TextFiles(Source):
         base, paths = corpus_paths(arg, self.name)
         source = {"target": str(arg) if arg == "stdlib" else str(Path(arg).resolve()), "cap": cap or None,
                   "splits": [splits.val_fraction, splits.test_fraction, splits.seed]}
+        named = None if options.tokenizer is None else tokenizer_file.read(options.tokenizer, self.name)
         tokens = open_tokens(source, listing(paths), lambda: plan(base, paths, cap or None, splits, self.name),
-                             TOKENIZER, options.cache, self.name)
-        return _windows_dataset(self.name, tokens, options.context)
+                             TOKENIZER if named is None else named.as_tokenizer(), options.cache, self.name)
+        return _windows_dataset(self.name, tokens, options.context, named)
+
+    @classmethod
+    def vocab(cls, options: TextOptions, where: str) -> int | None:  # type: ignore[override]
+        """256 (bytes), or the named tokenizer's vocabulary (read and checked: a bad file is refused here). A file
+        that is not there is reported by `load`, as a missing corpus is (a run's spec.json names it relative to the
+        spec's folder, which `archc export` does not know): None then."""
+        if options.tokenizer is None:
+            return cls.token_vocab
+        if not Path(options.tokenizer).exists():
+            return None
+        return tokenizer_file.read(options.tokenizer, where).vocab_size
 
     @classmethod
     def claims(cls, path: Path) -> bool:
@@ -337,18 +379,26 @@ def cut(pieces: list, a: int, b: int) -> list:
     return out
 
 
-def _windows_dataset(name: str, tokens: TokenFile, context: int) -> TextDataset:
-    """Next-token windows of each split's region of the token file (views: nothing is copied)."""
+def _windows_dataset(name: str, tokens: TokenFile, context: int,
+                     named: tokenizer_file.TokenizerFile | None = None) -> TextDataset:
+    """Next-token windows of each split's region of the token file (views: nothing is copied); `named`: the
+    tokenizer.json the tokens are of (None: bytes)."""
+    unit = "bytes" if named is None else "tokens"
     text = {key: tokens.split(key) for key in ("train", "val", "test")}
     parts: dict[str, Split] = {}
     for key in ("train", "val", "test"):
         data = text[key]
         if key == "train" or len(data):
             if len(data) < context + 1:
-                raise DataError(f"{key}: expected at least context + 1 = {context + 1} bytes to make one window, "
+                raise DataError(f"{key}: expected at least context + 1 = {context + 1} {unit} to make one window, "
                                 f"received {len(data)}", where=name,
                                 hint="lower the context, add text, or change the split fractions")
         parts[key] = Split(*windows(data, context))
+    if named is None:
+        described = {"kind": TOKENIZER.kind, "vocab_size": TOKENIZER.vocab_size, "context": context}
+    else:  # the run copies the file beside its model as FILE; the hash names the version it trained with
+        described = {"kind": tokenizer_file.KIND, "file": tokenizer_file.FILE, "sha256": named.sha256,
+                     "vocab_size": named.vocab_size, "context": context}
     return TextDataset(name, parts["train"], parts["val"], parts["test"], None, (context,), TASK,
-                       text=text, files=tokens.meta["files"], token_file=tokens.path,
-                       tokenizer={"kind": TOKENIZER.kind, "vocab_size": TOKENIZER.vocab_size, "context": context})
+                       text=text, files=tokens.meta["files"], token_file=tokens.path, tokenizer=described,
+                       tokenizer_text=None if named is None else named.text)

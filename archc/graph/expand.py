@@ -36,7 +36,7 @@ class _TooLarge(SpecError):
 class Expander:
     """Walks the spec's layers (recursively through blocks) collecting nodes and errors."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec | None) -> None:
         self.spec = spec
         self.nodes: list[Node] = []
         self.errors: list[ArchcError] = []
@@ -219,22 +219,13 @@ class Expander:
     # ---- an op layer -----------------------------------------------------------------------
     def layer(self, raw: dict, i: int, where: str, prefix: str, params: dict, scope: dict, prev: str | None,
               declared: dict, stack: tuple) -> tuple[str | None, str]:
-        name = raw.get("op")
         local = raw.get("id") if isinstance(raw.get("id"), str) else None
-        if name is None:
-            raise SpecError("missing 'op' (or 'use' naming a block)", hint=f"keys: {', '.join(map(str, raw))}")
-        if not isinstance(name, str) or name not in REGISTRY:
-            hint = close_matches(str(name), set(REGISTRY)) or "`archc ops` lists every op"
-            raise SpecError(f"unknown op {describe(name)}", hint=hint)
-        cls = REGISTRY[name]
-        values = self.substitute(raw, params, where)
-        try:
-            op = cls.model_validate(values)
-        except ValidationError as e:
-            self.errors.extend(from_validation(e, cls, where=where))
+        op = self.own(raw, where, params)
+        if op is None:
             return local, BROKEN
+        name, cls = raw["op"], type(op)
         local = op.id or _generated(f"{name}_{i}", declared, scope)
-        act = self.activation(op, where)  # checked even when an input is broken: it is this layer's own problem
+        act = self.activation(op.act, where)  # checked even when an input is broken: it is this layer's own problem
         path_of = where.split("[")[0]
         inputs = self.resolve(op.from_, i, scope, prev, declared, path_of)
         lo, hi = cls.arity
@@ -258,11 +249,33 @@ class Expander:
         self.nodes.append(node)
         return local, node.id
 
-    def activation(self, op: Op, where: str) -> Op | None:
+    def own(self, raw: dict, where: str, params: dict) -> Op | None:
+        """The layer's op with its attributes validated (parameters substituted); None when its attributes fail
+        (their errors collected, and the activation's, if any, raised), SpecError when its op is missing or
+        unknown."""
+        name = raw.get("op")
+        if name is None:
+            raise SpecError("missing 'op' (or 'use' naming a block)", hint=f"keys: {', '.join(map(str, raw))}")
+        if not isinstance(name, str) or name not in REGISTRY:
+            hint = close_matches(str(name), set(REGISTRY)) or "`archc ops` lists every op"
+            raise SpecError(f"unknown op {describe(name)}", hint=hint)
+        cls = REGISTRY[name]
+        values = self.substitute(raw, params, where)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            errors = from_validation(e, cls, where=where)
+        self.errors.extend(errors)
+        act = values.get("act")
+        if isinstance(act, (str, dict)) and not any(_under(err.where, at(where, ".act")) for err in errors):
+            self.activation(act, where)  # its own problem, beside the attributes'
+        return None
+
+    def activation(self, act: str | dict[str, Any] | None, where: str) -> Op | None:
         """The `act` sugar as an op: a name ("relu") or a table of an activation and its attributes."""
-        if op.act is None:
+        if act is None:
             return None
-        table = op.act if isinstance(op.act, dict) else {"op": op.act}
+        table = act if isinstance(act, dict) else {"op": act}
         if "when" in table:  # as a layer's: the activation is left out where it is false (it was applied regardless)
             if not isinstance(table["when"], bool):
                 raise SpecError(f"expected true or false, received {describe(table['when'])}",
@@ -273,7 +286,7 @@ class Expander:
         name = table.get("op")
         cls = REGISTRY.get(name) if isinstance(name, str) else None
         if cls is None or not cls.is_activation:
-            sub = ".act.op" if isinstance(op.act, dict) else ".act"
+            sub = ".act.op" if isinstance(act, dict) else ".act"
             what = "missing 'op'" if name is None else f"unknown activation {describe(name)}"
             hint = (close_matches(name, activation_names()) if isinstance(name, str) else "") or (
                 "expected one of: " + ", ".join(activation_names()))
@@ -394,6 +407,12 @@ def _known(name: str, scope: dict[str, str]) -> str:
     return hint or f"defined so far: {names or 'nothing'}"
 
 
+def _under(where: str, place: str) -> bool:
+    """Whether `where` is `place` or inside it ('layers[0].act.op' is under 'layers[0].act'), block context aside."""
+    head, place = where.partition(" in ")[0], place.partition(" in ")[0]
+    return head == place or head.startswith((place + ".", place + "["))
+
+
 def _generated(base: str, declared: dict[str, int], scope: dict[str, str]) -> str:
     """The name of a layer without `id`: `base` ('linear_3'), made to differ from every id and input name."""
     while base in declared or base in scope:
@@ -409,3 +428,30 @@ def _public_name(node_id: str, scope: dict[str, str]) -> str:
 def expand(spec: Spec) -> Graph:
     """Spec -> flat Graph of nodes (no shapes yet); SpecError(s) located at spec paths."""
     return Expander(spec).run()
+
+
+def own_errors(raws: list[Any], params: dict[str, Any] | None) -> list[ArchcError]:
+    """Each top-level op layer's own problems (unknown op, unknown or mistyped attribute, activation), without its
+    wiring: what validate reports beside the spec's other errors when those keep the whole graph from expanding.
+    Skipped, as their checks hang on more than the layer: a `use` of a block, a layer whose `when` is not plainly
+    true, and, when `params` is None (the spec's [params] are broken), a layer whose references do not resolve."""
+    checker = Expander(None)
+    for i, raw in enumerate(raws):
+        if not isinstance(raw, dict) or "use" in raw or raw.get("when", True) is not True:
+            continue
+        where = f"layers[{i}]{layer_label(raw)}"
+        layer = {k: v for k, v in raw.items() if k != "when"}
+        try:
+            if params is None:
+                try:
+                    checker.substitute(layer, {}, where)
+                except SpecError:
+                    continue  # it names a parameter, and the parameters are broken: a knock-on
+            op = checker.own(layer, where, params or {})
+            if op is not None:
+                checker.activation(op.act, where)
+        except ArchcError as e:
+            if not e.where:
+                e.where = where
+            checker.errors.append(e)
+    return checker.errors

@@ -144,16 +144,19 @@ def check_task(graph: Graph, spec: Spec, root: Path | None = None) -> None:
 
 def check_source(spec: Spec, graph: Graph, root: Path | None = None) -> None:
     """The [data] source as `archc train` would load it, without reading anything: the scheme, its options (the
-    `target` included), the named argument, the task it feeds and, for a tabular input, a columns reader."""
-    from archc.data.sources import checked  # here: archc.data imports numpy, which other specs never need
+    `target` included), the named argument, the task it feeds, for a tabular input a columns reader, and the token
+    ids it draws against the model (a named tokenizer.json is read: its vocabulary)."""
+    from archc.data.sources import checked, located_options  # here: archc.data imports numpy (other specs never do)
     data = spec.data
     assert data is not None
     try:
-        checked(data.source, task=TASKS[spec.task.kind].data_task, target=data.target,
-                tabular=next(iter(graph.columns), None), root=root)
+        cls, _, opts = checked(data.source, task=TASKS[spec.task.kind].data_task, target=data.target,
+                               tabular=next(iter(graph.columns), None), root=root)
+        drawn = cls.vocab(located_options(cls, opts, root), data.source)  # a tokenizer's: its file is read
     except ArchcError as e:
         raise SpecError(e.message if not e.where or e.where in (data.source, "data") else f"{e.where}: {e.message}",
                         where="data.source", hint=e.hint) from None
+    task_class(spec.task.kind).check_vocab(graph, spec, drawn)
 
 
 def check_single_input(graph: Graph, file: str = "") -> None:

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from archc.runtime.session import Model
 from archc.tasks.base import Labelled, for_model
 
-__all__ = ["Labelled", "is_source", "load_split", "score"]
+if TYPE_CHECKING:
+    from archc.data import Dataset
+
+__all__ = ["Labelled", "is_source", "load_split", "read_split", "score"]
 
 
 def is_source(text: str) -> bool:
@@ -29,6 +33,25 @@ def load_split(model: Model, source: str, split: str = "test", target: str | Non
 
     rows = source_split(model, source, split, target)
     return rows if rows is not None else as_pixels(model, for_model(model).load_split(model, source, split, target))
+
+
+def read_split(model: Model, source: str, ds: "Dataset", split: str = "test") -> Labelled | None:
+    """`split` of `ds`, which `archc train` read from `source` (its test split, as read, before any normalization),
+    as load_split reads it from the source: the run's report reads no file again. None where only the source gives
+    it: a tabular model's rows that training did not keep (parquet:), a kind that reads its data itself."""
+    from archc.runtime.pixels import as_pixels
+    from archc.runtime.tabular import split_rows_of, table_of
+    from archc.tasks.base import Task
+
+    table = table_of(model)
+    if table is not None and source.startswith(("csv:", "parquet:")):
+        if ds.held is None or table.target is None:
+            return None
+        return split_rows_of(model, table, ds.held, source, split, table.target)
+    cls = for_model(model)
+    if cls.load_split.__func__ is not Task.load_split.__func__ or len(model.inputs) != 1:  # type: ignore[attr-defined]
+        return None
+    return as_pixels(model, cls.labelled(model, ds, source, split))
 
 
 def score(model: Model, outputs: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:

@@ -5,6 +5,8 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +30,12 @@ class GenerationResult:
     tokens_per_second: float
     cached: bool = False  # the KV-cache file ran the steps
     note: str = ""        # why the cache was not used (recompute), when it was asked for
+    prompt_tokens: list[int] | None = None  # the prompt's token ids as fed (bytes, or the tokenizer's ids)
 
 
 @dataclass(frozen=True)
 class LMSignature:
-    """How to drive a model as a byte-level LM: input/output names, window length, vocab."""
+    """How to drive a model as a token LM: input/output names, window length, vocab, and its tokenizer."""
 
     input: str
     output: str
@@ -40,6 +43,25 @@ class LMSignature:
     fixed_length: bool  # the model's seq axis is a fixed size: windows are right-padded to `context`
     vocab: int | None   # the output's vocab axis when known
     shortest: int = 1   # the fewest positions the layers accept (archc.bounds: a `select` of position 4 needs 5)
+    codec: Any = None   # the tokenizer.json beside the model (archc.data.tokenizer_file.TokenizerFile); None: bytes
+
+    @property
+    def sampled(self) -> int:
+        """How many ids generation samples among: 256 bytes, or the tokenizer's vocabulary."""
+        return BYTE_VOCAB if self.codec is None else self.codec.vocab_size
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's ids: UTF-8 bytes, or the tokenizer's (special tokens added, as transformers does); an empty
+        prompt starts from a newline."""
+        if self.codec is None:
+            return list(prompt.encode("utf-8")) or [NEWLINE]
+        return self.codec.encode(prompt) or self.codec.encode("\n", special=False)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids (invalid UTF-8 bytes become U+FFFD)."""
+        if self.codec is None:
+            return bytes(ids).decode("utf-8", errors="replace")
+        return self.codec.decode(ids)
 
 
 def _json(model: Model, key: str):
@@ -63,7 +85,8 @@ def _not_lm(model: Model) -> InputError:
 def signature(model: Model) -> LMSignature:
     """Check the model is a token LM and find its context.
 
-    Context, first found: metadata `archc.tokenizer` {"kind": "bytes", "vocab_size": 256, "context": N};
+    Context, first found: metadata `archc.tokenizer` {"kind": "bytes", "vocab_size": 256, "context": N} (or
+    {"kind": "tokenizers", "file": "tokenizer.json", "sha256": ..., ...}: that file beside the model is read);
     a fixed seq axis of the input; the spec's `axes` entry (metadata `archc.spec`) naming the symbolic seq
     axis of the input (as described by `archc.inputs`); else 256. A fixed seq axis always sets the length fed;
     a symbolic one is capped by the range the layers accept (`archc.bounds`, e.g. a position table's rows), so
@@ -82,10 +105,7 @@ def signature(model: Model) -> LMSignature:
     if tok is not None and not isinstance(tok, dict):
         raise ModelError(f"metadata 'archc.tokenizer': expected a JSON object, received {str(tok)[:60]!r}")
     tok = tok or {}
-    kind = tok.get("kind", "bytes")
-    if kind != "bytes":
-        raise InputError(f"expected a byte-level tokenizer (archc.tokenizer kind 'bytes'), received {kind!r}",
-                         where=model.path or "model")
+    codec = _codec(model, tok)
     seq = sig.shape[1]
     fixed = isinstance(seq, int) and seq > 0
     context = tok.get("context")
@@ -104,7 +124,29 @@ def signature(model: Model) -> LMSignature:
     if high is not None and not fixed:
         context = min(context, high)  # the layers index at most `high` positions (a position table's rows)
     vocab = out.shape[2] if isinstance(out.shape[2], int) else None
-    return LMSignature(sig.name, out.name, int(context), fixed, vocab, low)
+    return LMSignature(sig.name, out.name, int(context), fixed, vocab, low, codec)
+
+
+def _codec(model: Model, tok: dict) -> Any:
+    """The tokenizer archc.tokenizer names: None for bytes, else its file beside the model, read and checked
+    against the recorded hash (`tokenizers` is imported only then)."""
+    kind = tok.get("kind", "bytes")
+    if kind == "bytes":
+        return None
+    from archc.data.tokenizer_file import KIND, read
+
+    name = tok.get("file")
+    if kind != KIND or not isinstance(name, str) or not name or Path(name).name != name:
+        raise ModelError(f"metadata 'archc.tokenizer': expected kind 'bytes', or kind {KIND!r} with the name of a "
+                         f"file beside the model, received {json.dumps(tok)[:120]}", file=model.path or "")
+    path = Path(model.path or ".").parent / name
+    codec = read(path, str(path))
+    recorded = tok.get("sha256")
+    if isinstance(recorded, str) and recorded != codec.sha256:
+        raise ModelError(f"expected the {name} the model was trained with (sha256 {recorded[:12]}…), received one "
+                         f"whose sha256 is {codec.sha256[:12]}…", file=str(path),
+                         hint="put back the run's own tokenizer file")
+    return codec
 
 
 def _recorded_range(model: Model, seq: object) -> tuple[int, int | None]:
@@ -149,11 +191,12 @@ def next_token(logits: np.ndarray, temperature: float, top_k: int | None, rng: n
 
 def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, seed: int | None = 0, cache: bool = True) -> GenerationResult:
-    """Continue `prompt` with a byte-level decoder-only LM, one token per model run.
+    """Continue `prompt` with a decoder-only LM, one token per model run.
 
-    The prompt is encoded as UTF-8 bytes (an empty prompt starts from a newline byte). Each step reads the
-    logits of the last position of the last `context` tokens, applies temperature (0 = greedy argmax) and
-    top-k, and samples with `np.random.default_rng(seed)`. Only bytes 0..255 are sampled.
+    The prompt is encoded as UTF-8 bytes (an empty prompt starts from a newline byte), or by the tokenizer.json
+    the model's archc.tokenizer names. Each step reads the logits of the last position of the last `context`
+    tokens, applies temperature (0 = greedy argmax) and top-k, and samples with `np.random.default_rng(seed)`.
+    Only bytes 0..255 (or the tokenizer's ids) are sampled, and the new ids are decoded the same way.
     With `cache` and a KV-cache file beside the model (archc.runtime.kvcache), the window is prefilled once
     and each step then feeds one token with the past keys/values; once the window is full it slides, and
     positions shift, so each later step prefills the last `context` tokens again (what recompute does).
@@ -164,12 +207,16 @@ def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: 
     if not isinstance(prompt, str):
         raise InputError(f"prompt: expected text, received {type(prompt).__name__}")
     lm = signature(model)
-    tokens = list(prompt.encode("utf-8")) or [NEWLINE]
+    tokens = lm.encode(prompt)
+    unit = "bytes" if lm.codec is None else "tokens"
+    if not tokens:
+        raise InputError("prompt: expected text the tokenizer encodes to at least one token, received none",
+                         where=model.path or "model")
     if lm.vocab is not None and max(tokens) >= lm.vocab:
-        raise InputError(f"prompt: expected bytes below the model's vocabulary size {lm.vocab}, "
-                         f"received byte {max(tokens)}", where=model.path or "model")
+        raise InputError(f"prompt: expected {unit} below the model's vocabulary size {lm.vocab}, "
+                         f"received {unit[:-1]} {max(tokens)}", where=model.path or "model")
     if len(tokens) < lm.shortest and not lm.fixed_length:
-        raise InputError(f"prompt: expected at least {lm.shortest} bytes (the model's layers need axis "
+        raise InputError(f"prompt: expected at least {lm.shortest} {unit} (the model's layers need axis "
                          f"'{model.inputs[lm.input].shape[1]}' of at least {lm.shortest}), received {len(tokens)}",
                          where=model.path or "model")
     if lm.context < lm.shortest:
@@ -179,19 +226,24 @@ def generate(model: Model, prompt: str, max_new_tokens: int = 200, temperature: 
     rng = np.random.default_rng(seed)
     kv, note = CachedLM.open(model) if cache and not lm.fixed_length else (None, "" if not cache else
                                                                            "the model's seq axis is fixed")
+    fed = list(tokens)
     if kv is not None:
-        return _generate_cached(model, kv, lm, tokens, int(max_new_tokens), float(temperature), top_k, rng)
-    new: list[int] = []
-    start = time.perf_counter()
-    for _ in range(int(max_new_tokens)):
-        tok = next_token(_recompute(model, lm, tokens, dtype), float(temperature), top_k, rng)
-        tokens.append(tok)
-        new.append(tok)
-    return _result(new, time.perf_counter() - start, cached=False, note=note)
+        result = _generate_cached(model, kv, lm, tokens, int(max_new_tokens), float(temperature), top_k, rng)
+    else:
+        new: list[int] = []
+        start = time.perf_counter()
+        for _ in range(int(max_new_tokens)):
+            tok = next_token(_recompute(model, lm, tokens, dtype), float(temperature), top_k, rng)
+            tokens.append(tok)
+            new.append(tok)
+        result = _result(lm, new, time.perf_counter() - start, cached=False, note=note)
+    result.prompt_tokens = fed
+    return result
 
 
 def _recompute(model: Model, lm: LMSignature, tokens: list[int], dtype: np.dtype) -> np.ndarray:
-    """The next token's logits (bytes only) from the model run on the whole window: the last `context` tokens."""
+    """The next token's logits (sampled ids only) from the model run on the whole window: the last `context`
+    tokens."""
     window = tokens[-lm.context:]
     last = len(window) - 1
     if lm.fixed_length and len(window) < lm.context:
@@ -203,11 +255,11 @@ def _recompute(model: Model, lm: LMSignature, tokens: list[int], dtype: np.dtype
         raise InputError("expected a language model with int64 tokens [batch, seq] → logits [batch, seq, vocab], "
                          f"received logits {format_shape(logits.shape)} for tokens {format_shape((1, len(window)))}",
                          where=model.path or "model")
-    return logits[0, last, :BYTE_VOCAB]
+    return logits[0, last, :lm.sampled]
 
 
-def _result(new: list[int], seconds: float, cached: bool, note: str = "") -> GenerationResult:
-    text = bytes(new).decode("utf-8", errors="replace")
+def _result(lm: LMSignature, new: list[int], seconds: float, cached: bool, note: str = "") -> GenerationResult:
+    text = lm.decode(new)
     rate = len(new) / seconds if seconds > 0 else 0.0
     return GenerationResult(text, new, len(new), seconds, rate, cached, note)
 
@@ -236,7 +288,7 @@ def _generate_cached(model: Model, kv: CachedLM, lm: LMSignature, tokens: list[i
         else:
             feed, state = tokens[-window:], kv.empty(1)            # prefill
         logits, past = kv.run(np.asarray([feed], dtype=np.int64), state)
-        tok = next_token(logits[0, -1, :BYTE_VOCAB], temperature, top_k, rng)
+        tok = next_token(logits[0, -1, :lm.sampled], temperature, top_k, rng)
         tokens.append(tok)
         new.append(tok)
-    return _result(new, time.perf_counter() - start, cached=True)
+    return _result(lm, new, time.perf_counter() - start, cached=True)

@@ -191,8 +191,16 @@ def source_split(model: Any, source: str, split: str, target: str | None = None)
     rows = parts[0 if split == ALL else ("train", "val", "test").index(split)].tolist()
     cut = RawTable(raw.columns, {c: [v[i] for i in rows] for c, v in raw.cells.items()},
                    [raw.lines[i] for i in rows])
+    return split_rows_of(model, table, cut, source, split, name)
+
+
+def split_rows_of(model: Any, table: Table, cut: RawTable, source: str, split: str, target: str) -> Labelled:
+    """The rows of one split of `source` (`cut`, read by source_split or kept by `archc train` as it read them)
+    as the model's feeds, scored against the column `target`."""
+    from archc.tasks.base import ALL
+
     what = "every row" if split == ALL else f"{split} split"
-    return labelled_rows(model, table, cut, source, name, f"{source}, {what}, {len(cut)} rows")
+    return labelled_rows(model, table, cut, source, target, f"{source}, {what}, {len(cut)} rows")
 
 
 def labelled_rows(model: Any, table: Table, raw: RawTable, name: str, target: str | None = None,

@@ -114,6 +114,10 @@ class Task:
 
     # ---- validate (torch-free): the rule train and infer share --------------------------------------------
     @classmethod
+    def check_vocab(cls, graph: "Graph", spec: SpecLike, drawn: int | None) -> None:
+        """Validate's check of the token ids the [data] source draws (`drawn`, None: not token ids) against the
+        model; nothing by default (language_model's)."""
+    @classmethod
     def validate(cls, graph: "Graph", spec: SpecLike) -> None:
         """Raise SpecError/ShapeError, located at task.*, train.loss or inputs, when the spec cannot be this kind."""
         name = task_output(graph, spec)
@@ -209,6 +213,12 @@ class Task:
         options = cls.load_options(model)
         options["defaults"] = image_options(model) | data_defaults(model) | options.get("defaults", {})
         ds = load(source, task=cls.data_task, **data_settings(model, split, target), **options)
+        return cls.labelled(model, ds, source, split)
+
+    @classmethod
+    def labelled(cls, model: "Model", ds: "Dataset", source: str, split: str = "test") -> Labelled:
+        """One split of `ds`, loaded from `source` as load_split loads it (or already, by `archc train`: the run's
+        report reads no file again), fed to the model's single input."""
         part = split_of(cls.match_classes(model, ds, source), split, source)
         (name,) = model.inputs
         what = "every example" if split == ALL else f"{split} split"
@@ -334,6 +344,11 @@ class Task:
 
     def metadata(self) -> dict[str, Any]:
         """Extra `archc.<key>` ONNX metadata the task needs at inference (e.g. a tokenizer); none by default."""
+        return {}
+
+    def files(self) -> dict[str, str]:
+        """Files (name -> text) the run's folder and an exported model's folder carry beside model.onnx, named by
+        the metadata (e.g. a tokenizer.json); none by default."""
         return {}
 
     def summary(self, loss: float, metric: float) -> dict[str, float]:

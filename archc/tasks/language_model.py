@@ -41,8 +41,8 @@ class LanguageModel(Task):
     @classmethod
     def check_inputs(cls, graph, spec) -> None:
         """One int64 token input [batch, seq] whose positions the output keeps ([batch, seq, vocab]): what
-        training's next-token windows and `archc infer --prompt` feed and read; and room for every token id the
-        [data] source draws (text: bytes, 256), which training would otherwise refuse."""
+        training's next-token windows and `archc infer --prompt` feed and read (check_vocab: room for the ids the
+        [data] source draws)."""
         ins = graph.inputs
         name, t = next(iter(ins.items())) if len(ins) == 1 else ("", None)
         if t is None or t.dtype != "int64" or not t.batched or t.rank != 2:
@@ -55,23 +55,34 @@ class LanguageModel(Task):
             raise SpecError(f"language_model expects the output '{out_name}' to keep the input's positions "
                             f"[batch, {t.shape[1]}, vocab] (one next-token score per input token), received "
                             f"{out.show()}", where="task.kind")
-        drawn = _source_vocab(spec)
-        vocab = graph.vocab.get(name)  # declared, or the smallest table the ids index
-        if drawn and isinstance(vocab, int) and vocab < drawn:
+
+    @classmethod
+    def check_vocab(cls, graph, spec, drawn: int | None) -> None:
+        """Room for every token id the [data] source draws (text: bytes, 256, or its tokenizer's vocabulary) in the
+        token input's vocab (declared, or the smallest table the ids index: archc.graph.bounds) and the output's
+        logits, which training would otherwise refuse."""
+        if not drawn:
+            return
+        name, _ = next(iter(graph.inputs.items()))
+        out_name = task_output(graph, spec)
+        out = graph.type_of(graph.outputs[out_name])
+        vocab = graph.vocab.get(name)
+        if isinstance(vocab, int) and vocab < drawn:
             raise SpecError(f"language_model on {spec.data.source} expects input '{name}' to take {drawn} token ids "
                             f"(0..{drawn - 1}), received vocab = {vocab}", where=f"inputs.{name}",
                             hint=f"set vocab = {drawn} and the embedding's num_embeddings to at least {drawn}")
-        if drawn and out.rank == 3 and isinstance(out.shape[2], int) and out.shape[2] < drawn:
+        if out.rank == 3 and isinstance(out.shape[2], int) and out.shape[2] < drawn:
             raise SpecError(f"language_model on {spec.data.source} expects the output '{out_name}' to score "
                             f"{drawn} next tokens per position, received {out.show()}", where="task.kind")
 
     # ---- infer ----
     @classmethod
     def load_options(cls, model) -> dict[str, Any]:
-        """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry), unless the
-        source sets ?context= itself."""
+        """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry), and its
+        tokenizer.json (beside the model) when it has one, unless the source sets ?context= or ?tokenizer= itself."""
         from archc.runtime.generate import signature
-        return {"defaults": {"context": signature(model).context}}
+        lm = signature(model)
+        return {"defaults": {"context": lm.context, "tokenizer": None if lm.codec is None else lm.codec.path}}
 
     @classmethod
     def score(cls, model, outputs, y):
@@ -104,6 +115,7 @@ class LanguageModel(Task):
         super().__init__(spec, graph)
         self.vocab = self.out_type.shape[2]
         self.tokenizer: dict[str, Any] = {}
+        self.tokenizer_text: str | None = None  # a tokenizer.json's text, copied beside the model
         self.baselines: dict[str, float] = {}
 
     def check(self, dataset) -> None:
@@ -114,8 +126,10 @@ class LanguageModel(Task):
                                 f"'{self.output_name}' has {self.vocab} logits per position), received "
                                 f"{int(split.y.max())}", where=f"data {dataset.name}")
         self.tokenizer = dict(getattr(dataset, "tokenizer", {}) or {})
+        self.tokenizer_text = getattr(dataset, "tokenizer_text", None)
         text = getattr(dataset, "text", None)
-        if text and len(text.get("test", ())) and len(text.get("train", ())):
+        bytes_ = self.tokenizer.get("kind", "bytes") == "bytes"  # the baselines are byte models
+        if bytes_ and text and len(text.get("test", ())) and len(text.get("train", ())):
             from archc.data.text import baselines
             self.baselines = baselines(text["train"], text["test"])
 
@@ -141,22 +155,13 @@ class LanguageModel(Task):
         """The ONNX metadata generation needs: the tokenizer (kind, vocab_size, context)."""
         return {"tokenizer": self.tokenizer} if self.tokenizer else {}
 
+    def files(self) -> dict[str, str]:
+        """The tokenizer.json the data were encoded with (archc.tokenizer's `file`), when one was named."""
+        name = self.tokenizer.get("file")
+        return {name: self.tokenizer_text} if isinstance(name, str) and self.tokenizer_text is not None else {}
+
     def summary(self, loss: float, metric: float) -> dict[str, float]:
         """Test figures besides loss and bpb: perplexity (per token) and the unigram/bigram baselines in bpb."""
         ppl = math.exp(loss) if loss < 700 else math.inf
         return {"perplexity": ppl, **self.baselines}
 
-
-def _source_vocab(spec) -> int | None:
-    """How many token ids the spec's [data] source draws (text: bytes, 256), None when unknown; train refuses ids
-    beyond the model's vocab, so validate compares them first. The data registry is read only for such specs."""
-    if spec.data is None:
-        return None
-    from archc.data.sources import parse  # numpy, not torch: only for a language model with a [data] source
-    from archc.errors import ArchcError
-
-    try:
-        source = parse(spec.data.source)[0]
-    except ArchcError:  # an unknown scheme: train names it
-        return None
-    return source.token_vocab

@@ -7,6 +7,7 @@ from typing import Any
 
 from archc.errors import InputError, ModelError
 from archc.threads import check as check_threads
+from archc.util import write_bytes_atomic
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
@@ -71,8 +72,9 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     for folder in (p for p in read if p.is_dir()):  # the run's files would join its data (images: a class)
         if within(run_dir.root, folder):
             raise InputError(f"expected a run folder outside the data folder {str(folder)!r}, received "
-                             f"{str(run_dir.root)!r}", where="--out", hint="the run re-reads its data (resuming, "
-                             "and for the test report at its end): its files would join them; choose another --out")
+                             f"{str(run_dir.root)!r}", where="--out", hint="a resumed run reads its data again "
+                             "(and a split read per batch is read again for the report): its files would join them; "
+                             "choose another --out")
     check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": read},
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
                  run_files=False)
@@ -175,9 +177,32 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
         from archc.data.sources import rebased
 
         data["source"] = rebased(data["source"], run.root, out.parent)
+    carried = _carried(run, data, out)
     report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | data, optimize=optimize,
                     pixels=pixels)
+    for src, dst in carried:
+        write_bytes_atomic(dst, src.read_bytes())
     return report if pixels else add_cache(report, compiled, module, optimize)
+
+
+def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, Path]]:
+    """(the run's file, its copy beside `out`) for the file the metadata names (archc.tokenizer's tokenizer.json),
+    which `archc infer` reads beside the model; none in the run's own folder. Checked before the export: a missing
+    run file, or another file of that name in `out`'s folder (never replaced), is refused."""
+    tok = data.get("tokenizer")
+    name = tok.get("file") if isinstance(tok, dict) else None
+    if not isinstance(name, str):
+        return []
+    src, dst = run.root / name, out.parent / name
+    if not src.is_file():
+        raise ModelError(f"expected the run's {name}, which its archc.tokenizer names, received none", file=str(src),
+                         hint="put back the tokenizer file the run trained with")
+    if os.path.abspath(dst) == os.path.abspath(src):
+        return []
+    if dst.exists() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+        raise InputError(f"expected no other {name} beside the exported model, received {str(dst)!r}, another "
+                         "file", where="--output", hint="export to another folder, or move that file away")
+    return [(src, dst)]
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from archc.util import write_bytes_atomic
 
-MIN_INTERVAL_S = 2.0  # a plot costs ~0.1 s: when epochs are shorter than this, redraw at most this often
+MIN_INTERVAL_S = 5.0  # a plot costs ~0.1 s (the first ~0.5 s, importing matplotlib): redraw at most this often,
+# and not before a run has trained this long (a run of a few seconds draws once, at its end)
 
 
 def plot(history: list[dict], metric: str, path: str | Path, steps: list[dict] = ()) -> None:
@@ -41,10 +42,11 @@ def plot(history: list[dict], metric: str, path: str | Path, steps: list[dict] =
 
 
 class Curves:
-    """Redraws curves.png, throttled to MIN_INTERVAL_S unless forced (the last epoch, a live redraw in an epoch)."""
+    """Redraws curves.png, throttled to MIN_INTERVAL_S (from the run's start too) unless forced (the last epoch, a
+    live redraw in an epoch)."""
 
     def __init__(self, path: str | Path, metric: str) -> None:
-        self.path, self.metric, self.last, self.drawn = Path(path), metric, float("-inf"), (-1, -1)
+        self.path, self.metric, self.last, self.drawn = Path(path), metric, time.monotonic(), (-1, -1)
 
     def update(self, history: list[dict], steps: list[dict] = (), force: bool = False) -> None:
         if not (history or steps) or (len(history), len(steps)) == self.drawn:

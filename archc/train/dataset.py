@@ -1,6 +1,7 @@
 """Training data: load the [data] source, check it against the spec's input and the task, normalize it."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -8,11 +9,13 @@ import numpy as np
 import torch
 
 from archc.data import Dataset, Split, check_shape, load, normalization
+from archc.data.dataset import subset
 from archc.errors import DataError
 from archc.export.restore import KEY as TARGET_SCALE
 from archc.graph.bounds import fits, interval
 from archc.graph.ir import Graph
 from archc.tasks import Task
+from archc.tasks.base import makes_report
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
 from archc.data.lazy import is_lazy
@@ -195,6 +198,7 @@ class Data:
     augment: dict | None = None  # what [data.augment] does to training batches (archc.augment: training only)
     reading: str = ""  # how the examples are read when not from memory, for the header
     baselines: dict | None = None  # tabular runs: scikit-learn's and the trivial test scores (archc.train.baselines)
+    held: Dataset | None = None  # the test split as read, for the run's report (held_test)
 
     def sizes(self) -> str:
         return " / ".join(f"{len(self.splits[k])} {k}" for k in ("train", "val", "test"))
@@ -229,6 +233,7 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     for note in dataset.notes:  # files skipped, images converted: never silent
         say(f"{dataset.name}: {note}")
     reference = baselines_of(objective, dataset) if baselines else None
+    held = held_test(dataset) if makes_report(type(objective)) else None
     d = setup.spec.data
     assert d is not None  # prepare() checked it
     preprocess = preprocess_of(dataset, setup.input_name, d.split_seed, d.on_error) if d.normalize else None
@@ -250,7 +255,16 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     splits = objective.splits(dataset, device, feed=feed, workers=workers if lazy else 0, on_error=d.on_error)
     return Data(dataset.name, splits, preprocess, labels, getattr(dataset, "table", None), target_scale,
                 getattr(dataset, "features", None), augment=describe_augment(d.augment) if augment else None,
-                reading=f"read per batch by {workers} loader worker(s)" if lazy else "", baselines=reference)
+                reading=f"read per batch by {workers} loader worker(s)" if lazy else "", baselines=reference,
+                held=held)
+
+
+def held_test(dataset: Dataset) -> Dataset:
+    """The data as read (before normalization), with only its test split: the run's report scores it as `archc
+    infer` reads the source (archc.runtime.evaluate.read_split) without reading the source again, and holds no
+    more than the test split."""
+    none = np.empty(0, dtype=np.int64)
+    return dataclasses.replace(dataset, train=subset(dataset.train, none), val=subset(dataset.val, none))
 
 
 def baselines_of(objective: Task, dataset: Dataset) -> dict | None:

@@ -213,12 +213,13 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[s
     return add_cache(report, setup.compiled, cpu, setup.optimize)
 
 
-def write_report(setup: Setup, objective: Any, baselines: dict | None = None) -> str | None:
+def write_report(setup: Setup, objective: Any, baselines: dict | None = None, held: Any = None) -> str | None:
     """report.json and report.png of the exported model.onnx on the test split, made as `archc infer model.onnx
     --input SOURCE --report DIR` makes them (the same reader, ONNX Runtime, the same report); a line saying so, or
-    None for task kinds without a report."""
+    None for task kinds without a report. `held`: the test split as training read it (archc.train.dataset.held_test),
+    scored without reading the source again; None, or a split read_split cannot take: read from the source."""
     from archc.runtime import Model
-    from archc.runtime.evaluate import load_split
+    from archc.runtime.evaluate import load_split, read_split
     from archc.runtime.report import summary, write
     from archc.runtime.session import EVAL_BATCH
     from archc.runtime.tabular import scored
@@ -229,7 +230,7 @@ def write_report(setup: Setup, objective: Any, baselines: dict | None = None) ->
     run_dir, source = setup.run_dir, rooted(setup.spec.data.source, setup.data_root)  # type: ignore[union-attr]
     model = Model.open(run_dir.onnx, device="cpu")
     try:  # a lazy split is read as it is scored: an unreadable file can surface in either
-        data = load_split(model, source, "test")
+        data = (read_split(model, source, held) if held is not None else None) or load_split(model, source, "test")
         if data.y is None or not len(data.y):
             return None
         outputs, y = scored(model.run(data.feeds, batch_size=EVAL_BATCH), data.y)
@@ -310,7 +311,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     from archc.train.baselines import lines as baseline_lines, verdict
 
     baselines = verdict(data.baselines, test)  # with "behind": archc's score trails the gradient boosting's
-    detail = write_report(setup, learner.objective, baselines) if test else None
+    detail = write_report(setup, learner.objective, baselines, data.held) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
     result.baselines = baselines
     run_dir.write_result(result)
@@ -352,6 +353,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
                 if claim is not None:
+                    setup.run_dir.write_files(learner.objective.files())  # before the metadata that names them
                     setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup))
                 return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:

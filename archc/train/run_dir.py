@@ -8,6 +8,7 @@ Files, each written atomically (temporary file, fsync, rename):
   steps.jsonl              the training curve within epochs (about 50 points per epoch, rank 0's examples)
   model.onnx               the exported best weights   result.json        the summary (RunResult)
   export.json              the ONNX metadata the data gave (preprocessing, tokenizer): what `archc export` adds
+  tokenizer.json           a text: source's ?tokenizer= file, which archc.tokenizer names (`archc export` copies it)
   report.json, report.png  model.onnx on the test split (per-class precision/recall/F1 and confusion matrix, or
                            residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
@@ -300,6 +301,11 @@ class RunDir:
     def write_export_metadata(self, metadata: dict[str, Any]) -> None:
         """export.json: the data's part of the ONNX metadata, written as the run starts (`archc export` reads it)."""
         write_text_atomic(self.path("export"), strict_json.dumps(metadata, indent=2) + "\n")
+
+    def write_files(self, files: dict[str, str]) -> None:
+        """Files the task's metadata names (a tokenizer.json), beside model.onnx; written as the run starts."""
+        for name, text in files.items():
+            write_text_atomic(self.root / name, text)
 
     def read_json(self, role: str) -> dict[str, Any]:
         """One of the run's JSON files as a dict; ModelError naming it when it cannot be read as one."""

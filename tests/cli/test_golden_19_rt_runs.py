@@ -207,10 +207,10 @@ def export_a_run_whose_spec_was_replaced(tmp, made):
     return ["export", run, "-o", tmp / "m.onnx", "--no-optimize"]
 
 
-# a run that ends without its model: --out inside an images folder became a class of the data the report re-reads
-@case("error: --out: expected a run folder outside the data folder 'TMP/imgs', received 'TMP/imgs/run' (the run "
-      "re-reads its data (resuming, and for the test report at its end): its files would join them; choose another "
-      "--out)")
+# a run that ends without its model: --out inside an images folder became a class of the data a resumed run re-reads
+@case("error: --out: expected a run folder outside the data folder 'TMP/imgs', received 'TMP/imgs/run' "
+      "(a resumed run reads its data again (and a split read per batch is read again for the report): its files "
+      "would join them; choose another --out)")
 def train_into_the_image_folder_it_reads(tmp, made):
     for c in ("a", "b"):
         (tmp / "imgs" / c).mkdir(parents=True)

@@ -127,3 +127,13 @@ def test_validate_names_the_search_space_of_the_example():
     assert r.output.splitlines()[-1] == (
         "sweep: params.width int [32, 512] log, params.dropout float [0.0, 0.3] step 0.1, train.optimizer.lr "
         "log_uniform [0.0003, 0.01], train.batch_size choice [16, 32, 64]; `archc sweep SPEC --trials N` searches it")
+
+
+def test_a_broken_params_table_is_not_reported_again_through_sweep(tmp_path, tiny):
+    spec = tiny(tmp_path / "s.json", sweep={"params.width": {"int": [8, 64]}, "params.nope": {"int": [1, 2]}})
+    raw = json.loads(spec.read_text())
+    raw["params"]["width"] = [16]  # not a scalar: [params] is broken
+    spec.write_text(json.dumps(raw))
+    r = CliRunner().invoke(main, ["validate", str(spec)])
+    assert r.exit_code == 1 and "params.width" in r.output, r.output
+    assert "unknown target" not in r.output, r.output  # [params] is judged once, where it is

@@ -96,3 +96,23 @@ def test_a_foreign_steps_file_is_not_continued(tmp_path):
     assert run.read_steps(10) == []
     (tmp_path / "steps.jsonl").write_text('{"step": 3}\n{"step": 9}\n')
     assert run.read_steps(5) == [{"step": 3}]
+
+
+def test_curves_are_drawn_at_most_every_few_seconds_and_when_forced(tmp_path, monkeypatch):
+    from archc.train import curves
+
+    now = [100.0]
+    monkeypatch.setattr(curves.time, "monotonic", lambda: now[0])
+    drawn: list[int] = []
+    monkeypatch.setattr(curves, "plot", lambda history, metric, path, steps: drawn.append(len(history)))
+    c = curves.Curves(tmp_path / "c.png", "accuracy")
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.5}
+    c.update([row])
+    assert drawn == []  # a run's first seconds: nothing drawn (a short run draws once, at its end)
+    now[0] += curves.MIN_INTERVAL_S
+    c.update([row])
+    c.update([row])  # nothing new
+    now[0] += 1
+    c.update([row, row | {"epoch": 2}])  # too soon
+    c.update([row, row | {"epoch": 2}], force=True)
+    assert drawn == [1, 2]
