@@ -185,6 +185,11 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
         if line:
             click.echo(line)
+        from archc.language.sweep import summary as sweep_line
+
+        line = sweep_line(result.spec)  # the search space `archc sweep` reads
+        if line:
+            click.echo(line)
 
 
 @main.command()
@@ -796,7 +801,17 @@ def _add_train() -> None:
     main.add_command(train_command)
 
 
+def _add_sweep() -> None:
+    """`archc sweep` lives in archc.sweep.command; the same error handling and --debug."""
+    from archc.sweep.command import sweep_command
+
+    sweep_command.params.append(click.Option(["--debug"], is_flag=True, help="Show a traceback for errors."))
+    sweep_command.callback = command(sweep_command.callback)
+    main.add_command(sweep_command)
+
+
 _add_train()
+_add_sweep()
 
 if __name__ == "__main__":
     main()

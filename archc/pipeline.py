@@ -27,6 +27,7 @@ from archc.language.errors import from_validation, layer_label
 from archc.language.exprs import substitute
 from archc.language.load import load_file, without_schema_key
 from archc.language.model import FORMAT_VERSION, Spec
+from archc.language import sweep as sweep_table
 from archc.ops.base import BATCH
 
 Pass = Callable[[Compiled], None]
@@ -77,7 +78,7 @@ def checked_spec(raw: dict[str, Any]) -> tuple[Spec | None, list[ArchcError]]:
     errors = _version_errors(raw)
     if errors and raw.get("archc") is not None:  # another format: its other errors would be knock-ons
         raise_all(errors)
-    expandable = True
+    expandable, broken = True, set()
     try:
         spec = Spec.model_validate({**raw, "archc": FORMAT_VERSION})
     except ValidationError as e:
@@ -94,6 +95,8 @@ def checked_spec(raw: dict[str, Any]) -> tuple[Spec | None, list[ArchcError]]:
                         hint=f"'{BATCH}' is every input's implicit first axis (the examples): rename this one")
               for name, i in _batch_named(spec)]
     later += _recipe_errors(spec)
+    # [sweep]'s targets (not in a broken [params] or [train]: a knock-on) and ranges; the values once it compiles
+    later += sweep_table.check(spec, skip={place[0] for place in broken})
     d = spec.data
     if d is not None and d.val_fraction + d.test_fraction >= 1:  # each field alone is in [0, 1): the data model's
         later.append(SpecError(f"expected val_fraction + test_fraction < 1, received {d.val_fraction} + "
@@ -264,6 +267,8 @@ def infer(c: Compiled) -> None:
     named = c.source if isinstance(c.source, (str, Path)) else c.file if c.file and Path(c.file).is_file() else None
     root = Path(named).parent if named is not None else None
     infer_graph(c.graph, c.spec, root)  # type: ignore[arg-type]
+    if c.spec.sweep:  # type: ignore[union-attr]  # every value `archc sweep` may try compiles too
+        raise_all(sweep_table.value_errors(c.raw, c.spec, lambda raw: compile_spec(raw, name=c.file)))  # type: ignore
 
 
 def lower(c: Compiled) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
@@ -284,6 +284,44 @@ class Data(Strict):
                                               "or skip it and count it")
 
 
+# [low, high], its length and types checked by archc.language.sweep: pydantic would name the places "int" and
+# "float", the words of its union tags, which the error locator drops
+Bounds = list[Any]
+SWEEP_KINDS = ("int", "float", "log_uniform", "choice")  # a [sweep] range's kinds (archc.language.sweep)
+
+
+class Range(Strict):
+    """One entry of [sweep]: the values `archc sweep` tries for one target (archc.language.sweep checks the rest:
+    exactly one kind, low <= high, log ranges above 0, every value one the spec accepts)."""
+
+    int_: Bounds | None = Field(None, alias="int", description="[low, high]: integers from low to high (inclusive)")
+    float_: Bounds | None = Field(None, alias="float", description="[low, high]: numbers from low to high")
+    log_uniform: Bounds | None = Field(None, description="[low, high]: numbers from low to high, uniform in log "
+                                                         "space (low > 0)")
+    choice: Annotated[list[Scalar], Field(min_length=1)] | None = Field(None, description="one of these values")
+    log: bool = Field(False, description="int and float: sample in log space (low > 0)")
+    step: Annotated[int | float, Field(gt=0)] | None = Field(None, description="int and float: a grid of this step "
+                                                                                "from low (not with log)")
+
+
+def flatten_sweep(value: Any, prefix: str = "") -> Any:
+    """[sweep]'s nested tables as dotted keys: {"params": {"width": {"int": ...}}} -> {"params.width": {...}}. A
+    table whose values are all tables (and which names no range kind) is a prefix; anything else is a range, left
+    for the data model to check. Not a table: returned as it is (the data model says what was expected)."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        nested = isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and \
+            not set(v) & {*SWEEP_KINDS, "log", "step"}
+        for k, r in (flatten_sweep(v, name).items() if nested else [(name, v)]):
+            if k in out:
+                raise ValueError(f"one range per target, received '{k}' twice (dotted and as a nested table)")
+            out[k] = r
+    return out
+
+
 class Spec(Strict):
     """A whole spec file."""
 
@@ -299,3 +337,7 @@ class Spec(Strict):
     layers: list[dict[str, Any]] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
     data: Data | None = None
+    sweep: Annotated[dict[str, Range], BeforeValidator(flatten_sweep)] = Field(
+        default_factory=dict, description="`archc sweep`'s search space: \"params.NAME\" or \"train.KEY\" (dotted) = "
+                                          "{ int = [lo, hi] } | { float = [lo, hi] } | { log_uniform = [lo, hi] } | "
+                                          "{ choice = [...] }")

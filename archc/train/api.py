@@ -20,7 +20,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
         init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
-        track: tuple[str, ...] | None = None) -> RunResult:
+        track: tuple[str, ...] | None = None, on_epoch: Any = None) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
@@ -30,7 +30,10 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `threads`: torch threads of each
     process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `track`: the
     trackers rank 0 logs to (archc.train.tracking's names; None: TensorBoard, and MLflow when MLFLOW_TRACKING_URI is
-    set; () for none); each one's package is checked before anything is read."""
+    set; () for none); each one's package is checked before anything is read.
+    `on_epoch(row,
+    metric)`: called after each epoch is recorded (this process's runs only: `archc sweep` prunes through it; an
+    exception it raises ends the run, the folder left as an unfinished run that --resume continues)."""
     from archc.train.distributed import Dist
 
     from archc.weights import Init
@@ -50,6 +53,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     setup.optimize = optimize
     setup.threads = threads
     setup.track = track
+    setup.on_epoch = on_epoch
     dist = Dist.from_env()
     if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read

@@ -192,6 +192,8 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     state.stopped_early = bool(patience and state.bad_epochs >= patience and state.epoch < recipe.epochs)
     save(setup.run_dir, learner, state, tally, dist, clock)
     progress.epoch_end(state.history, best, last=state.epoch >= recipe.epochs or state.stopped_early)
+    if setup.on_epoch is not None and dist.main:  # after the checkpoint: what it raises leaves a resumable run
+        setup.on_epoch(row, m)
 
 
 def fit(learner: Learner, data: Data, state: State, tally: Tally, setup: Setup, dist: Dist,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from archc.errors import DataError, SpecError
 from archc.graph.infer import check_single_input
@@ -43,6 +43,9 @@ class Setup:
     optimize: bool = True        # the final export's graph simplification (archc.export.optimize; --no-optimize)
     threads: int | None = None   # --threads: torch threads per process (None: [train] threads, else archc.threads)
     track: tuple[str, ...] = ()  # the trackers rank 0 logs to (archc.train.tracking: --no-tensorboard, --mlflow, ...)
+    # called with each epoch's row and the task's metric name once the epoch is recorded and checkpointed (rank 0):
+    # `archc sweep` reports it to its pruner, which may stop the run by raising
+    on_epoch: Callable[[dict[str, Any], str], None] | None = None
 
     @property
     def spec(self) -> Spec:
