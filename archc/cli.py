@@ -208,20 +208,27 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("--threads", type=Threads(), default=None,
               help="torch threads for lowering, tracing and the parity check (1-1024; default: the export takes the "
                    "cores this process may use, fewer when the machine is busy).")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path), default=None,
+              help="A language model's tokenizer.json (Hugging Face tokenizers: GPT-2's, SmolLM's, one `archc "
+                   "tokenizer train` made): copied beside the model and named in its metadata, so `archc infer "
+                   "--prompt` and ONNX Runtime GenAI encode and decode through it.")
 @command
 def build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
-          weights: Path | None, map_path: Path | None, optimize: bool | None, threads: int | None) -> None:
+          weights: Path | None, map_path: Path | None, optimize: bool | None, threads: int | None,
+          tokenizer_path: Path | None) -> None:
     """Compile SPEC, export an initialized model to ONNX, and check ONNX Runtime matches torch."""
+    args = (spec, output, seed, exporter, print_code, stop_after, weights, map_path, optimize, tokenizer_path)
     if threads is None:  # the export applies archc.threads' rule itself (and the early passes need no torch)
-        return _build(spec, output, seed, exporter, print_code, stop_after, weights, map_path, optimize)
+        return _build(*args)
     from archc.threads import choose, torch_threads
 
     with torch_threads(choose(threads)):
-        _build(spec, output, seed, exporter, print_code, stop_after, weights, map_path, optimize)
+        _build(*args)
 
 
 def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code: bool, stop_after: str,
-           weights: Path | None, map_path: Path | None, optimize: bool | None) -> None:
+           weights: Path | None, map_path: Path | None, optimize: bool | None,
+           tokenizer_path: Path | None = None) -> None:
     """`archc build` within its threads."""
     import time
 
@@ -229,24 +236,43 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
 
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
+    tok = _read_tokenizer(tokenizer_path)
     options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter,
                            metadata={"weights": init.describe()} if init is not None else {},
                            optimize=optimize_mode(optimize))
     c = compiled_from(spec, options=options)
     order = list(BUILD_PASS_NAMES)
+    if tok is not None:
+        run(c, BUILD_PASSES, "infer")
+        options.metadata["tokenizer"] = _tokenizer_metadata(c, tok, tokenizer_path)
+    copies: list[tuple[Path, Path]] = []
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
         from archc.outputs import check_writes
         from archc.pipeline import output_path
         from archc.runtime.kvcache import model_files
 
         run(c, BUILD_PASSES, "infer")  # the default output is named after the model
-        check_writes({"SPEC": spec, "--weights": weights, "--map": map_path}, {"--output": model_files(output_path(c))})
+        check_writes({"SPEC": spec, "--weights": weights, "--map": map_path, "--tokenizer": tokenizer_path},
+                     {"--output": model_files(output_path(c))})
+        if tok is not None:
+            from archc.export.genai import archcs_own
+            from archc.outputs import carried
+
+            out = output_path(c)
+            copies = carried(options.metadata["tokenizer"], tokenizer_path.parent, out, "--tokenizer's",
+                             lambda dst: archcs_own(dst, out), source=tokenizer_path)
     if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
         run(c, BUILD_PASSES, "lower")
         if print_code:
             click.echo(c.module.code.strip())
         if init is not None:  # the lowered module's seeded weights are replaced before export
             click.echo(init.load(c.module).line(init.path, init.map_path))
+    if copies and order.index(stop_after) >= order.index("export"):  # beside the model before its GenAI package
+        from archc.util import write_bytes_atomic
+
+        for src, dst in copies:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(dst, src.read_bytes())
     run(c, BUILD_PASSES, stop_after)
     if c.report is None:
         click.echo(f"ok: {spec} passed {', '.join(c.passes)}")
@@ -258,6 +284,38 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
                    "fitted: `archc train` fits the columns on the training split and records them as "
                    "archc.columns)")
     _print_export(report, start)
+
+
+def _read_tokenizer(path: Path | None) -> Any:
+    """--tokenizer's file, read and checked (archc.data.tokenizer_file), or None."""
+    if path is None:
+        return None
+    from archc.data.tokenizer_file import read
+
+    return read(path, "--tokenizer")
+
+
+def _tokenizer_metadata(c: Any, tok: Any, path: Path) -> dict[str, Any]:
+    """archc.tokenizer for a language model built with --tokenizer: refused for another task, or when the model's
+    token input or logits have no room for the tokenizer's ids."""
+    from archc.data.tokenizer_file import FILE, KIND
+    from archc.tasks import task_class
+
+    kind = c.spec.task.kind
+    if kind != "language_model":
+        raise InputError(f"expected a language_model spec to give a tokenizer to, received task {kind!r}",
+                         where="--tokenizer", hint="leave --tokenizer out: only a language model encodes text")
+    task_class(kind).check_vocab(c.graph, c.spec, tok.vocab_size, by=f"--tokenizer {str(path)!r}")
+    meta = {"kind": KIND, "file": FILE, "sha256": tok.sha256, "vocab_size": tok.vocab_size}
+    seq = next(iter(c.graph.inputs.values())).shape[1]
+    if isinstance(seq, str):  # generation's window: every position the layers take (GPT-2's 1024), not [axes]'s size
+        from archc.graph.bounds import interval
+        from archc.ops.base import base_axis
+
+        high = interval(c.graph, base_axis(seq))[1]
+        if high is not None:
+            meta["context"] = high
+    return meta
 
 
 def _print_export(report: Any, start: float) -> None:

@@ -106,7 +106,7 @@ def within(path: Path, folder: Path) -> bool:
 
 
 def carried(tokenizer: object, folder: Path, out: Path, owner: str,
-            replaceable: Callable[[Path], bool] | None = None) -> list[tuple[Path, Path]]:
+            replaceable: Callable[[Path], bool] | None = None, source: Path | None = None) -> list[tuple[Path, Path]]:
     """(the file in `folder`, its copy beside `out`) for the file a model's `archc.tokenizer` metadata (`tokenizer`)
     names, which `archc infer` reads beside the model; none when `out` is in `folder`. Checked before anything is
     written: a missing file in `folder` is a ModelError (`owner`: whose, "the run's"), another file of that name
@@ -114,7 +114,7 @@ def carried(tokenizer: object, folder: Path, out: Path, owner: str,
     name = tokenizer.get("file") if isinstance(tokenizer, dict) else None
     if not isinstance(name, str) or not name or Path(name).name != name:
         return []
-    src, dst = folder / name, out.parent / name
+    src, dst = source or folder / name, out.parent / name  # `source`: a file of another name (build --tokenizer)
     if not src.is_file():
         raise ModelError(f"expected {owner} {name}, which its archc.tokenizer names, received none", file=str(src),
                          hint="put back the tokenizer file the model was trained with")

@@ -209,6 +209,15 @@ def recorded(kv_path: Path) -> dict[str, str]:
     return {k: v for k, v in got.items() if k in FILES and isinstance(v, str)} if isinstance(got, dict) else {}
 
 
+def archcs_own(path: Path, out: Path) -> bool:
+    """Whether `path` is a GenAI package file archc wrote at the last export to `out` (a byte model's
+    tokenizer.json), still as written: an export to `out` replaces it."""
+    from archc.runtime.kvcache import cache_path
+
+    digest = recorded(cache_path(out)).get(path.name)
+    return digest is not None and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
 def _varint(f: Any) -> int:
     value = shift = 0
     while True:

@@ -59,22 +59,23 @@ class LanguageModel(Task):
                             f"{out.show()}", where="task.kind")
 
     @classmethod
-    def check_vocab(cls, graph, spec, drawn: int | None) -> None:
+    def check_vocab(cls, graph, spec, drawn: int | None, by: str | None = None) -> None:
         """Room for every token id the [data] source draws (text: bytes, 256, or its tokenizer's vocabulary) in the
         token input's vocab (declared, or the smallest table the ids index: archc.graph.bounds) and the output's
-        logits, which training would otherwise refuse."""
+        logits, which training would otherwise refuse. `by`: what draws them (default: the [data] source)."""
         if not drawn:
             return
+        by = by or f"{spec.data.source}"
         name, _ = next(iter(graph.inputs.items()))
         out_name = task_output(graph, spec)
         out = graph.type_of(graph.outputs[out_name])
         vocab = graph.vocab.get(name)
         if isinstance(vocab, int) and vocab < drawn:
-            raise SpecError(f"language_model on {spec.data.source} expects input '{name}' to take {drawn} token ids "
+            raise SpecError(f"language_model on {by} expects input '{name}' to take {drawn} token ids "
                             f"(0..{drawn - 1}), received vocab = {vocab}", where=f"inputs.{name}",
                             hint=f"set vocab = {drawn} and the embedding's num_embeddings to at least {drawn}")
         if out.rank == 3 and isinstance(out.shape[2], int) and out.shape[2] < drawn:
-            raise SpecError(f"language_model on {spec.data.source} expects the output '{out_name}' to score "
+            raise SpecError(f"language_model on {by} expects the output '{out_name}' to score "
                             f"{drawn} next tokens per position, received {out.show()}", where="task.kind")
 
     # ---- infer ----

@@ -200,21 +200,10 @@ def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, P
     """(the run's file, its copy beside `out`) for the file the metadata names (archc.tokenizer's tokenizer.json),
     checked before the export (archc.outputs.carried); a GenAI package file archc wrote at the last export to `out` is
     replaced."""
+    from archc.export.genai import archcs_own
     from archc.outputs import carried
 
-    return carried(data.get("tokenizer"), run.root, out, "the run's", lambda dst: _archcs(dst, out))
-
-
-def _archcs(path: Path, out: Path) -> bool:
-    """Whether `path` is a GenAI package file archc wrote at the last export to `out` (a byte model's
-    tokenizer.json, archc.export.genai), still as written: the export replaces it."""
-    import hashlib
-
-    from archc.export.genai import recorded
-    from archc.runtime.kvcache import cache_path
-
-    digest = recorded(cache_path(out)).get(path.name)
-    return digest is not None and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    return carried(data.get("tokenizer"), run.root, out, "the run's", lambda dst: archcs_own(dst, out))
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:
