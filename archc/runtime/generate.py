@@ -492,14 +492,14 @@ class _Batch:
 
 class TextStream:
     """Writes one prompt's continuation as it is made (`archc infer --prompt` on a terminal): each update writes
-    the text not yet written, less a trailing incomplete character (U+FFFD) and a tail that may begin a stop
+    the text not yet written, less a last U+FFFD (a character whose bytes are not all made yet) and a tail that may begin a stop
     string; `close` writes the rest of the final text."""
 
     def __init__(self, write: Callable[[str], None], stop: Sequence[str] = ()) -> None:
         self.write, self.stop, self.written = write, tuple(stop), ""
 
     def update(self, text: str) -> None:
-        safe = text.rstrip("\ufffd")
+        safe = text[:-1] if text.endswith("\ufffd") else text   # an incomplete character decodes to one U+FFFD
         hold = next((k for k in range(min(len(safe), max((len(s) for s in self.stop), default=1) - 1), 0, -1)
                      if any(s.startswith(safe[-k:]) for s in self.stop)), 0)
         self._emit(safe[:len(safe) - hold])

@@ -176,11 +176,11 @@ def test_stop_strings_cut_the_text_and_keep_the_ids(tmp_path: Path) -> None:
 def test_text_stream_holds_back_partial_characters_and_stop_prefixes() -> None:
     out: list[str] = []
     s = TextStream(out.append, stop=["END"])
-    for text in ["ab", "abE", "abEN", "abENx", "abENx\ufffd", "abENxé"]:
+    for text in ["ab", "abE", "abEN", "abENx", "abENx\ufffd", "abENxé", "abENxé\ufffd\ufffd"]:
         s.update(text)
-    assert out == ["ab", "ENx", "é"]
-    s.close("abENxé!")
-    assert "".join(out) == "abENxé!"
+    assert out == ["ab", "ENx", "é", "\ufffd"]       # an invalid byte shows once the next character is made
+    s.close("abENxé\ufffd\ufffd!")
+    assert "".join(out) == "abENxé\ufffd\ufffd!"
 
 
 def test_argument_errors_name_the_argument(tmp_path: Path) -> None:
