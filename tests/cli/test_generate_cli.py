@@ -206,3 +206,33 @@ def test_an_empty_prompts_file_is_a_user_error(lm: Path, tmp_path: Path):
     assert r.exit_code == 1 and "expected at least one prompt" in r.stderr, r.output
     both = infer(lm, "--prompts", tmp_path / "empty.txt", "--prompt", "x")
     assert both.exit_code == 2 and "exactly one of" in both.stderr
+
+
+def test_a_real_terminal_gets_the_same_text_as_a_pipe(lm: Path):
+    """`archc infer --prompt` in a pseudo-terminal (where the text is written as it is made) prints what it prints
+    through a pipe (at the end); that a terminal gets several writes is the test above's."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "archc.cli", "infer", str(lm), "--prompt", "def f", "--max-new-tokens", "40",
+            "--temperature", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    piped = subprocess.run(args, capture_output=True, env=env, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(args, stdout=child_fd, stderr=subprocess.DEVNULL, env=env)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 1 << 16)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.wait(timeout=120) == 0
+    assert b"".join(chunks).replace(b"\r\n", b"\n") == piped.stdout
