@@ -361,6 +361,9 @@ def _checked_at(check: dict[str, Any]) -> str:
                    "labelled and scored) converted to the model's [C, H, W], or a data source SCHEME:ARGUMENT "
                    "(scored on the split it was trained with).")
 @click.option("--prompt", default=None, help="Language models: generate a continuation of this text (instead of --input).")
+@click.option("--prompts", "prompts_file", default=None, type=click.Path(path_type=Path),
+              help="Language models: continue every prompt of this file in one batched call, one prompt a line (a "
+                   ".jsonl file: a JSON string or {\"prompt\": ...} a line).")
 @click.option("--max-new-tokens", type=click.IntRange(min=0), default=200, show_default=True,
               help="With --prompt: tokens to generate (bytes, or the ids of the model's tokenizer.json).")
 @click.option("--temperature", type=Number(low=0), default=1.0, show_default=True,
@@ -368,6 +371,15 @@ def _checked_at(check: dict[str, Any]) -> str:
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="With --prompt: sample among the k likeliest. With --input on a classifier: show the k likeliest "
                    "classes with their probabilities per row (and the top-k accuracy when the data has labels).")
+@click.option("--top-p", type=Number(low=0, open_low=True), default=1.0, show_default=True,
+              help="With --prompt(s): sample among the likeliest ids whose probabilities sum past P, in (0, 1].")
+@click.option("--repetition-penalty", type=Number(low=0, open_low=True), default=1.0, show_default=True,
+              help="With --prompt(s): divide the logit of every id already in the text by this when positive, "
+                   "multiply when negative (transformers' definition; 1: none).")
+@click.option("--stop", multiple=True, metavar="TEXT",
+              help="With --prompt(s): end a continuation where its text holds TEXT (cut before it); repeatable.")
+@click.option("--max-time", type=Number(low=0, open_low=True), default=None, metavar="SECONDS",
+              help="With --prompt(s): stop generating after this many seconds.")
 @click.option("--no-cache", is_flag=True,
               help="With --prompt: recompute the whole window per token even when MODEL.kv.onnx (the KV cache) "
                    "is beside the model.")
@@ -405,8 +417,9 @@ def _checked_at(check: dict[str, Any]) -> str:
                    "the machine is busy).")
 @click.option("--json", "as_json", is_flag=True, help="Print per-example records as JSON.")
 @command
-def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_tokens: int, temperature: float,
-          top_k: int | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
+def infer(model: Path, input_path: Path | None, prompt: str | None, prompts_file: Path | None, max_new_tokens: int,
+          temperature: float, top_k: int | None, top_p: float, repetition_penalty: float, stop: tuple[str, ...],
+          max_time: float | None, no_cache: bool, seed: int, num_samples: int | None, steps: int | None, sampler: str,
           output: Path | None, device: str, batch_size: int | None, limit: int | None, split: str | None,
           report_dir: Path | None, force: bool, target: str | None, threads: int | None, as_json: bool) -> None:
     """Run MODEL (an .onnx file) on an input file, image files or a data source (e.g. sklearn:digits) with ONNX
@@ -415,15 +428,16 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     from archc.runtime import Model, check_output_path
     from archc.tasks.base import check_mode
 
-    if (input_path is not None) + (prompt is not None) + (num_samples is not None) != 1:
-        raise click.UsageError("expected exactly one of --input (run on inputs), --prompt (generate text) or "
-                               "--num-samples (sample a diffusion model)")
-    if prompt is not None and output is not None:
+    if (input_path is not None) + (prompt is not None) + (prompts_file is not None) + (num_samples is not None) != 1:
+        raise click.UsageError("expected exactly one of --input (run on inputs), --prompt or --prompts (generate "
+                               "text) or --num-samples (sample a diffusion model)")
+    texts = None
+    if prompt is not None or prompts_file is not None:
+        texts = _prompts(prompt, prompts_file, top_p, stop)
+    if texts is not None and output is not None:
         raise click.UsageError("--output is for --input runs; --prompt prints the generated text")
     if report_dir is not None and input_path is None:
         raise click.UsageError("--report is for --input runs on labelled data")
-    if prompt is not None:
-        utf8_text(prompt, "--prompt")
     if input_path is not None and output is not None:
         check_output_path(output)
     from archc.data.sources import paths_read
@@ -440,12 +454,16 @@ def infer(model: Path, input_path: Path | None, prompt: str | None, max_new_toke
     from archc.threads import choose
 
     m = Model.open(model, device=device, threads=choose(threads).threads)
-    check_mode(m, "--num-samples" if num_samples is not None else "--prompt" if prompt is not None else "--input")
+    check_mode(m, "--num-samples" if num_samples is not None else "--prompt" if texts is not None else "--input")
     if num_samples is not None:
         _sample(m, num_samples, steps, sampler, seed, output, batch_size, as_json)
         return
-    if prompt is not None:
-        _generate(m, prompt, max_new_tokens, temperature, top_k, seed, as_json, cache=not no_cache)
+    if texts is not None:
+        from archc.runtime.generate import Sampling
+
+        _generate(m, texts, prompts_file is not None, max_new_tokens,
+                  Sampling(temperature, top_k, top_p, repetition_penalty), seed, as_json, stop, max_time,
+                  cache=not no_cache)
         return
     _run_inputs(m, str(input_path), split, target, top_k or 0, output, batch_size, limit, report_dir, as_json)
 
@@ -562,23 +580,68 @@ def _sample(m: Any, num_samples: int, steps: int | None, sampler: str, seed: int
                f"{', '.join(m.providers)}; wrote {output} and {png}")
 
 
-def _generate(m: Any, prompt: str, max_new_tokens: int, temperature: float, top_k: int | None, seed: int,
-              as_json: bool, cache: bool = True) -> None:
-    """`infer --prompt`: the prompt and its continuation on stdout, the speed on stderr (or all as JSON)."""
-    from archc.runtime import generate
+def _prompts(prompt: str | None, prompts_file: Path | None, top_p: float, stop: tuple[str, ...]) -> list[str]:
+    """The texts to continue, and the generation flags checked before the model is opened (exit 1)."""
+    if top_p > 1:
+        raise InputError(f"expected a number in (0, 1] (1: no top-p), received {top_p:g}", where="--top-p")
+    for s in stop:
+        if not s:
+            raise InputError("expected a non-empty text, received ''", where="--stop")
+        utf8_text(s, "--stop")
+    if prompt is not None:
+        return [utf8_text(prompt, "--prompt")]
+    from archc.runtime.generate import read_prompts
 
-    r = generate(m, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                 cache=cache)
+    return read_prompts(prompts_file)
+
+
+def _terminal() -> bool:
+    """Whether stdout is a terminal (where one prompt's text is printed as it is made)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _generate(m: Any, prompts: list[str], batched: bool, max_new_tokens: int, sampling: Any, seed: int,
+              as_json: bool, stop: tuple[str, ...], max_time: float | None, cache: bool = True) -> None:
+    """`infer --prompt/--prompts`: each prompt and its continuation on stdout (one prompt on a terminal: as it is
+    made), the speed on stderr; or all as JSON (--prompt: one object, --prompts: every prompt's and the totals)."""
+    import time
+
+    from archc.runtime.generate import TextStream, generate_many
+
+    stream = None
+    if not as_json and not batched and _terminal():
+        click.echo(prompts[0], nl=False)
+        stream = TextStream(lambda t: (sys.stdout.write(t), sys.stdout.flush()), stop)
+    start = time.perf_counter()
+    results = generate_many(m, prompts, max_new_tokens, sampling, seed=seed, cache=cache, stop=stop,
+                            max_time=max_time, on_text=None if stream is None else lambda i, t: stream.update(t))
+    seconds = time.perf_counter() - start
+    new = sum(r.new_tokens for r in results)
+    rate = new / seconds if seconds > 0 else 0.0
     if as_json:
-        click.echo(strict_json.dumps({"prompt": prompt, "prompt_tokens": r.prompt_tokens, "text": r.text,
-                                      "tokens": r.tokens, "new_tokens": r.new_tokens, "seconds": r.seconds,
-                                      "tokens_per_second": r.tokens_per_second, "kv_cache": r.cached}, indent=2))
+        records = [{"prompt": p, "prompt_tokens": r.prompt_tokens, "text": r.text, "tokens": r.tokens,
+                    "new_tokens": r.new_tokens, "finish": r.finish, "stop": r.stop, "prompt_seconds": r.prompt_seconds,
+                    "seconds": r.seconds, "tokens_per_second": r.tokens_per_second, "kv_cache": r.cached}
+                   for p, r in zip(prompts, results)]
+        click.echo(strict_json.dumps({"prompts": records, "new_tokens": new, "seconds": seconds,
+                                      "tokens_per_second": rate, "kv_cache": results[0].cached} if batched
+                                     else records[0], indent=2))
         return
-    click.echo(prompt + r.text)
+    if stream is not None:
+        stream.close(results[0].text)
+        click.echo("")
+    else:
+        click.echo("\n\n".join(p + r.text for p, r in zip(prompts, results)))
+    r = results[0]
     how = ("KV cache" if r.cached else "full recompute per token, no KV cache"
            + (f": {r.note}" if r.note else " (--no-cache)" if not cache else ""))
-    click.echo(f"{r.new_tokens} new token(s) in {r.seconds:.2f} s ({r.tokens_per_second:.1f} tokens/s, {how}) "
-               f"on {', '.join(m.providers)}", err=True)
+    ended = sorted({x.finish for x in results} - {"length"})
+    click.echo((f"{len(results)} prompts, " if batched else "") + f"{new} new token(s) in {seconds:.2f} s "
+               f"({rate:.1f} tokens/s, {how}) on {', '.join(m.providers)}"
+               + (f"; ended by {' and '.join(ended)}" if ended else ""), err=True)
 
 
 @main.command("export")

@@ -128,3 +128,111 @@ def test_prompt_on_a_classifier_is_a_user_error(tmp_path: Path):
     r = infer(tmp_path / "clf.onnx", "--prompt", "hello")
     assert r.exit_code == 1
     assert "expected a language model" in r.stderr and "Traceback" not in r.output
+
+
+def test_prompts_file_is_batched_and_each_prompt_gets_its_own_tokens(lm: Path, tmp_path: Path):
+    prompts = ["def f", "return", "x", "def f0(x):\n"]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    how = ("--max-new-tokens", 9, "--temperature", 0.8, "--top-p", 0.9, "--repetition-penalty", 1.2, "--seed", 3)
+    r = infer(lm, "--prompts", tmp_path / "p.jsonl", *how, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    alone = [json.loads(infer(lm, "--prompt", p, *how, "--json").stdout) for p in prompts]
+    assert [x["prompt"] for x in out["prompts"]] == prompts
+    assert [x["tokens"] for x in out["prompts"]] == [a["tokens"] for a in alone]
+    assert [x["text"] for x in out["prompts"]] == [a["text"] for a in alone]
+    assert out["new_tokens"] == 4 * 9 and out["tokens_per_second"] > 0 and out["kv_cache"] is True
+    first = out["prompts"][0]
+    assert first["finish"] == "length" and first["stop"] is None and 0 < first["prompt_seconds"] <= first["seconds"]
+    (tmp_path / "p.txt").write_text("def f\nreturn\n")
+    text = infer(lm, "--prompts", tmp_path / "p.txt", "--max-new-tokens", 5, "--temperature", 0)
+    assert text.exit_code == 0, text.output
+    assert text.stdout == "\n\n".join(p + a for p, a in zip(["def f", "return"], [
+        json.loads(infer(lm, "--prompt", p, "--max-new-tokens", 5, "--temperature", 0, "--json").stdout)["text"]
+        for p in ("def f", "return")])) + "\n"
+    assert "2 prompts, 10 new token(s)" in text.stderr
+
+
+def test_stop_strings_cut_the_text(lm: Path):
+    full = json.loads(infer(lm, "--prompt", "def f", "--max-new-tokens", 30, "--temperature", 0, "--json").stdout)
+    stop = full["text"][3:5]
+    r = json.loads(infer(lm, "--prompt", "def f", "--max-new-tokens", 30, "--temperature", 0, "--stop", stop,
+                         "--stop", "never there", "--json").stdout)
+    at = full["text"].find(stop)
+    assert r["text"] == full["text"][:at] and r["finish"] == "stop" and r["stop"] == stop
+    assert r["tokens"] == full["tokens"][:len(r["tokens"])] and len(r["tokens"]) < 30
+
+
+def test_a_terminal_gets_the_text_as_it_is_made(lm: Path, monkeypatch: pytest.MonkeyPatch):
+    import archc.cli
+
+    plain = infer(lm, "--prompt", "def f", "--max-new-tokens", 12, "--temperature", 0)
+    writes: list[str] = []
+    monkeypatch.setattr(archc.cli, "_terminal", lambda: True)
+    from archc.runtime.generate import TextStream
+
+    original = TextStream._emit
+
+    def spy(self, text):  # noqa: ANN001, ANN202
+        before = self.written
+        original(self, text)
+        if self.written != before:
+            writes.append(self.written[len(before):])
+
+    monkeypatch.setattr(TextStream, "_emit", spy)
+    streamed = infer(lm, "--prompt", "def f", "--max-new-tokens", 12, "--temperature", 0)
+    assert streamed.exit_code == 0, streamed.output
+    assert streamed.stdout == plain.stdout
+    assert len(writes) > 1 and "def f" + "".join(writes) + "\n" == plain.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--prompt", "x", "--top-p", 1.5), "--top-p: expected a number in (0, 1]"),
+    (("--prompt", "x", "--top-p", 0), "--top-p: expected a number > 0"),
+    (("--prompt", "x", "--repetition-penalty", 0), "--repetition-penalty: expected a number > 0"),
+    (("--prompt", "x", "--max-time", -1), "--max-time: expected a number > 0"),
+    (("--prompt", "x", "--stop", ""), "--stop: expected a non-empty text"),
+    (("--prompts", "missing.txt"), "--prompts missing.txt: expected a readable file"),
+])
+def test_generation_flags_are_checked_up_front(lm: Path, args: tuple, message: str):
+    r = infer(lm, *args)
+    assert r.exit_code == 1, r.output
+    assert message in r.stderr and "Traceback" not in r.output
+
+
+def test_an_empty_prompts_file_is_a_user_error(lm: Path, tmp_path: Path):
+    (tmp_path / "empty.txt").write_text("\n")
+    r = infer(lm, "--prompts", tmp_path / "empty.txt")
+    assert r.exit_code == 1 and "expected at least one prompt" in r.stderr, r.output
+    both = infer(lm, "--prompts", tmp_path / "empty.txt", "--prompt", "x")
+    assert both.exit_code == 2 and "exactly one of" in both.stderr
+
+
+def test_a_real_terminal_gets_the_same_text_as_a_pipe(lm: Path):
+    """`archc infer --prompt` in a pseudo-terminal (where the text is written as it is made) prints what it prints
+    through a pipe (at the end); that a terminal gets several writes is the test above's."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "archc.cli", "infer", str(lm), "--prompt", "def f", "--max-new-tokens", "40",
+            "--temperature", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    piped = subprocess.run(args, capture_output=True, env=env, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(args, stdout=child_fd, stderr=subprocess.DEVNULL, env=env)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 1 << 16)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert proc.wait(timeout=120) == 0
+    assert b"".join(chunks).replace(b"\r\n", b"\n") == piped.stdout
