@@ -13,6 +13,7 @@ import numpy as np
 from archc.errors import InputError, ModelError
 from archc.runtime.kvcache import CachedLM
 from archc.runtime.session import Model, TensorSig, format_shape
+import archc.metadata as keys
 
 DEFAULT_CONTEXT = 256
 BYTE_VOCAB = 256
@@ -101,7 +102,7 @@ def signature(model: Model) -> LMSignature:
     if not outs:
         raise _not_lm(model)
     out = next((o for o in outs if o.kind == "logits"), outs[0])
-    tok = _json(model, "archc.tokenizer")
+    tok = _json(model, keys.TOKENIZER)
     if tok is not None and not isinstance(tok, dict):
         raise ModelError(f"metadata 'archc.tokenizer': expected a JSON object, received {str(tok)[:60]!r}")
     tok = tok or {}
@@ -114,7 +115,7 @@ def signature(model: Model) -> LMSignature:
     if not isinstance(context, int) or isinstance(context, bool) or context < 1:
         context = None
         if isinstance(seq, str):
-            spec = _json(model, "archc.spec")
+            spec = _json(model, keys.SPEC)
             axes = spec.get("axes") if isinstance(spec, dict) else None
             size = axes.get(seq) if isinstance(axes, dict) else None
             if isinstance(size, int) and not isinstance(size, bool) and size >= 1:

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archc.data.lazy import Lazy, is_lazy
+import archc.metadata as keys
 
 if TYPE_CHECKING:  # archc.tasks.base reads float_shape from here
     from archc.tasks.base import Labelled
 
-META = "archc.pixels"  # archc.export.pixels writes it
+META = keys.PIXELS  # archc.export.pixels writes it
 
 
 def record(model: Any) -> dict[str, Any] | None:

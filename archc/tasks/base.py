@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from archc.errors import InputError, ModelError, ShapeError, SpecError
+import archc.metadata as keys
 
 if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's side
     from archc.ops.base import TensorType
@@ -448,7 +449,7 @@ def check_mode(model: "Model", flag: str) -> None:
 def recorded_output(model: "Model") -> str | None:
     """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
     try:  # a foreign or hand-edited model: its outputs still run, in their own order
-        spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+        spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     except (ValueError, RecursionError):
         spec = {}
     task = spec.get("task") if isinstance(spec, dict) else None
@@ -460,7 +461,7 @@ def data_settings(model: "Model", split: str = "test", target: str | None = None
     """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`all`: no
     examples held out, so the train split holds every one in the source's order; `target`: `archc infer --target`,
     in place of the recorded [data] target)."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     data = spec.get("data") or {}
     held = (0.0, 0.0) if split == ALL else (data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
     return {"target": target or data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
@@ -470,7 +471,7 @@ def data_settings(model: "Model", split: str = "test", target: str | None = None
 def data_defaults(model: "Model") -> dict[str, Any]:
     """Source options the spec's [data] recorded in the model sets for every split, as `archc train` read them:
     `in_memory` (a split `archc train` read per batch is not decoded whole here either); {} when unset."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     in_memory = (spec.get("data") or {}).get("in_memory")
     return {} if in_memory is None else {"in_memory": in_memory}
 
