@@ -120,6 +120,23 @@ class Facts:
         return cls.from_record(record)
 
 
+def pixel_front(meta: dict[str, str]) -> dict[str, Any] | None:
+    """What a file's pixel front does (archc.pixels: input, shape [batch, H, W, C], mean/std); None without one."""
+    value = loads(meta.get(PIXELS, ""))
+    ok = isinstance(value, dict) and isinstance(value.get("input"), str) and isinstance(value.get("shape"), list) \
+        and len(value["shape"]) == 4 and all(isinstance(d, int) for d in value["shape"][1:])
+    return value if ok else None
+
+
+def pixel_input(meta: dict[str, str]) -> tuple[str, tuple[int, int, int]] | None:
+    """The pixel input's name and the (C, H, W) its images are read to; None for a model without a pixel front."""
+    rec = pixel_front(meta)
+    if rec is None:
+        return None
+    _, h, w, c = rec["shape"]
+    return rec["input"], (c, h, w)
+
+
 FIELDS = tuple(f.name for f in fields(Facts) if f.name != "other")
 FACT_KEYS = tuple(name for name in FIELDS if name != "labels")  # each written as archc.<name>
 

@@ -123,3 +123,35 @@ def test_no_import_cycles_in_archc():
     assert len(graph) > 50  # the walk found the package
     cycles = _cycles(graph)
     assert not cycles, "import cycles (lazy imports included): " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def package_of(module: str) -> str:
+    """The package a module belongs to: archc's subpackage ('archc.export.onnx' -> 'archc.export'); a module at
+    archc's top level ('archc.pipeline') and archc itself are each their own."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or (ROOT / parts[-1]).is_dir() and len(parts) == 2 else module
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between packages (lazy imports included): an edge wherever a module of one imports a
+    module of another."""
+    out: dict[str, set[str]] = {package_of(m): set() for m in graph}
+    for module, targets in graph.items():
+        out[package_of(module)] |= {package_of(t) for t in targets} - {package_of(module)}
+    return out
+
+
+def test_the_package_graph_collapses_modules():
+    graph = {"archc.a.x": {"archc.b.y"}, "archc.b.y": {"archc.pipeline"}, "archc.pipeline": {"archc.a.z"},
+             "archc.a.z": set()}
+    assert _cycles(package_graph(graph)) == [["archc.a", "archc.b", "archc.pipeline"]]
+
+
+def test_the_packages_form_a_dag():
+    """The packages' imports form a DAG, lazy imports included: archc.tasks, which graph and language read, takes
+    what it needs from runtime and train through hooks (archc.tasks.hooks) instead of importing them."""
+    packages = package_graph(import_graph())
+    assert {"archc.tasks", "archc.runtime", "archc.train", "archc.export"} <= set(packages)
+    assert not packages["archc.tasks"] & {"archc.runtime", "archc.train", "archc.export"}
+    cycles = _cycles(packages)
+    assert not cycles, "package import cycles (lazy imports included): " + "; ".join(" <-> ".join(c) for c in cycles)

@@ -14,6 +14,7 @@ from archc.errors import InputError, ModelError
 from archc.runtime.kvcache import CachedLM
 from archc.runtime.session import Model, TensorSig, format_shape
 import archc.metadata as keys
+from archc.tasks import hooks
 
 DEFAULT_CONTEXT = 256
 BYTE_VOCAB = 256
@@ -293,3 +294,6 @@ def _generate_cached(model: Model, kv: CachedLM, lm: LMSignature, tokens: list[i
         tokens.append(tok)
         new.append(tok)
     return _result(lm, new, time.perf_counter() - start, cached=True)
+
+
+hooks.MODEL.lm_signature = signature  # the language-model task kind reads a model's context and tokenizer

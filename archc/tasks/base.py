@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's s
     from archc.data import Dataset, Split
     from archc.graph.ir import Graph
     from archc.runtime.session import Model
+    from archc.tasks.hooks import SplitBuilders
 
 # The spec (archc.language.model.Spec) is not imported: it builds its `kind` choices from this registry.
 SpecLike = Any
@@ -310,13 +311,11 @@ class Task:
         units with them (archc.export.restore). None, the default: the kind trains on its targets as loaded."""
         return None
 
-    def splits(self, dataset: "Dataset", device: Any, **reading: Any) -> dict[str, Any]:
-        """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays
-        on the device, or read per batch by loader workers (archc.train.loader; `reading`: its feed, workers and
+    def splits(self, dataset: "Dataset", device: Any, build: "SplitBuilders", **reading: Any) -> dict[str, Any]:
+        """train/val/test as the loop reads them (archc.train.splits' protocol), made by train's `build`: by default
+        the examples' arrays on the device, or read per batch by loader workers (`reading`: its feed, workers and
         on_error); graph tasks feed whole graphs."""
-        from archc.train.loader import examples_of
-        from archc.train.splits import SPLITS
-        return {k: examples_of(getattr(dataset, k), device, **reading) for k in SPLITS}
+        return {k: build.examples(getattr(dataset, k), device, **reading) for k in build.names}
 
     def forward(self, net: Any, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
         """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built
@@ -500,9 +499,8 @@ def image_options(model: "Model") -> dict[str, Any]:
     """channels and size ("HxW") of a single [batch, C, H, W] input with fixed sizes: what images: sources convert
     to, as `archc train` converts them to the spec's input (archc.data.images); {} otherwise."""
     from archc.data.images import options_for
-    from archc.runtime.pixels import float_shape
 
-    pixels = float_shape(model)
+    pixels = keys.pixel_input(model.metadata)
     if pixels is not None:  # a pixel front's uint8 [batch, H, W, C]: images read as for the plain model
         return options_for(pixels[1])
     shapes = [sig.shape for sig in model.inputs.values()]
