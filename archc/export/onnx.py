@@ -394,6 +394,7 @@ def write(ctx: "ExportContext") -> None:
         if ctx.rewrite:  # the file as decided (archc.optimized set; taking a row): written again
             ctx.writer = _Writer(ctx.tmp, ctx.blob)  # type: ignore[arg-type]
             ctx.writer.join()
+    ctx.writer = ctx.blob = ctx.core = None  # the serialized model's copies: not held through the passes after
     data_name = path.name + ".data"
     ctx.size = _move_into_place(ctx.tmpdir or ctx.tmp, path, data_name if ctx.large else None)
     worst, tol, checks = ctx.checked
