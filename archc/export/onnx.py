@@ -3,6 +3,7 @@
 Exporter: torch.onnx's TorchScript path (dynamo=False) by default. Measured here on the digit classifier it
 takes 0.19 s against 3.5 s for dynamo=True, both matching torch to ~1e-7; `exporter="dynamo"` selects the
 other. The file is written to a temporary path, parity-checked, then renamed: a failed export leaves nothing.
+The steps are passes over one ExportContext (restore ... write, below), listed and run by archc.export.passes.
 """
 from __future__ import annotations
 

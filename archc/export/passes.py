@@ -22,6 +22,14 @@ The magic keys steering them: an `extra_metadata` dict whose `target_scale` adds
 an `optimize` flag threaded through cli, pipeline, compiled, train.recipe/api/loop/export_check/command,
 export.onnx and export.kvcache; readers spelling the `archc.*` keys as string literals (runtime.session, .io,
 .generate, .sample, .tabular, .pixels, .kvcache, export.quantize, .genai, .tabular, .pixels, tasks.base).
+
+Now: `export()` below builds one ExportContext (archc.export.context: the compiled model, the module, the run's
+data facts as typed fields, archc.metadata.Facts, and the export's choices) and runs EXPORT_PASSES, each pass with
+the condition under which it runs; all four sites call it (the pre-training check with `check=True`, the same list);
+`report_lines` is the one report of what the passes made (cli and training log). Keys are named in archc.metadata.
+The exporter is chosen in one place, the `emit` pass (archc.export.onnx.emit, `_model_proto`; the accepted names
+in archc.export.onnx.EXPORTERS): an emitter lands there. A new variant of the file is one module (its pass
+function and report line) and one entry in EXPORT_PASSES (tests/export/test_passes.py).
 """
 from __future__ import annotations
 
