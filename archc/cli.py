@@ -237,14 +237,13 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
     start = time.perf_counter()
     init = open_weights(weights, map_path, "--weights")
     tok = _read_tokenizer(tokenizer_path)
-    options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter,
-                           metadata={"weights": init.describe()} if init is not None else {},
-                           optimize=optimize_mode(optimize))
+    options = BuildOptions(seed=seed, output=output_file(output), exporter=exporter, optimize=optimize_mode(optimize))
     c = compiled_from(spec, options=options)
+    c.facts.weights = init.describe() if init is not None else None  # archc.weights
     order = list(BUILD_PASS_NAMES)
     if tok is not None:
         run(c, BUILD_PASSES, "infer")
-        options.metadata["tokenizer"] = _tokenizer_metadata(c, tok, tokenizer_path)
+        c.facts.tokenizer = _tokenizer_metadata(c, tok, tokenizer_path)  # archc.tokenizer
     copies: list[tuple[Path, Path]] = []
     if order.index(stop_after) >= order.index("export"):  # no file it reads replaced, none in a live run's folder
         from archc.outputs import check_writes
@@ -259,7 +258,7 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
             from archc.outputs import carried
 
             out = output_path(c)
-            copies = carried(options.metadata["tokenizer"], tokenizer_path.parent, out, "--tokenizer's",
+            copies = carried(c.facts.tokenizer, tokenizer_path.parent, out, "--tokenizer's",
                              lambda dst: archcs_own(dst, out), source=tokenizer_path)
     if (print_code or init) and order.index(stop_after) >= order.index("lower"):  # code first, even if export fails
         run(c, BUILD_PASSES, "lower")
@@ -326,24 +325,9 @@ def _print_export(report: Any, start: float) -> None:
     batches = ", ".join(dict.fromkeys(_checked_at(check) for check in report.checks))
     click.echo(f"parity vs torch at batch {batches}: max abs diff {report.max_abs_diff:.2e} "
                f"(tolerance {report.tolerance:.1e})")
-    from archc.export.tabular import describe as row_line
+    from archc.export import report_lines
 
-    if row_line(getattr(report, "row", None)):  # the file takes one input per column
-        click.echo(row_line(report.row))
-    from archc.export.pixels import describe as pixels_line
-
-    if pixels_line(getattr(report, "pixels", None)):  # the file takes uint8 images
-        click.echo(pixels_line(report.pixels))
-    for axis, why in report.pinned.items():
-        size = report.checks[0]["sizes"][axis] if report.checks else "?"
-        click.echo(f"note: axis '{axis}' checked at {size} only, the one size its bounds allow ({why})")
-    from archc.export.kvcache import describe, describe_package
-    from archc.export.optimize import lines
-
-    for line in (describe(getattr(report, "kvcache", None)), describe_package(getattr(report, "kvcache", None))):
-        if line:
-            click.echo(line)
-    for line in lines(report):
+    for line in report_lines(report):  # the row or pixels front, pinned axes, the KV cache, the optimizer
         click.echo(line)
 
 

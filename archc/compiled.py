@@ -9,6 +9,7 @@ from typing import Any
 
 from archc.graph.ir import Graph
 from archc.language.model import Spec
+from archc.metadata import Facts
 
 
 @dataclass
@@ -18,7 +19,7 @@ class BuildOptions:
     seed: int | None = 0                  # parameter initialization (None: torch's current RNG state)
     output: Path | None = None            # the ONNX file (default: <model name>.onnx)
     exporter: str = "torchscript"
-    metadata: dict[str, Any] = field(default_factory=dict)  # extra archc.* metadata (e.g. training results)
+    metadata: dict[str, Any] = field(default_factory=dict)  # data facts in export.json's form (Facts.from_record)
     optimize: bool | str = True           # simplify the exported graphs (archc.export.optimize; "always": past its budget)
 
 
@@ -27,6 +28,7 @@ class Compiled:
     """What the pipeline produced so far; each pass fills its field (later ones stay None when stopped early).
 
     load -> raw, check -> spec, expand -> graph, infer -> the graph's types, lower -> module, export -> report.
+    `facts` are filled by the caller (`archc build --weights`, training) before export.
     """
 
     file: str
@@ -37,6 +39,7 @@ class Compiled:
     module: Any = None                    # torch.fx.GraphModule after `lower`
     report: Any = None                    # archc.export.onnx.ExportReport after `export`
     options: BuildOptions = field(default_factory=BuildOptions)
+    facts: Facts = field(default_factory=Facts)  # the run's data facts the export writes (archc.metadata)
     source: str | Path | dict[str, Any] | None = field(default=None, repr=False)  # what `load` reads
 
     @property

@@ -284,13 +284,14 @@ def output_path(c: Compiled) -> Path:
 
 
 def export(c: Compiled) -> None:
-    """Module -> a parity-checked ONNX file at options.output (default <model name>.onnx) (imports torch)."""
+    """Module -> a parity-checked ONNX file at options.output (default <model name>.onnx), and a language model's
+    KV-cache file beside it: archc.export.passes.EXPORT_PASSES (imports torch)."""
     from archc.export import export as export_onnx
-    from archc.export.kvcache import add_cache
+    from archc.metadata import Facts
 
-    c.report = export_onnx(c, output_path(c), exporter=c.options.exporter, extra_metadata=c.options.metadata or None,
-                           optimize=c.options.optimize)
-    add_cache(c.report, c, c.module, c.options.optimize)  # language models: model.kv.onnx beside it
+    facts = c.facts.merged(Facts.from_record(c.options.metadata)) if c.options.metadata else c.facts
+    c.report = export_onnx(c, output_path(c), exporter=c.options.exporter, extra_metadata=facts,
+                           optimize=c.options.optimize, kv_cache=True)
 
 
 PASSES: list[tuple[str, Pass]] = [("load", load), ("check", check), ("expand", expand), ("infer", infer)]

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-META_KEY = "archc.genai"
+import archc.metadata as keys
+
+META_KEY = keys.GENAI
 CONFIG = "genai_config.json"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -106,7 +108,7 @@ def context_of(meta: dict[str, str], seq: str, max_positions: int | None) -> int
     """The window `archc infer --prompt` uses (archc.runtime.generate.signature): archc.tokenizer's context, else
     the spec's [axes] entry of the seq axis, else 256; capped by a position table's rows."""
     whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1  # noqa: E731
-    tok, spec = _load(meta, "archc.tokenizer"), _load(meta, "archc.spec")
+    tok, spec = _load(meta, keys.TOKENIZER), _load(meta, keys.SPEC)
     context = tok.get("context") if isinstance(tok, dict) else None
     if not whole(context):
         axes = spec.get("axes") if isinstance(spec, dict) else None
@@ -125,8 +127,8 @@ def _load(meta: dict[str, str], key: str) -> Any:
 def plan(lay: Any, meta: dict[str, str], main: Path) -> Package | Skipped:
     """The package of the KV-cache layout `lay` (archc.export.kvcache.CacheLayout) for the model at `main` with
     metadata `meta` (its archc.* entries), or why GenAI cannot run it."""
-    out = (_load(meta, "archc.outputs") or {}).get(lay.output) or {}
-    seq = ((_load(meta, "archc.inputs") or {}).get(lay.input) or {}).get("shape", ["seq"])[-1]
+    out = (_load(meta, keys.OUTPUTS) or {}).get(lay.output) or {}
+    seq = ((_load(meta, keys.INPUTS) or {}).get(lay.input) or {}).get("shape", ["seq"])[-1]
     vocab = (out.get("shape") or [None])[-1]
     if out.get("kind", "logits") != "logits":
         return Skipped(f"output '{lay.output}' holds {out.get('kind')}, not logits (GenAI samples from logits)")
@@ -137,7 +139,7 @@ def plan(lay: Any, meta: dict[str, str], main: Path) -> Package | Skipped:
                        f"{lay.kv_heads} and head sizes {lay.head_dim}")
     if not isinstance(vocab, int):
         return Skipped(f"expected a fixed vocabulary axis on output '{lay.output}', received {vocab!r}")
-    tok = _load(meta, "archc.tokenizer")
+    tok = _load(meta, keys.TOKENIZER)
     tok = tok if isinstance(tok, dict) else {}
     kind = tok.get("kind", "bytes")
     files: dict[str, bytes] = {}

@@ -33,6 +33,7 @@ from archc.graph.bounds import interval
 from archc.graph.ir import Graph, Node
 from archc.ops.base import base_axis
 from archc.runtime.kvcache import META_KEY, cache_path, file_sha256
+import archc.metadata as keys
 
 OPSET = 18
 ATOL, RTOL = 1e-4, 1e-4  # as the plain export's parity check: |onnx - torch| <= ATOL + RTOL * max|torch|
@@ -330,7 +331,7 @@ def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathL
             base = onnx.load(str(main), load_external_data=False)
             meta = {p.key: p.value for p in base.metadata_props}
             meta[META_KEY] = json.dumps(lay.__dict__)
-            meta.pop("archc.optimized", None)  # the main file's decision; this file's own is set by _optimize
+            meta.pop(keys.OPTIMIZED, None)  # the main file's decision; this file's own is set by _optimize
             package = _package(lay, meta, Path(main))
             if isinstance(package, genai.Package):
                 meta[genai.META_KEY] = json.dumps(package.digests())

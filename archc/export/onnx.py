@@ -3,6 +3,7 @@
 Exporter: torch.onnx's TorchScript path (dynamo=False) by default. Measured here on the digit classifier it
 takes 0.19 s against 3.5 s for dynamo=True, both matching torch to ~1e-7; `exporter="dynamo"` selects the
 other. The file is written to a temporary path, parity-checked, then renamed: a failed export leaves nothing.
+The steps are passes over one ExportContext (restore ... write, below), listed and run by archc.export.passes.
 """
 from __future__ import annotations
 
@@ -15,21 +16,22 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+import archc.metadata as keys
 from archc.version import __version__
 from archc.compiled import Compiled
 from archc.errors import ExportError
+from archc.export.context import Phases
 from archc.export.fronts import ATOL, RTOL  # noqa: F401  (the tolerance of every parity check; tests import it here)
-from archc.export.tabular import fitted_table, takes_a_row
 # the sizes the export traces and checks at are validate's too (its memory check): archc/graph/bounds.py
 from archc.graph.bounds import CHECK_BATCHES, PARITY_FLOPS, TRACE_BATCH, affordable, check_sizes, recorded  # noqa: F401
 from archc.graph.ir import Graph
 from archc.language.model import Spec
+from archc.metadata import Facts
 from archc.tasks import REGISTRY, task_class
-from archc.threads import for_export, torch_threads
 
 OPSET = 18
 # On a busy machine torch runs the trace and the parity references on fewer threads (archc.threads): its OpenMP
@@ -58,6 +60,7 @@ class ExportReport:
 if TYPE_CHECKING:
     import onnx
 
+    from archc.export.context import ExportContext
     from archc.export.optimize import Choice, Decision
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
@@ -68,25 +71,24 @@ def output_kind(graph: Graph, name: str, spec: Spec) -> str:
     return task_class(spec.task.kind).output_kind(graph, name, spec)
 
 
-def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The archc.* metadata `archc infer` reads (values are JSON strings). `extra` entries become archc.<key>;
-    its "labels" (the class names training took from the data) replace the spec's in archc.task."""
-    extra = dict(extra or {})
-    labels = extra.pop("labels", None) or spec.task.labels
+def metadata(graph: Graph, spec: Spec, raw: dict, sha256: str,
+             extra: "Facts | dict[str, Any] | None" = None) -> dict[str, str]:
+    """The archc.* metadata `archc infer` reads (values are JSON strings; keys: archc.metadata): the spec's, then
+    the run's data facts (`extra`: archc.metadata.Facts, or its export.json form); their labels (the class names
+    training took from the data) replace the spec's in archc.task."""
+    facts = extra if isinstance(extra, Facts) else Facts.from_record(extra)
     outputs = {name: {"shape": list(graph.type_of(nid).shape), "dtype": graph.type_of(nid).dtype,
                       "kind": output_kind(graph, name, spec)} for name, nid in graph.outputs.items()}
     meta = {
-        "archc.version": __version__,
-        "archc.spec": json.dumps(raw, sort_keys=True),
-        "archc.spec_sha256": sha256,
-        "archc.task": json.dumps({"kind": spec.task.kind, "labels": labels}),
-        "archc.inputs": json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
-        "archc.outputs": json.dumps(outputs),
-        "archc.bounds": json.dumps(recorded(graph)),  # sizes and ids `archc infer` checks inputs against
+        keys.VERSION: __version__,
+        keys.SPEC: json.dumps(raw, sort_keys=True),
+        keys.SPEC_SHA256: sha256,
+        keys.TASK: json.dumps({"kind": spec.task.kind, "labels": facts.labels or spec.task.labels}),
+        keys.INPUTS: json.dumps({k: {"shape": list(t.shape), "dtype": t.dtype} for k, t in graph.inputs.items()}),
+        keys.OUTPUTS: json.dumps(outputs),
+        keys.BOUNDS: json.dumps(recorded(graph)),  # sizes and ids `archc infer` checks inputs against
     }
-    for key, value in extra.items():
-        meta[f"archc.{key}"] = value if isinstance(value, str) else json.dumps(value)
-    return meta
+    return meta | facts.to_metadata()
 
 
 def example_inputs(graph: Graph, batch: int, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
@@ -122,16 +124,7 @@ def dynamic_axes(graph: Graph) -> dict[str, dict[int, str]]:
     return axes
 
 
-class _Phases(dict):
-    """Seconds spent per export phase (ExportReport.phases; benchmarks/bench_export_zoo.py prints them)."""
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[name] = self.get(name, 0.0) + time.perf_counter() - start
+_Phases = Phases  # parity's phases (archc.export.context)
 
 
 def _trace_args(graph: Graph) -> tuple:
@@ -261,120 +254,154 @@ def _where(graph: Graph, output: str) -> str:
     return node.where if node is not None else ""
 
 
-def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "torchscript",
-           extra_metadata: dict[str, Any] | None = None, optimize: bool | str = False,
-           pixels: bool = False) -> ExportReport:
-    """Export the compiled model's module (or `module`: the same graph lowered, e.g. trained), check it with
-    onnx.checker, add names, shapes and metadata, compare with ONNX Runtime, then rename into place. A
-    `target_scale` entry of `extra_metadata` (standardized targets) ends the exported graph with the affine that
-    restores the targets' units (archc.export.restore), checked with the rest.
-    `optimize`: then simplify the checked graph (archc.export.optimize) within its budget ("always": past it),
-    check that too, and write it instead where it has fewer compute nodes; the decision goes to metadata
-    archc.optimized and ExportReport.optimized. `pixels`: the file takes uint8 [batch, H, W, C] images instead of
-    its float input, with /255, the layout and the recorded mean/std in the graph (archc.export.pixels), checked
-    against torch on the preprocessed images.
-
-    Weights over EXTERNAL_DATA_BYTES go to `<name>.data` beside the file (protobuf cannot hold 2 GB). Both are
-    written in a temporary folder beside `path`, checked there, then renamed: the data first, so a model file
-    never names a missing one. A smaller model is written to a temporary file beside `path` while it is checked.
-    A failed export leaves nothing."""
-
-    graph, spec = compiled.graph, compiled.spec
-    module = module if module is not None else compiled.module
-    assert graph is not None and spec is not None and module is not None, "export runs after infer and lower"
-    from archc.export.restore import restored
-
-    module = restored(module, graph, extra_metadata)  # standardized targets: the file outputs the targets' units
-    if exporter not in ("torchscript", "dynamo"):
-        raise ExportError(f"expected exporter 'torchscript' or 'dynamo', received '{exporter}'")
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise ExportError(f"no such directory: {path.parent}", where=str(path))
-    module.eval()
-    with torch_threads(for_export()):  # the user's --threads, else fewer on a busy machine (archc.threads)
-        return _export(compiled, graph, module, path, exporter, extra_metadata, optimize, pixels)
+def check_arguments(ctx: "ExportContext") -> None:
+    """The exporter is one archc knows; the output's folder exists."""
+    if ctx.exporter not in EXPORTERS:
+        raise ExportError(f"expected exporter {' or '.join(repr(e) for e in EXPORTERS)}, received '{ctx.exporter}'")
+    if ctx.path.parent and not ctx.path.parent.exists():
+        raise ExportError(f"no such directory: {ctx.path.parent}", where=str(ctx.path))
 
 
-def _export(compiled: Compiled, graph: Graph, module, path: Path, exporter: str,
-            extra_metadata: dict[str, Any] | None, optimize: bool | str, pixels: bool = False) -> ExportReport:
-    """export() after its argument checks: build, serialize, check and compare under temporary names, then move."""
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def in_file(ctx: "ExportContext", body: Callable[[], None]) -> None:
+    """Run `body` (the passes that build, check and write the file) with the file's temporary name taken first (a
+    read-only folder fails before the trace), an onnx.checker rejection or a full disk reported as one line, and
+    every temporary file gone afterwards: a failed export leaves nothing. (archc.export.passes calls it as
+    `_export`; tests spy on the threads it runs under.)"""
     import onnx
 
-    phases = _Phases()
-    start = time.perf_counter()
     import archc.tempfiles as tempfiles
     from archc.util import write_error
 
-    try:  # the file's temporary name, taken first: a read-only folder fails before the trace
-        tmp = tempfiles.make(path)  # removed on SIGTERM and SIGINT too
-    except OSError as e:  # name the .onnx asked for
-        raise write_error(e, path) from e
-    data_name, tmpdir, writer, decision = path.name + ".data", None, None, None
+    ctx.start = time.perf_counter()
     try:
-        model = _model_proto(compiled, module, tmp, exporter, extra_metadata, phases)
-        large = weight_bytes(model) >= EXTERNAL_DATA_BYTES
-        if optimize and large:
-            decision = _too_large(model)
-        elif optimize:  # past the optimizer's budget: the decision goes in before the one serialization
-            from archc.export.optimize import within_budget
-
-            decision = within_budget(model, optimize)
-        table = fitted_table(extra_metadata, large)  # a fitted tabular input: the file takes a row (export.tabular)
-        if pixels and large:
-            raise ExportError("--pixels: expected weights under 2 GB (one file), received more")
-        fronted = table is not None or pixels  # the checked core gets a front, then is checked again
-        with phases("serialize"):
-            if large:  # the file names its side file `<name>.data`: both go to a folder of their own first
-                tmpdir = tempfiles.make(path, folder=True)
-                blob: str | bytes = os.path.join(tmpdir, path.name)
-                onnx.save_model(model, blob, save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_name, size_threshold=1024)
-            else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
-                blob = model.SerializeToString()
-                writer = _Writer(tmp, blob) if not fronted else None
-        core, model = (model if fronted else None), None
-        with phases("check"):
-            onnx.checker.check_model(blob, full_check=False)
-        seconds = time.perf_counter() - start
-        worst, tol, checks = parity(module, graph, blob, phases)
-        rewrite = False  # the file's bytes changed after the checked blob's write began
-        if optimize and not large and decision is None:
-            with phases("optimize"):
-                choice = _optimized(module, graph, blob, optimize)  # type: ignore[arg-type]
-            decision, blob, rewrite = choice.decision, choice.blob, True
-            if choice.checked is not None:
-                worst, tol, checks = choice.checked
-            core = onnx.ModelProto.FromString(blob) if core is not None else None  # the graph as decided
-        if table is not None:  # the checked core model, with Table.encode in front; checked again
-            with phases("row"):
-                blob, row = takes_a_row(core, blob, table)
-            rewrite = True
-        if pixels:  # the checked core model, with /255, the layout and mean/std in front; checked against torch
-            from archc.export.pixels import takes_pixels
-
-            with phases("pixels"):
-                blob, px = takes_pixels(core, module, list(graph.outputs))
-            rewrite = True
-        with phases("write"):  # what of the file's write the checks did not hide
-            if writer is not None:
-                writer.join()
-            if rewrite:  # the file as decided (archc.optimized set; taking a row): written again
-                writer = _Writer(tmp, blob)  # type: ignore[arg-type]
-                writer.join()
-        size = _move_into_place(tmpdir or tmp, path, data_name if large else None)
+        ctx.tmp = tempfiles.make(ctx.path)  # removed on SIGTERM and SIGINT too
+    except OSError as e:  # name the .onnx asked for
+        raise write_error(e, ctx.path) from e
+    try:
+        body()
     except onnx.checker.ValidationError as e:
         raise ExportError(f"onnx.checker rejected the exported model: {str(e).splitlines()[0]}") from e
     except OSError as e:  # a full disk while saving
-        raise write_error(e, path) from e
+        raise write_error(e, ctx.path) from e
     finally:
-        if writer is not None:  # a failed check: let the write end before its file goes
-            super(_Writer, writer).join()
-        tempfiles.remove(tmp)
-        if tmpdir is not None:
-            tempfiles.remove(tmpdir)
-    return ExportReport(str(path), exporter, seconds, worst, tol, checks, size, dict(phases),
-                        str(path.parent / data_name) if large else None, check_sizes(graph)[1], decision,
-                        row if table is not None else None, px if pixels else None)
+        if ctx.writer is not None:  # a failed check: let the write end before its file goes
+            threading.Thread.join(ctx.writer)
+        tempfiles.remove(ctx.tmp)
+        if ctx.tmpdir is not None:
+            tempfiles.remove(ctx.tmpdir)
+
+
+_export = in_file
+
+
+# ---- the passes (archc.export.passes lists them) ----------------------------------------------------------------
+def restore(ctx: "ExportContext") -> None:
+    """Standardized targets: the file outputs the targets' units (archc.export.restore)."""
+    from archc.export.restore import KEY, restored
+
+    ctx.module = restored(ctx.module, ctx.graph, {KEY: ctx.facts.target_scale})
+
+
+def emit(ctx: "ExportContext") -> None:
+    """The ONNX model in memory, with weights, spec names, shapes and metadata: the exporter's one call."""
+    ctx.module.eval()
+    ctx.model = _model_proto(ctx.compiled, ctx.module, ctx.tmp, ctx.exporter, ctx.facts, ctx.phases)
+    ctx.large = weight_bytes(ctx.model) >= EXTERNAL_DATA_BYTES
+
+
+def budget(ctx: "ExportContext") -> None:
+    """The optimizer's decision where it is taken before serializing: past its budget, or weights past 2 GB (then
+    it goes in before the one serialization, and no copy is made)."""
+    from archc.export.optimize import within_budget
+
+    ctx.decision = _too_large(ctx.model) if ctx.large else within_budget(ctx.model, ctx.optimize)
+
+
+def serialize(ctx: "ExportContext") -> None:
+    """The model as bytes (and in the background, its file), or with external data in a folder of its own."""
+    import onnx
+
+    import archc.tempfiles as tempfiles
+    from archc.export.tabular import fitted_table
+
+    path, model = ctx.path, ctx.model
+    ctx.table = fitted_table(ctx.facts.columns, ctx.large)  # a fitted tabular input: the file takes a row
+    if ctx.pixels and ctx.large:
+        raise ExportError("--pixels: expected weights under 2 GB (one file), received more")
+    fronted = ctx.table is not None or ctx.pixels  # the checked core gets a front, then is checked again
+    with ctx.phases("serialize"):
+        if ctx.large:  # the file names its side file `<name>.data`: both go to a folder of their own first
+            ctx.tmpdir = tempfiles.make(path, folder=True)
+            ctx.blob = os.path.join(ctx.tmpdir, path.name)
+            onnx.save_model(model, ctx.blob, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+        else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
+            ctx.blob = model.SerializeToString()
+            ctx.writer = _Writer(ctx.tmp, ctx.blob) if not fronted else None
+    ctx.core, ctx.model = (model if fronted else None), None
+
+
+def check(ctx: "ExportContext") -> None:
+    """onnx.checker, then ONNX Runtime against torch (archc.export.onnx.parity)."""
+    import onnx
+
+    with ctx.phases("check"):
+        onnx.checker.check_model(ctx.blob, full_check=False)
+    ctx.seconds = time.perf_counter() - ctx.start
+    ctx.checked = parity(ctx.module, ctx.graph, ctx.blob, ctx.phases)
+
+
+def optimize(ctx: "ExportContext") -> None:
+    """The checked graph simplified (archc.export.optimize), checked as the export was, kept where it has fewer
+    compute nodes."""
+    import onnx
+
+    with ctx.phases("optimize"):
+        choice = _optimized(ctx.module, ctx.graph, ctx.blob, ctx.optimize)  # type: ignore[arg-type]
+    ctx.decision, ctx.blob, ctx.rewrite = choice.decision, choice.blob, True
+    if choice.checked is not None:
+        ctx.checked = choice.checked
+    ctx.core = onnx.ModelProto.FromString(ctx.blob) if ctx.core is not None else None  # the graph as decided
+
+
+def row_front(ctx: "ExportContext") -> None:
+    """The checked core model with Table.encode in front (archc.export.tabular); checked again."""
+    from archc.export.tabular import takes_a_row
+
+    with ctx.phases("row"):
+        ctx.blob, ctx.row = takes_a_row(ctx.core, ctx.blob, ctx.table)
+    ctx.rewrite = True
+
+
+def pixels(ctx: "ExportContext") -> None:
+    """The checked core model with /255, the layout and mean/std in front (archc.export.pixels); checked against
+    torch on the preprocessed images."""
+    from archc.export.pixels import takes_pixels
+
+    with ctx.phases("pixels"):
+        ctx.blob, ctx.px = takes_pixels(ctx.core, ctx.module, list(ctx.graph.outputs))
+    ctx.rewrite = True
+
+
+def write(ctx: "ExportContext") -> None:
+    """The file as decided, renamed into place (the data first), and the export's report."""
+    path, graph = ctx.path, ctx.graph
+    with ctx.phases("write"):  # what of the file's write the checks did not hide
+        if ctx.writer is not None:
+            ctx.writer.join()
+        if ctx.rewrite:  # the file as decided (archc.optimized set; taking a row): written again
+            ctx.writer = _Writer(ctx.tmp, ctx.blob)  # type: ignore[arg-type]
+            ctx.writer.join()
+    ctx.writer = ctx.blob = ctx.core = None  # the serialized model's copies: not held through the passes after
+    data_name = path.name + ".data"
+    ctx.size = _move_into_place(ctx.tmpdir or ctx.tmp, path, data_name if ctx.large else None)
+    worst, tol, checks = ctx.checked
+    ctx.report = ExportReport(str(path), ctx.exporter, ctx.seconds, worst, tol, checks, ctx.size, dict(ctx.phases),
+                              str(path.parent / data_name) if ctx.large else None, check_sizes(graph)[1],
+                              ctx.decision, ctx.row, ctx.px)
 
 
 def _optimized(module, graph: Graph, blob: bytes, optimize: bool | str) -> "Choice":
@@ -400,8 +427,8 @@ def _too_large(model: "onnx.ModelProto") -> "Decision":
     return skipped(model, "was skipped: the weights exceed 2 GB and go to external data")
 
 
-def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,
-                 phases: _Phases) -> "onnx.ModelProto":
+def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, facts: Facts,
+                 phases: Phases) -> "onnx.ModelProto":
     """The exported model with its weights, spec names and shapes (TorchScript), and archc's metadata."""
     import onnx
 
@@ -424,7 +451,7 @@ def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_meta
         model.graph.name = graph.name
         model.doc_string = spec.model.doc or f"archc model {graph.name}"
         del model.metadata_props[:]
-        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
+        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, facts))
     return model
 
 

@@ -27,8 +27,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import archc.metadata as keys
+
 TOOL = "onnxslim"
-META_KEY = "archc.optimized"
+META_KEY = keys.OPTIMIZED
 ALWAYS = "always"               # the `optimize` value that runs the tool past its budget (`--optimize`)
 SKIP_PASSES = ["weight_tying"]  # onnxslim's pairwise constant de-duplication: quadratic, removes no node
 MAX_NODES = 5_000               # time budget, ~5 s: ~1 ms per node (2,000 nodes 1.5 s, 20,000 23 s)

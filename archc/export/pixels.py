@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archc.errors import ExportError
+import archc.metadata as keys
 from archc.export.fronts import ATOL, PIXELS_PREFIX, RTOL, copy_model, rename_values
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 PREFIX = PIXELS_PREFIX              # names of the front's nodes and values
 NORMALIZED = f"{PREFIX}/normalized"  # float32 [batch, C, H, W]: what the core model reads
-META = "archc.pixels"                # what the front does: input, layout, scale, mean/std
+META = keys.PIXELS                # what the front does: input, layout, scale, mean/std
 SCALE = 255.0                        # 8-bit pixels to [0, 1], as archc.data.images.read_image
 EXAMPLES = 16                        # random images the parity check feeds, plus an all-0 and an all-255 one
 
@@ -109,7 +110,7 @@ def wrap(core: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, Any]]:
         raise ExportError(f"--pixels: expected a model without values named '{PREFIX}/...', received {taken[0]!r}")
     model = copy_model(core)
     meta = {p.key: p.value for p in model.metadata_props}
-    pre = json.loads(meta.get("archc.preprocess", "{}") or "{}")
+    pre = json.loads(meta.get(keys.PREPROCESS, "{}") or "{}")
     stats = statistics(pre, name, c)
     rename_values(model.graph, {name: NORMALIZED})
     nodes = front(name, stats)
@@ -125,8 +126,8 @@ def wrap(core: "onnx.ModelProto") -> tuple["onnx.ModelProto", dict[str, Any]]:
               "std": None if stats is None else stats[1].ravel().tolist(),
               "normalized": {"shape": [batch, c, h, w], "dtype": "float32"}}
     pre.pop(name, None)
-    meta["archc.preprocess"] = json.dumps(pre)
-    meta["archc.inputs"] = json.dumps({name: {"shape": [batch, h, w, c], "dtype": "uint8"}})
+    meta[keys.PREPROCESS] = json.dumps(pre)
+    meta[keys.INPUTS] = json.dumps({name: {"shape": [batch, h, w, c], "dtype": "uint8"}})
     meta[META] = json.dumps(record)
     del model.metadata_props[:]
     helper.set_model_props(model, meta)

@@ -21,13 +21,14 @@ import numpy as np
 
 from archc import strict_json
 from archc.errors import ExportError, InputError, ModelError
+import archc.metadata as keys
 from archc.export import variants
 from archc.export.variants import METHODS, NEEDS_CALIBRATION, SUFFIXES
 from archc.util import publish, temp_beside, write_bytes_atomic
 
 CALIBRATION_EXAMPLES = 512   # activation ranges settle well before this on the example specs
 DEFAULT_MAX_DROP = 1.0       # percentage points (accuracy-like metrics) or percent of the base value (errors)
-META_KEY = "archc.quantization"
+META_KEY = keys.QUANTIZATION
 
 
 @dataclass
@@ -83,7 +84,7 @@ def open_base(path: Path) -> Any:
     from archc.runtime import Model
 
     model = Model.open(path, device="cpu")
-    if "archc.spec" not in model.metadata or model.task is None:
+    if keys.SPEC not in model.metadata or model.task is None:
         raise ModelError("expected a model exported by archc (archc.* metadata: task, inputs, preprocessing), "
                          "received one without", file=str(path),
                          hint="`archc build` or `archc train` writes one")
@@ -110,10 +111,10 @@ def recorded_source(model: Any) -> str | None:
     the spec-as-used's [data] source (a --data override included; a relative path reads from the current folder)."""
     from archc.data.sources import rebased
 
-    recorded = model.metadata.get("archc.source")
+    recorded = model.metadata.get(keys.SOURCE)
     if isinstance(recorded, str) and recorded:
         return rebased(recorded, Path(model.path).parent, Path.cwd())
-    spec = _json(model.metadata.get("archc.spec", "")) or {}
+    spec = _json(model.metadata.get(keys.SPEC, "")) or {}
     data = spec.get("data")
     source = data.get("source") if isinstance(data, dict) else None
     return source if isinstance(source, str) and source else None
@@ -149,7 +150,7 @@ def evaluation(model: Any, source: str | None, given: bool, split: str, calibrat
     except ArchcError as e:
         if given or calibrate:
             raise
-        recorded = model.metadata.get("archc.source")
+        recorded = model.metadata.get(keys.SOURCE)
         where = f" (recorded as {recorded!r}, relative to the model's folder)" if _relative(recorded) else ""
         return Evaluation(None, note=f"its recorded data source {source!r}{where} cannot be scored here: {e.line()} "
                                      "(pass --data SOURCE)")
@@ -299,10 +300,10 @@ def moved(meta: dict[str, str], base_path: Path, out: Path) -> dict[str, str]:
     the variant's (the same text when beside it)."""
     from archc.data.sources import rebased
 
-    source = meta.get("archc.source")
+    source = meta.get(keys.SOURCE)
     if not source or Path(out).parent.resolve() == base_path.parent.resolve():
         return meta
-    return meta | {"archc.source": rebased(source, base_path.parent, Path(out).parent)}
+    return meta | {keys.SOURCE: rebased(source, base_path.parent, Path(out).parent)}
 
 
 def _store(tmp: str, base_meta: dict[str, str], r: VariantReport, base_path: Path, ev: Evaluation) -> None:
@@ -356,7 +357,7 @@ def quantize(model_path: str | os.PathLike, methods: list[str], output: str | os
 
     check_writes({"MODEL": model_files(model_path), "--data": paths_read(source)},
                  {"--output" if output is not None else "MODEL": list(targets.values())})
-    beside = {method: carried(_json(base.metadata.get("archc.tokenizer", "")), model_path.parent, out, "the model's")
+    beside = {method: carried(_json(base.metadata.get(keys.TOKENIZER, "")), model_path.parent, out, "the model's")
               for method, out in targets.items()}  # its tokenizer.json, checked before any variant is written
     ev = evaluation(base, source, data is not None, split,
                     any(m in NEEDS_CALIBRATION for m in methods))

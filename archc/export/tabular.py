@@ -49,6 +49,7 @@ import numpy as np
 from archc.export.fronts import PIXELS_PREFIX, copy_model, rename_values
 from archc.data.columns import FALSE_TOKENS, MISSING_TOKENS, ROW_PREFIX, TRUE_TOKENS, Fitted, Table
 from archc.errors import ExportError
+import archc.metadata as keys
 from archc.runtime.tabular import ENCODED_KEY, feeds
 
 if TYPE_CHECKING:
@@ -228,11 +229,11 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
     _free_names(core, table)
     row = next(i for i in core.graph.input if i.name in (table.input, _renamed(table.input)))
     meta = {p.key: p.value for p in core.metadata_props}
-    pre = json.loads(meta.get("archc.preprocess", "{}") or "{}")
+    pre = json.loads(meta.get(keys.PREPROCESS, "{}") or "{}")
     inputs, nodes = preprocessing(table, ENCODED)
     if table.input in pre:  # a standardization `archc infer` applied to the row: now the graph's
         nodes += _standardized(pre.pop(table.input), ENCODED, row.name)
-        meta["archc.preprocess"] = json.dumps(pre)
+        meta[keys.PREPROCESS] = json.dumps(pre)
     else:
         rename_values(core.graph, {row.name: ENCODED})
     for i in inputs:
@@ -248,8 +249,8 @@ def wrap(core: "onnx.ModelProto", table: Table) -> "onnx.ModelProto":
     model = helper.make_model(graph, opset_imports=opsets, ir_version=core.ir_version,
                               producer_name=core.producer_name, producer_version=core.producer_version,
                               doc_string=core.doc_string)
-    meta["archc.inputs"] = json.dumps(signature(table, batch))
-    meta["archc.columns"] = json.dumps(table.to_json())
+    meta[keys.INPUTS] = json.dumps(signature(table, batch))
+    meta[keys.COLUMNS] = json.dumps(table.to_json())
     meta[ENCODED_KEY] = json.dumps({"name": table.input, "shape": [batch, table.width()],
                                               "dtype": "float32"})
     helper.set_model_props(model, meta)
@@ -358,16 +359,16 @@ def check(wrapped: "onnx.ModelProto", core: str | bytes, table: Table, rows: int
 
 # ---- the export step --------------------------------------------------------------------------------------------
 
-def fitted_table(extra_metadata: dict[str, Any] | None, large: bool = False) -> Table | None:
-    """The fitted table the training data gave (the export's `columns` metadata: Table.to_json, or its JSON text);
-    None for a model without one."""
+def fitted_table(columns: Any, large: bool = False) -> Table | None:
+    """The fitted table the training data gave (archc.metadata.Facts.columns: the Table itself, Table.to_json, or
+    its JSON text); None for a model without one."""
     import json
 
-    data = (extra_metadata or {}).get("columns")
-    if data is None:
+    if columns is None:
         return None
     try:
-        table = Table.from_json(json.loads(data) if isinstance(data, str) else data)
+        table = columns if isinstance(columns, Table) else \
+            Table.from_json(json.loads(columns) if isinstance(columns, str) else columns)
     except (ValueError, KeyError, TypeError) as e:
         raise ExportError(f"metadata 'columns': expected a fitted table (Table.to_json), received one that does "
                           f"not read ({type(e).__name__}: {e})") from None

@@ -13,6 +13,8 @@ import numpy as np
 from archc.errors import InputError, ModelError
 from archc.runtime.kvcache import CachedLM
 from archc.runtime.session import Model, TensorSig, format_shape
+import archc.metadata as keys
+from archc.tasks import hooks
 
 DEFAULT_CONTEXT = 256
 BYTE_VOCAB = 256
@@ -104,7 +106,7 @@ def signature(model: Model) -> LMSignature:
     if not outs:
         raise _not_lm(model)
     out = next((o for o in outs if o.kind == "logits"), outs[0])
-    tok = _json(model, "archc.tokenizer")
+    tok = _json(model, keys.TOKENIZER)
     if tok is not None and not isinstance(tok, dict):
         raise ModelError(f"metadata 'archc.tokenizer': expected a JSON object, received {str(tok)[:60]!r}")
     tok = tok or {}
@@ -117,7 +119,7 @@ def signature(model: Model) -> LMSignature:
     if not isinstance(context, int) or isinstance(context, bool) or context < 1:
         context = None
         if isinstance(seq, str):
-            spec = _json(model, "archc.spec")
+            spec = _json(model, keys.SPEC)
             axes = spec.get("axes") if isinstance(spec, dict) else None
             size = axes.get(seq) if isinstance(axes, dict) else None
             if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
@@ -549,3 +551,6 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise InputError("expected at least one prompt (one a line), received none", where=where)
     return prompts
+
+
+hooks.MODEL.lm_signature = signature  # the language-model task kind reads a model's context and tokenizer

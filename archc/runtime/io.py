@@ -18,6 +18,7 @@ from archc.util import load_arrays, write_bytes_atomic
 from archc.data.columns import number
 from archc.errors import InputError
 from archc.runtime.session import Model, format_shape
+import archc.metadata as keys
 
 INPUT_FORMATS = (".npy", ".npz", ".json", ".csv")
 OUTPUT_FORMATS = (".npy", ".npz", ".json", ".csv")
@@ -183,7 +184,7 @@ def _read_csv(p: Path, model: Model) -> tuple[dict[str, np.ndarray], list[int]]:
 def _features(model: Model) -> list[str] | None:
     """The feature columns a model trained on a csv: source records (archc.features), in its input's order."""
     try:
-        names = json.loads((getattr(model, "metadata", None) or {}).get("archc.features") or "null")
+        names = json.loads((getattr(model, "metadata", None) or {}).get(keys.FEATURES) or "null")
     except ValueError:
         return None
     return names if isinstance(names, list) and all(isinstance(n, str) for n in names) and names else None

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from archc.runtime.session import CUDA, Model
+import archc.metadata as keys
 
 SUFFIX = ".kv.onnx"
-META_KEY = "archc.kvcache"
+META_KEY = keys.KVCACHE
 # Below this file size (about 10M float32 parameters) a one-token decode step is a few hundred small kernels that
 # one thread runs faster than two: gpt_stdlib (3.4 MB) generated 3267 vs 2388 tokens/s on 2 loaded cores.
 ONE_THREAD_BYTES = 40 << 20

@@ -10,33 +10,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from archc.data.lazy import Lazy, is_lazy
+import archc.metadata as keys
 
-if TYPE_CHECKING:  # archc.tasks.base reads float_shape from here
+if TYPE_CHECKING:
     from archc.tasks.base import Labelled
 
-META = "archc.pixels"  # archc.export.pixels writes it
+META = keys.PIXELS  # archc.export.pixels writes it
 
 
 def record(model: Any) -> dict[str, Any] | None:
     """What the file's pixel front does (archc.pixels: input, shape [batch, H, W, C], mean/std); None without one."""
-    import json
-
-    try:
-        value = json.loads(model.metadata.get(META, "") or "null")
-    except ValueError:
-        return None
-    ok = isinstance(value, dict) and isinstance(value.get("input"), str) and isinstance(value.get("shape"), list) \
-        and len(value["shape"]) == 4 and all(isinstance(d, int) for d in value["shape"][1:])
-    return value if ok else None
+    return keys.pixel_front(model.metadata)
 
 
 def float_shape(model: Any) -> tuple[str, tuple[int, int, int]] | None:
     """The pixel input's name and the (C, H, W) its images are read to; None for a model without a pixel front."""
-    rec = record(model)
-    if rec is None:
-        return None
-    _, h, w, c = rec["shape"]
-    return rec["input"], (c, h, w)
+    return keys.pixel_input(model.metadata)
 
 
 def to_pixels(x: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from archc.errors import InputError, ModelError
 from archc.runtime.session import Model
+import archc.metadata as keys
 
 SAMPLERS = ("ddpm", "ddim")
 DDIM_STEPS = 50   # the default number of DDIM steps (DDPM walks all T by default)
@@ -45,7 +46,7 @@ class Diffusion:
         """From `archc.diffusion` metadata; ModelError when the model is not an archc diffusion model."""
         import json
 
-        raw = model.metadata.get("archc.diffusion")
+        raw = model.metadata.get(keys.DIFFUSION)
         if raw is None:
             from archc.tasks import REGISTRY
             kinds = " or ".join(repr(k) for k, t in REGISTRY.items() if "sample" in t.modes)

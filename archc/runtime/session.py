@@ -14,6 +14,7 @@ import numpy as np
 
 from archc.data.lazy import chunks, is_lazy
 from archc.errors import InputError, ModelError
+import archc.metadata as keys
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -185,24 +186,24 @@ class Model:
         self.allow_nonfinite = allow_nonfinite
         self.providers: list[str] = list(session.get_providers())
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map or {})
-        task = _json_meta(self.metadata, "archc.task")
+        task = _json_meta(self.metadata, keys.TASK)
         self.task: dict | None = task if isinstance(task, dict) else None
         labels = (self.task or {}).get("labels")
         if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
                                        and len(set(labels)) == len(labels)):  # a text "abc" named classes a, b, c
             raise ModelError(f"labels: expected null or a list of distinct class names, received {labels!r:.80}",
                              where="metadata 'archc.task'", file=path)
-        described = _json_meta(self.metadata, "archc.inputs")
+        described = _json_meta(self.metadata, keys.INPUTS)
         self.inputs = _sigs(session.get_inputs(), described)
         # A numeric column of a model that takes a row (archc.export.tabular): NaN is a missing cell, which the
         # graph imputes; inf is still refused.
         self.nan_is_missing = {k for k, v in (described if isinstance(described, dict) else {}).items()
                                if isinstance(v, dict) and v.get("column") == "numeric"}
-        self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, "archc.outputs"))
-        pre = _json_meta(self.metadata, "archc.preprocess")
+        self.outputs = _sigs(session.get_outputs(), _json_meta(self.metadata, keys.OUTPUTS))
+        pre = _json_meta(self.metadata, keys.PREPROCESS)
         self.preprocess: dict[str, dict] = checked_preprocess(pre, list(self.inputs), "metadata 'archc.preprocess'",
                                                                file=path)
-        bounds = _json_meta(self.metadata, "archc.bounds")  # what the layers index: axis ranges, input vocab
+        bounds = _json_meta(self.metadata, keys.BOUNDS)  # what the layers index: axis ranges, input vocab
         self.bounds: dict[str, dict] = bounds if isinstance(bounds, dict) else {}
         self._passed: set[tuple] = set()  # feed signatures that passed check() unchanged
         self._offset = 0  # the first example's number in the whole input while run() checks one chunk of it

@@ -17,16 +17,17 @@ from archc.errors import InputError
 from archc.labels import CLASSES
 from archc.strict_json import DuplicateKey, distinct_keys
 from archc.tasks.base import Labelled, for_model
+import archc.metadata as keys
 
 if TYPE_CHECKING:  # the CSV reader: imported where a table is read, not by every `archc infer`
     from archc.data.tabular import RawTable
 
-ENCODED_KEY = "archc.encoded_input"   # a model that takes a row (archc.export.tabular) records what its core reads
+ENCODED_KEY = keys.ENCODED_INPUT   # a model that takes a row (archc.export.tabular) records what its core reads
 
 
 def table_of(model: Any) -> Table | None:
     """The fitted table a model records (archc.columns), None without one."""
-    text = model.metadata.get("archc.columns")
+    text = model.metadata.get(keys.COLUMNS)
     if not text:
         return None
     try:

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from archc.errors import InputError, ModelError, ShapeError, SpecError
+import archc.metadata as keys
 
 if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's side
     from archc.ops.base import TensorType
     from archc.data import Dataset, Split
     from archc.graph.ir import Graph
     from archc.runtime.session import Model
+    from archc.tasks.hooks import SplitBuilders
 
 # The spec (archc.language.model.Spec) is not imported: it builds its `kind` choices from this registry.
 SpecLike = Any
@@ -309,13 +311,11 @@ class Task:
         units with them (archc.export.restore). None, the default: the kind trains on its targets as loaded."""
         return None
 
-    def splits(self, dataset: "Dataset", device: Any, **reading: Any) -> dict[str, Any]:
-        """train/val/test as the loop reads them (archc.train.splits' protocol): by default the examples' arrays
-        on the device, or read per batch by loader workers (archc.train.loader; `reading`: its feed, workers and
+    def splits(self, dataset: "Dataset", device: Any, build: "SplitBuilders", **reading: Any) -> dict[str, Any]:
+        """train/val/test as the loop reads them (archc.train.splits' protocol), made by train's `build`: by default
+        the examples' arrays on the device, or read per batch by loader workers (`reading`: its feed, workers and
         on_error); graph tasks feed whole graphs."""
-        from archc.train.loader import examples_of
-        from archc.train.splits import SPLITS
-        return {k: examples_of(getattr(dataset, k), device, **reading) for k in SPLITS}
+        return {k: build.examples(getattr(dataset, k), device, **reading) for k in build.names}
 
     def forward(self, net: Any, x: Any, y: Any, training: bool) -> tuple[Any, Any]:
         """(output, target) for a batch: by default net(x) against y. Task kinds whose model input is built
@@ -448,7 +448,7 @@ def check_mode(model: "Model", flag: str) -> None:
 def recorded_output(model: "Model") -> str | None:
     """The output the task reads in an exported model: the recorded spec's [task] output, else the first."""
     try:  # a foreign or hand-edited model: its outputs still run, in their own order
-        spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+        spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     except (ValueError, RecursionError):
         spec = {}
     task = spec.get("task") if isinstance(spec, dict) else None
@@ -460,7 +460,7 @@ def data_settings(model: "Model", split: str = "test", target: str | None = None
     """The split settings of the spec's [data] recorded in the model: the split `archc train` scored (`all`: no
     examples held out, so the train split holds every one in the source's order; `target`: `archc infer --target`,
     in place of the recorded [data] target)."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     data = spec.get("data") or {}
     held = (0.0, 0.0) if split == ALL else (data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
     return {"target": target or data.get("target"), "val_fraction": held[0], "test_fraction": held[1],
@@ -470,7 +470,7 @@ def data_settings(model: "Model", split: str = "test", target: str | None = None
 def data_defaults(model: "Model") -> dict[str, Any]:
     """Source options the spec's [data] recorded in the model sets for every split, as `archc train` read them:
     `in_memory` (a split `archc train` read per batch is not decoded whole here either); {} when unset."""
-    spec = json.loads(model.metadata.get("archc.spec", "{}") or "{}")
+    spec = json.loads(model.metadata.get(keys.SPEC, "{}") or "{}")
     in_memory = (spec.get("data") or {}).get("in_memory")
     return {} if in_memory is None else {"in_memory": in_memory}
 
@@ -499,9 +499,8 @@ def image_options(model: "Model") -> dict[str, Any]:
     """channels and size ("HxW") of a single [batch, C, H, W] input with fixed sizes: what images: sources convert
     to, as `archc train` converts them to the spec's input (archc.data.images); {} otherwise."""
     from archc.data.images import options_for
-    from archc.runtime.pixels import float_shape
 
-    pixels = float_shape(model)
+    pixels = keys.pixel_input(model.metadata)
     if pixels is not None:  # a pixel front's uint8 [batch, H, W, C]: images read as for the plain model
         return options_for(pixels[1])
     shapes = [sig.shape for sig in model.inputs.values()]

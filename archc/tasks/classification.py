@@ -95,7 +95,7 @@ class Classification(Task):
     @classmethod
     def report(cls, model, outputs, y, top=0):
         """Per-class precision, recall and F1, the confusion matrix, accuracy (and top-k accuracy)."""
-        from archc.runtime.report import classes
+        from archc.tasks.figures import classes
 
         name = score_output(model, outputs)
         scores = np.asarray(outputs[name]).reshape(len(y), -1)

@@ -87,7 +87,7 @@ class Diffusion(Task):
 
     # ---- train ----
     def __init__(self, spec, graph) -> None:
-        from archc.train.diffusion import Schedule
+        from archc.tasks.noise import Schedule
 
         super().__init__(spec, graph)
         times, images = _roles(graph)

@@ -70,14 +70,12 @@ class GraphTask(Classification):
                             where=f"data {dataset.name}")
         super().check(dataset)
 
-    def splits(self, dataset, device, **reading) -> dict[str, Any]:
-        """train/val/test of the graph dataset as this kind's split (archc.train.gnn)."""
-        split = self.split_class()
-        return {k: split(getattr(dataset, k), dataset.graphs, self.roles, device) for k in ("train", "val", "test")}
+    def splits(self, dataset, device, build, **reading) -> dict[str, Any]:
+        """train/val/test of the graph dataset as this kind's split (train's `build`: archc.train.gnn's)."""
+        split = getattr(build, self.split)
+        return {k: split(getattr(dataset, k), dataset.graphs, self.roles, device) for k in build.names}
 
-    def split_class(self) -> type:
-        """archc.train.gnn's NodeSplit or GraphSplit."""
-        raise NotImplementedError
+    split = ""  # which of archc.tasks.hooks.SplitBuilders' graph splits: "nodes" or "graphs"
 
     def forward(self, net, x, y, training):
         out = self.select(net(*x.args(self.order)))                                  # (nodes or graphs, K)

@@ -44,6 +44,4 @@ class GraphClassification(GraphTask):
                         "data": {"source": "graph:synthetic?graphs=40"}},
                        infer=(("--input", "graph:synthetic?graphs=40"),))
 
-    def split_class(self) -> type:
-        from archc.train.gnn import GraphSplit
-        return GraphSplit
+    split = "graphs"  # one example per graph (archc.train.gnn.GraphSplit)

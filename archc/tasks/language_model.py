@@ -6,6 +6,7 @@ from typing import Any
 
 from archc.errors import DataError, InputError, SpecError
 from archc.tasks.base import Example, F, Task, np, register, score_output, task_output, torch
+from archc.tasks.hooks import lm_signature
 from archc.labels import TOKENS
 
 CORPUS = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(60))  # the example's text
@@ -83,8 +84,7 @@ class LanguageModel(Task):
     def load_options(cls, model) -> dict[str, Any]:
         """Windows of the model's context (its tokenizer metadata, fixed seq axis or [axes] entry), and its
         tokenizer.json (beside the model) when it has one, unless the source sets ?context= or ?tokenizer= itself."""
-        from archc.runtime.generate import signature
-        lm = signature(model)
+        lm = lm_signature(model)
         return {"defaults": {"context": lm.context, "tokenizer": None if lm.codec is None else lm.codec.path}}
 
     @classmethod
@@ -92,8 +92,7 @@ class LanguageModel(Task):
         """The data as loaded when their ids are the model's: the tokenizer it was trained with (the same file
         content, by sha256), or bytes for a bytes model; an InputError otherwise (another tokenizer's ids would be
         scored as the model's vocabulary, silently wrong)."""
-        from archc.runtime.generate import signature
-        codec = signature(model).codec
+        codec = lm_signature(model).codec
         tok = getattr(ds, "tokenizer", None) or {}
         received = tok.get("sha256") if tok.get("kind", "bytes") != "bytes" else None
         expected = None if codec is None else codec.sha256
@@ -121,8 +120,7 @@ class LanguageModel(Task):
         nll = -np.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]                          # (N, T)
         mean = float(nll.mean())
         perplexity = {"perplexity": math.exp(mean) if mean < 700 else math.inf}
-        from archc.runtime.generate import signature
-        codec = signature(model).codec
+        codec = lm_signature(model).codec
         if codec is None:
             return {"bpb": mean / math.log(2)} | perplexity
         nbytes = int(codec.byte_lengths()[ids].sum())

@@ -85,7 +85,7 @@ class Multilabel(Task):
     @classmethod
     def report(cls, model, outputs, y, top=0):
         """Precision, recall and F1 per label (on: probability over THRESHOLD), with averages."""
-        from archc.runtime.report import labels_on
+        from archc.tasks.figures import labels_on
 
         on = sigmoid(outputs[score_output(model, outputs)]) > THRESHOLD                  # (N, L)
         return labels_on(np.asarray(y).reshape(on.shape), on, _names(model, on.shape[1]))

@@ -34,6 +34,4 @@ class NodeClassification(GraphTask):
                         "data": {"source": "graph:karate"}},
                        infer=(("--input", "graph:karate"),))
 
-    def split_class(self) -> type:
-        from archc.train.gnn import NodeSplit
-        return NodeSplit
+    split = "nodes"  # one example per node (archc.train.gnn.NodeSplit)

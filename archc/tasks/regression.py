@@ -36,7 +36,7 @@ class Regression(Task):
     @classmethod
     def report(cls, model, outputs, y, top=0):
         """Residual summaries: MAE, RMSE, R^2, quantiles; the pairs for the plots."""
-        from archc.runtime.report import values
+        from archc.tasks.figures import values
 
         return values(outputs[recorded_output(model) or next(iter(outputs))], np.asarray(y))
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from archc.errors import InputError, ModelError
 from archc.threads import check as check_threads
-from archc.util import write_bytes_atomic
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
 
@@ -149,8 +148,8 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     RUN_DIR/model-pixels.onnx (best) or model-<last or stem>-pixels.onnx; model.onnx is left as it is. Returns the
     ExportReport."""
     from archc.export import export
-    from archc.export.kvcache import add_cache
     from archc.lower import lower
+    from archc.metadata import Facts
     from archc.pipeline import compile_spec
     from archc.train.checkpoint import load_weights
 
@@ -181,29 +180,26 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     meta = load_weights(weights, module)
     if checkpoint in CHECKPOINTS:
         _check_trained_spec(run, compiled.sha256, meta)
-    extra = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
-                     None if checkpoint == "best" else str(checkpoint))
-    data = _data_metadata(run, compiled)
-    if isinstance(data.get("source"), str):  # recorded relative to the run folder: rebased to the ONNX's own
+    facts = _data_metadata(run, compiled)
+    facts.training = _summary(run, compiled.spec.data.source if compiled.spec.data else None,  # type: ignore[union-attr]
+                              None if checkpoint == "best" else str(checkpoint))["training"]
+    if isinstance(facts.source, str):  # recorded relative to the run folder: rebased to the ONNX's own
         from archc.data.sources import rebased
 
-        data["source"] = rebased(data["source"], run.root, out.parent)
-    carried = _carried(run, data, out)
-    report = export(compiled, out, module=module, exporter=exporter, extra_metadata=extra | data, optimize=optimize,
-                    pixels=pixels)
-    for src, dst in carried:
-        write_bytes_atomic(dst, src.read_bytes())
-    return report if pixels else add_cache(report, compiled, module, optimize)
+        facts.source = rebased(facts.source, run.root, out.parent)
+    return export(compiled, out, module=module, exporter=exporter, extra_metadata=facts, optimize=optimize,
+                  pixels=pixels, kv_cache=not pixels, carried=_carried(run, facts, out))
 
 
-def _carried(run: RunDir, data: dict[str, Any], out: Path) -> list[tuple[Path, Path]]:
+def _carried(run: RunDir, facts: Any, out: Path) -> list[tuple[Path, Path]]:
     """(the run's file, its copy beside `out`) for the file the metadata names (archc.tokenizer's tokenizer.json),
     checked before the export (archc.outputs.carried); a GenAI package file archc wrote at the last export to `out` is
     replaced."""
     from archc.export.genai import archcs_own
     from archc.outputs import carried
 
-    return carried(data.get("tokenizer"), run.root, out, "the run's", lambda dst: archcs_own(dst, out))
+    tokenizer = facts["tokenizer"] if "tokenizer" in facts else None  # Facts, or export.json's record
+    return carried(tokenizer, run.root, out, "the run's", lambda dst: archcs_own(dst, out))
 
 
 def _check_trained_spec(run: RunDir, sha256: str, meta: dict[str, str]) -> None:
@@ -280,15 +276,16 @@ def _check_labels(labels: Any, compiled: Any, file: str) -> None:
                              where="labels", file=file)
 
 
-def _data_metadata(run: RunDir, compiled: Any) -> dict[str, Any]:
+def _data_metadata(run: RunDir, compiled: Any) -> Any:
     """The data's part of the metadata (preprocessing, tokenizer) the run recorded as it started; for a run of an
     archc before that record, read from its data again as training read them (same source and split seed).
     `compiled`: the run's spec.json, compiled (export_run's own)."""
+    from archc.metadata import Facts
+
     if run.path("export").exists():
-        return _checked_export(run, compiled)
+        return Facts.from_record(_checked_export(run, compiled))
     import torch
 
-    from archc.export.restore import KEY as TARGET_SCALE
     from archc.tasks import objective_for
     from archc.train.dataset import load_data
     from archc.train.loop import data_metadata
@@ -298,6 +295,6 @@ def _data_metadata(run: RunDir, compiled: Any) -> dict[str, Any]:
         "tokenizer metadata")
     setup = prepare(run.spec, Overrides(), run.root)
     objective = objective_for(setup.spec, setup.graph)
-    metadata = data_metadata(objective, load_data(setup, objective, torch.device("cpu")), setup)
-    metadata.pop(TARGET_SCALE, None)  # an archc from before export.json trained on the targets as loaded
-    return metadata
+    facts = data_metadata(objective, load_data(setup, objective, torch.device("cpu")), setup)
+    facts.target_scale = None  # an archc from before export.json trained on the targets as loaded
+    return facts

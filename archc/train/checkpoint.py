@@ -26,10 +26,11 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from archc.errors import ModelError
+import archc.metadata as keys
 from archc.train.run_dir import RunDir
 from archc.util import write_bytes_atomic, write_text_atomic
 
-META_KEY = "archc.train_state"
+META_KEY = keys.TRAIN_STATE
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:

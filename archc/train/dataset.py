@@ -16,6 +16,7 @@ from archc.graph.bounds import fits, interval
 from archc.graph.ir import Graph
 from archc.tasks import Task
 from archc.tasks.base import makes_report
+from archc.tasks.hooks import SplitBuilders
 from archc.train.recipe import Setup
 from archc.train.run_dir import say
 from archc.data.lazy import is_lazy
@@ -252,11 +253,21 @@ def load_data(setup: Setup, objective: Task, device: torch.device, fitted: "Tabl
     else:
         target_scale = objective.standardize(dataset.train) if d.scale_target is not False else None
     workers = d.workers if d.workers is not None else default_workers(world)
-    splits = objective.splits(dataset, device, feed=feed, workers=workers if lazy else 0, on_error=d.on_error)
+    splits = objective.splits(dataset, device, split_builders(), feed=feed, workers=workers if lazy else 0,
+                              on_error=d.on_error)
     return Data(dataset.name, splits, preprocess, labels, getattr(dataset, "table", None), target_scale,
                 getattr(dataset, "features", None), augment=describe_augment(d.augment) if augment else None,
                 reading=f"read per batch by {workers} loader worker(s)" if lazy else "", baselines=reference,
                 held=held)
+
+
+def split_builders() -> SplitBuilders:
+    """How this package reads the splits, handed to Task.splits (archc.tasks imports no train module)."""
+    from archc.train.gnn import GraphSplit, NodeSplit
+    from archc.train.loader import examples_of
+    from archc.train.splits import SPLITS
+
+    return SplitBuilders(SPLITS, examples_of, NodeSplit, GraphSplit)
 
 
 def held_test(dataset: Dataset) -> Dataset:

@@ -7,20 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from archc.errors import ArchcError
+from archc.metadata import Facts
 from archc.train.recipe import Setup
 
 TRAINED_SCALE = 4.0  # trained weights of the small models are 2-4x their initial RMS (penguins: 2.0x, 3.7x)
 
 
-def check_export(setup: Setup, extra: dict[str, Any]) -> None:
-    """Export the model as the run will end, before any training time is spent: the final export's own call (the
-    data's metadata `extra`: a fitted table's row front and its parity check, the targets' restore), on weights
-    scaled to trained-like sizes (`--init`'s weights as they are), into a temporary folder removed at once.
+def check_export(setup: Setup, facts: Facts) -> None:
+    """Export the model as the run will end, before any training time is spent: the final export's own pass list
+    (archc.export.passes, with its `check` flag) and the data's facts (a fitted table's row front and its parity
+    check, the targets' restore), on weights scaled to trained-like sizes (`--init`'s weights as they are), into a
+    temporary folder removed at once.
 
-    What the final export adds and this leaves out cannot end a run: the optimizer keeps the plain graph when its
-    candidate fails (it runs here only in front of a row front, which wraps the graph it chose: cheap for a
-    tabular model), and a failed KV-cache export is a note. The file is not kept: an untrained model.onnx in the
-    run folder could be taken for the trained one."""
+    What the flag leaves out cannot end a run: the optimizer keeps the plain graph when its candidate fails (it
+    runs here only in front of a row front, which wraps the graph it chose: cheap for a tabular model), and a
+    failed KV-cache export is a note. The file is not kept: an untrained model.onnx in the run folder could be
+    taken for the trained one."""
     import torch
 
     from archc.export import export
@@ -36,8 +38,8 @@ def check_export(setup: Setup, extra: dict[str, Any]) -> None:
         else:
             trained_like(module, setup)
         try:
-            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, extra_metadata=extra,
-                   optimize=setup.optimize and "columns" in extra)
+            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, extra_metadata=facts,
+                   optimize=setup.optimize, kv_cache=True, check=True)
         except ArchcError as e:
             e.hint = "; ".join(h for h in (e.hint, "found by exporting the model before training (trained-size "
                                            "weights, the data's fitted columns and target scale): the run would "

@@ -17,9 +17,7 @@ import torch
 
 import archc.train.checkpoint as ckpt
 from archc.errors import DataError
-from archc.export.kvcache import describe, describe_package
-from archc.export.optimize import lines as optimize_lines
-from archc.export.restore import KEY as TARGET_SCALE
+from archc.metadata import Facts
 from archc.train.batches import batches_per_epoch, epoch_order, local_batch, steps_per_epoch
 from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.threads import in_force, torch_threads
@@ -223,14 +221,13 @@ def evaluate_test(learner: Learner, test: Examples[Any], best: Path) -> dict[str
     return {"loss": loss, learner.objective.metric: metric, "examples": n} | learner.objective.summary(loss, metric)
 
 
-def export_model(model: torch.nn.Module, setup: Setup, path: Path, extra: dict[str, Any]) -> Any:
-    """model.onnx from the model on the CPU in float32, checked against torch; its report (path, parity)."""
+def export_model(model: torch.nn.Module, setup: Setup, path: Path, facts: Facts) -> Any:
+    """model.onnx (and a language model's KV-cache file) from the model on the CPU in float32, checked against
+    torch: archc.export.passes.EXPORT_PASSES; its report (path, parity)."""
     from archc.export import export
-    from archc.export.kvcache import add_cache
 
     cpu = model.to("cpu").float()
-    report = export(setup.compiled, path, module=cpu, extra_metadata=extra, optimize=setup.optimize)
-    return add_cache(report, setup.compiled, cpu, setup.optimize)
+    return export(setup.compiled, path, module=cpu, extra_metadata=facts, optimize=setup.optimize, kv_cache=True)
 
 
 def write_report(setup: Setup, objective: Any, baselines: dict | None = None, held: Any = None) -> str | None:
@@ -276,28 +273,24 @@ def rooted(source: str, root: Path | None) -> str:
     return rebased(source, root, Path.cwd())
 
 
-def data_metadata(objective: Any, data: Data, setup: Setup) -> dict[str, Any]:
-    """The ONNX metadata the data give: the preprocessing, the task's own (e.g. a language model's tokenizer), and
-    `archc.source`, the source with its path relative to the run folder (the spec's own is relative to the spec's
-    folder; never the user's absolute path), so `archc quantize` finds the held-out split from the model's folder.
-    Written to the run folder as the run starts, so `archc export` adds the same to any checkpoint (rebased to the
-    folder it writes to)."""
-    extra: dict[str, Any] = {"labels": data.labels}  # archc.task's labels: the names of the data's classes
+def data_metadata(objective: Any, data: Data, setup: Setup) -> Facts:
+    """The data's facts the export writes (archc.metadata): the preprocessing, the task's own (e.g. a language
+    model's tokenizer), and the source with its path relative to the run folder (the spec's own is relative to the
+    spec's folder; never the user's absolute path), so `archc quantize` finds the held-out split from the model's
+    folder. Written to the run folder as the run starts (export.json), so `archc export` adds the same to any
+    checkpoint (rebased to the folder it writes to)."""
+    source = None
     if setup.spec.data is not None:
         from archc.data.sources import rebased
 
-        extra["source"] = rebased(setup.spec.data.source, setup.data_root, setup.run_dir.root)
-    if data.preprocess:
-        extra["preprocess"] = data.preprocess
-    if data.target_scale:  # export() restores the targets' units with it; `archc export` reads it from export.json
-        extra[TARGET_SCALE] = data.target_scale
-    if data.features:  # archc.features: a csv: source's feature columns, which infer matches a header to by name
-        extra["features"] = data.features
-    if data.table is not None:  # archc.columns: what turns a row of named cells into the model's input
-        extra["columns"] = data.table.to_json()
-    if data.augment:  # archc.augment: what training did to its batches (training only: not in the graph)
-        extra["augment"] = data.augment
-    return extra | objective.metadata()
+        source = rebased(setup.spec.data.source, setup.data_root, setup.run_dir.root)
+    facts = Facts(labels=data.labels,  # archc.task's labels: the names of the data's classes
+                  source=source, preprocess=data.preprocess or None,
+                  target_scale=data.target_scale or None,  # restored in the graph (archc.export.restore)
+                  features=data.features or None,  # a csv: source's feature columns, matched to a header by name
+                  columns=data.table,  # the fitted Table: what turns a row of named cells into the model's input
+                  augment=data.augment or None)  # what training did to its batches (not in the graph)
+    return facts.merged(Facts.from_record(objective.metadata()))
 
 
 def training_summary(best_epoch: int | None, epochs_run: int, test: dict, source: str) -> dict[str, Any]:
@@ -305,10 +298,10 @@ def training_summary(best_epoch: int | None, epochs_run: int, test: dict, source
     return {"training": {"best_epoch": best_epoch, "epochs_run": epochs_run, "test": test, "data": source}}
 
 
-def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> dict[str, Any]:
-    """The ONNX's `archc.*` metadata from training: the run's summary, the preprocessing, the task's own."""
+def training_metadata(learner: Learner, data: Data, state: State, setup: Setup, test: dict) -> Facts:
+    """The facts the final export writes (archc.metadata): the run's summary, the data's, the task's own."""
     summary = training_summary(state.best_epoch, state.epoch, test, setup.spec.data.source)  # type: ignore[union-attr]
-    return summary | data_metadata(learner.objective, data, setup)
+    return data_metadata(learner.objective, data, setup).merged(Facts.from_record(summary))
 
 
 def result_of(run_dir: RunDir, metric: str, state: State, test: dict, seconds: float,
@@ -352,15 +345,10 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
         progress.report.note(detail)
     for line in baseline_lines(baselines, test, bool(data.preprocess) or data.table is not None):
         progress.report.note(line)
-    for line in (describe(report.kvcache), describe_package(report.kvcache)):
-        if line:
-            progress.report.note(line)
-    for line in optimize_lines(report):
-        progress.report.note(line)
-    if report.row:  # a tabular input: the file takes one input per column (archc.export.tabular)
-        from archc.export.tabular import describe as row_line
+    from archc.export import report_lines
 
-        progress.report.note(row_line(report.row))
+    for line in report_lines(report):  # the row front, the KV cache, the optimizer (archc.export.passes)
+        progress.report.note(line)
     return result
 
 
@@ -387,7 +375,7 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
             try:
                 if claim is not None:
                     setup.run_dir.write_files(learner.objective.files())  # before the metadata that names them
-                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup))
+                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup).to_record())
                 return run_built(learner, data, setup, dist, resuming, quiet, start)
             finally:
                 if claim is not None:
