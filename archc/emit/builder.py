@@ -77,6 +77,8 @@ class Emitter:
 
     def ops(self, op_type: str, *inputs: ir.Value | None, outputs: int, **attrs: Any) -> Sequence[ir.Value]:
         """Add one ONNX node with several outputs (Split, LayerNormalization's extras are not asked for)."""
+        while inputs and inputs[-1] is None:  # trailing absent inputs are left out (ORT's LayerNormalization
+            inputs = inputs[:-1]                # crashes on an empty last input name)
         self._count[op_type] += 1
         k = self._count[op_type]
         name = f"{self.scope}/{op_type}" + (f"_{k - 1}" if k > 1 else "")
