@@ -32,6 +32,9 @@ from archc.tasks import REGISTRY, task_class
 from archc.threads import for_export, torch_threads
 
 OPSET = 18
+# "emit" (opt-in, issue 23): archc writes the graph itself, each op through its `emit` hook (archc.emit), at
+# archc.emit.graph.OPSET; parity against the torch module is checked as for the traced exporters.
+EXPORTERS = ("torchscript", "dynamo", "emit")
 # On a busy machine torch runs the trace and the parity references on fewer threads (archc.threads): its OpenMP
 # workers spin while they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads
 # against 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own either way.
@@ -285,8 +288,8 @@ def export(compiled: Compiled, path: str | Path, module=None, exporter: str = "t
     from archc.export.restore import restored
 
     module = restored(module, graph, extra_metadata)  # standardized targets: the file outputs the targets' units
-    if exporter not in ("torchscript", "dynamo"):
-        raise ExportError(f"expected exporter 'torchscript' or 'dynamo', received '{exporter}'")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"expected exporter {' or '.join(map(repr, EXPORTERS))}, received '{exporter}'")
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise ExportError(f"no such directory: {path.parent}", where=str(path))
@@ -403,9 +406,13 @@ def _too_large(model: "onnx.ModelProto") -> "Decision":
 def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_metadata: dict[str, Any] | None,
                  phases: _Phases) -> "onnx.ModelProto":
     """The exported model with its weights, spec names and shapes (TorchScript), and archc's metadata."""
-    import onnx
-
-    graph, spec = compiled.graph, compiled.spec
+    graph = compiled.graph
+    # ---- emit hook (issue 23 item 2): the emitter replaces trace, weights and annotate; metadata is shared ----
+    if exporter == "emit":
+        with phases("emit"):
+            model = _emitted(graph, module, extra_metadata)
+        return _with_metadata(model, compiled, extra_metadata, phases)
+    # ---- end of the emit hook ----
     with phases("trace"):
         try:
             exported = _for_torchscript(module) if exporter == "torchscript" else module
@@ -420,12 +427,31 @@ def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, extra_meta
             from archc.export.annotate import annotate  # imports torch (lower.names)
 
             annotate(model, graph)
+    return _with_metadata(model, compiled, extra_metadata, phases)
+
+
+def _with_metadata(model: "onnx.ModelProto", compiled: Compiled, extra_metadata: dict[str, Any] | None,
+                   phases: _Phases) -> "onnx.ModelProto":
+    """The model named as the spec's, with producer, doc string and archc's metadata."""
+    import onnx
+
+    graph, spec = compiled.graph, compiled.spec
+    with phases("annotate"):
         model.producer_name, model.producer_version = "archc", __version__
         model.graph.name = graph.name
         model.doc_string = spec.model.doc or f"archc model {graph.name}"
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, extra_metadata))
     return model
+
+
+def _emitted(graph: Graph, module, extra_metadata: dict[str, Any] | None) -> "onnx.ModelProto":
+    """The graph written by its ops' emitters (archc.emit), with the module's state_dict as its initializers; the
+    restoring affine of standardized targets (export.restore's `target_scale`) is emitted at the outputs."""
+    from archc.emit.graph import emit_model, to_proto
+
+    scales = (extra_metadata or {}).get("target_scale") or None
+    return to_proto(emit_model(graph, module.state_dict(), scales))
 
 
 def weight_bytes(model: "onnx.ModelProto") -> int:
