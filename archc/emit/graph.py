@@ -128,9 +128,12 @@ def _outputs(g: GraphEmitter, graph: Graph, env: dict[str, ir.Value], scales: di
     taken = set(graph.inputs)
     for name, nid in graph.outputs.items():
         value = env[nid]
-        if name in scales:
+        if name in scales:  # the output is the restored value; the node's own keeps its id + "/standardized"
+            if value.producer() is not None and value.name == name:
+                value.name = f"{name}/standardized"
             value = _restore(g, name, value, scales[name], len(scales) == 1)
-        if value.name in taken or value in outs or (value.name != name and name in env):
+        named = value.name != name and any(v.name == name for v in env.values() if v is not value)
+        if value.name in taken or value in outs or named:
             value = _identity(g, value, name)  # an input, a value that is already an output, or a name in use
         value.name = name
         value.type, value.shape = value_type(graph.type_of(nid))
@@ -140,7 +143,7 @@ def _outputs(g: GraphEmitter, graph: Graph, env: dict[str, ir.Value], scales: di
 
 
 def _identity(g: GraphEmitter, value: ir.Value, name: str) -> ir.Value:
-    node = ir.Node("", "Identity", [value], name=name)
+    node = ir.Node("", "Identity", [value], name=f"{name}/output")
     g.nodes.append(node)
     return node.outputs[0]
 
