@@ -252,9 +252,8 @@ NOT_EMITTING: frozenset[str] = frozenset({
     "rnn", "lstm", "gru",
     "gcn_conv", "sage_conv", "gat_conv", "global_mean_pool", "global_max_pool", "global_sum_pool",
     "timestep_embedding", "column_embed", "add_channels", "scale_shift",
-    "patchify", "select", "slice", "mean_pool", "masked_mean",
     "upsample", "conv_transpose2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "parameter",
+    "adaptive_max_pool2d",
 })
 
 
