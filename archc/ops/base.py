@@ -251,8 +251,7 @@ REGISTRY: dict[str, type[Op]] = {}
 NOT_EMITTING: frozenset[str] = frozenset({
     "rnn", "lstm", "gru",
     "gcn_conv", "sage_conv", "gat_conv", "global_mean_pool", "global_max_pool", "global_sum_pool",
-    "column_embed", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
-    "adaptive_max_pool2d",
+    "column_embed",
 })
 
 
