@@ -251,7 +251,6 @@ REGISTRY: dict[str, type[Op]] = {}
 NOT_EMITTING: frozenset[str] = frozenset({
     "rnn", "lstm", "gru",
     "gcn_conv", "sage_conv", "gat_conv", "global_mean_pool", "global_max_pool", "global_sum_pool",
-    "column_embed",
 })
 
 
