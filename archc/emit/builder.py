@@ -38,6 +38,8 @@ def _attr(name: str, value: Any) -> ir.Attr:
     if isinstance(value, str):
         return ir.AttrString(name, value)
     if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], str):
+            return ir.AttrStrings(name, list(value))
         if value and isinstance(value[0], float):
             return ir.AttrFloat32s(name, [float(v) for v in value])
         return ir.AttrInt64s(name, [int(v) for v in value])

@@ -66,10 +66,13 @@ def test_a_wrong_formula_fails(monkeypatch):
         parity(module, graph, blob)
 
 
-def test_a_spec_with_an_op_that_does_not_emit_is_refused():
-    spec = {"archc": 1, "model": {"name": "rnn"}, "inputs": {"x": {"shape": ["seq", 3]}}, "axes": {"seq": 4},
-            "task": {"kind": "regression"}, "layers": [{"op": "gru", "id": "r", "hidden_size": 4}]}
+def test_a_spec_with_an_op_that_does_not_emit_is_refused(monkeypatch):
+    """An op on NOT_EMITTING (linear, for the test: the list shrinks to nothing) is refused, named, at its layer."""
+    monkeypatch.setattr("archc.emit.graph.NOT_EMITTING", frozenset({"linear"}))
+    spec = {"archc": 1, "model": {"name": "m"}, "inputs": {"x": {"shape": [3]}}, "task": {"kind": "regression"},
+            "layers": [{"op": "linear", "id": "fc", "out_features": 4}]}
     result = compile_spec(spec)
     module = lower(result.graph)
-    with pytest.raises(ExportError, match="gru"):
+    with pytest.raises(ExportError, match="received linear") as e:
         emit_model(result.graph, module.state_dict())
+    assert e.value.where.endswith("(fc)")
