@@ -249,7 +249,6 @@ REGISTRY: dict[str, type[Op]] = {}
 # (tests/ops/test_emit_conformance.py checks both over the registry). `archc build --exporter emit` refuses a spec
 # that uses one, naming it.
 NOT_EMITTING: frozenset[str] = frozenset({
-    "gcn_conv", "sage_conv", "gat_conv", "global_mean_pool", "global_max_pool", "global_sum_pool",
 })
 
 
