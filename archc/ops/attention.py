@@ -143,8 +143,8 @@ class Attention(Op):
 
 
     def emit(self, e):
-        """Projections, heads, RoPE, grouped keys, masked softmax(q k^T / sqrt(d)) v, out_proj, as
-        archc.nn.attention.Attention computes them (scaled_dot_product_attention written out)."""
+        """Projections, heads, RoPE (rotate-half, written out), then ONNX's Attention (grouped keys, causal or
+        padding mask), out_proj, as archc.nn.attention.Attention computes them."""
         x, memory, tokens = _roles(e, self.pad_index is not None)
         d = e.types[0].shape[2] // self.num_heads
         if self.fused_qkv:
@@ -158,13 +158,14 @@ class Attention(Op):
         k, v = _heads(e, k, self.kv_heads, d), _heads(e, v, self.kv_heads, d)                # (B, Hkv, S, d)
         if self.rope:
             q, k = _rope(e, x, q, k, self.rope_dims or d, d, self.rope_base)
-        k, v = _shared(e, k, self.num_heads, self.kv_heads, d), _shared(e, v, self.num_heads, self.kv_heads, d)
-        scores = e.op("Mul", e.op("MatMul", q, e.op("Transpose", k, perm=[0, 1, 3, 2])),
-                      e.scalar(d ** -0.5))                                                    # (B, H, T, S)
-        keep = _keep(e, x, tokens, self.pad_index, self.causal)
-        if keep is not None:
-            scores = e.op("Where", keep, scores, e.scalar(float("-inf")))
-        y = e.op("MatMul", e.op("Softmax", scores, axis=-1), v)                               # (B, H, T, d)
+        # ONNX's fused Attention (opset 23): grouped keys and values, the causal mask or a boolean keep mask, and
+        # softmax(q k^T / sqrt(d)) v in one node that ONNX Runtime runs as one kernel
+        keep = None
+        if tokens is not None:  # ONNX Runtime wants the mask's query axis full: (B, 1, 1, S) is expanded
+            keep = _keep(e, x, tokens, self.pad_index, self.causal)                           # (B, 1, T or 1, S)
+            keep = e.op("Expand", keep, e.op("Concat", e.dims(keep, 0, 2), e.dims(x, 1, 2), e.dims(keep, 3),
+                                              axis=0))                                        # (B, 1, T, S)
+        y = e.op("Attention", q, k, v, keep, is_causal=int(self.causal and keep is None))    # (B, H, T, d)
         y = e.op("Reshape", e.op("Transpose", y, perm=[0, 2, 1, 3]), e.ints(0, 0, -1))       # (B, T, D)
         return e.linear(y, "out_proj", self.bias)
 
@@ -179,16 +180,6 @@ def _roles(e, tokens: bool):
 def _heads(e, x, heads: int, d: int):
     """(B, T, heads * d) -> (B, heads, T, d)."""
     return e.op("Transpose", e.op("Reshape", x, e.ints(0, 0, heads, d)), perm=[0, 2, 1, 3])
-
-
-def _shared(e, x, heads: int, kv_heads: int, d: int):
-    """Grouped-query attention: each key/value head serves heads / kv_heads query heads in a row (B, H, S, d)."""
-    n = heads // kv_heads
-    if n == 1:
-        return x
-    wide = e.op("Expand", e.op("Unsqueeze", x, e.ints(2)),
-                e.op("Concat", e.dims(x, 0, 2), e.ints(n), e.dims(x, 2), axis=0))          # (B, Hkv, n, S, d)
-    return e.op("Reshape", wide, e.ints(0, heads, -1, d))                                   # (B, H, S, d)
 
 
 def _rope(e, x, q, k, rotated: int, d: int, base: float):
@@ -214,16 +205,19 @@ def _rotate(e, x, cos, sin, rotated: int, d: int):
     return e.op("Concat", out, e.op("Slice", x, e.ints(rotated), e.ints(d), e.ints(-1)), axis=-1)
 
 
+def _causal(e, x):
+    """Boolean (T, T): query t may attend to keys 0..t."""
+    length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
+    t = e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64"))                   # (T,)
+    return e.op("LessOrEqual", e.op("Unsqueeze", t, e.ints(0)), e.op("Unsqueeze", t, e.ints(1)))
+
+
 def _keep(e, x, tokens, pad_index: int | None, causal: bool):
     """Boolean (B or 1, 1, T, S): where a query may attend to a key (None: everywhere); a query that would see no
     key (an all-pad row) sees every key, as the torch module does."""
-    causal_keep = None
-    if causal:
-        length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
-        t = e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64"))               # (T,)
-        causal_keep = e.op("LessOrEqual", e.op("Unsqueeze", t, e.ints(0)), e.op("Unsqueeze", t, e.ints(1)))
+    causal_keep = _causal(e, x) if causal else None                                         # (T, T)
     if tokens is None:
-        return causal_keep                                                                 # (T, T)
+        return causal_keep
     keep = e.op("Not", e.op("Equal", tokens, e.scalar(pad_index, "int64")))
     keep = e.op("Unsqueeze", keep, e.ints(1, 2))                                           # (B, 1, 1, S)
     if causal_keep is not None:
