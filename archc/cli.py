@@ -197,8 +197,9 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: <model name>.onnx).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for parameter initialization.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
-              show_default=True, help="torch.onnx exporter.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo", "emit"]), default="torchscript",
+              show_default=True, help="torchscript or dynamo: torch.onnx traces the module; emit (opt-in): archc "
+                                      "writes the ONNX itself from each op's emitter. Parity vs torch either way.")
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
 @click.option("--stop-after", type=click.Choice(BUILD_PASS_NAMES), default=BUILD_PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
@@ -635,8 +636,9 @@ def _generate(m: Any, prompts: list[str], batched: bool, max_new_tokens: int, sa
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: RUN_DIR/model.onnx for best, RUN_DIR/model-last.onnx for last, "
                    "RUN_DIR/model-STEM.onnx for a file).")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
-              show_default=True, help="torch.onnx exporter.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo", "emit"]), default="torchscript",
+              show_default=True, help="torchscript or dynamo: torch.onnx traces the module; emit (opt-in): archc "
+                                      "writes the ONNX itself from each op's emitter. Parity vs torch either way.")
 @click.option("--pixels", is_flag=True, default=False,
               help="An image model's file takes uint8 [batch, H, W, C] pixels, with /255 and the run's mean/std "
                    "in the graph (default file: RUN_DIR/model-pixels.onnx; model.onnx is left as it is).")

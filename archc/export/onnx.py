@@ -34,6 +34,9 @@ from archc.metadata import Facts
 from archc.tasks import REGISTRY, task_class
 
 OPSET = 18
+# "emit" (opt-in, issue 23): archc writes the graph itself, each op through its `emit` hook (archc.emit), at
+# archc.emit.graph.OPSET; parity against the torch module is checked as for the traced exporters.
+EXPORTERS = ("torchscript", "dynamo", "emit")
 # On a busy machine torch runs the trace and the parity references on fewer threads (archc.threads): its OpenMP
 # workers spin while they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads
 # against 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own either way.
@@ -262,7 +265,6 @@ def check_arguments(ctx: "ExportContext") -> None:
         raise ExportError(f"no such directory: {ctx.path.parent}", where=str(ctx.path))
 
 
-EXPORTERS = ("torchscript", "dynamo")
 
 
 def in_file(ctx: "ExportContext", body: Callable[[], None]) -> None:
@@ -430,9 +432,13 @@ def _too_large(model: "onnx.ModelProto") -> "Decision":
 def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, facts: Facts,
                  phases: Phases) -> "onnx.ModelProto":
     """The exported model with its weights, spec names and shapes (TorchScript), and archc's metadata."""
-    import onnx
-
-    graph, spec = compiled.graph, compiled.spec
+    graph = compiled.graph
+    # ---- emit hook (issue 23 item 2): the emitter replaces trace, weights and annotate; metadata is shared ----
+    if exporter == "emit":
+        with phases("emit"):
+            model = _emitted(graph, module, facts)
+        return _with_metadata(model, compiled, facts, phases)
+    # ---- end of the emit hook ----
     with phases("trace"):
         try:
             exported = _for_torchscript(module) if exporter == "torchscript" else module
@@ -447,12 +453,31 @@ def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, facts: Fac
             from archc.export.annotate import annotate  # imports torch (lower.names)
 
             annotate(model, graph)
+    return _with_metadata(model, compiled, facts, phases)
+
+
+def _with_metadata(model: "onnx.ModelProto", compiled: Compiled, facts: Facts,
+                   phases: Phases) -> "onnx.ModelProto":
+    """The model named as the spec's, with producer, doc string and archc's metadata."""
+    import onnx
+
+    graph, spec = compiled.graph, compiled.spec
+    with phases("annotate"):
         model.producer_name, model.producer_version = "archc", __version__
         model.graph.name = graph.name
         model.doc_string = spec.model.doc or f"archc model {graph.name}"
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, facts))
     return model
+
+
+def _emitted(graph: Graph, module, facts: Facts) -> "onnx.ModelProto":
+    """The graph written by its ops' emitters (archc.emit), with the module's state_dict as its initializers; the
+    restoring affine of standardized targets (export.restore's `target_scale`) is emitted at the outputs."""
+    from archc.emit.graph import emit_model, to_proto
+
+    scales = facts.target_scale or None
+    return to_proto(emit_model(graph, module.state_dict(), scales))
 
 
 def weight_bytes(model: "onnx.ModelProto") -> int:

@@ -18,6 +18,7 @@ class Activation(Op):
     positions = "each"
     examples = _EXAMPLES
     torch_name: ClassVar[str] = ""  # the torch.nn class to lower to, with the op's attributes as keyword arguments
+    onnx_name: ClassVar[str] = ""  # the ONNX op it emits as, with onnx_attrs() (or the class writes its own emit)
     flops_per_element: ClassVar[int] = 1  # FLOPs per output element (a comparison, a multiply, an exp ...)
 
     def infer(self, ins: list[TensorType]) -> TensorType:
@@ -34,6 +35,13 @@ class Activation(Op):
         from torch import nn
         return getattr(nn, self.torch_name)(**self.torch_kwargs(ins))
 
+    def onnx_attrs(self) -> dict:
+        return {}
+
+    def emit(self, e):
+        assert self.onnx_name, f"activation {self.name()}: set onnx_name or write emit"
+        return e.op(self.onnx_name, e.ins[0], **self.onnx_attrs())
+
 
 @register
 class ReLU(Activation):
@@ -41,6 +49,7 @@ class ReLU(Activation):
 
     op: Literal["relu"] = "relu"
     torch_name = "ReLU"
+    onnx_name = "Relu"
 
 
 @register
@@ -50,6 +59,10 @@ class GELU(Activation):
     op: Literal["gelu"] = "gelu"
     approximate: Literal["none", "tanh"] = Field("none", description="'none' (erf) or 'tanh'")
     torch_name = "GELU"
+    onnx_name = "Gelu"  # opset 20's fused form (erf or tanh)
+
+    def onnx_attrs(self):
+        return {"approximate": self.approximate}
 
     flops_per_element = 8
 
@@ -61,6 +74,9 @@ class SiLU(Activation):
     op: Literal["silu"] = "silu"
     torch_name = "SiLU"
 
+    def emit(self, e):  # opset 23 has no Swish (24 does): x * sigmoid(x), which ONNX Runtime fuses
+        return e.op("Mul", e.ins[0], e.op("Sigmoid", e.ins[0]))
+
     flops_per_element = 4
 
 
@@ -70,6 +86,7 @@ class Sigmoid(Activation):
 
     op: Literal["sigmoid"] = "sigmoid"
     torch_name = "Sigmoid"
+    onnx_name = "Sigmoid"
 
     flops_per_element = 3
 
@@ -80,6 +97,7 @@ class Tanh(Activation):
 
     op: Literal["tanh"] = "tanh"
     torch_name = "Tanh"
+    onnx_name = "Tanh"
 
     flops_per_element = 3
 
@@ -91,6 +109,10 @@ class LeakyReLU(Activation):
     op: Literal["leaky_relu"] = "leaky_relu"
     negative_slope: float = Field(0.01, ge=0, description="slope for x < 0")
     torch_name = "LeakyReLU"
+    onnx_name = "LeakyRelu"
+
+    def onnx_attrs(self):
+        return {"alpha": self.negative_slope}
 
 
 @register
@@ -99,6 +121,9 @@ class Identity(Activation):
 
     op: Literal["identity"] = "identity"
     torch_name = "Identity"
+
+    def emit(self, e):
+        return e.ins[0]
 
     flops_per_element = 0
 
@@ -125,6 +150,14 @@ class Clamp(Activation):
         from archc.nn.activation import Clamp as M
         return M(self.min, self.max)
 
+    def emit(self, e):
+        return _clip(e, self.min, self.max)
+
+
+def _clip(e, low: float | None, high: float | None):
+    """Clip with optional bounds (an absent one is an empty input)."""
+    return e.op("Clip", e.ins[0], None if low is None else e.scalar(low), None if high is None else e.scalar(high))
+
 
 @register
 class ReLU6(Activation):
@@ -132,6 +165,9 @@ class ReLU6(Activation):
 
     op: Literal["relu6"] = "relu6"
     torch_name = "ReLU6"
+
+    def emit(self, e):
+        return _clip(e, 0.0, 6.0)
 
 
 @register
@@ -144,6 +180,9 @@ class Hardtanh(Activation):
     examples = (*_EXAMPLES, Example({"min_val": -0.25, "max_val": 2.0}, ((3, 4),)))
     torch_name = "Hardtanh"
 
+    def emit(self, e):
+        return _clip(e, self.min_val, self.max_val)
+
     def infer(self, ins: list[TensorType]) -> TensorType:
         expect(self.max_val > self.min_val, "max_val > min_val", f"min_val = {self.min_val}, max_val = {self.max_val}")
         return super().infer(ins)
@@ -155,6 +194,10 @@ class Hardsigmoid(Activation):
 
     op: Literal["hardsigmoid"] = "hardsigmoid"
     torch_name = "Hardsigmoid"
+    onnx_name = "HardSigmoid"
+
+    def onnx_attrs(self):
+        return {"alpha": 1 / 6, "beta": 0.5}
 
     flops_per_element = 3
 
@@ -165,6 +208,7 @@ class Hardswish(Activation):
 
     op: Literal["hardswish"] = "hardswish"
     torch_name = "Hardswish"
+    onnx_name = "HardSwish"
 
     flops_per_element = 4
 
@@ -184,6 +228,9 @@ class _AxisActivation(Activation):
 
     flops_per_element = 5
 
+    def onnx_attrs(self):
+        return {"axis": self.dim}
+
     def mixes_positions(self) -> str:
         return "" if self.dim == -1 else f"{self.name()} over axis {self.dim} mixes positions; a KV cache needs it " \
                                         f"on the last axis"
@@ -195,6 +242,7 @@ class Softmax(_AxisActivation):
 
     op: Literal["softmax"] = "softmax"
     torch_name = "Softmax"
+    onnx_name = "Softmax"
     score_kind = "probs"
 
 
@@ -204,4 +252,5 @@ class LogSoftmax(_AxisActivation):
 
     op: Literal["log_softmax"] = "log_softmax"
     torch_name = "LogSoftmax"
+    onnx_name = "LogSoftmax"
     score_kind = "log_probs"

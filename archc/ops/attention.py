@@ -142,5 +142,89 @@ class Attention(Op):
                  fused_qkv=self.fused_qkv)
 
 
+    def emit(self, e):
+        """Projections, heads, RoPE (rotate-half, written out), then ONNX's Attention (grouped keys, causal or
+        padding mask), out_proj, as archc.nn.attention.Attention computes them."""
+        x, memory, tokens = _roles(e, self.pad_index is not None)
+        d = e.types[0].shape[2] // self.num_heads
+        if self.fused_qkv:
+            kv = d * self.kv_heads
+            q, k, v = e.ops("Split", e.linear(x, "qkv_proj", self.bias), e.ints(d * self.num_heads, kv, kv),
+                            outputs=3, axis=-1)
+        else:
+            q, k, v = (e.linear(x, "q_proj", self.bias), e.linear(memory, "k_proj", self.bias),
+                       e.linear(memory, "v_proj", self.bias))
+        q = _heads(e, q, self.num_heads, d)                                                  # (B, H, T, d)
+        k, v = _heads(e, k, self.kv_heads, d), _heads(e, v, self.kv_heads, d)                # (B, Hkv, S, d)
+        if self.rope:
+            q, k = _rope(e, x, q, k, self.rope_dims or d, d, self.rope_base)
+        # ONNX's fused Attention (opset 23): grouped keys and values, the causal mask or a boolean keep mask, and
+        # softmax(q k^T / sqrt(d)) v in one node that ONNX Runtime runs as one kernel
+        keep = None
+        if tokens is not None:  # ONNX Runtime wants the mask's query axis full: (B, 1, 1, S) is expanded
+            keep = _keep(e, x, tokens, self.pad_index, self.causal)                           # (B, 1, T or 1, S)
+            keep = e.op("Expand", keep, e.op("Concat", e.dims(keep, 0, 2), e.dims(x, 1, 2), e.dims(keep, 3),
+                                              axis=0))                                        # (B, 1, T, S)
+        y = e.op("Attention", q, k, v, keep, is_causal=int(self.causal and keep is None))    # (B, H, T, d)
+        y = e.op("Reshape", e.op("Transpose", y, perm=[0, 2, 1, 3]), e.ints(0, 0, -1))       # (B, T, D)
+        return e.linear(y, "out_proj", self.bias)
+
+
+def _roles(e, tokens: bool):
+    """(queries, memory (the queries for self-attention), tokens or None) of the emitted inputs."""
+    ins = list(e.ins)
+    last = ins.pop() if tokens else None
+    return ins[0], (ins[1] if len(ins) > 1 else ins[0]), last
+
+
+def _heads(e, x, heads: int, d: int):
+    """(B, T, heads * d) -> (B, heads, T, d)."""
+    return e.op("Transpose", e.op("Reshape", x, e.ints(0, 0, heads, d)), perm=[0, 2, 1, 3])
+
+
+def _rope(e, x, q, k, rotated: int, d: int, base: float):
+    """Rotary embedding (rotate-half) on the first `rotated` features of each head of q and k, positions 0..T-1."""
+    from archc.ops.embedding import inverse_frequencies, position_angles
+
+    a = position_angles(e, x, inverse_frequencies(rotated, base))                       # (T, rotated / 2)
+    a = e.op("Concat", a, a, axis=-1)                                                    # (T, rotated)
+    cos, sin = e.op("Cos", a), e.op("Sin", a)
+    return _rotate(e, q, cos, sin, rotated, d), _rotate(e, k, cos, sin, rotated, d)
+
+
+def _rotate(e, x, cos, sin, rotated: int, d: int):
+    """x * cos + rotate_half(x) * sin on features [0, rotated), the rest passed on: (B, H, T, d)."""
+    half = rotated // 2
+    part = x if rotated == d else e.op("Slice", x, e.ints(0), e.ints(rotated), e.ints(-1))
+    x1 = e.op("Slice", part, e.ints(0), e.ints(half), e.ints(-1))
+    x2 = e.op("Slice", part, e.ints(half), e.ints(rotated), e.ints(-1))
+    turned = e.op("Concat", e.op("Neg", x2), x1, axis=-1)
+    out = e.op("Add", e.op("Mul", part, cos), e.op("Mul", turned, sin))
+    if rotated == d:
+        return out
+    return e.op("Concat", out, e.op("Slice", x, e.ints(rotated), e.ints(d), e.ints(-1)), axis=-1)
+
+
+def _causal(e, x):
+    """Boolean (T, T): query t may attend to keys 0..t."""
+    length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
+    t = e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64"))                   # (T,)
+    return e.op("LessOrEqual", e.op("Unsqueeze", t, e.ints(0)), e.op("Unsqueeze", t, e.ints(1)))
+
+
+def _keep(e, x, tokens, pad_index: int | None, causal: bool):
+    """Boolean (B or 1, 1, T, S): where a query may attend to a key (None: everywhere); a query that would see no
+    key (an all-pad row) sees every key, as the torch module does."""
+    causal_keep = _causal(e, x) if causal else None                                         # (T, T)
+    if tokens is None:
+        return causal_keep
+    keep = e.op("Not", e.op("Equal", tokens, e.scalar(pad_index, "int64")))
+    keep = e.op("Unsqueeze", keep, e.ints(1, 2))                                           # (B, 1, 1, S)
+    if causal_keep is not None:
+        keep = e.op("And", keep, causal_keep)                                              # (B, 1, T, T)
+    seen = e.op("ReduceMax", e.op("Cast", keep, to=1), e.ints(-1), keepdims=1)            # (B, 1, T, 1): 1.0 where any
+    return e.op("Or", keep, e.op("Not", e.op("Cast", seen, to=9)))
+
+
 def _size(d: Dim, sizes: dict[str, int]) -> int:
     return d if isinstance(d, int) else sizes.get(d, 1)

@@ -86,6 +86,21 @@ class _ConvNd(Op):
         pads = [p for t in reversed(totals) for p in (t // 2, t - t // 2)]
         return ConvSame[self.spatial](*args, pads=pads, **kw)
 
+    def _pads(self) -> list[int]:
+        """ONNX pads (begins, then ends): "same" puts an odd total's extra element at the end, as torch does."""
+        k, _, d = self._geometry()
+        n = self.spatial
+        if self.padding == "same":
+            totals = [d[i] * (k[i] - 1) for i in range(n)]
+            return [t // 2 for t in totals] + [t - t // 2 for t in totals]
+        p = (0,) * n if self.padding == "valid" else as_tuple(self.padding, n, "padding")
+        return [*p, *p]
+
+    def emit(self, e):
+        k, s, d = self._geometry()
+        return e.op("Conv", e.ins[0], e.param("weight"), e.param("bias") if self.bias else None, kernel_shape=list(k),
+                    strides=list(s), dilations=list(d), pads=self._pads(), group=self.groups)
+
 
 @register
 class Conv1d(_ConvNd):
@@ -141,6 +156,15 @@ class _PoolNd(Op):
         from torch import nn
         cls = getattr(nn, f"{self.kind}Pool{self.spatial}d")
         return cls(self.kernel_size, stride=self.stride, padding=self.padding)
+
+    def emit(self, e):  # torch's defaults: floor mode, padding counted in the average
+        n = self.spatial
+        k = as_tuple(self.kernel_size, n, "kernel_size")
+        s = as_tuple(self.stride if self.stride is not None else self.kernel_size, n, "stride")
+        p = list(as_tuple(self.padding, n, "padding"))
+        extra = {"count_include_pad": 1} if self.kind == "Avg" else {}
+        return e.op(f"{'Max' if self.kind == 'Max' else 'Average'}Pool", e.ins[0], kernel_shape=list(k),
+                    strides=list(s), pads=p + p, **extra)
 
 
 @register
@@ -200,3 +224,6 @@ class GlobalAvgPool(Op):
     def to_torch(self, ins):
         from archc.nn.conv import GlobalAvgPool as M
         return M()
+
+    def emit(self, e):
+        return e.op("ReduceMean", e.ins[0], e.ints(*range(2, e.types[0].rank)), keepdims=0)

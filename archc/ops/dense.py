@@ -45,6 +45,9 @@ class Linear(Op):
         from torch import nn
         return nn.Linear(ins[0].shape[-1], self.out_features, bias=self.bias)
 
+    def emit(self, e):
+        return e.linear(e.ins[0], "", self.bias, rank=e.types[0].rank)
+
 
 @register
 class GatedMLP(Op):
@@ -95,4 +98,13 @@ class GatedMLP(Op):
         from archc.nn.dense import GatedMLP as M
         d = self._dim(ins[0])
         return M(d, self.hidden_features, self.out_features or d, self.activation, self.bias)
+
+    def emit(self, e):
+        x, rank = e.ins[0], e.types[0].rank
+        gate = e.linear(x, "gate_proj", self.bias, rank=rank)
+        gate = {"silu": lambda g: e.op("Mul", g, e.op("Sigmoid", g)), "gelu": lambda g: e.op("Gelu", g),
+                "gelu_tanh": lambda g: e.op("Gelu", g, approximate="tanh"), "relu": lambda g: e.op("Relu", g),
+                "sigmoid": lambda g: e.op("Sigmoid", g)}[self.activation](gate)
+        hidden = e.op("Mul", gate, e.linear(x, "up_proj", self.bias, rank=rank))        # (..., H)
+        return e.linear(hidden, "down_proj", self.bias, rank=rank)                     # (..., O)
 

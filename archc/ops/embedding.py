@@ -49,6 +49,9 @@ class Embedding(Op):
         from torch import nn
         return nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx)
 
+    def emit(self, e):  # the padding row is zero in the table itself
+        return e.op("Gather", e.param("weight"), e.ins[0], axis=0)
+
 
 def _sequence(x: TensorType, what: str) -> int:
     """Check [batch, seq, dim] float32 and return the fixed feature size."""
@@ -90,6 +93,11 @@ class PosEmbedding(Op):
         from archc.nn.embedding import PosEmbedding as M
         return M(self.max_len, ins[0].shape[2])
 
+    def emit(self, e):
+        x = e.ins[0]
+        rows = e.op("Slice", e.param("weight"), e.ints(0), e.dims(x, 1, 2), e.ints(0))   # (T, D)
+        return e.op("Add", x, rows)
+
 
 @register
 class SinusoidalPos(Op):
@@ -112,6 +120,31 @@ class SinusoidalPos(Op):
     def to_torch(self, ins):
         from archc.nn.embedding import SinusoidalPos as M
         return M(ins[0].shape[2], self.base)
+
+    def emit(self, e):
+        x, dim = e.ins[0], e.types[0].shape[2]
+        a = position_angles(e, x, inverse_frequencies(dim, self.base))                  # (T, ceil(D/2))
+        pair = e.op("Concat", e.op("Unsqueeze", e.op("Sin", a), e.ints(-1)),
+                    e.op("Unsqueeze", e.op("Cos", a), e.ints(-1)), axis=-1)             # (T, F, 2)
+        table = e.op("Reshape", pair, e.ints(0, -1))                                     # (T, 2F): sin, cos interleaved
+        if dim % 2:
+            table = e.op("Slice", table, e.ints(0), e.ints(dim), e.ints(1))              # (T, D)
+        return e.op("Add", x, table)
+
+
+def inverse_frequencies(dim: int, base: float):
+    """archc.nn.embedding.inverse_frequencies in numpy (float32 throughout, as torch computes it)."""
+    import math
+
+    import numpy as np
+    return np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(base) / dim)).astype(np.float32)
+
+
+def position_angles(e, x, inv_freq):
+    """Angles of positions 0..T-1 (T: axis 1 of x) x frequencies: (T, F), as archc.nn.embedding.rope_angles."""
+    length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
+    pos = e.op("Cast", e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64")), to=1)  # (T,) float32
+    return e.op("Mul", e.op("Unsqueeze", pos, e.ints(1)), e.const(inv_freq[None, :]))          # (T, F)
 
 
 @register
@@ -155,3 +188,7 @@ class TiedLinear(Op):
     def to_torch_tied(self, ins, tied):
         from archc.nn.embedding import TiedLinear as M
         return M(tied, self.bias)
+
+    def emit(self, e):  # x @ E^T: the table's one initializer, read by both nodes
+        y = e.op("MatMul", e.ins[0], e.op("Transpose", e.tied("weight"), perm=[1, 0]))
+        return e.op("Add", y, e.param("bias")) if self.bias else y

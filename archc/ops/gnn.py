@@ -92,6 +92,28 @@ class GCNConv(_MessagePassing):
         from archc.nn.gnn import GCNConv as M
         return M(ins[0].shape[1], self.out_features, self.bias, self.add_self_loops, self.normalize)
 
+    def emit(self, e):
+        x, (src, dst), n = e.ins[0], _edges(e), e.dims(e.ins[0], 0, 1)
+        o = self.out_features
+        h = e.affine(x, e.param("weight"), None, rank=2)                                     # (N, O)
+        if self.normalize:
+            deg = _segment_count(e, dst, n)
+            if self.add_self_loops:
+                deg = e.op("Add", deg, e.scalar(1.0))                                        # (N,)
+            inv = e.op("Where", e.op("Greater", deg, e.scalar(0.0)),
+                       e.op("Reciprocal", e.op("Sqrt", e.op("Max", deg, e.scalar(1.0)))), e.scalar(0.0))
+            inv = e.op("Unsqueeze", inv, e.ints(1))                                          # (N, 1); isolated: 0
+            hs = e.op("Mul", h, inv)
+            out = _segment(e, "add", e.op("Gather", hs, src, axis=0), dst, n, (o,))          # (N, O)
+            if self.add_self_loops:
+                out = e.op("Add", out, hs)
+            out = e.op("Mul", out, inv)
+        else:
+            out = _segment(e, "add", e.op("Gather", h, src, axis=0), dst, n, (o,))
+            if self.add_self_loops:
+                out = e.op("Add", out, h)
+        return e.op("Add", out, e.param("bias")) if self.bias else out
+
 
 @register
 class SAGEConv(_MessagePassing):
@@ -121,6 +143,12 @@ class SAGEConv(_MessagePassing):
     def to_torch(self, ins):
         from archc.nn.gnn import SAGEConv as M
         return M(ins[0].shape[1], self.out_features, self.bias, self.aggr)
+
+    def emit(self, e):
+        x, (src, dst), n = e.ins[0], _edges(e), e.dims(e.ins[0], 0, 1)
+        msg = e.op("Gather", x, src, axis=0)                                                 # (E, F)
+        agg = _aggregate(e, self.aggr, msg, dst, n, (e.types[0].shape[1],))                 # (N, F)
+        return e.op("Add", e.linear(x, "lin_self", False, rank=2), e.linear(agg, "lin_neigh", self.bias, rank=2))
 
 
 @register
@@ -159,6 +187,26 @@ class GATConv(_MessagePassing):
         return M(ins[0].shape[1], self.out_features, self.heads, self.concat, self.negative_slope,
                  self.add_self_loops, self.dropout, self.bias)
 
+    def emit(self, e):
+        x, (src, dst), n = e.ins[0], _edges(e), e.dims(e.ins[0], 0, 1)
+        heads, c = self.heads, self.out_features
+        if self.add_self_loops:
+            loop = e.op("Range", e.scalar(0, "int64"), e.op("Squeeze", n, e.ints(0)), e.scalar(1, "int64"))
+            src, dst = e.op("Concat", src, loop, axis=0), e.op("Concat", dst, loop, axis=0)
+        h = e.op("Reshape", e.affine(x, e.param("weight"), None, rank=2), e.ints(-1, heads, c))  # (N, H, C)
+        a_src, a_dst = (e.op("ReduceSum", e.op("Mul", h, e.param(p)), e.ints(-1), keepdims=0)
+                        for p in ("att_src", "att_dst"))                                         # (N, H)
+        scores = e.op("LeakyRelu", e.op("Add", e.op("Gather", a_src, src, axis=0), e.op("Gather", a_dst, dst, axis=0)),
+                      alpha=self.negative_slope)                                                 # (E, H)
+        top = _segment(e, "max", scores, dst, n, (heads,))                                      # (N, H)
+        w = e.op("Exp", e.op("Sub", scores, e.op("Gather", top, dst, axis=0)))
+        total = e.op("Gather", _segment(e, "add", w, dst, n, (heads,)), dst, axis=0)
+        alpha = e.op("Div", w, e.op("Add", total, e.scalar(1e-16)))                             # (E, H)
+        msg = e.op("Mul", e.op("Gather", h, src, axis=0), e.op("Unsqueeze", alpha, e.ints(-1)))  # (E, H, C)
+        out = _segment(e, "add", msg, dst, n, (heads, c))                                        # (N, H, C)
+        out = e.op("Reshape", out, e.ints(0, -1)) if self.concat else e.op("ReduceMean", out, e.ints(1), keepdims=0)
+        return e.op("Add", out, e.param("bias")) if self.bias else out
+
 
 class _GlobalPool(Op):
     """Shared rule of global pooling: x [nodes, F] (and graph ids [nodes]) -> [graphs, F], or [1, F]."""
@@ -187,6 +235,15 @@ class _GlobalPool(Op):
     def to_torch(self, ins):
         from archc.nn.gnn import GlobalPool as M
         return M(ins[0].shape[1], self.reduce)
+
+    def emit(self, e):
+        x = e.ins[0]
+        if len(e.ins) == 1:  # one graph: (1, F)
+            return e.op({"mean": "ReduceMean", "sum": "ReduceSum", "max": "ReduceMax"}[self.reduce], x, e.ints(0),
+                        keepdims=1)
+        batch = e.ins[1]
+        g = e.op("Add", e.op("ReduceMax", batch, keepdims=1), e.scalar(1, "int64"))            # (1,): max(id) + 1
+        return _aggregate(e, {"sum": "add"}.get(self.reduce, self.reduce), x, batch, g, (e.types[0].shape[1],))
 
 
 def _pool_examples() -> tuple[Example, ...]:
@@ -221,3 +278,43 @@ class GlobalSumPool(_GlobalPool):
     op: Literal["global_sum_pool"] = "global_sum_pool"
     reduce = "sum"
     examples = _pool_examples()
+
+
+# ---- segment reductions in ONNX (archc.nn.gnn's, as its export writes them: ScatterND with a reduction) -----------
+def _edges(e):
+    """Sources and targets: rows 0 and 1 of edge_index (2, E), each (E,)."""
+    edges = e.ins[1]
+    return (e.op("Gather", edges, e.scalar(0, "int64"), axis=0), e.op("Gather", edges, e.scalar(1, "int64"), axis=0))
+
+
+def _segment(e, reduction: str, src, index, n, tail: tuple[int, ...]):
+    """Rows of src (E, *tail) reduced ("add" / "max") per index in [0, n) (n: a 1-D int64 [n]): (n, *tail); 0 or
+    -inf where no row falls."""
+    import numpy as np
+    import onnx_ir as ir
+
+    fill = 0.0 if reduction == "add" else float("-inf")
+    start = e.op("ConstantOfShape", e.op("Concat", n, e.ints(*tail), axis=0) if tail else n,
+                 value=ir.tensor(np.array([fill], np.float32)))
+    return e.op("ScatterND", start, e.op("Unsqueeze", index, e.ints(1)), src, reduction=reduction)
+
+
+def _segment_count(e, index, n):
+    """How many entries of index equal each of 0..n-1: float32 (n,)."""
+    import numpy as np
+    import onnx_ir as ir
+
+    ones = e.op("ConstantOfShape", e.op("Shape", index), value=ir.tensor(np.array([1.0], np.float32)))
+    return _segment(e, "add", ones, index, n, ())
+
+
+def _aggregate(e, aggr: str, msg, index, n, tail: tuple[int, ...]):
+    """mean / add / max of the rows of msg per index: (n, *tail); an index no row falls on gets 0."""
+    if aggr == "max":
+        agg = _segment(e, "max", msg, index, n, tail)
+        return e.op("Where", e.op("Equal", agg, e.scalar(float("-inf"))), e.scalar(0.0), agg)
+    agg = _segment(e, "add", msg, index, n, tail)
+    if aggr != "mean":
+        return agg
+    count = e.op("Max", _segment_count(e, index, n), e.scalar(1.0))
+    return e.op("Div", agg, e.op("Unsqueeze", count, e.ints(1)))

@@ -86,3 +86,20 @@ class Parameter(Op):
         axis = norm_axis(self.dim, ins[0].rank) if self.combine == "concat" else 0
         return M(tuple(self.shape), self.combine, axis, self.position == "first", self.init, self.std, self.value,
                  batched=ins[0].batched)
+
+    def emit(self, e):
+        x, t, w = e.ins[0], e.types[0], e.param("weight")
+        if self.combine in ("add", "mul"):
+            return e.op(self.combine.capitalize(), x, w)
+        if self.combine == "none" and not t.batched:
+            return w
+        shape = list(self.shape)
+        if self.combine == "concat" and len(shape) == t.rank:  # a leading batch axis of 1 (torchvision's)
+            base, shape = w, shape[1:]
+        else:
+            base = e.op("Unsqueeze", w, e.ints(0))                                         # (1, *shape)
+        wide = e.op("Expand", base, e.op("Concat", e.dims(x, 0, 1), e.ints(*shape), axis=0))  # (B, *shape)
+        if self.combine == "none":
+            return wide
+        parts = (wide, x) if self.position == "first" else (x, wide)
+        return e.op("Concat", *parts, axis=norm_axis(self.dim, t.rank))

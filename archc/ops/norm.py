@@ -44,6 +44,12 @@ class BatchNorm(Op):
         cls = {2: BatchNorm1d, 3: BatchNorm1d, 4: BatchNorm2d, 5: BatchNorm3d}[ins[0].rank]
         return cls(ins[0].shape[1], eps=self.eps, momentum=self.momentum, affine=self.affine)
 
+    def emit(self, e):  # inference: the running statistics
+        c = e.types[0].shape[1]
+        scale, shift = (e.param("weight"), e.param("bias")) if self.affine else (e.const([1.0] * c), e.const([0.0] * c))
+        return e.op("BatchNormalization", e.ins[0], scale, shift, e.param("running_mean"), e.param("running_var"),
+                    epsilon=self.eps)
+
 
 @register
 class LayerNorm(Op):
@@ -86,6 +92,13 @@ class LayerNorm(Op):
         return nn.LayerNorm(self._shape(ins[0]), eps=self.eps, elementwise_affine=self.elementwise_affine,
                             bias=self.bias)
 
+    def emit(self, e):  # ONNX's fused LayerNormalization (opset 17)
+        import numpy as np
+        affine = self.elementwise_affine
+        scale = e.param("weight") if affine else e.const(np.ones(self._shape(e.types[0]), np.float32))
+        shift = e.param("bias") if affine and self.bias else None
+        return e.op("LayerNormalization", e.ins[0], scale, shift, axis=-self.dims, epsilon=self.eps)
+
 
 @register
 class RMSNorm(Op):
@@ -115,6 +128,10 @@ class RMSNorm(Op):
     def to_torch(self, ins):
         from archc.nn.norm import RMSNorm as M
         return M(ins[0].shape[-1], eps=self.eps, elementwise_affine=self.elementwise_affine)
+
+    def emit(self, e):  # ONNX's fused RMSNormalization (opset 23)
+        scale = e.param("weight") if self.elementwise_affine else e.const([1.0] * e.types[0].shape[-1])
+        return e.op("RMSNormalization", e.ins[0], scale, axis=-1, epsilon=self.eps)
 
 
 @register
@@ -160,3 +177,17 @@ class GroupNorm(Op):
     def to_torch(self, ins):
         from torch import nn
         return nn.GroupNorm(self.num_groups, ins[0].shape[1], eps=self.eps, affine=self.affine)
+
+    def emit(self, e):
+        """As torch's exporter writes it: InstanceNormalization over [batch, groups, rest], then the channels' affine
+        (ONNX's GroupNormalization-21 is not in every runtime's kernels)."""
+        x, t = e.ins[0], e.types[0]
+        g = self.num_groups
+        grouped = e.op("Reshape", x, e.ints(0, g, -1))                                      # (B, G, C/G * S)
+        y = e.op("InstanceNormalization", grouped, e.const([1.0] * g), e.const([0.0] * g), epsilon=self.eps)
+        y = e.op("Reshape", y, e.dims(x, 0))                                               # (B, C, ...)
+        if not self.affine:
+            return y
+        per_channel = e.ints(t.shape[1], *[1] * (t.rank - 2))                              # (C, 1, ...)
+        return e.op("Add", e.op("Mul", y, e.op("Reshape", e.param("weight"), per_channel)),
+                    e.op("Reshape", e.param("bias"), per_channel))

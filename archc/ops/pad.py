@@ -35,3 +35,10 @@ class Pad(Op):
         from torch import nn
         return {1: nn.ConstantPad1d, 2: nn.ConstantPad2d, 3: nn.ConstantPad3d}[len(self.padding) // 2](
             tuple(self.padding), self.value)
+
+    def emit(self, e):
+        rank, pairs = e.types[0].rank, len(self.padding) // 2
+        begin, end = [0] * rank, [0] * rank
+        for i in range(pairs):  # pair i pads axis -(i + 1)
+            begin[rank - 1 - i], end[rank - 1 - i] = self.padding[2 * i], self.padding[2 * i + 1]
+        return e.op("Pad", e.ins[0], e.ints(*begin, *end), e.scalar(self.value), mode="constant")

@@ -44,6 +44,20 @@ class _AdaptivePoolNd(Op):
         from archc.nn.conv import AdaptivePool
         return AdaptivePool(self.kind, self._sizes(ins[0]))
 
+    def emit(self, e):
+        """Axis by axis, as archc.nn.conv.AdaptivePool: cell i of an axis of length n pools
+        [floor(i n / o), ceil((i + 1) n / o)); the cells are joined along the axis."""
+        reduce = "ReduceMax" if self.kind == "max" else "ReduceMean"
+        x = e.ins[0]
+        for axis, size in enumerate(self._sizes(e.types[0]), start=2):
+            if size is None or size[0] == size[1]:
+                continue
+            n, o = size
+            cells = [e.op(reduce, e.op("Slice", x, e.ints((i * n) // o), e.ints(-((-(i + 1) * n) // o)), e.ints(axis)),
+                          e.ints(axis), keepdims=1) for i in range(o)]
+            x = cells[0] if o == 1 else e.op("Concat", *cells, axis=axis)
+        return x
+
 
 _EX1 = (Example({"output_size": 4}, ((3, 8),)), Example({"output_size": 3}, ((2, 7),)),
         Example({"output_size": 5}, ((2, 3),)))

@@ -69,6 +69,52 @@ class _Recurrent(Op):
         return cls(ins[0].shape[2], self.hidden_size, num_layers=self.num_layers, bias=self.bias,
                    dropout=self.dropout, bidirectional=self.bidirectional, output=self.output, **self.torch_kwargs())
 
+    # ONNX's gate order as positions in torch's (LSTM: torch i, f, g, o -> ONNX i, o, f, c; GRU: r, z, n -> z, r, h)
+    onnx_gates: ClassVar[tuple[int, ...]] = (0,)
+
+    def onnx_attrs(self) -> dict:
+        return {}
+
+    def emit(self, e):
+        """ONNX's RNN / LSTM / GRU, one node per layer over (T, B, features), the state_dict's weights reordered
+        into ONNX's gate order in the graph (Split, Concat: ONNX Runtime folds them when it loads the file)."""
+        h = self.hidden_size
+        x = e.op("Transpose", e.ins[0], perm=[1, 0, 2])                                     # (T, B, F)
+        states = []
+        for layer in range(self.num_layers):
+            w, r, b = (self._stacked(e, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias"))
+            y, y_h = e.ops(self.module, x, w, r, b, outputs=2, hidden_size=h,
+                           direction="bidirectional" if self.bidirectional else "forward", **self.onnx_attrs())
+            states.append(y_h)                                                               # (D, B, H)
+            x = e.op("Reshape", e.op("Transpose", y, perm=[0, 2, 1, 3]), e.ints(0, 0, -1))  # (T, B, D*H)
+        if self.output == "sequence":
+            return e.op("Transpose", x, perm=[1, 0, 2])                                      # (B, T, D*H)
+        h_n = states[-1] if self.output == "last" else (
+            states[0] if len(states) == 1 else e.op("Concat", *states, axis=0))              # (n, B, H)
+        return e.op("Reshape", e.op("Transpose", h_n, perm=[1, 0, 2]), e.ints(0, -1))       # (B, n*H)
+
+    def _stacked(self, e, name: str):
+        """A layer's weight (both directions stacked: (D, G*H, in)) in ONNX's gate order; "bias_lN": B = [Wb, Rb]."""
+        if name.startswith("bias") and not self.bias:
+            return None
+        parts = []
+        for sfx in ("", "_reverse")[: self.dirs]:
+            if name.startswith("bias"):
+                layer = name.removeprefix("bias")
+                t = e.op("Concat", self._reorder(e, e.param(f"bias_ih{layer}{sfx}")),
+                         self._reorder(e, e.param(f"bias_hh{layer}{sfx}")), axis=0)
+            else:
+                t = self._reorder(e, e.param(f"{name}{sfx}"))
+            parts.append(e.op("Unsqueeze", t, e.ints(0)))
+        return parts[0] if len(parts) == 1 else e.op("Concat", *parts, axis=0)
+
+    def _reorder(self, e, t):
+        """Rows of torch's gates (G blocks of hidden_size) in ONNX's order."""
+        if self.gates == 1:
+            return t
+        blocks = e.ops("Split", t, axis=0, num_outputs=self.gates, outputs=self.gates)
+        return e.op("Concat", *(blocks[i] for i in self.onnx_gates), axis=0)
+
 
 @register
 class RNN(_Recurrent):
@@ -85,6 +131,9 @@ class RNN(_Recurrent):
     def torch_kwargs(self) -> dict:
         return {"nonlinearity": self.nonlinearity}
 
+    def onnx_attrs(self) -> dict:
+        return {"activations": ["Tanh" if self.nonlinearity == "tanh" else "Relu"] * self.dirs}
+
 
 @register
 class LSTM(_Recurrent):
@@ -94,6 +143,7 @@ class LSTM(_Recurrent):
 
     gates = 4
     module = "LSTM"
+    onnx_gates = (0, 3, 1, 2)
     examples = (Example({"hidden_size": 8}, (("seq", 5),), sizes={"seq": 6}),
                 Example({"hidden_size": 4, "bidirectional": True, "output": "last"}, (("seq", 3),),
                         sizes={"seq": 7}),
@@ -109,6 +159,10 @@ class GRU(_Recurrent):
 
     gates = 3
     module = "GRU"
+    onnx_gates = (1, 0, 2)
+
+    def onnx_attrs(self) -> dict:  # torch's GRU applies the reset gate after the hidden matmul
+        return {"linear_before_reset": 1}
     examples = (Example({"hidden_size": 6, "output": "last"}, (("seq", 4),), sizes={"seq": 5}),
                 Example({"hidden_size": 4, "num_layers": 2, "bidirectional": True}, (("seq", 3),),
                         sizes={"seq": 6}))

@@ -40,6 +40,12 @@ class Patchify(Op):
         from archc.nn.sequence import Patchify as M
         return M(*self._geometry(ins[0]))
 
+    def emit(self, e):
+        c, h, w, (p, q) = self._geometry(e.types[0])
+        x = e.op("Reshape", e.ins[0], e.ints(-1, c, h // p, p, w // q, q))                 # (B, C, h, p, w, q)
+        x = e.op("Transpose", x, perm=[0, 2, 4, 1, 3, 5])                                  # (B, h, w, C, p, q)
+        return e.op("Reshape", x, e.ints(-1, (h // p) * (w // q), c * p * q))
+
 
 def _axis(x: TensorType, dim: int) -> int:
     """A non-negative per-example axis (not the batch axis)."""
@@ -82,6 +88,9 @@ class Select(Op):
     def to_torch(self, ins):
         from archc.nn.sequence import Select as M
         return M(_axis(ins[0], self.dim), self.index)
+
+    def emit(self, e):  # a scalar index removes the axis; a negative one counts from the end
+        return e.op("Gather", e.ins[0], e.scalar(self.index, "int64"), axis=_axis(e.types[0], self.dim))
 
 
 def slice_length(n: Dim, start: int, end: int | None) -> Dim:
@@ -185,6 +194,10 @@ class Slice(Op):
         from archc.nn.sequence import Slice as M
         return M(_axis(ins[0], self.dim), self.start, self.end)
 
+    def emit(self, e):  # ONNX's Slice clamps and counts negatives from the end, as Python's slices do
+        end = self.end if self.end is not None else 2**63 - 1
+        return e.op("Slice", e.ins[0], e.ints(self.start), e.ints(end), e.ints(_axis(e.types[0], self.dim)))
+
 
 @register
 class MeanPool(Op):
@@ -208,6 +221,9 @@ class MeanPool(Op):
     def to_torch(self, ins):
         from archc.nn.sequence import MeanPool as M
         return M(_axis(ins[0], self.dim))
+
+    def emit(self, e):
+        return e.op("ReduceMean", e.ins[0], e.ints(_axis(e.types[0], self.dim)), keepdims=0)
 
 
 @register
@@ -237,3 +253,10 @@ class MaskedMean(Op):
     def to_torch(self, ins):
         from archc.nn.sequence import MaskedMean as M
         return M(self.pad_index)
+
+    def emit(self, e):
+        x, tokens = e.ins
+        keep = e.op("Cast", e.op("Not", e.op("Equal", tokens, e.scalar(self.pad_index, "int64"))), to=1)
+        keep = e.op("Unsqueeze", keep, e.ints(-1))                                         # (B, T, 1)
+        count = e.op("Max", e.op("ReduceSum", keep, e.ints(1), keepdims=0), e.scalar(1.0))  # (B, 1): all-pad rows / 1
+        return e.op("Div", e.op("ReduceSum", e.op("Mul", x, keep), e.ints(1), keepdims=0), count)  # (B, D)

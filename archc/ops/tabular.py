@@ -66,3 +66,37 @@ class ColumnEmbed(Op):
     def to_torch(self, ins):
         from archc.nn.tabular import ColumnEmbed as M
         return M(self.widths, self.rows, self.dims)
+
+    def _parts(self) -> list[tuple[int, int, int]]:
+        """(start, stop, table or -1) per column, consecutive pass-through columns as one, as the torch module's."""
+        parts: list[tuple[int, int, int]] = []
+        at, j = 0, 0
+        for w, r in zip(self.widths, self.rows):
+            if r:
+                parts.append((at, at + 1, j))
+                j += 1
+                if w > 1:
+                    parts.append((at + 1, at + w, -1))
+            elif parts and parts[-1][2] < 0 and parts[-1][1] == at:
+                parts[-1] = (parts[-1][0], at + w, -1)
+            else:
+                parts.append((at, at + w, -1))
+            at += w
+        return parts
+
+    def emit(self, e):
+        x, out = e.ins[0], []
+        tables = [r for r in self.rows if r]
+        for start, stop, j in self._parts():
+            cut = e.op("Slice", x, e.ints(start), e.ints(stop), e.ints(1))                  # (N, stop - start)
+            if j < 0:
+                out.append(cut)
+                continue
+            unknown = float(tables[j] - 1)
+            v = e.op("Round", cut)                                                            # (N, 1)
+            # an index outside [0, rows) (or NaN) reads the unknown row, as the torch module does
+            ok = e.op("And", e.op("GreaterOrEqual", v, e.scalar(0.0)), e.op("LessOrEqual", v, e.scalar(unknown)))
+            index = e.op("Cast", e.op("Where", ok, v, e.scalar(unknown)), to=7)
+            rows = e.op("Gather", e.param(f"tables.{j}.weight"), e.op("Squeeze", index, e.ints(1)), axis=0)
+            out.append(rows)                                                                   # (N, dim)
+        return out[0] if len(out) == 1 else e.op("Concat", *out, axis=1)

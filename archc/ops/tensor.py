@@ -37,6 +37,15 @@ class Flatten(Op):
         from torch import nn
         return nn.Flatten(self.start_dim, self.end_dim)
 
+    def emit(self, e):
+        x, rank = e.ins[0], e.types[0].rank
+        start, end = self.start_dim % rank, self.end_dim % rank
+        if start == end:
+            return x
+        if start == 1 and end == rank - 1:
+            return e.op("Flatten", x, axis=1)                                      # (B, rest)
+        return e.op("Reshape", x, e.op("Concat", e.dims(x, 0, start), e.ints(-1), e.dims(x, end + 1), axis=0))
+
 
 @register
 class Reshape(Op):
@@ -68,6 +77,9 @@ class Reshape(Op):
         from archc.nn.tensor import Reshape as M
         return M(self.shape)
 
+    def emit(self, e):  # 0 copies the batch axis (allowzero = 0)
+        return e.op("Reshape", e.ins[0], e.ints(0, *self.shape))
+
 
 @register
 class Permute(Op):
@@ -92,6 +104,9 @@ class Permute(Op):
         from archc.nn.tensor import Permute as M
         return M(self.dims)
 
+    def emit(self, e):
+        return e.op("Transpose", e.ins[0], perm=list(self.dims))
+
 
 @register
 class Dropout(Op):
@@ -110,6 +125,9 @@ class Dropout(Op):
     def to_torch(self, ins):
         from torch import nn
         return nn.Dropout(self.p)
+
+    def emit(self, e):  # identity at inference
+        return e.ins[0]
 
 
 def broadcast(ins: list[TensorType], what: str) -> tuple[Dim, ...]:
@@ -153,6 +171,12 @@ class _Elementwise(Op):
     def to_torch(self, ins):
         from archc.nn import tensor
         return getattr(tensor, self.module)()
+
+    def emit(self, e):
+        out = e.ins[0]
+        for x in e.ins[1:]:
+            out = e.op(self.module, out, x)  # "Add" / "Mul": torch's left-to-right order
+        return out
 
 
 @register
@@ -205,3 +229,6 @@ class Concat(Op):
     def to_torch(self, ins):
         from archc.nn.tensor import Concat as M
         return M(self.dim)
+
+    def emit(self, e):
+        return e.op("Concat", *e.ins, axis=self.dim)

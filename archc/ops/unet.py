@@ -78,6 +78,12 @@ class ConvTranspose2d(Op):
         return nn.ConvTranspose2d(ins[0].shape[1], self.out_channels, k, stride=s, padding=p, output_padding=op,
                                   groups=self.groups, bias=self.bias, dilation=d)
 
+    def emit(self, e):
+        k, s, p, op, d = self._geometry()
+        return e.op("ConvTranspose", e.ins[0], e.param("weight"), e.param("bias") if self.bias else None,
+                    kernel_shape=list(k), strides=list(s), pads=[*p, *p], output_padding=list(op), dilations=list(d),
+                    group=self.groups)
+
 
 @register
 class Upsample(Op):
@@ -116,6 +122,17 @@ class Upsample(Op):
         return nn.Upsample(scale_factor=float(self.scale_factor), mode=self.mode,
                            align_corners=self.align_corners if self.mode == "bilinear" else None)
 
+    def emit(self, e):
+        """Resize by the factor: torch's nearest is ONNX's asymmetric floor; bilinear maps coordinates by half pixels
+        (or corners)."""
+        rank = e.types[0].rank
+        scales = e.const([1.0, 1.0] + [float(self.scale_factor)] * (rank - 2))
+        if self.mode == "nearest":
+            return e.op("Resize", e.ins[0], None, scales, mode="nearest", nearest_mode="floor",
+                        coordinate_transformation_mode="asymmetric")
+        where = "align_corners" if self.align_corners else "pytorch_half_pixel"
+        return e.op("Resize", e.ins[0], None, scales, mode="linear", coordinate_transformation_mode=where)
+
 
 @register
 class TimestepEmbedding(Op):
@@ -144,6 +161,19 @@ class TimestepEmbedding(Op):
     def to_torch(self, ins):
         from archc.nn.unet import TimestepEmbedding as M
         return M(self.dim, self.max_period)
+
+    def emit(self, e):
+        import math
+
+        import numpy as np
+        half = self.dim // 2
+        freqs = np.exp(np.float32(-math.log(self.max_period)) * np.arange(half, dtype=np.float32) / np.float32(half))
+        t = e.ins[0] if e.types[0].rank == 2 else e.op("Unsqueeze", e.ins[0], e.ints(1))     # (B, 1)
+        args = e.op("Mul", e.op("Cast", t, to=1), e.const(freqs.astype(np.float32)))          # (B, dim // 2)
+        parts = [e.op("Cos", args), e.op("Sin", args)]
+        if self.dim % 2:  # an odd dim: one zero feature at the end
+            parts.append(e.op("Mul", e.op("Slice", args, e.ints(0), e.ints(1), e.ints(1)), e.scalar(0.0)))
+        return e.op("Concat", *parts, axis=-1)                                                  # (B, dim)
 
 
 def _vector_for(x: TensorType, v: TensorType, factor: int, what: str) -> None:
@@ -175,6 +205,10 @@ class AddChannels(Op):
         from archc.nn.unet import AddChannels as M
         return M(ins[0].rank - 2)
 
+    def emit(self, e):
+        x, v = e.ins
+        return e.op("Add", x, _per_channel(e, v, e.types[0].rank - 2))
+
 
 @register
 class ScaleShift(Op):
@@ -199,3 +233,16 @@ class ScaleShift(Op):
     def to_torch(self, ins):
         from archc.nn.unet import ScaleShift as M
         return M(ins[0].shape[1], ins[0].rank - 2)
+
+    def emit(self, e):
+        x, v = e.ins
+        c = e.types[0].shape[1]
+        v = _per_channel(e, v, e.types[0].rank - 2)                                   # (B, 2C, 1, 1)
+        scale = e.op("Slice", v, e.ints(0), e.ints(c), e.ints(1))
+        shift = e.op("Slice", v, e.ints(c), e.ints(2 * c), e.ints(1))
+        return e.op("Add", e.op("Mul", x, e.op("Add", e.scalar(1.0), scale)), shift)
+
+
+def _per_channel(e, v, spatial: int):
+    """(B, C) -> (B, C, 1, ...) with `spatial` trailing axes of 1, to broadcast over positions."""
+    return v if spatial == 0 else e.op("Unsqueeze", v, e.ints(*range(2, 2 + spatial)))

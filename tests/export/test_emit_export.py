@@ -1,0 +1,68 @@
+"""`--exporter emit`: the emitted graph goes through the whole export (metadata, checker, parity, restore), with the
+traced file's interface, without importing torch.onnx; a spec with an op that does not emit yet is refused."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from click.testing import CliRunner
+
+from archc.cli import main
+from archc.export import export
+from archc.lower import lower
+from archc.pipeline import compile_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import sys
+from click.testing import CliRunner
+from archc.cli import main
+r = CliRunner().invoke(main, ["build", {spec!r}, "--exporter", "emit", "-o", {out!r}, "--no-optimize"])
+assert r.exit_code == 0, r.output
+assert "torch.onnx" not in sys.modules, "torch.onnx was imported"
+print(r.output)
+"""
+
+
+def test_build_emits_without_torch_onnx(tmp_path):
+    out = tmp_path / "d.onnx"
+    r = subprocess.run([sys.executable, "-c", PROBE.format(spec=str(ROOT / "specs" / "digit_classifier.toml"),
+                                                          out=str(out))], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "export (emit)" in r.stdout and "parity vs torch at batch 1, 3" in r.stdout
+    model = onnx.load(out)
+    assert [o.name for o in model.graph.output] == ["logits"] and model.opset_import[0].version == 23
+    assert {p.key for p in model.metadata_props} >= {"archc.spec", "archc.task", "archc.inputs", "archc.outputs"}
+    assert [n.name for n in model.graph.node if n.op_type == "Gemm"] == ["fc1", "fc2", "logits"]
+
+
+def test_standardized_targets_are_restored_in_the_emitted_graph(tmp_path):
+    spec = {"archc": 1, "model": {"name": "reg"}, "inputs": {"x": {"shape": [3]}}, "task": {"kind": "regression"},
+            "layers": [{"op": "linear", "id": "y", "out_features": 2}]}
+    c = compile_spec(spec)
+    module = lower(c.graph)
+    scale = {"y": {"mean": [10.0, -5.0], "std": [2.0, 0.5]}}
+    report = export(c, tmp_path / "r.onnx", module=module, exporter="emit", extra_metadata={"target_scale": scale})
+    assert report.max_abs_diff <= report.tolerance  # parity against the restored torch module
+    model = onnx.load(tmp_path / "r.onnx")
+    assert {"target_scale.mean", "target_scale.std"} <= {t.name for t in model.graph.initializer}
+    x = np.zeros((1, 3), np.float32)
+    got = ort.InferenceSession(str(tmp_path / "r.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    bias = module.state_dict()["y.bias"].numpy()
+    np.testing.assert_allclose(got[0], bias * [2.0, 0.5] + [10.0, -5.0], rtol=1e-6)
+
+
+def test_an_op_that_does_not_emit_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.setattr("archc.emit.graph.NOT_EMITTING", frozenset({"gru"}))  # the list's ops, for the test
+    spec = tmp_path / "r.toml"
+    spec.write_text('archc = 1\n[model]\nname = "r"\n[inputs.x]\nshape = ["seq", 3]\n[axes]\nseq = 4\n'
+                    '[task]\nkind = "regression"\n[[layers]]\nid = "r"\nop = "gru"\nhidden_size = 4\n')
+    r = CliRunner().invoke(main, ["build", str(spec), "--exporter", "emit", "-o", str(tmp_path / "r.onnx")])
+    assert r.exit_code == 1, r.output
+    assert "layers[0] (r)" in r.output and "received gru (not yet emitting)" in r.output
+    assert "--exporter torchscript" in r.output and not (tmp_path / "r.onnx").exists()
