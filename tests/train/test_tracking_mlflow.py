@@ -3,6 +3,7 @@ every point and epoch row as metric history at its global step, the run's files 
 same MLflow run without logging a step twice; a tracking server that is down is one note, and the run finishes."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -30,7 +31,10 @@ def database(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    return uri, MlflowClient(uri)
+    with contextlib.chdir(folder):  # the store fixes its default artifact root (./mlruns) when it opens
+        client = MlflowClient(uri)
+        client.search_experiments()
+    return uri, client
 
 
 @pytest.fixture
