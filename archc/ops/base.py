@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, ClassVar, Protocol, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,14 +15,34 @@ if TYPE_CHECKING:  # torch is imported only by lowering, never by validate; onnx
     import onnx_ir as ir
     from torch import nn
 
-    from archc.emit.builder import Emitter
-
 Dim = int | str                     # an int is a fixed size, a str a named symbolic axis
 BATCH = "batch"                     # the implicit, dynamic first axis of every tensor
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
+
+
+class Emitter(Protocol):
+    """What an op's `emit` hook writes its ONNX through: one spec node's scope. archc.emit.builder.Emitter implements
+    it; the ops name only this protocol, since archc.emit imports the ops (the package graph stays a DAG, type-only
+    imports counted). tests/test_protocols.py checks that the builder has every member and that the ops
+    use no other."""
+
+    ins: list["ir.Value"]           # the node's inputs, in `from` order
+    types: list["TensorType"]       # their inferred types
+    out: "TensorType"               # the node's inferred output type
+
+    def param(self, name: str) -> "ir.Value": ...            # an initializer under its state_dict name
+    def tied(self, name: str) -> "ir.Value": ...             # the tied node's parameter
+    def op(self, op_type: str, *inputs: "ir.Value | None", **attrs: Any) -> "ir.Value": ...
+    def ops(self, op_type: str, *inputs: "ir.Value | None", outputs: int, **attrs: Any) -> Sequence["ir.Value"]: ...
+    def const(self, value: Any, dtype: str = "float32") -> "ir.Value": ...
+    def ints(self, *values: int) -> "ir.Value": ...
+    def scalar(self, value: float | int, dtype: str = "float32") -> "ir.Value": ...
+    def dims(self, x: "ir.Value", start: int, end: int | None = None) -> "ir.Value": ...
+    def linear(self, x: "ir.Value", prefix: str = "", bias: bool = True, rank: int = 3) -> "ir.Value": ...
+    def affine(self, x: "ir.Value", w: "ir.Value", b: "ir.Value | None", rank: int = 3) -> "ir.Value": ...
 
 @dataclass(frozen=True)
 class TensorType:
@@ -203,7 +223,7 @@ class Op(BaseModel):
         raise NotImplementedError
 
     def emit(self, e: "Emitter") -> "ir.Value":
-        """Write this op's ONNX nodes with `e` (archc.emit.builder: its inputs e.ins typed e.types, its parameters
+        """Write this op's ONNX nodes with `e` (the Emitter protocol above: its inputs e.ins typed e.types, its parameters
         e.param(name) under their state_dict names, nodes e.op(...)) and return the output value. The emitted graph
         must compute what to_torch's module does; the emit conformance test checks it under ONNX Runtime."""
         raise NotImplementedError

@@ -24,8 +24,7 @@ import archc.metadata as keys
 if TYPE_CHECKING:  # archc.ops (every op, pydantic) is not imported by infer's side
     from archc.ops.base import TensorType
     from archc.data import Dataset, Split
-    from archc.graph.ir import Graph
-    from archc.runtime.session import Model
+    from archc.tasks.views import GraphView as Graph, ModelView as Model
     from archc.tasks.hooks import SplitBuilders
 
 # The spec (archc.language.model.Spec) is not imported: it builds its `kind` choices from this registry.

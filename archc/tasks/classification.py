@@ -9,7 +9,7 @@ from archc.labels import CLASSES
 
 if TYPE_CHECKING:
     from archc.ops.base import TensorType
-    from archc.runtime.session import Model
+    from archc.tasks.views import ModelView as Model
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
