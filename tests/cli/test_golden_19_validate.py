@@ -126,7 +126,7 @@ WIDE = {"archc": 1, "model": {"name": "wide"}, "inputs": {"x": {"shape": ["seq",
 
 @case("error: TMP/s.json: axes.seq: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
       "the export's trace at batch 2, seq 1,000,000 (inputs, activations, weights) (lower [axes] seq: the export "
-      "traces at it and checks near it)")
+      "traces at it and checks near it; or ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
 def axis_the_export_cannot_hold(tmp, mp):
     """Training one example at a time fits (244 MiB per tensor); the export's trace at batch 2 would not."""
     mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
@@ -136,7 +136,7 @@ def axis_the_export_cannot_hold(tmp, mp):
 
 @case("error: TMP/s.json: inputs.x: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
       "the export's trace at batch 2, seq 3,000,001 (inputs, activations, weights) (no [axes] seq: archc chose "
-      "3,000,001 inside the bounds the layers put on it; lower those or the layer sizes)")
+      "3,000,001 inside the bounds the layers put on it; lower those or the layer sizes; or ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
 def typical_size_the_bounds_force(tmp, mp):
     """No [axes] entry: the default size moves inside the slice's bound (seq > 3,000,000)."""
     mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
