@@ -182,6 +182,8 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
+        for warning in result.graph.warnings:  # wiring that is legal but likely a mistake
+            click.echo(f"warning: {warning.located(str(spec)).line()}", err=True)
         for warning in result.graph.memory.lines()[1:] if result.graph.memory is not None else []:
             click.echo(warning, err=True)  # where this machine cannot hold it: build or train would refuse
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means

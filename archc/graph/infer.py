@@ -47,6 +47,8 @@ def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> G
             e.where = at(node.where, f".{e.where}") if e.where else node.where
             name = node.act.name() if on_act else node.op.name()  # type: ignore[union-attr]
             e.message = f"{name}: {e.message}" + (f" (input: {received})" if len(ins) == 1 and not on_act else "")
+            if node.notes:  # an input that is a left-out layer's stand-in: the likely cause, said
+                e.hint = "; ".join([*node.notes, *([e.hint] if e.hint else [])])
             errors.append(e)
             types[node.id] = None
             continue

@@ -191,3 +191,10 @@ def test_torchvision_resnet_through_its_mapping(tmp_path, name, block, depths):
                               tmp_path)
     assert rules <= 6
 
+
+def test_torchvision_mobilenet_v2_through_its_mapping(tmp_path):
+    """features.{n} numbers the 17 inverted-residual blocks through the 7 stages: [numbering.n] splits it back."""
+    torch.manual_seed(0)
+    rules = loads_and_matches("mobilenet_v2", randomized(MobileNetV2(10), 7), "mobilenet_v2.weights.toml",
+                              tmp_path)
+    assert rules <= 16

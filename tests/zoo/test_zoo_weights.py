@@ -176,9 +176,9 @@ def mobilenet_v2_names(name: str) -> str:
             if repeat < n:
                 break
             repeat, stage = repeat - n, stage + 1
-        prefix, parts = f"stages.{stage}.blocks{'' if n == 1 else f'.{repeat}'}.", parts[2:]
+        prefix, parts = f"stages.{stage}.blocks.{repeat}.", parts[2:]
     elif parts[0] == "conv_stem" and parts[1] != "first_conv":
-        prefix, parts = "stages.0.blocks.", parts[1:]
+        prefix, parts = "stages.0.blocks.0.", parts[1:]
     else:
         prefix, parts = "", parts[1:] if parts[0] == "conv_stem" else parts
     conv, kind, tensor = convs[parts[0]], parts[1], parts[2]
