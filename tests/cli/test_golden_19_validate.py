@@ -89,6 +89,15 @@ def train_lr_inf(tmp, mp):
     return ["train", SPECS / "digits_mlp.toml", "--lr", "inf", "--out", tmp / "run"]
 
 
+@case("error: SPECS/digits_mlp.toml: train.batch_size: expected activations that fit in memory (286.1 MiB), received "
+      "1.8 KiB per example x batch 2000000 = 3.4 GiB (reduce the batch size or the layer sizes, or "
+      "ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
+def train_that_would_run_out_of_memory(tmp, mp):
+    """validate warns about it (exit 0); train refuses before reading data or making the run folder."""
+    mp.setenv("ARCHC_MEMORY_LIMIT", "3e8")
+    return ["train", SPECS / "digits_mlp.toml", "--batch-size", "2000000", "--out", tmp / "run"]
+
+
 @case("error: --temperature: expected a finite number, received inf")
 def generate_temperature_inf(tmp, mp):
     return ["infer", tmp / "m.onnx", "--prompt", "ab", "--temperature", "inf"]
