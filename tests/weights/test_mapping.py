@@ -211,3 +211,20 @@ def test_a_drop_name_as_written_resolves_two_names_that_strip_to_one():
     steps = plan(m, infos, {"fc.w": Expected((2,), True), "fc.b": Expected((2,), True)}, "w.safetensors")
     assert sorted(s.sources for s in steps) == [("fc.b",), ("fc.w",)]
     assert [n for n in infos if m.drops(n)] == ["transformer.fc.w", "other"]
+
+
+def test_a_solved_expression_inverts_the_computed_one():
+    """For every linear form a*x+b in a `from`, matching the name a `to` of the same form fills gives x back, and a
+    number the form never takes matches nothing."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b = rng.choice([1, 2, 3, 7]), rng.randrange(0, 20)
+        form = rng.choice([f"{a}*i+{b}", f"i*{a}+{b}", f"{b}+{a}*i", f"({a})*(i) + {b}", f"{a}*(i+1)-{a}+{b}"])
+        src, dst = Pattern.parse(f"w.{{{form}}}.x", "x"), Pattern.parse(f"w.{{{form}}}.x", "x", "to")
+        x = rng.randrange(0, 1000)
+        assert src.match(dst.fill({"i": str(x)})) == {"i": str(x)}
+        off = a * x + b + rng.randrange(1, a) if a > 1 else None
+        assert off is None or src.match(f"w.{off}.x") is None
+        assert b == 0 or src.match(f"w.{rng.randrange(0, b)}.x") is None  # below b: x would be negative
