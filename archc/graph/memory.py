@@ -116,7 +116,8 @@ def needs(graph: Graph, train: "Train", given: set[str] = frozenset()) -> Memory
     if not build and acts * batch > limit:
         more.append(SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
                               f"{human_bytes(acts)} per example x batch {batch} = {human_bytes(acts * batch)}",
-                              where="train.batch_size", hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
+                              where="train.batch_size",
+                              hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
     elif not build and training > limit:
         state = f", optimizer state {human_bytes(optimizer)} ({train.optimizer.name})" if optimizer else ""
         more.append(SpecError(f"expected training to fit in memory ({human_bytes(limit)}), received "
