@@ -126,7 +126,8 @@ def output_file(path: Path | None) -> Path | None:
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path))  # a directory: load_file says so, exit 1
 WEIGHTS = click.option("--weights", type=click.Path(path_type=Path), default=None,
-                       help="Load this safetensors checkpoint into the model (strict: every tensor filled and used).")
+                       help="Load this safetensors checkpoint into the model (strict: every tensor filled and used): "
+                            "a file, a sharded checkpoint's model.safetensors.index.json, or a folder holding one.")
 OPTIMIZE = click.option("--optimize/--no-optimize", "optimize", default=None,
                         help="--no-optimize: write the plain exported graph (no onnxslim); --optimize: run onnxslim "
                              "even past its size budget. Default: within the budget, kept where it removes compute "
@@ -182,6 +183,10 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
     else:
         click.echo(as_text(result.graph))
+        for warning in result.graph.warnings:  # wiring that is legal but likely a mistake
+            click.echo(f"warning: {warning.located(str(spec)).line()}", err=True)
+        for warning in result.graph.memory.lines()[1:] if result.graph.memory is not None else []:
+            click.echo(warning, err=True)  # where this machine cannot hold it: build or train would refuse
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
         if line:
             click.echo(line)
@@ -252,7 +257,8 @@ def _build(spec: Path, output: Path | None, seed: int, exporter: str, print_code
         from archc.runtime.kvcache import model_files
 
         run(c, BUILD_PASSES, "infer")  # the default output is named after the model
-        check_writes({"SPEC": spec, "--weights": weights, "--map": map_path, "--tokenizer": tokenizer_path},
+        shards = sorted(set(init.checkpoint.files.values())) if init is not None else []  # an index's files too
+        check_writes({"SPEC": spec, "--weights": [weights, *shards], "--map": map_path, "--tokenizer": tokenizer_path},
                      {"--output": model_files(output_path(c))})
         if tok is not None:
             from archc.export.genai import archcs_own

@@ -272,8 +272,11 @@ def infer(c: Compiled) -> None:
 
 
 def lower(c: Compiled) -> None:
-    """Graph -> an initialized torch.fx module (imports torch)."""
+    """Graph -> an initialized torch.fx module (imports torch); refused first when the build would run out of memory."""
+    from archc.graph.memory import check_fits
     from archc.lower import lower as lower_graph
+
+    check_fits(c.graph, training=False)  # type: ignore[arg-type]
 
     c.module = lower_graph(c.graph, seed=c.options.seed)  # type: ignore[arg-type]
 

@@ -46,7 +46,8 @@ def _input(graph: Graph, name: str) -> dict[str, Any]:
 
 
 def as_json(graph: Graph, file: str, sha256: str) -> dict[str, Any]:
-    return {"ok": True, "file": file, "model": graph.name, "spec_sha256": sha256,
+    memory = {"memory": graph.memory.as_json()} if graph.memory is not None else {}  # validate's figures
+    return memory | {"ok": True, "file": file, "model": graph.name, "spec_sha256": sha256,
             "inputs": {k: _input(graph, k) for k in graph.inputs},
             "outputs": {k: {"node": v, "shape": list(graph.type_of(v).shape)} for k, v in graph.outputs.items()},
             "nodes": rows(graph), "total_params": graph.total_params, "total_flops": graph.total_flops,
@@ -75,6 +76,7 @@ def as_text(graph: Graph) -> str:
              f"FLOPs per example: {graph.total_flops:,}"
              + (f" (symbolic axes at {', '.join(f'{k}={v}' for k, v in symbolic.items())})" if symbolic else ""),
              "outputs: " + ", ".join(f"{k} {graph.type_of(v).show()}" for k, v in graph.outputs.items())]
+    lines += graph.memory.lines()[:1] if graph.memory is not None else []  # the figures (the warnings: stderr)
     return "\n".join(lines + _bounds(graph) + _columns(graph))
 
 

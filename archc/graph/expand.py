@@ -41,6 +41,8 @@ class Expander:
         self.nodes: list[Node] = []
         self.errors: list[ArchcError] = []
         self.visits = 0
+        self.left: list[dict[str, str]] = []  # per list of layers being expanded: left-out id -> what it stands for
+        self.warnings: list[SpecError] = []
 
     def run(self) -> Graph:
         spec = self.spec
@@ -88,7 +90,9 @@ class Expander:
         raise_all(self.errors)
         sizes = {**spec.axes}
         vocab = {name: inp.vocab for name, inp in spec.inputs.items() if inp.vocab}
-        return Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab, tables)  # type: ignore[arg-type]
+        graph = Graph(spec.model.name, inputs, self.nodes, outputs, sizes, vocab, tables)  # type: ignore[arg-type]
+        graph.warnings = self.warnings
+        return graph
 
     def global_params(self) -> dict[str, Any]:
         """[params] in order: a value may refer to the parameters above it (`b = "${a * 2}"`); a reference that
@@ -110,6 +114,14 @@ class Expander:
     def layers(self, raws: list[Any], path: str, prefix: str, params: dict[str, Any], scope: dict[str, str],
                prev: str | None, context: str, stack: tuple[str, ...]) -> str | None:
         """Expand `raws` in order; returns the id of the last output (or BROKEN)."""
+        self.left.append({})
+        try:
+            return self._layers(raws, path, prefix, params, scope, prev, context, stack)
+        finally:
+            self.left.pop()
+
+    def _layers(self, raws: list[Any], path: str, prefix: str, params: dict[str, Any], scope: dict[str, str],
+                prev: str | None, context: str, stack: tuple[str, ...]) -> str | None:
         declared = {r["id"]: i for i, r in enumerate(raws) if isinstance(r, dict) and isinstance(r.get("id"), str)}
         local_where: dict[str, str] = {}
         for i, raw in enumerate(raws):
@@ -214,6 +226,10 @@ class Expander:
         except SpecError as e:
             e.where = at(where, ".from")
             raise
+        if local is not None and inputs[0] != BROKEN:  # a `from` naming it reads its input: said where it matters
+            shown = next((k for k, v in scope.items() if v == inputs[0]), inputs[0])
+            self.left[-1][local] = (f"'{local}' stands for '{shown}' here: {where} is left out (its `when` is "
+                                    "false) and passes its input on")
         return local, inputs[0]
 
     # ---- an op layer -----------------------------------------------------------------------
@@ -235,6 +251,14 @@ class Expander:
                             f"received {len(inputs)}", hint="set 'from' to list the inputs")
         if BROKEN in inputs:
             return local, BROKEN
+        refs = [op.from_] if isinstance(op.from_, str) else list(op.from_ or [])
+        notes = tuple(self.left[-1][r] for r in dict.fromkeys(refs) if r in self.left[-1])
+        twice = next((v for v in inputs if inputs.count(v) > 1), None)
+        if notes and twice is not None:  # add(x, proj) with proj left out: x + x, no error to hint at
+            shown = next((k for k, v in scope.items() if v == twice), twice)
+            self.warnings.append(SpecError(f"'from' reads '{shown}' twice; {'; '.join(notes)}",
+                                           where=at(where, ".from"), hint="leave this layer out with the same "
+                                           "`when`, or name another node"))
         tied = None
         if cls.ties is not None:  # weight tying names another node, resolved like `from`
             try:
@@ -245,7 +269,7 @@ class Expander:
             if tied in self.inputs:
                 raise SpecError(f"expected a layer whose parameters to reuse, received input '{tied}'",
                                 where=at(where, f".{cls.ties}"))
-        node = Node(prefix + local, op, inputs, where, act, tied)
+        node = Node(prefix + local, op, inputs, where, act, tied, notes=notes)
         self.nodes.append(node)
         return local, node.id
 
@@ -340,10 +364,11 @@ class Expander:
         if BROKEN in inputs:
             return local, BROKEN
         out: str | None = inputs[0]  # repeat = 0 passes the block's first input on
+        indexed = "repeat" in u.model_fields_set  # a written repeat names every instance by its index, 1 or many
         for r in range(u.repeat):
-            tag = f".{r}" if u.repeat > 1 else ""
+            tag = f".{r}" if indexed else ""
             # the whole chain of uses, innermost first: "blocks.res.layers[1] in layers[2] (stage) repeat 1 in ..."
-            context = " in " + at(where, f" repeat {r}" if u.repeat > 1 else "")
+            context = " in " + at(where, f" repeat {r}" if indexed else "")
             # repeat chains the block's first input; any others (a time embedding, a mask) go to every repeat
             bscope = dict(zip(block.inputs, inputs if r == 0 else [out, *inputs[1:]]))
             before = len(self.errors)

@@ -1,24 +1,21 @@
 """The infer pass: shapes, dtypes, parameter shapes and FLOPs for every node, plus whole-model checks."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from collections import Counter
 
 from archc.errors import ArchcError, SpecError, raise_all
-from archc.graph.bounds import TRACE, Collector, base_axis, check as check_bounds, export_runs
+from archc.graph.bounds import Collector, base_axis, check as check_bounds
 from archc.graph.select import check_tuning
 from archc.graph.ir import Graph, Node
 from archc.graph.located import InternalError
-from archc.ops.base import BATCH, Dim, Op, TensorType
-from archc.ops.sequence import size_of
+from archc.graph.memory import export_bytes, human_bytes, memory_limit, needs  # noqa: F401 (their old home)
+from archc.ops.base import BATCH, TensorType
 from archc.language.errors import at
 from archc.language.model import Spec
 from archc.tasks import REGISTRY as TASKS
 from archc.tasks.base import task_class, task_output
 
 DEFAULT_AXIS_SIZE = 32  # a symbolic axis without an [axes] entry is estimated at this size
-BYTES = {"float32": 4, "int64": 8}
 
 
 def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> Graph:
@@ -50,6 +47,8 @@ def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> G
             e.where = at(node.where, f".{e.where}") if e.where else node.where
             name = node.act.name() if on_act else node.op.name()  # type: ignore[union-attr]
             e.message = f"{name}: {e.message}" + (f" (input: {received})" if len(ins) == 1 and not on_act else "")
+            if node.notes:  # an input that is a left-out layer's stand-in: the likely cause, said
+                e.hint = "; ".join([*node.notes, *([e.hint] if e.hint else [])])
             errors.append(e)
             types[node.id] = None
             continue
@@ -67,7 +66,7 @@ def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> G
         check_task(graph, spec, root)
         t = spec.train
         raise_all(check_tuning(graph, t.freeze, t.lora.targets if t.lora is not None else None))
-        check_memory(graph, spec.train.batch_size, set(given))
+        graph.memory = needs(graph, spec.train, set(given))  # figures for validate; build and train refuse on them
     check_inputs_read(graph)
     return graph
 
@@ -174,145 +173,3 @@ def check_single_input(graph: Graph, file: str = "") -> None:
     if not only.shape or only.shape[0] != BATCH:
         raise SpecError(f"training needs an input with a batch axis, received {only.show()}", where="inputs",
                         file=file, hint=f"task kinds {', '.join(own)} feed their own inputs (e.g. whole graphs)")
-
-
-def memory_limit() -> int:
-    """Bytes a model may need: ARCHC_MEMORY_LIMIT (for tests) or this machine's physical memory."""
-    env = os.environ.get("ARCHC_MEMORY_LIMIT")
-    if env:
-        try:
-            return int(float(env))
-        except (ValueError, OverflowError):  # "8GiB", "inf": say so instead of a traceback
-            raise ArchcError(f"expected a number of bytes, received {env!r}", where="ARCHC_MEMORY_LIMIT",
-                             hint="e.g. ARCHC_MEMORY_LIMIT=8e9", file="environment") from None
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 64 * 2**30
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    if n >= 1024**6:  # absurd sizes (a typo like shape = [10**9, 10**9]): no 30-digit numbers, no float overflow
-        pib = n // 1024**5
-        return f"{pib:.1e} PiB" if pib.bit_length() < 1000 else f"over 2^{n.bit_length() - 1} B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f}"
-
-
-def _count(n: int) -> str:
-    """A parameter count: 1,234,567, or 7.9e+32 when it is absurdly large."""
-    if n < 10**15:
-        return f"{n:,}"
-    return f"{n:.1e}" if n.bit_length() < 1000 else f"over 2^{n.bit_length() - 1}"
-
-
-def check_memory(graph: Graph, batch_size: int, given: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Refuse, before anything is allocated, a model whose weights or activations cannot fit in memory, in training
-    (at `batch_size`) or in the export's checks; `given`: the axes the spec sizes in [axes] (where errors point)."""
-    limit = memory_limit()
-    weights = graph.total_params * 4
-    if weights > limit:
-        big = max(graph.nodes, key=lambda n: n.num_params)
-        raise SpecError(f"expected a model that fits in memory ({human_bytes(limit)}), received "
-                        f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
-                        where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
-                                             "parameters; reduce layer sizes")
-    tensors, users = node_tensors(graph)
-    acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
-    if acts * batch_size > limit:
-        raise SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
-                        f"{human_bytes(acts)} per example x batch {batch_size} = {human_bytes(acts * batch_size)}",
-                        where="train.batch_size", hint="reduce the batch size or the layer sizes")
-    check_export_memory(graph, limit, given, weights, tensors, users)
-
-
-# What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the
-# exporter's graph and its initializers, the serialized model, ONNX Runtime's session and its pre-packed copies:
-# `archc build specs/zoo/gpt2.toml --no-optimize` grew the peak by 2.42 GiB, 5.2 times its 0.46 GiB of weights), in
-# a parity check per output ONNX Runtime's copy plus the float64 comparison with torch's (a float64 copy, the
-# difference and its absolute value: 6 float32-sized copies), and what the runtimes hold whatever the model (a
-# 2-layer build at 60,000 x 64 values grew the peak by 475 MB against 440 MB of tensors and copies counted).
-EXPORT_WEIGHT_COPIES = 6
-COMPARED_OUTPUT_COPIES = 7
-EXPORT_OVERHEAD = 256 * 2**20
-# An op's scratch (Op.scratch: attention's scores) as ONNX Runtime and torch's trace hold it: the scores, their
-# softmax and a scaled or masked copy (attention at seq 2048 x 16 heads: `archc build` peaked at 2.5 GB where the
-# scores at batch 3 are 0.8 GB and everything else counted 0.3 GB). One node's scratch is live at a time.
-SCRATCH_COPIES = 3
-
-
-def node_tensors(graph: Graph) -> tuple[Counter, list[Node]]:
-    """Every node's output type, counted (with whether an `act` adds a second tensor), and the nodes that hold a
-    scratch tensor (Op.scratch): one walk over the nodes."""
-    tensors: Counter = Counter()
-    users = []
-    for n in graph.nodes:
-        if n.out:
-            tensors[(n.out, n.act is not None)] += 1
-            if type(n.op).scratch is not Op.scratch:
-                users.append(n)
-    return tensors, users
-
-
-def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool = True,
-                 weights: int | None = None, tensors: Counter | None = None, users: list[Node] | None = None) -> int:
-    """Bytes the export's run at this batch and these axis sizes holds at most: inputs, every node's output (and its
-    `act`'s), the weights' copies and, when `compared` (a parity check), the outputs' comparison copies.
-    `weights` (bytes) and `tensors` (check_memory's count of node outputs) save walking the nodes again."""
-    def size(t: TensorType) -> int:
-        n = (batch if t.batched else 1) * BYTES.get(t.dtype, 4)
-        for d in t.features:
-            n *= _dim_size(d, sizes)
-        return n
-
-    weights = graph.total_params * 4 if weights is None else weights
-    if tensors is None or users is None:
-        tensors, users = node_tensors(graph)
-    acts = sum(size(t) * (2 if act else 1) * k for (t, act), k in tensors.items())
-    outs = sum(size(graph.type_of(v)) for v in graph.outputs.values()) * COMPARED_OUTPUT_COPIES * compared
-    return (EXPORT_OVERHEAD + weights * EXPORT_WEIGHT_COPIES + sum(size(t) for t in graph.inputs.values()) + acts
-            + outs + scratch_bytes(graph, users, batch, sizes))
-
-
-def scratch_bytes(graph: Graph, users: list[Node], batch: int, sizes: dict[str, int]) -> int:
-    """The largest scratch (Op.scratch) of `users` at this batch and these axis sizes, in float32 copies held."""
-    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], lambda d: _dim_size(d, sizes)) for n in users),
-               default=0)
-    return most * batch * 4 * SCRATCH_COPIES
-
-
-def _dim_size(d: Dim, sizes: dict[str, int]) -> int:
-    """A dimension's size at these axis sizes (a derived axis such as 'seq-1' included; an unsized symbol: 1)."""
-    s = size_of(d, sizes)
-    return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
-
-
-def check_export_memory(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter,
-                        users: list[Node]) -> None:
-    """Refuse axis sizes at which `archc build` (or train's export) could not trace and check the model in memory:
-    the export runs it at a batch of 2 at the typical sizes and at batches 1 and 3 near them (graph.bounds)."""
-    for batch, sizes, what in export_runs(graph):
-        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors, users)
-        if need <= limit:
-            continue
-        shown = "".join(f", {k} {v:,}" for k, v in sizes.items())
-        largest = max(sizes, key=lambda k: (k in given, sizes[k]), default=None)
-        if largest in given:
-            where, hint = f"axes.{largest}", f"lower [axes] {largest}: the export traces at it and checks near it"
-        elif largest is not None:
-            holder = next((n for n, t in graph.inputs.items() if largest in t.features), None)
-            where = f"inputs.{holder}" if holder else "inputs"
-            hint = (f"no [axes] {largest}: archc chose {sizes[largest]:,} inside the bounds the layers put on it; "
-                    "lower those or the layer sizes")
-        else:  # fixed shapes only: point at the largest tensor (an error path: walking the nodes again is fine)
-            by_size = [(t.numel(sizes), 1, f"inputs.{name}") for name, t in graph.inputs.items()]  # inputs first
-            by_size += [(n.out.numel(sizes), 0, n.where) for n in graph.nodes if n.out]
-            where = max(by_size)[2]
-            hint = "reduce the input's or the layers' sizes: the export runs the model at batches of 2 and 3"
-        parts = "inputs, activations, weights" + (", outputs compared" if what != TRACE else "")
-        raise SpecError(f"expected the export's checks to fit in memory ({human_bytes(limit)}), received "
-                        f"{human_bytes(need)} for {what} at batch {batch}{shown} ({parts})", where=where, hint=hint)

@@ -8,6 +8,7 @@ from archc.ops.base import Op, TensorType
 
 if TYPE_CHECKING:
     from archc.data.columns import Column
+    from archc.graph.memory import Memory
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Node:
     where: str
     act: Op | None = None
     tied: str | None = None  # id of the node whose parameters this one reuses (weight tying)
+    notes: tuple[str, ...] = ()  # what a `from` naming a left-out layer (`when` false) reads instead, for errors
     # filled by the infer pass
     out: TensorType | None = None
     params: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -60,6 +62,8 @@ class Graph:
     # filled by the infer pass (archc/graph/bounds.py): what the nodes index, per symbol and per int64 input
     axis_limits: dict[str, list[Limit]] = field(default_factory=dict)   # base symbol ('seq') -> limits
     value_limits: dict[str, list[Limit]] = field(default_factory=dict)  # input name -> limits on its values
+    memory: "Memory | None" = None  # filled by the infer pass from the spec's recipe (archc/graph/memory.py)
+    warnings: list = field(default_factory=list)  # SpecErrors validate prints as warnings (expand's: wiring)
     # id -> node, so lookups inside per-node loops stay O(1) (a scan made lowering quadratic in the node count)
     _by_id: dict[str, Node] = field(init=False, repr=False, compare=False, default_factory=dict)
     # base symbol -> (its limits list, its length, what they allow): bounds.fits runs once per candidate size, and a

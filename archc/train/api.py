@@ -175,6 +175,9 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     import torch
 
     compiled = compile_spec(run.spec)
+    from archc.graph.memory import check_fits
+
+    check_fits(compiled.graph, training=False, file=str(run.spec))  # type: ignore[arg-type]  # before the weights
     with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
         module = lower(compiled.graph, seed=0)
     meta = load_weights(weights, module)

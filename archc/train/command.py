@@ -31,7 +31,8 @@ from archc.train.tracking import chosen, options
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
-              help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights).")
+              help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights; "
+                   "a file, a sharded checkpoint's model.safetensors.index.json, or its folder).")
 @click.option("--map", "init_map", type=click.Path(path_type=Path), default=None,
               help="Weights mapping (TOML) from --init's names to the spec's (default: the spec's own).")
 @click.option("--no-optimize", is_flag=True,

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from archc.errors import DataError, SpecError
 from archc.graph.infer import check_single_input
+from archc.graph.memory import check_fits
 from archc.graph.ir import Graph
 from archc.pipeline import Compiled, compile_spec
 from archc.language.model import Spec
@@ -105,6 +106,7 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
     compiled = compile_spec(raw, name=file)
     graph = compiled.graph
     assert compiled.spec is not None and graph is not None
+    check_fits(graph, training=True, file=file)  # before the data is read or a weight allocated
     if not REGISTRY[compiled.spec.task.kind].own_inputs:
         check_single_input(graph, file)
     if compiled.spec.data is None:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archc.weights.file import Reader, TensorInfo, check_finite, read_header
+from archc.weights.checkpoint import Checkpoint
+from archc.weights.file import TensorInfo, check_finite, read_header
 from archc.weights.mapping import Mapping, load as load_mapping
 from archc.weights.plan import Expected, Step, plan
 
-__all__ = ["Init", "Loaded", "load_into", "read_header", "check_finite", "load_mapping", "Mapping"]
+__all__ = ["Init", "Loaded", "load_into", "read_header", "check_finite", "load_mapping", "Mapping", "Checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,21 @@ class Init:
     path: Path
     map_path: Path | None
     mapping: Mapping
-    infos: dict[str, TensorInfo]
+    checkpoint: Checkpoint          # one file or an index's shards
+
+    @property
+    def infos(self) -> dict[str, TensorInfo]:
+        return self.checkpoint.infos
 
     @classmethod
     def open(cls, path: str | Path, map_path: str | Path | None = None) -> "Init":
-        """Read the mapping and the file's header, and check every tensor the mapping reads for nan and inf
-        (torch-free: before a model is compiled, data read or a run folder claimed)."""
+        """Read the mapping and the checkpoint's headers (a file, or a sharded index's shards), and check every tensor
+        the mapping reads for nan and inf (torch-free: before a model is compiled, data read or a run folder
+        claimed)."""
         mapping = load_mapping(map_path) if map_path is not None else Mapping.identity()
-        infos = read_header(path)
-        check_finite(path, infos, [name for name in infos if mapping.reads(name)])
-        return cls(Path(path), Path(map_path) if map_path is not None else None, mapping, infos)
+        checkpoint = Checkpoint.open(path)
+        checkpoint.check_finite([name for name in checkpoint.infos if mapping.reads(name)])
+        return cls(Path(path), Path(map_path) if map_path is not None else None, mapping, checkpoint)
 
     def describe(self) -> dict[str, str | None]:
         """What the ONNX metadata records as archc.weights: the checkpoint's and the mapping's file names."""
@@ -65,7 +71,7 @@ class Init:
         own = model.state_dict()  # detached views of the parameters and buffers: copy_ fills the model
         expected = {k: Expected(tuple(v.shape), v.is_floating_point()) for k, v in own.items()}
         steps = plan(self.mapping, self.infos, expected, str(self.path))
-        with Reader(self.path) as reader, torch.no_grad():
+        with self.checkpoint.reader() as reader, torch.no_grad():
             for step in steps:
                 for target, tensor in zip(step.targets, combine(step, [reader.get(s) for s in step.sources])):
                     own[target].copy_(tensor)  # casts (a bf16 file into float32 weights) and moves to the device

@@ -69,8 +69,8 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
             if n < 2 or n > min(MAX_HEADER, size - 8):  # checked before reading (allocating) the header
                 if head[:1] == b"{":  # JSON text (a legal length whose low byte is "{" passed above)
                     raise ModelError("expected a safetensors file, received a JSON file", file=str(path),
-                                     hint="a sharded checkpoint (model.safetensors.index.json) loads as one file: "
-                                          "save its shards' tensors together with safetensors' save_file")
+                                     hint="a sharded checkpoint loads through its index: name the "
+                                          "model.safetensors.index.json file (ending .json) or its folder")
                 if n < 0:  # fewer than the 8 bytes that give the header's length (an empty file)
                     raise _bad(path, f"a file of {size:,} bytes, shorter than the 8 bytes of a header's length")
                 raise _bad(path, f"a file of {size:,} bytes whose first 8 bytes declare a header of {n:,} bytes")

@@ -14,55 +14,28 @@ A mapping file (TOML) lists rules; each takes one or more tensors of the file to
     axis = 0                                       # one `from`, several `to`: split into equal parts on this axis;
                                                    # several `from`, one `to`: concatenated on it
 
-Placeholders are `{name}` (letters, digits, _) matching a decimal integer; everything else matches itself. No
+    [numbering.n]                                  # the file's {n} counts blocks across stages (torchvision)
+    first = 2
+    stages = [2, 3, 4, 3, 3, 1]
+
+Placeholders (archc.weights.pattern): `{i}` a decimal index, `{k:word}` a name, `{i+1}` an index expression (solved
+in `from`, computed in `to`), `{n.stage}`/`{n.block}` of a numbered index; everything else matches itself. No
 regular expression a user writes is ever compiled, so a mapping cannot run code or hang the matcher.
 """
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from archc.errors import ArchcError, SpecError, raise_all
+from archc.weights.pattern import Numbering, Pattern
 
 FORMAT_VERSION = 1
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-TOP_KEYS = ("archc_weights", "doc", "strip_prefix", "drop", "keep", "map")
+TOP_KEYS = ("archc_weights", "doc", "strip_prefix", "drop", "keep", "numbering", "map")
+NUMBERING_KEYS = ("first", "stages", "first_stage")
 RULE_KEYS = ("from", "to", "transpose", "axis")
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A tensor name with `{name}` placeholders, each matching a decimal integer."""
-
-    text: str
-    names: tuple[str, ...]
-    regex: re.Pattern[str]
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> "Pattern":
-        names = tuple(_PLACEHOLDER.findall(text))
-        literal = _PLACEHOLDER.split(text)[::2]  # the text between placeholders
-        if any("{" in part or "}" in part for part in literal):
-            raise SpecError(f"expected placeholders written {{name}} (letters, digits, _), received {text!r}",
-                            where=where)
-        if len(set(names)) != len(names):
-            raise SpecError(f"expected each placeholder once per name, received {text!r}", where=where)
-        if any(not part.strip("0123456789") for part in literal[1:-1]):  # "{i}{j}" reads "111" as 1, 11 or 11, 1
-            raise SpecError(f"expected a character other than a digit between two placeholders, received {text!r}",
-                            where=where, hint="an index is read as the longest run of digits")
-        body = "".join(re.escape(part) + (f"(?P<{n}>0|[1-9][0-9]*)" if n else "")
-                       for part, n in zip(literal, [*names, ""]))
-        return cls(text, names, re.compile(body))
-
-    def match(self, name: str) -> dict[str, str] | None:
-        m = self.regex.fullmatch(name)
-        return m.groupdict() if m else None
-
-    def fill(self, values: dict[str, str]) -> str:
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
 
 
 @dataclass(frozen=True)
@@ -78,6 +51,14 @@ class Rule:
     @property
     def kind(self) -> str:
         return "split" if len(self.targets) > 1 else "concat" if len(self.sources) > 1 else "rename"
+
+    def bind(self, source: int, name: str) -> dict[str, str] | None:
+        """The placeholders' values with which `sources[source]` is the file name `name` and every target has a
+        name (no index computed negative), or None: then the rule does not take that file tensor."""
+        values = self.sources[source].match(name)
+        if values is None or any(t.fill(values) is None for t in self.targets):
+            return None
+        return values
 
 
 @dataclass(frozen=True)
@@ -110,8 +91,8 @@ class Mapping:
         """Whether the file tensor `name` goes to the model: not dropped, and (unless this is the identity) matched
         by a rule; the others are errors of the plan's, as extras."""
         short = self.file_name(name)
-        return not self.drops(name) and (not self.file or any(src.match(short) is not None for rule in self.rules
-                                                              for src in rule.sources))
+        return not self.drops(name) and (not self.file or any(rule.bind(s, short) is not None for rule in self.rules
+                                                              for s in range(len(rule.sources))))
 
 
 def _names(value: Any, where: str) -> list[str]:
@@ -127,12 +108,34 @@ def _unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> list[
             for k in table if k not in known]
 
 
-def _rule(entry: Any, where: str) -> Rule:
+def _numbering(data: Any) -> dict[str, Numbering]:
+    """[numbering.NAME] tables: how the file's {NAME} counts blocks across stages."""
+    if not isinstance(data, dict):
+        raise SpecError("expected [numbering.NAME] tables", where="numbering")
+    out = {}
+    for name, table in data.items():
+        where = f"numbering.{name}"
+        if not isinstance(table, dict):
+            raise SpecError("expected a table with first and stages", where=where)
+        raise_all(_unknown(table, NUMBERING_KEYS, f"{where}."))
+        first, stages, first_stage = table.get("first"), table.get("stages"), table.get("first_stage", 0)
+        for key, value in (("first", first), ("first_stage", first_stage)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SpecError(f"expected an integer >= 0, received {value!r}", where=f"{where}.{key}")
+        if not (isinstance(stages, list) and stages and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                            for n in stages)):
+            raise SpecError(f"expected the blocks of each stage, a list of integers >= 1, received {stages!r}"[:200],
+                            where=f"{where}.stages")
+        out[name] = Numbering(first, tuple(stages), first_stage)
+    return out
+
+
+def _rule(entry: Any, where: str, numbering: dict[str, Numbering]) -> Rule:
     if not isinstance(entry, dict):
         raise SpecError("expected a table with `from` and `to`", where=where)
     raise_all(_unknown(entry, RULE_KEYS, f"{where}."))
-    sources = [Pattern.parse(t, f"{where}.from") for t in _names(entry.get("from"), f"{where}.from")]
-    targets = [Pattern.parse(t, f"{where}.to") for t in _names(entry.get("to"), f"{where}.to")]
+    sources = [Pattern.parse(t, f"{where}.from", "from", numbering) for t in _names(entry.get("from"), f"{where}.from")]
+    targets = [Pattern.parse(t, f"{where}.to", "to", numbering) for t in _names(entry.get("to"), f"{where}.to")]
     transpose, axis = entry.get("transpose", False), entry.get("axis", 0)
     if not isinstance(transpose, bool):
         raise SpecError(f"expected true or false, received {transpose!r}", where=f"{where}.transpose")
@@ -155,6 +158,16 @@ def _rule(entry: Any, where: str) -> Rule:
         if set(p.names) != names:
             raise SpecError(f"expected the placeholders of {sources[0].text!r} ({', '.join(sorted(names)) or 'none'})"
                             f", received {p.text!r}", where=where)
+    words = {slot.name for p in sources for slot in p.slots if slot.word}
+    for side, patterns in (("from", sources), ("to", targets)):
+        for p in patterns:
+            for slot in p.slots:
+                if slot.name in words and not slot.word and not slot.plain:
+                    raise SpecError(f"expected no arithmetic on {{{slot.name}}}, a word, received {p.text!r}",
+                                    where=f"{where}.{side}")
+                if side == "from" and slot.name in words and not slot.word:  # {k:word} here, {k} an index there
+                    raise SpecError(f"expected {{{slot.name}}} to be a word in every `from` or in none, received "
+                                    f"{p.text!r}", where=f"{where}.{side}")
     return Rule(tuple(sources), tuple(targets), transpose, axis, where)
 
 
@@ -168,11 +181,14 @@ def parse(data: dict[str, Any], file: str) -> Mapping:
         rules = data.get("map", [])
         if not isinstance(rules, list):
             raise SpecError("expected [[map]] tables", where="map")
-        drop = [Pattern.parse(t, "drop") for t in (_names(data["drop"], "drop") if "drop" in data else [])]
+        numbering = _numbering(data.get("numbering", {}))
+        drop = [Pattern.parse(t, f"drop[{i}]", "from", numbering)
+                for i, t in enumerate(_names(data["drop"], "drop") if "drop" in data else [])]
         strip = _names(data["strip_prefix"], "strip_prefix") if "strip_prefix" in data else []
-        keep = [Pattern.parse(t, "keep") for t in (_names(data["keep"], "keep") if "keep" in data else [])]
+        keep = [Pattern.parse(t, f"keep[{i}]", "from", numbering)
+                for i, t in enumerate(_names(data["keep"], "keep") if "keep" in data else [])]
         same = [Rule((p,), (p,), False, 0, f"keep[{i}]") for i, p in enumerate(keep)]
-        mapped = [_rule(r, f"map[{i}]") for i, r in enumerate(rules)]
+        mapped = [_rule(r, f"map[{i}]", numbering) for i, r in enumerate(rules)]
         return Mapping(tuple(same + mapped), tuple(drop), tuple(strip), file)
     except ArchcError as e:
         raise e.located(file) from None

@@ -87,8 +87,8 @@ def _group(mapping: Mapping, infos: dict[str, TensorInfo],
         short = mapping.file_name(name)
         if mapping.drops(name):
             continue
-        hit = next(((r, s, b) for r, rule in enumerate(mapping.rules) for s, src in enumerate(rule.sources)
-                    if (b := src.match(short)) is not None), None)
+        hit = next(((r, s, b) for r, rule in enumerate(mapping.rules) for s in range(len(rule.sources))
+                    if (b := rule.bind(s, short)) is not None), None)
         if hit is None:
             problems.extra.append(f"{name} {show(infos[name].shape)}")
             continue
@@ -98,7 +98,7 @@ def _group(mapping: Mapping, infos: dict[str, TensorInfo],
     unmade: dict[str, str] = {}  # model tensor -> the file tensors that would have filled it ("": reported)
     for (r, key), found in groups.items():
         rule, values = mapping.rules[r], dict(key)
-        targets = tuple(t.fill(values) for t in rule.targets)
+        targets = tuple(t.fill(values) for t in rule.targets)  # type: ignore[misc]  # bind: none is None
         crowded = [names for names in found.values() if len(names) > 1]
         if crowded:  # one place of the rule, several file tensors: whichever came last would silently win
             origins = [" and from ".join(_named(mapping, n) for n in names) + f", each by {rule.where}"

@@ -89,6 +89,15 @@ def train_lr_inf(tmp, mp):
     return ["train", SPECS / "digits_mlp.toml", "--lr", "inf", "--out", tmp / "run"]
 
 
+@case("error: SPECS/digits_mlp.toml: train.batch_size: expected activations that fit in memory (286.1 MiB), received "
+      "1.8 KiB per example x batch 2000000 = 3.4 GiB (reduce the batch size or the layer sizes, or "
+      "ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
+def train_that_would_run_out_of_memory(tmp, mp):
+    """validate warns about it (exit 0); train refuses before reading data or making the run folder."""
+    mp.setenv("ARCHC_MEMORY_LIMIT", "3e8")
+    return ["train", SPECS / "digits_mlp.toml", "--batch-size", "2000000", "--out", tmp / "run"]
+
+
 @case("error: --temperature: expected a finite number, received inf")
 def generate_temperature_inf(tmp, mp):
     return ["infer", tmp / "m.onnx", "--prompt", "ab", "--temperature", "inf"]
@@ -126,7 +135,7 @@ WIDE = {"archc": 1, "model": {"name": "wide"}, "inputs": {"x": {"shape": ["seq",
 
 @case("error: TMP/s.json: axes.seq: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
       "the export's trace at batch 2, seq 1,000,000 (inputs, activations, weights) (lower [axes] seq: the export "
-      "traces at it and checks near it)")
+      "traces at it and checks near it; or ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
 def axis_the_export_cannot_hold(tmp, mp):
     """Training one example at a time fits (244 MiB per tensor); the export's trace at batch 2 would not."""
     mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
@@ -136,7 +145,7 @@ def axis_the_export_cannot_hold(tmp, mp):
 
 @case("error: TMP/s.json: inputs.x: expected the export's checks to fit in memory (1.0 GiB), received 1.7 GiB for "
       "the export's trace at batch 2, seq 3,000,001 (inputs, activations, weights) (no [axes] seq: archc chose "
-      "3,000,001 inside the bounds the layers put on it; lower those or the layer sizes)")
+      "3,000,001 inside the bounds the layers put on it; lower those or the layer sizes; or ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
 def typical_size_the_bounds_force(tmp, mp):
     """No [axes] entry: the default size moves inside the slice's bound (seq > 3,000,000)."""
     mp.setenv("ARCHC_MEMORY_LIMIT", str(2**30))

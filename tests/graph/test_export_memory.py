@@ -13,7 +13,7 @@ import pytest
 from archc.errors import ArchcError
 from archc.graph.bounds import TRACE, TRACE_BATCH, export_runs
 from archc.graph.infer import export_bytes
-from archc.pipeline import compile_spec
+from archc.pipeline import BUILD_PASSES, compile_spec, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,16 +33,18 @@ def test_the_runs_are_the_trace_then_the_parity_checks():
         export_bytes(graph, 1, {"seq": 100}) > export_bytes(graph, 1, {"seq": 100}, compared=False)
 
 
-def test_an_axis_the_export_cannot_hold_is_refused_at_validate(monkeypatch):
+def test_an_axis_the_export_cannot_hold_is_refused_before_the_build(monkeypatch):
     monkeypatch.setenv("ARCHC_MEMORY_LIMIT", str(2**30))
     # training one example at a time fits (seq 2,000,000 x 64 float32 = 488 MiB per tensor); the export's trace,
-    # at a batch of 2, holds the input and two outputs: 2.9 GiB
+    # at a batch of 2, holds the input and two outputs: 2.9 GiB. validate reports it; the build pass refuses it
+    c = compile_spec(_wide(2_000_000, train={"batch_size": 1}), name="s.json")
+    assert c.graph.memory.export > 2**30 and c.graph.memory.build
     with pytest.raises(ArchcError) as e:
-        compile_spec(_wide(2_000_000, train={"batch_size": 1}), name="s.json")
+        run(c, BUILD_PASSES, "lower")
     assert e.value.where == "axes.seq"
     assert e.value.message.startswith("expected the export's checks to fit in memory (1.0 GiB), received 3.1 GiB "
                                       "for the export's trace at batch 2, seq 2,000,000")
-    compile_spec(_wide(40_000, train={"batch_size": 1}))  # 50x shorter fits
+    assert not compile_spec(_wide(40_000, train={"batch_size": 1})).graph.memory.train  # 50x shorter fits
 
 
 def test_a_build_grows_its_peak_memory_by_less_than_validate_estimates(tmp_path):

@@ -130,11 +130,11 @@ def test_mobilenet_v2_is_one_use_line_with_torchvisions_parameter_count():
     g = compile_spec(zoo("mobilenet_v2")).graph
     assert g.total_params == 3_504_872  # torchvision.models.mobilenet_v2()
     ids = [n.id for n in g.nodes]
-    # stage 1 (t = 1, n = 1): neither the expansion nor the residual; one repeat gets no index
-    assert "stages.0.blocks.expand" not in ids and "stages.0.blocks.residual" not in ids
-    assert "stages.0.blocks.dw" in ids
+    # stage 1 (t = 1, n = 1): neither the expansion nor the residual; a written repeat indexes one instance too
+    assert "stages.0.blocks.0.expand" not in ids and "stages.0.blocks.0.residual" not in ids
+    assert "stages.0.blocks.0.dw" in ids and "stages.0.blocks.dw" not in ids
     assert "stages.2.blocks.0.residual" not in ids and "stages.2.blocks.2.residual" in ids
-    assert g.node("stages.6.blocks.project_bn").out.shape == ("batch", 320, 7, 7)
+    assert g.node("stages.6.blocks.0.project_bn").out.shape == ("batch", 320, 7, 7)
 
 
 def test_the_readme_resnet_stage_is_this_block():
@@ -188,3 +188,55 @@ def test_with_lists_give_each_repeat_its_own_value():
     with pytest.raises(ArchcError) as info:
         compile_spec(s)
     assert str(info.value).startswith("<spec>: layers[0] (s).with.ch: expected 3 values (one per repeat), received 2")
+
+
+def _left_out_spec(reads: list[str], ch: list[int]) -> dict:
+    """A block whose 1x1 projection exists in its first repeat only, read by the merge of every repeat."""
+    return {"archc": 1, "model": {"name": "w"}, "inputs": {"x": {"shape": [8, 8, 8]}},
+            "blocks": {"b": {"params": {"ch": 8}, "layers": [
+                {"id": "conv", "op": "conv2d", "out_channels": "$ch", "kernel_size": 3, "padding": 1},
+                {"id": "proj", "op": "conv2d", "from": "x", "out_channels": "$ch", "kernel_size": 1,
+                 "when": "${i == 0}"},
+                {"id": "sum", "op": "add", "from": reads}]}},
+            "layers": [{"id": "s", "use": "b", "with": {"ch": ch}, "repeat": 2}]}
+
+
+def test_a_from_naming_a_left_out_layer_says_what_it_stands_for():
+    """`proj` is left out in repeat 1 and passes its input on: the shape error that follows names the cause."""
+    from archc.errors import ArchcError
+
+    with pytest.raises(ArchcError) as e:
+        compile_spec(_left_out_spec(["conv", "proj"], [16, 32]), name="w.json")
+    assert e.value.line() == (
+        "w.json: blocks.b.layers[2] (sum) in layers[0] (s) repeat 1: add: expected inputs of one shape (or "
+        "broadcastable) to add, received [batch, 32, 8, 8] and [batch, 16, 8, 8] ('proj' stands for 'x' here: "
+        "blocks.b.layers[1] (proj) in layers[0] (s) repeat 1 is left out (its `when` is false) and passes its input "
+        "on; axis 1 differs: 32 vs 16)")
+
+
+def test_a_merge_that_reads_one_node_twice_through_a_left_out_layer_is_a_warning(tmp_path):
+    """add(x, proj) with proj left out adds x to itself: legal, so a validate warning (exit 0), located."""
+    import json
+
+    from click.testing import CliRunner
+
+    from archc.cli import main
+
+    graph = compile_spec(_left_out_spec(["x", "proj"], [8, 8])).graph
+    (warning,) = graph.warnings
+    assert warning.where == "blocks.b.layers[2] (sum).from in layers[0] (s) repeat 1"
+    assert warning.message.startswith("'from' reads 'x' twice; 'proj' stands for 'x' here")
+    (tmp_path / "w.json").write_text(json.dumps(_left_out_spec(["x", "proj"], [8, 8])))
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "w.json")])
+    assert r.exit_code == 0 and r.stderr.startswith(f"warning: {tmp_path / 'w.json'}: blocks.b.layers[2] (sum)"), \
+        r.output
+    assert not compile_spec(_left_out_spec(["conv", "proj"], [8, 8])).graph.warnings  # conv + x: as meant
+
+
+def test_a_written_repeat_indexes_its_instances_whatever_the_count():
+    """Names do not change with the repeat count: `repeat = 1` names `s.0.conv` as `repeat = 2` does; a use without
+    `repeat` is one instance, named without an index."""
+    one = _left_out_spec(["conv", "proj"], [8]) | {"layers": [{"id": "s", "use": "b", "repeat": 1}]}
+    assert [n.id for n in compile_spec(one).graph.nodes] == ["s.0.conv", "s.0.proj", "s.0.sum"]
+    bare = one | {"layers": [{"id": "s", "use": "b"}]}
+    assert [n.id for n in compile_spec(bare).graph.nodes] == ["s.conv", "s.proj", "s.sum"]

@@ -327,16 +327,6 @@ repeat = 2
         "bad.toml: blocks.res.layers[0] (conv).kernel_size in layers[0] (stage) repeat 0: unknown parameter 'k' "
         "(parameters in scope: ch, i, repeat)",
     ]),
-    # ---- whole-model checks (ARCHC_MEMORY_LIMIT = 1 GiB in these tests) ------------------------
-    "model_too_big": ("bad.toml", FLAT.replace("[784]", "[1000000]") + FC1.replace("128", "10000000"), [
-        "bad.toml: layers: expected a model that fits in memory (1.0 GiB), received 10,000,010,000,000 "
-        "parameters needing 36.4 TiB as float32 (the largest layer is layers[0] (fc1) with 10,000,010,000,000 "
-        "parameters; reduce layer sizes)",
-    ]),
-    "activations_too_big": ("bad.toml", FLAT + FC1.replace("128", "1000") + "[train]\nbatch_size = 1000000\n", [
-        "bad.toml: train.batch_size: expected activations that fit in memory (1.0 GiB), received 3.9 KiB per "
-        "example x batch 1000000 = 3.7 GiB (reduce the batch size or the layer sizes)",
-    ]),
     # ---- several problems, reported together -----------------------------------------------------
     "several_problems": ("bad.toml", FLAT + """
 [[layers]]
@@ -362,7 +352,18 @@ act = "rleu"
 }
 LOAD_ERRORS = {"toml_syntax", "json_syntax", "json_top_level_not_table"}  # about the whole file: no spec path
 CLI_CASES = ["missing_version", "toml_syntax", "json_syntax", "unknown_op", "residual_without_projection",
-             "model_too_big", "several_problems", "newline_in_id"]
+             "several_problems", "newline_in_id"]
+# ---- memory (ARCHC_MEMORY_LIMIT = 1 GiB in these tests): validate warns, build or train refuses -----------------
+MEMORY = {
+    "model_too_big": ("build", FLAT.replace("[784]", "[1000000]") + FC1.replace("128", "10000000"),
+        "bad.toml: layers: expected a model that fits in memory (1.0 GiB), received 10,000,010,000,000 "
+        "parameters needing 36.4 TiB as float32 (the largest layer is layers[0] (fc1) with 10,000,010,000,000 "
+        "parameters; reduce layer sizes, or ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)"),
+    "activations_too_big": ("train", FLAT + FC1.replace("128", "1000") + "[train]\nbatch_size = 1000000\n",
+        "bad.toml: train.batch_size: expected activations that fit in memory (1.0 GiB), received 3.9 KiB per "
+        "example x batch 1000000 = 3.7 GiB (reduce the batch size or the layer sizes, or ARCHC_MEMORY_LIMIT=BYTES "
+        "overrides this machine's memory)"),
+}
 
 
 @pytest.fixture
@@ -414,6 +415,31 @@ def test_cli_validate(case: str, spec_dir: Path) -> None:
     assert result.stderr.splitlines() == [f"error: {line}" for line in CASES[case][2]]
     assert result.stdout == ""
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY))
+def test_memory_is_a_warning_at_validate_and_a_refusal_where_it_runs_out(case: str, spec_dir: Path) -> None:
+    """validate prints the figures and the warning (exit 0); the command that would run out refuses with the
+    same line, before anything is allocated."""
+    from archc.graph.memory import check_fits
+
+    command, text, line = MEMORY[case]
+    Path("bad.toml").write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", "bad.toml"])
+    assert result.exit_code == 0, result.output
+    assert "memory: weights " in result.stdout
+    where, what = line.removeprefix("bad.toml: ").split(": ", 1)
+    assert result.stderr.startswith(f"warning: {where}: {what.split(' (')[0]}"), result.stderr
+    graph = compile_spec("bad.toml").graph
+    with pytest.raises(ArchcError) as info:
+        check_fits(graph, training=command == "train", file="bad.toml")
+    assert info.value.line() == line
+    if command == "build":
+        result = CliRunner().invoke(main, ["build", "bad.toml", "-o", "m.onnx"])
+        assert (result.exit_code, result.stderr.splitlines()) == (1, [f"error: {line}"])
+        assert not Path("m.onnx").exists()
+    else:  # build only exports: its checks fit
+        check_fits(graph, training=False)
 
 
 def test_cli_validate_json(spec_dir: Path) -> None:

@@ -64,7 +64,9 @@ def test_a_torch_pickle_is_refused_not_unpickled(tmp_path):
 
 
 def test_missing_file_and_directory(tmp_path):
-    for path, says in ((tmp_path / "nope.safetensors", "cannot read"), (tmp_path, "received a directory")):
+    for path, says in ((tmp_path / "nope.safetensors", "cannot read"),
+                       (tmp_path, "expected a folder holding model.safetensors.index.json or one .safetensors file, "
+                                  "received neither")):
         r = CliRunner().invoke(main, ["build", str(DIGITS), "--weights", str(path)])
         assert r.exit_code == 1 and says in r.output, r.output
         assert "Traceback" not in r.output

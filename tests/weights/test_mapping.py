@@ -42,13 +42,60 @@ def test_placeholders_match_indices_only_and_everything_else_literally():
     ({"archc_weights": 1, "map": [{"from": ["a", "a"], "to": "b"}]}, "map[0].from", "received 'a' twice"),
     ({"archc_weights": 1, "map": [{"from": "a", "to": ["b", "b"]}]}, "map[0].to", "received 'b' twice"),
     ({"archc_weights": 1, "map": [{"from": "a{i}{j}", "to": "b.{i}.{j}"}]}, "map[0].from", "other than a digit"),
-    ({"archc_weights": 1, "keep": ["l.{i}1{j}"]}, "keep", "other than a digit between two placeholders"),
+    ({"archc_weights": 1, "keep": ["l.{i}1{j}"]}, "keep[0]", "other than a digit between two placeholders"),
+    # index arithmetic, word placeholders and numbering: parsed by hand, errors at the rule and side
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{i/2}"}]}, "map[0].to", "index expression"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{i*i}"}]}, "map[0].to", "no placeholder times"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}.{j}", "to": "b.{i+j}"}]}, "map[0].to", "exactly one placeholder"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{3}"}]}, "map[0].to", "exactly one placeholder"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{i-i}"}]}, "map[0].to", "depends on its placeholder"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{__import__('os')}"}]}, "map[0].to",
+     "index expression"),
+    ({"archc_weights": 1, "map": [{"from": "a.{i}", "to": "b.{(i+1}"}]}, "map[0].to", "closing parenthesis"),
+    ({"archc_weights": 1, "map": [{"from": "a.{k:name}", "to": "b.{k}"}]}, "map[0].from", "{name:word}"),
+    ({"archc_weights": 1, "map": [{"from": "a.{k:word}_w", "to": "b.{k}"}]}, "map[0].from", "name's end"),
+    ({"archc_weights": 1, "map": [{"from": "a.{k:word}", "to": "b.{k:word}"}]}, "map[0].to", "says it is a word"),
+    ({"archc_weights": 1, "map": [{"from": "a.{n.stage}", "to": "b.{n}"}]}, "map[0].from", "only in a `to`"),
+    ({"archc_weights": 1, "map": [{"from": "a.{n}", "to": "b.{n.stage}"}]}, "map[0].to", "[numbering.n] table"),
+    ({"archc_weights": 1, "map": [{"from": "a.{n}", "to": "b.{n.layer}"}]}, "map[0].to", "n.stage or n.block"),
+    ({"archc_weights": 1, "numbering": {"n": {"first": 1, "stages": []}}}, "numbering.n.stages", "list of integers"),
+    ({"archc_weights": 1, "numbering": {"n": {"first": -1, "stages": [2]}}}, "numbering.n.first", ">= 0"),
+    ({"archc_weights": 1, "numbering": {"n": {"first": 1, "stages": [2], "step": 2}}}, "numbering.n.step",
+     "unknown key"),
 ])
 def test_bad_mappings_are_located(data, where, says):
     with pytest.raises(ArchcError) as e:
         parse(data, "m.toml")
     err = e.value.problems()[0]
     assert isinstance(err, SpecError) and err.file == "m.toml" and err.where == where and says in err.message
+
+
+def test_index_expressions_are_solved_in_from_and_computed_in_to():
+    """`from` matches file names: its expression is solved (no whole, non-negative solution: no match); `to` is
+    filled: computed, and a negative index leaves the file tensor to the next rule."""
+    odd = Pattern.parse("features.{2*s+1}.w", "x")
+    assert odd.match("features.5.w") == {"s": "2"} and odd.match("features.4.w") is None
+    assert odd.match("features.1.w") == {"s": "0"} and odd.fill({"s": "3"}) == "features.7.w"
+    assert Pattern.parse("l.{-(1-i)*3}", "x", "to").fill({"i": "2"}) == "l.3"
+    m = _map(map=[{"from": "layer{n}.{b}.{t:word}", "to": "stages.{n-1}.blocks.{b}.{t}"},
+                  {"from": "layer{n}.{b}.{t:word}", "to": "stem.{n}.{b}.{t}"}])  # layer0: the first computes -1
+    assert m.rules[0].bind(0, "layer3.1.running_mean") == {"n": "3", "b": "1", "t": "running_mean"}
+    assert m.rules[0].bind(0, "layer0.1.w") is None and m.rules[1].bind(0, "layer0.1.w") is not None
+    assert m.rules[0].bind(0, "layer3.1.a.b") is None  # a word is one dotted part
+    assert Pattern.parse("a.{k:word}", "x").match("a.0") == {"k": "0"}  # digits are a word too
+
+
+def test_numbering_counts_blocks_across_stages():
+    """torchvision's features.{n}: blocks numbered through the stages, split back into stage and block."""
+    m = _map(numbering={"n": {"first": 2, "stages": [2, 3, 1], "first_stage": 1}},
+             map=[{"from": "features.{n}.w", "to": "stages.{n.stage}.blocks.{n.block}.w"}])
+    rule = m.rules[0]
+    names = {f"features.{n}.w": rule.targets[0].fill(b) if (b := rule.bind(0, f"features.{n}.w")) else None
+             for n in range(9)}
+    assert names == {"features.0.w": None, "features.1.w": None, "features.2.w": "stages.1.blocks.0.w",
+                     "features.3.w": "stages.1.blocks.1.w", "features.4.w": "stages.2.blocks.0.w",
+                     "features.5.w": "stages.2.blocks.1.w", "features.6.w": "stages.2.blocks.2.w",
+                     "features.7.w": "stages.3.blocks.0.w", "features.8.w": None}
 
 
 def test_fused_transposed_split_concat_and_drop_plan():
@@ -164,3 +211,20 @@ def test_a_drop_name_as_written_resolves_two_names_that_strip_to_one():
     steps = plan(m, infos, {"fc.w": Expected((2,), True), "fc.b": Expected((2,), True)}, "w.safetensors")
     assert sorted(s.sources for s in steps) == [("fc.b",), ("fc.w",)]
     assert [n for n in infos if m.drops(n)] == ["transformer.fc.w", "other"]
+
+
+def test_a_solved_expression_inverts_the_computed_one():
+    """For every linear form a*x+b in a `from`, matching the name a `to` of the same form fills gives x back, and a
+    number the form never takes matches nothing."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b = rng.choice([1, 2, 3, 7]), rng.randrange(0, 20)
+        form = rng.choice([f"{a}*i+{b}", f"i*{a}+{b}", f"{b}+{a}*i", f"({a})*(i) + {b}", f"{a}*(i+1)-{a}+{b}"])
+        src, dst = Pattern.parse(f"w.{{{form}}}.x", "x"), Pattern.parse(f"w.{{{form}}}.x", "x", "to")
+        x = rng.randrange(0, 1000)
+        assert src.match(dst.fill({"i": str(x)})) == {"i": str(x)}
+        off = a * x + b + rng.randrange(1, a) if a > 1 else None
+        assert off is None or src.match(f"w.{off}.x") is None
+        assert b == 0 or src.match(f"w.{rng.randrange(0, b)}.x") is None  # below b: x would be negative

@@ -160,49 +160,21 @@ def test_resnet_logits_match_transformers(tmp_path, name, options):
         assert (module(torch.from_numpy(x)) - torch.from_numpy(want)).abs().max() <= 1e-5
 
 
-def mobilenet_v2_names(name: str) -> str:
-    """transformers' MobileNetV2 tensor name -> the zoo spec's. transformers numbers its 16 blocks after the stem
-    flat (`layer.K`; the first, t = 1 block lives in `conv_stem`), the spec by stage and repeat
-    (`stages.S.blocks.R`): an offset no mapping file expresses (its placeholders copy indices), so this test
-    renames in Python and loads the file in archc's own naming."""
-    convs = {"expand_1x1": "expand", "conv_3x3": "dw", "reduce_1x1": "project", "first_conv": "stem",
-             "conv_1x1": "head"}
-    parts = name.removeprefix("mobilenet_v2.").split(".")
-    if parts[0] == "classifier":
-        return name
-    if parts[0] == "layer":
-        stage, repeat, k = 1, int(parts[1]), 0
-        for n in (2, 3, 4, 3, 3, 1):  # the paper's n for stages 2-7
-            if repeat < n:
-                break
-            repeat, stage = repeat - n, stage + 1
-        prefix, parts = f"stages.{stage}.blocks{'' if n == 1 else f'.{repeat}'}.", parts[2:]
-    elif parts[0] == "conv_stem" and parts[1] != "first_conv":
-        prefix, parts = "stages.0.blocks.", parts[1:]
-    else:
-        prefix, parts = "", parts[1:] if parts[0] == "conv_stem" else parts
-    conv, kind, tensor = convs[parts[0]], parts[1], parts[2]
-    return prefix + (f"{conv}.{tensor}" if kind == "convolution" else f"{conv}_bn.{tensor}")
-
-
 def test_mobilenet_v2_logits_match_transformers_with_symmetric_padding(tmp_path):
     """transformers' MobileNetV2 is torchvision's (and the spec's) with tf_padding = false (its default pads
     TensorFlow's asymmetric "SAME" way) and layer_norm_eps = 1e-5 (its default is TensorFlow's 1e-3): then, at
-    full width and depth, 10 classes and 64x64 images, its logits are the spec's."""
-    from safetensors.torch import load_file, save_file
-
+    full width and depth, 10 classes and 64x64 images, its logits are the spec's. Its 16 blocks after the stem are
+    numbered flat (`layer.K`), the spec's by stage and block: the mapping's [numbering.n] splits the number."""
     config = transformers.MobileNetV2Config(tf_padding=False, layer_norm_eps=1e-5, num_labels=10,
                                             classifier_dropout_prob=0.0)
     torch.manual_seed(0)
     hf = transformers.MobileNetV2ForImageClassification(config)
     randomize(hf, 4)
     calibrate(hf, torch.randn(8, 3, 64, 64))
-    tensors = load_file(saved(hf, tmp_path))
-    save_file({mobilenet_v2_names(k): v for k, v in tensors.items()}, tmp_path / "archc-names.safetensors")
+    weights = saved(hf, tmp_path)
     spec = zoo_variant("mobilenet_v2", {"classes": 10}, tmp_path / "mobilenet.json", {"x": {"shape": [3, 64, 64]}})
-    r = CliRunner().invoke(main, ["build", str(spec), "--weights", str(tmp_path / "archc-names.safetensors"),
-                                  "-o", str(tmp_path / "m.onnx")])
-    assert r.exit_code == 0, r.output  # strict: every tensor of the spec filled, every tensor of the file used
+    output = build(spec, weights, ZOO / "mobilenet_v2.transformers.weights.toml", tmp_path / "m.onnx")
+    assert "loaded 314 tensors" in output, output  # strict: every tensor of the spec filled, of the file used
     x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         want = hf(pixel_values=torch.from_numpy(x)).logits.numpy()

@@ -1,0 +1,234 @@
+"""A model's memory needs as figures (the weights, training, the export's checks) and the refusal `archc build` and
+`archc train` make, before anything is allocated, when this machine cannot hold them. `archc validate` only reports
+them (a 7B-parameter spec validates anywhere); ARCHC_MEMORY_LIMIT (bytes) stands in for this machine's memory."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from archc.errors import ArchcError, SpecError, raise_all
+from archc.graph.bounds import TRACE, export_runs
+from archc.graph.ir import Graph, Node
+from archc.ops.base import Dim, Op, TensorType
+from archc.ops.sequence import size_of
+
+if TYPE_CHECKING:
+    from archc.language.model import Train
+
+BYTES = {"float32": 4, "int64": 8}
+OVERRIDE = "ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory"
+# optimizer state per parameter, in float32 copies of the weights: Adam's and AdamW's two moments, SGD's momentum
+OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}
+
+
+def memory_limit() -> int:
+    """Bytes a model may need: ARCHC_MEMORY_LIMIT (for tests) or this machine's physical memory."""
+    env = os.environ.get("ARCHC_MEMORY_LIMIT")
+    if env:
+        try:
+            return int(float(env))
+        except (ValueError, OverflowError):  # "8GiB", "inf": say so instead of a traceback
+            raise ArchcError(f"expected a number of bytes, received {env!r}", where="ARCHC_MEMORY_LIMIT",
+                             hint="e.g. ARCHC_MEMORY_LIMIT=8e9", file="environment") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 64 * 2**30
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n >= 1024**6:  # absurd sizes (a typo like shape = [10**9, 10**9]): no 30-digit numbers, no float overflow
+        pib = n // 1024**5
+        return f"{pib:.1e} PiB" if pib.bit_length() < 1000 else f"over 2^{n.bit_length() - 1} B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f}"
+
+
+def _count(n: int) -> str:
+    """A parameter count: 1,234,567, or 7.9e+32 when it is absurdly large."""
+    if n < 10**15:
+        return f"{n:,}"
+    return f"{n:.1e}" if n.bit_length() < 1000 else f"over 2^{n.bit_length() - 1}"
+
+
+@dataclass
+class Memory:
+    """What a model needs, in bytes, against `limit`; `build` and `train` hold the refusals (empty: it fits)."""
+
+    limit: int
+    weights: int                    # float32 parameters
+    per_example: int                # one example's activations (node outputs)
+    batch: int
+    training: int                   # weights, gradients, optimizer state, activations at `batch`
+    optimizer: int                  # the optimizer state's part of `training`
+    export: int                     # the export's largest run (trace or parity check)
+    export_run: str                 # which run that is: "the export's trace at batch 2, seq 128"
+    build: list[ArchcError] = field(default_factory=list)   # what `archc build` refuses
+    train: list[ArchcError] = field(default_factory=list)   # what `archc train` refuses (build's too)
+
+    def lines(self) -> list[str]:
+        """validate's figures, then a warning per need this machine cannot hold."""
+        opt = f", optimizer state {human_bytes(self.optimizer)}" if self.optimizer else ""
+        out = [f"memory: weights {human_bytes(self.weights)} (float32); training {human_bytes(self.training)} at "
+               f"batch {self.batch} (weights, gradients{opt}, activations {human_bytes(self.per_example)} per "
+               f"example); export's checks {human_bytes(self.export)} at most ({self.export_run})"]
+        for e in self.train:
+            out.append(f"warning: {e.where}: {e.message} (`archc build` and `archc train` would refuse it; {OVERRIDE})"
+                       if e in self.build else
+                       f"warning: {e.where}: {e.message} (`archc train` would refuse it; {OVERRIDE})")
+        return out
+
+    def as_json(self) -> dict:
+        return {"limit": self.limit, "weights": self.weights, "per_example": self.per_example, "batch": self.batch,
+                "training": self.training, "export": self.export, "export_run": self.export_run,
+                "fits_build": not self.build, "fits_train": not self.train}
+
+
+def needs(graph: Graph, train: "Train", given: set[str] = frozenset()) -> Memory:  # type: ignore[assignment]
+    """The model's memory needs in training (at the recipe's batch size and optimizer) and in the export's checks,
+    and the errors `archc build` and `archc train` raise on them; `given`: the axes the spec sizes in [axes] (where
+    errors point). Computed from shapes: nothing is allocated."""
+    limit = memory_limit()
+    batch = train.batch_size
+    weights = graph.total_params * 4
+    tensors, users = node_tensors(graph)
+    acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
+    copies = OPTIMIZER_COPIES[train.optimizer.name] if train.optimizer.name != "sgd" or train.optimizer.momentum else 0
+    optimizer = weights * copies
+    training = weights * 2 + optimizer + acts * batch
+    export, run, export_error = _export_peak(graph, limit, given, weights, tensors, users)
+    build: list[ArchcError] = []
+    if weights > limit:
+        big = max(graph.nodes, key=lambda n: n.num_params)
+        build.append(SpecError(f"expected a model that fits in memory ({human_bytes(limit)}), received "
+                               f"{_count(graph.total_params)} parameters needing {human_bytes(weights)} as float32",
+                               where="layers", hint=f"the largest layer is {big.where} with {_count(big.num_params)} "
+                                                    f"parameters; reduce layer sizes, or {OVERRIDE}"))
+    elif export_error is not None:
+        build.append(export_error)
+    more: list[ArchcError] = []
+    if not build and acts * batch > limit:
+        more.append(SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
+                              f"{human_bytes(acts)} per example x batch {batch} = {human_bytes(acts * batch)}",
+                              where="train.batch_size",
+                              hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
+    elif not build and training > limit:
+        state = f", optimizer state {human_bytes(optimizer)} ({train.optimizer.name})" if optimizer else ""
+        more.append(SpecError(f"expected training to fit in memory ({human_bytes(limit)}), received "
+                              f"{human_bytes(training)}: weights and gradients {human_bytes(2 * weights)}{state}, "
+                              f"activations {human_bytes(acts)} per example x batch {batch}",
+                              where="train.batch_size" if acts * batch > weights else "layers",
+                              hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
+    return Memory(limit, weights, acts, batch, training, optimizer, export, run, build, build + more)
+
+
+def check_fits(graph: Graph, training: bool, file: str = "") -> None:
+    """Refuse, before anything is allocated, a model `archc build` (or, `training`, `archc train`) would run out of
+    memory on: the figures infer computed (graph.memory; none for a graph inferred without its spec)."""
+    if graph.memory is not None:
+        raise_all([e.located(file) if file else e for e in (graph.memory.train if training else graph.memory.build)])
+
+
+# What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the
+# exporter's graph and its initializers, the serialized model, ONNX Runtime's session and its pre-packed copies:
+# `archc build specs/zoo/gpt2.toml --no-optimize` grew the peak by 2.42 GiB, 5.2 times its 0.46 GiB of weights), in
+# a parity check per output ONNX Runtime's copy plus the float64 comparison with torch's (a float64 copy, the
+# difference and its absolute value: 6 float32-sized copies), and what the runtimes hold whatever the model (a
+# 2-layer build at 60,000 x 64 values grew the peak by 475 MB against 440 MB of tensors and copies counted).
+EXPORT_WEIGHT_COPIES = 6
+COMPARED_OUTPUT_COPIES = 7
+EXPORT_OVERHEAD = 256 * 2**20
+# An op's scratch (Op.scratch: attention's scores) as ONNX Runtime and torch's trace hold it: the scores, their
+# softmax and a scaled or masked copy (attention at seq 2048 x 16 heads: `archc build` peaked at 2.5 GB where the
+# scores at batch 3 are 0.8 GB and everything else counted 0.3 GB). One node's scratch is live at a time.
+SCRATCH_COPIES = 3
+
+
+def node_tensors(graph: Graph) -> tuple[Counter, list[Node]]:
+    """Every node's output type, counted (with whether an `act` adds a second tensor), and the nodes that hold a
+    scratch tensor (Op.scratch): one walk over the nodes."""
+    tensors: Counter = Counter()
+    users = []
+    for n in graph.nodes:
+        if n.out:
+            tensors[(n.out, n.act is not None)] += 1
+            if type(n.op).scratch is not Op.scratch:
+                users.append(n)
+    return tensors, users
+
+
+def export_bytes(graph: Graph, batch: int, sizes: dict[str, int], compared: bool = True,
+                 weights: int | None = None, tensors: Counter | None = None, users: list[Node] | None = None) -> int:
+    """Bytes the export's run at this batch and these axis sizes holds at most: inputs, every node's output (and its
+    `act`'s), the weights' copies and, when `compared` (a parity check), the outputs' comparison copies.
+    `weights` (bytes) and `tensors` (node_tensors' count of node outputs) save walking the nodes again."""
+    def size(t: TensorType) -> int:
+        n = (batch if t.batched else 1) * BYTES.get(t.dtype, 4)
+        for d in t.features:
+            n *= _dim_size(d, sizes)
+        return n
+
+    weights = graph.total_params * 4 if weights is None else weights
+    if tensors is None or users is None:
+        tensors, users = node_tensors(graph)
+    acts = sum(size(t) * (2 if act else 1) * k for (t, act), k in tensors.items())
+    outs = sum(size(graph.type_of(v)) for v in graph.outputs.values()) * COMPARED_OUTPUT_COPIES * compared
+    return (EXPORT_OVERHEAD + weights * EXPORT_WEIGHT_COPIES + sum(size(t) for t in graph.inputs.values()) + acts
+            + outs + scratch_bytes(graph, users, batch, sizes))
+
+
+def scratch_bytes(graph: Graph, users: list[Node], batch: int, sizes: dict[str, int]) -> int:
+    """The largest scratch (Op.scratch) of `users` at this batch and these axis sizes, in float32 copies held."""
+    most = max((n.op.scratch([graph.type_of(i) for i in n.inputs], lambda d: _dim_size(d, sizes)) for n in users),
+               default=0)
+    return most * batch * 4 * SCRATCH_COPIES
+
+
+def _dim_size(d: Dim, sizes: dict[str, int]) -> int:
+    """A dimension's size at these axis sizes (a derived axis such as 'seq-1' included; an unsized symbol: 1)."""
+    s = size_of(d, sizes)
+    return s if s is not None else sizes.get(base_axis(d), 1) if isinstance(d, str) else d
+
+
+def _export_peak(graph: Graph, limit: int, given: set[str], weights: int, tensors: Counter,
+                 users: list[Node]) -> tuple[int, str, SpecError | None]:
+    """The export's largest run (bytes, and which run) and the error for the first run that does not fit in `limit`:
+    the export traces the model at a batch of 2 at the typical sizes and checks it at batches 1 and 3 near them
+    (graph.bounds)."""
+    peak, peak_run, error = 0, "", None
+    for batch, sizes, what in export_runs(graph):
+        need = export_bytes(graph, batch, sizes, what != TRACE, weights, tensors, users)
+        shown = "".join(f", {k} {v:,}" for k, v in sizes.items())
+        if need > peak:
+            peak, peak_run = need, f"{what} at batch {batch}{shown}"
+        if need <= limit or error is not None:
+            continue
+        error = _export_error(graph, limit, given, need, f"{what} at batch {batch}{shown}", sizes, what)
+    return peak, peak_run, error
+
+
+def _export_error(graph: Graph, limit: int, given: set[str], need: int, run: str, sizes: dict[str, int],
+                  what: str) -> SpecError:
+    """The export's run `run` needs `need` bytes, more than `limit`: the error, at the axis or tensor to shrink."""
+    largest = max(sizes, key=lambda k: (k in given, sizes[k]), default=None)
+    if largest in given:
+        where, hint = f"axes.{largest}", f"lower [axes] {largest}: the export traces at it and checks near it"
+    elif largest is not None:
+        holder = next((n for n, t in graph.inputs.items() if largest in t.features), None)
+        where = f"inputs.{holder}" if holder else "inputs"
+        hint = (f"no [axes] {largest}: archc chose {sizes[largest]:,} inside the bounds the layers put on it; "
+                "lower those or the layer sizes")
+    else:  # fixed shapes only: point at the largest tensor (an error path: walking the nodes again is fine)
+        by_size = [(t.numel(sizes), 1, f"inputs.{name}") for name, t in graph.inputs.items()]  # inputs first
+        by_size += [(n.out.numel(sizes), 0, n.where) for n in graph.nodes if n.out]
+        where = max(by_size)[2]
+        hint = "reduce the input's or the layers' sizes: the export runs the model at batches of 2 and 3"
+    parts = "inputs, activations, weights" + (", outputs compared" if what != TRACE else "")
+    return SpecError(f"expected the export's checks to fit in memory ({human_bytes(limit)}), received "
+                     f"{human_bytes(need)} for {run} ({parts})", where=where, hint=f"{hint}; or {OVERRIDE}")
