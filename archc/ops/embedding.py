@@ -150,8 +150,9 @@ def position_angles(e, x, inv_freq):
 
 @register
 class TiedEmbedding(Op):
-    """Look up token ids in another embedding's table (one table, several inputs: T5's encoder and decoder):
-    int64 [batch, ...] -> float32 [batch, ..., embedding_dim of the tied table]."""
+    """Look up token ids in another embedding's table: int64 [batch, ...] -> float32 [batch, ..., its embedding_dim].
+
+    One table, several inputs (T5's encoder and decoder ids)."""
 
     op: Literal["tied_embedding"] = "tied_embedding"
     tie: str = Field(pattern=ID_PATTERN, description="id of the embedding whose table this reads (its rows and width)")

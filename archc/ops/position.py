@@ -43,11 +43,11 @@ def t5_buckets(num_buckets: int, max_distance: int, bidirectional: bool) -> "np.
 
 @register
 class RelativePositionBias(Op):
-    """T5's relative position bias: a learned table [num_buckets, num_heads] read at the bucket of each key - query
-    distance: [batch, T, ...] (+ keys [batch, S, ...]) -> [num_heads, T, S].
+    """T5's relative position bias, bucketed key - query distances: [batch, T, ...] (+ [batch, S, ...]) -> [H, T, S].
 
-    `from` one node: self-attention over its positions (T = S); two nodes: queries from the first, keys from the
-    second. Exact buckets for short distances, logarithmic ones up to max_distance, one for all beyond."""
+    A learned table [num_buckets, num_heads] read at the bucket of each key - query distance. `from` one node:
+    self-attention over its positions (T = S); two nodes: queries from the first, keys from the second. Exact
+    buckets for short distances, logarithmic ones up to max_distance, one for all beyond."""
 
     op: Literal["relative_position_bias"] = "relative_position_bias"
     num_heads: PosInt = Field(description="heads (the table's columns; the attention's num_heads)")
@@ -94,7 +94,8 @@ class RelativePositionBias(Op):
         table = e.const(t5_buckets(self.num_buckets, self.max_distance, self.bidirectional), "int64")
         zero, last = e.scalar(0, "int64"), e.scalar(self.max_distance, "int64")
         if self.bidirectional:
-            after = e.op("Mul", e.op("Cast", e.op("Greater", rel, zero), to=7), e.scalar(self.num_buckets // 2, "int64"))
+            half = e.scalar(self.num_buckets // 2, "int64")
+            after = e.op("Mul", e.op("Cast", e.op("Greater", rel, zero), to=7), half)   # keys after: upper half
             bucket = e.op("Add", after, e.op("Gather", table, e.op("Clip", e.op("Abs", rel), zero, last), axis=0))
         else:
             bucket = e.op("Gather", table, e.op("Clip", e.op("Neg", rel), zero, last), axis=0)
@@ -121,8 +122,7 @@ def alibi_slopes(num_heads: int) -> list[float]:
 
 @register
 class Alibi(Op):
-    """ALiBi (Press et al. 2022): each head's slope times (key position - query position), no parameters:
-    [batch, T, ...] -> [num_heads, T, T].
+    """ALiBi (Press et al. 2022), slope_h * (key - query position), no parameters: [batch, T, ...] -> [heads, T, T].
 
     The causal form: a key h steps back costs slope * h; keys after the query get positive values, which causal
     attention masks. BLOOM adds slope * key position instead: per query row that differs by a constant, which
@@ -164,8 +164,10 @@ def swin_index(height: int, width: int) -> "np.ndarray":
 
 @register
 class RelativePositionBias2d(Op):
-    """Swin's relative position bias: a learned table [(2Wh-1)(2Ww-1), num_heads] read at each pair of a window's
-    positions: windows [batch, Wh*Ww, ...] -> [num_heads, Wh*Ww, Wh*Ww]."""
+    """Swin's 2-d relative position bias: windows [batch, Wh*Ww, ...] -> [heads, Wh*Ww, Wh*Ww].
+
+    A learned table [(2Wh-1)(2Ww-1), num_heads] read at each pair of a window's positions (Swin's
+    relative_position_index)."""
 
     op: Literal["relative_position_bias_2d"] = "relative_position_bias_2d"
     num_heads: PosInt = Field(description="heads (the table's columns; the attention's num_heads)")
