@@ -126,3 +126,29 @@ def test_bad_attributes_are_located_errors(layer, inputs, message):
     with pytest.raises(ArchcError) as e:
         compile_spec(spec(layer, inputs))
     assert message in str(e.value) and "layers[0] (bias)" in str(e.value), str(e.value)
+
+
+def test_tied_embedding_shares_one_table_and_checks_ids_against_it():
+    """Two inputs, one table: counted once, one state_dict name, one ONNX initializer; the second input's vocab is
+    checked against the tied table's rows, at the layer."""
+    import onnx
+
+    def two_inputs(vocab: int) -> dict:
+        return {"archc": 1, "model": {"name": "shared"}, "task": {"kind": "regression"},
+                "inputs": {"a": {"shape": [5], "dtype": "int64", "vocab": 10},
+                           "b": {"shape": [3], "dtype": "int64", "vocab": vocab}},
+                "layers": [{"id": "table", "op": "embedding", "num_embeddings": 10, "embedding_dim": 4, "from": "a"},
+                           {"id": "second", "op": "tied_embedding", "tie": "table", "from": "b"},
+                           {"id": "both", "op": "concat", "from": ["table", "second"]}]}
+
+    graph = compile_spec(two_inputs(10)).graph
+    assert graph.total_params == 40
+    module = lower(graph)
+    assert list(module.state_dict()) == ["table.weight"]
+    model = to_proto(emit_model(graph, module.state_dict()))
+    assert [t.name for t in model.graph.initializer] == ["table.weight"]
+    assert sum(n.op_type == "Gather" for n in model.graph.node) == 2
+    onnx.checker.check_model(model)
+    with pytest.raises(ArchcError) as e:
+        compile_spec(two_inputs(12))
+    assert "num_embeddings = 10, the rows of 'table'" in str(e.value) and "(second)" in str(e.value), str(e.value)
