@@ -6,11 +6,13 @@ the logits [batch, new, vocab] (the spec's output name) and `present.<i>.key` / 
 [batch, kv_heads, past + new, head_dim] (keys after RoPE, before grouped-query sharing). Prefill feeds a past of
 length 0; each decode step feeds the previous step's presents. The new tokens sit at positions past..past+new-1:
 a learned position table is read from row `past` on (so past + new <= its max_len), RoPE and sinusoidal
-positions are offset alike, and query i attends to keys 0..past+i.
+positions are offset alike, and query i attends to keys 0..past+i (past+i-window+1..past+i with a `window`: the
+window spans past and new keys; the present keeps every key).
 
 Only specs whose every layer treats positions independently, apart from causal self-attention, can be cached
 (embedding, linear, norms, add/mul, activations, position encodings, tied output). Anything else (a
-non-causal or cross or padded attention, a conv/pool/recurrence over the sequence, several inputs or outputs)
+non-causal or cross or padded attention, one adding a score bias from another node (`bias_from`: the cached
+decoder cannot recompute that node at the cached positions), a conv/pool/recurrence over the sequence, several inputs or outputs)
 is refused with its spec location; `archc infer --prompt` then recomputes the window per token.
 The file is parity-checked step by step (prefill + single-token decodes + a multi-token chunk) against the
 torch module's full recompute at every position before it is renamed into place.
@@ -153,6 +155,17 @@ def cached_decoder(module: Any, graph: Graph) -> Any:
             ctx[key] = (ang.cos(), ang.sin())
         return ctx[key]
 
+    def _bias(a: Any, ctx: dict) -> torch.Tensor:
+        """The additive causal mask (T, P + T) of this layer: Mistral's sliding window over past and new keys (a
+        query at position p reads keys p - window + 1 .. p), once per distinct window."""
+        if a.window is None:
+            return ctx["bias"]
+        key = ("window", a.window)
+        if key not in ctx:
+            keys, pos = torch.arange(ctx["bias"].shape[1], device=ctx["pos"].device), ctx["pos"][:, None]
+            ctx[key] = torch.where((keys[None, :] <= pos) & (keys[None, :] > pos - a.window), 0.0, float("-inf"))
+        return ctx[key]
+
     def _attend(a: Any, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, ctx: dict):
         """archc.nn.attention.Attention's causal self-attention after past keys/values: (y, present k, present v).
 
@@ -172,7 +185,7 @@ def cached_decoder(module: Any, graph: Graph) -> Any:
             q, k = a._rotate_part(q, cos.to(q.dtype), sin.to(q.dtype)), a._rotate_part(k, cos.to(q.dtype),
                                                                                         sin.to(q.dtype))
         k, v = torch.cat((pk, k), dim=2), torch.cat((pv, v), dim=2)          # (B, Hkv, P + T, d)
-        scores = torch.matmul(q * d ** -0.5, k.unsqueeze(2).transpose(-1, -2)) + ctx["bias"]  # (B, Hkv, n, T, S)
+        scores = torch.matmul(q * a.scale, k.unsqueeze(2).transpose(-1, -2)) + _bias(a, ctx)  # (B, Hkv, n, T, S)
         y = torch.matmul(scores.softmax(dim=-1), v.unsqueeze(2))            # (B, Hkv, n, T, d)
         return a.out_proj(y.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * n * d)), k, v
 

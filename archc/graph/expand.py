@@ -249,6 +249,15 @@ class Expander:
             want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             raise SpecError(f"expected {want} input{'s' if want != '1' else ''} for op '{name}', "
                             f"received {len(inputs)}", hint="set 'from' to list the inputs")
+        for key in cls.reads:  # other nodes read through an attribute (bias_from): inputs after `from`'s
+            ref = getattr(op, key)
+            if ref is None:
+                continue
+            try:
+                inputs = inputs + self.resolve(ref, i, scope, prev, declared, path_of, key)
+            except SpecError as e:
+                e.where = at(where, f".{key}")
+                raise
         if BROKEN in inputs:
             return local, BROKEN
         refs = [op.from_] if isinstance(op.from_, str) else list(op.from_ or [])

@@ -53,6 +53,21 @@ class SinusoidalPos(nn.Module):
 
 
 # ---- weight tying --------------------------------------------------------------------------------
+class TiedEmbedding(nn.Module):
+    """Look up ids in another module's table: (...) int64 -> (..., D).
+
+    The tied module is kept in a plain list, not registered: its parameters stay counted (and saved) once.
+    """
+
+    def __init__(self, tied: nn.Module) -> None:
+        super().__init__()
+        self._tied = [tied]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        table = self._tied[0]
+        return F.embedding(ids, table.weight, getattr(table, "padding_idx", None))
+
+
 class TiedLinear(nn.Module):
     """x @ E^T (+ bias) with E another module's weight: (..., D) -> (..., V).
 

@@ -25,6 +25,17 @@ class Mul(nn.Module):
         return out
 
 
+class Scale(nn.Module):
+    """x * a constant."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.value
+
+
 class Concat(nn.Module):
     """Concatenate along one axis."""
 

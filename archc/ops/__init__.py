@@ -3,7 +3,7 @@ from archc.ops.base import REGISTRY, Example, Op, TensorType, register  # noqa: 
 from archc.ops import activation, conv, dense, norm, tensor  # noqa: F401  (each import registers ops)
 from archc.ops import attention, embedding, recurrent, sequence  # noqa: F401
 from archc.ops import gnn, unet  # noqa: F401
-from archc.ops import learned, pad, pool, tabular  # noqa: F401
+from archc.ops import learned, pad, pool, position, tabular  # noqa: F401
 
 
 def activation_names() -> list[str]:

@@ -88,14 +88,19 @@ class Example:
     vocab: int | str = 2                         # int64 inputs take values in [0, vocab) (or an axis' size)
     batched: bool = True                         # False: inputs have no implicit batch axis (whole graphs)
     before: tuple[dict[str, Any], ...] = ()      # layers to run first (e.g. the embedding a tied op reuses)
+    unbatched: tuple[int, ...] = ()              # inputs (by position) without the batch axis, in a batched example
 
     def dtypes(self) -> tuple[str, ...]:
         return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,) * len(self.inputs)
 
+    def batched_at(self, k: int) -> bool:
+        """Whether input k has the implicit batch axis."""
+        return self.batched and k not in self.unbatched
+
     def spec(self, op: str, model: str, task: str) -> dict[str, Any]:
         """This example as a whole spec (one `op` layer with id 'node', read as task kind `task`): what the
         conformance test and the build fuzzer start from."""
-        inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": self.batched}
+        inputs = {f"x{k}": {"shape": list(shape), "dtype": dtype, "batched": self.batched_at(k)}
                   | ({"vocab": self.vocab} if dtype == "int64" else {})
                   for k, (shape, dtype) in enumerate(zip(self.inputs, self.dtypes()))}
         before = [dict(layer) for layer in self.before]
@@ -164,6 +169,10 @@ class Op(BaseModel):
     arity: ClassVar[tuple[int, int | None]] = (1, 1)  # (min, max) inputs; None = any number
     is_activation: ClassVar[bool] = False
     examples: ClassVar[tuple[Example, ...]] = ()
+    # Attributes holding another node's id whose output this op reads besides `from` (attention's bias_from): resolved
+    # like `from` and appended to the node's inputs after `from`'s, in this order, where set. So the node read is a
+    # real input everywhere (order, inference, lowering, emitting); the op tells its inputs apart by its attributes.
+    reads: ClassVar[tuple[str, ...]] = ()
     # Weight tying: the name of an attribute holding another node's id whose parameters this op reuses
     # (counted once, on that node). Such ops implement infer_tied / to_torch_tied instead.
     ties: ClassVar[str | None] = None

@@ -1,4 +1,5 @@
-"""Embedding ops: token embedding, positional encodings (learned, sinusoidal), and the tied output projection."""
+"""Embedding ops: token embedding, positional encodings (learned, sinusoidal), and weight tying: a second lookup in
+one table, the tied output projection."""
 from __future__ import annotations
 
 from typing import Literal
@@ -145,6 +146,54 @@ def position_angles(e, x, inv_freq):
     length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
     pos = e.op("Cast", e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64")), to=1)  # (T,) float32
     return e.op("Mul", e.op("Unsqueeze", pos, e.ints(1)), e.const(inv_freq[None, :]))          # (T, F)
+
+
+@register
+class TiedEmbedding(Op):
+    """Look up token ids in another embedding's table: int64 [batch, ...] -> float32 [batch, ..., its embedding_dim].
+
+    One table, several inputs (T5's encoder and decoder ids)."""
+
+    op: Literal["tied_embedding"] = "tied_embedding"
+    tie: str = Field(pattern=ID_PATTERN, description="id of the embedding whose table this reads (its rows and width)")
+
+    family = "embedding"
+    positions = "each"
+    ties = "tie"
+    examples = (Example({"tie": "emb", "from": "x0"}, (("seq",),), dtype="int64", vocab=9, sizes={"seq": 5},
+                        before=({"op": "embedding", "id": "emb", "num_embeddings": 9, "embedding_dim": 4},)),
+                Example({"tie": "emb", "from": "x0"}, ((2, 3),), dtype="int64", vocab=7,
+                        before=({"op": "embedding", "id": "emb", "num_embeddings": 7, "embedding_dim": 5,
+                                 "padding_idx": 0},)))
+    # The table's rows, learned from the tied node by infer_tied: bounds sees only the inputs.
+    _rows: int | None = PrivateAttr(None)
+
+    def infer_tied(self, ins, tied):
+        (x,) = ins
+        table = tied.get("weight")
+        expect(table is not None and len(table) == 2, f"'{self.tie}' to have a weight table [rows, features]",
+               f"parameters {dict(tied) or 'none'}", hint="tie to an embedding")
+        expect(x.dtype == "int64", "int64 token ids", f"{x.dtype} {x.show()}",
+               hint="tied_embedding reads integer ids; declare the input with dtype = \"int64\"")
+        rows, dim = table  # type: ignore[misc]
+        self._rows = rows
+        return TensorType((*x.shape, dim), "float32")
+
+    def bounds(self, ins):
+        assert self._rows is not None, "infer_tied runs before bounds"
+        n = self._rows
+        return (ValueBound(0, n, f"num_embeddings = {n}, the rows of '{self.tie}'",
+                           hint=f"raise the num_embeddings of '{self.tie}', or declare the input's vocab within it"),)
+
+    def flops(self, ins, out, sizes):
+        return 0  # a gather
+
+    def to_torch_tied(self, ins, tied):
+        from archc.nn.embedding import TiedEmbedding as M
+        return M(tied)
+
+    def emit(self, e):  # the table's one initializer, read by both lookups
+        return e.op("Gather", e.tied("weight"), e.ins[0], axis=0)
 
 
 @register

@@ -1,4 +1,4 @@
-"""Tensor ops: flatten, reshape, permute, dropout, and the merge ops add, mul, concat."""
+"""Tensor ops: flatten, reshape, permute, dropout, the merge ops add, mul, concat, and scale (by a constant)."""
 from __future__ import annotations
 
 import math
@@ -195,6 +195,33 @@ class Mul(_Elementwise):
     op: Literal["mul"] = "mul"
     module = "Mul"
     examples = (Example({}, ((5,), (5,))), Example({}, ((2, 3, 3), (2, 1, 1))))
+
+
+@register
+class Scale(Op):
+    """Multiply by a constant: [batch, ...] -> same (T5's decoder output * d_model^-0.5, embeddings * sqrt(d))."""
+
+    op: Literal["scale"] = "scale"
+    # `value`, not `factor` or `scale`: the number is the whole attribute (as ONNX's Constant `value`), and `scale`
+    # names attention's own score factor
+    value: float = Field(description="the constant each element is multiplied by")
+
+    family = "merge"
+    positions = "each"
+    examples = (Example({"value": 0.125}, (("seq", 4),), sizes={"seq": 3}), Example({"value": -2.5}, ((3, 2, 2),)))
+
+    def infer(self, ins):
+        (x,) = ins
+        expect(x.dtype == "float32", "a float32 input", f"{x.dtype} {x.show()}",
+               hint="scale multiplies features; token ids need an embedding first")
+        return x
+
+    def to_torch(self, ins):
+        from archc.nn.tensor import Scale as M
+        return M(self.value)
+
+    def emit(self, e):
+        return e.op("Mul", e.ins[0], e.scalar(self.value))
 
 
 @register

@@ -20,8 +20,8 @@ def example_spec(name: str, ex) -> dict:
     return ex.spec(name, f"conformance-{name}", "regression")
 
 
-def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, ex) -> torch.Tensor:
-    dims = [batch] * ex.batched + [sizes[d] if isinstance(d, str) else d for d in shape]
+def example_tensor(shape: tuple, dtype: str, batch: int, sizes: dict, ex, k: int = 0) -> torch.Tensor:
+    dims = [batch] * ex.batched_at(k) + [sizes[d] if isinstance(d, str) else d for d in shape]
     high = sizes[ex.vocab] if isinstance(ex.vocab, str) else ex.vocab
     return torch.randint(0, high, dims) if dtype == "int64" else torch.randn(*dims)
 
@@ -45,7 +45,8 @@ def test_op_conformance(name, i, ex, tmp_path):
         module = module_of.get_submodule("node").eval()
     else:
         op = cls.model_validate({"op": name, **ex.attrs})
-        ins = [TensorType(("batch",) * ex.batched + tuple(shape), dtype) for shape, dtype in zip(ex.inputs, ex.dtypes())]
+        ins = [TensorType(("batch",) * ex.batched_at(k) + tuple(shape), dtype)
+               for k, (shape, dtype) in enumerate(zip(ex.inputs, ex.dtypes()))]
         out = op.infer(ins)
         torch.manual_seed(0)
         module = op.to_torch(ins).eval()
@@ -61,10 +62,10 @@ def test_op_conformance(name, i, ex, tmp_path):
         sizes = {k: v + grow for k, v in ex.sizes.items()}
         if ex.before:
             with torch.no_grad():
-                feeds = [example_tensor(s, d, batch, sizes, ex) for s, d in zip(ex.inputs, ex.dtypes())]
+                feeds = [example_tensor(s, d, batch, sizes, ex, k) for k, (s, d) in enumerate(zip(ex.inputs, ex.dtypes()))]
                 y = module_of.eval()(*feeds)
         else:
-            xs = [example_tensor(s, d, batch, sizes, ex) for s, d in zip(ex.inputs, ex.dtypes())]
+            xs = [example_tensor(s, d, batch, sizes, ex, k) for k, (s, d) in enumerate(zip(ex.inputs, ex.dtypes()))]
             with torch.no_grad():
                 y = module(*xs)
         want = (*[batch] * out.batched, *(sizes[d] if isinstance(d, str) else d for d in out.features))

@@ -45,6 +45,11 @@ VARIANTS = {
     "rope_gqa": spec({"id": "pos", "op": "dropout", "p": 0.0}, *block(0, rope=True, num_kv_heads=2, bias=False),
                      *block(1, rope=True, num_kv_heads=1, fused_qkv=True, rope_dims=2)),
     "sinusoidal": spec({"id": "pos", "op": "sinusoidal_pos"}, *block(0, num_kv_heads=2)),
+    # Mistral / Qwen2 style: sliding windows shorter than the context (across past and new keys), biases on q, k, v
+    # only, a scale of its own
+    "window": spec({"id": "pos", "op": "dropout", "p": 0.0},
+                   *block(0, rope=True, num_kv_heads=2, window=3, out_bias=False, scale=0.3),
+                   *block(1, rope=True, window=5, bias=False, k_bias=True)),
 }
 
 
@@ -187,3 +192,21 @@ def test_torch_cached_decoder_matches_module() -> None:
         last, *_ = dec(tokens[:, 5:], *present)
     torch.testing.assert_close(first, full[:, :5], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(last, full[:, 5:], atol=1e-5, rtol=1e-4)
+
+
+def test_a_score_bias_from_another_node_is_refused_at_the_attention() -> None:
+    """bias_from: the cached decoder cannot recompute the bias node at the cached positions, so the attention that
+    reads one is refused (with its location), not cached wrongly."""
+    from archc.export.kvcache import _node_refusal
+
+    raw = {"archc": 1, "model": {"name": "biased"}, "axes": {"seq": 6}, "task": {"kind": "regression"},
+           "inputs": {"x": {"shape": ["seq", 8]}, "b": {"shape": [2, "seq", "seq"], "batched": False}},
+           "layers": [{"id": "attn", "op": "attention", "num_heads": 2, "causal": True, "from": "x",
+                       "bias_from": "b"}]}
+    c = run(compiled_from(raw), BUILD_PASSES[:4])
+    node = c.graph.node("attn")
+    assert node.inputs == ["x", "b"]
+    assert "bias_from = 'b'" in _node_refusal(node) and "no KV cache" in _node_refusal(node)
+    plain = dict(raw["layers"][0], bias_from=None)
+    assert _node_refusal(c.graph.node("attn").__class__("attn", type(node.op).model_validate(
+        {k: v for k, v in plain.items() if k != "id"}), ["x"], node.where)) == ""

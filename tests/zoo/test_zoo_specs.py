@@ -35,6 +35,7 @@ PUBLISHED = {
                    {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                     "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False,
                     "rope_theta": 10000.0, "sliding_window": 4096}),
+    "t5_small": (60_506_624, "T5ForConditionalGeneration", "T5Config", {}),  # t5-small's config is T5Config()'s
 }
 
 
@@ -74,11 +75,13 @@ def test_zoo_spec_validates_in_well_under_a_second(path):
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_zoo_spec_is_blocks_and_repeats(path):
-    """Written as a user would: every block instantiated by repeats, no layer copied out by hand."""
+    """Written as a user would: every block instantiated by repeats, no layer copied out by hand (one `use` per
+    stack: an encoder-decoder has two)."""
     text = path.read_text()
     raw = tomllib.loads(text)
     uses = [layer for layer in raw["layers"] if "use" in layer]
-    assert raw["blocks"] and len(uses) == 1 and uses[0]["repeat"] in ("$layers", 4, 7), uses
+    assert raw["blocks"] and 1 <= len(uses) <= 2, uses
+    assert all(use["repeat"] in ("$layers", 4, 7) for use in uses), uses
     assert len(text.splitlines()) < 200
     assert "et al. 20" in raw["model"]["doc"], "the doc line names the paper"
 

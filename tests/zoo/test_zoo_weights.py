@@ -200,3 +200,36 @@ def test_a_resnet18_checkpoint_into_resnet50_is_one_located_error(tmp_path):
     assert ("stages.0.blocks.0.conv1.weight: expected [64, 64, 1, 1], received [64, 64, 3, 3] from "
             "resnet.encoder.stages.0.layers.0.layer.0.convolution.weight by map[6]") in line
     assert not out.exists()
+
+
+def test_t5_logits_match_transformers(tmp_path):
+    """T5-small's spec at 2 + 2 layers, width 64, 4 heads, T5's own 32 buckets up to distance 128: an encoder-decoder
+    with one shared table (both lookups and the tied head read the file's one `shared.weight`), the relative position
+    bias in both stacks (bidirectional, causal), unscaled scores and the d_model^-0.5 before the head. Sequences past
+    max_distance reach the shared last bucket."""
+    import onnx
+
+    config = transformers.T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+                                   num_heads=4, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                                   tie_word_embeddings=True)
+    torch.manual_seed(0)
+    hf = transformers.T5ForConditionalGeneration(config)
+    weights = saved(hf, tmp_path, 4)
+    spec = zoo_variant("t5_small", {"vocab": 256, "dim": 64, "heads": 4, "layers": 2, "ffn": 128},
+                       tmp_path / "t5-small.json", {"tokens": {"vocab": 256}, "decoder_tokens": {"vocab": 256}}, seq=20)
+    assert compile_spec(json.loads(spec.read_text())).graph.total_params == hf.num_parameters()
+    output = build(spec, weights, ZOO / "t5_small.weights.toml", tmp_path / "t5.onnx")
+    # shared, 2 position tables, 2 final norms, 8 per encoder block, 13 per decoder block
+    assert "loaded 47 tensors" in output, output
+    model = onnx.load(tmp_path / "t5.onnx")
+    tables = [t.name for t in model.graph.initializer if tuple(t.dims) == (256, 64)]
+    assert tables == ["shared.weight"], tables  # one table in the file, read by three nodes
+    rng = np.random.default_rng(5)
+    for (batch, src, tgt) in ((2, 20, 9), (1, 150, 135)):  # the second past max_distance both ways
+        tokens, decoder = rng.integers(0, 256, (batch, src)), rng.integers(0, 256, (batch, tgt))
+        decoder[:, 0] = 0  # T5's decoder_start_token_id, as generate() starts
+        with torch.no_grad():
+            want = hf(input_ids=torch.from_numpy(tokens), decoder_input_ids=torch.from_numpy(decoder)).logits.numpy()
+        (logits,) = ort_run(tmp_path / "t5.onnx", {"tokens": tokens, "decoder_tokens": decoder})
+        assert logits.shape == want.shape == (batch, tgt, 256)
+        assert np.abs(logits - want).max() <= TOL, np.abs(logits - want).max()
