@@ -1,9 +1,7 @@
 """Blocks as units: FSDP2 sharding ([train] strategy = "fsdp") and activation checkpointing ([train]
-activation_checkpointing) of the spec's block instances, and the sharded checkpoint (torch.distributed.checkpoint).
-
-A block instance is what one `use` of a [blocks.*] table made, once per repeat: the nodes whose ids start with
-`USE.` (or `USE.R.` when repeated, R the repeat index); lowering (archc.lower) puts their modules under that path
-(`layers.3.self_attn`). Every other node (a top-level layer: embeddings, the head) belongs to the root.
+activation_checkpointing) of the spec's block instances (archc.graph.units), and the sharded checkpoint
+(torch.distributed.checkpoint). Lowering (archc.lower) puts a block instance's modules under its path
+(`layers.3.self_attn`), so the units are read off the submodule paths.
 """
 from __future__ import annotations
 
@@ -17,16 +15,8 @@ import torch
 from torch import fx, nn
 
 from archc.graph.ir import Graph
+from archc.graph.units import unit_of
 from archc.lower.names import module_path
-
-
-def unit_of(path: str) -> str | None:
-    """The block instance a submodule path belongs to ('layers.3.self_attn' -> 'layers.3', 'enc.conv' -> 'enc'),
-    None for a top-level layer's module ('embed_tokens', '_fc1__relu')."""
-    parts = path.split(".")
-    if len(parts) == 1:
-        return None
-    return ".".join(parts[:2]) if parts[1].isdigit() and len(parts) > 2 else parts[0]
 
 
 def units(graph: Graph) -> dict[str, list[str]]:
