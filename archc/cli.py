@@ -188,8 +188,7 @@ def validate(spec: Path, as_json: bool, stop_after: str, nproc: int) -> None:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256)
                                      | {"training_memory": memory.to_json()}, indent=2))
     else:
-        click.echo(as_text(result.graph))
-        click.echo(memory.line(result.spec.train.optimizer.name))
+        click.echo(as_text(result.graph, [memory.line(result.spec.train.optimizer.name)]))
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
         if line:
             click.echo(line)

@@ -57,8 +57,8 @@ def _fmt_shape(shape: list | None) -> str:
     return "?" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
 
 
-def as_text(graph: Graph) -> str:
-    """A fixed-width table with totals."""
+def as_text(graph: Graph, after: list[str] | None = None) -> str:
+    """A fixed-width table with totals, then the lines `after` (the training memory), bounds and columns."""
     header = ("node", "op", "output shape", "params", "FLOPs")
     body = [(r["node"], r["op"], _fmt_shape(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}") for r in rows(graph)]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
@@ -75,7 +75,7 @@ def as_text(graph: Graph) -> str:
              f"FLOPs per example: {graph.total_flops:,}"
              + (f" (symbolic axes at {', '.join(f'{k}={v}' for k, v in symbolic.items())})" if symbolic else ""),
              "outputs: " + ", ".join(f"{k} {graph.type_of(v).show()}" for k, v in graph.outputs.items())]
-    return "\n".join(lines + _bounds(graph) + _columns(graph))
+    return "\n".join(lines + (after or []) + _bounds(graph) + _columns(graph))
 
 
 def _columns(graph: Graph) -> list[str]:

@@ -9,6 +9,7 @@ from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
 from archc.threads import MAX_THREADS
 from archc.seeds import MAX_SEED
+from archc.strategies import STRATEGIES
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -141,9 +142,6 @@ class Lora(Strict):
         "linear layers that get an adapter: node ids or patterns ({i} for an index, * for one name), a node "
         "naming all of its projections (attention's q/k/v/out, gated_mlp's gate/up/down)"))
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on an adapter's input while training")
-
-
-STRATEGIES = ("ddp", "fsdp")  # [train] strategy: how --nproc ranks hold the model (archc.train.sharding)
 
 
 class Train(Strict):

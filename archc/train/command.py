@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from archc.clihelp import SEED, Number, SourceOption, Threads
-from archc.language.model import STRATEGIES
+from archc.strategies import STRATEGIES
 from archc.train.tracking import chosen, options
 
 
