@@ -193,9 +193,8 @@ class Train(Strict):
     @model_validator(mode="after")
     def _sharded_adapters(self) -> "Train":
         if self.strategy == "fsdp" and self.lora is not None:
-            raise ValueError("strategy = \"fsdp\" with [train.lora]: expected one of them, received both (the "
-                             "adapters train a few parameters: ddp's full copy of the model fits where the base "
-                             "model does)")
+            raise ValueError("strategy = \"ddp\" with [train.lora] (the adapters train few parameters, and fsdp "
+                             "does not shard them)")
         return self
 
 

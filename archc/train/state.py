@@ -116,7 +116,7 @@ def save_sharded(run_dir: RunDir, learner: Learner, state: State, dist: Dist,
     """[train] strategy = "fsdp": every rank writes its shards into a new folder of train_state.dcp/, then rank 0 the
     state that names it (the switch to the new checkpoint: a crash before it leaves the old one whole), then the
     older folders go."""
-    from archc.train import sharding
+    import archc.train.sharding as sharding
 
     name = dist.broadcast(f"step-{state.step}-{time.time_ns()}")  # unique: a step saved again never overwrites
     root = run_dir.folder("sharded")
@@ -174,7 +174,7 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
 
 def _restore_sharded(run_dir: RunDir, saved: ckpt.Saved, learner: Learner) -> None:
     """The weights and optimizer state from the sharded folder the state names, re-sharded to this world size."""
-    from archc.train import sharding
+    import archc.train.sharding as sharding
 
     name = saved.scalars["optimizer"].get("sharded") if isinstance(saved.scalars["optimizer"], dict) else None
     folder = run_dir.folder("sharded") / name if isinstance(name, str) and name.startswith("step-") else None

@@ -147,7 +147,7 @@ def test_a_killed_fsdp_run_resumes_bit_identically_and_at_another_world_size(h, 
 
 
 def _check_reshards_into_one_process(run, spec, step: int) -> None:
-    from archc.train import sharding
+    import archc.train.sharding as sharding
     from archc.train.checkpoint import load_state
     from archc.train.recipe import Overrides, prepare
     from archc.lower import lower
@@ -207,5 +207,5 @@ def test_fsdp_with_lora_is_refused_by_validate(tmp_path):
 
     spec = json.loads(block_spec(tmp_path / "s.json", "d.npz").read_text())
     spec["train"] |= {"strategy": "fsdp", "lora": {"rank": 4, "targets": ["out"]}}
-    with pytest.raises(ArchcError, match="strategy = \"fsdp\" with \\[train.lora\\]"):
+    with pytest.raises(ArchcError, match="expected strategy = \"ddp\" with \\[train.lora\\]"):
         compile_spec(spec)
