@@ -67,7 +67,6 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     amp = amps.get(learner.amp, "") if learner.amp is not None else ""
     amp += ", channels_last" if learner.channels_last else ""
     amp += ", torch.compile" if learner.compiled else ""
-    amp += ", activation checkpointing" if recipe.activation_checkpointing else ""
     norm = ", normalized with train-split mean/std" if data.preprocess else ""
     if data.target_scale:
         norm += ", targets standardized with train-split mean/std (outputs restored in the export)"
@@ -84,6 +83,7 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
              f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
              f"{recipe.batch_size}{accumulated(recipe.batch_size, recipe.accumulate)}, {recipe.epochs} epochs on "
              f"{learner.device}{amp} x {world} process(es){strategy_note(recipe.strategy, world)}"
+             f"{', activation checkpointing per block' if recipe.activation_checkpointing else ''}"
              f"{threads_note(learner.device)}",
              *filter(None, [describe_tuning(learner.model, learner.adapters, recipe)]),
              f"writing {setup.run_dir.root}"] + init_line(setup)

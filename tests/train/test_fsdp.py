@@ -209,3 +209,19 @@ def test_fsdp_with_lora_is_refused_by_validate(tmp_path):
     spec["train"] |= {"strategy": "fsdp", "lora": {"rank": 4, "targets": ["out"]}}
     with pytest.raises(ArchcError, match="expected strategy = \"ddp\" with \\[train.lora\\]"):
         compile_spec(spec)
+
+
+def test_a_resume_without_its_sharded_checkpoint_is_one_clear_error(h, tmp_path):
+    """One process with strategy fsdp writes the sharded checkpoint too (so it can resume on more ranks); a run
+    folder that lost it is refused before any step, naming the folder."""
+    from archc.errors import ModelError
+
+    data = h.make_npz(tmp_path / "d.npz", n=200)
+    spec = block_spec(tmp_path / "s.json", data, train_={"strategy": "fsdp", "epochs": 1})
+    train.run(spec, out=tmp_path / "r", quiet=True, device="cpu", optimize=False)
+    folders = list((tmp_path / "r" / "train_state.dcp").iterdir())
+    assert len(folders) == 1 and (folders[0] / ".metadata").is_file()
+    shutil.rmtree(folders[0])
+    (tmp_path / "r" / "result.json").unlink()  # an unfinished run, as a kill leaves it
+    with pytest.raises(ModelError, match="expected the sharded checkpoint the state names"):
+        train.run(spec, out=tmp_path / "r", quiet=True, device="cpu", optimize=False, resume=True)
