@@ -51,6 +51,10 @@ def shard(model: fx.GraphModule, net: nn.Module, graph: Graph, amp: torch.dtype 
             fully_shard(modules, mp_policy=policy)
             groups += 1
     fully_shard(net, mp_policy=policy)
+    # FSDP2 warns, at every forward, of a group returning a view (attention's reshaped output), since an in-place
+    # op on it would skip the group's pre-backward all-gather; archc's modules compute out of place (archc.nn has
+    # no in-place op on activations, and the spec can name none), so the warning only fills the log
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     return groups
 
 
