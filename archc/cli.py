@@ -167,9 +167,12 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (or the errors) as JSON.")
 @click.option("--stop-after", type=click.Choice(PASS_NAMES), default=PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
+@click.option("--nproc", type=click.IntRange(min=1, max=1_000_000), default=1, show_default=True,
+              help="Training processes the memory estimate is per rank of (as `archc train --nproc`).")
 @command
-def validate(spec: Path, as_json: bool, stop_after: str) -> None:
-    """Check SPEC and print its node table (shapes, parameters, FLOPs). Never imports torch."""
+def validate(spec: Path, as_json: bool, stop_after: str, nproc: int) -> None:
+    """Check SPEC and print its node table (shapes, parameters, FLOPs) and its training memory per rank. Never
+    imports torch."""
     from archc.pipeline import compile_spec
     from archc.summary import as_json as summary_json, as_text
     from archc.tasks import task_class
@@ -179,10 +182,14 @@ def validate(spec: Path, as_json: bool, stop_after: str) -> None:
         click.echo(strict_json.dumps({"ok": True, "passes": result.passes}) if as_json
                    else f"ok: {spec} passed {', '.join(result.passes)}")
         return
+    from archc.memory import training_memory
+
+    memory = training_memory(result.graph, result.spec.train, nproc)  # [train] strategy's share per rank
     if as_json:
-        click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256), indent=2))
+        click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256)
+                                     | {"training_memory": memory.to_json()}, indent=2))
     else:
-        click.echo(as_text(result.graph))
+        click.echo(as_text(result.graph, [memory.line(result.spec.train.optimizer.name)]))
         for warning in result.graph.warnings:  # wiring that is legal but likely a mistake
             click.echo(f"warning: {warning.located(str(spec)).line()}", err=True)
         for warning in result.graph.memory.lines()[1:] if result.graph.memory is not None else []:

@@ -58,8 +58,8 @@ def _fmt_shape(shape: list | None) -> str:
     return "?" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
 
 
-def as_text(graph: Graph) -> str:
-    """A fixed-width table with totals."""
+def as_text(graph: Graph, after: list[str] | None = None) -> str:
+    """A fixed-width table with totals, then the lines `after` (the training memory), bounds and columns."""
     header = ("node", "op", "output shape", "params", "FLOPs")
     body = [(r["node"], r["op"], _fmt_shape(r["shape"]), f"{r['params']:,}", f"{r['flops']:,}") for r in rows(graph)]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
@@ -77,7 +77,8 @@ def as_text(graph: Graph) -> str:
              + (f" (symbolic axes at {', '.join(f'{k}={v}' for k, v in symbolic.items())})" if symbolic else ""),
              "outputs: " + ", ".join(f"{k} {graph.type_of(v).show()}" for k, v in graph.outputs.items())]
     lines += graph.memory.lines()[:1] if graph.memory is not None else []  # the figures (the warnings: stderr)
-    return "\n".join(lines + _bounds(graph) + _columns(graph))
+    return "
+".join(lines + (after or []) + _bounds(graph) + _columns(graph))
 
 
 def _columns(graph: Graph) -> list[str]:

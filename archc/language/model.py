@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from archc.ops.base import ID_PATTERN
 from archc.tasks import REGISTRY, default_kind, losses
 from archc.threads import MAX_THREADS
 from archc.seeds import MAX_SEED
+from archc.strategies import STRATEGIES
 
 FORMAT_VERSION = 1
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -180,6 +181,21 @@ class Train(Strict):
         "parameter names (layers.{i}.self_attn, embed_tokens.weight); with [train.lora], default: every weight "
         "but the adapters"))
     lora: Lora | None = Field(None, description="low-rank adapters (off); merged into the weights at export")
+    strategy: Literal[STRATEGIES] = Field(  # type: ignore[valid-type]
+        "ddp", description=("how --nproc ranks share the model: ddp (a full copy of weights, gradients and optimizer "
+                            "state on every rank) or fsdp (FSDP2: each block's weights, gradients and optimizer "
+                            "state sharded over the ranks; sharded checkpoints that resume at another --nproc); "
+                            "--strategy overrides"))
+    activation_checkpointing: bool = Field(False, description=(
+        "keep only each block's input for the backward pass and recompute the block's activations there (less "
+        "memory, about a third more compute); blocks: each instance of a [blocks.*] use and repeat"))
+
+    @model_validator(mode="after")
+    def _sharded_adapters(self) -> "Train":
+        if self.strategy == "fsdp" and self.lora is not None:
+            raise ValueError("strategy = \"ddp\" with [train.lora] (the adapters train few parameters, and fsdp "
+                             "does not shard them)")
+        return self
 
 
 Prob = Annotated[float, Field(ge=0, le=1)]

@@ -19,10 +19,10 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
         init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
-        track: tuple[str, ...] | None = None, on_epoch: Any = None) -> RunResult:
+        track: tuple[str, ...] | None = None, on_epoch: Any = None, strategy: str | None = None) -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
-    (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
+    (DDP, or FSDP2 with `strategy` "fsdp", which overrides [train] strategy). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
     DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers).
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
     (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
@@ -46,7 +46,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     track = chosen() if track is None else tuple(track)
     check(track)  # a tracker asked for and not installed: one error before the data are read
     start_from = Init.open(init, init_map) if init is not None else None  # a bad file or mapping fails first
-    setup = prepare(spec_path, Overrides(data=data, target=target, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), out,
+    setup = prepare(spec_path, Overrides(data=data, target=target, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                        strategy=strategy), out,
                     data_root)
     setup.init = start_from
     setup.optimize = optimize

@@ -185,10 +185,25 @@ def save_state(run_dir: RunDir, model: torch.nn.Module, optimizer: torch.optim.O
     for rank, entries in enumerate(per_rank):
         tensors |= {f"rank.{rank}.{k}": _cpu(v) for k, v in entries.items()}
     body = scalars | {"optimizer": opt_scalars, "host_rng": host_rng()}
+    _write_state(run_dir, tensors, body, merged if merged is not None else model)
+
+
+def save_sharded_state(run_dir: RunDir, sharded: str, weights: dict[str, torch.Tensor], scalars: dict[str, Any],
+                       per_rank: list[dict[str, torch.Tensor]]) -> None:
+    """The resume state of [train] strategy = "fsdp": the weights and optimizer state are in the run's sharded
+    checkpoint folder `sharded` (torch.distributed.checkpoint, written first by every rank); this file names it and
+    holds the rest (scalars, RNG states and partial sums per rank), then the latest (gathered) weights."""
+    tensors = {f"rank.{rank}.{k}": _cpu(v) for rank, entries in enumerate(per_rank) for k, v in entries.items()}
+    body = scalars | {"optimizer": {"sharded": sharded}, "host_rng": host_rng()}
+    _write_state(run_dir, tensors, body, weights)
+
+
+def _write_state(run_dir: RunDir, tensors: dict[str, torch.Tensor], body: dict[str, Any],
+                 weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
     write_bytes_atomic(run_dir.state, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
-    meta = {k: scalars[k] for k in ("step", "epoch", "spec_sha256")}
-    save_weights(run_dir.weights, merged if merged is not None else model, meta)
-    readable = {k: v for k, v in scalars.items() if k != "history"}
+    meta = {k: body[k] for k in ("step", "epoch", "spec_sha256")}
+    save_weights(run_dir.weights, weights, meta)
+    readable = {k: v for k, v in body.items() if k not in ("history", "optimizer", "host_rng")}
     write_text_atomic(run_dir.state_json, json.dumps(readable, indent=2) + "\n")
 
 

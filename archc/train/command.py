@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from archc.clihelp import SEED, Number, SourceOption, Threads
+from archc.strategies import STRATEGIES
 from archc.train.tracking import chosen, options
 
 
@@ -30,6 +31,9 @@ from archc.train.tracking import chosen, options
               help="Move a run already in --out aside to DIR.old-N (nothing is deleted) and start afresh.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="How --nproc ranks hold the model; overrides [train] strategy: ddp (a full copy on each) or fsdp "
+                   "(FSDP2: weights, gradients and optimizer state sharded per block; sharded checkpoints).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights; "
                    "a file, a sharded checkpoint's model.safetensors.index.json, or its folder).")
@@ -49,7 +53,8 @@ from archc.train.tracking import chosen, options
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool, threads: int | None, **track: bool) -> None:
+                  init_map: Path | None, no_optimize: bool, threads: int | None, strategy: str | None,
+                  **track: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -57,7 +62,8 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
-                 init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track))
+                 init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track),
+                 strategy=strategy)
     if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if as_json:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -73,6 +73,14 @@ class Dist:
         parts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(parts, t.contiguous())
         return parts
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` (a small picklable one) on every rank."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def barrier(self) -> None:
         if self.active:

@@ -16,6 +16,7 @@ from archc.train.devices import amp_dtype, channels_last, fused_optimizer, seed_
 from archc.train.distributed import Dist
 from archc.train.optim import build_optimizer, build_scheduler
 from archc.train.recipe import Setup
+from archc.train.sharding import local
 from archc.train.splits import Examples, batches
 from archc.train.tuning import Adapters, Tuned, freeze, frozen
 
@@ -54,6 +55,10 @@ class Learner:
     compiled: bool = False          # `net` runs through torch.compile ([train] compile)
     adapters: Adapters | None = None  # [train.lora]'s, hooked to `model`'s linear layers (archc.train.tuning)
     ddp: nn.parallel.DistributedDataParallel | None = None  # `net`'s DDP, under --nproc
+    base: nn.Module | None = None   # what computes before DDP or torch.compile: `trained`, or its checkpointed form
+    strategy: str = "ddp"           # [train] strategy: "fsdp" checkpoints through torch.distributed.checkpoint
+    sharded: bool = False           # the model is sharded over the ranks (FSDP2: strategy fsdp under --nproc)
+    main: bool = True               # rank 0: where gathered weights land
 
     @property
     def trained(self) -> nn.Module:
@@ -61,13 +66,20 @@ class Learner:
         return Tuned(self.model, self.adapters) if self.adapters is not None else self.model
 
     @classmethod
-    def build(cls, setup: Setup, objective: Task, device: torch.device, steps: int, rank: int) -> "Learner":
-        """The spec's module at its seed's initial weights, with the recipe's optimizer and per-step schedule."""
+    def build(cls, setup: Setup, objective: Task, device: torch.device, steps: int, rank: int, world: int = 1,
+              init: Any = None) -> "Learner":
+        """The spec's module at its seed's initial weights (or `init`'s, an archc.weights.Init), with the recipe's
+        optimizer and per-step schedule; its blocks checkpointed ([train] activation_checkpointing) and, with
+        strategy fsdp over `world` > 1 ranks (the process group is up), sharded, before the optimizer takes its
+        parameters."""
         from archc.lower import lower
+        from archc.train.sharding import checkpointed, shard
 
         recipe = setup.spec.train
         seed_everything(recipe.seed)
         model = lower(setup.graph, seed=recipe.seed).to(device)
+        if init is not None:  # pretrained weights replace the seed's, before any sharding
+            init.load(model)
         layout = channels_last(model, device)
         if layout:
             model = model.to(memory_format=torch.channels_last)
@@ -75,12 +87,18 @@ class Learner:
         adapters = Adapters.for_graph(model, setup.graph, recipe.lora, recipe.seed) if recipe.lora else None
         if rank:
             torch.manual_seed(recipe.seed + rank)  # other ranks draw other dropout masks
-        trained = Tuned(model, adapters) if adapters is not None else model
-        optimizer = build_optimizer(trained, recipe.optimizer, fused=fused_optimizer(device))
+        body = checkpointed(model, setup.graph) if recipe.activation_checkpointing else model
         amp = amp_dtype(recipe.precision, device)
+        sharded = recipe.strategy == "fsdp" and world > 1
+        if sharded:  # the parameters become DTensor shards: the optimizer is built on those
+            shard(model, body, setup.graph, amp)
+        trained = Tuned(model, adapters) if adapters is not None else model
+        base = Tuned(body, adapters) if adapters is not None else body
+        optimizer = build_optimizer(trained, recipe.optimizer, fused=fused_optimizer(device))
         scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-        learner = cls(objective, model, trained, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
-                      amp, recipe.grad_clip, channels_last=layout, adapters=adapters)
+        learner = cls(objective, model, base, optimizer, build_scheduler(optimizer, recipe, steps), scaler, device,
+                      amp, recipe.grad_clip, channels_last=layout, adapters=adapters, base=base,
+                      strategy=recipe.strategy, sharded=sharded, main=rank == 0)
         if recipe.compile:
             learner.compile()
         return learner
@@ -97,7 +115,7 @@ class Learner:
     def distribute(self, several_outputs: bool) -> None:
         """Train through DistributedDataParallel (the process group is up), compiled again if it was."""
         self.net = self.ddp = nn.parallel.DistributedDataParallel(
-            self.trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            self.base, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=several_outputs)
         if self.compiled:
             self.compile()
@@ -146,11 +164,24 @@ class Learner:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def weights(self) -> dict[str, torch.Tensor]:
+    def weights(self) -> dict[str, torch.Tensor] | None:
         """The model's state_dict on the CPU with the adapters merged in: what the weights files hold (the spec's
-        plain model, which `archc export` and `--init` read)."""
+        plain model, which `archc export` and `--init` read). Sharded: gathered (every rank calls it), returned on
+        rank 0 and None elsewhere."""
+        if self.sharded:
+            from archc.train.sharding import full_weights
+
+            return full_weights(self.model, self.main)
         own = weights_of(self.model)
         return self.adapters.merged(own) if self.adapters is not None else own
+
+    def gathered(self, graph: Any) -> None:
+        """Rank 0 after a sharded run: a plain model (its weights loaded next) for the test split and the export,
+        which run on this process alone."""
+        from archc.lower import lower
+
+        self.model = self.net = self.base = lower(graph, seed=None).to(self.device)
+        self.sharded = False
 
     def unhook(self) -> None:
         """The adapters taken off (the merged weights are loaded next): the model alone computes, as exported."""
@@ -160,7 +191,7 @@ class Learner:
     def check_weights(self, dist: Dist, step: int) -> None:
         """Stop when a weight is NaN or inf (a finite loss can still take a step too far): run before any save."""
         with torch.no_grad():
-            bad = sum((~torch.isfinite(p)).sum() for p in self.trained.parameters())
+            bad = sum((~torch.isfinite(local(p))).sum() for p in self.trained.parameters())
             bad = torch.as_tensor(bad, dtype=torch.float32, device=self.device).reshape(1)
         if not all_finite(bad, dist):
             raise diverged(f"{int(bad.item())} weight(s) are NaN or inf after step {step}", step - 1)
@@ -169,15 +200,23 @@ class Learner:
     def evaluate(self, split: Examples, dist: Dist | None = None, exact: bool = False) -> tuple[float, float, int]:
         """Mean loss and metric over a split: sharded over the ranks of `dist` and summed, or whole (None). `exact`:
         in float32 (no autocast, no TF32), as the exported model computes, so the figure is the model.onnx's."""
+        module = self.base if self.sharded else self.model  # a sharded model's forward is its root's
         self.model.eval()
+        module.eval()
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, metric, examples, metric weight
-        plan = list(torch.arange(len(split))[rank::world].split(getattr(split, "eval_batch", EVAL_BATCH)))
-        for chunk, (x, y) in zip(plan, batches(split, plan)):
+        size = getattr(split, "eval_batch", EVAL_BATCH)
+        plan = list(torch.arange(len(split))[rank::world].split(size))
+        real = len(plan)
+        if self.sharded:  # every rank joins each forward's all-gathers: as many as rank 0's, the extra ones unscored
+            plan += [torch.zeros(1, dtype=torch.long)] * (len(torch.arange(len(split))[::world].split(size)) - real)
+        for i, (chunk, (x, y)) in enumerate(zip(plan, batches(split, plan))):
             if x is None:  # every example of the chunk unreadable and skipped ([data] on_error)
                 continue
             with self.autocast(enabled=not exact), float32_only(self.device, exact):
-                out, y = self.objective.forward(self.model, x, y, training=False)
+                out, y = self.objective.forward(module, x, y, training=False)
+                if i >= real:
+                    continue
                 sums[0] += self.objective.loss(out, y)
             sums[1] += self.objective.metric_sum(out, y)
             sums[2] += len(y)

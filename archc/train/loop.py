@@ -46,9 +46,8 @@ def build(setup: Setup, dist: Dist, device: torch.device, resume: bool = False) 
     share_with_workers(data.splits, dist.world)  # loader worker processes take cores: fewer torch threads
     recipe = setup.spec.train
     steps = steps_per_epoch(len(data.splits["train"]), recipe.batch_size, recipe.accumulate)
-    learner = Learner.build(setup, objective, device, steps, dist.rank)
-    if setup.init is not None:  # pretrained weights replace the seed's, before the first step (or a resume's state)
-        setup.init.load(learner.model)
+    # pretrained weights (--init) replace the seed's before the first step (or a resume's state)
+    learner = Learner.build(setup, objective, device, steps, dist.rank, dist.world, setup.init)
     return learner, data
 
 
@@ -83,7 +82,9 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
     plain = [f"data {data.name}: {data.sizes()}{norm}", *augment,
              f"{recipe.optimizer.name} lr {recipe.optimizer.lr:g}, {schedule_of(recipe).name} schedule, batch "
              f"{recipe.batch_size}{accumulated(recipe.batch_size, recipe.accumulate)}, {recipe.epochs} epochs on "
-             f"{learner.device}{amp} x {world} process(es){threads_note(learner.device)}",
+             f"{learner.device}{amp} x {world} process(es){strategy_note(recipe.strategy, world)}"
+             f"{', activation checkpointing per block' if recipe.activation_checkpointing else ''}"
+             f"{threads_note(learner.device)}",
              *filter(None, [describe_tuning(learner.model, learner.adapters, recipe)]),
              f"writing {setup.run_dir.root}"] + init_line(setup)
     return [f"[bold]{escape(g.name)}[/bold] ({escape(str(setup.file))}): {g.total_params:,} parameters, task "
@@ -93,6 +94,14 @@ def header(setup: Setup, learner: Learner, data: Data, world: int) -> list[str]:
 def accumulated(batch: int, k: int) -> str:
     """' x 4 accumulated (4096 per optimizer step)': [train] accumulate, when it is on."""
     return f" x {k} accumulated ({batch * k} per optimizer step)" if k > 1 else ""
+
+
+def strategy_note(strategy: str, world: int) -> str:
+    """' (FSDP2: weights, gradients and optimizer state sharded)': [train] strategy, when it is fsdp."""
+    if strategy != "fsdp":
+        return ""
+    return " (FSDP2: weights, gradients and optimizer state sharded per block)" if world > 1 else \
+        " (strategy fsdp: one process, sharded checkpoints)"
 
 
 def threads_note(device: torch.device) -> str:
@@ -178,9 +187,10 @@ def end_epoch(learner: Learner, val: Examples[Any], state: State, tally: Tally, 
     best = learner.objective.better(value, state.best_value, recipe.monitor, val_loss, state.best_loss)
     if best:
         state.best_value, state.best_loss, state.best_epoch, state.bad_epochs = value, val_loss, state.epoch + 1, 0
-        if dist.main:  # before the state that records it: a crash in between redoes the epoch
-            ckpt.save_weights(setup.run_dir.best, learner.weights(), {"epoch": state.epoch + 1, "step": state.step,
-                                                                 "spec_sha256": state.spec_sha256})
+        weights = learner.weights() if dist.main or learner.sharded else None  # sharded: every rank gathers
+        if weights is not None:  # before the state that records it: a crash in between redoes the epoch
+            ckpt.save_weights(setup.run_dir.best, weights, {"epoch": state.epoch + 1, "step": state.step,
+                                                            "spec_sha256": state.spec_sha256})
     else:
         state.bad_epochs += 1
     state.history.append(row)
@@ -401,11 +411,13 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
                              f"(global step {state.step})")
     if dist.main:  # after the resume: a tracker continues from the saved step
         progress.track = Trackers.open(setup.track, setup, learner.objective.metric, state.step, resuming)
-    if dist.active:
+    if dist.active and not learner.sharded:  # FSDP2 shards as the learner is built
         learner.distribute(several_outputs=len(setup.graph.outputs) > 1)
     result = None
     try:
         fit(learner, data, state, tally, setup, dist, progress)
+        if learner.sharded and dist.main:  # the test split and the export: rank 0 alone, on the best weights
+            learner.gathered(setup.graph)
         result = conclude(learner, data, state, setup, progress, start) if dist.main else None
     finally:
         progress.track.close(finished=result is not None)

@@ -29,6 +29,7 @@ class Overrides:
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    strategy: str | None = None
 
 
 @dataclass
@@ -69,7 +70,8 @@ def apply_overrides(raw: dict[str, Any], o: Overrides) -> dict[str, Any]:
     """A copy of `raw` with the flags written into [train] and [data]: the spec as used."""
     used = copy.deepcopy(raw)
     train = used.setdefault("train", {})
-    for key, value in (("epochs", o.epochs), ("batch_size", o.batch_size), ("seed", o.seed)):
+    for key, value in (("epochs", o.epochs), ("batch_size", o.batch_size), ("seed", o.seed),
+                       ("strategy", o.strategy)):
         if value is not None:
             train[key] = value
     if o.lr is not None:

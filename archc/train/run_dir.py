@@ -13,6 +13,8 @@ Files, each written atomically (temporary file, fsync, rename):
                            residuals), as `archc infer model.onnx --input SOURCE --report DIR` writes it
   tracking.json            the ids of the run's MLflow and W&B runs (archc.train.tracking), which --resume continues
   tensorboard/, wandb/     TensorBoard's event files, W&B's offline run (folders: moved aside by --force with the files)
+  train_state.dcp/         [train] strategy = "fsdp": the weights and optimizer state, sharded (torch.distributed.
+                           checkpoint), one step-N-T folder; train_state.safetensors names the complete one
   .archc.lock              the pid of the run writing the folder (created with O_EXCL, removed at the end)
 
 A run never deletes what it did not write: a finished or unfinished run is refused unless --resume continues it
@@ -168,7 +170,7 @@ class RunDir:
     LEFTOVERS = ("spec", "export", "best", "tracking")
     # Folders of a run (archc.train.tracking's TensorBoard events): not artifacts a role names, but moved aside with
     # them by --force so that the earlier run's curves go with it
-    FOLDERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
+    FOLDERS = {"tensorboard": "tensorboard", "wandb": "wandb", "sharded": "train_state.dcp"}
 
     def present(self) -> list[Path]:
         """The artifacts that exist (files, or anything else at their names)."""

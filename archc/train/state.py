@@ -99,7 +99,9 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
     comm = learner.device if learner.device.type == "cuda" else torch.device("cpu")
     rngs = dist.gather(ckpt.torch_rng(learner.device).to(comm))
     sums = dist.gather(tally.sums.clone())
-    if dist.main:
+    if learner.strategy == "fsdp":
+        save_sharded(run_dir, learner, state, dist, [{"rng": g, "acc": a} for g, a in zip(rngs, sums)])
+    elif dist.main:
         adapters = learner.adapters
         ckpt.save_state(run_dir, learner.model, learner.optimizer, asdict(state) | learner.scalars(),
                         [{"rng": g, "acc": a} for g, a in zip(rngs, sums)],
@@ -107,6 +109,23 @@ def save(run_dir: RunDir, learner: Learner, state: State, tally: Tally, dist: Di
                         learner.weights() if adapters is not None else None)
     if clock is not None:
         clock.reset()
+
+
+def save_sharded(run_dir: RunDir, learner: Learner, state: State, dist: Dist,
+                 per_rank: list[dict[str, torch.Tensor]]) -> None:
+    """[train] strategy = "fsdp": every rank writes its shards into a new folder of train_state.dcp/, then rank 0 the
+    state that names it (the switch to the new checkpoint: a crash before it leaves the old one whole), then the
+    older folders go."""
+    import archc.train.sharding as sharding
+
+    name = dist.broadcast(f"step-{state.step}-{time.time_ns()}")  # unique: a step saved again never overwrites
+    root = run_dir.folder("sharded")
+    sharding.save(root / name, learner.model, learner.optimizer)
+    weights = learner.weights()  # gathered: a collective
+    if dist.main:
+        assert weights is not None
+        ckpt.save_sharded_state(run_dir, name, weights, asdict(state) | learner.scalars(), per_rank)
+        sharding.prune(root, keep=name)
 
 
 def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha256: str,
@@ -119,20 +138,30 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     if sc.get("spec_sha256") != spec_sha256:
         raise SpecError("--resume: expected the spec and recipe of the interrupted run, received a different "
                         "one (its hash differs)", hint=f"compare with {run_dir.spec}")
-    if sc.get("world") != dist.world:
+    sharded = learner.strategy == "fsdp"
+    if sc.get("world") != dist.world and not sharded:
         raise InputError(f"--resume: expected --nproc {sc.get('world')} as in the interrupted run, received "
-                         f"{dist.world}", where="--nproc")
+                         f"{dist.world}", where="--nproc",
+                         hint="a run with [train] strategy = \"fsdp\" resumes at another --nproc")
     try:
         state = State(**{f.name: sc[f.name] for f in fields(State) if f.name in sc})  # older states lack best_loss
         _check_state(state, steps, "history" in sc)
-        _check_tensors(saved, learner, dist)
-        ckpt.restore(saved, learner.model, learner.optimizer)
+        state.world = dist.world  # strategy fsdp may resume at another world size: the next save records this one
+        same = sc.get("world") == dist.world
+        _check_tensors(saved, learner, dist, same)
+        if sharded:
+            _restore_sharded(run_dir, saved, learner)
+        else:
+            ckpt.restore(saved, learner.model, learner.optimizer)
         if learner.adapters is not None:
             learner.adapters.load({k: v for k, v in saved.tensors.items() if k.startswith(PREFIX)})
         learner.load_scalars(sc)
-        mine = saved.group(f"rank.{dist.rank}.")
-        ckpt.set_torch_rng(mine["rng"], learner.device)
-        tally.restore(mine["acc"].to(learner.device))
+        if same:
+            mine = saved.group(f"rank.{dist.rank}.")
+            ckpt.set_torch_rng(mine["rng"], learner.device)
+            tally.restore(mine["acc"].to(learner.device))
+        elif dist.main:  # another world size: this rank's RNG stays its seed's; rank 0 carries the epoch's sums
+            tally.restore(sum(t for k, t in saved.tensors.items() if k.endswith(".acc")).to(learner.device))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise ModelError(f"expected the training state archc wrote, received one that does not restore "
@@ -141,6 +170,21 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     if state.best_epoch is not None:  # the test split and the export read it at the end: checked before epoch 1
         ckpt.check_weights(run_dir.best, learner.model)
     return state
+
+
+def _restore_sharded(run_dir: RunDir, saved: ckpt.Saved, learner: Learner) -> None:
+    """The weights and optimizer state from the sharded folder the state names, re-sharded to this world size."""
+    import archc.train.sharding as sharding
+
+    name = saved.scalars["optimizer"].get("sharded") if isinstance(saved.scalars["optimizer"], dict) else None
+    folder = run_dir.folder("sharded") / name if isinstance(name, str) and name.startswith("step-") else None
+    if folder is None or not (folder / ".metadata").is_file():
+        raise ValueError(f"expected the sharded checkpoint the state names in {run_dir.folder('sharded')}, "
+                         f"received {'no such folder' if folder is not None else 'a state without one'}"
+                         " (a run started with strategy ddp saves no sharded checkpoint)")
+    sharding.load(folder, learner.model, learner.optimizer)
+    ckpt.in_layout_of_params(learner.optimizer)
+    ckpt.set_host_rng(saved.scalars["host_rng"])
 
 
 def check_resumed_tokenizer(run_dir: RunDir, metadata: dict[str, Any], path: str | None) -> None:
@@ -189,7 +233,7 @@ def _check_state(state: State, steps: int | None, has_history: bool = True) -> N
                          f"{state.history!r:.60}")
 
 
-def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
+def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist, same_world: bool = True) -> None:
     """The optimizer's tensors have the shapes of the parameters they follow (torch's load_state_dict does not
     check: a foreign one would broadcast, or fail at the first step); the weights are finite; this rank's RNG and
     sums are there."""
@@ -203,7 +247,7 @@ def _check_tensors(saved: ckpt.Saved, learner: Learner, dist: Dist) -> None:
                                  f"{list(t.shape)}")
         elif name.startswith(("model.", PREFIX)) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name}: expected finite weights, received nan or inf")
-    for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, SUMS)}.items():
+    for key, (dtype, n) in {"rng": (torch.uint8, 8), "acc": (torch.float64, SUMS)}.items() if same_world else ():
         t = saved.tensors.get(f"rank.{dist.rank}.{key}")
         if t is None or t.dtype != dtype or t.dim() != 1 or (key == "acc" and len(t) not in (n - 1, n)) or \
                 (key == "rng" and (len(t) < n or len(t) < 8 + int(t[:8].view(torch.int64)[0]))):
