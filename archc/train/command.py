@@ -30,6 +30,12 @@ from archc.train.tracking import chosen, options
               help="Move a run already in --out aside to DIR.old-N (nothing is deleted) and start afresh.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (DistributedDataParallel under torchrun; gloo on CPU, NCCL on GPUs).")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Machines in the run: the same command on each, with its --node-rank (see README: Several machines).")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This machine's number, 0 to --nnodes - 1; node 0 holds rank 0 and writes the run folder.")
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+              help="Node 0's address and a free port there, where the nodes meet (needed with --nnodes 2 or more).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights).")
 @click.option("--map", "init_map", type=click.Path(path_type=Path), default=None,
@@ -48,7 +54,8 @@ from archc.train.tracking import chosen, options
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool, threads: int | None, **track: bool) -> None:
+                  init_map: Path | None, no_optimize: bool, threads: int | None, nnodes: int, node_rank: int,
+                  rdzv_endpoint: str | None, **track: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -56,9 +63,15 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
         raise click.UsageError("--map names the mapping of a checkpoint: give the checkpoint with --init")
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
-                 init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track))
-    if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+                 init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track), nnodes=nnodes,
+                 node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return  # a rank of a distributed run: rank 0's table already ends with the test line
+    if result is None:  # node R > 0 of several: node 0 wrote the run folder
+        if not quiet:
+            click.echo(f"node {node_rank} of {nnodes}: its {nproc} rank{'s' * (nproc > 1)} finished; node 0 wrote the run "
+                       f"folder {out if out is not None else '(runs/<model name>)'}")
+        return
     if as_json:
         click.echo(result.to_json())
         return
