@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archc.errors import InputError, ModelError
 from archc.threads import check as check_threads
 from archc.train.recipe import Overrides, Setup, prepare
 from archc.train.run_dir import LOCK_ENV, RunDir, RunResult
+
+if TYPE_CHECKING:
+    from archc.train.distributed import Nodes
 
 CHECKPOINTS = {"best": "best", "last": "checkpoint"}  # `archc export --checkpoint` names -> run folder roles
 
@@ -19,7 +22,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
         init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
-        track: tuple[str, ...] | None = None, on_epoch: Any = None, strategy: str | None = None) -> RunResult:
+        track: tuple[str, ...] | None = None, on_epoch: Any = None, strategy: str | None = None, nnodes: int = 1,
+        node_rank: int = 0, rdzv_endpoint: str | None = None) -> RunResult | None:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP, or FSDP2 with `strategy` "fsdp", which overrides [train] strategy). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
@@ -30,15 +34,18 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `track`: the
     trackers rank 0 logs to (archc.train.tracking's names; None: TensorBoard, and MLflow when MLFLOW_TRACKING_URI is
     set; () for none); each one's package is checked before anything is read.
+    `nnodes`, `node_rank`, `rdzv_endpoint`: this machine's place in a run over several (archc.train.distributed.Nodes:
+    the same call on each, node 0 at HOST:PORT holding rank 0 and the run folder; other nodes return None).
     `on_epoch(row,
     metric)`: called after each epoch is recorded (this process's runs only: `archc sweep` prunes through it; an
     exception it raises ends the run, the folder left as an unfinished run that --resume continues)."""
-    from archc.train.distributed import Dist
+    from archc.train.distributed import Dist, Nodes
 
     from archc.weights import Init
 
     if nproc < 1:
         raise InputError(f"expected --nproc of at least 1, received {nproc}", where="--nproc")
+    nodes = Nodes(nnodes, node_rank, rdzv_endpoint).check()
     if threads is not None:
         check_threads(threads, "--threads")
     from archc.train.tracking import check, chosen
@@ -55,11 +62,14 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     setup.track = track
     setup.on_epoch = on_epoch
     dist = Dist.from_env()
-    if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it before starting its workers
+    # a --nproc launcher checked the folder before starting its workers; a node other than 0 has no run folder
+    if not (dist.active and os.environ.get(LOCK_ENV)) and nodes.main and dist.node == 0:
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read
         check_inputs(setup, spec_path, init, init_map)
-    if nproc > 1 and not dist.active:
-        return _launch(setup, device, resume, nproc, quiet, force)
+    if (nproc > 1 or nodes.count > 1) and not dist.active:
+        if not nodes.main:
+            return _launch_node(setup, device, resume, nproc, quiet, nodes)
+        return _launch(setup, device, resume, nproc, quiet, force, nodes)
     from archc.train.loop import train
 
     result = train(setup, dist, device, resume, quiet, force)
@@ -91,16 +101,11 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
 CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)
 
 
-def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, force: bool) -> RunResult:
-    """Check what can fail for the user here, prepare (and lock) the run folder, run `nproc` workers under
-    torchrun on its spec.json (the spec as used: every override already applied) and read rank 0's result."""
+def _check_ranks(setup: Setup, device: str, nproc: int, nodes: "Nodes") -> None:
+    """This machine can run `nproc` ranks and the global batch can be shared by all of them."""
     import torch
 
     from archc.train.devices import pick_device
-    from archc.train.export_check import check_export
-    from archc.train.loop import data_metadata, load_for
-    from archc.train.distributed import launch
-    from archc.tasks import objective_for
 
     if pick_device(device).type == "cuda" and nproc > torch.cuda.device_count():
         raise InputError(f"expected at most {torch.cuda.device_count()} processes (one per GPU), received "
@@ -108,9 +113,43 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
     elif nproc > (cap := CPU_RANKS_PER_CORE * (os.cpu_count() or 1)):
         raise InputError(f"expected at most {cap} processes on this machine's {os.cpu_count() or 1} cores "
                          f"({CPU_RANKS_PER_CORE} per core), received {nproc}", where="--nproc")
-    if nproc > (batch := setup.spec.train.batch_size):
+    if (ranks := nproc * nodes.count) > (batch := setup.spec.train.batch_size):
+        shown = f"{nproc} x {nodes.count} nodes = {ranks}" if nodes.count > 1 else str(nproc)
         raise InputError(f"expected at most batch_size = {batch} processes (each takes a share of the global "
-                         f"batch), received {nproc}", where="--nproc")
+                         f"batch), received {shown}", where="--nproc")
+
+
+def _launch_node(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, nodes: "Nodes") -> None:
+    """Node R > 0 of a run over several machines: its `nproc` ranks join node 0's rendezvous and train; node 0's
+    rank 0 alone writes the run folder (on node 0's disk). The workers read the spec as used from a temporary file
+    (the same bytes node 0 writes as spec.json: the ranks compare the spec's hash as they start)."""
+    import json
+    import tempfile
+
+    from archc.train.distributed import launch
+
+    _check_ranks(setup, device, nproc, nodes)
+    with tempfile.TemporaryDirectory(prefix="archc-node-") as folder:
+        spec = Path(folder) / "spec.json"
+        spec.write_text(json.dumps(setup.raw))
+        # node 0's launcher ran the checks before training (its folder, the pre-training export): not again here
+        launch(nproc, worker_args(setup, device, resume, quiet, spec), {LOCK_ENV: str(os.getpid())}, nodes)
+    return None
+
+
+def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, force: bool,
+            nodes: "Nodes | None" = None) -> RunResult:
+    """Check what can fail for the user here, prepare (and lock) the run folder, run `nproc` workers under
+    torchrun on its spec.json (the spec as used: every override already applied) and read rank 0's result."""
+    import torch
+
+    from archc.train.export_check import check_export
+    from archc.train.loop import data_metadata, load_for
+    from archc.train.distributed import Nodes, launch
+    from archc.tasks import objective_for
+
+    nodes = nodes or Nodes()
+    _check_ranks(setup, device, nproc, nodes)
     run_dir = setup.run_dir
     run_dir.check(resume, force)
     objective = objective_for(setup.spec, setup.graph)
@@ -118,16 +157,17 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
     check_export(setup, data_metadata(objective, data, setup))
     claim = run_dir.prepare(setup.raw, resume, force)
     try:  # the workers see our pid in the lock and do not lock again
-        launch(nproc, worker_args(setup, device, claim.resuming, quiet), {LOCK_ENV: str(os.getpid())})
+        launch(nproc, worker_args(setup, device, claim.resuming, quiet), {LOCK_ENV: str(os.getpid())}, nodes)
         return run_dir.read_result()
     finally:
         claim.release()
 
 
-def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[str]:
-    """Every rank's `archc train` arguments: the run folder's spec.json and the flags that are not in the spec."""
+def worker_args(setup: Setup, device: str, resume: bool, quiet: bool, spec: Path | None = None) -> list[str]:
+    """Every rank's `archc train` arguments: the run folder's spec.json (or `spec`, the same spec written elsewhere)
+    and the flags that are not in the spec."""
     run_dir = setup.run_dir
-    args = [str(run_dir.spec), "--out", str(run_dir.root), "--device", device,
+    args = [str(spec or run_dir.spec), "--out", str(run_dir.root), "--device", device,
             "--data-root", str(setup.data_root if setup.data_root is not None else Path.cwd())]
     init = setup.init
     if init is not None:  # absolute: the workers' working folder need not be the launcher's

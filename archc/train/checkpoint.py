@@ -209,10 +209,15 @@ def _write_state(run_dir: RunDir, tensors: dict[str, torch.Tensor], body: dict[s
 
 def load_state(run_dir: RunDir) -> Saved:
     """Read the resume state; ModelError when it is missing its scalars."""
-    tensors, meta = read_file(run_dir.state)
+    return load_state_at(run_dir.state, str(run_dir.state))
+
+
+def load_state_at(path: str | Path, source: str) -> Saved:
+    """The resume state in file `path`, errors naming `source` (the run folder's file a copy came from)."""
+    tensors, meta = read_file(path)
     if META_KEY not in meta:
-        raise ModelError(f"expected archc training state in {str(run_dir.state)!r}, received a file without it")
-    return Saved(_state_scalars(meta[META_KEY], str(run_dir.state)), tensors, str(run_dir.state))
+        raise ModelError(f"expected archc training state in {source!r}, received a file without it")
+    return Saved(_state_scalars(meta[META_KEY], source), tensors, source)
 
 
 def _state_scalars(text: str, source: str) -> dict[str, Any]:

@@ -34,6 +34,12 @@ from archc.train.tracking import chosen, options
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help="How --nproc ranks hold the model; overrides [train] strategy: ddp (a full copy on each) or fsdp "
                    "(FSDP2: weights, gradients and optimizer state sharded per block; sharded checkpoints).")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Machines in the run: the same command on each, with its --node-rank (see README: Several machines).")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="This machine's number, 0 to --nnodes - 1; node 0 holds rank 0 and writes the run folder.")
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+              help="Node 0's address and a free port there, where the nodes meet (needed with --nnodes 2 or more).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Start from this safetensors checkpoint instead of the seed's weights (strict, as build --weights; "
                    "a file, a sharded checkpoint's model.safetensors.index.json, or its folder).")
@@ -53,8 +59,8 @@ from archc.train.tracking import chosen, options
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool, threads: int | None, strategy: str | None,
-                  **track: bool) -> None:
+                  init_map: Path | None, no_optimize: bool, threads: int | None, strategy: str | None, nnodes: int,
+                  node_rank: int, rdzv_endpoint: str | None, **track: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -63,9 +69,14 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
                  init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track),
-                 strategy=strategy)
-    if result is None or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+                 strategy=strategy, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return  # a rank of a distributed run: rank 0's table already ends with the test line
+    if result is None:  # node R > 0 of several: node 0 wrote the run folder
+        if not quiet:
+            click.echo(f"node {node_rank} of {nnodes}: its {nproc} rank{'s' * (nproc > 1)} finished; node 0 wrote the run "
+                       f"folder {out if out is not None else '(runs/<model name>)'}")
+        return
     if as_json:
         click.echo(result.to_json())
         return

@@ -22,7 +22,7 @@ from archc.train.batches import batches_per_epoch, epoch_order, local_batch, ste
 from archc.train.dataset import Data, load_data, recorded_scale, recorded_table
 from archc.threads import in_force, torch_threads
 from archc.train.devices import deterministic, pick_device, share_with_workers, train_threads
-from archc.train.distributed import Dist
+from archc.train.distributed import Dist, fingerprint, lost_peers
 from archc.train.export_check import check_export
 from archc.train.learner import Learner
 from archc.tasks import objective_for
@@ -370,26 +370,35 @@ def train(setup: Setup, dist: Dist, device_name: str, resume_run: bool, quiet: b
     device = pick_device(device_name, dist.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    setup.run_dir.check(resume_run, force)
+    if dist.node == 0:  # another node's ranks may not see node 0's disk, where the run folder is
+        setup.run_dir.check(resume_run, force)
     with deterministic(device), torch_threads(train_threads(setup.threads, setup.spec.train.threads, dist.world)):
         dist.init(device)
         try:
-            learner, data = build(setup, dist, device, resume_run)
-            if resume_run and setup.run_dir.state.exists():  # before the claim rewrites the run's tokenizer.json
-                check_resumed_tokenizer(setup.run_dir, learner.objective.metadata(),
-                                        getattr(learner.objective, "tokenizer_path", None))
-            if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
-                check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
-            claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
-            resuming = claim.resuming if claim is not None else resume_run and setup.run_dir.state.exists()
             try:
-                if claim is not None:
-                    setup.run_dir.write_files(learner.objective.files())  # before the metadata that names them
-                    setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup).to_record())
-                return run_built(learner, data, setup, dist, resuming, quiet, start)
-            finally:
-                if claim is not None:
-                    claim.release()
+                learner, data = build(setup, dist, device, resume_run)
+                if resume_run and setup.run_dir.state.exists():  # before the claim rewrites the run's tokenizer.json
+                    check_resumed_tokenizer(setup.run_dir, learner.objective.metadata(),
+                                            getattr(learner.objective, "tokenizer_path", None))
+                if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it; else every rank
+                    check_export(setup, data_metadata(learner.objective, data, setup))  # fails alike, before a claim
+                # every rank trains on rank 0's spec and split: on several machines each read its own copies
+                dist.agree({"spec sha256": setup.sha256, "data split": fingerprint(data.splits)})
+                claim = setup.run_dir.prepare(setup.raw, resume_run, force) if dist.main else None
+                resuming = dist.decide(claim.resuming if claim is not None else False)  # rank 0 sees the folder
+                try:
+                    if claim is not None:
+                        setup.run_dir.write_files(learner.objective.files())  # before the metadata that names them
+                        setup.run_dir.write_export_metadata(data_metadata(learner.objective, data, setup).to_record())
+                    return run_built(learner, data, setup, dist, resuming, quiet, start)
+                finally:
+                    if claim is not None:
+                        claim.release()
+            except RuntimeError as e:  # a collective whose peer is gone: one message, not a gloo traceback
+                lost = lost_peers(e, dist)
+                if lost is None:
+                    raise
+                raise lost from None
         finally:
             dist.close()
 

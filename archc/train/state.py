@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -133,7 +134,7 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
     """Continue from train_state.safetensors: same spec and world size, then every piece of state. A state that
     does not restore (a corrupt or foreign file: scalars of the wrong type or range, tensors missing, of another
     shape or not finite) is a ModelError naming the file, before any step. `steps`: batches per epoch."""
-    saved = ckpt.load_state(run_dir)
+    saved = _shared_state(run_dir, dist)
     sc = saved.scalars
     if sc.get("spec_sha256") != spec_sha256:
         raise SpecError("--resume: expected the spec and recipe of the interrupted run, received a different "
@@ -167,8 +168,8 @@ def resume(run_dir: RunDir, learner: Learner, tally: Tally, dist: Dist, spec_sha
         raise ModelError(f"expected the training state archc wrote, received one that does not restore "
                          f"({type(e).__name__}: {first})", file=saved.source,
                          hint="start the run again without --resume (--force moves it aside)") from None
-    if state.best_epoch is not None:  # the test split and the export read it at the end: checked before epoch 1
-        ckpt.check_weights(run_dir.best, learner.model)
+    if state.best_epoch is not None and dist.main:  # the test split and the export read it at the end (rank 0):
+        ckpt.check_weights(run_dir.best, learner.model)  # checked before epoch 1
     return state
 
 
@@ -185,6 +186,24 @@ def _restore_sharded(run_dir: RunDir, saved: ckpt.Saved, learner: Learner) -> No
     sharding.load(folder, learner.model, learner.optimizer)
     ckpt.in_layout_of_params(learner.optimizer)
     ckpt.set_host_rng(saved.scalars["host_rng"])
+
+
+def _shared_state(run_dir: RunDir, dist: Dist) -> "ckpt.Saved":
+    """The run's train_state: read from the run folder by every rank on one machine; on several, read by rank 0 and
+    sent to the others, whose node need not share its disk."""
+    if dist.nodes == 1:
+        return ckpt.load_state(run_dir)
+    blob = dist.share_file(run_dir.state)
+    if dist.main:
+        return ckpt.load_state(run_dir)
+    if blob is None:
+        raise ModelError("expected rank 0's training state to resume from, received none", file=str(run_dir.state))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="archc-state-") as folder:
+        copy = Path(folder) / run_dir.state.name
+        copy.write_bytes(blob)
+        return ckpt.load_state_at(copy, str(run_dir.state))
 
 
 def check_resumed_tokenizer(run_dir: RunDir, metadata: dict[str, Any], path: str | None) -> None:
