@@ -149,7 +149,7 @@ def _run(ctx: ExportContext, group: list[ExportPass]) -> None:
             p.run(ctx)
 
 
-def export(compiled: Compiled, path: str | Path, module: Any = None, exporter: str = "torchscript",
+def export(compiled: Compiled, path: str | Path, module: Any = None, exporter: str = "emit",
            extra_metadata: Facts | dict[str, Any] | None = None, optimize: bool | str = False,
            pixels: bool = False, kv_cache: bool = False, check: bool = False,
            carried: list[tuple[Path, Path]] | None = None) -> Any:

@@ -140,7 +140,7 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
 
 
 def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path | None = None,
-               exporter: str = "torchscript", optimize: bool | str = True, pixels: bool = False) -> Any:
+               exporter: str = "emit", optimize: bool | str = True, pixels: bool = False) -> Any:
     """Export one checkpoint of a run as the run's own final export does (same export, parity check and metadata):
     `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
     best, else RUN_DIR/model-<last or the file's stem>.onnx. `optimize`: as the run's final export (--no-optimize:
