@@ -29,8 +29,8 @@ the condition under which it runs; all four sites call it (the pre-training chec
 `report_lines` is the one report of what the passes made (cli and training log). Keys are named in archc.metadata.
 The exporter is chosen in one place, the `emit` pass (archc.export.onnx.emit, `_model_proto`; the accepted names
 in archc.export.onnx.EXPORTERS): archc's emitter (archc.emit) by default, torch.onnx's TorchScript trace as the
-fallback (`--exporter torchscript`). Every pass after it is the same for both. A new variant of the file is one module (its pass
-function and report line) and one entry in EXPORT_PASSES (tests/export/test_passes.py).
+fallback (`--exporter torchscript`). Every pass after it is the same for both. A new variant of the file is one
+module (its pass function and report line) and one entry in EXPORT_PASSES (tests/export/test_passes.py).
 """
 from __future__ import annotations
 
