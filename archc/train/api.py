@@ -19,14 +19,15 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         seed: int | None = None, resume: bool = False, nproc: int = 1, quiet: bool = False,
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
         init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
-        track: tuple[str, ...] | None = None, on_epoch: Any = None) -> RunResult:
+        track: tuple[str, ...] | None = None, on_epoch: Any = None, exporter: str = "emit") -> RunResult:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
     DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers).
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
     (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
-    faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `threads`: torch threads of each
+    faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `exporter`: what writes the
+    check's and the final export's graph (archc.export.onnx.EXPORTERS: the emitter, or the torchscript fallback). `threads`: torch threads of each
     process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `track`: the
     trackers rank 0 logs to (archc.train.tracking's names; None: TensorBoard, and MLflow when MLFLOW_TRACKING_URI is
     set; () for none); each one's package is checked before anything is read.
@@ -50,6 +51,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
                     data_root)
     setup.init = start_from
     setup.optimize = optimize
+    setup.exporter = exporter
     setup.threads = threads
     setup.track = track
     setup.on_epoch = on_epoch
@@ -136,6 +138,7 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool) -> list[st
     from archc.train.tracking import flags
 
     args += flags(setup.track)  # rank 0 opens them
+    args += ["--exporter", setup.exporter]
     return args + ["--resume"] * resume + ["--quiet"] * quiet + ["--no-optimize"] * (not setup.optimize)
 
 

@@ -82,3 +82,26 @@ def test_an_op_that_does_not_emit_is_refused_by_name(tmp_path, monkeypatch):
     assert r.exit_code == 1, r.output
     assert "layers[0] (r)" in r.output and "received gru (not yet emitting)" in r.output
     assert "--exporter torchscript" in r.output and not (tmp_path / "r.onnx").exists()
+
+
+def test_train_exports_with_the_exporter_asked_for(tmp_path):
+    """`archc train --exporter torchscript`: the pre-training check and the final export both trace (opset 18);
+    by default the run's model.onnx is emitted (opset 23)."""
+    import torch
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('archc = 1\n[model]\nname = "s"\n[inputs.x]\nshape = [4]\n[task]\nkind = "regression"\n'
+                    '[[layers]]\nid = "y"\nop = "linear"\nout_features = 1\n[train]\nepochs = 1\nbatch_size = 8\n')
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=x.sum(1, keepdims=True))
+    threads = torch.get_num_threads()
+    try:
+        for exporter, opset in (("torchscript", 18), (None, 23)):
+            out = tmp_path / f"run-{exporter}"
+            flags = ["--exporter", exporter] if exporter else []
+            r = CliRunner().invoke(main, ["train", str(spec), "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(out),
+                                          "--quiet", "--no-tensorboard", *flags])
+            assert r.exit_code == 0, r.output
+            assert onnx.load(out / "model.onnx").opset_import[0].version == opset, exporter
+    finally:
+        torch.set_num_threads(threads)
