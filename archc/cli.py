@@ -14,7 +14,7 @@ import click
 
 from archc import strict_json
 from archc.version import __version__
-from archc.clihelp import BUILD_PASS_NAMES, PASS_NAMES, SEED, Number, SourceOption, Threads
+from archc.clihelp import BUILD_PASS_NAMES, EXPORTER, PASS_NAMES, SEED, Number, SourceOption, Threads
 from archc.errors import ArchcError, InputError
 from archc.graph.located import InternalError
 from archc.labels import CLASSES, TARGETS
@@ -209,9 +209,7 @@ def validate(spec: Path, as_json: bool, stop_after: str, nproc: int) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: <model name>.onnx).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for parameter initialization.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo", "emit"]), default="torchscript",
-              show_default=True, help="torchscript or dynamo: torch.onnx traces the module; emit (opt-in): archc "
-                                      "writes the ONNX itself from each op's emitter. Parity vs torch either way.")
+@EXPORTER
 @click.option("--print-code", is_flag=True, help="Print the generated PyTorch forward().")
 @click.option("--stop-after", type=click.Choice(BUILD_PASS_NAMES), default=BUILD_PASS_NAMES[-1],
               help="Stop after this pass (debugging).")
@@ -649,9 +647,7 @@ def _generate(m: Any, prompts: list[str], batched: bool, max_new_tokens: int, sa
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="ONNX file to write (default: RUN_DIR/model.onnx for best, RUN_DIR/model-last.onnx for last, "
                    "RUN_DIR/model-STEM.onnx for a file).")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo", "emit"]), default="torchscript",
-              show_default=True, help="torchscript or dynamo: torch.onnx traces the module; emit (opt-in): archc "
-                                      "writes the ONNX itself from each op's emitter. Parity vs torch either way.")
+@EXPORTER
 @click.option("--pixels", is_flag=True, default=False,
               help="An image model's file takes uint8 [batch, H, W, C] pixels, with /255 and the run's mean/std "
                    "in the graph (default file: RUN_DIR/model-pixels.onnx; model.onnx is left as it is).")

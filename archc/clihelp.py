@@ -31,6 +31,14 @@ SEED = click.IntRange(0, MAX_SEED)
 PASS_NAMES = ("load", "check", "expand", "infer")
 BUILD_PASS_NAMES = (*PASS_NAMES, "lower", "export")
 
+# --exporter's choices, the default first: archc.export.onnx.EXPORTERS, written out for the same reason (the test
+# checks them too). emit: archc writes the ONNX from each op's emitter; torchscript, dynamo: torch.onnx traces.
+EXPORTER_NAMES = ("emit", "torchscript", "dynamo")
+EXPORTER = click.option(
+    "--exporter", type=click.Choice(EXPORTER_NAMES), default=EXPORTER_NAMES[0], show_default=True,
+    help="emit: archc writes the ONNX itself from each op's emitter (torch.onnx is not imported); torchscript "
+         "(the fallback) or dynamo: torch.onnx traces the module. Parity against torch either way.")
+
 
 class OptionValueError(click.BadParameter):
     """A bad option value as archc's other user errors read: one line `error: --OPTION: expected …, received …`

@@ -18,7 +18,7 @@ class BuildOptions:
 
     seed: int | None = 0                  # parameter initialization (None: torch's current RNG state)
     output: Path | None = None            # the ONNX file (default: <model name>.onnx)
-    exporter: str = "torchscript"
+    exporter: str = "emit"                # archc.export.onnx.EXPORTERS (emit: each op's emitter; torchscript)
     metadata: dict[str, Any] = field(default_factory=dict)  # data facts in export.json's form (Facts.from_record)
     optimize: bool | str = True           # simplify the exported graphs (archc.export.optimize; "always": past its budget)
 

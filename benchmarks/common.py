@@ -180,7 +180,7 @@ def built_specs(figure: int, quick: bool, rows: list[dict[str, Any]]) -> Iterato
         yield name, built
 
 
-def build(name: str, path: Path | dict[str, Any], exporter: str = "torchscript") -> Built:
+def build(name: str, path: Path | dict[str, Any], exporter: str = "emit") -> Built:
     """Compile, lower (seed 0) and export a spec (a file, or a spec dict) once per process under `name`; later
     calls reuse the file."""
     key = f"{name}:{exporter}"

@@ -163,5 +163,14 @@ def _restore(g: GraphEmitter, name: str, value: ir.Value, stats: dict[str, Any],
 
 
 def to_proto(model: ir.Model) -> "onnx.ModelProto":
-    """The onnx ModelProto (the weights' bytes copied once, into the protobuf)."""
-    return ir.serde.serialize_model(model)
+    """The onnx ModelProto (the weights' bytes copied once, into the protobuf). value_info holds the computed values
+    only: onnx-ir also lists every initializer there, a second record of its shape that goes stale when a tool
+    rewrites the tensor in place (ONNX Runtime's dynamic quantizer transposes a Gemm's weight, then shape inference
+    fails: 'Inferred shape and existing shape differ'); the traced file never had them."""
+    proto = ir.serde.serialize_model(model)
+    weights = {t.name for t in proto.graph.initializer}
+    kept = [v for v in proto.graph.value_info if v.name not in weights]
+    if len(kept) < len(proto.graph.value_info):
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(kept)
+    return proto

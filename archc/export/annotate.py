@@ -1,4 +1,5 @@
-"""Spec structure in the exported file: node names from spec ids, archc's inferred shapes as value_info.
+"""Spec structure in the traced file (`--exporter torchscript`, the fallback; the emitter, archc.emit, writes
+these names and shapes as it goes): node names from spec ids, archc's inferred shapes as value_info.
 
 The TorchScript exporter names a node after the module it ran in, but only by the module's last attribute name
 (`stage1.0.conv1` and `stage2.0.conv1` both become `/conv1`, then `/conv1_1`). So the exporter is given a flat

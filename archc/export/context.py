@@ -32,7 +32,7 @@ class ExportContext:
     path: Path
     module: Any                           # the lowered (or trained) torch module; restore replaces it
     facts: Facts = field(default_factory=Facts)
-    exporter: str = "torchscript"
+    exporter: str = "emit"                # archc.export.onnx.EXPORTERS
     optimize: bool | str = False          # archc.export.optimize: True within its budget, "always", False
     pixels: bool = False                  # the file takes uint8 pixels (archc.export.pixels)
     kv_cache: bool = False                # a language model's model.kv.onnx beside the file (archc.export.kvcache)

@@ -28,8 +28,9 @@ data facts as typed fields, archc.metadata.Facts, and the export's choices) and 
 the condition under which it runs; all four sites call it (the pre-training check with `check=True`, the same list);
 `report_lines` is the one report of what the passes made (cli and training log). Keys are named in archc.metadata.
 The exporter is chosen in one place, the `emit` pass (archc.export.onnx.emit, `_model_proto`; the accepted names
-in archc.export.onnx.EXPORTERS): an emitter lands there. A new variant of the file is one module (its pass
-function and report line) and one entry in EXPORT_PASSES (tests/export/test_passes.py).
+in archc.export.onnx.EXPORTERS): archc's emitter (archc.emit) by default, torch.onnx's TorchScript trace as the
+fallback (`--exporter torchscript`). Every pass after it is the same for both. A new variant of the file is one
+module (its pass function and report line) and one entry in EXPORT_PASSES (tests/export/test_passes.py).
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def _optimize_lines(report: Any) -> str:
 
 
 # The export, top to bottom. A new variant of the exported file is one module (its pass function, and a line for
-# the report) and one entry here; the exporter choice (torchscript, dynamo; → emit) is the one call in `emit`.
+# the report) and one entry here; the exporter choice (emit, the default; torchscript; dynamo) is the one call in
+# `emit`. → the KV-cache graph is still traced with torch.onnx (archc.export.kvcache), whichever wrote model.onnx.
 EXPORT_PASSES: list[ExportPass] = [
     ExportPass("restore", export_onnx.restore, lambda ctx: bool(ctx.facts.target_scale), stage="module"),
     ExportPass("check arguments", export_onnx.check_arguments, stage="module"),
@@ -149,7 +151,7 @@ def _run(ctx: ExportContext, group: list[ExportPass]) -> None:
             p.run(ctx)
 
 
-def export(compiled: Compiled, path: str | Path, module: Any = None, exporter: str = "torchscript",
+def export(compiled: Compiled, path: str | Path, module: Any = None, exporter: str = "emit",
            extra_metadata: Facts | dict[str, Any] | None = None, optimize: bool | str = False,
            pixels: bool = False, kv_cache: bool = False, check: bool = False,
            carried: list[tuple[Path, Path]] | None = None) -> Any:

@@ -26,7 +26,17 @@ def _int8_dynamic(src: str, dst: str, calibration: dict[str, np.ndarray] | None)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _untied(src) as plain:
-        quantize_dynamic(plain, dst, weight_type=QuantType.QInt8)
+        quantize_dynamic(plain, dst, weight_type=QuantType.QInt8, nodes_to_exclude=_onnx_attention(src))
+
+
+def _onnx_attention(src: str) -> list[str]:
+    """The nodes of ONNX's own `Attention` (opset 23, which the emitter writes). ORT's dynamic quantizer matches op
+    types without their domain and takes it for its com.microsoft Attention: the QAttention it writes in its place
+    does not load ('Unrecognized attribute: is_causal for operator QAttention'). Its matrix products stay float."""
+    import onnx
+
+    model = onnx.load(src, load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
 
 
 @contextlib.contextmanager

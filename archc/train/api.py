@@ -23,14 +23,15 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         data_root: str | Path | None = None, force: bool = False, init: str | Path | None = None,
         init_map: str | Path | None = None, optimize: bool = True, threads: int | None = None,
         track: tuple[str, ...] | None = None, on_epoch: Any = None, strategy: str | None = None, nnodes: int = 1,
-        node_rank: int = 0, rdzv_endpoint: str | None = None) -> RunResult | None:
+        node_rank: int = 0, rdzv_endpoint: str | None = None, exporter: str = "emit") -> RunResult | None:
     """Train the spec's model; flags override [train]/[data]. Writes the run folder `out` (default
     runs/<model name>; archc.train.run_dir lists its files). `nproc` > 1 runs that many processes under torchrun
     (DDP, or FSDP2 with `strategy` "fsdp", which overrides [train] strategy). A folder holding a run is refused unless `resume` continues it or `force` moves its files aside to
     DIR.old-N (nothing is deleted). `data_root` replaces the folder relative data paths are read from (the launcher's, for its workers).
     `init` starts from a safetensors checkpoint instead of the seed's weights, through the mapping `init_map`
     (archc.weights; None: the spec's own naming). `optimize`: the final export simplifies its graphs where that is
-    faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `threads`: torch threads of each
+    faster (archc.export.optimize); False keeps the plain export (`--no-optimize`). `exporter`: what writes the
+    check's and the final export's graph (archc.export.onnx.EXPORTERS: the emitter, or the torchscript fallback). `threads`: torch threads of each
     process (None: [train] threads, else archc.threads' rule for the cores, the load and the ranks). `track`: the
     trackers rank 0 logs to (archc.train.tracking's names; None: TensorBoard, and MLflow when MLFLOW_TRACKING_URI is
     set; () for none); each one's package is checked before anything is read.
@@ -58,6 +59,7 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
                     data_root)
     setup.init = start_from
     setup.optimize = optimize
+    setup.exporter = exporter
     setup.threads = threads
     setup.track = track
     setup.on_epoch = on_epoch
@@ -177,11 +179,12 @@ def worker_args(setup: Setup, device: str, resume: bool, quiet: bool, spec: Path
     from archc.train.tracking import flags
 
     args += flags(setup.track)  # rank 0 opens them
+    args += ["--exporter", setup.exporter]
     return args + ["--resume"] * resume + ["--quiet"] * quiet + ["--no-optimize"] * (not setup.optimize)
 
 
 def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path | None = None,
-               exporter: str = "torchscript", optimize: bool | str = True, pixels: bool = False) -> Any:
+               exporter: str = "emit", optimize: bool | str = True, pixels: bool = False) -> Any:
     """Export one checkpoint of a run as the run's own final export does (same export, parity check and metadata):
     `checkpoint` is "best", "last" or a weights file of the run's model. Default output: RUN_DIR/model.onnx for
     best, else RUN_DIR/model-<last or the file's stem>.onnx. `optimize`: as the run's final export (--no-optimize:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from archc.clihelp import SEED, Number, SourceOption, Threads
+from archc.clihelp import EXPORTER, SEED, Number, SourceOption, Threads
 from archc.strategies import STRATEGIES
 from archc.train.tracking import chosen, options
 
@@ -48,6 +48,7 @@ from archc.train.tracking import chosen, options
 @click.option("--no-optimize", is_flag=True,
               help="Write the plain exported graph: no onnxslim simplification (by default it runs within its "
                    "size budget and is kept where it removes compute nodes, metadata archc.optimized).")
+@EXPORTER
 @click.option("--threads", type=Threads(), default=None,
               help="torch threads of each training process (1-1024); overrides [train] threads (default: the cores "
                    "this process may use, shared over --nproc ranks and loader workers, fewer on a busy machine).")
@@ -59,8 +60,8 @@ from archc.train.tracking import chosen, options
 def train_command(spec: Path, data: str | None, target: str | None, out: Path | None, epochs: int | None, batch_size: int | None,
                   lr: float | None, device: str, seed: int | None, resume: bool, force: bool, nproc: int,
                   quiet: bool, as_json: bool, data_root: Path | None, init: Path | None,
-                  init_map: Path | None, no_optimize: bool, threads: int | None, strategy: str | None, nnodes: int,
-                  node_rank: int, rdzv_endpoint: str | None, **track: bool) -> None:
+                  init_map: Path | None, no_optimize: bool, exporter: str, threads: int | None, strategy: str | None,
+                  nnodes: int, node_rank: int, rdzv_endpoint: str | None, **track: bool) -> None:
     """Train SPEC with its [train] recipe on its [data]; write checkpoints, metrics, curves and model.onnx."""
     from archc.train.api import run
 
@@ -69,7 +70,7 @@ def train_command(spec: Path, data: str | None, target: str | None, out: Path | 
     result = run(spec, data=data, target=target, out=out, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                  resume=resume, nproc=nproc, quiet=quiet or as_json, data_root=data_root, force=force, init=init,
                  init_map=init_map, optimize=not no_optimize, threads=threads, track=chosen(track),
-                 strategy=strategy, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+                 strategy=strategy, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, exporter=exporter)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return  # a rank of a distributed run: rank 0's table already ends with the test line
     if result is None:  # node R > 0 of several: node 0 wrote the run folder

@@ -38,8 +38,8 @@ def check_export(setup: Setup, facts: Facts) -> None:
         else:
             trained_like(module, setup)
         try:
-            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, extra_metadata=facts,
-                   optimize=setup.optimize, kv_cache=True, check=True)
+            export(setup.compiled, Path(tmp) / "initialized.onnx", module=module, exporter=setup.exporter,
+                   extra_metadata=facts, optimize=setup.optimize, kv_cache=True, check=True)
         except ArchcError as e:
             e.hint = "; ".join(h for h in (e.hint, "found by exporting the model before training (trained-size "
                                            "weights, the data's fitted columns and target scale): the run would "

@@ -237,7 +237,8 @@ def export_model(model: torch.nn.Module, setup: Setup, path: Path, facts: Facts)
     from archc.export import export
 
     cpu = model.to("cpu").float()
-    return export(setup.compiled, path, module=cpu, extra_metadata=facts, optimize=setup.optimize, kv_cache=True)
+    return export(setup.compiled, path, module=cpu, exporter=setup.exporter, extra_metadata=facts,
+                  optimize=setup.optimize, kv_cache=True)
 
 
 def write_report(setup: Setup, objective: Any, baselines: dict | None = None, held: Any = None) -> str | None:

@@ -43,6 +43,7 @@ class Setup:
     data_root: Path | None       # folder that relative data paths of the spec are read from
     init: Any = None             # archc.weights.Init: the checkpoint `--init` starts from (None: the seed's init)
     optimize: bool = True        # the final export's graph simplification (archc.export.optimize; --no-optimize)
+    exporter: str = "emit"       # what writes the exports' graph (archc.export.onnx.EXPORTERS; --exporter)
     threads: int | None = None   # --threads: torch threads per process (None: [train] threads, else archc.threads)
     track: tuple[str, ...] = ()  # the trackers rank 0 logs to (archc.train.tracking: --no-tensorboard, --mlflow, ...)
     # called with each epoch's row and the task's metric name once the epoch is recorded and checkpointed (rank 0):

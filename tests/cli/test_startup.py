@@ -33,6 +33,14 @@ def test_stop_after_choices_are_the_pipelines_passes():
     assert list(PASS_NAMES) == names(PASSES) and list(BUILD_PASS_NAMES) == names(BUILD_PASSES)
 
 
+def test_exporter_choices_are_the_exports():
+    from archc.clihelp import EXPORTER_NAMES
+    from archc.compiled import BuildOptions
+    from archc.export.onnx import DEFAULT_EXPORTER, EXPORTERS
+
+    assert EXPORTER_NAMES == EXPORTERS and BuildOptions().exporter == DEFAULT_EXPORTER == "emit"
+
+
 def test_archc_train_still_resolves_lazily():
     import archc.train
 

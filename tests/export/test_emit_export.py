@@ -1,5 +1,6 @@
-"""`--exporter emit`: the emitted graph goes through the whole export (metadata, checker, parity, restore), with the
-traced file's interface, without importing torch.onnx; a spec with an op that does not emit yet is refused."""
+"""The emitter (`--exporter emit`, the default): the emitted graph goes through the whole export (metadata, checker,
+parity, restore), with the traced file's interface, without importing torch.onnx (which `--exporter torchscript`,
+the fallback, still uses); a spec with an op that does not emit yet is refused."""
 from __future__ import annotations
 
 import subprocess
@@ -22,23 +23,38 @@ PROBE = """
 import sys
 from click.testing import CliRunner
 from archc.cli import main
-r = CliRunner().invoke(main, ["build", {spec!r}, "--exporter", "emit", "-o", {out!r}, "--no-optimize"])
+r = CliRunner().invoke(main, ["build", {spec!r}, "-o", {out!r}] + {flags!r})
 assert r.exit_code == 0, r.output
-assert "torch.onnx" not in sys.modules, "torch.onnx was imported"
 print(r.output)
+print("torch.onnx imported:", "torch.onnx" in sys.modules)
 """
 
 
-def test_build_emits_without_torch_onnx(tmp_path):
-    out = tmp_path / "d.onnx"
-    r = subprocess.run([sys.executable, "-c", PROBE.format(spec=str(ROOT / "specs" / "digit_classifier.toml"),
-                                                          out=str(out))], capture_output=True, text=True, cwd=ROOT)
+def _build(spec: Path, out: Path, flags: list[str]) -> str:
+    """`archc build` in a fresh interpreter (so sys.modules says what the build imported); its output."""
+    code = PROBE.format(spec=str(spec), out=str(out), flags=flags)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "export (emit)" in r.stdout and "parity vs torch at batch 1, 3" in r.stdout
+    return r.stdout
+
+
+def test_build_emits_by_default_without_torch_onnx(tmp_path):
+    out = tmp_path / "d.onnx"
+    printed = _build(ROOT / "specs" / "digit_classifier.toml", out, [])  # optimize on, as by default
+    assert "export (emit)" in printed and "parity vs torch at batch 1, 3" in printed
+    assert "torch.onnx imported: False" in printed
     model = onnx.load(out)
     assert [o.name for o in model.graph.output] == ["logits"] and model.opset_import[0].version == 23
     assert {p.key for p in model.metadata_props} >= {"archc.spec", "archc.task", "archc.inputs", "archc.outputs"}
     assert [n.name for n in model.graph.node if n.op_type == "Gemm"] == ["fc1", "fc2", "logits"]
+
+
+def test_torchscript_is_the_fallback(tmp_path):
+    out = tmp_path / "t.onnx"
+    printed = _build(ROOT / "specs" / "digit_classifier.toml", out, ["--exporter", "torchscript", "--no-optimize"])
+    assert "export (torchscript)" in printed and "torch.onnx imported: True" in printed
+    model = onnx.load(out)
+    assert [o.name for o in model.graph.output] == ["logits"] and model.opset_import[0].version == 18
 
 
 def test_standardized_targets_are_restored_in_the_emitted_graph(tmp_path):
@@ -66,3 +82,26 @@ def test_an_op_that_does_not_emit_is_refused_by_name(tmp_path, monkeypatch):
     assert r.exit_code == 1, r.output
     assert "layers[0] (r)" in r.output and "received gru (not yet emitting)" in r.output
     assert "--exporter torchscript" in r.output and not (tmp_path / "r.onnx").exists()
+
+
+def test_train_exports_with_the_exporter_asked_for(tmp_path):
+    """`archc train --exporter torchscript`: the pre-training check and the final export both trace (opset 18);
+    by default the run's model.onnx is emitted (opset 23)."""
+    import torch
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('archc = 1\n[model]\nname = "s"\n[inputs.x]\nshape = [4]\n[task]\nkind = "regression"\n'
+                    '[[layers]]\nid = "y"\nop = "linear"\nout_features = 1\n[train]\nepochs = 1\nbatch_size = 8\n')
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=x.sum(1, keepdims=True))
+    threads = torch.get_num_threads()
+    try:
+        for exporter, opset in (("torchscript", 18), (None, 23)):
+            out = tmp_path / f"run-{exporter}"
+            flags = ["--exporter", exporter] if exporter else []
+            r = CliRunner().invoke(main, ["train", str(spec), "--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(out),
+                                          "--quiet", "--no-tensorboard", *flags])
+            assert r.exit_code == 0, r.output
+            assert onnx.load(out / "model.onnx").opset_import[0].version == opset, exporter
+    finally:
+        torch.set_num_threads(threads)

@@ -9,8 +9,13 @@ against ONNX Runtime; an exported tabular mutant is also wrapped to take a row, 
 around a large mean (a year, a mass, a timestamp), and checked against Table.encode; columns are renamed like the
 spec's other names too. A mutant that does not validate must fail with located errors only.
 
-Profiles: CI (default) runs PER_BASE mutants per starting point and exports one in EXPORT_EVERY;
-ARCHC_FUZZ=long (`make fuzz`) runs enough for >= 10,000 mutants and exports every one that validates.
+Exports go through the default exporter, archc's emitter (archc.emit; BuildOptions.exporter), against the torch
+module as the oracle; ARCHC_FUZZ_EXPORTER=torchscript fuzzes the traced fallback instead.
+
+Profiles (PROFILES: mutants per starting point, one export in every so many):
+- CI (default, `make test`): 25 per starting point, one in 10 exported;
+- ARCHC_FUZZ=medium (`make fuzz FUZZ=medium`): 25 per starting point, every one that validates exported;
+- ARCHC_FUZZ=long (`make fuzz`): 80 per starting point (>= 13,000 mutants), every one that validates exported.
 ARCHC_FUZZ_STATS=FILE appends each test's tally (one JSON line) to FILE.
 """
 from __future__ import annotations
@@ -41,10 +46,16 @@ from torch import fx  # noqa: E402
 from archc.export.onnx import TRACE_BATCH, check_sizes, example_inputs  # noqa: E402
 from archc.lower.names import act_path, module_path  # noqa: E402
 
-LONG = os.environ.get("ARCHC_FUZZ", "") == "long"
+# profile -> (mutants per starting point, export one in this many); ONNX export + ORT parity costs ~0.05-1 s
+PROFILES = {"": (25, 10), "medium": (25, 1), "long": (80, 1)}
+PROFILE = os.environ.get("ARCHC_FUZZ", "")
+if PROFILE not in PROFILES:
+    raise pytest.UsageError(f"ARCHC_FUZZ: expected {' or '.join(repr(p) for p in PROFILES if p)} (or unset), "
+                            f"received {PROFILE!r}")
+LONG = PROFILE == "long"                  # the unmutated starting points are exported too
+PER_BASE, EXPORT_EVERY = PROFILES[PROFILE]  # 174 starting points: 13,920 mutants long, 4,350 medium and in CI
+EXPORTER = os.environ.get("ARCHC_FUZZ_EXPORTER", BuildOptions().exporter)
 ROOT = Path(__file__).resolve().parents[2]
-PER_BASE = 80 if LONG else 25             # 173 starting points: 13,840 mutants long, 4,325 in CI
-EXPORT_EVERY = 1 if LONG else 10          # ONNX export + ORT parity costs ~0.1-1 s: a subset in CI
 MAX_PARAMS, MAX_FLOPS = 4_000_000, 1_000_000_000  # per example; bigger mutants (doubled widths) prove nothing more
 
 
@@ -337,7 +348,7 @@ def takes_a_row(c, mean: float) -> None:
 def verdict(spec: dict, exported: bool, tmp: Path, mean: float = 0.0) -> str:
     """'invalid' (located errors), 'big' (skipped), or 'built'/'exported' after every check; asserts otherwise.
     A tabular mutant that is exported is also wrapped to take a row (numbers around `mean`) and checked."""
-    c = compiled_from(spec, options=BuildOptions(output=tmp / "m.onnx"))
+    c = compiled_from(spec, options=BuildOptions(output=tmp / "m.onnx", exporter=EXPORTER))
     try:
         run(c, PASSES)
     except ArchcError as e:
@@ -367,7 +378,7 @@ def verdict(spec: dict, exported: bool, tmp: Path, mean: float = 0.0) -> str:
     if not exported:
         return "built"
     run(c, [("export", export)])
-    assert c.report is not None and {ch["batch"] for ch in c.report.checks} == {1, 3}
+    assert c.report is not None and c.report.exporter == EXPORTER and {ch["batch"] for ch in c.report.checks} == {1, 3}
     takes_a_row(c, mean)
     return "exported"
 

@@ -101,7 +101,8 @@ def test_user_ids_stay_visible_in_code_and_onnx(tmp_path):
     assert "fc1" in code and "training" in code and "id_lambda" in code
     names = [n.name for n in onnx.load(tmp_path / "m.onnx").graph.node]
     # ONNX node names are the spec ids themselves (`fc1`, or `fc1/Gemm` when a layer exports as several nodes),
-    # the escaped Python name (`id_lambda`) included: export.annotate maps each module back to its id
+    # the escaped Python name (`id_lambda`) included: the emitter names nodes by spec id (export.annotate maps
+    # each module back to its id in the traced fallback)
     assert any(n.split("/")[0] == "fc1" for n in names) and any(n.split("/")[0] == "training" for n in names)
     assert any(n.split("/")[0] == "lambda" for n in names)
 
