@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from archc.graph.infer import BYTES, human_bytes
+from archc.graph.memory import BYTES, human_bytes
 from archc.graph.ir import Graph, Node
 from archc.graph.units import block_nodes
 

@@ -77,8 +77,7 @@ def as_text(graph: Graph, after: list[str] | None = None) -> str:
              + (f" (symbolic axes at {', '.join(f'{k}={v}' for k, v in symbolic.items())})" if symbolic else ""),
              "outputs: " + ", ".join(f"{k} {graph.type_of(v).show()}" for k, v in graph.outputs.items())]
     lines += graph.memory.lines()[:1] if graph.memory is not None else []  # the figures (the warnings: stderr)
-    return "
-".join(lines + (after or []) + _bounds(graph) + _columns(graph))
+    return "\n".join(lines + (after or []) + _bounds(graph) + _columns(graph))
 
 
 def _columns(graph: Graph) -> list[str]:
