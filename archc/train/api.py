@@ -132,7 +132,7 @@ def _launch_node(setup: Setup, device: str, resume: bool, nproc: int, quiet: boo
 
     _check_ranks(setup, device, nproc, nodes)
     with tempfile.TemporaryDirectory(prefix="archc-node-") as folder:
-        spec = Path(folder) / "spec.json"
+        spec = Path(folder) / RunDir.FILES["spec"]  # the same spec node 0 writes into its run folder
         spec.write_text(json.dumps(setup.raw))
         # node 0's launcher ran the checks before training (its folder, the pre-training export): not again here
         launch(nproc, worker_args(setup, device, resume, quiet, spec), {LOCK_ENV: str(os.getpid())}, nodes)
