@@ -16,12 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from archc.graph.memory import BYTES, human_bytes
+from archc.graph.memory import BYTES, human_bytes, optimizer_copies
 from archc.graph.ir import Graph, Node
 from archc.graph.units import block_nodes
-
-STATE_BYTES = {"adam": 8, "adamw": 8}  # optimizer state per parameter (SGD: 4 with momentum, else 0)
-
 
 @dataclass
 class Memory:
@@ -75,7 +72,7 @@ def training_memory(graph: Graph, recipe: Any, ranks: int = 1) -> Memory:
     """Per-rank memory of training `graph` with `recipe` ([train]) over `ranks` processes."""
     params = graph.total_params
     opt = recipe.optimizer
-    state = STATE_BYTES.get(opt.name, 4 if opt.momentum else 0)
+    state = 4 * optimizer_copies(opt)  # float32 state tensors per parameter
     shards = ranks if recipe.strategy == "fsdp" else 1
     per_rank = -(-recipe.batch_size // ranks)
     return Memory(recipe.strategy, ranks, per_rank, -(-params * 4 // shards), -(-params * 4 // shards),

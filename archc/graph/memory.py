@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, export_runs
@@ -20,7 +20,15 @@ if TYPE_CHECKING:
 BYTES = {"float32": 4, "int64": 8}
 OVERRIDE = "ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory"
 # optimizer state per parameter, in float32 copies of the weights: Adam's and AdamW's two moments, SGD's momentum
-OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}
+OPTIMIZER_COPIES = {"adam": 2, "adamw": 2, "sgd": 1}  # state tensors per parameter (SGD's: its momentum buffer)
+
+
+def optimizer_copies(optimizer: Any) -> int:
+    """Copies of the weights an optimizer ([train] optimizer) keeps as state: AdamW's two moments, SGD's momentum
+    buffer (none without momentum). The one rule for validate's figures, the refusals and the per-rank report."""
+    if optimizer.name == "sgd" and not optimizer.momentum:
+        return 0
+    return OPTIMIZER_COPIES.get(optimizer.name, 1)
 
 
 def memory_limit() -> int:
@@ -99,7 +107,7 @@ def needs(graph: Graph, train: "Train", given: set[str] = frozenset()) -> Memory
     weights = graph.total_params * 4
     tensors, users = node_tensors(graph)
     acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
-    copies = OPTIMIZER_COPIES[train.optimizer.name] if train.optimizer.name != "sgd" or train.optimizer.momentum else 0
+    copies = optimizer_copies(train.optimizer)
     optimizer = weights * copies
     training = weights * 2 + optimizer + acts * batch
     export, run, export_error = _export_peak(graph, limit, given, weights, tensors, users)
