@@ -17,7 +17,8 @@ class Attention(Op):
     aligned with the keys (x's tokens for self-attention, the memory's for cross-attention): keys whose
     token equals pad_index are masked. So `from = ["x", "tokens"]` is masked self-attention and
     `from = ["x", "memory", "memory_tokens"]` masked cross-attention. A query that sees no key at all
-    (an all-pad row) attends to every key instead of producing NaN.
+    (an all-pad row) attends to every key instead of producing NaN. With `bias_from`, the node it names is one
+    more input, the last: a float [heads, T, S] or [batch, heads, T, S] added to the scaled scores.
     """
 
     op: Literal["attention"] = "attention"

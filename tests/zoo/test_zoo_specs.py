@@ -3,6 +3,7 @@ count of the same model, built on the meta device: no memory, no download), quic
 schema, and is written with blocks and repeats rather than copied layers."""
 from __future__ import annotations
 
+import importlib
 import json
 import time
 import tomllib
@@ -36,6 +37,12 @@ PUBLISHED = {
                     "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False,
                     "rope_theta": 10000.0, "sliding_window": 4096}),
     "t5_small": (60_506_624, "T5ForConditionalGeneration", "T5Config", {}),  # t5-small's config is T5Config()'s
+    "qwen2_0_5b": (494_032_768, "Qwen2ForCausalLM", "Qwen2Config",  # Qwen/Qwen2-0.5B's config.json
+                   {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                    "num_attention_heads": 14, "num_key_value_heads": 2, "tie_word_embeddings": True}),
+    "whisper_tiny_encoder": (8_208_384, "models.whisper.modeling_whisper.WhisperEncoder", "WhisperConfig",
+                             {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6,  # openai/whisper-tiny
+                              "encoder_ffn_dim": 1536, "num_mel_bins": 80, "max_source_positions": 1500}),
 }
 
 
@@ -57,7 +64,10 @@ def test_published_count_is_the_reference_librarys_count(name):
 
     published, model, config, options = PUBLISHED[name]
     with torch.device("meta"):
-        reference = getattr(transformers, model)(getattr(transformers, config)(**options))
+        cls = transformers
+        for part in model.split("."):  # a class the package does not export at its top (WhisperEncoder)
+            cls = getattr(cls, part) if hasattr(cls, part) else importlib.import_module(f"{cls.__name__}.{part}")
+        reference = cls(getattr(transformers, config)(**options))
     assert reference.num_parameters() == published
 
 

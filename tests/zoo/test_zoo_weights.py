@@ -26,9 +26,12 @@ ZOO = Path(__file__).resolve().parents[2] / "specs" / "zoo"
 
 
 def zoo_variant(name: str, params: dict[str, Any], out: Path, inputs: dict[str, dict] | None = None,
-                seq: int | None = None) -> Path:
-    """specs/zoo/NAME.toml with `params` replaced (and input fields, the traced `seq`), written as JSON to `out`."""
+                seq: int | None = None, block: dict[str, dict[str, Any]] | None = None) -> Path:
+    """specs/zoo/NAME.toml with `params` replaced (and input fields, the traced `seq`, attributes added to layers of
+    its block by id), written as JSON to `out`."""
     raw = tomllib.loads((ZOO / f"{name}.toml").read_text())
+    for layer in (layer for b in raw.get("blocks", {}).values() for layer in b["layers"]):
+        layer.update((block or {}).get(layer.get("id"), {}))
     assert set(params) <= set(raw["params"]), "only the zoo spec's own params change"
     raw["params"].update(params)
     for input_name, fields in (inputs or {}).items():
@@ -107,6 +110,82 @@ def test_llama_logits_match_transformers(tmp_path):
     with torch.no_grad():
         want = hf(torch.from_numpy(short)).logits.numpy()
     assert np.abs(ort_run(tmp_path / "llama.onnx", {"tokens": short})[0] - want).max() <= TOL
+
+
+def test_qwen2_logits_match_transformers(tmp_path):
+    """Qwen2-0.5B's spec at 2 layers, width 64: biases on q, k and v, none on the output projection (the parameter
+    count is transformers' own), grouped-query attention, RoPE at base 1e6, RMSNorm, SwiGLU, tied embeddings."""
+    config = transformers.Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                                      rope_theta=1000000.0, max_position_embeddings=64, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(config)
+    weights = saved(hf, tmp_path, 3)
+    spec = zoo_variant("qwen2_0_5b", {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96},
+                       tmp_path / "qwen2-small.json", {"tokens": {"vocab": 256}}, seq=12)
+    assert compile_spec(json.loads(spec.read_text())).graph.total_params == hf.num_parameters()
+    output = build(spec, weights, ZOO / "qwen2.weights.toml", tmp_path / "qwen2.onnx")
+    assert "loaded 26 tensors" in output, output  # embed_tokens, 12 per layer, norm: no o_proj.bias, no lm_head
+    tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
+    with torch.no_grad():
+        want = hf(torch.from_numpy(tokens)).logits.numpy()
+    (logits,) = ort_run(tmp_path / "qwen2.onnx", {"tokens": tokens})
+    assert logits.shape == want.shape == (3, 12, 256)
+    assert np.abs(logits - want).max() <= TOL
+
+
+def test_mistral_sliding_window_logits_match_transformers(tmp_path):
+    """Mistral is the Llama spec with a sliding window: at window 4 over 12 tokens the logits match transformers'
+    MistralForCausalLM (which differ from full causal attention's, so the window is what is checked), and the
+    KV-cache file (its window across past and new keys) passes its step-by-step check."""
+    config = transformers.MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                                        rope_theta=10000.0, max_position_embeddings=64, tie_word_embeddings=True,
+                                        sliding_window=4)
+    torch.manual_seed(0)
+    hf = transformers.MistralForCausalLM(config)
+    weights = saved(hf, tmp_path, 4)
+    spec = zoo_variant("smollm_135m", {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96},
+                       tmp_path / "mistral-small.json", {"tokens": {"vocab": 256}}, seq=12,
+                       block={"self_attn": {"window": 4}})
+    output = build(spec, weights, ZOO / "llama.weights.toml", tmp_path / "mistral.onnx")
+    assert "KV cache:" in output and "match the full recompute" in output, output
+    tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
+    with torch.no_grad():
+        want = hf(torch.from_numpy(tokens)).logits.numpy()
+    (logits,) = ort_run(tmp_path / "mistral.onnx", {"tokens": tokens})
+    assert np.abs(logits - want).max() <= TOL
+    full = transformers.MistralForCausalLM(transformers.MistralConfig(**{**config.to_dict(), "sliding_window": None}))
+    full.load_state_dict(hf.state_dict())
+    with torch.no_grad():
+        assert np.abs(full.eval()(torch.from_numpy(tokens)).logits.numpy() - want).max() > 100 * TOL
+
+
+def test_whisper_encoder_matches_transformers(tmp_path):
+    """Whisper-tiny's encoder spec at 2 layers, width 64, 16 mel bins, 12 positions, loaded from a whole
+    WhisperForConditionalGeneration checkpoint (its decoder dropped by the mapping): k_proj without a bias (the
+    parameter count is transformers' own), GELU convolutions, the position table; the last hidden state matches."""
+    config = transformers.WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                                        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128,
+                                        num_mel_bins=16, max_source_positions=12, max_target_positions=16,
+                                        vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                        decoder_start_token_id=1)
+    torch.manual_seed(0)
+    hf = transformers.WhisperForConditionalGeneration(config)
+    weights = saved(hf, tmp_path, 5)
+    encoder = hf.model.encoder
+    spec = zoo_variant("whisper_tiny_encoder", {"mels": 16, "positions": 12, "dim": 64, "heads": 4, "layers": 2,
+                                                "ffn": 128}, tmp_path / "whisper-small.json",
+                       {"features": {"shape": [16, 24]}})
+    assert compile_spec(json.loads(spec.read_text())).graph.total_params == encoder.num_parameters()
+    output = build(spec, weights, ZOO / "whisper.weights.toml", tmp_path / "whisper.onnx")
+    assert "loaded 37 tensors" in output, output  # convs 4, positions, final norm 2, 15 per layer (no k bias)
+    x = np.random.default_rng(2).standard_normal((2, 16, 24)).astype(np.float32)
+    with torch.no_grad():
+        want = encoder(torch.from_numpy(x)).last_hidden_state.numpy()
+    (hidden,) = ort_run(tmp_path / "whisper.onnx", {"features": x})
+    assert hidden.shape == want.shape == (2, 12, 64)
+    assert np.abs(hidden - want).max() <= TOL
 
 
 def test_vit_logits_match_transformers(tmp_path):
