@@ -44,8 +44,11 @@ class ExportContext:
     tmp: str = ""                         # the file's temporary name beside `path`
     tmpdir: str | None = None             # the folder of file and side file, for weights past 2 GB
     writer: Any = None                    # the background write of the checked blob
-    model: Any = None                     # onnx.ModelProto as exported, until serialized
-    blob: str | bytes = b""               # the serialized model (or its path, with external data)
+    model: Any = None                     # onnx.ModelProto as exported (the split's skeleton), until serialized
+    split: Any = None                     # archc.export.stream.Split: the skeleton and the weights as arrays
+    weight_bytes: int = 0                 # the weights' bytes (what decides external data and the optimizer)
+    shared: Any = None                    # the arrays ONNX Runtime's checks take as initializers (no copy)
+    blob: str | bytes = b""               # the serialized model, or the path of the checks' skeleton
     core: Any = None                      # the checked model a front wraps (row front, pixels)
     large: bool = False                   # weights go to external data
     decision: Any = None                  # archc.export.optimize.Decision

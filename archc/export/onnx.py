@@ -32,6 +32,7 @@ from archc.export.fronts import ATOL, RTOL  # noqa: F401  (the tolerance of ever
 # the sizes the export traces and checks at are validate's too (its memory check): archc/graph/bounds.py
 from archc.graph.bounds import CHECK_BATCHES, PARITY_FLOPS, TRACE_BATCH, affordable, check_sizes, recorded  # noqa: F401
 from archc.graph.ir import Graph
+from archc.graph.memory import SHARED_FROM
 from archc.language.model import Spec
 from archc.metadata import Facts
 from archc.tasks import REGISTRY, task_class
@@ -47,6 +48,10 @@ DEFAULT_EXPORTER = EXPORTERS[0]
 # workers spin while they wait, and on a shared 2-core machine (load ~10) a GPT-2 forward took 0.8-2.8 s on 2 threads
 # against 0.3-0.4 s on one (benchmarks/bench_export_zoo.py). ONNX Runtime keeps its own either way.
 EXTERNAL_DATA_BYTES = 2**31 - 2**26  # weights from here on go to a side file: protobuf's limit is 2 GiB per message
+# From SHARED_FROM bytes of weights on (archc.graph.memory, which counts on it), the checks do not hold a serialized
+# model: ONNX Runtime reads the module's tensors themselves (archc.export.stream), so a build's peak stays near the
+# weights' bytes; below it the model's bytes are held (cheap), for the passes that rewrite them (a variant pass, and
+# the optimizer, whose memory budget is the same 64 MiB).
 
 
 @dataclass
@@ -71,6 +76,7 @@ if TYPE_CHECKING:
 
     from archc.export.context import ExportContext
     from archc.export.optimize import Choice, Decision
+    from archc.export.stream import Split
 
 SCORE_TASKS = tuple(kind for kind, cls in REGISTRY.items() if cls.scores)  # kinds whose output holds scores
 
@@ -208,10 +214,11 @@ def attach_weights(model: "onnx.ModelProto", exported, module, graph_inputs: lis
                                    for k in rename)
 
 
-def parity(module, graph: Graph, path: str | bytes,
-           phases: _Phases | None = None) -> tuple[float, float, list[dict[str, Any]]]:
+def parity(module, graph: Graph, path: str | bytes, phases: _Phases | None = None,
+           shared: dict[str, np.ndarray] | None = None) -> tuple[float, float, list[dict[str, Any]]]:
     """Run ONNX Runtime (on the file at `path`, or the serialized model) and torch on the same inputs at batch sizes
-    other than the traced one (one session for both)."""
+    other than the traced one (one session for both). `shared`: initializers ONNX Runtime takes from these arrays
+    instead of the file (archc.export.stream.pointing)."""
     import torch
 
     from archc.runtime.session import check_session
@@ -219,7 +226,7 @@ def parity(module, graph: Graph, path: str | bytes,
     phases = phases if phases is not None else _Phases()
     try:
         with phases("session"):
-            sess = check_session(path)  # failures are reported as ExportError
+            sess = check_session(path, shared)  # failures are reported as ExportError
     except Exception as e:  # onnxruntime raises its own exception types
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []
@@ -314,10 +321,13 @@ def restore(ctx: "ExportContext") -> None:
 
 
 def emit(ctx: "ExportContext") -> None:
-    """The ONNX model in memory, with weights, spec names, shapes and metadata: the exporter's one call."""
+    """The ONNX model in memory, with spec names, shapes and metadata, its weights beside it as arrays
+    (archc.export.stream.Split: the module's own tensors for the emitter): the exporter's one call."""
     ctx.module.eval()
-    ctx.model = _model_proto(ctx.compiled, ctx.module, ctx.tmp, ctx.exporter, ctx.facts, ctx.phases)
-    ctx.large = weight_bytes(ctx.model) >= EXTERNAL_DATA_BYTES
+    ctx.split = _model_proto(ctx.compiled, ctx.module, ctx.tmp, ctx.exporter, ctx.facts, ctx.phases)
+    ctx.model = ctx.split.skeleton
+    ctx.weight_bytes = ctx.split.nbytes
+    ctx.large = ctx.weight_bytes >= EXTERNAL_DATA_BYTES
 
 
 def budget(ctx: "ExportContext") -> None:
@@ -325,31 +335,54 @@ def budget(ctx: "ExportContext") -> None:
     it goes in before the one serialization, and no copy is made)."""
     from archc.export.optimize import within_budget
 
-    ctx.decision = _too_large(ctx.model) if ctx.large else within_budget(ctx.model, ctx.optimize)
+    ctx.decision = (_too_large(ctx.model) if ctx.large else
+                    within_budget(ctx.model, ctx.optimize, ctx.weight_bytes))
 
 
 def serialize(ctx: "ExportContext") -> None:
-    """The model as bytes (and in the background, its file), or with external data in a folder of its own."""
+    """The file written from the weights themselves (archc.export.stream), with external data in a folder of its
+    own past 2 GB. Then what the checks read: a model whose later passes rewrite it (the optimizer within its
+    budget, a row or pixels front) as its bytes; any other as a skeleton pointing into the written file, its weights
+    handed to ONNX Runtime as they are (`ctx.shared`), so no copy of them is made."""
     import onnx
 
     import archc.tempfiles as tempfiles
+    from archc.export import stream
     from archc.export.tabular import fitted_table
 
-    path, model = ctx.path, ctx.model
+    path, split = ctx.path, ctx.split
     ctx.table = fitted_table(ctx.facts.columns, ctx.large)  # a fitted tabular input: the file takes a row
     if ctx.pixels and ctx.large:
         raise ExportError("--pixels: expected weights under 2 GB (one file), received more")
     fronted = ctx.table is not None or ctx.pixels  # the checked core gets a front, then is checked again
+    # rewritten after the check (the optimizer within its budget, a front), or small: held as bytes (a variant
+    # pass may rewrite them); past SHARED_FROM the checks read the written file and the arrays instead
+    as_bytes = fronted or (ctx.optimizing and ctx.decision is None) or ctx.weight_bytes < SHARED_FROM
     with ctx.phases("serialize"):
-        if ctx.large:  # the file names its side file `<name>.data`: both go to a folder of their own first
+        if ctx.large or not as_bytes:  # the file (and its side file `<name>.data`) in a folder of their own first
             ctx.tmpdir = tempfiles.make(path, folder=True)
+        if ctx.large:
+            data_name = path.name + ".data"
+            offsets = stream.layout(split)
+            stream.write_file(os.path.join(ctx.tmpdir, data_name), lambda f: stream.write_data(split, f, offsets))
+            model = stream.pointing(split, data_name, offsets)
             ctx.blob = os.path.join(ctx.tmpdir, path.name)
-            onnx.save_model(model, ctx.blob, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=path.name + ".data", size_threshold=1024)
-        else:  # one copy in memory: checked, loaded by ONNX Runtime and written (in the background) from it
-            ctx.blob = model.SerializeToString()
-            ctx.writer = _Writer(ctx.tmp, ctx.blob) if not fronted else None
-    ctx.core, ctx.model = (model if fronted else None), None
+            stream.write_file(ctx.blob, lambda f: f.write(model.SerializeToString()))
+        else:
+            target = os.path.join(ctx.tmpdir, path.name) if ctx.tmpdir else ctx.tmp
+            offsets = {}
+            stream.write_file(target, lambda f: offsets.update(stream.write_single(split, f)))
+            if as_bytes:
+                with open(target, "rb") as f:
+                    ctx.blob = f.read()
+            else:  # the checks' view: a skeleton beside the file, pointing into it
+                ctx.blob = os.path.join(ctx.tmpdir, "check.onnx")  # type: ignore[arg-type]
+                view = stream.pointing(split, path.name, offsets)
+                stream.write_file(ctx.blob, lambda f: f.write(view.SerializeToString()))
+        if not as_bytes:
+            ctx.shared = split.arrays
+    ctx.core = onnx.ModelProto.FromString(ctx.blob) if fronted else None  # type: ignore[arg-type]
+    ctx.model = ctx.split = None
 
 
 def check(ctx: "ExportContext") -> None:
@@ -359,7 +392,7 @@ def check(ctx: "ExportContext") -> None:
     with ctx.phases("check"):
         onnx.checker.check_model(ctx.blob, full_check=False)
     ctx.seconds = time.perf_counter() - ctx.start
-    ctx.checked = parity(ctx.module, ctx.graph, ctx.blob, ctx.phases)
+    ctx.checked = parity(ctx.module, ctx.graph, ctx.blob, ctx.phases, ctx.shared)
 
 
 def optimize(ctx: "ExportContext") -> None:
@@ -397,15 +430,15 @@ def pixels(ctx: "ExportContext") -> None:
 def write(ctx: "ExportContext") -> None:
     """The file as decided, renamed into place (the data first), and the export's report."""
     path, graph = ctx.path, ctx.graph
-    with ctx.phases("write"):  # what of the file's write the checks did not hide
-        if ctx.writer is not None:
-            ctx.writer.join()
+    with ctx.phases("write"):
         if ctx.rewrite:  # the file as decided (archc.optimized set; taking a row): written again
             ctx.writer = _Writer(ctx.tmp, ctx.blob)  # type: ignore[arg-type]
             ctx.writer.join()
-    ctx.writer = ctx.blob = ctx.core = None  # the serialized model's copies: not held through the passes after
+    ctx.writer = ctx.blob = ctx.core = ctx.shared = None  # not held through the passes after
     data_name = path.name + ".data"
-    ctx.size = _move_into_place(ctx.tmpdir or ctx.tmp, path, data_name if ctx.large else None)
+    src = ctx.tmp if ctx.tmpdir is None or ctx.rewrite else ctx.tmpdir if ctx.large else \
+        os.path.join(ctx.tmpdir, path.name)
+    ctx.size = _move_into_place(src, path, data_name if ctx.large else None)
     worst, tol, checks = ctx.checked
     ctx.report = ExportReport(str(path), ctx.exporter, ctx.seconds, worst, tol, checks, ctx.size, dict(ctx.phases),
                               str(path.parent / data_name) if ctx.large else None, check_sizes(graph)[1],
@@ -436,14 +469,18 @@ def _too_large(model: "onnx.ModelProto") -> "Decision":
 
 
 def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, facts: Facts,
-                 phases: Phases) -> "onnx.ModelProto":
-    """The exported model with its weights, spec names and shapes, and archc's metadata: emitted (the default), or
-    traced by torch.onnx (torchscript, the fallback: trace, weights, annotate; or dynamo)."""
+                 phases: Phases) -> "Split":
+    """The exported model with spec names and shapes, archc's metadata, and its weights as arrays beside it
+    (archc.export.stream.Split): emitted (the default; the arrays are the module's tensors), or traced by torch.onnx
+    (torchscript, the fallback: trace, weights, annotate; or dynamo)."""
+    from archc.export.stream import split_proto
+
     graph = compiled.graph
     if exporter == "emit":  # torch.onnx is imported below this line only
         with phases("emit"):
-            model = _emitted(graph, module, facts)
-        return _with_metadata(model, compiled, facts, phases)
+            split = _emitted(graph, module, facts)
+        _with_metadata(split.skeleton, compiled, facts, phases)
+        return split
     with phases("trace"):
         try:
             exported = _for_torchscript(module) if exporter == "torchscript" else module
@@ -458,7 +495,7 @@ def _model_proto(compiled: Compiled, module, tmp: str, exporter: str, facts: Fac
             from archc.export.annotate import annotate  # imports torch (lower.names)
 
             annotate(model, graph)
-    return _with_metadata(model, compiled, facts, phases)
+    return split_proto(_with_metadata(model, compiled, facts, phases))
 
 
 def _with_metadata(model: "onnx.ModelProto", compiled: Compiled, facts: Facts,
@@ -476,13 +513,15 @@ def _with_metadata(model: "onnx.ModelProto", compiled: Compiled, facts: Facts,
     return model
 
 
-def _emitted(graph: Graph, module, facts: Facts) -> "onnx.ModelProto":
-    """The graph written by its ops' emitters (archc.emit), with the module's state_dict as its initializers; the
-    restoring affine of standardized targets (export.restore's `target_scale`) is emitted at the outputs."""
-    from archc.emit.graph import emit_model, to_proto
+def _emitted(graph: Graph, module, facts: Facts) -> "Split":
+    """The graph written by its ops' emitters (archc.emit), with the module's state_dict as its initializers (the
+    tensors themselves, beside the skeleton); the restoring affine of standardized targets (export.restore's
+    `target_scale`) is emitted at the outputs."""
+    from archc.emit.graph import emit_model
+    from archc.export.stream import split_ir
 
     scales = facts.target_scale or None
-    return to_proto(emit_model(graph, module.state_dict(), scales))
+    return split_ir(emit_model(graph, module.state_dict(), scales))
 
 
 def weight_bytes(model: "onnx.ModelProto") -> int:

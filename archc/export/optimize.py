@@ -85,10 +85,12 @@ class Choice:
     checked: Any = None
 
 
-def over_budget(model: "onnx.ModelProto") -> str | None:
+def over_budget(model: "onnx.ModelProto", weights: int | None = None) -> str | None:
     """Why running the optimizer on `model` would cost more than its budget (MAX_NODES, MAX_WEIGHT_BYTES), or None:
-    predicted from the graph before the tool runs."""
-    nodes, weights = len(model.graph.node), weight_bytes(model)
+    predicted from the graph before the tool runs. `weights`: the weights' bytes where `model` does not hold them
+    (archc.export.stream's skeleton)."""
+    nodes = len(model.graph.node)
+    weights = weight_bytes(model) if weights is None else weights
     if weights > MAX_WEIGHT_BYTES:
         return (f"was skipped: {weights / 2**20:,.0f} MiB of weights exceed its memory budget of "
                 f"{MAX_WEIGHT_BYTES / 2**20:,.0f} MiB (--optimize runs it anyway)")
@@ -157,10 +159,10 @@ def with_decision(model: "onnx.ModelProto", decision: Decision) -> bytes:
     return model.SerializeToString()
 
 
-def within_budget(model: "onnx.ModelProto", optimize: bool | str) -> Decision | None:
+def within_budget(model: "onnx.ModelProto", optimize: bool | str, weights: int | None = None) -> Decision | None:
     """None where the optimizer may run on `model`; else the decision to skip it, set in `model`'s metadata (in
     place, before the caller serializes it: no copy of the weights is made for a model past the budget)."""
-    why = over_budget(model) if optimize != ALWAYS else None
+    why = over_budget(model, weights) if optimize != ALWAYS else None
     return skipped(model, why) if why is not None else None
 
 

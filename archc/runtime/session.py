@@ -150,14 +150,27 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
     return out
 
 
-def check_session(model: str | bytes) -> Any:
+def check_session(model: str | bytes, shared: dict[str, Any] | None = None) -> Any:
     """A CPU onnxruntime session for the export's own checks (a file path or a serialized model), ORT's log silenced:
-    a model it cannot load raises, and each check says what failed in its own words."""
+    a model it cannot load raises, and each check says what failed in its own words. `shared` ({name: numpy
+    array}): initializers taken from those arrays' own memory (SessionOptions.add_initializer: no copy; the
+    file's external data they replace is not read), kept alive with the session."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    return ort.InferenceSession(model, opts, providers=[CPU])
+    if shared:  # no packed copies of the weights for the two parity runs (MatMul's B, Conv's W)
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    values = []
+    for name, array in (shared or {}).items():
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))
+        opts.add_initializer(name, values[-1])
+    # ... and no folded copies of them either (MatMul(x, Transpose(W)), the emitter's linear: the transpose
+    # then runs in each of the check's runs, one weight at a time)
+    disabled = ["ConstantFolding"] if shared else []
+    sess = ort.InferenceSession(model, opts, providers=[CPU], disabled_optimizers=disabled)
+    sess._archc_shared = (opts, values)  # the buffers must outlive the session
+    return sess
 
 
 def session_options(threads: int | None = None) -> Any:
