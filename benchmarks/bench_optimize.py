@@ -6,6 +6,8 @@ keeps where it removes compute nodes within the budget, archc.export.optimize). 
 in one process; rows at batch 1 and 64 (whole-graph models: one row at the spec's graph size). The note has the
 node counts, what `archc build` decided for this spec (graph criteria, archc.optimized), torch eager at
 batch 1 and ORT/torch for both graphs. The gpt_stdlib row carries the issue's goal, ORT/torch <= 0.5 at batch 1;
+at batch 1 a second row per spec times the graph build keeps against the TorchScript trace simplified by onnxslim
+(what builds kept before the emitter; issue 23: no slower, TRACED_GOAL);
 its details list where ORT spends the time (ORT's profiler, by op type).
 """
 from __future__ import annotations
@@ -24,6 +26,9 @@ TITLE = "Optimized exports: onnxslim vs the plain graph (ORT CPU)"
 A, B = "optimized graph (ms/batch)", "plain graph (ms/batch)"
 GOAL_SPEC, GOAL = "gpt_stdlib", 0.5          # ORT (the graph archc keeps) / torch eager at batch 1
 PROFILED_QUICK = "transformer_block_demo"    # --quick profiles this language model (one of common.QUICK_SPECS)
+# Issue 23 item 4: the emitted graph (what `archc build` keeps) at batch 1 no slower than the graph builds kept before
+# the emitter, torch.onnx's TorchScript trace simplified by onnxslim; paired per round, with 5% for the machine's noise
+TRACED_GOAL = 1.05
 
 
 def session(blob: bytes):
@@ -45,6 +50,20 @@ def graphs(built) -> tuple[bytes, bytes, int, int]:
     return plain.SerializeToString(), opt.SerializeToString(), len(plain.graph.node), len(opt.graph.node)
 
 
+def traced(built) -> bytes | None:
+    """The same spec traced by torch.onnx (--exporter torchscript) and simplified by onnxslim: the graph an export
+    kept before the emitter (None where it does not trace)."""
+    import onnx
+
+    from archc.export.optimize import simplify
+
+    try:
+        other = common.build(built.name, built.compiled.file or built.compiled.raw, exporter="torchscript")
+    except Exception:
+        return None
+    return simplify(onnx.load(str(other.path))).SerializeToString()
+
+
 def decided(built) -> dict:
     """What an export with optimization decides for this spec (by the graphs alone): archc.optimized."""
     from archc.export import export
@@ -55,12 +74,16 @@ def decided(built) -> dict:
 
 
 def timed(plain: bytes, opt: bytes, built, batch: int | None, rounds: int, round_s: float,
-          with_torch: bool) -> dict[str, list[float]]:
-    """Seconds per call of the plain and optimized graphs (and torch eager), interleaved."""
+          with_torch: bool, old: bytes | None = None) -> dict[str, list[float]]:
+    """Seconds per call of the plain and optimized graphs (and torch eager, and the traced-and-slimmed graph `old`),
+    interleaved."""
     feeds = common.feeds_for(built, batch or 1)
     names = list(built.compiled.graph.outputs)
     sp, so = session(plain), session(opt)
     fns = {"plain": lambda: sp.run(names, feeds), "optimized": lambda: so.run(names, feeds)}
+    if old is not None:
+        st = session(old)
+        fns["traced"] = lambda: st.run(names, feeds)
     if with_torch:
         args = tuple(torch.from_numpy(v) for v in feeds.values())
 
@@ -76,9 +99,11 @@ def spec_rows(name: str, built, rounds: int, round_s: float) -> list[dict]:
     plain, opt, before, after = graphs(built)
     choice = decided(built)
     kept = "kept" if choice["kept"] else f"plain kept ({choice['why']})"
+    old = traced(built)
     rows = []
     for batch in (1, 64) if common.batched(built) else (None,):
-        t = timed(plain, opt, built, batch, rounds, round_s, with_torch=batch in (1, None))
+        first = batch in (1, None)
+        t = timed(plain, opt, built, batch, rounds, round_s, with_torch=first, old=old if first else None)
         ms = {k: common.median(v) * 1e3 for k, v in t.items()}
         note = f"nodes {before} -> {after}; build decided: {kept}"
         goal, met = "", None
@@ -95,6 +120,16 @@ def spec_rows(name: str, built, rounds: int, round_s: float) -> list[dict]:
         rows.append(common.row(FIGURE, label, ms["optimized"], ms["plain"], goal=goal, met=met, unit="ms",
                                ratio=common.paired_ratio(t["optimized"], t["plain"]),
                                note="; ".join(x for x in (note, common.spread(t["plain"]), f"{rounds} rounds") if x)))
+        if "traced" in t:
+            mine = "optimized" if choice["kept"] else "plain"
+            vs = common.paired_ratio(t[mine], t["traced"])
+            rows.append(common.row(FIGURE, f"{label}: emitted vs traced+slimmed", ms[mine], ms["traced"],
+                                   goal=f"emitted / traced+slimmed <= {TRACED_GOAL:g}",
+                                   met=common.at_most(vs, TRACED_GOAL), unit="ms", ratio=vs,
+                                   note="; ".join(x for x in (
+                                       f"the graph build keeps ({mine}) against torch.onnx's trace simplified by "
+                                       "onnxslim (what builds kept before the emitter)", common.spread(t["traced"]),
+                                       f"{rounds} rounds") if x)))
     return rows
 
 
