@@ -212,7 +212,7 @@ class Attention(Op):
                  score_bias=self.bias_from is not None)
 
     def emit(self, e):
-        """Projections, heads, RoPE (rotate-half, written out), then ONNX's Attention (grouped keys, the causal,
+        """Projections, heads, RoPE (ONNX's RotaryEmbedding, rotate-half), then ONNX's Attention (grouped keys, the causal,
         window or padding mask, the score bias), out_proj, as archc.nn.attention.Attention computes them. In the
         KV-cache graph (e.cache) the same, at positions past..past+new-1 after the cached keys and values."""
         x, memory, tokens, bias = _roles(e, self.pad_index is not None, self.bias_from is not None)
@@ -287,27 +287,20 @@ def _heads(e, x, heads: int, d: int):
 
 
 def _rope(e, x, q, k, rotated: int, d: int, base: float):
-    """Rotary embedding (rotate-half) on the first `rotated` features of each head of q and k, at x's positions
-    (0..T-1; past..past+new-1 in the KV-cache graph)."""
-    from archc.ops.embedding import inverse_frequencies, position_angles
+    """Rotary embedding (rotate-half: interleaved = 0) on the first `rotated` features of each head of q and k
+    (B, heads, T, d), at x's positions (0..T-1; past..past+new-1 in the KV-cache graph): ONNX's RotaryEmbedding
+    (opset 23), fed cos and sin (B, T, rotated / 2) of the positions' angles, as archc.nn.attention computes them
+    (ONNX Runtime wants the batch axis of those full)."""
+    def tables():
+        from archc.ops.embedding import inverse_frequencies, position_angles
 
-    a = position_angles(e, x, inverse_frequencies(rotated, base))                       # (T, rotated / 2)
-    a = e.op("Concat", a, a, axis=-1)                                                    # (T, rotated)
-    cos, sin = e.op("Cos", a), e.op("Sin", a)
-    return _rotate(e, q, cos, sin, rotated, d), _rotate(e, k, cos, sin, rotated, d)
+        a = position_angles(e, x, inverse_frequencies(rotated, base))                   # (T, rotated / 2)
+        shape = e.op("Concat", e.dims(x, 0, 2), e.ints(rotated // 2), axis=0)            # (B, T, rotated / 2)
+        return e.op("Expand", e.op("Cos", a), shape), e.op("Expand", e.op("Sin", a), shape)
 
-
-def _rotate(e, x, cos, sin, rotated: int, d: int):
-    """x * cos + rotate_half(x) * sin on features [0, rotated), the rest passed on: (B, H, T, d)."""
-    half = rotated // 2
-    part = x if rotated == d else e.op("Slice", x, e.ints(0), e.ints(rotated), e.ints(-1))
-    x1 = e.op("Slice", part, e.ints(0), e.ints(half), e.ints(-1))
-    x2 = e.op("Slice", part, e.ints(half), e.ints(rotated), e.ints(-1))
-    turned = e.op("Concat", e.op("Neg", x2), x1, axis=-1)
-    out = e.op("Add", e.op("Mul", part, cos), e.op("Mul", turned, sin))
-    if rotated == d:
-        return out
-    return e.op("Concat", out, e.op("Slice", x, e.ints(rotated), e.ints(d), e.ints(-1)), axis=-1)
+    cos, sin = tables() if e.cache is None else e.cache.once(("rope", rotated, base), tables)
+    partial = rotated if rotated != d else None  # 0 (left out): the whole head
+    return tuple(e.op("RotaryEmbedding", t, cos, sin, interleaved=0, rotary_embedding_dim=partial) for t in (q, k))
 
 
 def _causal(e, x, window: int | None = None):

@@ -210,6 +210,10 @@ def test_cache_graph_is_emitted_with_the_models_weights(built: tuple[object, Pat
     assert len(attention) == layers and all(len(n.input) == 6 and len(n.output) == 3 for n in attention)
     assert [n.input[4] for n in attention] == [f"past.{i}.key" for i in range(layers)]
     assert [n.output[1] for n in attention] == [f"present.{i}.key" for i in range(layers)]
+    ropes = [n.op.rope_dims for n in c.graph.nodes if getattr(n.op, "rope", False) for _ in "qk"]  # ONNX's op, both
+    for g in (kv.graph, onnx.load(str(main)).graph):                                               # files
+        rotary = [n for n in g.node if n.op_type == "RotaryEmbedding"]
+        assert [next((a.i for a in n.attribute if a.name == "rotary_embedding_dim"), None) for n in rotary] == ropes
     assert c.report.phases["kv cache"] > 0
 
 
