@@ -65,7 +65,7 @@ class KVCache:
         self.shared: dict[Any, Any] = {}
 
     def take(self, e: "Emitter") -> tuple[ir.Value, ir.Value]:
-        """The next attention layer's past (key, value) [batch, kv_heads, past, head_dim]."""
+        """The past (key, value) [batch, kv_heads, past, head_dim] of the next attention layer (`e`, its emitter)."""
         return self.past[len(self.present)]
 
     def give(self, key: ir.Value, value: ir.Value) -> None:
