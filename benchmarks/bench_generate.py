@@ -42,7 +42,7 @@ def cached_build(name: str, path_or_raw, module=None):
 
         built.report = export(built.compiled, built.path, module=module)
         built.module = module
-    export_cache(built.compiled.graph, built.module, "language_model", built.path)
+    export_cache(built.compiled, built.module, built.path)
     return built
 
 

@@ -5,6 +5,11 @@ Names: a spec node that emits one ONNX node gives it its id; one that emits seve
 numbered when repeated (`id/MatMul`, `id/MatMul_1`), as the TorchScript path's annotate did. Each ONNX node's
 output value is named as the node; the spec node's output value is renamed to the id (archc.emit.graph).
 Parameters are initializers under their state_dict names, made once per name (tied weights are one tensor).
+
+One emitter writes both files of a decoder: `model.onnx`, and with a `KVCache` on the graph emitter the KV-cache
+graph `model.kv.onnx` (archc.export.kvcache). The ops that read positions ask the Emitter (`positions`, `span`,
+`key_positions`), which answers 0..T-1 for the plain graph and past..past+T-1 for the cached one; attention takes
+its past keys/values from `e.cache` and hands back the present ones. So each op has one emit for both files.
 """
 from __future__ import annotations
 
@@ -46,6 +51,32 @@ def _attr(name: str, value: Any) -> ir.Attr:
     if isinstance(value, ir.TensorProtocol):
         return ir.AttrTensor(name, value)
     raise TypeError(f"attribute {name}: {type(value).__name__}")
+
+
+class KVCache:
+    """The KV-cache graph's emit mode: its token input [batch, new] (every sequence in a cacheable decoder has its
+    length), the past keys/values the attention layers read in graph order (graph inputs [batch, kv_heads, past,
+    head_dim]), the presents they return, and values every layer reads (the past length, positions, masks),
+    computed once per graph."""
+
+    def __init__(self, tokens: ir.Value, past: list[tuple[ir.Value, ir.Value]]) -> None:
+        self.tokens, self.past = tokens, past
+        self.present: list[tuple[ir.Value, ir.Value]] = []
+        self.shared: dict[Any, Any] = {}
+
+    def take(self, e: "Emitter") -> tuple[ir.Value, ir.Value]:
+        """The past (key, value) [batch, kv_heads, past, head_dim] of the next attention layer (`e`, its emitter)."""
+        return self.past[len(self.present)]
+
+    def give(self, key: ir.Value, value: ir.Value) -> None:
+        """The present (key, value) [batch, kv_heads, past + new, head_dim] of the layer that took the last past."""
+        self.present.append((key, value))
+
+    def once(self, key: Any, make: Any) -> Any:
+        """make() the first time `key` is asked for, the same value after (every layer reads it)."""
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
 
 
 class Emitter:
@@ -106,6 +137,44 @@ class Emitter:
     def dims(self, x: ir.Value, start: int, end: int | None = None) -> ir.Value:
         """Axes start..end of x's shape, as a 1-D int64 value (Shape with start/end)."""
         return self.op("Shape", x, start=start, end=end)
+
+    # ---- positions (the plain graph: 0..T-1; the KV-cache graph: past..past+T-1) ----------------
+    @property
+    def cache(self) -> KVCache | None:
+        """The KV-cache graph's mode (archc.export.kvcache), None for the plain graph."""
+        return self.owner.cache
+
+    def span(self, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(start, end) of the positions of x's sequence axis (axis 1), each a 1-D int64: (0, T), or in the KV-cache
+        graph (past, past + new), past read from the first past key."""
+        cache = self.cache
+        if cache is None:
+            return self.ints(0), self.dims(x, 1, 2)
+
+        def make() -> tuple[ir.Value, ir.Value]:
+            past = self.op("Shape", cache.past[0][0], start=2, end=3)
+            return past, self.op("Add", past, self.dims(cache.tokens, 1, 2))
+        return cache.once("span", make)
+
+    def positions(self, x: ir.Value) -> ir.Value:
+        """The absolute positions of x's sequence axis (axis 1): int64 (T,), 0..T-1, or past..past+new-1 in the
+        KV-cache graph."""
+        if self.cache is None:
+            length = self.op("Squeeze", self.dims(x, 1, 2), self.ints(0))
+            return self.op("Range", self.scalar(0, "int64"), length, self.scalar(1, "int64"))
+        return self.cache.once("positions", lambda: self._range(*self.span(x)))
+
+    def key_positions(self, x: ir.Value) -> ir.Value:
+        """The positions of the keys a query of x's sequence reads: int64 (S,), 0..T-1, or 0..past+new-1 in the
+        KV-cache graph (the cached keys, then the new ones)."""
+        if self.cache is None:
+            return self.positions(x)
+        return self.cache.once("key positions", lambda: self._range(self.ints(0), self.span(x)[1]))
+
+    def _range(self, start: ir.Value, end: ir.Value) -> ir.Value:
+        """start..end-1 (1-D int64 bounds of one element each) as int64 (n,)."""
+        squeeze = lambda v: self.op("Squeeze", v, self.ints(0))  # noqa: E731
+        return self.op("Range", squeeze(start), squeeze(end), self.scalar(1, "int64"))
 
     # ---- compound helpers --------------------------------------------------------------------
     def linear(self, x: ir.Value, prefix: str = "", bias: bool = True, rank: int = 3) -> ir.Value:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx_ir as ir
 
-from archc.emit.builder import Emitter, value_type
+from archc.emit.builder import Emitter, KVCache, value_type
 from archc.errors import ExportError
 from archc.graph.ir import Graph, Node
 from archc.graph.located import at_node
@@ -38,8 +38,8 @@ def not_emitting(graph: Graph) -> list[Node]:
 class GraphEmitter:
     """Holds the graph being written: the state_dict's tensors (initializers made on first use) and the nodes."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
+    def __init__(self, state: dict[str, Any], cache: KVCache | None = None) -> None:
+        self.state, self.cache = state, cache
         self.initializers: dict[str, ir.Value] = {}
         self.nodes: list[ir.Node] = []
 
@@ -64,10 +64,13 @@ def _numpy(t: Any) -> np.ndarray:
     return t.numpy()
 
 
-def emit_model(graph: Graph, state: dict[str, Any], target_scale: dict[str, Any] | None = None) -> ir.Model:
+def emit_model(graph: Graph, state: dict[str, Any], target_scale: dict[str, Any] | None = None,
+               cache: KVCache | None = None) -> ir.Model:
     """The ONNX model (onnx-ir) of `graph` with the weights of `state` (the lowered module's state_dict).
 
-    `target_scale` ({output: {"mean", "std"}}, archc.export.restore): those outputs end with `x * std + mean`."""
+    `target_scale` ({output: {"mean", "std"}}, archc.export.restore): those outputs end with `x * std + mean`.
+    `cache`: the KV-cache graph's mode (archc.export.kvcache adds its past inputs and present outputs); the
+    computed values then carry no shapes (their sequence axis is the new tokens', the keys' past + new)."""
     from archc.lower.names import act_path, module_path  # the state_dict's paths (lower.names imports torch)
 
     missing = not_emitting(graph)
@@ -75,12 +78,12 @@ def emit_model(graph: Graph, state: dict[str, Any], target_scale: dict[str, Any]
         ops = sorted({n.op.name() if n.op.name() in NOT_EMITTING else n.act.name() for n in missing})  # type: ignore
         raise ExportError(f"--exporter emit: expected ops that emit ONNX, received {', '.join(ops)} (not yet "
                           f"emitting)", where=missing[0].where, hint="use --exporter torchscript for this spec")
-    g = GraphEmitter(state)
+    g = GraphEmitter(state, cache)
     env: dict[str, ir.Value] = {}
     inputs = []
     for name, t in graph.inputs.items():
         typ, shape = value_type(t)
-        env[name] = ir.Value(name=name, type=typ, shape=shape)
+        env[name] = cache.tokens if cache is not None else ir.Value(name=name, type=typ, shape=shape)
         inputs.append(env[name])
     for node in graph.nodes:
         with at_node(node.where, node.op.name()):
@@ -114,6 +117,8 @@ def _emit_node(g: GraphEmitter, graph: Graph, node: Node, env: dict[str, ir.Valu
     g.nodes.extend(nodes)
     y.name = node.id
     y.type, y.shape = value_type(node.out)
+    if g.cache is not None:
+        y.shape = None
     return y
 
 

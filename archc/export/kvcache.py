@@ -7,23 +7,30 @@ the logits [batch, new, vocab] (the spec's output name) and `present.<i>.key` / 
 length 0; each decode step feeds the previous step's presents. The new tokens sit at positions past..past+new-1:
 a learned position table is read from row `past` on (so past + new <= its max_len), RoPE and sinusoidal
 positions are offset alike, and query i attends to keys 0..past+i (past+i-window+1..past+i with a `window`: the
-window spans past and new keys; the present keeps every key).
+window spans past and new keys; the present keeps every key). A score bias from a position op (`alibi`,
+`relative_position_bias`, read by `bias_from`) is recomputed for queries past..past+new-1 against keys
+0..past+new-1.
 
-Only specs whose every layer treats positions independently, apart from causal self-attention, can be cached
-(embedding, linear, norms, add/mul, activations, position encodings, tied output). Anything else (a
-non-causal or cross or padded attention, one adding a score bias from another node (`bias_from`: the cached
-decoder cannot recompute that node at the cached positions), a conv/pool/recurrence over the sequence, several inputs or outputs)
-is refused with its spec location; `archc infer --prompt` then recomputes the window per token.
-The file is parity-checked step by step (prefill + single-token decodes + a multi-token chunk) against the
-torch module's full recompute at every position before it is renamed into place.
+The graph is emitted, not traced: the ops' own `emit` hooks write it, as they write model.onnx, in the emitter's
+KV-cache mode (archc.emit.builder.KVCache: the ops that read positions get past..past+new-1, each attention layer
+reads its past through ONNX's Attention past_key/past_value and returns the presents). So there is one attention
+implementation per file format, and the weights are the same state_dict views under the same names as model.onnx's
+initializers (the file holds its own copy of them on disk). torch.onnx is not imported.
+
+Only specs whose every layer treats positions independently, apart from causal self-attention and score biases
+from positions, can be cached (embedding, linear, norms, add/mul, activations, position encodings, tied output:
+each op declares it, `Op.positions`). Anything else (a non-causal or cross or padded attention, a score bias from
+a node that is no position op, or a position bias read other than as a causal attention's bias_from, a
+conv/pool/recurrence over the sequence, several inputs or outputs) is refused with its spec location;
+`archc infer --prompt` then recomputes the window per token. The file is parity-checked step by step (prefill +
+single-token decodes + a multi-token chunk) against the torch module's full recompute at every position before it
+is renamed into place: torch stays the oracle.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import warnings
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,6 @@ from archc.ops.base import base_axis
 from archc.runtime.kvcache import META_KEY, cache_path, file_sha256
 import archc.metadata as keys
 
-OPSET = 18
 ATOL, RTOL = 1e-4, 1e-4  # as the plain export's parity check: |onnx - torch| <= ATOL + RTOL * max|torch|
 # How each op treats sequence positions is its own declaration (`Op.positions`, `Op.mixes_positions`), so a new
 # position-wise op is cacheable without a change here.
@@ -76,9 +82,14 @@ def refusal(graph: Graph, task_kind: str) -> Refusal | None:
     if t.dtype != "int64" or len(t.features) != 1 or not isinstance(t.features[0], str):
         return Refusal(f"inputs.{name}", f"expected int64 tokens [seq] with a symbolic seq axis, received "
                                          f"{t.dtype} {list(t.features)}")
+    readers: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for i in node.inputs:
+            readers.setdefault(i, []).append(node)
+    outputs = set(graph.outputs.values())
     layers = 0
     for node in graph.nodes:
-        why = _node_refusal(node)
+        why = _node_refusal(node, graph) or _bias_refusal(node, readers.get(node.id, []), node.id in outputs)
         if why:
             return Refusal(node.where, why)
         layers += node.op.positions == "attention"
@@ -87,7 +98,7 @@ def refusal(graph: Graph, task_kind: str) -> Refusal | None:
     return None
 
 
-def _node_refusal(node: Node) -> str:
+def _node_refusal(node: Node, graph: Graph) -> str:
     """Why this node mixes positions in a way a cache cannot follow ('' when it does not)."""
     for o in (node.op, node.act):
         if o is None:
@@ -98,98 +109,40 @@ def _node_refusal(node: Node) -> str:
         why = o.mixes_positions()
         if why:
             return why
-    if node.op.positions == "attention" and len(node.inputs) > 1:
+    if node.op.positions != "attention":
+        return ""
+    bias_from = getattr(node.op, "bias_from", None)
+    if len(node.inputs) > 1 + (bias_from is not None):
         return "attention reads a memory or pad tokens (cross or padded attention): no KV cache"
+    source = graph.get(node.inputs[-1]) if bias_from is not None else None
+    if bias_from is not None and (source is None or source.op.positions != "bias"):
+        return f"attention adds a score bias read from a node that is no position op (bias_from = '{bias_from}'; " \
+               f"the KV-cache graph recomputes only {_bias_ops()} at the cached positions): no KV cache"
     return ""
+
+
+def _bias_refusal(node: Node, readers: list[Node], output: bool) -> str:
+    """A score bias from positions (`positions = "bias"`) is recomputed at the cached positions (queries
+    past..past+new-1, keys 0..past+new-1): only a causal attention may read it, as its bias_from."""
+    if node.op.positions != "bias":
+        return ""
+    others = [r for r in readers if r.op.positions != "attention" or getattr(r.op, "bias_from", None) is None
+              or r.inputs[-1] != node.id or node.id in r.inputs[:-1]]
+    if output or others:
+        what = "a graph output" if output else f"'{others[0].id}'"
+        return f"the score bias of op '{node.op.name()}' is read by {what}, not only as an attention's bias_from: " \
+               f"no KV cache (its keys and queries differ there)"
+    return ""
+
+
+def _bias_ops() -> str:
+    from archc.ops.base import REGISTRY
+
+    return ", ".join(sorted(name for name, cls in REGISTRY.items() if cls.positions == "bias"))
 
 
 def attention_nodes(graph: Graph) -> list[Node]:
     return [n for n in graph.nodes if n.op.positions == "attention"]
-
-
-def cached_decoder(module: Any, graph: Graph) -> Any:
-    """A torch module (tokens, *past) -> (logits, *present) running `module`'s submodules with a KV cache."""
-    import torch
-    from torch import nn
-
-    from archc.lower.names import act_path, module_path
-
-    class CachedDecoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = module  # registered: parameters shared, not copied
-            self.steps = [(n, module.get_submodule(module_path(n.id)),
-                           module.get_submodule(act_path(n.id, n.act.name())) if n.act is not None else None)
-                          for n in graph.nodes]
-
-        def forward(self, tokens: torch.Tensor, *past: torch.Tensor):  # past: k0, v0, k1, v1, ...
-            # Sizes, positions and the mask are computed once and shared by every layer: in the exported graph
-            # the shape plumbing (Shape/Gather/Concat/Reshape), not the matrix products, dominates a decode step.
-            batch, new, offset = tokens.shape[0], tokens.shape[1], past[0].shape[2]
-            pos = torch.arange(new, device=tokens.device) + offset              # absolute positions of the new
-            keys = torch.arange(offset + new, device=tokens.device)
-            bias = torch.where(keys[None, :] <= pos[:, None], 0.0, float("-inf"))  # (T, P + T): causal, offset
-            ctx = {"batch": batch, "new": new, "pos": pos, "bias": bias}
-            env: dict[str, torch.Tensor] = {next(iter(graph.inputs)): tokens}
-            present: list[torch.Tensor] = []
-            for node, mod, act in self.steps:
-                args = [env[i] for i in node.inputs]
-                kind = node.op.positions
-                if kind == "attention":
-                    i = len(present)
-                    y, k, v = _attend(mod, args[0], past[i], past[i + 1], ctx)
-                    present += [k, v]
-                elif kind == "offset":
-                    y = mod.forward_at(args[0], offset, pos)                        # positions past..past+new-1
-                else:
-                    y = mod(*args)
-                env[node.id] = act(y) if act is not None else y
-            return (env[next(iter(graph.outputs.values()))], *present)
-
-    def _rope(a: Any, ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (T, rope_dims) at the new positions, once per distinct frequency table."""
-        key = ("rope", tuple(a.inv_freq.tolist()))
-        if key not in ctx:
-            ang = ctx["pos"].to(a.inv_freq.dtype)[:, None] * a.inv_freq[None, :]
-            ang = torch.cat((ang, ang), dim=-1)
-            ctx[key] = (ang.cos(), ang.sin())
-        return ctx[key]
-
-    def _bias(a: Any, ctx: dict) -> torch.Tensor:
-        """The additive causal mask (T, P + T) of this layer: Mistral's sliding window over past and new keys (a
-        query at position p reads keys p - window + 1 .. p), once per distinct window."""
-        if a.window is None:
-            return ctx["bias"]
-        key = ("window", a.window)
-        if key not in ctx:
-            keys, pos = torch.arange(ctx["bias"].shape[1], device=ctx["pos"].device), ctx["pos"][:, None]
-            ctx[key] = torch.where((keys[None, :] <= pos) & (keys[None, :] > pos - a.window), 0.0, float("-inf"))
-        return ctx[key]
-
-    def _attend(a: Any, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, ctx: dict):
-        """archc.nn.attention.Attention's causal self-attention after past keys/values: (y, present k, present v).
-
-        Grouped-query attention without copying keys: queries are viewed as (B, Hkv, n, T, d), the n query
-        heads of one key/value head side by side (head g * n + j reads key head g, as Attention._shared)."""
-        if a.split is not None:
-            q, k, v = a.qkv_proj(x).split(a.split, dim=-1)
-        else:
-            q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
-        b, t, hkv = ctx["batch"], ctx["new"], a.num_kv_heads
-        n, d = a.num_heads // hkv, a.out_proj.in_features // a.num_heads
-        q = q.view(b, t, hkv, n, d).permute(0, 2, 3, 1, 4)                   # (B, Hkv, n, T, d)
-        k = k.view(b, t, hkv, d).transpose(1, 2)                             # (B, Hkv, T, d)
-        v = v.view(b, t, hkv, d).transpose(1, 2)
-        if a.rope:
-            cos, sin = _rope(a, ctx)
-            q, k = a._rotate_part(q, cos.to(q.dtype), sin.to(q.dtype)), a._rotate_part(k, cos.to(q.dtype),
-                                                                                        sin.to(q.dtype))
-        k, v = torch.cat((pk, k), dim=2), torch.cat((pv, v), dim=2)          # (B, Hkv, P + T, d)
-        scores = torch.matmul(q * a.scale, k.unsqueeze(2).transpose(-1, -2)) + _bias(a, ctx)  # (B, Hkv, n, T, S)
-        y = torch.matmul(scores.softmax(dim=-1), v.unsqueeze(2))            # (B, Hkv, n, T, d)
-        return a.out_proj(y.permute(0, 3, 1, 2, 4).reshape(b, t, hkv * n * d)), k, v
-
-    return CachedDecoder().eval()
 
 
 @dataclass
@@ -214,17 +167,15 @@ class CacheLayout:
         return [f"present.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
 
 
-def layout(graph: Graph, module: Any) -> CacheLayout:
-    from archc.lower.names import module_path
-
+def layout(graph: Graph) -> CacheLayout:
+    """The cache's layout, from the attention layers' attributes and input types."""
     nodes = attention_nodes(graph)
-    mods = [module.get_submodule(module_path(n.id)) for n in nodes]
-    heads = [int(m.num_kv_heads) for m in mods]
-    dims = [int(m.out_proj.in_features // m.num_heads) for m in mods]
+    dims = [int(graph.type_of(n.inputs[0]).shape[2]) for n in nodes]  # type: ignore[arg-type]  (concrete: infer)
     name, tokens = next(iter(graph.inputs.items()))
     _, limit = interval(graph, base_axis(str(tokens.features[0])))  # positions the tables hold (max_len), if bounded
-    return CacheLayout(name, next(iter(graph.outputs)), len(nodes), heads, dims, limit, nodes=[n.id for n in nodes],
-                       heads=[int(m.num_heads) for m in mods], hidden=int(mods[0].out_proj.out_features))
+    return CacheLayout(name, next(iter(graph.outputs)), len(nodes), [n.op.kv_heads for n in nodes],
+                       [dim // n.op.num_heads for n, dim in zip(nodes, dims)], limit, nodes=[n.id for n in nodes],
+                       heads=[n.op.num_heads for n in nodes], hidden=dims[0])
 
 
 def empty_past(lay: CacheLayout, batch: int) -> dict[str, np.ndarray]:
@@ -247,22 +198,32 @@ class CacheReport:
     genai: Any = None  # archc.export.genai.Package written beside it, or Skipped saying why not
 
 
-def _export_graph(decoder: Any, lay: CacheLayout, path: str) -> None:
-    import torch
+def emit_cache(graph: Graph, state: dict[str, Any], lay: CacheLayout) -> Any:
+    """The KV-cache graph (an onnx-ir Model): the ops' own emitters in the KV-cache mode (archc.emit.builder.KVCache),
+    the initializers the same state_dict views as model.onnx's, under the same names; tokens [batch, new] and the
+    past keys/values in, the logits and the present keys/values out."""
+    import onnx_ir as ir
 
-    batch, past, new = 2, 3, 4  # traced sizes; all three axes are dynamic
-    tokens = torch.zeros((batch, new), dtype=torch.int64)
-    pasts = tuple(torch.zeros((batch, lay.kv_heads[i], past, lay.head_dim[i]))
-                  for i in range(lay.layers) for _ in range(2))
-    axes: dict[str, dict[int, str]] = {lay.input: {0: "batch", 1: "new"}, lay.output: {0: "batch", 1: "new"}}
-    axes |= {n: {0: "batch", 2: "past"} for n in lay.past_names()}
-    axes |= {n: {0: "batch", 2: "total"} for n in lay.present_names()}
-    quiet = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(decoder, (tokens, *pasts), path, input_names=[lay.input, *lay.past_names()],
-                          output_names=[lay.output, *lay.present_names()], dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    from archc.emit.builder import KVCache
+    from archc.emit.graph import emit_model
+
+    f32 = ir.TensorType(ir.DataType.FLOAT)
+    kv = lambda name, i, axis: ir.Value(name=name, type=f32,  # noqa: E731
+                                        shape=ir.Shape(["batch", lay.kv_heads[i], axis, lay.head_dim[i]]))
+    tokens = ir.Value(name=lay.input, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape(["batch", "new"]))
+    past = [(kv(f"past.{i}.key", i, "past"), kv(f"past.{i}.value", i, "past")) for i in range(lay.layers)]
+    cache = KVCache(tokens, past)
+    model = emit_model(graph, state, cache=cache)
+    assert len(cache.present) == lay.layers, "every attention layer hands back its present keys and values"
+    logits = model.graph.outputs[0]
+    logits.shape = ir.Shape(["batch", "new", *list(logits.shape or [])[2:]])
+    model.graph.inputs.extend(v for pair in past for v in pair)
+    for i, pair in enumerate(cache.present):
+        for kind, value in zip(("key", "value"), pair):
+            value.name, value.type = f"present.{i}.{kind}", f32
+            value.shape = ir.Shape(["batch", lay.kv_heads[i], "total", lay.head_dim[i]])
+            model.graph.outputs.append(value)
+    return model
 
 
 def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) -> tuple[float, float, int]:
@@ -308,50 +269,46 @@ def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) 
     return worst, tol, len(cuts) - 1
 
 
-def export_cache(graph: Graph, module: Any, task_kind: str, main: str | os.PathLike,
-                 optimize: bool | str = False) -> CacheReport | Refusal:
-    """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist), or say why not.
-    `optimize`: simplified as the main export is (archc.export.optimize), checked step by step again, and kept
-    on the same graph criteria.
+def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: bool | str = False,
+                 facts: Any = None) -> CacheReport | Refusal:
+    """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist) of `compiled` with the weights
+    of `module`, or say why not. `facts`: the run's data facts (archc.metadata.Facts) model.onnx's metadata holds,
+    copied into this file's. `optimize`: simplified as the main export is (archc.export.optimize), checked step by
+    step again, and kept on the same graph criteria.
 
     A stale cache file of an earlier export is removed first, so a refused or failed export leaves none, with the
     GenAI package files it recorded (archc.export.genai); a new package is written once the file is in place."""
     import onnx
 
+    from archc.emit.graph import to_proto
     from archc.export import genai
+    from archc.export.onnx import metadata
+    from archc.export.optimize import within_budget
+    from archc.util import publish, temp_beside
+    from archc.version import __version__
 
+    graph, spec = compiled.graph, compiled.spec
     out = cache_path(main)
     genai.remove_stale(out.parent, genai.recorded(out))
     if out.exists():
         out.unlink()
-    why = refusal(graph, task_kind)
+    why = refusal(graph, spec.task.kind)
     if why is not None:
         return why
     module.eval()
-    lay = layout(graph, module)
+    lay = layout(graph)
     lay.model_sha256 = file_sha256(main)
-    decoder = cached_decoder(module, graph)
-    from archc.export.optimize import within_budget
-    from archc.util import publish, temp_beside
-
+    meta = metadata(graph, spec, compiled.raw, compiled.sha256, facts)  # model.onnx's (archc.export.onnx)
+    meta[META_KEY] = json.dumps(lay.__dict__)
+    package = _package(lay, meta, Path(main))
+    if isinstance(package, genai.Package):
+        meta[genai.META_KEY] = json.dumps(package.digests())
     try:
         with temp_beside(out) as tmp:
-            try:
-                _export_graph(decoder, lay, tmp)
-            except Exception as e:
-                raise ExportError(f"torch.onnx.export of the KV-cache graph failed: {str(e).splitlines()[0][:300]}") from e
-            model = onnx.load(tmp)
-            base = onnx.load(str(main), load_external_data=False)
-            meta = {p.key: p.value for p in base.metadata_props}
-            meta[META_KEY] = json.dumps(lay.__dict__)
-            meta.pop(keys.OPTIMIZED, None)  # the main file's decision; this file's own is set by _optimize
-            package = _package(lay, meta, Path(main))
-            if isinstance(package, genai.Package):
-                meta[genai.META_KEY] = json.dumps(package.digests())
-            model.producer_name, model.producer_version = base.producer_name, base.producer_version
-            model.graph.name = base.graph.name + "_kv"
-            model.doc_string = "KV-cache decoder of " + (base.doc_string or base.graph.name)
-            base = None  # the main model's weights: not held through the checks
+            model = to_proto(emit_cache(graph, module.state_dict(), lay))  # the weights' one copy: the protobuf's
+            model.producer_name, model.producer_version = "archc", __version__
+            model.graph.name = graph.name + "_kv"
+            model.doc_string = "KV-cache decoder of " + (spec.model.doc or f"archc model {graph.name}")
             onnx.helper.set_model_props(model, meta)
             decision = within_budget(model, optimize) if optimize else None  # past it: no copy is made
             onnx.save_model(model, tmp)
@@ -401,22 +358,23 @@ def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str, optimize: b
     return choice.decision, choice.checked
 
 
-def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = False) -> Any:
+def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = False, facts: Any = None) -> Any:
     """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
     file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
-    cached; other task kinds get None. Returns `report`.
+    cached; other task kinds get None. Its seconds are the report's phase "kv cache". Returns `report`.
 
     A failed cache export (its parity check, say) is a note too, not an error: model.onnx is written and checked,
     a finished training run must not end in an error for want of the faster generation path."""
-    kind = compiled.spec.task.kind
-    if not generates(kind):
+    if not generates(compiled.spec.task.kind):
         report.kvcache = None
         return report
+    start = time.perf_counter()
     try:
-        report.kvcache = export_cache(compiled.graph, module if module is not None else compiled.module, kind,
-                                      report.path, optimize)
+        report.kvcache = export_cache(compiled, module if module is not None else compiled.module, report.path,
+                                      optimize, facts)
     except ExportError as e:
         report.kvcache = Refusal(e.where, f"the KV-cache export failed: {e.message}")
+    report.phases["kv cache"] = time.perf_counter() - start
     return report
 
 

@@ -71,7 +71,7 @@ def _carry(ctx: ExportContext) -> None:
 def _kv_cache(ctx: ExportContext) -> None:
     from archc.export.kvcache import add_cache
 
-    add_cache(ctx.report, ctx.compiled, ctx.module, ctx.optimize)  # language models: model.kv.onnx beside it
+    add_cache(ctx.report, ctx.compiled, ctx.module, ctx.optimize, ctx.facts)  # language models: model.kv.onnx
 
 
 def _pinned_lines(report: Any) -> str:
@@ -108,7 +108,7 @@ def _optimize_lines(report: Any) -> str:
 
 # The export, top to bottom. A new variant of the exported file is one module (its pass function, and a line for
 # the report) and one entry here; the exporter choice (emit, the default; torchscript; dynamo) is the one call in
-# `emit`. → the KV-cache graph is still traced with torch.onnx (archc.export.kvcache), whichever wrote model.onnx.
+# `emit`. The KV-cache graph is emitted by the same ops' emitters (archc.export.kvcache), whichever wrote model.onnx.
 EXPORT_PASSES: list[ExportPass] = [
     ExportPass("restore", export_onnx.restore, lambda ctx: bool(ctx.facts.target_scale), stage="module"),
     ExportPass("check arguments", export_onnx.check_arguments, stage="module"),

@@ -18,10 +18,6 @@ class PosEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight[: x.shape[1]]  # (B, T, D) + (T, D)
 
-    def forward_at(self, x: torch.Tensor, offset: torch.Tensor | int, pos: torch.Tensor) -> torch.Tensor:
-        """The KV-cache step: rows offset .. offset + T - 1 (the new positions after `offset` cached ones)."""
-        return x + self.weight[offset: offset + x.shape[1]]
-
 
 def rope_angles(length: int | torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     """Position x frequency angles: (T, F) for positions 0..T-1 (T may be a traced size)."""
@@ -45,11 +41,6 @@ class SinusoidalPos(nn.Module):
         a = rope_angles(x.shape[1], self.inv_freq)                              # (T, ceil(D/2))
         pe = torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : self.dim]  # (T, D): sin, cos interleaved
         return x + pe.to(x.dtype)
-
-    def forward_at(self, x: torch.Tensor, offset: torch.Tensor | int, pos: torch.Tensor) -> torch.Tensor:
-        """The KV-cache step: the table at absolute positions `pos` (T,)."""
-        a = pos.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
-        return x + torch.stack((a.sin(), a.cos()), dim=-1).flatten(1)[:, : self.dim].to(x.dtype)
 
 
 # ---- weight tying --------------------------------------------------------------------------------

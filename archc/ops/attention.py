@@ -54,12 +54,11 @@ class Attention(Op):
     reads = ("bias_from",)  # the score bias is the node's last input
 
     def mixes_positions(self) -> str:
+        # a score bias (bias_from) is cached where its node is a position op (archc.export.kvcache checks the node)
         if not self.causal:
             return "attention is not causal (causal = false): every position reads later ones, so no KV cache"
-        if self.bias_from is not None:
-            return f"attention adds a score bias read from another node (bias_from = '{self.bias_from}'), which the " \
-                   "KV-cache decoder cannot recompute at the cached positions: no KV cache"
         return ""
+
     arity = (1, 3)
     examples = (Example({"num_heads": 2, "causal": True}, (("seq", 8),), sizes={"seq": 6}),
                 Example({"num_heads": 2, "rope": True, "pad_index": 0, "causal": True}, (("seq", 8), ("seq",)),
@@ -213,8 +212,9 @@ class Attention(Op):
                  score_bias=self.bias_from is not None)
 
     def emit(self, e):
-        """Projections, heads, RoPE (rotate-half, written out), then ONNX's Attention (grouped keys, the causal,
-        window or padding mask, the score bias), out_proj, as archc.nn.attention.Attention computes them."""
+        """Projections, heads, RoPE (ONNX's RotaryEmbedding, rotate-half), then ONNX's Attention (grouped keys, the causal,
+        window or padding mask, the score bias), out_proj, as archc.nn.attention.Attention computes them. In the
+        KV-cache graph (e.cache) the same, at positions past..past+new-1 after the cached keys and values."""
         x, memory, tokens, bias = _roles(e, self.pad_index is not None, self.bias_from is not None)
         d = e.types[0].shape[2] // self.num_heads
         qb, kb, vb, ob = self.biases
@@ -228,24 +228,48 @@ class Attention(Op):
         k, v = _heads(e, k, self.kv_heads, d), _heads(e, v, self.kv_heads, d)                # (B, Hkv, S, d)
         if self.rope:
             q, k = _rope(e, x, q, k, self.rope_dims or d, d, self.rope_base)
-        # ONNX's fused Attention (opset 23): grouped keys and values, the causal mask or a keep mask (boolean) or an
-        # additive one (float), softmax(q k^T * scale + mask) v in one node that ONNX Runtime runs as one kernel
+        if bias is not None and e.types[-1].rank == 3:
+            bias = e.op("Unsqueeze", bias, e.ints(0))                                        # (1, H, T, S)
+        if e.cache is not None:
+            y = self._cached(e, x, q, k, v, bias)
+        else:
+            y = self._attend(e, x, memory, tokens, q, k, v, bias)
+        y = e.op("Reshape", e.op("Transpose", y, perm=[0, 2, 1, 3]), e.ints(0, 0, -1))       # (B, T, D)
+        return e.linear(y, "out_proj", ob)
+
+    def _attend(self, e, x, memory, tokens, q, k, v, bias):
+        """ONNX's fused Attention (opset 23): grouped keys and values, the causal mask or a keep mask (boolean) or
+        an additive one (float), softmax(q k^T * scale + mask) v in one node that ONNX Runtime runs as one kernel:
+        (B, H, T, d)."""
         mask = None
         if tokens is not None or self.window is not None or (bias is not None and self.causal):
             mask = _keep(e, x, tokens, self.pad_index, self.causal, self.window)              # (B or 1, 1, T, S)
         if bias is not None:
-            if e.types[-1].rank == 3:
-                bias = e.op("Unsqueeze", bias, e.ints(0))                                    # (1, H, T, S)
             if mask is not None:
                 bias = e.op("Where", mask, bias, e.scalar(float("-inf")))
             mask = bias
         if mask is not None:  # ONNX Runtime wants the mask's query and key axes full: (B, 1, 1, S) is expanded
             mask = e.op("Expand", mask, e.op("Concat", e.dims(mask, 0, 2), e.dims(x, 1, 2), e.dims(memory, 1, 2),
                                               axis=0))                                        # (B or 1, H or 1, T, S)
-        y = e.op("Attention", q, k, v, mask, is_causal=int(self.causal and mask is None),
-                 scale=float(self.scale) if self.scale is not None else None)                # (B, H, T, d)
-        y = e.op("Reshape", e.op("Transpose", y, perm=[0, 2, 1, 3]), e.ints(0, 0, -1))       # (B, T, D)
-        return e.linear(y, "out_proj", ob)
+        return e.op("Attention", q, k, v, mask, is_causal=int(self.causal and mask is None), scale=self._scale)
+
+    def _cached(self, e, x, q, k, v, bias):
+        """The KV-cache graph's attention (causal self-attention, archc.export.kvcache): Attention's past_key and
+        past_value before the new keys and values, present_key/present_value [B, Hkv, past + new, d] out. The
+        causal (and window) mask is explicit, (1, 1, new, past + new), made once per window for every layer: the
+        spec's is_causal aligns to the upper left, which a past would shift. A score bias (a position op's, at the
+        same positions) is added where the mask keeps a key."""
+        past_k, past_v = e.cache.take(e)
+        mask = e.cache.once(("keep", self.window), lambda: _keep(e, x, None, None, True, self.window))
+        if bias is not None:
+            mask = e.op("Where", mask, bias, e.scalar(float("-inf")))                        # (1, H, new, past+new)
+        y, present_k, present_v = e.ops("Attention", q, k, v, mask, past_k, past_v, outputs=3, scale=self._scale)
+        e.cache.give(present_k, present_v)
+        return y
+
+    @property
+    def _scale(self) -> float | None:
+        return float(self.scale) if self.scale is not None else None
 
 
 def _roles(e, tokens: bool, bias: bool):
@@ -263,33 +287,28 @@ def _heads(e, x, heads: int, d: int):
 
 
 def _rope(e, x, q, k, rotated: int, d: int, base: float):
-    """Rotary embedding (rotate-half) on the first `rotated` features of each head of q and k, positions 0..T-1."""
-    from archc.ops.embedding import inverse_frequencies, position_angles
+    """Rotary embedding (rotate-half: interleaved = 0) on the first `rotated` features of each head of q and k
+    (B, heads, T, d), at x's positions (0..T-1; past..past+new-1 in the KV-cache graph): ONNX's RotaryEmbedding
+    (opset 23), fed cos and sin (B, T, rotated / 2) of the positions' angles, as archc.nn.attention computes them
+    (ONNX Runtime wants the batch axis of those full)."""
+    def tables():
+        from archc.ops.embedding import inverse_frequencies, position_angles
 
-    a = position_angles(e, x, inverse_frequencies(rotated, base))                       # (T, rotated / 2)
-    a = e.op("Concat", a, a, axis=-1)                                                    # (T, rotated)
-    cos, sin = e.op("Cos", a), e.op("Sin", a)
-    return _rotate(e, q, cos, sin, rotated, d), _rotate(e, k, cos, sin, rotated, d)
+        a = position_angles(e, x, inverse_frequencies(rotated, base))                   # (T, rotated / 2)
+        shape = e.op("Concat", e.dims(x, 0, 2), e.ints(rotated // 2), axis=0)            # (B, T, rotated / 2)
+        return e.op("Expand", e.op("Cos", a), shape), e.op("Expand", e.op("Sin", a), shape)
 
-
-def _rotate(e, x, cos, sin, rotated: int, d: int):
-    """x * cos + rotate_half(x) * sin on features [0, rotated), the rest passed on: (B, H, T, d)."""
-    half = rotated // 2
-    part = x if rotated == d else e.op("Slice", x, e.ints(0), e.ints(rotated), e.ints(-1))
-    x1 = e.op("Slice", part, e.ints(0), e.ints(half), e.ints(-1))
-    x2 = e.op("Slice", part, e.ints(half), e.ints(rotated), e.ints(-1))
-    turned = e.op("Concat", e.op("Neg", x2), x1, axis=-1)
-    out = e.op("Add", e.op("Mul", part, cos), e.op("Mul", turned, sin))
-    if rotated == d:
-        return out
-    return e.op("Concat", out, e.op("Slice", x, e.ints(rotated), e.ints(d), e.ints(-1)), axis=-1)
+    cos, sin = tables() if e.cache is None else e.cache.once(("rope", rotated, base), tables)
+    partial = rotated if rotated != d else None  # 0 (left out): the whole head
+    return tuple(e.op("RotaryEmbedding", t, cos, sin, interleaved=0, rotary_embedding_dim=partial) for t in (q, k))
 
 
 def _causal(e, x, window: int | None = None):
-    """Boolean (T, T): query t may attend to keys 0..t (t - window + 1..t with a window)."""
-    length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
-    t = e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64"))                   # (T,)
-    keys, queries = e.op("Unsqueeze", t, e.ints(0)), e.op("Unsqueeze", t, e.ints(1))
+    """Boolean (T, S): query t may attend to keys 0..t (t - window + 1..t with a window); S = T, or past + new in
+    the KV-cache graph (queries at past..past+new-1)."""
+    t = e.positions(x)                                                                      # (T,)
+    s = e.key_positions(x) if e.cache is not None else t                                    # (S,)
+    keys, queries = e.op("Unsqueeze", s, e.ints(0)), e.op("Unsqueeze", t, e.ints(1))
     keep = e.op("LessOrEqual", keys, queries)
     if window is None:
         return keep

@@ -178,10 +178,12 @@ class Op(BaseModel):
     ties: ClassVar[str | None] = None
     # What a score output ending in this op holds ("probs", "log_probs"); None: unnormalized scores (logits).
     score_kind: ClassVar[str | None] = None
-    # How the op treats the positions of a sequence (axis 1 of [batch, seq, ...]), for the KV-cache export:
-    # "each": every position from itself alone (the cached decoder calls it unchanged); "offset": adds a table read
-    # at absolute positions (the cached decoder calls `forward_at`, offset by the past length); "attention": causal
-    # self-attention (cached); "mixed": anything else (no cache). `mixes_positions` refines it per instance.
+    # How the op treats the positions of a sequence (axis 1 of [batch, seq, ...]), for the KV-cache export (its
+    # graph is emitted by the same `emit`, archc.emit.builder.KVCache): "each": every position from itself alone;
+    # "offset": reads absolute positions (its emit asks e.positions / e.span: past..past+new-1 there); "attention":
+    # causal self-attention (cached); "bias": a score bias [heads, T, S] from positions alone (its emit asks
+    # e.positions / e.key_positions), cached where only causal attentions read it (bias_from); "mixed": anything
+    # else (no cache). `mixes_positions` refines it per instance.
     positions: ClassVar[str] = "mixed"
 
     @field_validator("*", mode="after")

@@ -94,9 +94,9 @@ class PosEmbedding(Op):
         from archc.nn.embedding import PosEmbedding as M
         return M(self.max_len, ins[0].shape[2])
 
-    def emit(self, e):
+    def emit(self, e):  # rows 0..T-1 (past..past+new-1 in the KV-cache graph)
         x = e.ins[0]
-        rows = e.op("Slice", e.param("weight"), e.ints(0), e.dims(x, 1, 2), e.ints(0))   # (T, D)
+        rows = e.op("Slice", e.param("weight"), *e.span(x), e.ints(0))                     # (T, D)
         return e.op("Add", x, rows)
 
 
@@ -142,9 +142,9 @@ def inverse_frequencies(dim: int, base: float):
 
 
 def position_angles(e, x, inv_freq):
-    """Angles of positions 0..T-1 (T: axis 1 of x) x frequencies: (T, F), as archc.nn.embedding.rope_angles."""
-    length = e.op("Squeeze", e.dims(x, 1, 2), e.ints(0))
-    pos = e.op("Cast", e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64")), to=1)  # (T,) float32
+    """Angles of x's positions (0..T-1, T its axis 1; past..past+new-1 in the KV-cache graph) x frequencies: (T, F),
+    as archc.nn.embedding.rope_angles."""
+    pos = e.op("Cast", e.positions(x), to=1)                                                    # (T,) float32
     return e.op("Mul", e.op("Unsqueeze", pos, e.ints(1)), e.const(inv_freq[None, :]))          # (T, F)
 
 

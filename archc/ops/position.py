@@ -59,6 +59,7 @@ class RelativePositionBias(Op):
                                                   "(T5's encoder); false: causal, keys after share bucket 0 (decoder)")
 
     family = "attention"
+    positions = "bias"
     arity = (1, 2)
     examples = (Example({"num_heads": 2, "num_buckets": 8, "max_distance": 6}, (("seq", 4),), sizes={"seq": 9}),
                 Example({"num_heads": 3, "num_buckets": 6, "max_distance": 5, "bidirectional": False},
@@ -104,11 +105,9 @@ class RelativePositionBias(Op):
 
 
 def _relative(e, x, y):
-    """Key position minus query position: (T, S) int64, T = axis 1 of x, S = of y."""
-    def positions(t):
-        length = e.op("Squeeze", e.dims(t, 1, 2), e.ints(0))
-        return e.op("Range", e.scalar(0, "int64"), length, e.scalar(1, "int64"))
-    return e.op("Sub", e.op("Unsqueeze", positions(y), e.ints(0)), e.op("Unsqueeze", positions(x), e.ints(1)))
+    """Key position minus query position: (T, S) int64, T = axis 1 of x, S = of y. In the KV-cache graph the
+    queries sit at past..past+new-1 and the keys at 0..past+new-1 (the cached ones, then the new)."""
+    return e.op("Sub", e.op("Unsqueeze", e.key_positions(y), e.ints(0)), e.op("Unsqueeze", e.positions(x), e.ints(1)))
 
 
 # ---- ALiBi ---------------------------------------------------------------------------------------
@@ -132,6 +131,7 @@ class Alibi(Op):
     num_heads: PosInt = Field(description="heads (the attention's num_heads)")
 
     family = "attention"
+    positions = "bias"
     examples = (Example({"num_heads": 4}, (("seq", 3),), sizes={"seq": 6}), Example({"num_heads": 6}, ((5, 2),)))
 
     def infer(self, ins):

@@ -49,6 +49,16 @@ def test_build_emits_by_default_without_torch_onnx(tmp_path):
     assert [n.name for n in model.graph.node if n.op_type == "Gemm"] == ["fc1", "fc2", "logits"]
 
 
+def test_a_decoder_builds_both_graphs_without_torch_onnx(tmp_path):
+    """The KV-cache graph (model.kv.onnx) is emitted too: a decoder's default build imports no torch.onnx."""
+    out = tmp_path / "lm.onnx"
+    printed = _build(ROOT / "specs" / "transformer_block_demo.toml", out, [])
+    assert "export (emit)" in printed and "prefill/decode steps match the full recompute" in printed
+    assert "torch.onnx imported: False" in printed
+    kv = onnx.load(tmp_path / "lm.kv.onnx")
+    assert kv.opset_import[0].version == 23 and any(n.op_type == "Attention" for n in kv.graph.node)
+
+
 def test_torchscript_is_the_fallback(tmp_path):
     out = tmp_path / "t.onnx"
     printed = _build(ROOT / "specs" / "digit_classifier.toml", out, ["--exporter", "torchscript", "--no-optimize"])

@@ -8,7 +8,7 @@ import torch
 from archc.ops import REGISTRY
 from archc.ops.base import TensorType
 
-KINDS = {"each", "offset", "attention", "mixed"}
+KINDS = {"each", "offset", "attention", "bias", "mixed"}
 CASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in enumerate(cls.examples)
          if cls.positions in ("each", "offset") and ex.batched and not ex.before and len(ex.inputs) == 1
          and len(ex.inputs[0]) >= 2]
@@ -40,6 +40,28 @@ def test_positionwise_ops_do_not_mix_positions(name, i, ex):
         a, b = module(x), module(y)
     assert torch.equal(a[:, :t], b[:, :t]), f"{name}: positions before {t} changed with later ones"
     assert not torch.equal(a, b), f"{name}: the test changed nothing"
+
+
+BIASES = [(name, i, ex) for name, cls in sorted(REGISTRY.items()) for i, ex in enumerate(cls.examples)
+          if cls.positions == "bias" and ex.batched and len(ex.inputs) == 1]
+
+
+@pytest.mark.parametrize("name,i,ex", BIASES, ids=[f"{n}-{i}" for n, i, _ in BIASES])
+def test_position_biases_read_positions_only(name, i, ex):
+    """A score bias from positions (`positions = "bias"`, recomputed at the cached positions) reads no value of its
+    input, and its entry for a (query, key) pair does not change with the length: [H, n, n] is the top-left corner
+    of [H, n + 3, n + 3]."""
+    op = REGISTRY[name].model_validate({"op": name, **ex.attrs})
+    (shape,) = ex.inputs
+    module = op.to_torch([TensorType(("batch", *shape), "float32")]).eval()
+    dims = [2] + [ex.sizes[d] if isinstance(d, str) else d for d in shape]
+    torch.manual_seed(i)
+    with torch.no_grad():
+        a, b = module(torch.randn(*dims)), module(torch.randn(*dims))
+        longer = module(torch.randn(dims[0], dims[1] + 3, *dims[2:]))
+    n = dims[1]
+    assert torch.equal(a, b) and torch.equal(longer[:, :n, :n], a), name
+    assert a.abs().sum() > 0, f"{name}: the test compared zeros"
 
 
 def test_an_op_that_mixes_positions_is_declared_so():

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from archc.errors import ExportError
-from archc.export.kvcache import CacheReport, Refusal, cached_decoder, refusal
+from archc.export.kvcache import CacheReport, Refusal, refusal
 from archc.pipeline import BUILD_PASSES, BuildOptions, compiled_from, run
 from archc.runtime import Model, generate
 from archc.runtime.kvcache import CachedLM, cache_path
@@ -50,6 +50,14 @@ VARIANTS = {
     "window": spec({"id": "pos", "op": "dropout", "p": 0.0},
                    *block(0, rope=True, num_kv_heads=2, window=3, out_bias=False, scale=0.3),
                    *block(1, rope=True, window=5, bias=False, k_bias=True)),
+    # score biases from positions (issue 24): BLOOM's ALiBi, one node read by both layers (one with grouped keys);
+    # T5's causal relative buckets with its scale of 1 (and a window on the second layer)
+    "alibi": spec({"id": "pos", "op": "dropout", "p": 0.0}, {"id": "bias", "op": "alibi", "num_heads": 4},
+                  *block(0, bias_from="bias"), *block(1, bias_from="bias", num_kv_heads=2)),
+    "t5_buckets": spec({"id": "pos", "op": "dropout", "p": 0.0},
+                       {"id": "bias", "op": "relative_position_bias", "num_heads": 4, "num_buckets": 8,
+                        "max_distance": 6, "bidirectional": False},
+                       *block(0, bias_from="bias", scale=1.0), *block(1, bias_from="bias", window=4, scale=1.0)),
 }
 
 
@@ -159,44 +167,94 @@ def test_stale_cache_file_is_not_used(tmp_path: Path) -> None:
 
 
 def test_parity_failure_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cache graph that drifts from the module (here: it forgets the past) fails its step parity check: no
-    cache file, and the build (model.onnx, checked) goes on with a note."""
+    """A cache graph that drifts from the module (here: its attention layers forget the past) fails its step parity
+    check: no cache file, and the build (model.onnx, checked) goes on with a note."""  # (zeros in its place)
     import archc.export.kvcache as kvc
+    from archc.emit.builder import KVCache
 
-    real = kvc.cached_decoder
+    real = KVCache.take
 
-    def broken(module, graph):
-        dec = real(module, graph)
-        fwd = dec.forward
-        dec.forward = lambda tokens, *past: fwd(tokens, *(p[:, :, :0] for p in past))  # forgets the past
-        return dec
+    def forgetful(self, e):
+        return tuple(e.op("Mul", p, e.scalar(0.0)) for p in real(self, e))
 
-    monkeypatch.setattr(kvc, "cached_decoder", broken)
+    monkeypatch.setattr(KVCache, "take", forgetful)
     c, out = build(tmp_path, VARIANTS["learned"])
     assert out.is_file() and not cache_path(out).exists()
     assert isinstance(c.report.kvcache, Refusal) and "KV-cache logits at past" in c.report.kvcache.why
     with pytest.raises(ExportError, match="KV-cache logits at past"):
-        kvc.export_cache(c.graph, c.module, "language_model", out)
+        kvc.export_cache(c, c.module, out)
     assert not cache_path(out).exists()
 
 
-def test_torch_cached_decoder_matches_module() -> None:
-    """The torch side alone (no ONNX): prefill then one token equals the full forward."""
-    c = run(compiled_from(VARIANTS["rope_gqa"]), BUILD_PASSES[:5])
-    dec = cached_decoder(c.module, c.graph)
-    tokens = torch.randint(0, 256, (2, 6))
-    past = [torch.zeros(2, h, 0, 4) for h in (2, 2, 1, 1)]
+def test_cache_graph_is_emitted_with_the_models_weights(built: tuple[object, Path], tmp_path: Path) -> None:
+    """One attention implementation: the cache graph is the ops' own emit (ONNX's Attention with past_key/past_value,
+    opset 23), its weights the model's under the same names (not optimized here: onnxslim folds the transposes of
+    both files' weights into new tensors); the build's phases time it."""
+    import shutil
+
+    from archc.export.kvcache import export_cache
+
+    c, out = built
+    main = tmp_path / "model.onnx"
+    shutil.copy(out, main)
+    report = export_cache(c, c.module, main)
+    assert isinstance(report, CacheReport) and report.optimized is None
+    kv = onnx.load(str(cache_path(main)))
+    assert kv.opset_import[0].version == 23
+    weights = {k: v.detach().numpy() for k, v in c.module.state_dict().items()}
+    assert {t.name for t in kv.graph.initializer} == set(weights)
+    for t in kv.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), weights[t.name])
+    attention = [n for n in kv.graph.node if n.op_type == "Attention"]
+    layers = len([i for i in kv.graph.input if i.name.endswith(".key")])
+    assert len(attention) == layers and all(len(n.input) == 6 and len(n.output) == 3 for n in attention)
+    assert [n.input[4] for n in attention] == [f"past.{i}.key" for i in range(layers)]
+    assert [n.output[1] for n in attention] == [f"present.{i}.key" for i in range(layers)]
+    ropes = [n.op.rope_dims for n in c.graph.nodes if getattr(n.op, "rope", False) for _ in "qk"]  # ONNX's op, both
+    for g in (kv.graph, onnx.load(str(main)).graph):                                               # files
+        rotary = [n for n in g.node if n.op_type == "RotaryEmbedding"]
+        assert [next((a.i for a in n.attribute if a.name == "rotary_embedding_dim"), None) for n in rotary] == ropes
+    assert c.report.phases["kv cache"] > 0
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_relative_position_buckets_are_recomputed_at_the_cached_positions(tmp_path: Path, bidirectional: bool) -> None:
+    """T5's bucket table, scaled up so that a bias read at the wrong positions would move the logits far past the
+    tolerance: the cache file still matches the full recompute step by step (a bidirectional table too: causal
+    attention masks the keys after a query, whose buckets differ)."""
+    from archc.export.kvcache import export_cache
+
+    raw = json.loads(json.dumps(VARIANTS["t5_buckets"]))
+    raw["layers"][2]["bidirectional"] = bidirectional
+    c, out = build(tmp_path, raw)
     with torch.no_grad():
-        full = c.module(tokens)
-        first, *present = dec(tokens[:, :5], *past)
-        last, *_ = dec(tokens[:, 5:], *present)
-    torch.testing.assert_close(first, full[:, :5], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(last, full[:, 5:], atol=1e-5, rtol=1e-4)
+        c.module.get_submodule("bias").weight.normal_(0.0, 3.0)
+    report = export_cache(c, c.module, out)
+    assert isinstance(report, CacheReport) and report.steps >= 5, report
+    tokens = np.random.default_rng(2).integers(0, 256, size=(2, CONTEXT)).astype(np.int64)
+    with torch.no_grad():
+        full = c.module(torch.from_numpy(tokens)).numpy()
+    cuts = [0, 3, 4, 5, CONTEXT]
+    for (a, b), got in zip(zip(cuts, cuts[1:]), ort_steps(cache_path(out), tokens, cuts)):
+        np.testing.assert_allclose(got, full[:, a:b], atol=2e-5, rtol=1e-4)
+
+
+def test_a_position_bias_read_otherwise_is_refused() -> None:
+    """A position op's bias read by anything but a causal attention's bias_from (here: an activation between) is
+    refused at the bias node."""
+    raw = json.loads(json.dumps(VARIANTS["alibi"]))
+    raw["layers"].insert(3, {"id": "twice", "op": "relu", "from": "bias"})
+    for layer in raw["layers"]:
+        if layer.get("bias_from"):
+            layer["bias_from"] = "twice"
+    c = run(compiled_from(raw), BUILD_PASSES[:4])
+    why = refusal(c.graph, "language_model")
+    assert why is not None and "layers[2]" in why.where and "read by 'twice'" in why.why
 
 
 def test_a_score_bias_from_another_node_is_refused_at_the_attention() -> None:
-    """bias_from: the cached decoder cannot recompute the bias node at the cached positions, so the attention that
-    reads one is refused (with its location), not cached wrongly."""
+    """bias_from naming a node that is no position op (an input, here): the cache graph cannot recompute it at the
+    cached positions, so the attention that reads one is refused (with its location), not cached wrongly."""
     from archc.export.kvcache import _node_refusal
 
     raw = {"archc": 1, "model": {"name": "biased"}, "axes": {"seq": 6}, "task": {"kind": "regression"},
@@ -206,7 +264,8 @@ def test_a_score_bias_from_another_node_is_refused_at_the_attention() -> None:
     c = run(compiled_from(raw), BUILD_PASSES[:4])
     node = c.graph.node("attn")
     assert node.inputs == ["x", "b"]
-    assert "bias_from = 'b'" in _node_refusal(node) and "no KV cache" in _node_refusal(node)
+    why = _node_refusal(node, c.graph)
+    assert "bias_from = 'b'" in why and "alibi, relative_position_bias" in why and "no KV cache" in why
     plain = dict(raw["layers"][0], bias_from=None)
     assert _node_refusal(c.graph.node("attn").__class__("attn", type(node.op).model_validate(
-        {k: v for k, v in plain.items() if k != "id"}), ["x"], node.where)) == ""
+        {k: v for k, v in plain.items() if k != "id"}), ["x"], node.where), c.graph) == ""
