@@ -48,6 +48,7 @@ class ExportContext:
     split: Any = None                     # archc.export.stream.Split: the skeleton and the weights as arrays
     weight_bytes: int = 0                 # the weights' bytes (what decides external data and the optimizer)
     shared: Any = None                    # the arrays ONNX Runtime's checks take as initializers (no copy)
+    weights_at: Any = None                # archc.export.stream.Placed: the weights in the written file, for the KV file
     blob: str | bytes = b""               # the serialized model, or the path of the checks' skeleton
     core: Any = None                      # the checked model a front wraps (row front, pixels)
     large: bool = False                   # weights go to external data

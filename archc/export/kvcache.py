@@ -196,6 +196,7 @@ class CacheReport:
     steps: int  # cached runs compared with the full recompute
     optimized: Any = None  # archc.export.optimize.Decision when asked to optimize, else None
     genai: Any = None  # archc.export.genai.Package written beside it, or Skipped saying why not
+    weights_in: str = ""  # the file whose weights it reads (external data), or '' where it holds its own
 
 
 def emit_cache(graph: Graph, state: dict[str, Any], lay: CacheLayout) -> Any:
@@ -226,15 +227,17 @@ def emit_cache(graph: Graph, state: dict[str, Any], lay: CacheLayout) -> Any:
     return model
 
 
-def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) -> tuple[float, float, int]:
+def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes,
+                shared: dict[str, np.ndarray] | None = None) -> tuple[float, float, int]:
     """Prefill, single-token decodes and a multi-token chunk with ONNX Runtime, each compared with the torch
-    module's full forward at the same positions; ExportError at the first mismatch."""
+    module's full forward at the same positions; ExportError at the first mismatch. `shared`: initializers ONNX
+    Runtime takes from these arrays (the module's tensors) instead of the file."""
     import torch
 
     from archc.runtime.session import check_session
 
     try:
-        sess = check_session(path)
+        sess = check_session(path, shared=shared)
     except Exception as e:
         raise ExportError(f"ONNX Runtime cannot load the KV-cache model: {str(e).splitlines()[0][:300]}") from e
     length = min(12, lay.max_positions or 12, graph.sizes.get(next(iter(graph.inputs.values())).features[0], 12))
@@ -270,18 +273,22 @@ def step_parity(module: Any, graph: Graph, lay: CacheLayout, path: str | bytes) 
 
 
 def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: bool | str = False,
-                 facts: Any = None) -> CacheReport | Refusal:
+                 facts: Any = None, weights_at: Any = None) -> CacheReport | Refusal:
     """Write `<main stem>.kv.onnx` beside the exported model `main` (which must exist) of `compiled` with the weights
     of `module`, or say why not. `facts`: the run's data facts (archc.metadata.Facts) model.onnx's metadata holds,
     copied into this file's. `optimize`: simplified as the main export is (archc.export.optimize), checked step by
     step again, and kept on the same graph criteria.
 
+    `weights_at` (archc.export.stream.Placed: where model.onnx's writer put each weight): the file holds no weights
+    of its own; its initializers point into model.onnx (or its `.data` file) through ONNX external data, the same
+    bytes (a few kB to write; one copy of the weights on disk and none in memory: the step check reads the module's
+    tensors). Without it (a model the optimizer rewrote: its weights are renamed and folded) the file holds its own.
+
     A stale cache file of an earlier export is removed first, so a refused or failed export leaves none, with the
     GenAI package files it recorded (archc.export.genai); a new package is written once the file is in place."""
     import onnx
 
-    from archc.emit.graph import to_proto
-    from archc.export import genai
+    from archc.export import genai, stream
     from archc.export.onnx import metadata
     from archc.export.optimize import within_budget
     from archc.util import publish, temp_beside
@@ -305,16 +312,20 @@ def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: 
         meta[genai.META_KEY] = json.dumps(package.digests())
     try:
         with temp_beside(out) as tmp:
-            model = to_proto(emit_cache(graph, module.state_dict(), lay))  # the weights' one copy: the protobuf's
+            split = stream.split_ir(emit_cache(graph, module.state_dict(), lay))  # the module's tensors, no copy
+            model = split.skeleton
             model.producer_name, model.producer_version = "archc", __version__
             model.graph.name = graph.name + "_kv"
             model.doc_string = "KV-cache decoder of " + (spec.model.doc or f"archc model {graph.name}")
             onnx.helper.set_model_props(model, meta)
-            decision = within_budget(model, optimize) if optimize else None  # past it: no copy is made
-            onnx.save_model(model, tmp)
-            model = None
+            decision = within_budget(model, optimize, split.nbytes) if optimize else None  # past it: no copy
+            rewritten = bool(optimize) and decision is None  # the optimizer rewrites (and renames) the weights
+            own = split if rewritten or weights_at is None else weights_at.pointed(split)
+            weights_in = weights_at.location if own is not split else ""
+            stream.write_file(tmp, lambda f: stream.write_single(own, f))
+            shared, model = split.arrays, None
             onnx.checker.check_model(tmp, full_check=False)
-            worst, tol, steps = step_parity(module, graph, lay, tmp)
+            worst, tol, steps = step_parity(module, graph, lay, tmp, None if rewritten else shared)
             if optimize and decision is None:
                 decision, checked = _optimize(module, graph, lay, tmp, optimize)
                 worst, tol, steps = checked or (worst, tol, steps)
@@ -323,7 +334,7 @@ def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: 
         raise ExportError(f"onnx.checker rejected the KV-cache model: {str(e).splitlines()[0]}") from e
     if isinstance(package, genai.Package):
         package = genai.write(package, out.parent)
-    return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision, package)
+    return CacheReport(str(out), out.stat().st_size, worst, tol, steps, decision, package, weights_in)
 
 
 def _package(lay: CacheLayout, meta: dict[str, str], main: Path) -> Any:
@@ -358,7 +369,8 @@ def _optimize(module: Any, graph: Graph, lay: CacheLayout, tmp: str, optimize: b
     return choice.decision, choice.checked
 
 
-def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = False, facts: Any = None) -> Any:
+def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = False, facts: Any = None,
+              weights_at: Any = None) -> Any:
     """After the plain export of `compiled` (its ExportReport `report`): for a language model, write the KV-cache
     file beside it and set `report.kvcache` to its CacheReport, or the Refusal saying why the spec cannot be
     cached; other task kinds get None. Its seconds are the report's phase "kv cache". Returns `report`.
@@ -371,7 +383,7 @@ def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = Fa
     start = time.perf_counter()
     try:
         report.kvcache = export_cache(compiled, module if module is not None else compiled.module, report.path,
-                                      optimize, facts)
+                                      optimize, facts, weights_at)
     except ExportError as e:
         report.kvcache = Refusal(e.where, f"the KV-cache export failed: {e.message}")
     report.phases["kv cache"] = time.perf_counter() - start
@@ -381,8 +393,9 @@ def add_cache(report: Any, compiled: Any, module: Any, optimize: bool | str = Fa
 def describe(result: CacheReport | Refusal | None) -> str:
     """One line for the CLI and the training log ('' for a model that is no language model)."""
     if isinstance(result, CacheReport):
+        weights = f"; its weights are {result.weights_in}'s, keep the two together" if result.weights_in else ""
         return (f"wrote {result.path} ({result.bytes:,} bytes, KV cache: {result.steps} prefill/decode steps match "
-                f"the full recompute, max abs diff {result.max_abs_diff:.2e})")
+                f"the full recompute, max abs diff {result.max_abs_diff:.2e}{weights})")
     if isinstance(result, Refusal):
         return f"note: no KV-cache export ({result.line()}); `archc infer --prompt` recomputes the window per token"
     return ""

@@ -368,10 +368,12 @@ def serialize(ctx: "ExportContext") -> None:
             model = stream.pointing(split, data_name, offsets)
             ctx.blob = os.path.join(ctx.tmpdir, path.name)
             stream.write_file(ctx.blob, lambda f: f.write(model.SerializeToString()))
+            ctx.weights_at = stream.Placed.of(split, data_name, offsets)
         else:
             target = os.path.join(ctx.tmpdir, path.name) if ctx.tmpdir else ctx.tmp
             offsets = {}
             stream.write_file(target, lambda f: offsets.update(stream.write_single(split, f)))
+            ctx.weights_at = stream.Placed.of(split, path.name, offsets)
             if as_bytes:
                 with open(target, "rb") as f:
                     ctx.blob = f.read()
@@ -434,6 +436,7 @@ def write(ctx: "ExportContext") -> None:
         if ctx.rewrite:  # the file as decided (archc.optimized set; taking a row): written again
             ctx.writer = _Writer(ctx.tmp, ctx.blob)  # type: ignore[arg-type]
             ctx.writer.join()
+            ctx.weights_at = None  # its weights are no longer where the stream writer put them
     ctx.writer = ctx.blob = ctx.core = ctx.shared = None  # not held through the passes after
     data_name = path.name + ".data"
     src = ctx.tmp if ctx.tmpdir is None or ctx.rewrite else ctx.tmpdir if ctx.large else \

@@ -71,7 +71,7 @@ def _carry(ctx: ExportContext) -> None:
 def _kv_cache(ctx: ExportContext) -> None:
     from archc.export.kvcache import add_cache
 
-    add_cache(ctx.report, ctx.compiled, ctx.module, ctx.optimize, ctx.facts)  # language models: model.kv.onnx
+    add_cache(ctx.report, ctx.compiled, ctx.module, ctx.optimize, ctx.facts, ctx.weights_at)  # language models: model.kv.onnx
 
 
 def _pinned_lines(report: Any) -> str:

@@ -225,6 +225,35 @@ def pointing(split: Split, location: str, offsets: dict[str, int]) -> "onnx.Mode
     return model
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where a written model keeps its weights: the file (relative to the model's folder) and each large
+    initializer's offset and bytes in it, with the identity of the array written there (its buffer's address and
+    size), so another graph shares a weight only when it holds the very same tensor."""
+
+    location: str
+    offsets: dict[str, tuple[int, int, int]]  # name -> (offset, nbytes, buffer address)
+
+    @staticmethod
+    def of(split: Split, location: str, offsets: dict[str, int]) -> "Placed":
+        return Placed(location, {name: (offsets[name], a.nbytes, _address(a)) for name, a in split.arrays.items()})
+
+    def pointed(self, split: Split) -> Split:
+        """`split` with each large initializer that is the same tensor as one written here pointing at it (external
+        data); the others stay arrays, written into the file as usual."""
+        same = {name: off for name, a in split.arrays.items() if name in self.offsets
+                for off, n, at in [self.offsets[name]] if n == a.nbytes and at == _address(a)}
+        if not same:
+            return split
+        view = Split(split.skeleton, {name: split.arrays[name] for name in same})
+        skeleton = pointing(view, self.location, same)
+        return Split(skeleton, {name: a for name, a in split.arrays.items() if name not in same})
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
 def write_file(path: str | os.PathLike, write: Any) -> None:
     """Open `path` (a temporary name, renamed into place once checked) for writing and call `write(f)`."""
     with open(path, "wb", buffering=2**20) as f:

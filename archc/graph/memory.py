@@ -151,9 +151,9 @@ def check_fits(graph: Graph, training: bool, file: str = "") -> None:
 # 2-layer build at 60,000 x 64 values grew the peak by 475 MB against 440 MB of tensors and copies counted).
 EXPORT_WEIGHT_COPIES = 6
 # From SHARED_FROM bytes of weights on, the export writes the file from the module's tensors and ONNX Runtime's
-# checks read those tensors in place (archc.export.stream): the module's copy, plus one for the KV-cache graph's
-# and the largest transposed weight's transient copies (Qwen2-0.5B, 1.84 GiB of weights: the export's peak 2.25
-# GiB, 1.2 times, measured 2026-12-06 with /proc/self/status VmHWM).
+# checks read those tensors in place (archc.export.stream), the KV-cache file too: the module's copy, plus one for
+# transient copies (the largest weight transposed in a check's run) and headroom (Qwen2-0.5B, 1.84 GiB of weights:
+# `archc build`, model and KV-cache files, peaked at 2.25 GiB, 1.22 times, /usr/bin/time -v, 2026-12-06).
 SHARED_FROM = 64 * 2**20
 SHARED_WEIGHT_COPIES = 2
 COMPARED_OUTPUT_COPIES = 7
