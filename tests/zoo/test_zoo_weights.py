@@ -88,73 +88,62 @@ def saved(model: torch.nn.Module, folder: Path, seed: int | None = None) -> Path
     return folder / "model.safetensors"
 
 
-def test_llama_logits_match_transformers(tmp_path):
-    """SmolLM-135M's spec at 2 layers, width 64, 4 query heads sharing 2 key/value heads, tied embeddings."""
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                                      rope_theta=10000.0, max_position_embeddings=64, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(config)
-    weights = saved(hf, tmp_path, 1)
-    spec = zoo_variant("smollm_135m", {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96},
-                       tmp_path / "llama-small.json", {"tokens": {"vocab": 256}}, seq=12)
-    output = build(spec, weights, ZOO / "llama.weights.toml", tmp_path / "llama.onnx")
-    assert "loaded 20 tensors" in output, output  # embed_tokens, 9 per layer, norm: the tied head is none
+SMALL = {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96}  # the small decoders' [params]
+SMALL_CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+
+
+def small_decoder(tmp_path: Path, hf: Any, name: str, mapping: str, seed: int, block: dict | None = None,
+                  count: bool = True) -> tuple[str, np.ndarray, np.ndarray]:
+    """transformers' causal LM `hf` (at SMALL_CONFIG) saved, loaded through `mapping` into zoo spec `name` at SMALL
+    (12 tokens traced; `block`: attributes added to its block's layers) and built: the build's output, tokens
+    (3 x 12) and ONNX Runtime's logits for them, which equal transformers' within TOL. `count`: the spec's parameter
+    count is transformers' own."""
+    weights = saved(hf, tmp_path, seed)
+    spec = zoo_variant(name, SMALL, tmp_path / f"{name}-small.json", {"tokens": {"vocab": 256}}, seq=12, block=block)
+    if count:
+        assert compile_spec(json.loads(spec.read_text())).graph.total_params == hf.num_parameters()
+    output = build(spec, weights, ZOO / mapping, tmp_path / f"{name}.onnx")
     tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
     with torch.no_grad():
         want = hf(torch.from_numpy(tokens)).logits.numpy()
-    (logits,) = ort_run(tmp_path / "llama.onnx", {"tokens": tokens})
+    (logits,) = ort_run(tmp_path / f"{name}.onnx", {"tokens": tokens})
     assert logits.shape == want.shape == (3, 12, 256)
     assert np.abs(logits - want).max() <= TOL
+    return output, tokens, want
+
+
+def test_llama_logits_match_transformers(tmp_path):
+    """SmolLM-135M's spec at 2 layers, width 64, 4 query heads sharing 2 key/value heads, tied embeddings."""
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL_CONFIG, rms_norm_eps=1e-5, rope_theta=1e4))
+    output, tokens, _ = small_decoder(tmp_path, hf, "smollm_135m", "llama.weights.toml", 1)
+    assert "loaded 20 tensors" in output, output  # embed_tokens, 9 per layer, norm: the tied head is none
     short = tokens[:1, :5]  # rotary positions are computed for the sequence given, not the traced length
     with torch.no_grad():
         want = hf(torch.from_numpy(short)).logits.numpy()
-    assert np.abs(ort_run(tmp_path / "llama.onnx", {"tokens": short})[0] - want).max() <= TOL
+    assert np.abs(ort_run(tmp_path / "smollm_135m.onnx", {"tokens": short})[0] - want).max() <= TOL
 
 
 def test_qwen2_logits_match_transformers(tmp_path):
     """Qwen2-0.5B's spec at 2 layers, width 64: biases on q, k and v, none on the output projection (the parameter
     count is transformers' own), grouped-query attention, RoPE at base 1e6, RMSNorm, SwiGLU, tied embeddings."""
-    config = transformers.Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
-                                      rope_theta=1000000.0, max_position_embeddings=64, tie_word_embeddings=True)
     torch.manual_seed(0)
-    hf = transformers.Qwen2ForCausalLM(config)
-    weights = saved(hf, tmp_path, 3)
-    spec = zoo_variant("qwen2_0_5b", {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96},
-                       tmp_path / "qwen2-small.json", {"tokens": {"vocab": 256}}, seq=12)
-    assert compile_spec(json.loads(spec.read_text())).graph.total_params == hf.num_parameters()
-    output = build(spec, weights, ZOO / "qwen2.weights.toml", tmp_path / "qwen2.onnx")
+    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**SMALL_CONFIG, rms_norm_eps=1e-6, rope_theta=1e6))
+    output, _, _ = small_decoder(tmp_path, hf, "qwen2_0_5b", "qwen2.weights.toml", 3)
     assert "loaded 26 tensors" in output, output  # embed_tokens, 12 per layer, norm: no o_proj.bias, no lm_head
-    tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
-    with torch.no_grad():
-        want = hf(torch.from_numpy(tokens)).logits.numpy()
-    (logits,) = ort_run(tmp_path / "qwen2.onnx", {"tokens": tokens})
-    assert logits.shape == want.shape == (3, 12, 256)
-    assert np.abs(logits - want).max() <= TOL
 
 
 def test_mistral_sliding_window_logits_match_transformers(tmp_path):
     """Mistral is the Llama spec with a sliding window: at window 4 over 12 tokens the logits match transformers'
     MistralForCausalLM (which differ from full causal attention's, so the window is what is checked), and the
     KV-cache file (its window across past and new keys) passes its step-by-step check."""
-    config = transformers.MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
-                                        rope_theta=10000.0, max_position_embeddings=64, tie_word_embeddings=True,
-                                        sliding_window=4)
+    config = transformers.MistralConfig(**SMALL_CONFIG, rms_norm_eps=1e-5, rope_theta=1e4, sliding_window=4)
     torch.manual_seed(0)
     hf = transformers.MistralForCausalLM(config)
-    weights = saved(hf, tmp_path, 4)
-    spec = zoo_variant("smollm_135m", {"vocab": 256, "dim": 64, "heads": 4, "kv_heads": 2, "layers": 2, "ffn": 96},
-                       tmp_path / "mistral-small.json", {"tokens": {"vocab": 256}}, seq=12,
-                       block={"self_attn": {"window": 4}})
-    output = build(spec, weights, ZOO / "llama.weights.toml", tmp_path / "mistral.onnx")
+    output, tokens, want = small_decoder(tmp_path, hf, "smollm_135m", "llama.weights.toml", 4,
+                                         block={"self_attn": {"window": 4}})
     assert "KV cache:" in output and "match the full recompute" in output, output
-    tokens = np.random.default_rng(0).integers(0, 256, (3, 12))
-    with torch.no_grad():
-        want = hf(torch.from_numpy(tokens)).logits.numpy()
-    (logits,) = ort_run(tmp_path / "mistral.onnx", {"tokens": tokens})
-    assert np.abs(logits - want).max() <= TOL
     full = transformers.MistralForCausalLM(transformers.MistralConfig(**{**config.to_dict(), "sliding_window": None}))
     full.load_state_dict(hf.state_dict())
     with torch.no_grad():
