@@ -226,7 +226,7 @@ def parity(module, graph: Graph, path: str | bytes, phases: _Phases | None = Non
     phases = phases if phases is not None else _Phases()
     try:
         with phases("session"):
-            sess = check_session(path, shared)  # failures are reported as ExportError
+            sess = check_session(path, len(graph.nodes), shared)  # failures are reported as ExportError
     except Exception as e:  # onnxruntime raises its own exception types
         raise ExportError(f"ONNX Runtime cannot load the exported model: {str(e).splitlines()[0][:300]}") from e
     worst, tol, checks = 0.0, 0.0, []

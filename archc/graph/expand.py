@@ -17,13 +17,13 @@ from archc.language.exprs import substitute
 from archc.language.model import Block, Spec, Use
 
 BROKEN = "<broken>"  # stands for the output of a layer that failed, so its dependents stay quiet
-# The most nodes a spec may expand to. validate refuses more, because build could not finish: torch.onnx's trace and
-# ONNX Runtime's session set-up grow faster than linearly (10,000 nodes ~40 s on 2 cores, 100,000 most of an hour;
-# benchmarks figure 5). Real architectures are far below it (GPT-2 small: 113 nodes; SmolLM-135M, the zoo's largest: 183).
-MAX_NODES = 20_000
+# The most nodes a spec may expand to: build's time grows about linearly up to it (benchmarks figure 5: validate,
+# lower and export at 1,000, 10,000 and 100,000 nodes), and past it a build takes minutes for no architecture anyone
+# writes (GPT-2 small: 113 nodes; SmolLM-135M, the zoo's largest: 183).
+MAX_NODES = 100_000
 # The most layer entries expansion may visit (every repeat of every block's layers, nodes or not): layers left out by
 # `when` and uses with repeat = 0 make no node, so MAX_NODES alone would let nested repeats of them run for hours
-# (10,000 ** 3 visits); a visit costs microseconds, so this bound is about a second.
+# (10,000 ** 3 visits); a visit that makes no node costs ~3 µs, so this bound is a few seconds.
 MAX_VISITS = 10 * MAX_NODES
 MAX_BLOCK_DEPTH = 32  # uses inside uses: real specs nest a few deep; a chain of hundreds ran out of Python's stack
 RESERVED = ("i", "repeat")  # the parameters every block instance is given: its repeat index and count

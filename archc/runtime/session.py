@@ -150,16 +150,33 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
     return out
 
 
-def check_session(model: str | bytes, shared: dict[str, Any] | None = None) -> Any:
+# The parity check's session optimizes the graph as `archc infer` will (ORT_ENABLE_ALL: its fusions are checked too)
+# up to this many spec nodes, and past it runs the graph as written (ORT_DISABLE_ALL): ONNX Runtime's optimizers
+# grow faster than linearly in the node count and would dominate a large build. Session creation, ORT 1.31, 2 loaded
+# cores, for bench_compile's deep-N graph (N linear+relu nodes: 2N ONNX nodes, 2N initializers), ENABLE_ALL against
+# DISABLE_ALL: N = 1,000 0.08-0.12 s against 0.09-0.10 s; 2,000 (one thread) 0.7 s against 0.5 s; 10,000 5.6-10.1 s
+# against 1.8-2.3 s (BASIC 5.8-7.6 s, EXTENDED 15.6-18.0 s). What DISABLE_ALL leaves is ORT's own load, ~quadratic in
+# the initializer count and outside archc's reach (30,000 Adds with an initializer each 3.1 s, 10,000 0.5 s; the same
+# Adds on one shared initializer grow linearly). Either way the check runs the file's graph under ONNX Runtime and
+# compares its outputs with torch's. `session.disable_prepacking` is not set: it made creation slower (10,000 nodes
+# 6.4 s against 2.2 s; 30,000 Adds 17.4 s against 2.1 s), and a check's session lives a moment, so its memory is moot.
+OPTIMIZED_UP_TO = 2_000
+
+
+def check_session(model: str | bytes, nodes: int = 0, shared: dict[str, Any] | None = None) -> Any:
     """A CPU onnxruntime session for the export's own checks (a file path or a serialized model), ORT's log silenced:
-    a model it cannot load raises, and each check says what failed in its own words. `shared` ({name: numpy
-    array}): initializers taken from those arrays' own memory (SessionOptions.add_initializer: no copy; the
-    file's external data they replace is not read), kept alive with the session."""
+    a model it cannot load raises, and each check says what failed in its own words. `nodes`: the spec's node count,
+    past OPTIMIZED_UP_TO the graph is run as written (no ORT graph optimization; see above). `shared` ({name: numpy
+    array}): initializers taken from those arrays' own memory (SessionOptions.add_initializer: no copy; the file's
+    external data they replace is not read), kept alive with the session: archc.export.stream, for models past
+    archc.graph.memory.SHARED_FROM bytes of weights, where memory, not session time, is what counts."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    if shared:  # no packed copies of the weights for the two parity runs (MatMul's B, Conv's W)
+    if nodes > OPTIMIZED_UP_TO:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if shared:  # no packed copies of the weights for the parity runs (MatMul's B, Conv's W)
         opts.add_session_config_entry("session.disable_prepacking", "1")
     values = []
     for name, array in (shared or {}).items():

@@ -32,7 +32,7 @@ def _toml(path: Path, text: str) -> Path:
 
 
 # ---- expansion that is bounded -------------------------------------------------------------------------------------
-@case("error: TMP/s.toml: layers[0]: expected at most 200,000 layer instances after expansion (nodes or layers left "
+@case("error: TMP/s.toml: layers[0]: expected at most 1,000,000 layer instances after expansion (nodes or layers left "
       "out), received more (check `repeat` counts of nested blocks)")
 def nested_repeats_of_left_out_layers(tmp, mp):
     """No node is made (every layer is left out), so the node bound never fired: 10,000 ** 3 visits hung."""

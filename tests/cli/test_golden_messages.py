@@ -217,7 +217,7 @@ def png_declaring_30000_squared(tmp, mp, model):
     return ["infer", model, "--input", f"images:{tmp / 'imgs'}"]
 
 
-@case('error: TMP/s.json: layers[0]: expected at most 20,000 nodes after expansion, received more (check '
+@case('error: TMP/s.json: layers[0]: expected at most 100,000 nodes after expansion, received more (check '
       '`repeat` counts: archc builds and exports up to this many)')
 def repeats_expanding_past_the_node_limit(tmp, mp, model):
     blocks = {"b0": {"layers": [{"op": "relu"}]}}

@@ -91,7 +91,7 @@ def test_the_check_session_reads_the_arrays_in_place(tmp_path):
         offsets = stream.write_single(split, f)
     (tmp_path / "check.onnx").write_bytes(stream.pointing(split, "m.onnx", offsets).SerializeToString())
     onnx.checker.check_model(str(tmp_path / "check.onnx"))
-    sess = check_session(str(tmp_path / "check.onnx"), split.arrays)
+    sess = check_session(str(tmp_path / "check.onnx"), shared=split.arrays)
     (name, x), = export_onnx.example_inputs(c.graph, 2, {}).items()
     with torch.no_grad():
         ref = c.module(torch.from_numpy(x)).numpy()
@@ -116,9 +116,9 @@ def test_a_build_past_the_threshold_checks_the_weights_in_place(tmp_path, monkey
     real = export_onnx.check_session if hasattr(export_onnx, "check_session") else None
     import archc.runtime.session as session
 
-    def spy(model, shared=None):
+    def spy(model, nodes=0, shared=None):
         seen.append((model, dict(shared or {})))
-        return check_session(model, shared)
+        return check_session(model, nodes, shared)
 
     monkeypatch.setattr(session, "check_session", spy)
     c = tiny("zoo/smollm_135m.toml")
