@@ -15,9 +15,7 @@ from typing import Any
 from archc.graph.ir import Graph
 from archc.graph.memory import Training, memory_limit, training, training_refusals, warning
 
-__all__ = ["Report", "report", "training_memory", "Training"]
-
-training_memory = training  # the per-rank estimate under its older name (archc.graph.memory.training)
+__all__ = ["Report", "report", "Training"]
 
 
 @dataclass
