@@ -64,9 +64,6 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
     setup.track = track
     setup.on_epoch = on_epoch
     dist = Dist.from_env()
-    if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it for its ranks
-        ranks = dist.world if dist.active else nproc * nodes.count
-        check_memory(setup, device, ranks, (dist.local_world or dist.world) if dist.active else nproc)
     # a --nproc launcher checked the folder before starting its workers; a node other than 0 has no run folder
     if not (dist.active and os.environ.get(LOCK_ENV)) and nodes.main and dist.node == 0:
         setup.run_dir.check(resume, force)  # read-only: a folder mistake is reported before the data are read
@@ -75,6 +72,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         if not nodes.main:
             return _launch_node(setup, device, resume, nproc, quiet, nodes)
         return _launch(setup, device, resume, nproc, quiet, force, nodes)
+    if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it for its ranks
+        check_memory(setup, device, dist.world, dist.local_world or dist.world)
     from archc.train.loop import train
 
     result = train(setup, dist, device, resume, quiet, force)
@@ -150,6 +149,7 @@ def _launch_node(setup: Setup, device: str, resume: bool, nproc: int, quiet: boo
     from archc.train.distributed import launch
 
     _check_ranks(setup, device, nproc, nodes)
+    check_memory(setup, device, nproc * nodes.count, nproc)
     with tempfile.TemporaryDirectory(prefix="archc-node-") as folder:
         spec = Path(folder) / RunDir.FILES["spec"]  # the same spec node 0 writes into its run folder
         spec.write_text(json.dumps(setup.raw))
@@ -171,6 +171,7 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
 
     nodes = nodes or Nodes()
     _check_ranks(setup, device, nproc, nodes)
+    check_memory(setup, device, nproc * nodes.count, nproc)  # before the data are read
     run_dir = setup.run_dir
     run_dir.check(resume, force)
     objective = objective_for(setup.spec, setup.graph)
