@@ -1,8 +1,8 @@
 """A model's memory needs as figures (the weights, training per rank, the export's checks) and the refusals `archc
 build` and `archc train` make, before anything is allocated, when the memory the run uses cannot hold them. `archc
 validate` only reports them (a 7B-parameter spec validates anywhere); ARCHC_MEMORY_LIMIT (bytes) stands in for that
-memory. This module owns every figure: archc.memory words validate's report from them, the training loop and the
-refusals read them here.
+memory. This module owns every figure and refusal: archc.memory words validate's report from them, archc.pipeline
+(the build) and archc.train.api (before a run starts, knowing its ranks and device) refuse on them.
 
 Training, per rank, for the recipe's [train] strategy over N ranks (`training`):
   weights      every parameter in float32 (the optimizer's master copy, whatever autocast computes in)
