@@ -182,18 +182,18 @@ def validate(spec: Path, as_json: bool, stop_after: str, nproc: int) -> None:
         click.echo(strict_json.dumps({"ok": True, "passes": result.passes}) if as_json
                    else f"ok: {spec} passed {', '.join(result.passes)}")
         return
-    from archc.memory import training_memory
+    from archc.memory import report
 
-    memory = training_memory(result.graph, result.spec.train, nproc)  # [train] strategy's share per rank
+    memory = report(result.graph, result.spec.train, nproc)  # [train] strategy's share per rank, and the refusals
     if as_json:
         click.echo(strict_json.dumps(summary_json(result.graph, str(spec), result.sha256)
-                                     | {"training_memory": memory.to_json()}, indent=2))
+                                     | {"training_memory": memory.json}, indent=2))
     else:
-        click.echo(as_text(result.graph, [memory.line(result.spec.train.optimizer.name)]))
+        click.echo(as_text(result.graph, memory.lines))
         for warning in result.graph.warnings:  # wiring that is legal but likely a mistake
             click.echo(f"warning: {warning.located(str(spec)).line()}", err=True)
-        for warning in result.graph.memory.lines()[1:] if result.graph.memory is not None else []:
-            click.echo(warning, err=True)  # where this machine cannot hold it: build or train would refuse
+        for line in memory.warnings:  # where this machine cannot hold it: build or train would refuse
+            click.echo(line, err=True)
         line = task_class(result.spec.task.kind).describe(result.graph, result.spec)  # e.g. what train means
         if line:
             click.echo(line)

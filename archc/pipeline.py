@@ -276,7 +276,7 @@ def lower(c: Compiled) -> None:
     from archc.graph.memory import check_fits
     from archc.lower import lower as lower_graph
 
-    check_fits(c.graph, training=False)  # type: ignore[arg-type]
+    check_fits(c.graph)  # type: ignore[arg-type]
 
     c.module = lower_graph(c.graph, seed=c.options.seed)  # type: ignore[arg-type]
 

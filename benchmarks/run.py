@@ -12,7 +12,8 @@ a file. Shared helpers live in common.py, the hand-written twins of figure 1 in 
 Figures (issue 7): 1 train, 2 infer_overhead, 3 ort_vs_torch, 4 cold_start, 5 compile_scaling, 6 export, 7 peak,
 8 gpu (measured on a CUDA machine, else read from results/gpu_results.json), 9 diffusion (sample quality); issue 14: tabular (specs/penguins.toml vs scikit-learn on the same split; issue 21: small-data defaults); issue 20:
 16 loader (JPEG folder read per batch vs a hand-written ImageFolder twin; peak memory at N and 4N images); issue 21: 17 threads
-(archc train beside busy loops: archc's thread choice vs torch's default). Every
+(archc train beside busy loops: archc's thread choice vs torch's default); issue 25: 20 fsdp (DDP vs FSDP2 on 2 CPU
+ranks: SmolLM-135M's tokens/s and peak memory per rank, and the largest model each fits in a memory budget). Every
 comparison interleaves its two sides in this one process (or, for cold starts, round-robin fresh processes) and
 reports medians and their ratio. --only re-runs some figures and keeps the others' last results from the JSON in
 --out. A figure that fails is reported as a failed row; the others still run.

@@ -66,7 +66,7 @@ def infer(graph: Graph, spec: Spec | None = None, root: Path | None = None) -> G
         check_task(graph, spec, root)
         t = spec.train
         raise_all(check_tuning(graph, t.freeze, t.lora.targets if t.lora is not None else None))
-        graph.memory = needs(graph, spec.train, set(given))  # figures for validate; build and train refuse on them
+        graph.memory = needs(graph, set(given))  # figures for validate; build refuses on them (training: per run)
     check_inputs_read(graph)
     return graph
 

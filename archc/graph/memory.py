@@ -1,16 +1,33 @@
-"""A model's memory needs as figures (the weights, training, the export's checks) and the refusal `archc build` and
-`archc train` make, before anything is allocated, when this machine cannot hold them. `archc validate` only reports
-them (a 7B-parameter spec validates anywhere); ARCHC_MEMORY_LIMIT (bytes) stands in for this machine's memory."""
+"""A model's memory needs as figures (the weights, training per rank, the export's checks) and the refusals `archc
+build` and `archc train` make, before anything is allocated, when the memory the run uses cannot hold them. `archc
+validate` only reports them (a 7B-parameter spec validates anywhere); ARCHC_MEMORY_LIMIT (bytes) stands in for that
+memory. This module owns every figure and refusal: archc.memory words validate's report from them, archc.pipeline
+(the build) and archc.train.api (before a run starts, knowing its ranks and device) refuse on them.
+
+Training, per rank, for the recipe's [train] strategy over N ranks (`training`):
+  weights      every parameter in float32 (the optimizer's master copy, whatever autocast computes in)
+  gradients    one float32 per parameter; DDP over several ranks also keeps them in its reducer's buckets (a copy)
+  optimizer    AdamW / Adam: two moments (8 bytes a parameter); SGD with momentum: one (4); plain SGD: none
+  activations  an estimate: every node's output (and its `act`'s) at the rank's share of the batch, symbolic axes at
+               their [axes] size, kept for the backward pass; with activation_checkpointing, only each block's
+               output is kept and one block's activations at a time are recomputed
+FSDP2 (strategy = "fsdp") shards weights, gradients and optimizer state over the ranks; DDP keeps a full copy of each
+on every rank. Not counted: the framework itself (torch's own few hundred MB), FSDP's gathered copy of the block being
+computed, an op's scratch (attention's scores where the kernel keeps them), loader workers and allocator slack.
+Training is refused (`check_training`) where the run's ranks would not fit: on CUDA each rank's figure against its
+GPU's memory, on the CPU the ranks on this machine together against its memory.
+"""
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TYPE_CHECKING
 
 from archc.errors import ArchcError, SpecError, raise_all
 from archc.graph.bounds import TRACE, export_runs
 from archc.graph.ir import Graph, Node
+from archc.graph.units import block_nodes
 from archc.ops.base import Dim, Op, TensorType
 from archc.ops.sequence import size_of
 
@@ -66,50 +83,151 @@ def _count(n: int) -> str:
 
 
 @dataclass
+class Training:
+    """Training memory per rank, in bytes: `training` computes it for a recipe over a number of ranks."""
+
+    strategy: str
+    ranks: int
+    batch_per_rank: int
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    per_example: int  # activations of one example
+    buckets: int = 0  # DDP's reducer buckets over several ranks: another copy of the gradients
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.buckets + self.optimizer + self.activations
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"total": self.total}
+
+    def line(self, optimizer: str) -> str:
+        """'training memory per rank (fsdp over 2 ranks, 32 examples a batch): weights 1.0 MiB + ...'."""
+        share = f"{self.strategy} over {self.ranks} ranks" if self.ranks > 1 else f"{self.strategy}, one process"
+        hint = " (fsdp shards the first three over --nproc ranks)" if self.strategy == "fsdp" and self.ranks == 1 \
+            else ""
+        buckets = f" + ddp buckets {human_bytes(self.buckets)}" if self.buckets else ""
+        return (f"training memory per rank ({share}, {self.batch_per_rank} examples a batch): weights "
+                f"{human_bytes(self.weights)} + gradients {human_bytes(self.gradients)}{buckets} + {optimizer} state "
+                f"{human_bytes(self.optimizer)} + activations ~{human_bytes(self.activations)} = "
+                f"~{human_bytes(self.total)}{hint}")
+
+
+def _held(node: Node, sizes: dict[str, int]) -> int:
+    """Bytes per example a node's output (and its activation's) holds."""
+    if node.out is None:
+        return 0
+    return node.out.numel(sizes) * BYTES.get(node.out.dtype, 4) * (2 if node.act is not None else 1)
+
+
+def activation_bytes(graph: Graph, checkpointing: bool = False) -> int:
+    """Bytes per example kept for the backward pass (every node's output and its act's; with activation
+    checkpointing, each block's output and one block's activations)."""
+    tensors, _ = node_tensors(graph)
+    every = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * (2 if act else 1) * k
+                for (t, act), k in tensors.items())
+    if not checkpointing:
+        return every
+    blocks = block_nodes(graph)
+    inside = [sum(_held(n, graph.sizes) for n in nodes) for nodes in blocks.values()]
+    outputs = sum(_held(nodes[-1], graph.sizes) for nodes in blocks.values())
+    return every - sum(inside) + outputs + max(inside, default=0)
+
+
+def training(graph: Graph, recipe: "Train", ranks: int = 1) -> Training:
+    """Per-rank memory of training `graph` with `recipe` ([train]) over `ranks` processes (the module's docstring)."""
+    params = graph.total_params
+    shards = ranks if recipe.strategy == "fsdp" else 1
+    per_rank = -(-recipe.batch_size // ranks)
+    per_example = activation_bytes(graph, recipe.activation_checkpointing)
+    weights = -(-params * 4 // shards)
+    buckets = weights if recipe.strategy == "ddp" and ranks > 1 else 0
+    return Training(recipe.strategy, ranks, per_rank, weights, weights,
+                    -(-params * 4 * optimizer_copies(recipe.optimizer) // shards), per_example * per_rank,
+                    per_example, buckets)
+
+
+def training_refusals(graph: Graph, recipe: "Train", ranks: int = 1, here: int | None = None,
+                      device_memory: int | None = None) -> list[ArchcError]:
+    """What `archc train` refuses before allocating: `ranks` ranks in all, `here` of them on this machine (default
+    all); `device_memory`: the bytes of the GPU each rank trains on (None: the CPU, whose memory the ranks here
+    share). ARCHC_MEMORY_LIMIT replaces whichever memory is compared with. The build's own refusals (the weights, the
+    export's checks: graph.memory) come first."""
+    if graph.memory is not None and graph.memory.build:
+        return list(graph.memory.build)
+    m = training(graph, recipe, ranks)
+    here = ranks if here is None else min(here, ranks)
+    env = os.environ.get("ARCHC_MEMORY_LIMIT")
+    if device_memory is not None:
+        limit, sharing, where_ = (memory_limit() if env else device_memory), 1, "the GPU's memory"
+    else:
+        limit, sharing, where_ = memory_limit(), here, "memory"
+    times = f"{sharing} ranks x " if sharing > 1 else ""
+    per = " per rank" if ranks > 1 else ""
+    batch = (f"batch {m.batch_per_rank}" if ranks == 1 else f"{m.batch_per_rank} examples per rank (batch "
+             f"{recipe.batch_size} over {ranks} ranks)")
+    shown = f"{human_bytes(limit)}" + (f", shared by the {sharing} ranks on this machine" if sharing > 1 else "")
+    fsdp = ", or strategy = \"fsdp\" (it shards the weights, gradients and optimizer state)" \
+        if recipe.strategy == "ddp" and ranks > 1 else ""
+    override = OVERRIDE if device_memory is None else OVERRIDE.replace("this machine's", "the GPU's")
+    hint = f"reduce the batch size or the layer sizes{fsdp}, or {override}"
+    if m.activations * sharing > limit:
+        return [SpecError(f"expected activations that fit in {where_} ({shown}), received {times}"
+                          f"{human_bytes(m.per_example)} per example x {batch} = "
+                          f"{human_bytes(m.activations * sharing)}", where="train.batch_size", hint=hint)]
+    if m.total * sharing > limit:
+        state = f", optimizer state {human_bytes(m.optimizer)} ({recipe.optimizer.name})" if m.optimizer else ""
+        buckets = f", DDP's gradient buckets {human_bytes(m.buckets)}" if m.buckets else ""
+        sharded = f" ({recipe.strategy}: sharded over {ranks} ranks)" if recipe.strategy == "fsdp" and ranks > 1 \
+            else ""
+        return [SpecError(f"expected training to fit in {where_} ({shown}), received {times}{human_bytes(m.total)}"
+                          f"{per}: weights and gradients {human_bytes(m.weights + m.gradients)}{sharded}{buckets}"
+                          f"{state}, activations {human_bytes(m.per_example)} per example x {batch}",
+                          where="train.batch_size" if m.activations > m.weights else "layers", hint=hint)]
+    return []
+
+
+def check_training(graph: Graph, recipe: "Train", ranks: int = 1, here: int | None = None,
+                   device_memory: int | None = None, file: str = "") -> None:
+    """Refuse, before anything is allocated, a run `archc train` would run out of memory on (training_refusals)."""
+    raise_all([e.located(file) if file else e for e in training_refusals(graph, recipe, ranks, here, device_memory)])
+
+
+@dataclass
 class Memory:
-    """What a model needs, in bytes, against `limit`; `build` and `train` hold the refusals (empty: it fits)."""
+    """What a model needs, in bytes, against `limit` (this machine's memory); `build` holds the refusals of `archc
+    build` (empty: it fits). Training's figures are per rank and per run: `training`."""
 
     limit: int
     weights: int                    # float32 parameters
-    per_example: int                # one example's activations (node outputs)
-    batch: int
-    training: int                   # weights, gradients, optimizer state, activations at `batch`
-    optimizer: int                  # the optimizer state's part of `training`
     export: int                     # the export's largest run (trace or parity check)
     export_run: str                 # which run that is: "the export's trace at batch 2, seq 128"
-    build: list[ArchcError] = field(default_factory=list)   # what `archc build` refuses
-    train: list[ArchcError] = field(default_factory=list)   # what `archc train` refuses (build's too)
+    build: list[ArchcError] = field(default_factory=list)   # what `archc build` (and so `archc train`) refuses
 
     def lines(self) -> list[str]:
         """validate's figures, then a warning per need this machine cannot hold."""
-        opt = f", optimizer state {human_bytes(self.optimizer)}" if self.optimizer else ""
-        out = [f"memory: weights {human_bytes(self.weights)} (float32); training {human_bytes(self.training)} at "
-               f"batch {self.batch} (weights, gradients{opt}, activations {human_bytes(self.per_example)} per "
-               f"example); export's checks {human_bytes(self.export)} at most ({self.export_run})"]
-        for e in self.train:
-            out.append(f"warning: {e.where}: {e.message} (`archc build` and `archc train` would refuse it; {OVERRIDE})"
-                       if e in self.build else
-                       f"warning: {e.where}: {e.message} (`archc train` would refuse it; {OVERRIDE})")
-        return out
+        out = [f"memory: weights {human_bytes(self.weights)} (float32); export's checks {human_bytes(self.export)} "
+               f"at most ({self.export_run})"]
+        return out + [warning(e, "`archc build` and `archc train`") for e in self.build]
 
     def as_json(self) -> dict:
-        return {"limit": self.limit, "weights": self.weights, "per_example": self.per_example, "batch": self.batch,
-                "training": self.training, "export": self.export, "export_run": self.export_run,
-                "fits_build": not self.build, "fits_train": not self.train}
+        return {"limit": self.limit, "weights": self.weights, "export": self.export, "export_run": self.export_run,
+                "fits_build": not self.build}
 
 
-def needs(graph: Graph, train: "Train", given: set[str] = frozenset()) -> Memory:  # type: ignore[assignment]
-    """The model's memory needs in training (at the recipe's batch size and optimizer) and in the export's checks,
-    and the errors `archc build` and `archc train` raise on them; `given`: the axes the spec sizes in [axes] (where
-    errors point). Computed from shapes: nothing is allocated."""
+def warning(e: ArchcError, who: str) -> str:
+    """validate's line for a refusal it only reports."""
+    return f"warning: {e.where}: {e.message} ({who} would refuse it; {OVERRIDE})"
+
+
+def needs(graph: Graph, given: set[str] = frozenset()) -> Memory:  # type: ignore[assignment]
+    """The model's weights and the export's checks, and the errors `archc build` raises on them; `given`: the axes
+    the spec sizes in [axes] (where errors point). Computed from shapes: nothing is allocated."""
     limit = memory_limit()
-    batch = train.batch_size
     weights = graph.total_params * 4
     tensors, users = node_tensors(graph)
-    acts = sum(t.numel(graph.sizes) * BYTES.get(t.dtype, 4) * k for (t, _), k in tensors.items())
-    copies = optimizer_copies(train.optimizer)
-    optimizer = weights * copies
-    training = weights * 2 + optimizer + acts * batch
     export, run, export_error = _export_peak(graph, limit, given, weights, tensors, users)
     build: list[ArchcError] = []
     if weights > limit:
@@ -120,27 +238,14 @@ def needs(graph: Graph, train: "Train", given: set[str] = frozenset()) -> Memory
                                                     f"parameters; reduce layer sizes, or {OVERRIDE}"))
     elif export_error is not None:
         build.append(export_error)
-    more: list[ArchcError] = []
-    if not build and acts * batch > limit:
-        more.append(SpecError(f"expected activations that fit in memory ({human_bytes(limit)}), received "
-                              f"{human_bytes(acts)} per example x batch {batch} = {human_bytes(acts * batch)}",
-                              where="train.batch_size",
-                              hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
-    elif not build and training > limit:
-        state = f", optimizer state {human_bytes(optimizer)} ({train.optimizer.name})" if optimizer else ""
-        more.append(SpecError(f"expected training to fit in memory ({human_bytes(limit)}), received "
-                              f"{human_bytes(training)}: weights and gradients {human_bytes(2 * weights)}{state}, "
-                              f"activations {human_bytes(acts)} per example x batch {batch}",
-                              where="train.batch_size" if acts * batch > weights else "layers",
-                              hint=f"reduce the batch size or the layer sizes, or {OVERRIDE}"))
-    return Memory(limit, weights, acts, batch, training, optimizer, export, run, build, build + more)
+    return Memory(limit, weights, export, run, build)
 
 
-def check_fits(graph: Graph, training: bool, file: str = "") -> None:
-    """Refuse, before anything is allocated, a model `archc build` (or, `training`, `archc train`) would run out of
-    memory on: the figures infer computed (graph.memory; none for a graph inferred without its spec)."""
+def check_fits(graph: Graph, file: str = "") -> None:
+    """Refuse, before anything is allocated, a model `archc build` would run out of memory on: the figures infer
+    computed (graph.memory; none for a graph inferred without its spec). Training: check_training."""
     if graph.memory is not None:
-        raise_all([e.located(file) if file else e for e in (graph.memory.train if training else graph.memory.build)])
+        raise_all([e.located(file) if file else e for e in graph.memory.build])
 
 
 # What the export holds besides one forward's inputs and activations: the weights six times (the torch module, the

@@ -72,6 +72,8 @@ def run(spec_path: str | Path | dict[str, Any], *, data: str | None = None, targ
         if not nodes.main:
             return _launch_node(setup, device, resume, nproc, quiet, nodes)
         return _launch(setup, device, resume, nproc, quiet, force, nodes)
+    if not (dist.active and os.environ.get(LOCK_ENV)):  # a --nproc launcher checked it for its ranks
+        check_memory(setup, device, dist.world, dist.local_world or dist.world)
     from archc.train.loop import train
 
     result = train(setup, dist, device, resume, quiet, force)
@@ -98,6 +100,22 @@ def check_inputs(setup: Setup, spec_path: Any, init: Any, init_map: Any) -> None
     check_writes({"SPEC": spec, "--init": init, "--map": init_map, "--data": read},
                  {"--out": [run_dir.path(role) for role in RunDir.FILES if role != "spec"]}, locks=False,
                  run_files=False)
+
+
+def check_memory(setup: Setup, device: str, ranks: int, here: int) -> None:
+    """Refuse, before the data are read or a weight allocated, a run whose `ranks` (`here` of them on this machine)
+    would run out of memory: on CUDA each rank against its GPU's memory (the smallest of the GPUs the ranks here
+    take), on the CPU the ranks here together against this machine's (archc.graph.memory.check_training)."""
+    from archc.graph.memory import check_training
+    from archc.train.devices import pick_device
+
+    gpu = None
+    if pick_device(device).type == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        gpu = min(torch.cuda.get_device_properties(i).total_memory for i in range(max(1, min(here, count))))
+    check_training(setup.graph, setup.spec.train, ranks, here, gpu, setup.file)
 
 
 CPU_RANKS_PER_CORE = 4  # gloo ranks on CPU: past a few per core they only contend (and each holds torch's memory)
@@ -131,6 +149,7 @@ def _launch_node(setup: Setup, device: str, resume: bool, nproc: int, quiet: boo
     from archc.train.distributed import launch
 
     _check_ranks(setup, device, nproc, nodes)
+    check_memory(setup, device, nproc * nodes.count, nproc)
     with tempfile.TemporaryDirectory(prefix="archc-node-") as folder:
         spec = Path(folder) / RunDir.FILES["spec"]  # the same spec node 0 writes into its run folder
         spec.write_text(json.dumps(setup.raw))
@@ -152,6 +171,7 @@ def _launch(setup: Setup, device: str, resume: bool, nproc: int, quiet: bool, fo
 
     nodes = nodes or Nodes()
     _check_ranks(setup, device, nproc, nodes)
+    check_memory(setup, device, nproc * nodes.count, nproc)  # before the data are read
     run_dir = setup.run_dir
     run_dir.check(resume, force)
     objective = objective_for(setup.spec, setup.graph)
@@ -221,7 +241,7 @@ def export_run(run_dir: str | Path, checkpoint: str = "best", output: str | Path
     compiled = compile_spec(run.spec)
     from archc.graph.memory import check_fits
 
-    check_fits(compiled.graph, training=False, file=str(run.spec))  # type: ignore[arg-type]  # before the weights
+    check_fits(compiled.graph, file=str(run.spec))  # type: ignore[arg-type]  # before the weights
     with torch.random.fork_rng(devices=[]):  # the weights are loaded: leave the caller's RNG as it was
         module = lower(compiled.graph, seed=0)
     meta = load_weights(weights, module)

@@ -331,8 +331,20 @@ def tracked_files(run_dir: RunDir) -> list[Path]:
     return model_files(run_dir.onnx) + [run_dir.path(role) for role in roles]
 
 
+def peak_memory(dist: Dist, device: torch.device) -> dict[str, list[int]]:
+    """Every rank's peak memory so far, gathered (a collective: every rank calls it), bytes in rank order: "rss",
+    the process's peak resident set (getrusage's ru_maxrss), and on CUDA "cuda", torch's peak allocation."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    mine = [rss] + ([torch.cuda.max_memory_allocated(device)] if device.type == "cuda" else [])
+    parts = dist.gather(torch.tensor(mine, dtype=torch.int64, device=device))
+    rows = torch.stack(parts).cpu().tolist()
+    return {"rss": [r[0] for r in rows]} | ({"cuda": [r[1] for r in rows]} if device.type == "cuda" else {})
+
+
 def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress: Progress,
-             start: float) -> RunResult:
+             start: float, peak: dict[str, list[int]] | None = None) -> RunResult:
     """Rank 0: score the best weights on the test split, export them, write the result, say so."""
     m, run_dir, seconds = learner.objective.metric, setup.run_dir, time.perf_counter() - start
     progress.final(state.history)
@@ -346,6 +358,7 @@ def conclude(learner: Learner, data: Data, state: State, setup: Setup, progress:
     detail = write_report(setup, learner.objective, baselines, data.held) if test else None
     result = result_of(run_dir, m, state, test, seconds, data.labels, torch.get_num_threads())
     result.baselines = baselines
+    result.peak_memory = peak
     run_dir.write_result(result)
     progress.track.end(tracked_files(run_dir))
     more = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in ("loss", m, "examples"))
@@ -426,9 +439,10 @@ def run_built(learner: Learner, data: Data, setup: Setup, dist: Dist, resuming: 
     result = None
     try:
         fit(learner, data, state, tally, setup, dist, progress)
+        peak = peak_memory(dist, learner.device)  # training's, before rank 0's test split and export
         if learner.sharded and dist.main:  # the test split and the export: rank 0 alone, on the best weights
             learner.gathered(setup.graph)
-        result = conclude(learner, data, state, setup, progress, start) if dist.main else None
+        result = conclude(learner, data, state, setup, progress, start, peak) if dist.main else None
     finally:
         progress.track.close(finished=result is not None)
         progress.report.close()

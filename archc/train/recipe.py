@@ -109,7 +109,7 @@ def prepare(spec: str | Path | dict[str, Any], o: Overrides, out: str | Path | N
     compiled = compile_spec(raw, name=file)
     graph = compiled.graph
     assert compiled.spec is not None and graph is not None
-    check_fits(graph, training=True, file=file)  # before the data is read or a weight allocated
+    check_fits(graph, file=file)  # before the data is read or a weight allocated (training: train.api)
     if not REGISTRY[compiled.spec.task.kind].own_inputs:
         check_single_input(graph, file)
     if compiled.spec.data is None:

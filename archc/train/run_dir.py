@@ -62,6 +62,9 @@ class RunResult:
     labels: list[str] | None = None               # the model's class names in output order (as in model.onnx)
     threads: int | None = None                    # torch threads the training process computed with (archc.threads)
     baselines: dict | None = None                 # tabular runs: reference scores on the test split (train.baselines)
+    # each rank's peak memory over its training (epochs and validation, before the test split and the export), bytes
+    # in rank order: {"rss": [...]} (the process's peak resident set), plus "cuda": [...] (torch's peak allocation)
+    peak_memory: dict | None = None
 
     def to_json(self) -> str:
         return strict_json.dumps(asdict(self), indent=2)  # --json and result.json: NaN as null

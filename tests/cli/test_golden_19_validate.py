@@ -90,7 +90,7 @@ def train_lr_inf(tmp, mp):
 
 
 @case("error: SPECS/digits_mlp.toml: train.batch_size: expected activations that fit in memory (286.1 MiB), received "
-      "1.8 KiB per example x batch 2000000 = 3.4 GiB (reduce the batch size or the layer sizes, or "
+      "3.3 KiB per example x batch 2000000 = 6.3 GiB (reduce the batch size or the layer sizes, or "
       "ARCHC_MEMORY_LIMIT=BYTES overrides this machine's memory)")
 def train_that_would_run_out_of_memory(tmp, mp):
     """validate warns about it (exit 0); train refuses before reading data or making the run folder."""

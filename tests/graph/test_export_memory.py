@@ -13,6 +13,7 @@ import pytest
 from archc.errors import ArchcError
 from archc.graph.bounds import TRACE, TRACE_BATCH, export_runs
 from archc.graph.infer import export_bytes
+from archc.graph.memory import training_refusals
 from archc.pipeline import BUILD_PASSES, compile_spec, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,8 @@ def test_an_axis_the_export_cannot_hold_is_refused_before_the_build(monkeypatch)
     assert e.value.where == "axes.seq"
     assert e.value.message.startswith("expected the export's checks to fit in memory (1.0 GiB), received 3.1 GiB "
                                       "for the export's trace at batch 2, seq 2,000,000")
-    assert not compile_spec(_wide(40_000, train={"batch_size": 1})).graph.memory.train  # 50x shorter fits
+    shorter = compile_spec(_wide(40_000, train={"batch_size": 1}))  # 50x shorter fits
+    assert not shorter.graph.memory.build and not training_refusals(shorter.graph, shorter.spec.train)
 
 
 def test_a_build_grows_its_peak_memory_by_less_than_validate_estimates(tmp_path):

@@ -99,9 +99,19 @@ def train_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "archc.train", *args]
 
 
+def state_step(out: Path) -> int:
+    """The optimizer step a run folder's train_state.json records; -1 before the first checkpoint, or while it is
+    being replaced (the tests that kill a run poll it until the run is past a step)."""
+    try:
+        return json.loads((out / "train_state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
 @pytest.fixture
 def h():
     """The helpers above (tests run with --import-mode=importlib, so they cannot import this file)."""
     from types import SimpleNamespace
     return SimpleNamespace(make_npz=make_npz, make_spec=make_spec, make_images=make_images,
-                           make_image_spec=make_image_spec, env=subprocess_env, cmd=train_cmd, root=ROOT)
+                           make_image_spec=make_image_spec, env=subprocess_env, cmd=train_cmd, root=ROOT,
+                           state_step=state_step)

@@ -69,20 +69,16 @@ def test_fsdp_takes_ddps_steps_and_exports_the_same_model(h, tmp_path, monkeypat
                                                                                 "__1_0.distcp"]
     assert not (tmp_path / "ddp" / "train_state.dcp").exists()
     assert b.test and b.test["examples"] == 60
+    for run in (a, b):  # every rank's peak resident set over training, gathered by rank 0 (bytes: torch alone > 100 MiB)
+        assert run.peak_memory is not None and len(run.peak_memory["rss"]) == 2, run.peak_memory
+        assert all(100 * 2**20 < rss < 16 * 2**30 for rss in run.peak_memory["rss"]), run.peak_memory
 
 
-def _state_step(out) -> int:
-    try:
-        return json.loads((out / "train_state.json").read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return -1
-
-
-def _kill_launcher_past(cmd, env, out, step: int) -> None:
+def _kill_launcher_past(h, cmd, env, out, step: int) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 180
-        while _state_step(out) < step:
+        while h.state_step(out) < step:
             assert proc.poll() is None, f"training ended before step {step}: {proc.stderr.read().decode()[-2000:]}"
             assert time.monotonic() < deadline, "training made no progress"
             time.sleep(0.002)
@@ -119,9 +115,9 @@ def test_a_killed_fsdp_run_resumes_bit_identically_and_at_another_world_size(h, 
     reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *two), env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
     try:
-        _kill_launcher_past(h.cmd(str(spec), "--out", str(killed), *two), env, killed, KILL_AT)
+        _kill_launcher_past(h, h.cmd(str(spec), "--out", str(killed), *two), env, killed, KILL_AT)
         assert not (killed / "result.json").exists()
-        stopped = _state_step(killed)
+        stopped = h.state_step(killed)
         shutil.copytree(killed, other)
         # what the state names re-shards exactly into one process: the latest weights written with it
         _check_reshards_into_one_process(other, spec, stopped)
@@ -225,3 +221,35 @@ def test_a_resume_without_its_sharded_checkpoint_is_one_clear_error(h, tmp_path)
     (tmp_path / "r" / "result.json").unlink()  # an unfinished run, as a kill leaves it
     with pytest.raises(ModelError, match="expected the sharded checkpoint the state names"):
         train.run(spec, out=tmp_path / "r", quiet=True, device="cpu", optimize=False, resume=True)
+
+
+def test_the_ranks_on_this_machine_share_its_memory_and_fsdp_fits_where_ddp_does_not(h, tmp_path, monkeypatch):
+    """`archc train --nproc 2` on the CPU refuses, before the data are read or a rank starts, a run whose 2 ranks
+    together exceed this machine's memory (ARCHC_MEMORY_LIMIT here), by the estimate validate prints; the same model
+    sharded by FSDP2 passes the check."""
+    from archc.errors import ArchcError
+    from archc.graph.memory import training
+    from archc.pipeline import compile_spec
+    from archc.train.api import check_memory
+    from archc.train.recipe import Overrides, prepare
+
+    def wide(strategy: str):  # 33.6M parameters (134 MiB): training's copies outgrow the export's checks
+        layers = [{"op": "linear", "out_features": 4096}, {"op": "linear", "out_features": 4096},
+                  {"op": "linear", "out_features": 3}]
+        path = tmp_path / f"{strategy}.json"
+        path.write_text(json.dumps({"archc": 1, "model": {"name": "wide"}, "inputs": {"x": {"shape": [4096]}},
+                                    "task": {"kind": "classification"}, "layers": layers,
+                                    "train": {"batch_size": 8, "strategy": strategy},
+                                    "data": {"source": f"npz:{tmp_path / 'd.npz'}"}}))
+        return path
+
+    ddp, fsdp = wide("ddp"), wide("fsdp")
+    per_rank = {s: training(c.graph, c.spec.train, 2).total
+                for s, c in (("ddp", compile_spec(ddp)), ("fsdp", compile_spec(fsdp)))}
+    assert per_rank["fsdp"] < per_rank["ddp"]
+    monkeypatch.setenv("ARCHC_MEMORY_LIMIT", str(2 * per_rank["ddp"] - 1))
+    with pytest.raises(ArchcError, match="shared by the 2 ranks on this machine") as e:
+        train.run(ddp, out=tmp_path / "r", nproc=2, quiet=True, device="cpu")
+    assert "strategy = \"fsdp\"" in e.value.hint and not (tmp_path / "r").exists()
+    check_memory(prepare(fsdp, Overrides(), tmp_path / "r"), "cpu", 2, 2)  # fits: no error
+    check_memory(prepare(ddp, Overrides(), tmp_path / "r"), "cpu", 2, 1)   # one rank on this machine: fits

@@ -98,20 +98,13 @@ def test_a_node_with_other_data_is_refused_by_every_rank(h, tmp_path, setting):
     assert not (tmp_path / "run" / "model.onnx").exists()
 
 
-def _state_step(out: Path) -> int:
-    try:
-        return json.loads((out / "train_state.json").read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return -1
-
-
 def test_a_killed_node_ends_the_other_with_one_message_and_resume_completes(h, tmp_path, setting):
     spec, spec1, node1 = setting
     run = tmp_path / "run"
     procs = start_nodes(h, spec, spec1, run, node1)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while _state_step(run) < 10:
+        while h.state_step(run) < 10:
             assert procs[0].poll() is None and time.monotonic() < deadline, procs[0].communicate()
             time.sleep(0.01)
         procs[1].send_signal(signal.SIGKILL)  # node 1's launcher: its torchrun and rank go with it
@@ -120,7 +113,7 @@ def test_a_killed_node_ends_the_other_with_one_message_and_resume_completes(h, t
     assert code0 == 1 and "Traceback" not in text0, text0
     assert "expected every rank of the run to stay up, received a lost connection to another rank" in text0, text0
     assert "--resume on every node" in text0
-    assert not (run / "result.json").exists() and _state_step(run) >= 10
+    assert not (run / "result.json").exists() and h.state_step(run) >= 10
     results = finish(start_nodes(h, spec, spec1, run, node1, "--resume"))
     assert [code for code, _ in results] == [0, 0], results
     assert not (node1 / "runs").exists()  # node 1 resumed from rank 0's state, sent over the process group

@@ -16,21 +16,14 @@ from safetensors.torch import load_file
 STEPS_PER_EPOCH, EPOCHS, EVERY = 75, 4, 5  # 1,200 training examples in batches of 16
 
 
-def _state_step(out) -> int:
-    try:
-        return json.loads((out / "train_state.json").read_text())["step"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return -1
-
-
-def _kill_at_random_step(cmd, env, out, rng: random.Random, steps: int = STEPS_PER_EPOCH * EPOCHS,
+def _kill_at_random_step(h, cmd, env, out, rng: random.Random, steps: int = STEPS_PER_EPOCH * EPOCHS,
                          every: int = EVERY) -> int:
     """Start training, wait for a checkpoint at or past a random step, wait a little more, SIGKILL it."""
     target = rng.randrange(every, int(0.6 * steps))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while _state_step(out) < target:
+        while h.state_step(out) < target:
             assert proc.poll() is None, f"training ended before step {target}: {proc.stderr.read().decode()[-500:]}"
             assert time.monotonic() < deadline, "training made no progress"
             time.sleep(0.001)
@@ -50,9 +43,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(h, tmp_path):
     env = h.env()
     seed = int.from_bytes(os.urandom(4), "little")
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    target = _kill_at_random_step(h.cmd(str(spec), "--out", str(killed), "--quiet"), env, killed,
+    target = _kill_at_random_step(h, h.cmd(str(spec), "--out", str(killed), "--quiet"), env, killed,
                                   random.Random(seed))
-    stopped_at = _state_step(killed)
+    stopped_at = h.state_step(killed)
     subprocess.run(h.cmd(str(spec), "--out", str(killed), "--quiet", "--resume"), env=env, check=True,
                    capture_output=True)
     subprocess.run(h.cmd(str(spec), "--out", str(whole), "--quiet"), env=env, check=True, capture_output=True)
@@ -85,9 +78,9 @@ def test_sigkill_with_loader_workers_on_a_jpeg_folder_then_resume_matches(h, tmp
     reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *run), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        target = _kill_at_random_step(h.cmd(str(spec), "--out", str(killed), *run), env, killed,
+        target = _kill_at_random_step(h, h.cmd(str(spec), "--out", str(killed), *run), env, killed,
                                       random.Random(seed), IMAGE_STEPS * IMAGE_EPOCHS, IMAGE_EVERY)
-        stopped_at = _state_step(killed)
+        stopped_at = h.state_step(killed)
         why = f"killed past step {target} (test seed {seed}), resumed from step {stopped_at}"
         resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *run, "--resume"), env=env,
                                  capture_output=True, text=True)
@@ -141,7 +134,7 @@ def _writers(folder) -> list[int]:
     return pids
 
 
-def _kill_launcher_at_random(cmd, env, out, rng: random.Random) -> str:
+def _kill_launcher_at_random(h, cmd, env, out, rng: random.Random) -> str:
     """Start `archc train --nproc 2`; SIGKILL the launcher at a random moment: while torchrun starts its workers,
     or past a random checkpoint (plus a random few ms, maybe inside a write). Says which."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -153,7 +146,7 @@ def _kill_launcher_at_random(cmd, env, out, rng: random.Random) -> str:
         else:
             target = rng.randrange(NPROC_EVERY, NPROC_STEPS * NPROC_EPOCHS - NPROC_EVERY)
             deadline = time.monotonic() + 60
-            while _state_step(out) < target:
+            while h.state_step(out) < target:
                 assert proc.poll() is None, f"training ended before step {target}: {proc.stderr.read().decode()}"
                 assert time.monotonic() < deadline, "training made no progress"
                 time.sleep(0.002)
@@ -201,12 +194,12 @@ def test_sigkill_of_the_nproc_launcher_then_resume_matches_an_uninterrupted_run(
     reference = subprocess.Popen(h.cmd(str(spec), "--out", str(whole), *nproc), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        moment = _kill_launcher_at_random(h.cmd(str(spec), "--out", str(killed), *nproc), env, killed,
+        moment = _kill_launcher_at_random(h, h.cmd(str(spec), "--out", str(killed), *nproc), env, killed,
                                           random.Random(seed))
         why = f"killed {moment} (test seed {seed})"
         _wait_all_ended(killed, why)
         assert not (killed / "result.json").exists(), why
-        why += f", resumed from step {_state_step(killed)}"
+        why += f", resumed from step {h.state_step(killed)}"
         resumed = subprocess.run(h.cmd(str(spec), "--out", str(killed), *nproc, "--resume"), env=env,
                                  capture_output=True, text=True)
         assert resumed.returncode == 0, f"{why}: {resumed.stderr[-2000:]}"
