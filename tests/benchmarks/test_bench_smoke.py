@@ -50,7 +50,7 @@ def test_every_figure_module_has_the_entry_point() -> None:
 
 def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
-                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # ~50 s alone; a loaded 2-core machine runs it several times slower
+                           "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=1200)  # 139 s alone (2026-12-06, 20 figures; figure 20 launches 4 two-rank runs, 42 s); a loaded 2-core machine runs it several times slower
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "results.json").read_text())
     figures = {f["figure"]: f for f in report["figures"]}
