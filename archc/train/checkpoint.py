@@ -15,6 +15,7 @@ the price of a resume state that is consistent by construction, with no two-file
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as st_save
+from safetensors.torch import save_file as st_save_file
 
 from archc.errors import ModelError
 import archc.metadata as keys
 from archc.train.run_dir import RunDir
-from archc.util import write_bytes_atomic, write_text_atomic
+from archc.util import publish, temp_beside, write_text_atomic
 
 META_KEY = keys.TRAIN_STATE
 
@@ -45,7 +46,26 @@ def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_weights(path: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """A plain safetensors state_dict (a module's, or one given on the CPU) with string metadata."""
     weights = model if isinstance(model, dict) else weights_of(model)
-    write_bytes_atomic(path, st_save(weights, metadata={k: str(v) for k, v in meta.items()}))
+    save_atomic(path, weights, {k: str(v) for k, v in meta.items()})
+
+
+def save_atomic(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file written atomically (a temporary beside it, fsync, rename) straight from the tensors'
+    memory: safetensors' save_file writes each tensor from its own buffer, where `save` (bytes) first made the
+    whole file in memory, doubling rank 0's peak at every checkpoint (figure 20: 3.2 GiB against 1.8 GiB for the
+    rank that only trains). Its errors (a full disk) are an OSError naming `path`."""
+    import errno
+
+    with temp_beside(path) as tmp:
+        try:
+            st_save_file(tensors, tmp, metadata=metadata)
+        except OSError:
+            raise
+        except Exception as e:  # safetensors reports I/O failures as its own error type
+            raise OSError(errno.EIO, str(e).splitlines()[0][:200] if str(e) else type(e).__name__) from e
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        publish(tmp, path)
 
 
 def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -200,7 +220,7 @@ def save_sharded_state(run_dir: RunDir, sharded: str, weights: dict[str, torch.T
 
 def _write_state(run_dir: RunDir, tensors: dict[str, torch.Tensor], body: dict[str, Any],
                  weights: torch.nn.Module | dict[str, torch.Tensor]) -> None:
-    write_bytes_atomic(run_dir.state, st_save(tensors, metadata={META_KEY: json.dumps(body)}))
+    save_atomic(run_dir.state, tensors, {META_KEY: json.dumps(body)})
     meta = {k: body[k] for k in ("step", "epoch", "spec_sha256")}
     save_weights(run_dir.weights, weights, meta)
     readable = {k: v for k, v in body.items() if k not in ("history", "optimizer", "host_rng")}

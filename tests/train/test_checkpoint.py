@@ -88,3 +88,27 @@ def test_corrupt_state_json_is_a_model_error_naming_the_file(tmp_path, body):
     with pytest.raises(ModelError) as e:
         ckpt.load_state(run_dir)
     assert e.value.file == str(run_dir.state) and "training state" in e.value.message
+
+
+def test_a_failed_safetensors_write_is_an_oserror_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """save_file streams from the tensors (no copy of the file in memory); its own error type (a full disk, as
+    safetensors reports it) becomes an OSError naming the file asked for, and no temporary is left."""
+    from safetensors import SafetensorError
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(ckpt, "st_save_file", full)
+    path = tmp_path / "best.safetensors"
+    with pytest.raises(OSError) as e:
+        ckpt.save_weights(path, {"w": torch.ones(3)}, {"step": 1})
+    assert e.value.filename == str(path) and "No space left" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_written_streamed_read_back_equal(tmp_path):
+    tensors = {"a": torch.randn(64, 32), "b": torch.arange(10), "c": torch.ones(2, 2, dtype=torch.float16)}
+    ckpt.save_weights(tmp_path / "w.safetensors", tensors, {"step": 3})
+    back, meta = ckpt.read_file(tmp_path / "w.safetensors")
+    assert meta["step"] == "3" and set(back) == set(tensors)
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())
