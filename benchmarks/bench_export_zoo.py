@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -54,22 +53,32 @@ def zoo_specs() -> list[Path]:
     return sorted(p for p in (ROOT / "specs" / "zoo").glob("*.toml") if not p.name.endswith(".weights.toml"))
 
 
+# The peak is read by a small launcher process that starts the build and waits for it: Linux folds the memory
+# high-water mark of the image a process replaces at exec into its ru_maxrss, so a build started straight from this
+# process (gigabytes after figure 5's 100,000-node builds) would report this process's peak as its own (every zoo
+# spec read 4.97 GiB, 2026-12-06). The launcher is a fresh, small Python, so its child's figure is the build's own.
+LAUNCHER = ("import os, subprocess, sys\n"
+            "p = subprocess.Popen(sys.argv[2:])\n"
+            "_, status, usage = os.wait4(p.pid, 0)\n"
+            "open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}')\n")
+
+
 def build_cost(path: Path, *flags: str) -> dict:
     """`archc build SPEC -o FILE [flags]` in a fresh process: wall seconds, peak RSS (GiB), its output."""
     out = Path(tempfile.mkdtemp())
     cmd = [str(ARCHC) if ARCHC.exists() else "archc", "build", str(path), "-o", str(out / "m.onnx"), *flags]
     with open(out / "log", "w+") as log:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out)
-        _, status, usage = os.wait4(proc.pid, 0)
+        subprocess.run([sys.executable, "-c", LAUNCHER, str(out / "usage"), *cmd], stdout=log,
+                       stderr=subprocess.STDOUT, cwd=out)
         wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        maxrss, rc = (int(x) for x in (out / "usage").read_text().split())
         log.seek(0)
         text = log.read()
     for f in out.iterdir():
         f.unlink()
     out.rmdir()
-    return {"wall_s": wall, "peak_gib": usage.ru_maxrss * 1024 / 2**30, "rc": proc.returncode, "output": text}
+    return {"wall_s": wall, "peak_gib": maxrss * 1024 / 2**30, "rc": rc, "output": text}
 
 
 def weight_bytes(path: Path) -> int:
@@ -84,7 +93,7 @@ def summary(output: str) -> str:
     parts = []
     m = re.search(r"export \((\w+)\): ([\d.]+) s; total ([\d.]+) s", output)
     if m:
-        parts.append(f"torch.onnx + checker {m.group(2)} s, command's own total {m.group(3)} s")
+        parts.append(f"export ({m.group(1)}) to the checked file {m.group(2)} s, command's own total {m.group(3)} s")
     for line in output.splitlines():
         if line.startswith("optimized model "):
             parts.append("onnxslim: " + line.split(": ", 1)[1])
