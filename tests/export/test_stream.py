@@ -16,7 +16,7 @@ from onnx import numpy_helper
 import archc.export.onnx as export_onnx
 from archc.emit.graph import emit_model, to_proto
 from archc.export import stream
-from archc.export.passes import export
+from archc.export.passes import export, report_lines
 from archc.lower import lower
 from archc.pipeline import compile_spec
 from archc.runtime.session import check_session
@@ -144,3 +144,34 @@ def test_a_build_past_the_threshold_checks_the_weights_in_place(tmp_path, monkey
     with torch.no_grad():
         ref = c.module(torch.from_numpy(tokens)).numpy()
     assert np.abs(got - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_the_kv_cache_file_reads_the_models_weights_unless_the_optimizer_rewrote_them(tmp_path, optimize):
+    """model.kv.onnx's initializers point into model.onnx's own raw_data (ONNX external data, the same tensors'
+    bytes): a few kB on disk, equal weights when loaded; where the optimizer rewrote model.onnx (its weights folded
+    and renamed) the cache file holds its own."""
+    from archc.runtime.kvcache import cache_path
+
+    c = tiny("zoo/smollm_135m.toml")
+    out = tmp_path / "lm.onnx"
+    report = export(c, out, kv_cache=True, optimize=optimize)
+    kv = report.kvcache
+    assert kv is not None and not hasattr(kv, "why"), kv
+    raw = onnx.load(str(cache_path(out)), load_external_data=False)
+    pointing = {t.name: {e.key: e.value for e in t.external_data} for t in raw.graph.initializer if t.external_data}
+    if optimize:
+        assert kv.weights_in == "" and not pointing
+        return
+    assert kv.weights_in == "lm.onnx" and any("its weights are lm.onnx's" in line for line in report_lines(report))
+    state = {k: v.numpy() for k, v in c.module.state_dict().items()}
+    assert pointing and all(p["location"] == "lm.onnx" for p in pointing.values())
+    assert cache_path(out).stat().st_size < 64 * 1024 < sum(state[k].nbytes for k in pointing)
+    blob = out.read_bytes()
+    for name, p in pointing.items():  # the ranges are the weights' bytes inside model.onnx
+        off, n = int(p["offset"]), int(p["length"])
+        assert blob[off:off + n] == np.ascontiguousarray(state[name]).tobytes(), name
+    loaded = onnx.load(str(cache_path(out)))
+    for t in loaded.graph.initializer:
+        if t.name in state:
+            assert np.array_equal(numpy_helper.to_array(t), state[t.name]), t.name
