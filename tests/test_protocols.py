@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.emit.builder import Emitter
+from archc.emit.builder import Emitter, KVCache
 from archc.graph.ir import Graph
-from archc.ops.base import Emitter as EmitterProtocol
+from archc.ops.base import Emitter as EmitterProtocol, KVCacheMode
 from archc.runtime.session import Model
 from archc.tasks.views import GraphView, ModelView
 
@@ -20,7 +20,7 @@ ROOT = Path(archc.__file__).parent
 def members(protocol: type) -> set[str]:
     """The attributes and methods a Protocol class declares (its own, not Protocol's)."""
     names = set(getattr(protocol, "__annotations__", {}))
-    names |= {k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")}
+    names |= {k for k, v in vars(protocol).items() if (callable(v) or isinstance(v, property)) and not k.startswith("_")}
     return names
 
 
@@ -35,8 +35,8 @@ def instance_attributes(cls: type) -> set[str]:
     return found | set(dir(cls)) | set(getattr(cls, "__dataclass_fields__", {}))
 
 
-@pytest.mark.parametrize("protocol, real", [(EmitterProtocol, Emitter), (GraphView, Graph), (ModelView, Model)],
-                         ids=["emitter", "graph", "model"])
+@pytest.mark.parametrize("protocol, real", [(EmitterProtocol, Emitter), (KVCacheMode, KVCache), (GraphView, Graph),
+                                            (ModelView, Model)], ids=["emitter", "kv cache", "graph", "model"])
 def test_the_real_class_has_every_member(protocol, real):
     missing = members(protocol) - instance_attributes(real)
     assert members(protocol) and not missing, f"{real.__qualname__} lacks {sorted(missing)}"

@@ -43,6 +43,21 @@ class Emitter(Protocol):
     def dims(self, x: "ir.Value", start: int, end: int | None = None) -> "ir.Value": ...
     def linear(self, x: "ir.Value", prefix: str = "", bias: bool = True, rank: int = 3) -> "ir.Value": ...
     def affine(self, x: "ir.Value", w: "ir.Value", b: "ir.Value | None", rank: int = 3) -> "ir.Value": ...
+    # positions: 0..T-1 in model.onnx, past..past+T-1 in the KV-cache graph (archc.export.kvcache)
+    @property
+    def cache(self) -> "KVCacheMode | None": ...                     # the KV-cache graph's mode, None otherwise
+    def span(self, x: "ir.Value") -> tuple["ir.Value", "ir.Value"]: ...   # (start, end) of x's positions
+    def positions(self, x: "ir.Value") -> "ir.Value": ...            # x's positions, int64 (T,)
+    def key_positions(self, x: "ir.Value") -> "ir.Value": ...        # the keys' positions a query of x reads
+
+
+class KVCacheMode(Protocol):
+    """What the attention op reads of the KV-cache graph's mode (archc.emit.builder.KVCache implements it): its
+    layer's past keys and values, the presents it hands back, and values every layer shares, made once."""
+
+    def take(self, e: Emitter) -> tuple["ir.Value", "ir.Value"]: ...
+    def give(self, key: "ir.Value", value: "ir.Value") -> None: ...
+    def once(self, key: Any, make: Callable[[], Any]) -> Any: ...
 
 @dataclass(frozen=True)
 class TensorType:
