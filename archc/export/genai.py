@@ -170,10 +170,10 @@ def plan(lay: Any, meta: dict[str, str], main: Path) -> Package | Skipped:
 
 def config(lay: Any, main: Path, context: int, vocab: int, eos: int) -> dict[str, Any]:
     """genai_config.json: GenAI's generic decoder over the KV-cache graph, archc's names mapped onto GenAI's."""
-    from archc.runtime.kvcache import ONE_THREAD_BYTES, cache_path
+    from archc.runtime.kvcache import ONE_THREAD_BYTES, cache_path, weights_bytes
 
     options: dict[str, Any] = {"log_id": "onnxruntime-genai", "provider_options": []}
-    if _weights_bytes(main) < ONE_THREAD_BYTES:  # archc infer's rule: small decode steps run faster on one thread
+    if weights_bytes(main) < ONE_THREAD_BYTES:  # archc infer's rule: small decode steps run faster on one thread
         options["intra_op_num_threads"] = 1
     decoder = {"filename": cache_path(main).name, "session_options": options,
                "hidden_size": lay.hidden, "num_attention_heads": lay.heads[0], "num_key_value_heads": lay.kv_heads[0],
@@ -188,12 +188,6 @@ def config(lay: Any, main: Path, context: int, vocab: int, eos: int) -> dict[str
                        "num_return_sequences": 1, "past_present_share_buffer": False, "temperature": 1.0,
                        "top_k": 1, "top_p": 1.0, "repetition_penalty": 1.0, "length_penalty": 1.0,
                        "early_stopping": True, "no_repeat_ngram_size": 0, "diversity_penalty": 0.0}}
-
-
-def _weights_bytes(main: Path) -> int:
-    """The exported model's size, its external data included (the cache graph holds the same weights)."""
-    data = main.with_name(main.name + ".data")
-    return main.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def _dump(obj: Any) -> bytes:

@@ -15,9 +15,17 @@ import archc.metadata as keys
 
 SUFFIX = ".kv.onnx"
 META_KEY = keys.KVCACHE
-# Below this file size (about 10M float32 parameters) a one-token decode step is a few hundred small kernels that
-# one thread runs faster than two: gpt_stdlib (3.4 MB) generated 3267 vs 2388 tokens/s on 2 loaded cores.
+# Below this size of the weights (about 10M float32 parameters) a one-token decode step is a few hundred small
+# kernels that one thread runs faster than two: gpt_stdlib (3.4 MB) generated 3267 vs 2388 tokens/s on 2 loaded cores.
 ONE_THREAD_BYTES = 40 << 20
+
+
+def weights_bytes(model_path: str | os.PathLike) -> int:
+    """The exported model's size with its external data (the weights the cache file reads: it points into them, so
+    its own size says nothing of the model's)."""
+    p = Path(model_path)
+    data = p.with_name(p.name + ".data")
+    return p.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
 def cache_path(model_path: str | os.PathLike) -> Path:
@@ -69,7 +77,7 @@ class CachedLM:
         if not path.is_file():
             return None, f"no {path.name} beside the model"
         cuda = CUDA in model.providers
-        small = not cuda and path.stat().st_size < ONE_THREAD_BYTES
+        small = not cuda and weights_bytes(model.path) < ONE_THREAD_BYTES
         kv = Model.open(path, device="cuda" if cuda else "cpu", threads=1 if small else model.threads)
         try:
             meta = json.loads(kv.metadata.get(META_KEY, ""))

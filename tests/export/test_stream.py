@@ -175,3 +175,32 @@ def test_the_kv_cache_file_reads_the_models_weights_unless_the_optimizer_rewrote
     for t in loaded.graph.initializer:
         if t.name in state:
             assert np.array_equal(numpy_helper.to_array(t), state[t.name]), t.name
+
+
+@pytest.mark.parametrize("limit, threads", [("between", None), ("below", 1)])
+def test_the_decode_thread_choice_reads_the_models_weights_not_the_cache_files_size(tmp_path, monkeypatch, limit,
+                                                                                     threads):
+    """The cache file is a few kB when it points into model.onnx: one thread is chosen for a small model's weights
+    (archc.runtime.kvcache.ONE_THREAD_BYTES), not for a small cache file."""
+    import archc.runtime.kvcache as kvc
+    from archc.runtime.kvcache import CachedLM, cache_path
+    from archc.runtime.session import Model
+
+    c = tiny("zoo/smollm_135m.toml")
+    out = tmp_path / "lm.onnx"
+    export(c, out, kv_cache=True)
+    kv_size, main_size = cache_path(out).stat().st_size, out.stat().st_size
+    assert kv_size < main_size
+    monkeypatch.setattr(kvc, "ONE_THREAD_BYTES", (kv_size + main_size) // 2 if limit == "between" else main_size + 1)
+    opened = []
+    real = Model.open
+
+    def spy(path, *a, **k):
+        opened.append((str(path), k.get("threads")))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(Model, "open", staticmethod(spy))
+    model = real(out)
+    lm, why = CachedLM.open(model)
+    assert lm is not None, why
+    assert opened == [(str(cache_path(out)), threads if threads is not None else model.threads)]
