@@ -43,7 +43,6 @@ class ExportContext:
     start: float = field(default_factory=time.perf_counter)
     tmp: str = ""                         # the file's temporary name beside `path`
     tmpdir: str | None = None             # the folder of file and side file, for weights past 2 GB
-    writer: Any = None                    # the background write of the checked blob
     model: Any = None                     # onnx.ModelProto as exported (the split's skeleton), until serialized
     split: Any = None                     # archc.export.stream.Split: the skeleton and the weights as arrays
     weight_bytes: int = 0                 # the weights' bytes (what decides external data and the optimizer)

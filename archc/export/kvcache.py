@@ -15,7 +15,8 @@ The graph is emitted, not traced: the ops' own `emit` hooks write it, as they wr
 KV-cache mode (archc.emit.builder.KVCache: the ops that read positions get past..past+new-1, each attention layer
 reads its past through ONNX's Attention past_key/past_value and returns the presents). So there is one attention
 implementation per file format, and the weights are the same state_dict views under the same names as model.onnx's
-initializers (the file holds its own copy of them on disk). torch.onnx is not imported.
+initializers; on disk the file points into model.onnx's own bytes for them (ONNX external data, written by
+archc.export.stream), unless the optimizer rewrote model.onnx. torch.onnx is not imported.
 
 Only specs whose every layer treats positions independently, apart from causal self-attention and score biases
 from positions, can be cached (embedding, linear, norms, add/mul, activations, position encodings, tied output:
@@ -289,10 +290,9 @@ def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: 
     import onnx
 
     from archc.export import genai, stream
-    from archc.export.onnx import metadata
+    from archc.export.onnx import metadata, stamp
     from archc.export.optimize import within_budget
     from archc.util import publish, temp_beside
-    from archc.version import __version__
 
     graph, spec = compiled.graph, compiled.spec
     out = cache_path(main)
@@ -314,18 +314,15 @@ def export_cache(compiled: Any, module: Any, main: str | os.PathLike, optimize: 
         with temp_beside(out) as tmp:
             split = stream.split_ir(emit_cache(graph, module.state_dict(), lay))  # the module's tensors, no copy
             model = split.skeleton
-            model.producer_name, model.producer_version = "archc", __version__
-            model.graph.name = graph.name + "_kv"
-            model.doc_string = "KV-cache decoder of " + (spec.model.doc or f"archc model {graph.name}")
-            onnx.helper.set_model_props(model, meta)
+            stamp(model, compiled, meta, role="KV-cache decoder")
             decision = within_budget(model, optimize, split.nbytes) if optimize else None  # past it: no copy
             rewritten = bool(optimize) and decision is None  # the optimizer rewrites (and renames) the weights
             own = split if rewritten or weights_at is None else weights_at.pointed(split)
             weights_in = weights_at.location if own is not split else ""
             stream.write_file(tmp, lambda f: stream.write_single(own, f))
-            shared, model = split.arrays, None
+            model = None
             onnx.checker.check_model(tmp, full_check=False)
-            worst, tol, steps = step_parity(module, graph, lay, tmp, None if rewritten else shared)
+            worst, tol, steps = step_parity(module, graph, lay, tmp, split.arrays)
             if optimize and decision is None:
                 decision, checked = _optimize(module, graph, lay, tmp, optimize)
                 worst, tol, steps = checked or (worst, tol, steps)

@@ -14,7 +14,6 @@ import contextlib
 import io
 import json
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -302,8 +301,6 @@ def in_file(ctx: "ExportContext", body: Callable[[], None]) -> None:
     except OSError as e:  # a full disk while saving
         raise write_error(e, ctx.path) from e
     finally:
-        if ctx.writer is not None:  # a failed check: let the write end before its file goes
-            threading.Thread.join(ctx.writer)
         tempfiles.remove(ctx.tmp)
         if ctx.tmpdir is not None:
             tempfiles.remove(ctx.tmpdir)
@@ -434,10 +431,11 @@ def write(ctx: "ExportContext") -> None:
     path, graph = ctx.path, ctx.graph
     with ctx.phases("write"):
         if ctx.rewrite:  # the file as decided (archc.optimized set; taking a row): written again
-            ctx.writer = _Writer(ctx.tmp, ctx.blob)  # type: ignore[arg-type]
-            ctx.writer.join()
+            from archc.export.stream import write_file
+
+            write_file(ctx.tmp, lambda f: f.write(ctx.blob))
             ctx.weights_at = None  # its weights are no longer where the stream writer put them
-    ctx.writer = ctx.blob = ctx.core = ctx.shared = None  # not held through the passes after
+    ctx.blob = ctx.core = ctx.shared = None  # not held through the passes after
     data_name = path.name + ".data"
     src = ctx.tmp if ctx.tmpdir is None or ctx.rewrite else ctx.tmpdir if ctx.large else \
         os.path.join(ctx.tmpdir, path.name)
@@ -508,12 +506,22 @@ def _with_metadata(model: "onnx.ModelProto", compiled: Compiled, facts: Facts,
 
     graph, spec = compiled.graph, compiled.spec
     with phases("annotate"):
-        model.producer_name, model.producer_version = "archc", __version__
-        model.graph.name = graph.name
-        model.doc_string = spec.model.doc or f"archc model {graph.name}"
-        del model.metadata_props[:]
-        onnx.helper.set_model_props(model, metadata(graph, spec, compiled.raw, compiled.sha256, facts))
+        stamp(model, compiled, metadata(graph, spec, compiled.raw, compiled.sha256, facts))
     return model
+
+
+def stamp(model: "onnx.ModelProto", compiled: Compiled, props: dict[str, str], role: str = "") -> None:
+    """archc as producer, the spec's model name and doc string, and `props` as the model's only metadata. `role`
+    (the KV-cache file's "KV-cache decoder"): the graph is named `<name>_kv` and the doc string says what it is."""
+    import onnx
+
+    graph, spec = compiled.graph, compiled.spec
+    doc = spec.model.doc or f"archc model {graph.name}"
+    model.producer_name, model.producer_version = "archc", __version__
+    model.graph.name = graph.name + ("_kv" if role else "")
+    model.doc_string = f"{role} of {doc}" if role else doc
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
 
 
 def _emitted(graph: Graph, module, facts: Facts) -> "Split":
@@ -525,32 +533,6 @@ def _emitted(graph: Graph, module, facts: Facts) -> "Split":
 
     scales = facts.target_scale or None
     return split_ir(emit_model(graph, module.state_dict(), scales))
-
-
-def weight_bytes(model: "onnx.ModelProto") -> int:
-    """Serialized bytes of the initializers (what decides between one file and external data)."""
-    return sum(t.ByteSize() for t in model.graph.initializer)
-
-
-class _Writer(threading.Thread):
-    """Write bytes to a file while the caller goes on (the parity checks); join() re-raises its OSError."""
-
-    def __init__(self, path: str, data: bytes) -> None:
-        super().__init__(daemon=True)
-        self.path, self.data, self.error = path, data, None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            with open(self.path, "wb") as f:
-                f.write(self.data)
-        except OSError as e:
-            self.error = e
-
-    def join(self, timeout: float | None = None) -> None:
-        super().join(timeout)
-        if self.error is not None:
-            raise self.error
 
 
 def _move_into_place(src: str, path: Path, data_name: str | None) -> int:

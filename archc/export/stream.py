@@ -127,14 +127,6 @@ def _tag(number: int) -> bytes:
     return _varint(number << 3 | _LEN)
 
 
-def _header(split: Split, name: str) -> bytes:
-    """The TensorProto of initializer `name` without its data (name, dims, type)."""
-    for t in split.skeleton.graph.initializer:
-        if t.name == name:
-            return t.SerializeToString()
-    raise AssertionError(f"no initializer {name!r} in the skeleton")
-
-
 def _skeleton_parts(split: Split) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """The model's fields without the graph, the graph's fields without the large initializers, and each large
     initializer's header, in order."""

@@ -158,8 +158,9 @@ def _sigs(args: list, described: dict | None) -> dict[str, TensorSig]:
 # against 1.8-2.3 s (BASIC 5.8-7.6 s, EXTENDED 15.6-18.0 s). What DISABLE_ALL leaves is ORT's own load, ~quadratic in
 # the initializer count and outside archc's reach (30,000 Adds with an initializer each 3.1 s, 10,000 0.5 s; the same
 # Adds on one shared initializer grow linearly). Either way the check runs the file's graph under ONNX Runtime and
-# compares its outputs with torch's. `session.disable_prepacking` is not set: it made creation slower (10,000 nodes
-# 6.4 s against 2.2 s; 30,000 Adds 17.4 s against 2.1 s), and a check's session lives a moment, so its memory is moot.
+# compares its outputs with torch's. `session.disable_prepacking` is not set for these: it made creation slower
+# (10,000 nodes 6.4 s against 2.2 s; 30,000 Adds 17.4 s against 2.1 s). It is set where the weights are shared
+# (`shared` below: models past 64 MiB of weights), where a packed copy of every weight is what the check must not make.
 OPTIMIZED_UP_TO = 2_000
 
 
