@@ -112,14 +112,20 @@ def _node_refusal(node: Node, graph: Graph) -> str:
             return why
     if node.op.positions != "attention":
         return ""
-    bias_from = getattr(node.op, "bias_from", None)
-    if len(node.inputs) > 1 + (bias_from is not None):
+    read = _read(node.op)
+    if len(node.inputs) > 1 + (read is not None):
         return "attention reads a memory or pad tokens (cross or padded attention): no KV cache"
-    source = graph.get(node.inputs[-1]) if bias_from is not None else None
-    if bias_from is not None and (source is None or source.op.positions != "bias"):
-        return f"attention adds a score bias read from a node that is no position op (bias_from = '{bias_from}'; " \
+    source = graph.get(node.inputs[-1]) if read is not None else None
+    if read is not None and (source is None or source.op.positions != "bias"):
+        return f"attention adds a score bias read from a node that is no position op ({read[0]} = '{read[1]}'; " \
                f"the KV-cache graph recomputes only {_bias_ops()} at the cached positions): no KV cache"
     return ""
+
+
+def _read(op: Any) -> tuple[str, str] | None:
+    """The attribute (`Op.reads`: attention's bias_from) by which an op reads one more node, its last input, and
+    the node it names; None where it reads none."""
+    return next(((name, value) for name in type(op).reads if (value := getattr(op, name, None)) is not None), None)
 
 
 def _bias_refusal(node: Node, readers: list[Node], output: bool) -> str:
@@ -127,7 +133,7 @@ def _bias_refusal(node: Node, readers: list[Node], output: bool) -> str:
     past..past+new-1, keys 0..past+new-1): only a causal attention may read it, as its bias_from."""
     if node.op.positions != "bias":
         return ""
-    others = [r for r in readers if r.op.positions != "attention" or getattr(r.op, "bias_from", None) is None
+    others = [r for r in readers if r.op.positions != "attention" or _read(r.op) is None
               or r.inputs[-1] != node.id or node.id in r.inputs[:-1]]
     if output or others:
         what = "a graph output" if output else f"'{others[0].id}'"
